@@ -1,0 +1,70 @@
+/* error.c — wg_error: filling, prefixing and naming errors. */
+#include "common/common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int wg_error_setv(wg_error *err, int code, const char *fmt, va_list ap)
+{
+    if (err) {
+        err->code = code;
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    }
+    return code;
+}
+
+int wg_error_set(wg_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    wg_error_setv(err, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int wg_error_prefix(wg_error *err, const char *fmt, ...)
+{
+    if (!err)
+        return WG_ERR_INTERNAL;
+    char old[WG_ERROR_MSG_MAX];
+    char pre[WG_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof(pre), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof(old));
+    snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old);
+    return err->code;
+}
+
+void wg_error_clear(wg_error *err)
+{
+    if (err) {
+        err->code = 0;
+        err->msg[0] = '\0';
+    }
+}
+
+const char *wg_strerror(int code)
+{
+    switch (code) {
+    case WG_OK: return "ok";
+    case WG_ERR_INTERNAL: return "internal error";
+    case WG_ERR_NOMEM: return "out of memory";
+    case WG_ERR_IO: return "file error";
+    case WG_ERR_CONFIG: return "configuration error";
+    case WG_ERR_PERM: return "permission error";
+    case WG_ERR_EXISTS: return "already exists";
+    case WG_ERR_NOTFOUND: return "not found";
+    case WG_ERR_DNS: return "DNS error";
+    case WG_ERR_NET: return "network error";
+    case WG_ERR_HOSTKEY: return "host key error";
+    case WG_ERR_AUTH: return "authentication error";
+    case WG_ERR_PROTO: return "protocol error";
+    case WG_ERR_SSH: return "SSH error";
+    case WG_ERR_PG: return "PostgreSQL error";
+    case WG_ERR_AGAIN: return "try again";
+    case WG_ERR_CANCELLED: return "cancelled";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,79 @@
+/*
+ * ingest.h — everything that talks to PostgreSQL.
+ *
+ * Connections (built so that `host` keeps the real server name for TLS verify-full while
+ * `hostaddr`/`port` say where to dial: a tunnel's local port, pinned PrivateLink addresses,
+ * or the server itself), the PostgreSQL checks of `walgate validate`, and — with the ingest
+ * issue — slots, snapshot, pgoutput decoding, the change log and forwarders.
+ */
+#ifndef WALGATE_INGEST_H
+#define WALGATE_INGEST_H
+
+#include "common/common.h"
+
+#include <libpq-fe.h>
+
+typedef enum ingest_route {
+    INGEST_ROUTE_DIRECT = 0,
+    INGEST_ROUTE_TUNNEL = 1,      /* via = tunnel NAME */
+    INGEST_ROUTE_PRIVATELINK = 2, /* via = privatelink NAME */
+} ingest_route;
+
+/* One `[postgres NAME]` section. Strings are owned by whoever fills it. */
+typedef struct ingest_pg_config {
+    const char *name;
+    const char *host; /* the server's real name (TLS verify-full checks it) */
+    int port;         /* default 5432 */
+    const char *user;
+    const char *dbname;
+    const char *password_file; /* mode 0600; at most one of password_file/password_env */
+    const char *password_env;
+    const char *sslmode; /* libpq sslmode; default "prefer" */
+    const char *sslrootcert;
+    ingest_route route;
+    const char *via;            /* tunnel or privatelink name when route != direct */
+    wg_keepalive tcp;           /* keepalives_* and tcp_user_timeout */
+    int64_t connect_timeout_ms; /* default 10s */
+} ingest_pg_config;
+
+/* One `[source NAME]` section (the parts `walgate validate` uses so far). */
+typedef struct ingest_source_config {
+    const char *name;
+    const char *connection; /* a [postgres] section name */
+    const char *publication;
+    const char *slot;            /* default walgate_NAME */
+    char **tables;               /* NULL-terminated "schema.table"; NULL = all published */
+    char **text_columns;         /* NULL-terminated "schema.table.column" */
+    char **exclude_columns;      /* NULL-terminated "schema.table.column" */
+    int snapshot_workers;        /* default 2 */
+    uint64_t max_txn_memory;     /* default 64MiB */
+    int64_t status_interval_ms;  /* default 1s */
+} ingest_source_config;
+
+/*
+ * Open a connection described by `cfg`, dialing dial_addr:dial_port instead of host:port
+ * when dial_addr is not NULL (host stays in the conninfo for TLS). The password, when
+ * configured, is read here and handed to libpq directly; it never appears in a conninfo
+ * string, a log line or an error. `replication` opens a logical replication connection.
+ * Returns a connected PGconn owned by the caller (PQfinish), or NULL with `err` filled with
+ * libpq's message and the host/port/route it concerns.
+ */
+PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
+                          bool replication, wg_error *err);
+
+/*
+ * The PostgreSQL checks of `walgate validate` for one connection: TCP reachability of the
+ * dial address, TLS state, authentication, server version >= 11, wal_level = logical,
+ * REPLICATION privilege, max_wal_senders, free replication slots (need 2),
+ * max_slot_wal_keep_size (warn when unlimited); and for each source in `sources` (n of them,
+ * those whose connection is this one): the publication exists, its tables (or the configured
+ * ones) have REPLICA IDENTITY FULL, SELECT and USAGE grants, and no column of an unsupported
+ * type unless listed in text_columns/exclude_columns. Returns 0 when nothing FAILed.
+ */
+int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
+                          const ingest_source_config *const *sources, size_t n, wg_checks *out);
+
+/* True when walgate can render values of the type with this name (format_type() output). */
+bool ingest_type_supported(const char *type_name);
+
+#endif /* WALGATE_INGEST_H */
