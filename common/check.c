@@ -46,10 +46,14 @@ int wg_checks_add(wg_checks *c, const char *target, const char *name, wg_check_s
 const char *wg_check_status_name(wg_check_status s)
 {
     switch (s) {
-    case WG_CHECK_OK: return "ok";
-    case WG_CHECK_WARN: return "warn";
-    case WG_CHECK_FAIL: return "FAIL";
-    case WG_CHECK_SKIP: return "skip";
+    case WG_CHECK_OK:
+        return "ok";
+    case WG_CHECK_WARN:
+        return "warn";
+    case WG_CHECK_FAIL:
+        return "FAIL";
+    case WG_CHECK_SKIP:
+        return "skip";
     }
     return "?";
 }

@@ -149,7 +149,10 @@ typedef struct wg_keepalive {
     int64_t user_timeout_ms; /* TCP_USER_TIMEOUT; 0 leaves the kernel default */
 } wg_keepalive;
 
-#define WG_KEEPALIVE_DEFAULTS {10000, 10000, 5, 40000}
+#define WG_KEEPALIVE_DEFAULTS                                                                      \
+    {                                                                                              \
+        10000, 10000, 5, 40000                                                                     \
+    }
 
 int wg_sock_set_keepalive(int fd, const wg_keepalive *ka, wg_error *err);
 int wg_sock_set_nonblock(int fd, bool on);

@@ -48,23 +48,41 @@ void wg_error_clear(wg_error *err)
 const char *wg_strerror(int code)
 {
     switch (code) {
-    case WG_OK: return "ok";
-    case WG_ERR_INTERNAL: return "internal error";
-    case WG_ERR_NOMEM: return "out of memory";
-    case WG_ERR_IO: return "file error";
-    case WG_ERR_CONFIG: return "configuration error";
-    case WG_ERR_PERM: return "permission error";
-    case WG_ERR_EXISTS: return "already exists";
-    case WG_ERR_NOTFOUND: return "not found";
-    case WG_ERR_DNS: return "DNS error";
-    case WG_ERR_NET: return "network error";
-    case WG_ERR_HOSTKEY: return "host key error";
-    case WG_ERR_AUTH: return "authentication error";
-    case WG_ERR_PROTO: return "protocol error";
-    case WG_ERR_SSH: return "SSH error";
-    case WG_ERR_PG: return "PostgreSQL error";
-    case WG_ERR_AGAIN: return "try again";
-    case WG_ERR_CANCELLED: return "cancelled";
-    default: return "unknown error";
+    case WG_OK:
+        return "ok";
+    case WG_ERR_INTERNAL:
+        return "internal error";
+    case WG_ERR_NOMEM:
+        return "out of memory";
+    case WG_ERR_IO:
+        return "file error";
+    case WG_ERR_CONFIG:
+        return "configuration error";
+    case WG_ERR_PERM:
+        return "permission error";
+    case WG_ERR_EXISTS:
+        return "already exists";
+    case WG_ERR_NOTFOUND:
+        return "not found";
+    case WG_ERR_DNS:
+        return "DNS error";
+    case WG_ERR_NET:
+        return "network error";
+    case WG_ERR_HOSTKEY:
+        return "host key error";
+    case WG_ERR_AUTH:
+        return "authentication error";
+    case WG_ERR_PROTO:
+        return "protocol error";
+    case WG_ERR_SSH:
+        return "SSH error";
+    case WG_ERR_PG:
+        return "PostgreSQL error";
+    case WG_ERR_AGAIN:
+        return "try again";
+    case WG_ERR_CANCELLED:
+        return "cancelled";
+    default:
+        return "unknown error";
     }
 }

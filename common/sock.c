@@ -38,8 +38,7 @@ int wg_sock_set_keepalive(int fd, const wg_keepalive *ka, wg_error *err)
         return wg_error_set(err, WG_ERR_NET, "could not set TCP keepalive: %s", strerror(errno));
     if (ka->user_timeout_ms > 0 &&
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) != 0)
-        return wg_error_set(err, WG_ERR_NET, "could not set TCP_USER_TIMEOUT: %s",
-                            strerror(errno));
+        return wg_error_set(err, WG_ERR_NET, "could not set TCP_USER_TIMEOUT: %s", strerror(errno));
     return 0;
 }
 
@@ -174,8 +173,8 @@ int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err
                             : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
         inet_ntop(ai->ai_family, a, addr, sizeof(addr));
         if (off < sizeof(tried)) {
-            int n = snprintf(tried + off, sizeof(tried) - off, "%s%s (%s)", off ? ", " : "",
-                             addr, strerror(e));
+            int n = snprintf(tried + off, sizeof(tried) - off, "%s%s (%s)", off ? ", " : "", addr,
+                             strerror(e));
             off += n > 0 ? (size_t)n : 0;
         }
     }

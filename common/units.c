@@ -29,8 +29,8 @@ int wg_parse_duration(const char *s, int64_t *ms)
     static const struct {
         const char *unit;
         int64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"min", 60000}, {"h", 3600000},
-                 {"d", 86400000}};
+    } units[] = {{"ms", 1},      {"s", 1000},    {"m", 60000},
+                 {"min", 60000}, {"h", 3600000}, {"d", 86400000}};
     uint64_t v;
     const char *unit;
     if (split_number(s, &v, &unit) != 0)

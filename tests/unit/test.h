@@ -23,71 +23,71 @@ static struct test_case g_tests[256];
 static int g_ntests;
 static int g_failures; /* failed checks in the current test */
 
-#define TEST(name)                                                                             \
-    static void test_##name(void);                                                             \
-    __attribute__((constructor)) static void register_##name(void)                             \
-    {                                                                                          \
-        g_tests[g_ntests].name = #name;                                                        \
-        g_tests[g_ntests++].fn = test_##name;                                                  \
-    }                                                                                          \
-    static void test_##name(void)
+#define TEST(tname)                                                                                \
+    static void test_##tname(void);                                                                \
+    __attribute__((constructor)) static void register_##tname(void)                                \
+    {                                                                                              \
+        g_tests[g_ntests].name = #tname;                                                           \
+        g_tests[g_ntests++].fn = test_##tname;                                                     \
+    }                                                                                              \
+    static void test_##tname(void)
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);          \
-            g_failures++;                                                                      \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);               \
+            g_failures++;                                                                          \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                     \
-    do {                                                                                       \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                                  \
-        if (va_ != vb_) {                                                                      \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, va_, \
-                    vb_);                                                                      \
-            g_failures++;                                                                      \
-        }                                                                                      \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
+        if (va_ != vb_) {                                                                          \
+            fprintf(stderr, "%s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #a, va_,     \
+                    vb_);                                                                          \
+            g_failures++;                                                                          \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_STR(a, b)                                                                     \
-    do {                                                                                       \
-        const char *sa_ = (a), *sb_ = (b);                                                     \
-        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                           \
-            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,  \
-                    sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                               \
-            g_failures++;                                                                      \
-        }                                                                                      \
+#define CHECK_EQ_STR(a, b)                                                                         \
+    do {                                                                                           \
+        const char *sa_ = (a), *sb_ = (b);                                                         \
+        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                               \
+            fprintf(stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,      \
+                    sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                   \
+            g_failures++;                                                                          \
+        }                                                                                          \
     } while (0)
 
 /* The string `hay` contains `needle`. */
-#define CHECK_CONTAINS(hay, needle)                                                            \
-    do {                                                                                       \
-        const char *h_ = (hay), *n_ = (needle);                                                \
-        if (!h_ || !strstr(h_, n_)) {                                                          \
-            fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,    \
-                    h_ ? h_ : "(null)", n_);                                                   \
-            g_failures++;                                                                      \
-        }                                                                                      \
+#define CHECK_CONTAINS(hay, needle)                                                                \
+    do {                                                                                           \
+        const char *h_ = (hay), *n_ = (needle);                                                    \
+        if (!h_ || !strstr(h_, n_)) {                                                              \
+            fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__,         \
+                    h_ ? h_ : "(null)", n_);                                                       \
+            g_failures++;                                                                          \
+        }                                                                                          \
     } while (0)
 
-#define TEST_MAIN()                                                                            \
-    int main(int argc, char **argv)                                                            \
-    {                                                                                          \
-        int passed = 0, failed = 0;                                                            \
-        for (int i = 0; i < g_ntests; i++) {                                                   \
-            if (argc > 1 && strcmp(argv[1], g_tests[i].name) != 0)                             \
-                continue;                                                                      \
-            g_failures = 0;                                                                    \
-            g_tests[i].fn();                                                                   \
-            printf("%s %s\n", g_failures ? "FAIL" : "ok  ", g_tests[i].name);                  \
-            if (g_failures)                                                                    \
-                failed++;                                                                      \
-            else                                                                               \
-                passed++;                                                                      \
-        }                                                                                      \
-        printf("%d passed, %d failed\n", passed, failed);                                      \
-        return failed ? 1 : 0;                                                                 \
+#define TEST_MAIN()                                                                                \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        int passed = 0, failed = 0;                                                                \
+        for (int i = 0; i < g_ntests; i++) {                                                       \
+            if (argc > 1 && strcmp(argv[1], g_tests[i].name) != 0)                                 \
+                continue;                                                                          \
+            g_failures = 0;                                                                        \
+            g_tests[i].fn();                                                                       \
+            printf("%s %s\n", g_failures ? "FAIL" : "ok  ", g_tests[i].name);                      \
+            if (g_failures)                                                                        \
+                failed++;                                                                          \
+            else                                                                                   \
+                passed++;                                                                          \
+        }                                                                                          \
+        printf("%d passed, %d failed\n", passed, failed);                                          \
+        return failed ? 1 : 0;                                                                     \
     }
 
 #endif /* WALGATE_TEST_H */

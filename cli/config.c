@@ -1,0 +1,919 @@
+/*
+ * config.c — the walgate configuration file: parsing (libinih), defaults and validation.
+ *
+ * Every key is declared once in `g_keys` below with its section kind, type, default, where it
+ * is stored and what is allowed. Parsing, defaults and error messages all follow that table,
+ * and docs/configuration.md documents the same keys. Errors name the file, the line, the
+ * section and the key, and say what is allowed; unknown sections and keys are errors, and so
+ * is a password written inline.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <pwd.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* The key table                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum sect_kind { SECT_WALGATE, SECT_TUNNEL, SECT_POSTGRES, SECT_SOURCE } sect_kind;
+
+static const char *const g_sect_names[] = {"walgate", "tunnel", "postgres", "source"};
+
+typedef enum key_type {
+    KT_STRING,   /* char * (owned) */
+    KT_NAME,     /* char *, a section name: [A-Za-z0-9_.-] */
+    KT_PATH,     /* char *, an absolute or relative file path */
+    KT_PORT,     /* int 1..65535 */
+    KT_COUNT,    /* int, min..max */
+    KT_DURATION, /* int64_t milliseconds, min..max */
+    KT_SIZE,     /* uint64_t bytes */
+    KT_ENUM,     /* int, index into `choices` mapped through `values` */
+    KT_LIST,     /* char ** (owned, NULL-terminated), comma-separated */
+    KT_VIA,      /* "direct" | "tunnel NAME" | "privatelink NAME" */
+    KT_LOGLEVEL, /* log_level */
+} key_type;
+
+typedef struct key_spec {
+    sect_kind sect;
+    const char *key;
+    key_type type;
+    const char *def; /* default as it would be written in the file; NULL = none */
+    size_t off;      /* offset of the storage in the section's struct */
+    long long min, max;
+    const char *const *choices; /* KT_ENUM: NULL-terminated */
+    const int *values;          /* KT_ENUM: the value stored for each choice */
+} key_spec;
+
+static const char *const g_hostkey_choices[] = {"strict", "accept-new", NULL};
+static const int g_hostkey_values[] = {TUNNEL_HOSTKEY_STRICT, TUNNEL_HOSTKEY_ACCEPT_NEW};
+static const char *const g_sslmode_choices[] = {"disable",   "allow",       "prefer", "require",
+                                                "verify-ca", "verify-full", NULL};
+
+#define W(field) offsetof(cli_config, field)
+#define T(field) offsetof(cli_tunnel, field)
+#define P(field) offsetof(cli_postgres, field)
+#define S(field) offsetof(cli_source, field)
+#define MS_DAY (86400LL * 1000)
+
+static const key_spec g_keys[] = {
+    {SECT_WALGATE, "state_dir", KT_PATH, WALGATE_DEFAULT_STATE_DIR, W(state_dir), 0, 0, 0, 0},
+    {SECT_WALGATE, "log_level", KT_LOGLEVEL, "info", W(log_level), 0, 0, 0, 0},
+
+    {SECT_TUNNEL, "host", KT_STRING, NULL, T(host), 0, 0, 0, 0},
+    {SECT_TUNNEL, "port", KT_PORT, "22", T(cfg.port), 1, 65535, 0, 0},
+    {SECT_TUNNEL, "user", KT_STRING, NULL, T(user), 0, 0, 0, 0},
+    {SECT_TUNNEL, "host_key_policy", KT_ENUM, "strict", T(cfg.host_key_policy), 0, 0,
+     g_hostkey_choices, g_hostkey_values},
+    {SECT_TUNNEL, "known_hosts", KT_PATH, NULL, T(known_hosts), 0, 0, 0, 0},
+    {SECT_TUNNEL, "connect_timeout", KT_DURATION, "10s", T(cfg.connect_timeout_ms), 100, MS_DAY, 0,
+     0},
+    {SECT_TUNNEL, "keepalive_interval", KT_DURATION, "10s", T(cfg.keepalive_interval_ms), 100,
+     MS_DAY, 0, 0},
+    {SECT_TUNNEL, "keepalives_idle", KT_DURATION, "10s", T(cfg.tcp.idle_ms), 1000, MS_DAY, 0, 0},
+    {SECT_TUNNEL, "keepalives_interval", KT_DURATION, "10s", T(cfg.tcp.interval_ms), 1000, MS_DAY,
+     0, 0},
+    {SECT_TUNNEL, "keepalives_count", KT_COUNT, "5", T(cfg.tcp.count), 1, 100, 0, 0},
+    {SECT_TUNNEL, "tcp_user_timeout", KT_DURATION, "40s", T(cfg.tcp.user_timeout_ms), 0, MS_DAY, 0,
+     0},
+
+    {SECT_POSTGRES, "host", KT_STRING, NULL, P(host), 0, 0, 0, 0},
+    {SECT_POSTGRES, "port", KT_PORT, "5432", P(cfg.port), 1, 65535, 0, 0},
+    {SECT_POSTGRES, "user", KT_STRING, NULL, P(user), 0, 0, 0, 0},
+    {SECT_POSTGRES, "dbname", KT_STRING, NULL, P(dbname), 0, 0, 0, 0},
+    {SECT_POSTGRES, "password_file", KT_PATH, NULL, P(password_file), 0, 0, 0, 0},
+    {SECT_POSTGRES, "password_env", KT_STRING, NULL, P(password_env), 0, 0, 0, 0},
+    {SECT_POSTGRES, "sslmode", KT_STRING, "prefer", P(sslmode), 0, 0, g_sslmode_choices, 0},
+    {SECT_POSTGRES, "sslrootcert", KT_PATH, NULL, P(sslrootcert), 0, 0, 0, 0},
+    {SECT_POSTGRES, "via", KT_VIA, "direct", 0, 0, 0, 0, 0},
+    {SECT_POSTGRES, "connect_timeout", KT_DURATION, "10s", P(cfg.connect_timeout_ms), 1000, MS_DAY,
+     0, 0},
+    {SECT_POSTGRES, "keepalives_idle", KT_DURATION, "10s", P(cfg.tcp.idle_ms), 1000, MS_DAY, 0, 0},
+    {SECT_POSTGRES, "keepalives_interval", KT_DURATION, "10s", P(cfg.tcp.interval_ms), 1000, MS_DAY,
+     0, 0},
+    {SECT_POSTGRES, "keepalives_count", KT_COUNT, "5", P(cfg.tcp.count), 1, 100, 0, 0},
+    {SECT_POSTGRES, "tcp_user_timeout", KT_DURATION, "40s", P(cfg.tcp.user_timeout_ms), 0, MS_DAY,
+     0, 0},
+
+    {SECT_SOURCE, "connection", KT_NAME, NULL, S(connection), 0, 0, 0, 0},
+    {SECT_SOURCE, "publication", KT_STRING, NULL, S(publication), 0, 0, 0, 0},
+    {SECT_SOURCE, "slot", KT_STRING, NULL, S(slot), 0, 0, 0, 0},
+    {SECT_SOURCE, "tables", KT_LIST, NULL, S(cfg.tables), 0, 0, 0, 0},
+    {SECT_SOURCE, "text_columns", KT_LIST, NULL, S(cfg.text_columns), 0, 0, 0, 0},
+    {SECT_SOURCE, "exclude_columns", KT_LIST, NULL, S(cfg.exclude_columns), 0, 0, 0, 0},
+    {SECT_SOURCE, "snapshot_workers", KT_COUNT, "2", S(cfg.snapshot_workers), 1, 16, 0, 0},
+    {SECT_SOURCE, "max_txn_memory", KT_SIZE, "64MiB", S(cfg.max_txn_memory), 1 << 20, 0, 0, 0},
+    {SECT_SOURCE, "status_interval", KT_DURATION, "1s", S(cfg.status_interval_ms), 100,
+     10 * 60 * 1000, 0, 0},
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parse state                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct parse_state {
+    cli_config *cfg;
+    const char *path;
+    wg_error *err;
+    int failed;
+    /* Line counting: our reader hands libinih one line at a time and counts them. */
+    const char *text;
+    size_t text_len, text_pos;
+    int line;
+    /* The section the current line belongs to, as we saw its header. */
+    sect_kind cur_kind;
+    void *cur;    /* cli_config, cli_tunnel, cli_postgres or cli_source */
+    bool cur_bad; /* the section header itself was refused; skip its keys */
+    /* Which keys were set in the current section (index into g_keys), to refuse duplicates. */
+    int seen_line[WG_ARRAY_LEN(g_keys)];
+    bool walgate_seen;
+} parse_state;
+
+static void apply_defaults(parse_state *ps, sect_kind kind, void *base);
+
+/* Record the first error only; later ones are usually consequences of the first. */
+__attribute__((format(printf, 3, 4))) static void fail(parse_state *ps, int line, const char *fmt,
+                                                       ...)
+{
+    if (ps->failed++)
+        return;
+    char msg[WG_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        wg_error_set(ps->err, WG_ERR_CONFIG, "%s:%d: %s", ps->path, line, msg);
+    else
+        wg_error_set(ps->err, WG_ERR_CONFIG, "%s: %s", ps->path, msg);
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Grow an array of section structs by one zeroed element; returns it or NULL. */
+static void *grow(void **arr, size_t *n, size_t elem)
+{
+    char *p = realloc(*arr, (*n + 1) * elem);
+    if (!p)
+        return NULL;
+    memset(p + *n * elem, 0, elem);
+    *arr = p;
+    return p + (*n)++ * elem;
+}
+
+static void *find_section(const cli_config *cfg, sect_kind kind, const char *name)
+{
+    switch (kind) {
+    case SECT_TUNNEL:
+        for (size_t i = 0; i < cfg->n_tunnels; i++)
+            if (strcmp(cfg->tunnels[i].name, name) == 0)
+                return &cfg->tunnels[i];
+        break;
+    case SECT_POSTGRES:
+        for (size_t i = 0; i < cfg->n_postgres; i++)
+            if (strcmp(cfg->postgres[i].name, name) == 0)
+                return &cfg->postgres[i];
+        break;
+    case SECT_SOURCE:
+        for (size_t i = 0; i < cfg->n_sources; i++)
+            if (strcmp(cfg->sources[i].name, name) == 0)
+                return &cfg->sources[i];
+        break;
+    case SECT_WALGATE:
+        return (void *)cfg;
+    }
+    return NULL;
+}
+
+/*
+ * A section header line "[kind NAME]" or "[walgate]". Sections are opened here rather than in
+ * libinih's handler because libinih only reports sections that contain keys, and an empty
+ * "[tunnel b1]" must still be reported as missing its host.
+ */
+static void open_section(parse_state *ps, char *header)
+{
+    ps->cur = NULL;
+    ps->cur_bad = true;
+    memset(ps->seen_line, 0, sizeof(ps->seen_line));
+    char *s = trim(header);
+    char *sp = strpbrk(s, " \t");
+    char *name = NULL;
+    if (sp) {
+        *sp = '\0';
+        name = trim(sp + 1);
+    }
+    int kind = -1;
+    for (size_t k = 0; k < WG_ARRAY_LEN(g_sect_names); k++)
+        if (strcmp(s, g_sect_names[k]) == 0)
+            kind = (int)k;
+    if (kind < 0) {
+        fail(ps, ps->line,
+             "unknown section [%s%s%s]; allowed: [walgate], [tunnel NAME], [postgres NAME], "
+             "[source NAME]",
+             s, name ? " " : "", name ? name : "");
+        return;
+    }
+    if (kind == SECT_WALGATE) {
+        if (name && *name) {
+            fail(ps, ps->line, "[walgate] takes no name (found \"%s\")", name);
+            return;
+        }
+        if (ps->walgate_seen) {
+            fail(ps, ps->line, "[walgate] appears twice; merge the two sections");
+            return;
+        }
+        ps->walgate_seen = true;
+        ps->cur_kind = SECT_WALGATE;
+        ps->cur = ps->cfg;
+        ps->cur_bad = false;
+        return;
+    }
+    if (!name || !*name) {
+        fail(ps, ps->line, "[%s] needs a name, e.g. [%s main]", s, s);
+        return;
+    }
+    if (!valid_name(name)) {
+        fail(ps, ps->line,
+             "[%s %s]: a name may use only letters, digits, '_', '-' and '.' (at most 64)", s,
+             name);
+        return;
+    }
+    if (find_section(ps->cfg, (sect_kind)kind, name)) {
+        fail(ps, ps->line, "[%s %s] appears twice; section names must be unique", s, name);
+        return;
+    }
+    cli_config *cfg = ps->cfg;
+    void *sect = NULL;
+    char **name_slot = NULL;
+    int *line_slot = NULL;
+    switch ((sect_kind)kind) {
+    case SECT_TUNNEL: {
+        cli_tunnel *t = grow((void **)&cfg->tunnels, &cfg->n_tunnels, sizeof(*t));
+        if (t) {
+            sect = t;
+            name_slot = &t->name;
+            line_slot = &t->line;
+        }
+        break;
+    }
+    case SECT_POSTGRES: {
+        cli_postgres *p = grow((void **)&cfg->postgres, &cfg->n_postgres, sizeof(*p));
+        if (p) {
+            sect = p;
+            name_slot = &p->name;
+            line_slot = &p->line;
+        }
+        break;
+    }
+    case SECT_SOURCE: {
+        cli_source *src = grow((void **)&cfg->sources, &cfg->n_sources, sizeof(*src));
+        if (src) {
+            sect = src;
+            name_slot = &src->name;
+            line_slot = &src->line;
+        }
+        break;
+    }
+    case SECT_WALGATE:
+        break;
+    }
+    if (!sect || !(*name_slot = strdup(name))) {
+        fail(ps, ps->line, "out of memory");
+        return;
+    }
+    *line_slot = ps->line;
+    ps->cur_kind = (sect_kind)kind;
+    ps->cur = sect;
+    ps->cur_bad = false;
+    apply_defaults(ps, (sect_kind)kind, sect);
+}
+
+/* libinih reader: one line per call, counting lines and noticing section headers. */
+static char *reader(char *str, int num, void *stream)
+{
+    parse_state *ps = stream;
+    if (ps->text_pos >= ps->text_len)
+        return NULL;
+    const char *start = ps->text + ps->text_pos;
+    const char *nl = memchr(start, '\n', ps->text_len - ps->text_pos);
+    size_t n = nl ? (size_t)(nl - start) + 1 : ps->text_len - ps->text_pos;
+    ps->text_pos += n;
+    ps->line++;
+    if (n > (size_t)num - 1) {
+        fail(ps, ps->line, "line is longer than %d characters", num - 2);
+        n = 0;
+    }
+    memcpy(str, start, n);
+    str[n] = '\0';
+    if (memchr(str, '\0', n)) {
+        fail(ps, ps->line, "line contains a NUL byte");
+        str[0] = '\0';
+    }
+    /* Section headers are handled here, where the exact line is known. */
+    char *s = str;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s == '[') {
+        char *close = strchr(s, ']');
+        if (close) {
+            char header[512];
+            size_t hl = (size_t)(close - s - 1);
+            if (hl >= sizeof(header))
+                hl = sizeof(header) - 1;
+            memcpy(header, s + 1, hl);
+            header[hl] = '\0';
+            open_section(ps, header);
+        }
+    }
+    return str;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Values                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+static void free_list(char **list)
+{
+    if (!list)
+        return;
+    for (char **p = list; *p; p++)
+        free(*p);
+    free(list);
+}
+
+/* Split "a, b ,c" into a NULL-terminated list of trimmed, non-empty items. */
+static char **split_list(const char *value)
+{
+    size_t cap = 1;
+    for (const char *p = value; *p; p++)
+        cap += *p == ',';
+    char **list = calloc(cap + 1, sizeof(*list));
+    char *copy = strdup(value);
+    if (!list || !copy) {
+        free(list);
+        free(copy);
+        return NULL;
+    }
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *item = trim(tok);
+        if (!*item)
+            continue;
+        if (!(list[n++] = strdup(item))) {
+            free(copy);
+            free_list(list);
+            return NULL;
+        }
+    }
+    free(copy);
+    return list;
+}
+
+static const char *sect_label(parse_state *ps, char *buf, size_t len)
+{
+    const char *name = NULL;
+    switch (ps->cur_kind) {
+    case SECT_TUNNEL:
+        name = ((cli_tunnel *)ps->cur)->name;
+        break;
+    case SECT_POSTGRES:
+        name = ((cli_postgres *)ps->cur)->name;
+        break;
+    case SECT_SOURCE:
+        name = ((cli_source *)ps->cur)->name;
+        break;
+    case SECT_WALGATE:
+        break;
+    }
+    if (name)
+        snprintf(buf, len, "[%s %s]", g_sect_names[ps->cur_kind], name);
+    else
+        snprintf(buf, len, "[%s]", g_sect_names[ps->cur_kind]);
+    return buf;
+}
+
+static void list_keys(sect_kind kind, char *buf, size_t len)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < WG_ARRAY_LEN(g_keys); i++) {
+        if (g_keys[i].sect != kind)
+            continue;
+        int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", g_keys[i].key);
+        if (n < 0 || (size_t)n >= len - off)
+            break;
+        off += (size_t)n;
+    }
+}
+
+/*
+ * Store `value` for key `k` in section struct `base`. Returns 0, or -1 after fail() with a
+ * message naming the line, section, key and what is allowed.
+ */
+static int set_value(parse_state *ps, void *base, const key_spec *k, const char *value, int line)
+{
+    char label[200];
+    char *field = (char *)base + k->off;
+    sect_label(ps, label, sizeof(label));
+    switch (k->type) {
+    case KT_STRING:
+    case KT_NAME:
+    case KT_PATH: {
+        if (!*value) {
+            fail(ps, line, "%s %s is empty; remove the line to use the default", label, k->key);
+            return -1;
+        }
+        if (k->type == KT_NAME && !valid_name(value)) {
+            fail(ps, line, "%s %s: \"%s\" is not a section name (letters, digits, '_-.')", label,
+                 k->key, value);
+            return -1;
+        }
+        if (k->choices) {
+            bool ok = false;
+            for (const char *const *c = k->choices; *c; c++)
+                ok |= strcmp(*c, value) == 0;
+            if (!ok) {
+                char allowed[256] = "";
+                for (const char *const *c = k->choices; *c; c++)
+                    snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
+                             c == k->choices ? "" : ", ", *c);
+                fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value,
+                     allowed);
+                return -1;
+            }
+        }
+        char *copy = strdup(value);
+        if (!copy) {
+            fail(ps, line, "out of memory");
+            return -1;
+        }
+        free(*(char **)field);
+        *(char **)field = copy;
+        return 0;
+    }
+    case KT_PORT:
+    case KT_COUNT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (!*value || *end || errno || v < k->min || v > k->max) {
+            fail(ps, line, "%s %s: \"%s\" is not allowed; use a whole number from %lld to %lld",
+                 label, k->key, value, k->min, k->max);
+            return -1;
+        }
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case KT_DURATION: {
+        int64_t ms;
+        if (wg_parse_duration(value, &ms) != 0 || ms < k->min || ms > k->max) {
+            char lo[32], hi[32];
+            wg_format_duration(k->min, lo, sizeof(lo));
+            wg_format_duration(k->max, hi, sizeof(hi));
+            fail(ps, line,
+                 "%s %s: \"%s\" is not allowed; use a duration from %s to %s with a unit, "
+                 "e.g. 500ms, 10s, 5m",
+                 label, k->key, value, lo, hi);
+            return -1;
+        }
+        *(int64_t *)field = ms;
+        return 0;
+    }
+    case KT_SIZE: {
+        uint64_t bytes;
+        if (wg_parse_size(value, &bytes) != 0 || bytes < (uint64_t)k->min) {
+            char lo[32];
+            wg_format_size((uint64_t)k->min, lo, sizeof(lo));
+            fail(ps, line,
+                 "%s %s: \"%s\" is not allowed; use a size of at least %s, e.g. 64MiB, 1GiB", label,
+                 k->key, value, lo);
+            return -1;
+        }
+        *(uint64_t *)field = bytes;
+        return 0;
+    }
+    case KT_ENUM: {
+        for (int i = 0; k->choices[i]; i++) {
+            if (strcmp(k->choices[i], value) == 0) {
+                *(int *)field = k->values[i];
+                return 0;
+            }
+        }
+        char allowed[256] = "";
+        for (const char *const *c = k->choices; *c; c++)
+            snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
+                     c == k->choices ? "" : ", ", *c);
+        fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value,
+             allowed);
+        return -1;
+    }
+    case KT_LOGLEVEL: {
+        log_level lv;
+        if (log_level_parse(value, &lv) != 0) {
+            fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: error, warn, info, debug",
+                 label, k->key, value);
+            return -1;
+        }
+        *(log_level *)field = lv;
+        return 0;
+    }
+    case KT_LIST: {
+        char **list = split_list(value);
+        if (!list) {
+            fail(ps, line, "out of memory");
+            return -1;
+        }
+        if (!list[0]) {
+            free_list(list);
+            fail(ps, line, "%s %s is empty; remove the line to use the default", label, k->key);
+            return -1;
+        }
+        free_list(*(char ***)field);
+        *(char ***)field = list;
+        return 0;
+    }
+    case KT_VIA: {
+        cli_postgres *p = base;
+        char buf[200];
+        snprintf(buf, sizeof(buf), "%s", value);
+        char *kind = trim(buf);
+        char *sp = strpbrk(kind, " \t");
+        char *name = sp ? (*sp = '\0', trim(sp + 1)) : NULL;
+        if (strcmp(kind, "direct") == 0 && !name) {
+            p->cfg.route = INGEST_ROUTE_DIRECT;
+            free(p->via);
+            p->via = NULL;
+            return 0;
+        }
+        if ((strcmp(kind, "tunnel") == 0 || strcmp(kind, "privatelink") == 0) && name &&
+            valid_name(name)) {
+            p->cfg.route =
+                strcmp(kind, "tunnel") == 0 ? INGEST_ROUTE_TUNNEL : INGEST_ROUTE_PRIVATELINK;
+            free(p->via);
+            if (!(p->via = strdup(name))) {
+                fail(ps, line, "out of memory");
+                return -1;
+            }
+            return 0;
+        }
+        fail(ps, line,
+             "%s via: \"%s\" is not allowed; use \"direct\", \"tunnel NAME\" or "
+             "\"privatelink NAME\"",
+             label, value);
+        return -1;
+    }
+    }
+    return -1;
+}
+
+/* Keys that look like an inline secret; they are refused with a pointer to the safe way. */
+static bool is_inline_secret(const char *key)
+{
+    static const char *const bad[] = {"password",    "passwd",      "pass",       "secret",
+                                      "sslpassword", "hmac_secret", "private_key"};
+    for (size_t i = 0; i < WG_ARRAY_LEN(bad); i++)
+        if (strcmp(key, bad[i]) == 0)
+            return true;
+    return false;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_state *ps = user;
+    (void)section; /* we track sections ourselves, from the header lines */
+    if (ps->cur_bad)
+        return 1;
+    if (!ps->cur) {
+        fail(ps, ps->line,
+             "\"%s\" is outside any section; put it under [walgate] or another "
+             "section",
+             name);
+        return 1;
+    }
+    char label[200];
+    sect_label(ps, label, sizeof(label));
+    if (is_inline_secret(name)) {
+        /* Never echo the value: it is a secret. */
+        fail(ps, ps->line,
+             "%s %s: secrets must not be written in the configuration file; put it in a file "
+             "of mode 0600 and set %s_file = PATH, or set %s_env = VARIABLE",
+             label, name, strcmp(name, "password") == 0 ? "password" : name,
+             strcmp(name, "password") == 0 ? "password" : name);
+        return 1;
+    }
+    for (size_t i = 0; i < WG_ARRAY_LEN(g_keys); i++) {
+        const key_spec *k = &g_keys[i];
+        if (k->sect != ps->cur_kind || strcmp(k->key, name) != 0)
+            continue;
+        if (ps->seen_line[i]) {
+            fail(ps, ps->line, "%s %s is set twice (first on line %d)", label, name,
+                 ps->seen_line[i]);
+            return 1;
+        }
+        ps->seen_line[i] = ps->line;
+        set_value(ps, ps->cur, k, value, ps->line);
+        return 1;
+    }
+    char keys[600];
+    list_keys(ps->cur_kind, keys, sizeof(keys));
+    fail(ps, ps->line, "%s: unknown key \"%s\"; allowed: %s", label, name, keys);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Defaults and cross-checks                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * Set every key of `kind` that has a default. Called when a section opens, before its keys
+ * are read, so that an explicit value (even 0) always wins over the default.
+ */
+static void apply_defaults(parse_state *ps, sect_kind kind, void *base)
+{
+    for (size_t i = 0; i < WG_ARRAY_LEN(g_keys); i++) {
+        if (g_keys[i].sect == kind && g_keys[i].def)
+            set_value(ps, base, &g_keys[i], g_keys[i].def, 0);
+    }
+}
+
+static int check_password_file(parse_state *ps, const cli_postgres *p)
+{
+    struct stat st;
+    if (stat(p->password_file, &st) != 0) {
+        fail(ps, p->line, "[postgres %s] password_file %s: %s", p->name, p->password_file,
+             strerror(errno));
+        return -1;
+    }
+    if (st.st_mode & 077) {
+        fail(ps, p->line,
+             "[postgres %s] password_file %s has mode %04o, which lets group or others read it; "
+             "run: chmod 600 %s",
+             p->name, p->password_file, (unsigned)(st.st_mode & 07777), p->password_file);
+        return -1;
+    }
+    return 0;
+}
+
+static void finish(parse_state *ps)
+{
+    cli_config *cfg = ps->cfg;
+    const char *login = NULL;
+    struct passwd *pw = getpwuid(geteuid());
+    if (pw)
+        login = pw->pw_name;
+
+    for (size_t i = 0; i < cfg->n_tunnels; i++) {
+        cli_tunnel *t = &cfg->tunnels[i];
+        if (!t->host)
+            fail(ps, t->line, "[tunnel %s] has no host; add host = BASTION_HOST", t->name);
+        if (!t->user && !(t->user = strdup(login ? login : "root")))
+            fail(ps, t->line, "out of memory");
+        if (!t->known_hosts) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/known_hosts", cfg->state_dir);
+            if (!(t->known_hosts = strdup(path)))
+                fail(ps, t->line, "out of memory");
+        }
+        t->cfg.name = t->name;
+        t->cfg.host = t->host;
+        t->cfg.user = t->user;
+        t->cfg.known_hosts = t->known_hosts;
+        t->cfg.state_dir = cfg->state_dir;
+    }
+
+    for (size_t i = 0; i < cfg->n_postgres; i++) {
+        cli_postgres *p = &cfg->postgres[i];
+        if (!p->host)
+            fail(ps, p->line, "[postgres %s] has no host; add host = DATABASE_HOST", p->name);
+        if (!p->user)
+            fail(ps, p->line, "[postgres %s] has no user; add user = REPLICATION_ROLE", p->name);
+        if (!p->dbname)
+            fail(ps, p->line, "[postgres %s] has no dbname; add dbname = DATABASE", p->name);
+        if (p->password_file && p->password_env)
+            fail(ps, p->line,
+                 "[postgres %s] sets both password_file and password_env; keep one of them",
+                 p->name);
+        if (p->password_file)
+            check_password_file(ps, p);
+        if (p->cfg.route == INGEST_ROUTE_TUNNEL && !find_section(cfg, SECT_TUNNEL, p->via))
+            fail(ps, p->line, "[postgres %s] via = tunnel %s, but there is no [tunnel %s] section",
+                 p->name, p->via, p->via);
+        if (p->cfg.route == INGEST_ROUTE_PRIVATELINK)
+            fail(ps, p->line,
+                 "[postgres %s] via = privatelink %s: PrivateLink routes are not supported by "
+                 "this version yet; use direct or tunnel NAME",
+                 p->name, p->via);
+        p->cfg.name = p->name;
+        p->cfg.host = p->host;
+        p->cfg.user = p->user;
+        p->cfg.dbname = p->dbname;
+        p->cfg.password_file = p->password_file;
+        p->cfg.password_env = p->password_env;
+        p->cfg.sslmode = p->sslmode;
+        p->cfg.sslrootcert = p->sslrootcert;
+        p->cfg.via = p->via;
+    }
+
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        cli_source *s = &cfg->sources[i];
+        if (!s->connection)
+            fail(ps, s->line, "[source %s] has no connection; add connection = POSTGRES_NAME",
+                 s->name);
+        else if (!find_section(cfg, SECT_POSTGRES, s->connection))
+            fail(ps, s->line, "[source %s] connection = %s, but there is no [postgres %s] section",
+                 s->name, s->connection, s->connection);
+        if (!s->publication)
+            fail(ps, s->line, "[source %s] has no publication; add publication = NAME", s->name);
+        if (!s->slot) {
+            char slot[80];
+            snprintf(slot, sizeof(slot), "walgate_%s", s->name);
+            /* Slot names allow only lower-case letters, digits and underscores. */
+            for (char *c = slot; *c; c++) {
+                if (*c >= 'A' && *c <= 'Z')
+                    *c = (char)(*c - 'A' + 'a');
+                else if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
+                    *c = '_';
+            }
+            if (!(s->slot = strdup(slot)))
+                fail(ps, s->line, "out of memory");
+        } else {
+            bool ok = strlen(s->slot) <= 63;
+            for (const char *c = s->slot; *c; c++)
+                ok &= (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_';
+            if (!ok)
+                fail(ps, s->line,
+                     "[source %s] slot \"%s\": a replication slot name may use only lower-case "
+                     "letters, digits and '_' (at most 63)",
+                     s->name, s->slot);
+        }
+        s->cfg.name = s->name;
+        s->cfg.connection = s->connection;
+        s->cfg.publication = s->publication;
+        s->cfg.slot = s->slot;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+cli_config *cli_config_parse(const char *text, const char *path, wg_error *err)
+{
+    parse_state ps = {0};
+    ps.cfg = calloc(1, sizeof(*ps.cfg));
+    if (!ps.cfg || !(ps.cfg->path = strdup(path))) {
+        free(ps.cfg);
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    ps.cfg->log_level = LOG_LEVEL_INFO;
+    ps.path = path;
+    ps.err = err;
+    ps.text = text;
+    ps.text_len = strlen(text);
+    ps.cur_kind = SECT_WALGATE;
+    ps.cur = ps.cfg;
+    apply_defaults(&ps, SECT_WALGATE, ps.cfg);
+    ps.cur = NULL; /* keys before the first section header are refused */
+
+    /* Debian's libinih makes these run-time settings: long lines (lists), no continuation
+     * lines (an indented line is its own key, as people expect), ';' inline comments. */
+    ini_use_stack = false;
+    ini_allow_realloc = false;
+    ini_max_line = 65536;
+    ini_initial_alloc = 65536;
+    ini_allow_multiline = false;
+    ini_stop_on_first_error = false;
+
+    int rc = ini_parse_stream(reader, &ps, handler, &ps);
+    if (rc > 0 && !ps.failed)
+        fail(&ps, rc, "not a valid line; expected [section], key = value, or a # comment");
+    else if (rc < 0 && !ps.failed)
+        fail(&ps, 0, "could not parse (out of memory)");
+    if (!ps.failed)
+        finish(&ps);
+    if (ps.failed) {
+        cli_config_free(ps.cfg);
+        return NULL;
+    }
+    return ps.cfg;
+}
+
+cli_config *cli_config_load(const char *path, wg_error *err)
+{
+    wg_buf text = {0};
+    if (wg_read_file(path, 4 << 20, &text, err) != 0) {
+        if (err && err->code == WG_ERR_NOTFOUND)
+            wg_error_set(err, WG_ERR_CONFIG,
+                         "configuration file %s does not exist; pass -c FILE (see "
+                         "docs/configuration.md)",
+                         path);
+        wg_buf_free(&text);
+        return NULL;
+    }
+    cli_config *cfg = cli_config_parse(text.data, path, err);
+    wg_buf_free(&text);
+    if (cfg)
+        log_set_level(cfg->log_level);
+    return cfg;
+}
+
+void cli_config_free(cli_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->n_tunnels; i++) {
+        cli_tunnel *t = &cfg->tunnels[i];
+        free(t->name);
+        free(t->host);
+        free(t->user);
+        free(t->known_hosts);
+    }
+    for (size_t i = 0; i < cfg->n_postgres; i++) {
+        cli_postgres *p = &cfg->postgres[i];
+        free(p->name);
+        free(p->host);
+        free(p->user);
+        free(p->dbname);
+        free(p->password_file);
+        free(p->password_env);
+        free(p->sslmode);
+        free(p->sslrootcert);
+        free(p->via);
+    }
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        cli_source *s = &cfg->sources[i];
+        free(s->name);
+        free(s->connection);
+        free(s->publication);
+        free(s->slot);
+        free_list(s->cfg.tables);
+        free_list(s->cfg.text_columns);
+        free_list(s->cfg.exclude_columns);
+    }
+    free(cfg->tunnels);
+    free(cfg->postgres);
+    free(cfg->sources);
+    free(cfg->state_dir);
+    free(cfg->path);
+    free(cfg);
+}
+
+const cli_tunnel *cli_config_tunnel(const cli_config *cfg, const char *name)
+{
+    return find_section(cfg, SECT_TUNNEL, name);
+}
+
+const cli_postgres *cli_config_postgres(const cli_config *cfg, const char *name)
+{
+    return find_section(cfg, SECT_POSTGRES, name);
+}
+
+const cli_source *cli_config_source(const cli_config *cfg, const char *name)
+{
+    return find_section(cfg, SECT_SOURCE, name);
+}
+
+cli_config *cli_load_config_or_report(const cli_opts *opts)
+{
+    wg_error err = {0};
+    cli_config *cfg = cli_config_load(opts->config_path, &err);
+    if (!cfg)
+        cli_report(&err);
+    return cfg;
+}
+
+void cli_report(const wg_error *err)
+{
+    fprintf(stderr, "walgate: %s\n", err->msg[0] ? err->msg : wg_strerror(err->code));
+}

@@ -1,0 +1,148 @@
+/* test_common.c — durations, sizes, base64, JSON escaping, the reader, backoff, secrets. */
+#include "common/common.h"
+#include "test.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+TEST(durations)
+{
+    int64_t ms;
+    CHECK(wg_parse_duration("500ms", &ms) == 0 && ms == 500);
+    CHECK(wg_parse_duration("10s", &ms) == 0 && ms == 10000);
+    CHECK(wg_parse_duration("5m", &ms) == 0 && ms == 300000);
+    CHECK(wg_parse_duration("2h", &ms) == 0 && ms == 7200000);
+    CHECK(wg_parse_duration("0", &ms) == 0 && ms == 0);
+    CHECK(wg_parse_duration("10", &ms) != 0); /* ambiguous without a unit */
+    CHECK(wg_parse_duration("-1s", &ms) != 0);
+    CHECK(wg_parse_duration("1.5s", &ms) != 0);
+    CHECK(wg_parse_duration("s", &ms) != 0);
+    CHECK(wg_parse_duration("99999999999999999999s", &ms) != 0);
+    char buf[32];
+    wg_format_duration(1500, buf, sizeof(buf));
+    CHECK_EQ_STR(buf, "1500ms");
+    wg_format_duration(300000, buf, sizeof(buf));
+    CHECK_EQ_STR(buf, "5m");
+}
+
+TEST(sizes)
+{
+    uint64_t b;
+    CHECK(wg_parse_size("64MiB", &b) == 0 && b == 64ULL << 20);
+    CHECK(wg_parse_size("1GiB", &b) == 0 && b == 1ULL << 30);
+    CHECK(wg_parse_size("100MB", &b) == 0 && b == 100000000ULL);
+    CHECK(wg_parse_size("4096", &b) == 0 && b == 4096);
+    CHECK(wg_parse_size("12XB", &b) != 0);
+    CHECK(wg_parse_size("", &b) != 0);
+}
+
+TEST(base64_round_trip)
+{
+    const uint8_t data[] = {0, 1, 2, 250, 251, 252, 253, 254, 255, 'a'};
+    for (size_t n = 0; n <= sizeof(data); n++) {
+        wg_buf b = {0};
+        wg_base64_encode(&b, data, n, true);
+        uint8_t out[16];
+        long got = wg_base64_decode(b.data ? b.data : "", b.len, out, sizeof(out));
+        CHECK_EQ_INT(got, (long)n);
+        CHECK(memcmp(out, data, n) == 0);
+        wg_buf_free(&b);
+    }
+    uint8_t out[8];
+    CHECK(wg_base64_decode("ab$d", 4, out, sizeof(out)) < 0);
+    CHECK(wg_base64_decode("aGVsbG8=x", 9, out, sizeof(out)) < 0);
+    CHECK(wg_base64_decode("aGVsbG8gd29ybGQ=", 16, out, 4) < 0); /* too small */
+}
+
+TEST(json_escaping)
+{
+    wg_buf b = {0};
+    wg_json j;
+    wg_json_init(&j, &b);
+    wg_json_object_begin(&j);
+    wg_json_key(&j, "s");
+    wg_json_string(&j, "a\"b\\c\n\x01\xc3\xa9\xff");
+    wg_json_key(&j, "n");
+    wg_json_int(&j, -5);
+    wg_json_key(&j, "a");
+    wg_json_array_begin(&j);
+    wg_json_bool(&j, true);
+    wg_json_null(&j);
+    wg_json_array_end(&j);
+    wg_json_object_end(&j);
+    CHECK_EQ_STR(b.data, "{\"s\":\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xef\xbf\xbd\",\"n\":-5,"
+                         "\"a\":[true,null]}");
+    wg_buf_free(&b);
+}
+
+TEST(reader_refuses_short_input)
+{
+    const uint8_t data[] = {0, 0, 0, 5, 'h', 'e', 'l'};
+    wg_rd r;
+    wg_rd_init(&r, data, sizeof(data));
+    const uint8_t *p;
+    size_t n;
+    CHECK(wg_rd_sshstr(&r, &p, &n) != 0);
+    CHECK_EQ_INT(r.pos, 0); /* a failed read does not move */
+    uint32_t v;
+    CHECK(wg_rd_u32(&r, &v) == 0 && v == 5);
+    CHECK(wg_rd_bytes(&r, 4, &p) != 0);
+    CHECK(wg_rd_bytes(&r, 3, &p) == 0);
+    uint8_t b;
+    CHECK(wg_rd_u8(&r, &b) != 0);
+}
+
+TEST(backoff_is_capped_and_jittered)
+{
+    wg_backoff bo;
+    wg_backoff_init(&bo, 100, 5000);
+    int64_t prev_hi = 0;
+    for (int i = 0; i < 30; i++) {
+        int64_t d = wg_backoff_next(&bo);
+        CHECK(d >= 50 && d <= 5000);
+        if (i > 10)
+            CHECK(d >= 2500); /* reached the cap: at least half of it */
+        prev_hi = d;
+    }
+    (void)prev_hi;
+    wg_backoff_reset(&bo);
+    CHECK(wg_backoff_next(&bo) <= 100);
+}
+
+TEST(secret_file_mode)
+{
+    char path[] = "/tmp/walgate-test-secretXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(write(fd, "topsecret\n", 10) == 10);
+    close(fd);
+    chmod(path, 0640);
+    wg_error err;
+    wg_secret *s = wg_secret_from_file(path, &err);
+    CHECK(s == NULL);
+    CHECK_CONTAINS(err.msg, "chmod 600");
+    CHECK(strstr(err.msg, "topsecret") == NULL);
+    chmod(path, 0600);
+    s = wg_secret_from_file(path, &err);
+    CHECK(s != NULL);
+    CHECK_EQ_STR(wg_secret_reveal(s), "topsecret");
+    wg_secret_free(s);
+    unlink(path);
+}
+
+TEST(hostport)
+{
+    char h[64];
+    int port;
+    CHECK(wg_parse_hostport("db.internal:5433", h, sizeof(h), &port, 5432) == 0);
+    CHECK_EQ_STR(h, "db.internal");
+    CHECK_EQ_INT(port, 5433);
+    CHECK(wg_parse_hostport("[::1]:22", h, sizeof(h), &port, 0) == 0);
+    CHECK_EQ_STR(h, "::1");
+    CHECK_EQ_INT(port, 22);
+    CHECK(wg_parse_hostport("db", h, sizeof(h), &port, 5432) == 0 && port == 5432);
+    CHECK(wg_parse_hostport("db:0", h, sizeof(h), &port, 5432) != 0);
+    CHECK(wg_parse_hostport("db:99999", h, sizeof(h), &port, 5432) != 0);
+    CHECK(wg_parse_hostport(":5432", h, sizeof(h), &port, 5432) != 0);
+}
+
+TEST_MAIN()
