@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what walgate needs to build, test and run its demo, from Debian 12 packages.
+# Idempotent and quiet: packages already installed are not touched, and apt-get update runs
+# only when something is missing. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
+  # libraries
+  libpq-dev libssh2-1-dev libssl-dev libc-ares-dev libcurl4-openssl-dev libinih-dev
+  libnats-dev libexpat1-dev
+  # servers and tools the tests, demo and benchmarks run for real
+  postgresql-15 postgresql-client-15 openssh-server openssh-client dnsmasq-base nats-server
+  python3 iperf3 procps util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# policy-rc.d keeps package scripts from starting the system's own PostgreSQL and sshd
+# services: walgate's tests and demo start their own on free ports.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
