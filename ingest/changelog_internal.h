@@ -1,0 +1,75 @@
+/*
+ * changelog_internal.h — the durable change log (the embedded default sink), for ingest/.
+ *
+ * One directory per source (STATE_DIR/log/SOURCE/) of append-only segment files of JSON
+ * Lines. The unit of writing is a *batch*: a transaction (begin, rows, commit) or a chunk of
+ * snapshot rows, handed over whole and ended by a terminal record. A batch is either
+ * entirely in the log or not at all: after a crash, opening the log cuts a torn tail back to
+ * the end of the last complete batch. Positions are LSNs: every batch carries the LSN the
+ * source may confirm once that batch is durable (a commit's end LSN; snapshot batches carry
+ * the slot's consistent point). The on-disk format is documented and versioned in
+ * docs/changelog.md.
+ *
+ * Threads: one writer; readers (log tail, forwarders) may run in other processes and only
+ * ever see complete, fsynced batches.
+ */
+#ifndef WALGATE_INGEST_CHANGELOG_INTERNAL_H
+#define WALGATE_INGEST_CHANGELOG_INTERNAL_H
+
+#include "common/common.h"
+
+typedef struct changelog changelog;
+
+typedef struct changelog_options {
+    uint64_t segment_bytes; /* start a new segment after this many bytes; default 64 MiB */
+} changelog_options;
+
+/*
+ * Open (creating directories 0700 as needed) the log in `dir` for writing, recovering a torn
+ * tail. The writer holds an exclusive lock on the directory; a second writer is refused with a
+ * message naming the directory. Returns a new log or NULL with `err`.
+ */
+changelog *changelog_open(const char *dir, const changelog_options *opts, wg_error *err);
+
+/* Flush, unlock and free. NULL-safe. */
+void changelog_close(changelog *log);
+
+/*
+ * The position of the last complete batch (0 for an empty log): everything at or below it is
+ * in the log. After changelog_sync() it is also durable.
+ */
+uint64_t changelog_last_lsn(const changelog *log);
+uint64_t changelog_durable_lsn(const changelog *log);
+
+/*
+ * Append one batch: `records` holds complete JSON Lines (each ending in '\n'), the last of
+ * which is the terminal record; `lsn` is the batch's position (must not go backwards). The
+ * bytes are written (never split across segments) but not yet fsynced: call changelog_sync()
+ * before confirming anything, which lets a burst of small transactions share one fsync.
+ */
+int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
+                     wg_error *err);
+
+/* The same for a batch whose records were spilled to a file (large transactions): copies
+ * `len` bytes from `fd` at offset 0. */
+int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_error *err);
+
+/* fsync the segment (and the directory when a segment was created). */
+int changelog_sync(changelog *log, wg_error *err);
+
+/*
+ * Reading: iterate over complete batches, oldest first, starting at the first batch whose
+ * position is greater than `after_lsn` (0 = from the beginning). Safe while a writer appends.
+ */
+typedef struct changelog_reader changelog_reader;
+
+changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_error *err);
+/*
+ * The next record line (without its newline) into `line` (reset first). Returns 1 when a
+ * line was read, 0 at the current end of the log (call again later to follow), negative on
+ * error.
+ */
+int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err);
+void changelog_reader_free(changelog_reader *r);
+
+#endif /* WALGATE_INGEST_CHANGELOG_INTERNAL_H */
