@@ -340,11 +340,24 @@ static char *reader(char *str, int num, void *stream)
     }
     /* Section headers are handled here, where the exact line is known. */
     char *s = str;
+    if (ps->line == 1 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+        s += 3; /* a UTF-8 byte-order mark, which libinih skips too */
     while (*s == ' ' || *s == '\t')
         s++;
     if (*s == '[') {
         char *close = strchr(s, ']');
-        if (close) {
+        const char *rest = close ? close + 1 : NULL;
+        while (rest && (*rest == ' ' || *rest == '\t' || *rest == '\r' || *rest == '\n'))
+            rest++;
+        if (!close) {
+            fail(ps, ps->line, "section header has no closing ']'");
+            ps->cur = NULL;
+            ps->cur_bad = true;
+        } else if (*rest && *rest != '#' && *rest != ';') {
+            fail(ps, ps->line, "unexpected text after the section header's ']'");
+            ps->cur = NULL;
+            ps->cur_bad = true;
+        } else {
             char header[512];
             size_t hl = (size_t)(close - s - 1);
             if (hl >= sizeof(header))
@@ -838,6 +851,17 @@ cli_config *cli_config_load(const char *path, wg_error *err)
                          "configuration file %s does not exist; pass -c FILE (see "
                          "docs/configuration.md)",
                          path);
+        wg_buf_free(&text);
+        return NULL;
+    }
+    const char *nul = memchr(text.data, '\0', text.len);
+    if (nul) {
+        int line = 1;
+        for (const char *c = text.data; c < nul; c++)
+            line += *c == '\n';
+        wg_error_set(err, WG_ERR_CONFIG,
+                     "%s:%d: line contains a NUL byte; the configuration must be a text file",
+                     path, line);
         wg_buf_free(&text);
         return NULL;
     }

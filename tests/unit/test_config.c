@@ -185,4 +185,32 @@ TEST(long_lists_and_comments)
     wg_buf_free(&b);
 }
 
+TEST(bom_unclosed_header_and_nul)
+{
+    wg_error err;
+    cli_config *c = parse("\xEF\xBB\xBF[tunnel b]\nhost = h\n", &err);
+    CHECK(c != NULL);
+    cli_config_free(c);
+
+    c = parse("[tunnel b1\nhost = h\n", &err);
+    CHECK(c == NULL);
+    CHECK_CONTAINS(err.msg, ":1:");
+    CHECK_CONTAINS(err.msg, "no closing ']'");
+
+    c = parse("[tunnel b1]x\nhost = h\n", &err);
+    CHECK(c == NULL);
+    CHECK_CONTAINS(err.msg, "after the section header");
+
+    char path[] = "/tmp/walgate-test-nul-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    static const char text[] = "[tunnel b]\nhost = h\n\0port = 99999\n";
+    CHECK(write(fd, text, sizeof(text) - 1) == (ssize_t)(sizeof(text) - 1));
+    close(fd);
+    c = cli_config_load(path, &err);
+    CHECK(c == NULL);
+    CHECK_CONTAINS(err.msg, ":3: line contains a NUL byte");
+    unlink(path);
+}
+
 TEST_MAIN()
