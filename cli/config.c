@@ -860,8 +860,8 @@ cli_config *cli_config_load(const char *path, wg_error *err)
         for (const char *c = text.data; c < nul; c++)
             line += *c == '\n';
         wg_error_set(err, WG_ERR_CONFIG,
-                     "%s:%d: line contains a NUL byte; the configuration must be a text file",
-                     path, line);
+                     "%s:%d: line contains a NUL byte; the configuration must be a text file", path,
+                     line);
         wg_buf_free(&text);
         return NULL;
     }
