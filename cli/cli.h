@@ -73,6 +73,7 @@ typedef struct cli_opts {
 int cmd_keys(int argc, char **argv, const cli_opts *opts);
 int cmd_tunnel(int argc, char **argv, const cli_opts *opts);
 int cmd_validate(int argc, char **argv, const cli_opts *opts);
+int cmd_log(int argc, char **argv, const cli_opts *opts);
 
 /*
  * Load the configuration named by opts (or the default path). On failure prints the error

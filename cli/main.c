@@ -24,6 +24,8 @@ static void usage(FILE *f)
             "  tunnel NAME --to HOST:PORT [--listen ADDR:PORT]\n"
             "                                 run one tunnel in the foreground, like ssh -N -L\n"
             "  validate [NAME...] [--json]    check tunnels and PostgreSQL connections\n"
+            "  log tail SOURCE [--from LSN] [--follow] [--state-dir DIR]\n"
+            "                                 print the change log of SOURCE (after LSN X/Y)\n"
             "\n"
             "See README.md and docs/ for details.\n");
 }
@@ -70,7 +72,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **, const cli_opts *);
-    } cmds[] = {{"keys", cmd_keys}, {"tunnel", cmd_tunnel}, {"validate", cmd_validate}};
+    } cmds[] = {
+        {"keys", cmd_keys}, {"tunnel", cmd_tunnel}, {"validate", cmd_validate}, {"log", cmd_log}};
     int rc = -1;
     for (size_t k = 0; k < WG_ARRAY_LEN(cmds); k++) {
         if (strcmp(argv[i], cmds[k].name) == 0) {

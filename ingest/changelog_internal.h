@@ -12,6 +12,12 @@
  *
  * Threads: one writer; readers (log tail, forwarders) may run in other processes and only
  * ever see complete, fsynced batches.
+ *
+ * Files in `dir`: LOCK (the writer's flock, holding its pid), and per segment
+ * "%016llX-%08u.jsonl" (first batch LSN, sequence number) with a binary index of its batches
+ * "%016llX-%08u.idx". A batch is in the log once its index entry is; changelog_sync() writes
+ * the index entries only after the segment bytes are fsynced, so the index never points at
+ * bytes that could still be lost.
  */
 #ifndef WALGATE_INGEST_CHANGELOG_INTERNAL_H
 #define WALGATE_INGEST_CHANGELOG_INTERNAL_H
@@ -43,9 +49,13 @@ uint64_t changelog_durable_lsn(const changelog *log);
 
 /*
  * Append one batch: `records` holds complete JSON Lines (each ending in '\n'), the last of
- * which is the terminal record; `lsn` is the batch's position (must not go backwards). The
- * bytes are written (never split across segments) but not yet fsynced: call changelog_sync()
- * before confirming anything, which lets a burst of small transactions share one fsync.
+ * which is the terminal record (a line starting `{"op":"commit"` or `{"op":"snapshot`; the
+ * log checks that and nothing else of the records); `lsn` is the batch's position: not 0 and
+ * never below the previous batch's (equal is allowed). The bytes are written (never split
+ * across segments) but not yet fsynced nor visible to readers: call changelog_sync() before
+ * confirming anything, which lets a burst of small transactions share one fsync.
+ * After a failed write or fsync the log refuses everything until it is closed and reopened
+ * (reopening cuts it back to the last durable batch).
  */
 int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
                      wg_error *err);
@@ -54,12 +64,19 @@ int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_
  * `len` bytes from `fd` at offset 0. */
 int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_error *err);
 
-/* fsync the segment (and the directory when a segment was created). */
+/*
+ * Make every appended batch durable and visible to readers: fdatasync the segment, then
+ * write and fdatasync the index entries of the batches appended since the last sync. The
+ * directory is fsynced whenever a segment is created, and a full segment is synced before
+ * the next one is started. Afterwards changelog_durable_lsn() == changelog_last_lsn().
+ */
 int changelog_sync(changelog *log, wg_error *err);
 
 /*
  * Reading: iterate over complete batches, oldest first, starting at the first batch whose
- * position is greater than `after_lsn` (0 = from the beginning). Safe while a writer appends.
+ * position is greater than `after_lsn` (0 = from the beginning). Safe while a writer appends,
+ * in this process or another; takes no lock and needs only read access. Returns NULL with
+ * `err` (code WG_ERR_NOTFOUND when `dir` does not exist).
  */
 typedef struct changelog_reader changelog_reader;
 

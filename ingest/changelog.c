@@ -1,0 +1,1150 @@
+/*
+ * changelog.c — the durable change log: per source a directory of append-only segment files
+ * of JSON Lines, each with a small binary index of its complete batches. One writer (holding
+ * an flock on DIR/LOCK), any number of readers in any process. docs/changelog.md documents
+ * the on-disk format (version 1) and the guarantees; this comment explains the design.
+ *
+ * Why an index file: the log does not parse records, yet it must know where each batch ends
+ * and at which LSN, both to cut a torn tail and to let readers start "after LSN X". Each
+ * segment SEG.jsonl has SEG.idx, a sequence of 24-byte entries {end offset, LSN, magic, CRC},
+ * one per batch.
+ *
+ * Why this ordering: changelog_sync() fdatasyncs the segment first and only then writes and
+ * fdatasyncs the index entries of the batches written since the last sync. So an index entry
+ * only ever points at bytes that are already durable, and a batch is "in the log" exactly
+ * when its index entry is. Consequences:
+ *   - after a crash the index is the truth: recovery keeps the longest prefix of well-formed
+ *     entries that fit in the segment (and whose last batch ends in a terminal line), cuts the
+ *     segment back to the end of the last kept batch and drops the rest. Bytes beyond it were
+ *     never confirmed to the server (confirmation follows changelog_sync), so the source
+ *     resends them;
+ *   - readers, which follow the index, only ever see complete and fsynced batches, in this
+ *     process or any other, without any further coordination with the writer.
+ * A segment is synced completely before the next one is created, so only the newest segment
+ * can have a torn tail.
+ */
+#include "ingest/changelog_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CL_DEFAULT_SEGMENT_BYTES (64ULL << 20)
+#define CL_ENTRY_SIZE 24
+#define CL_NAME_LEN 31 /* "%016llX-%08u.jsonl" */
+#define CL_MAX_SEQ 99999999u
+#define CL_READ_CHUNK (1u << 20)
+#define CL_COPY_CHUNK (1u << 20)
+
+static const uint8_t CL_ENTRY_MAGIC[4] = {'W', 'G', 'I', '1'};
+static const char CL_TERM_COMMIT[] = "{\"op\":\"commit\"";
+static const char CL_TERM_SNAPSHOT[] = "{\"op\":\"snapshot";
+#define CL_TERM_PREFIX_MAX 16
+
+/* ------------------------------------------------------------------------------------------ */
+/* Names, index entries, small I/O helpers                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A segment is named by the position of its first batch and a sequence number. */
+typedef struct seg_key {
+    uint64_t lsn;
+    uint32_t seq;
+} seg_key;
+
+static int key_cmp(seg_key a, seg_key b)
+{
+    if (a.lsn != b.lsn)
+        return a.lsn < b.lsn ? -1 : 1;
+    if (a.seq != b.seq)
+        return a.seq < b.seq ? -1 : 1;
+    return 0;
+}
+
+static int key_qsort_cmp(const void *a, const void *b)
+{
+    return key_cmp(*(const seg_key *)a, *(const seg_key *)b);
+}
+
+static void fmt_lsn(uint64_t lsn, char *buf, size_t len)
+{
+    snprintf(buf, len, "%" PRIX32 "/%" PRIX32, (uint32_t)(lsn >> 32), (uint32_t)lsn);
+}
+
+static bool parse_seg_name(const char *name, seg_key *k)
+{
+    if (strlen(name) != CL_NAME_LEN || name[16] != '-' || strcmp(name + 25, ".jsonl") != 0)
+        return false;
+    uint64_t lsn = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = name[i];
+        unsigned v;
+        if (c >= '0' && c <= '9')
+            v = (unsigned)(c - '0');
+        else if (c >= 'A' && c <= 'F')
+            v = (unsigned)(c - 'A' + 10);
+        else
+            return false;
+        lsn = lsn << 4 | v;
+    }
+    uint32_t seq = 0;
+    for (int i = 17; i < 25; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return false;
+        seq = seq * 10 + (uint32_t)(name[i] - '0');
+    }
+    k->lsn = lsn;
+    k->seq = seq;
+    return true;
+}
+
+/* DIR/NAME.jsonl or DIR/NAME.idx; returns -1 when the path does not fit. */
+static int seg_path(const char *dir, seg_key k, const char *ext, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/%016" PRIX64 "-%08" PRIu32 ".%s", dir, k.lsn, k.seq, ext);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* CRC-32C (Castagnoli), bitwise: it only ever covers 20 bytes of an index entry. */
+static uint32_t crc32c(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+typedef struct cl_entry {
+    uint64_t end; /* offset just past the batch's last '\n' */
+    uint64_t lsn;
+} cl_entry;
+
+static void entry_encode(uint8_t out[CL_ENTRY_SIZE], uint64_t end, uint64_t lsn)
+{
+    put_le64(out, end);
+    put_le64(out + 8, lsn);
+    memcpy(out + 16, CL_ENTRY_MAGIC, 4);
+    uint32_t crc = crc32c(out, 20);
+    for (int i = 0; i < 4; i++)
+        out[20 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+static bool entry_decode(const uint8_t in[CL_ENTRY_SIZE], cl_entry *e)
+{
+    if (memcmp(in + 16, CL_ENTRY_MAGIC, 4) != 0)
+        return false;
+    uint32_t crc =
+        (uint32_t)in[20] | (uint32_t)in[21] << 8 | (uint32_t)in[22] << 16 | (uint32_t)in[23] << 24;
+    if (crc != crc32c(in, 20))
+        return false;
+    e->end = get_le64(in);
+    e->lsn = get_le64(in + 8);
+    return true;
+}
+
+/* pwrite everything (short writes, EINTR); 0 or -1 with errno. */
+static int pwrite_all(int fd, const void *data, size_t len, uint64_t off)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = pwrite(fd, p, len, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* pread up to len bytes, fewer only at end of file; the count or -1 with errno. */
+static ssize_t pread_full(int fd, void *data, size_t len, uint64_t off)
+{
+    char *p = data;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, p + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Whether a line (its first n bytes, newline excluded) is a terminal record. */
+static bool is_terminal(const char *line, size_t n)
+{
+    size_t a = sizeof(CL_TERM_COMMIT) - 1, b = sizeof(CL_TERM_SNAPSHOT) - 1;
+    return (n >= a && memcmp(line, CL_TERM_COMMIT, a) == 0) ||
+           (n >= b && memcmp(line, CL_TERM_SNAPSHOT, b) == 0);
+}
+
+/*
+ * Whether bytes [start, end) of fd end in '\n' and their last line is a terminal record:
+ * 1 yes, 0 no, -1 read error (errno).
+ */
+static int fd_ends_with_terminal(int fd, uint64_t start, uint64_t end)
+{
+    char c;
+    if (end <= start)
+        return 0;
+    ssize_t r = pread_full(fd, &c, 1, end - 1);
+    if (r < 0)
+        return -1;
+    if (r != 1 || c != '\n')
+        return 0;
+    uint64_t line_start = start, pos = end - 1; /* search [start, pos) backwards */
+    char chunk[4096];
+    while (pos > start) {
+        size_t n = pos - start > sizeof(chunk) ? sizeof(chunk) : (size_t)(pos - start);
+        r = pread_full(fd, chunk, n, pos - n);
+        if (r < 0)
+            return -1;
+        if ((size_t)r != n)
+            return 0;
+        const char *nl = memrchr(chunk, '\n', n);
+        if (nl) {
+            line_start = pos - n + (uint64_t)(nl - chunk) + 1;
+            break;
+        }
+        pos -= n;
+    }
+    char pre[CL_TERM_PREFIX_MAX];
+    uint64_t line_len = end - 1 - line_start;
+    size_t want = line_len < sizeof(pre) ? (size_t)line_len : sizeof(pre);
+    r = pread_full(fd, pre, want, line_start);
+    if (r < 0)
+        return -1;
+    return is_terminal(pre, (size_t)r) ? 1 : 0;
+}
+
+/* The segments of `dir`, sorted; max_seq is the highest sequence number seen. */
+typedef struct seg_list {
+    seg_key *keys;
+    size_t n, cap;
+    uint32_t max_seq;
+} seg_list;
+
+static void seg_list_free(seg_list *l)
+{
+    free(l->keys);
+    memset(l, 0, sizeof(*l));
+}
+
+static int list_segments(const char *dir, seg_list *out, wg_error *err)
+{
+    out->n = 0;
+    out->max_seq = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return wg_error_set(err, errno == ENOENT ? WG_ERR_NOTFOUND : WG_ERR_IO,
+                            "could not open change log directory %s: %s", dir, strerror(errno));
+    int rc = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d)) != NULL) {
+        seg_key k;
+        if (!parse_seg_name(de->d_name, &k))
+            continue;
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? out->cap * 2 : 16;
+            seg_key *p = realloc(out->keys, cap * sizeof(*p));
+            if (!p) {
+                rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory listing %s", dir);
+                goto out;
+            }
+            out->keys = p;
+            out->cap = cap;
+        }
+        out->keys[out->n++] = k;
+        if (k.seq > out->max_seq)
+            out->max_seq = k.seq;
+        errno = 0;
+    }
+    if (errno != 0)
+        rc = wg_error_set(err, WG_ERR_IO, "could not list change log directory %s: %s", dir,
+                          strerror(errno));
+    if (out->n > 1)
+        qsort(out->keys, out->n, sizeof(seg_key), key_qsort_cmp);
+out:
+    closedir(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+struct changelog {
+    char *dir;
+    int lock_fd;
+    uint64_t segment_bytes;
+    bool have_seg; /* a current segment is open */
+    seg_key seg;
+    char seg_path[PATH_MAX], idx_path[PATH_MAX];
+    int seg_fd, idx_fd;
+    uint64_t seg_size; /* bytes in the segment, synced or not */
+    uint64_t idx_size; /* bytes written to its index */
+    wg_buf pending;    /* index entries of batches written since the last sync */
+    uint32_t next_seq;
+    uint64_t last_lsn, durable_lsn;
+    bool broken; /* a write or fsync failed: refuse everything until reopened */
+};
+
+static int lock_dir(changelog *log, wg_error *err)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/LOCK", log->dir) >= (int)sizeof(path))
+        return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return wg_error_set(err, WG_ERR_IO, "could not open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK) {
+            char pid[32] = {0};
+            ssize_t r = pread_full(fd, pid, sizeof(pid) - 1, 0);
+            long n = r > 0 ? strtol(pid, NULL, 10) : 0;
+            close(fd);
+            if (n > 0)
+                return wg_error_set(err, WG_ERR_AGAIN,
+                                    "change log %s is in use by another walgate process (pid "
+                                    "%ld); only one process may write a source's log",
+                                    log->dir, n);
+            return wg_error_set(err, WG_ERR_AGAIN,
+                                "change log %s is in use by another walgate process (pid "
+                                "unknown); only one process may write a source's log",
+                                log->dir);
+        }
+        close(fd);
+        return wg_error_set(err, WG_ERR_IO, "could not lock %s: %s", path, strerror(e));
+    }
+    /* The pid is only for the message above; the lock itself is what excludes. */
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite_all(fd, pid, (size_t)n, 0) != 0)
+        log_warn(log->dir, "could not record the pid in %s: %s", path, strerror(errno));
+    log->lock_fd = fd;
+    return 0;
+}
+
+static int remove_segment(changelog *log, seg_key k, wg_error *err)
+{
+    char jpath[PATH_MAX], ipath[PATH_MAX];
+    if (seg_path(log->dir, k, "jsonl", jpath, sizeof(jpath)) != 0 ||
+        seg_path(log->dir, k, "idx", ipath, sizeof(ipath)) != 0)
+        return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
+    if (unlink(jpath) != 0 && errno != ENOENT)
+        return wg_error_set(err, WG_ERR_IO, "could not remove empty change log segment %s: %s",
+                            jpath, strerror(errno));
+    if (unlink(ipath) != 0 && errno != ENOENT)
+        return wg_error_set(err, WG_ERR_IO, "could not remove change log index %s: %s", ipath,
+                            strerror(errno));
+    log_warn(log->dir, "removed change log segment %s: it held no complete batch", jpath);
+    return wg_fsync_dir(log->dir, err);
+}
+
+/*
+ * Recover segment k (the newest): keep the longest prefix of valid index entries, cut the
+ * segment and the index back to it, fsync. Leaves the segment open as the current one when it
+ * holds at least one batch; *entries = 0 tells the caller to remove it.
+ */
+static int recover_segment(changelog *log, seg_key k, uint64_t *entries, wg_error *err)
+{
+    char *jpath = log->seg_path, *ipath = log->idx_path;
+    int sfd = -1, ifd = -1, rc = -1;
+    cl_entry *ents = NULL;
+    size_t n = 0, cap = 0;
+    uint8_t buf[CL_ENTRY_SIZE * 1024];
+    struct stat st;
+
+    if (seg_path(log->dir, k, "jsonl", jpath, PATH_MAX) != 0 ||
+        seg_path(log->dir, k, "idx", ipath, PATH_MAX) != 0) {
+        wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
+        goto out;
+    }
+    sfd = open(jpath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (sfd < 0 || fstat(sfd, &st) != 0) {
+        wg_error_set(err, WG_ERR_IO, "could not open change log segment %s: %s", jpath,
+                     strerror(errno));
+        goto out;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    ifd = open(ipath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (ifd < 0 || fstat(ifd, &st) != 0) {
+        wg_error_set(err, WG_ERR_IO, "could not open change log index %s: %s", ipath,
+                     strerror(errno));
+        goto out;
+    }
+    uint64_t isize = (uint64_t)st.st_size, off = 0, prev_end = 0, prev_lsn = k.lsn;
+    bool stop = false;
+    while (!stop && off + CL_ENTRY_SIZE <= isize) {
+        ssize_t r = pread_full(ifd, buf, sizeof(buf), off);
+        if (r < 0) {
+            wg_error_set(err, WG_ERR_IO,
+                         "could not read change log index %s at offset %" PRIu64 ": %s", ipath, off,
+                         strerror(errno));
+            goto out;
+        }
+        size_t cnt = (size_t)r / CL_ENTRY_SIZE;
+        if (cnt == 0)
+            break;
+        for (size_t i = 0; i < cnt; i++) {
+            cl_entry e;
+            /* The first batch's position is in the segment's name; readers rely on that. */
+            if (!entry_decode(buf + i * CL_ENTRY_SIZE, &e) || e.end <= prev_end || e.end > size ||
+                (n == 0 ? e.lsn != k.lsn : e.lsn < prev_lsn)) {
+                stop = true;
+                break;
+            }
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 256;
+                cl_entry *p = realloc(ents, ncap * sizeof(*p));
+                if (!p) {
+                    wg_error_set(err, WG_ERR_NOMEM, "out of memory recovering %s", jpath);
+                    goto out;
+                }
+                ents = p;
+                cap = ncap;
+            }
+            ents[n++] = e;
+            prev_end = e.end;
+            prev_lsn = e.lsn;
+        }
+        off += cnt * CL_ENTRY_SIZE;
+    }
+    /* The last kept batch must end in a terminal record; a checksum-valid entry pointing
+     * elsewhere means the segment was damaged, so fall back to the previous batch. */
+    while (n > 0) {
+        int t = fd_ends_with_terminal(sfd, n > 1 ? ents[n - 2].end : 0, ents[n - 1].end);
+        if (t < 0) {
+            wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
+                         strerror(errno));
+            goto out;
+        }
+        if (t == 1)
+            break;
+        n--;
+    }
+    uint64_t keep = n ? ents[n - 1].end : 0, ikeep = (uint64_t)n * CL_ENTRY_SIZE;
+    if (size != keep || isize != ikeep) {
+        if (n > 0)
+            log_warn(log->dir,
+                     "cut the torn tail of change log segment %s back from %" PRIu64 " to %" PRIu64
+                     " bytes (%" PRIu64 " bytes of index entries dropped)",
+                     jpath, size, keep, isize - ikeep);
+        if (ftruncate(sfd, (off_t)keep) != 0 || fdatasync(sfd) != 0) {
+            wg_error_set(err, WG_ERR_IO,
+                         "could not cut change log segment %s back to offset %" PRIu64 ": %s",
+                         jpath, keep, strerror(errno));
+            goto out;
+        }
+        if (ftruncate(ifd, (off_t)ikeep) != 0 || fdatasync(ifd) != 0) {
+            wg_error_set(err, WG_ERR_IO,
+                         "could not cut change log index %s back to offset %" PRIu64 ": %s", ipath,
+                         ikeep, strerror(errno));
+            goto out;
+        }
+    }
+    *entries = n;
+    if (n > 0) {
+        log->have_seg = true;
+        log->seg = k;
+        log->seg_fd = sfd;
+        log->idx_fd = ifd;
+        sfd = ifd = -1;
+        log->seg_size = keep;
+        log->idx_size = ikeep;
+        log->last_lsn = log->durable_lsn = ents[n - 1].lsn;
+    }
+    rc = 0;
+out:
+    if (sfd >= 0)
+        close(sfd);
+    if (ifd >= 0)
+        close(ifd);
+    free(ents);
+    return rc;
+}
+
+changelog *changelog_open(const char *dir, const changelog_options *opts, wg_error *err)
+{
+    seg_list list = {0};
+    changelog *log = calloc(1, sizeof(*log));
+    if (!log) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory opening change log %s", dir);
+        return NULL;
+    }
+    log->lock_fd = log->seg_fd = log->idx_fd = -1;
+    log->segment_bytes =
+        opts && opts->segment_bytes ? opts->segment_bytes : CL_DEFAULT_SEGMENT_BYTES;
+    log->dir = strdup(dir);
+    if (!log->dir) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory opening change log %s", dir);
+        goto fail;
+    }
+    if (wg_mkdir_p(dir, 0700, err) != 0 || lock_dir(log, err) != 0 ||
+        list_segments(dir, &list, err) != 0)
+        goto fail;
+    log->next_seq = list.max_seq + 1;
+    /* Only the newest segment can have a torn tail (see the comment at the top); one that
+     * holds no complete batch at all is removed and the one before becomes the newest. */
+    while (list.n > 0) {
+        uint64_t entries = 0;
+        if (recover_segment(log, list.keys[list.n - 1], &entries, err) != 0)
+            goto fail;
+        if (entries > 0)
+            break;
+        if (remove_segment(log, list.keys[list.n - 1], err) != 0)
+            goto fail;
+        list.n--;
+    }
+    seg_list_free(&list);
+    return log;
+fail:
+    seg_list_free(&list);
+    changelog_close(log);
+    return NULL;
+}
+
+static void close_segment(changelog *log)
+{
+    if (log->seg_fd >= 0)
+        close(log->seg_fd);
+    if (log->idx_fd >= 0)
+        close(log->idx_fd);
+    log->seg_fd = log->idx_fd = -1;
+    log->have_seg = false;
+}
+
+void changelog_close(changelog *log)
+{
+    if (!log)
+        return;
+    if (log->have_seg && !log->broken && log->pending.len > 0) {
+        wg_error err = {0};
+        if (changelog_sync(log, &err) != 0)
+            log_warn(log->dir, "%s", err.msg);
+    }
+    close_segment(log);
+    if (log->lock_fd >= 0)
+        close(log->lock_fd); /* releases the flock */
+    wg_buf_free(&log->pending);
+    free(log->dir);
+    free(log);
+}
+
+uint64_t changelog_last_lsn(const changelog *log)
+{
+    return log->last_lsn;
+}
+
+uint64_t changelog_durable_lsn(const changelog *log)
+{
+    return log->durable_lsn;
+}
+
+/* After a failed write or fsync nothing written since the last sync can be trusted (an
+ * fsync error may have dropped dirty pages), so the log refuses further use until reopened,
+ * which cuts it back to what the index vouches for. */
+static int set_broken(changelog *log, wg_error *err, const char *what, const char *path,
+                      uint64_t off, int e)
+{
+    log->broken = true;
+    return wg_error_set(err, WG_ERR_IO,
+                        "could not %s change log file %s at offset %" PRIu64
+                        ": %s; the log must be reopened",
+                        what, path, off, strerror(e));
+}
+
+/* Best effort after a failed append: the index never covers these bytes anyway, and
+ * recovery cuts them when this fails too. */
+static void truncate_back(changelog *log)
+{
+    if (ftruncate(log->seg_fd, (off_t)log->seg_size) != 0)
+        log_warn(log->dir, "could not cut change log segment %s back to offset %" PRIu64 ": %s",
+                 log->seg_path, log->seg_size, strerror(errno));
+}
+
+static int check_usable(const changelog *log, wg_error *err)
+{
+    if (log->broken)
+        return wg_error_set(err, WG_ERR_IO,
+                            "change log %s failed earlier and must be reopened (which cuts it "
+                            "back to the last durable batch)",
+                            log->dir);
+    return 0;
+}
+
+static int check_position(const changelog *log, uint64_t lsn, wg_error *err)
+{
+    char a[32], b[32];
+    if (lsn == 0)
+        return wg_error_set(err, WG_ERR_INTERNAL,
+                            "change log %s: a batch needs a position, and 0/0 is not one",
+                            log->dir);
+    if (lsn < log->last_lsn) {
+        fmt_lsn(lsn, a, sizeof(a));
+        fmt_lsn(log->last_lsn, b, sizeof(b));
+        return wg_error_set(err, WG_ERR_INTERNAL,
+                            "change log %s: batch position %s is before the last batch's %s; "
+                            "positions must not go backwards",
+                            log->dir, a, b);
+    }
+    return 0;
+}
+
+static int create_segment(changelog *log, uint64_t lsn, wg_error *err)
+{
+    if (log->next_seq > CL_MAX_SEQ)
+        return wg_error_set(err, WG_ERR_INTERNAL, "change log %s has run out of segment numbers",
+                            log->dir);
+    seg_key k = {lsn, log->next_seq};
+    if (seg_path(log->dir, k, "jsonl", log->seg_path, PATH_MAX) != 0 ||
+        seg_path(log->dir, k, "idx", log->idx_path, PATH_MAX) != 0)
+        return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
+    int sfd = open(log->seg_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (sfd < 0)
+        return wg_error_set(err, WG_ERR_IO, "could not create change log segment %s: %s",
+                            log->seg_path, strerror(errno));
+    int ifd = open(log->idx_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (ifd < 0) {
+        int e = errno;
+        close(sfd);
+        unlink(log->seg_path);
+        return wg_error_set(err, WG_ERR_IO, "could not create change log index %s: %s",
+                            log->idx_path, strerror(e));
+    }
+    log->next_seq++;
+    log->have_seg = true;
+    log->seg = k;
+    log->seg_fd = sfd;
+    log->idx_fd = ifd;
+    log->seg_size = log->idx_size = 0;
+    /* The new names must be durable before any batch in them is confirmed. */
+    if (wg_fsync_dir(log->dir, err) != 0) {
+        log->broken = true;
+        return -1;
+    }
+    return 0;
+}
+
+/* Make sure a segment with room for `len` more bytes is open (a batch is never split). */
+static int prepare_segment(changelog *log, uint64_t len, uint64_t lsn, wg_error *err)
+{
+    if (log->have_seg && log->seg_size > 0 &&
+        (len > log->segment_bytes || log->seg_size > log->segment_bytes - len)) {
+        /* Sync the full segment completely first: only the newest may have a torn tail. */
+        if (changelog_sync(log, err) != 0)
+            return -1;
+        close_segment(log);
+    }
+    if (!log->have_seg)
+        return create_segment(log, lsn, err);
+    return 0;
+}
+
+static int batch_written(changelog *log, uint64_t len, uint64_t lsn, wg_error *err)
+{
+    uint8_t e[CL_ENTRY_SIZE];
+    entry_encode(e, log->seg_size + len, lsn);
+    if (wg_buf_append(&log->pending, e, sizeof(e)) != 0) {
+        log->broken = true;
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory appending to change log %s",
+                            log->dir);
+    }
+    log->seg_size += len;
+    log->last_lsn = lsn;
+    return 0;
+}
+
+int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
+                     wg_error *err)
+{
+    if (check_usable(log, err) != 0 || check_position(log, lsn, err) != 0)
+        return -1;
+    if (len == 0 || records[len - 1] != '\n')
+        return wg_error_set(err, WG_ERR_INTERNAL,
+                            "change log %s: a batch must end with a complete record (a line "
+                            "ending in a newline)",
+                            log->dir);
+    const uint8_t *nl = len > 1 ? memrchr(records, '\n', len - 1) : NULL;
+    size_t start = nl ? (size_t)(nl - records) + 1 : 0;
+    if (!is_terminal((const char *)records + start, len - 1 - start))
+        return wg_error_set(err, WG_ERR_INTERNAL,
+                            "change log %s: the last record of a batch must be a commit or "
+                            "snapshot record, not \"%.40s\"",
+                            log->dir, (const char *)records + start);
+    if (prepare_segment(log, len, lsn, err) != 0)
+        return -1;
+    if (pwrite_all(log->seg_fd, records, len, log->seg_size) != 0) {
+        int e = errno;
+        truncate_back(log);
+        return set_broken(log, err, "write", log->seg_path, log->seg_size, e);
+    }
+    return batch_written(log, len, lsn, err);
+}
+
+int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_error *err)
+{
+    struct stat st;
+    char *buf = NULL;
+    if (check_usable(log, err) != 0 || check_position(log, lsn, err) != 0)
+        return -1;
+    if (fstat(fd, &st) != 0)
+        return wg_error_set(err, WG_ERR_IO, "change log %s: could not stat a spilled batch: %s",
+                            log->dir, strerror(errno));
+    if ((uint64_t)st.st_size < len)
+        return wg_error_set(err, WG_ERR_INTERNAL,
+                            "change log %s: the spilled batch has %" PRIu64 " bytes but %" PRIu64
+                            " were announced",
+                            log->dir, (uint64_t)st.st_size, len);
+    int t = fd_ends_with_terminal(fd, 0, len);
+    if (t < 0)
+        return wg_error_set(err, WG_ERR_IO, "change log %s: could not read a spilled batch: %s",
+                            log->dir, strerror(errno));
+    if (t == 0)
+        return wg_error_set(err, WG_ERR_INTERNAL,
+                            "change log %s: a spilled batch must end with a commit or snapshot "
+                            "record and a newline",
+                            log->dir);
+    if (prepare_segment(log, len, lsn, err) != 0)
+        return -1;
+
+    loff_t in = 0, out = (loff_t)log->seg_size;
+    uint64_t left = len;
+    bool fallback = false;
+    while (left > 0 && !fallback) {
+        size_t want = left > (1u << 30) ? (1u << 30) : (size_t)left;
+        ssize_t n = copy_file_range(fd, &in, log->seg_fd, &out, want, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
+                      errno == EBADF)) {
+            fallback = true; /* other file system, old kernel, odd fd: copy by hand */
+            break;
+        }
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            truncate_back(log);
+            return set_broken(log, err, "append a spilled batch to", log->seg_path, (uint64_t)out,
+                              e);
+        }
+        left -= (uint64_t)n;
+    }
+    if (fallback) {
+        buf = malloc(CL_COPY_CHUNK);
+        if (!buf) {
+            log->broken = true;
+            return wg_error_set(err, WG_ERR_NOMEM, "out of memory appending to change log %s",
+                                log->dir);
+        }
+        while (left > 0) {
+            size_t want = left > CL_COPY_CHUNK ? CL_COPY_CHUNK : (size_t)left;
+            ssize_t r = pread_full(fd, buf, want, (uint64_t)in);
+            int e = r < 0 ? errno : EIO; /* r == 0: the spill file shrank meanwhile */
+            if (r > 0 && pwrite_all(log->seg_fd, buf, (size_t)r, (uint64_t)out) != 0)
+                e = errno;
+            else if (r > 0)
+                e = 0;
+            if (e != 0) {
+                free(buf);
+                truncate_back(log);
+                return set_broken(log, err, "append a spilled batch to", log->seg_path,
+                                  (uint64_t)out, e);
+            }
+            in += r;
+            out += r;
+            left -= (uint64_t)r;
+        }
+        free(buf);
+    }
+    return batch_written(log, len, lsn, err);
+}
+
+int changelog_sync(changelog *log, wg_error *err)
+{
+    if (check_usable(log, err) != 0)
+        return -1;
+    if (!log->have_seg || log->pending.len == 0)
+        return 0;
+    /* Segment first, then the index entries that point into it: see the top of the file. */
+    if (fdatasync(log->seg_fd) != 0)
+        return set_broken(log, err, "fsync", log->seg_path, log->seg_size, errno);
+    if (pwrite_all(log->idx_fd, log->pending.data, log->pending.len, log->idx_size) != 0)
+        return set_broken(log, err, "write", log->idx_path, log->idx_size, errno);
+    if (fdatasync(log->idx_fd) != 0)
+        return set_broken(log, err, "fsync", log->idx_path, log->idx_size, errno);
+    log->idx_size += log->pending.len;
+    wg_buf_reset(&log->pending);
+    log->durable_lsn = log->last_lsn;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reader                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+struct changelog_reader {
+    char *dir;
+    uint64_t after_lsn;
+    bool skipping; /* still passing over batches at or below after_lsn */
+    bool have_seg;
+    seg_key seg;
+    bool have_prev;
+    seg_key prev; /* the segment finished before the current one */
+    char path[PATH_MAX], ipath[PATH_MAX];
+    int fd, idx_fd;
+    dev_t dev;
+    ino_t ino;
+    uint64_t file_size;    /* of the segment, as last seen */
+    uint64_t idx_off;      /* index bytes consumed (whole valid entries) */
+    uint64_t last_end;     /* end offset of the last consumed entry */
+    uint64_t last_lsn;     /* and its position */
+    uint64_t readable_end; /* bytes of the segment that complete batches cover */
+    uint64_t file_off;     /* next segment byte to read into buf */
+    char *buf;             /* bytes [file_off - (len - pos), file_off) not yet returned */
+    size_t cap, pos, len;
+};
+
+static void reader_close_segment(changelog_reader *r)
+{
+    if (r->fd >= 0)
+        close(r->fd);
+    if (r->idx_fd >= 0)
+        close(r->idx_fd);
+    r->fd = r->idx_fd = -1;
+    r->have_seg = false;
+    r->pos = r->len = 0;
+}
+
+/* Open segment k at its start: 0, 1 when it has gone (removed meanwhile), -1 on error. */
+static int reader_open_segment(changelog_reader *r, seg_key k, wg_error *err)
+{
+    struct stat st;
+    reader_close_segment(r);
+    if (seg_path(r->dir, k, "jsonl", r->path, sizeof(r->path)) != 0 ||
+        seg_path(r->dir, k, "idx", r->ipath, sizeof(r->ipath)) != 0)
+        return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", r->dir);
+    r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
+        if (errno == ENOENT)
+            return 1;
+        return wg_error_set(err, WG_ERR_IO, "could not open change log segment %s: %s", r->path,
+                            strerror(errno));
+    }
+    if (fstat(r->fd, &st) != 0) {
+        int e = errno;
+        reader_close_segment(r);
+        return wg_error_set(err, WG_ERR_IO, "could not stat change log segment %s: %s", r->path,
+                            strerror(e));
+    }
+    r->dev = st.st_dev;
+    r->ino = st.st_ino;
+    r->file_size = (uint64_t)st.st_size;
+    r->idx_fd = open(r->ipath, O_RDONLY | O_CLOEXEC); /* may not exist yet: retried */
+    r->have_seg = true;
+    r->seg = k;
+    r->idx_off = r->last_end = r->readable_end = r->file_off = 0;
+    r->last_lsn = k.lsn;
+    r->pos = r->len = 0;
+    return 0;
+}
+
+/*
+ * Pick and open the segment to read next when none is open: the one after `prev` when a
+ * segment was finished, otherwise the newest whose first batch is at or below after_lsn (the
+ * batches above it can only be there or later). 1 when one was opened, 0 when none.
+ */
+static int reader_choose_segment(changelog_reader *r, wg_error *err)
+{
+    seg_list list = {0};
+    int rc = 0;
+    for (int attempt = 0; attempt < 8 && rc == 0; attempt++) {
+        if (list_segments(r->dir, &list, err) != 0) {
+            rc = -1;
+            break;
+        }
+        size_t pick = list.n;
+        for (size_t i = 0; i < list.n; i++) {
+            if (r->have_prev) {
+                if (key_cmp(list.keys[i], r->prev) > 0) {
+                    pick = i;
+                    break;
+                }
+            } else if (list.keys[i].lsn <= r->after_lsn || i == 0) {
+                pick = i;
+            }
+        }
+        if (pick == list.n)
+            break;
+        int o = reader_open_segment(r, list.keys[pick], err);
+        if (o < 0)
+            rc = -1;
+        else if (o == 0)
+            rc = 1;
+        /* o == 1: removed between listing and opening; list again */
+    }
+    seg_list_free(&list);
+    return rc;
+}
+
+/* Read index entries added since the last call. 1 when there is more to read, 0 if not. */
+static int reader_refresh_index(changelog_reader *r, wg_error *err)
+{
+    uint8_t ebuf[CL_ENTRY_SIZE * 512];
+    bool more = false;
+    if (!r->have_seg)
+        return 0;
+    if (r->idx_fd < 0) {
+        r->idx_fd = open(r->ipath, O_RDONLY | O_CLOEXEC);
+        if (r->idx_fd < 0) {
+            if (errno == ENOENT)
+                return 0;
+            return wg_error_set(err, WG_ERR_IO, "could not open change log index %s: %s", r->ipath,
+                                strerror(errno));
+        }
+    }
+    for (;;) {
+        ssize_t n = pread_full(r->idx_fd, ebuf, sizeof(ebuf), r->idx_off);
+        if (n < 0)
+            return wg_error_set(err, WG_ERR_IO,
+                                "could not read change log index %s at offset %" PRIu64 ": %s",
+                                r->ipath, r->idx_off, strerror(errno));
+        size_t cnt = (size_t)n / CL_ENTRY_SIZE;
+        for (size_t i = 0; i < cnt; i++) {
+            cl_entry e;
+            if (!entry_decode(ebuf + i * CL_ENTRY_SIZE, &e) || e.end <= r->last_end ||
+                (r->idx_off == 0 ? e.lsn != r->seg.lsn : e.lsn < r->last_lsn))
+                return more; /* damaged: the caller reports it once the segment is done */
+            if (e.end > r->file_size) {
+                struct stat st;
+                if (fstat(r->fd, &st) == 0)
+                    r->file_size = (uint64_t)st.st_size;
+                if (e.end > r->file_size)
+                    return more;
+            }
+            r->idx_off += CL_ENTRY_SIZE;
+            r->last_end = e.end;
+            r->last_lsn = e.lsn;
+            if (r->skipping && e.lsn <= r->after_lsn) {
+                r->file_off = r->readable_end = e.end; /* nothing was buffered while skipping */
+            } else {
+                r->skipping = false;
+                r->readable_end = e.end;
+                more = true;
+            }
+        }
+        if ((size_t)n < sizeof(ebuf))
+            return more;
+    }
+}
+
+/* At the end of what the current segment's index covers: move on when a later segment
+ * exists. 1 on progress, 0 when there is nothing more for now, -1 on error. */
+static int reader_advance(changelog_reader *r, wg_error *err)
+{
+    seg_list list = {0};
+    struct stat st;
+    int rc = 0;
+    if (!r->have_seg)
+        return reader_choose_segment(r, err);
+    if (list_segments(r->dir, &list, err) != 0)
+        return -1;
+    size_t next = list.n;
+    for (size_t i = 0; i < list.n && next == list.n; i++)
+        if (key_cmp(list.keys[i], r->seg) > 0)
+            next = i;
+    if (next == list.n) {
+        /* The writer's recovery removes a newest segment that holds no complete batch; if
+         * that is the one being read (necessarily still at its start), choose again. */
+        if (stat(r->path, &st) != 0 || st.st_ino != r->ino || st.st_dev != r->dev) {
+            if (r->idx_off == 0 && r->file_off == 0) {
+                reader_close_segment(r);
+                rc = reader_choose_segment(r, err);
+            } else {
+                rc = wg_error_set(err, WG_ERR_IO,
+                                  "change log segment %s was removed while it was being read",
+                                  r->path);
+            }
+        }
+        goto out;
+    }
+    /* A later segment exists, so this one is complete: the writer syncs a segment fully
+     * before it creates the next. Pick up its last entries before moving on. */
+    rc = reader_refresh_index(r, err);
+    if (rc != 0 || r->file_off < r->readable_end)
+        goto out;
+    if (r->pos < r->len) {
+        rc = wg_error_set(err, WG_ERR_PROTO,
+                          "change log segment %s is damaged: it ends inside a record at offset "
+                          "%" PRIu64,
+                          r->path, r->file_off);
+        goto out;
+    }
+    if (r->idx_fd >= 0 && fstat(r->idx_fd, &st) == 0 && (uint64_t)st.st_size > r->idx_off) {
+        rc = wg_error_set(err, WG_ERR_PROTO,
+                          "change log index %s is damaged at offset %" PRIu64 " (entry %" PRIu64
+                          "); the batches after it cannot be read",
+                          r->ipath, r->idx_off, r->idx_off / CL_ENTRY_SIZE);
+        goto out;
+    }
+    r->prev = r->seg;
+    r->have_prev = true;
+    reader_close_segment(r);
+    rc = reader_open_segment(r, list.keys[next], err);
+    if (rc == 1)
+        rc = reader_choose_segment(r, err) < 0 ? -1 : 1;
+    else if (rc == 0)
+        rc = 1;
+out:
+    seg_list_free(&list);
+    return rc;
+}
+
+changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_error *err)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        wg_error_set(err, errno == ENOENT ? WG_ERR_NOTFOUND : WG_ERR_IO,
+                     "could not open change log directory %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        wg_error_set(err, WG_ERR_IO, "change log %s is not a directory", dir);
+        return NULL;
+    }
+    changelog_reader *r = calloc(1, sizeof(*r));
+    if (!r) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory opening change log %s", dir);
+        return NULL;
+    }
+    r->fd = r->idx_fd = -1;
+    r->after_lsn = after_lsn;
+    r->skipping = true;
+    r->cap = CL_READ_CHUNK;
+    r->dir = strdup(dir);
+    r->buf = malloc(r->cap);
+    if (!r->dir || !r->buf) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory opening change log %s", dir);
+        goto fail;
+    }
+    if (reader_choose_segment(r, err) < 0)
+        goto fail;
+    return r;
+fail:
+    changelog_reader_free(r);
+    return NULL;
+}
+
+/* Read more of the current segment (never beyond readable_end) into buf. */
+static int reader_fill(changelog_reader *r, wg_error *err)
+{
+    if (r->pos > 0) {
+        memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+        r->len -= r->pos;
+        r->pos = 0;
+    }
+    if (r->len == r->cap) { /* a line longer than the buffer */
+        size_t cap = r->cap * 2;
+        char *p = cap > r->cap ? realloc(r->buf, cap) : NULL;
+        if (!p)
+            return wg_error_set(err, WG_ERR_NOMEM, "out of memory reading change log %s", r->dir);
+        r->buf = p;
+        r->cap = cap;
+    }
+    uint64_t avail = r->readable_end - r->file_off;
+    size_t want = r->cap - r->len;
+    if (avail < want)
+        want = (size_t)avail;
+    ssize_t n = pread_full(r->fd, r->buf + r->len, want, r->file_off);
+    if (n < 0)
+        return wg_error_set(err, WG_ERR_IO,
+                            "could not read change log segment %s at offset %" PRIu64 ": %s",
+                            r->path, r->file_off, strerror(errno));
+    if (n == 0)
+        return wg_error_set(err, WG_ERR_PROTO,
+                            "change log segment %s is shorter (%" PRIu64
+                            " bytes) than its index says (%" PRIu64 ")",
+                            r->path, r->file_off, r->readable_end);
+    r->len += (size_t)n;
+    r->file_off += (uint64_t)n;
+    return 0;
+}
+
+int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err)
+{
+    wg_buf_reset(line);
+    for (;;) {
+        if (r->pos < r->len) {
+            char *s = r->buf + r->pos;
+            char *nl = memchr(s, '\n', r->len - r->pos);
+            if (nl) {
+                if (wg_buf_append(line, s, (size_t)(nl - s)) != 0)
+                    return wg_error_set(err, WG_ERR_NOMEM, "out of memory reading change log %s",
+                                        r->dir);
+                r->pos = (size_t)(nl - r->buf) + 1;
+                return 1;
+            }
+        }
+        if (r->have_seg && r->file_off < r->readable_end) {
+            if (reader_fill(r, err) != 0)
+                return -1;
+            continue;
+        }
+        int m = reader_refresh_index(r, err);
+        if (m < 0)
+            return -1;
+        if (m > 0)
+            continue;
+        m = reader_advance(r, err);
+        if (m < 0)
+            return -1;
+        if (m == 0)
+            return 0;
+    }
+}
+
+void changelog_reader_free(changelog_reader *r)
+{
+    if (!r)
+        return;
+    reader_close_segment(r);
+    free(r->buf);
+    free(r->dir);
+    free(r);
+}

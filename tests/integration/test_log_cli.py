@@ -1,0 +1,243 @@
+"""test_log_cli.py — `walgate log tail` over a change log written by an independent Python
+implementation of docs/changelog.md (format version 1), so this test also checks that the
+documented format is the one walgate reads.
+
+Covers: printing every record byte for byte, --from (equal positions, across segments),
+only indexed (durable) batches printed, --follow through a segment rollover until SIGTERM /
+SIGINT (exit 0), an unknown source (exit 1), usage errors (exit 2), -c with a config that
+does or does not name the source, and a reader that goes away (| head).
+"""
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import fixture
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    return c ^ 0xFFFFFFFF
+
+
+def lsn_text(lsn):
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+class PyLog:
+    """A change log writer following docs/changelog.md: segment bytes first, index entry after."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.seq = 0
+        self.seg = None
+        self.size = 0
+
+    def new_segment(self, lsn):
+        self.seq += 1
+        self.seg = os.path.join(self.dir, f"{lsn:016X}-{self.seq:08d}")
+        open(self.seg + ".jsonl", "wb").close()
+        open(self.seg + ".idx", "wb").close()
+        self.size = 0
+
+    def append(self, lines, lsn, index=True, new_segment=False):
+        if self.seg is None or new_segment:
+            self.new_segment(lsn)
+        data = "".join(line + "\n" for line in lines).encode()
+        with open(self.seg + ".jsonl", "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.size += len(data)
+        if index:
+            head = struct.pack("<QQ", self.size, lsn) + b"WGI1"
+            with open(self.seg + ".idx", "ab") as f:
+                f.write(head + struct.pack("<I", crc32c(head)))
+
+
+def txn(xid, lsn, rows=1):
+    out = [f'{{"op":"begin","xid":{xid},"lsn":"{lsn_text(lsn)}","commit_time":"2026-11-24T10:00:00.000Z"}}']
+    out += [f'{{"op":"insert","table":"public.orders","new":{{"id":{xid},"n":{i},"s":"é\\"x"}},"key":["id"]}}'
+            for i in range(rows)]
+    out.append(f'{{"op":"commit","xid":{xid},"lsn":"{lsn_text(lsn)}","end_lsn":"{lsn_text(lsn + 8)}"}}')
+    return out
+
+
+def tail(state, *args, config=None, timeout=60):
+    extra = ["--state-dir", state] if state else []
+    return fixture.walgate("log", "tail", *args, *extra, config=config, timeout=timeout)
+
+
+def check(cond, what, p=None):
+    if not cond:
+        detail = f"\nexit {p.returncode}\nstdout:\n{p.stdout[:2000]}\nstderr:\n{p.stderr}" if p else ""
+        raise AssertionError(what + detail)
+
+
+def test_prints_records_and_from():
+    state = fixture.tempdir()
+    log = PyLog(os.path.join(state, "log", "orders"))
+    expected = []
+    batches = [(1, 0x16B374D848), (2, 0x16B374D900), (3, 0x16B374D900), (4, 0x1700000000)]
+    for i, (xid, lsn) in enumerate(batches):
+        lines = txn(xid, lsn, rows=xid)
+        log.append(lines, lsn, new_segment=(i == 2))  # the equal positions straddle segments
+        expected.append(lines)
+    # A batch written but never indexed (not yet durable) is never printed.
+    log.append(txn(5, 0x1800000000), 0x1800000000, index=False)
+
+    p = tail(state, "orders")
+    check(p.returncode == 0 and p.stderr == "", "tail failed", p)
+    check(p.stdout == "".join(l + "\n" for b in expected for l in b), "records differ", p)
+    check('"s":"é\\"x"' in p.stdout, "bytes not passed through", p)
+
+    for frm, want in [("0/0", [0, 1, 2, 3]), ("16/B374D848", [1, 2, 3]), ("16/b374d8ff", [1, 2, 3]),
+                      ("16/B374D900", [3]), ("17/0", []), ("FFFFFFFF/FFFFFFFF", [])]:
+        for args in (["--from", frm], [f"--from={frm}"]):
+            p = tail(state, "orders", *args)
+            check(p.returncode == 0, f"--from {frm}", p)
+            check(p.stdout == "".join(l + "\n" for i in want for l in expected[i]),
+                  f"--from {frm}: wrong records", p)
+
+
+def test_errors_and_usage():
+    state = fixture.tempdir()
+    os.makedirs(os.path.join(state, "log", "orders"))
+    p = tail(state, "nosuch")
+    check(p.returncode == 1, "unknown source must exit 1", p)
+    check('no change log for source "nosuch"' in p.stderr and
+          os.path.join(state, "log", "nosuch") in p.stderr, "unclear message", p)
+    p = tail(state, "orders")
+    check(p.returncode == 0 and p.stdout == "", "an empty log prints nothing", p)
+    for args in (["orders", "--from", "12"], ["orders", "--from", "1/123456789"],
+                 ["orders", "--from", "x/1"], ["orders", "--from"], ["orders", "--bogus"],
+                 ["orders", "other"], [], ["../x"]):
+        p = tail(state, *args)
+        check(p.returncode == 2 and "usage: walgate" in p.stderr, f"usage error {args}", p)
+    check("not an LSN" in tail(state, "orders", "--from", "12").stderr, "LSN message")
+    p = fixture.walgate("log")
+    check(p.returncode == 2, "log without a sub-command", p)
+    p = fixture.walgate("log", "frob")
+    check(p.returncode == 2 and "unknown log command" in p.stderr, "unknown sub-command", p)
+    p = fixture.walgate("log", "tail", "--help")
+    check(p.returncode == 0 and "--follow" in p.stdout, "help", p)
+    p = fixture.walgate("--help")
+    check("log tail SOURCE" in p.stdout, "main usage mentions log tail", p)
+
+
+def test_config():
+    state = fixture.tempdir()
+    log = PyLog(os.path.join(state, "log", "orders"))
+    log.append(txn(1, 0x100), 0x100)
+    PyLog(os.path.join(state, "log", "legacy")).append(txn(2, 0x200), 0x200)
+    cfg = fixture.write_file(os.path.join(state, "walgate.ini"), fixture.ini([
+        ("walgate", {"state_dir": state}),
+        ("postgres main", {"host": "db.internal", "user": "repl", "dbname": "app"}),
+        ("source orders", {"connection": "main", "publication": "pub"}),
+    ]), mode=0o600)
+    p = tail(None, "orders", config=cfg)
+    check(p.returncode == 0 and p.stderr == "" and '"xid":1' in p.stdout, "state_dir from config", p)
+    p = tail(None, "legacy", config=cfg)
+    check(p.returncode == 0 and "warning" in p.stderr and "[source legacy]" in p.stderr and
+          '"xid":2' in p.stdout, "a source missing from the config is a warning", p)
+    # --state-dir wins over the config's state_dir
+    other = fixture.tempdir()
+    PyLog(os.path.join(other, "log", "orders")).append(txn(9, 0x900), 0x900)
+    p = tail(other, "orders", config=cfg)
+    check(p.returncode == 0 and '"xid":9' in p.stdout, "--state-dir wins", p)
+    # no -c and no --state-dir: the default configuration file is needed
+    p = fixture.walgate("-c", os.path.join(state, "missing.ini"), "log", "tail", "orders")
+    check(p.returncode == 1 and "missing.ini" in p.stderr, "missing config", p)
+
+
+def read_lines_until(proc, n, timeout):
+    """Read n lines from proc.stdout within timeout (a thread, so a hang cannot block us)."""
+    got = []
+
+    def reader():
+        while len(got) < n:
+            line = proc.stdout.readline()
+            if not line:
+                return
+            got.append(line)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    return got
+
+
+def test_follow():
+    state = fixture.tempdir()
+    log = PyLog(os.path.join(state, "log", "orders"))
+    log.append(txn(1, 0x100), 0x100)
+    last = 0x100
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        proc = fixture.walgate_popen("log", "tail", "orders", "--follow", "--from", lsn_text(last),
+                                     "--state-dir", state, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            xid = 10 if sig == signal.SIGTERM else 20
+            base = last
+            log.append(txn(xid, base + 0x200), base + 0x200)
+            got = read_lines_until(proc, 3, 10)
+            check(len(got) == 3 and f'"xid":{xid},' in got[0] and '"commit"' in got[2],
+                  f"follow did not print the new batch: {got}")
+            # a batch whose index entry is not written yet is held back...
+            log.append(txn(xid + 1, base + 0x300), base + 0x300, new_segment=True, index=False)
+            time.sleep(0.6)
+            # ...and printed once it is; then a rollover to yet another segment
+            head = struct.pack("<QQ", log.size, base + 0x300) + b"WGI1"
+            with open(log.seg + ".idx", "ab") as f:
+                f.write(head + struct.pack("<I", crc32c(head)))
+            log.append(txn(xid + 2, base + 0x400), base + 0x400, new_segment=True)
+            last = base + 0x400
+            got = read_lines_until(proc, 6, 10)
+            check(len(got) == 6 and f'"xid":{xid + 1},' in got[0] and f'"xid":{xid + 2},' in got[3],
+                  f"follow across segments: {got}")
+            proc.send_signal(sig)
+            rc = proc.wait(timeout=5)
+            err = proc.stderr.read()
+            check(rc == 0, f"{sig.name} must end --follow with exit 0, got {rc}: {err}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_reader_going_away():
+    state = fixture.tempdir()
+    log = PyLog(os.path.join(state, "log", "big"))
+    for i in range(200):
+        log.append(txn(i + 1, 0x1000 + i, rows=200), 0x1000 + i)
+    p = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" log tail big --state-dir "$1" | head -n 1',
+                        fixture.WALGATE_BIN, state], capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0 and p.stderr == "" and p.stdout.startswith('{"op":"begin"'),
+          "a closed pipe is not an error", p)
+
+
+def main():
+    tests = [(k, v) for k, v in globals().items() if k.startswith("test_") and callable(v)]
+    failed = 0
+    for name, fn in tests:
+        try:
+            fn()
+            print(f"ok   {name}")
+        except Exception as e:  # report and go on
+            failed += 1
+            print(f"FAIL {name}: {e}")
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
