@@ -240,6 +240,9 @@ void wg_json_null(wg_json *j);
 /* Insert already-valid JSON text as a value. */
 void wg_json_raw(wg_json *j, const char *text, size_t len);
 /* Append `s` escaped as JSON string contents (no quotes) to `out`. */
+/* Length of the valid UTF-8 sequence at s (at most n > 0 bytes); 0 when it is invalid
+ * (truncated, overlong, a surrogate or past U+10FFFF). */
+size_t wg_utf8_seq(const unsigned char *s, size_t n);
 int wg_json_escape(wg_buf *out, const char *s, size_t len);
 
 /* ------------------------------------------------------------------------------------------ */

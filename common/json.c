@@ -56,8 +56,7 @@ void wg_json_array_end(wg_json *j)
     close_container(j, ']');
 }
 
-/* Length of the valid UTF-8 sequence starting at s (at most n bytes), or 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t wg_utf8_seq(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;
@@ -124,7 +123,7 @@ int wg_json_escape(wg_buf *out, const char *s, size_t len)
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             rc = wg_buf_append(out, e, 6);
         } else {
-            size_t ul = utf8_len(p + i, len - i);
+            size_t ul = wg_utf8_seq(p + i, len - i);
             if (ul == 0) {
                 rc = wg_buf_append(out, "\xEF\xBF\xBD", 3); /* U+FFFD */
                 ul = 1;

@@ -219,39 +219,6 @@ static bool eq_nocase(const char *s, size_t len, const char *lit)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 when invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) ||
-        cp > 0x10FFFF)
-        return 0;
-    return len;
-}
-
 /* Scratch space for unescaped array elements and range bounds: the stack, else the heap. */
 typedef struct scratch {
     char stack[256];
@@ -312,7 +279,7 @@ int render_json_string(wg_buf *out, const char *s, size_t len, wg_error *err)
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             rc = wg_buf_append(out, e, 6);
         } else {
-            size_t n = utf8_seq(p + i, len - i);
+            size_t n = wg_utf8_seq(p + i, len - i);
             if (n == 0) {
                 out->len = start;
                 out->data[start] = '\0';
@@ -613,7 +580,7 @@ static bool json_string(jw *out, const char *s, size_t len, size_t *i)
             }
             continue;
         }
-        size_t n = utf8_seq((const unsigned char *)s + j, len - j);
+        size_t n = wg_utf8_seq((const unsigned char *)s + j, len - j);
         if (n == 0)
             return false;
         j += n;
