@@ -33,11 +33,17 @@ SOURCE_DIR = os.environ.get(
 _live = []  # servers to stop at exit, newest last
 
 
+_tempdirs = []  # removed at exit (set WALGATE_KEEP_TEMP=1 to keep them for a post-mortem)
+
+
 def _stop_all():
     while _live:
         s = _live.pop()
         with contextlib.suppress(Exception):
             s.stop()
+    if not os.environ.get("WALGATE_KEEP_TEMP"):
+        while _tempdirs:
+            shutil.rmtree(_tempdirs.pop(), ignore_errors=True)
 
 
 atexit.register(_stop_all)
@@ -87,6 +93,7 @@ def tempdir(prefix="walgate-test-"):
     """A fresh directory under $TMPDIR that everyone can enter (servers run as other users)."""
     d = tempfile.mkdtemp(prefix=prefix)
     os.chmod(d, 0o755)
+    _tempdirs.append(d)
     return d
 
 
