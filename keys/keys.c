@@ -302,8 +302,7 @@ keys_key *keys_key_parse_openssh(const char *text, size_t len, const char *what,
         why = "it does not start with the openssh-key-v1 magic";
         goto fail;
     }
-    if (wg_rd_sshstr(&r, &cipher, &cipher_n) != 0 || wg_rd_sshstr(&r, &kdf, &kdf_n) != 0 ||
-        wg_rd_sshstr(&r, &p, &n) != 0 || wg_rd_u32(&r, &nkeys) != 0) {
+    if (wg_rd_sshstr(&r, &cipher, &cipher_n) != 0 || wg_rd_sshstr(&r, &kdf, &kdf_n) != 0) {
         why = "its header is truncated";
         goto fail;
     }
@@ -311,6 +310,10 @@ keys_key *keys_key_parse_openssh(const char *text, size_t len, const char *what,
         why = "it is encrypted with a passphrase, which walgate does not support (the daemon "
               "must start unattended); use `walgate keys generate`, or remove the passphrase "
               "with ssh-keygen -p";
+        goto fail;
+    }
+    if (wg_rd_sshstr(&r, &p, &n) != 0 || wg_rd_u32(&r, &nkeys) != 0) {
+        why = "its header is truncated";
         goto fail;
     }
     if (nkeys != 1) {
