@@ -30,8 +30,8 @@ typedef struct tunnel_config {
     int port;         /* default 22 */
     const char *user; /* default: the user running walgate */
     tunnel_hostkey_policy host_key_policy;
-    const char *known_hosts;  /* default STATE_DIR/known_hosts */
-    const char *state_dir;    /* keys are read from STATE_DIR/keys/NAME/ */
+    const char *known_hosts;       /* default STATE_DIR/known_hosts */
+    const char *state_dir;         /* keys are read from STATE_DIR/keys/NAME/ */
     int64_t connect_timeout_ms;    /* TCP connect + SSH handshake + auth; default 10s */
     int64_t keepalive_interval_ms; /* SSH keepalive; default 10s; dead after 3 missed */
     wg_keepalive tcp;              /* TCP keepalive / TCP_USER_TIMEOUT on the SSH socket */
@@ -51,15 +51,15 @@ typedef struct tunnel_status {
     tunnel_state state;
     char last_error[WG_ERROR_MSG_MAX]; /* empty when none */
     int64_t last_error_wall_ms;
-    uint64_t connects;   /* successful session establishments */
-    uint64_t reconnects; /* establishments after the first */
+    uint64_t connects;          /* successful session establishments */
+    uint64_t reconnects;        /* establishments after the first */
     uint64_t bytes_to_target;   /* payload bytes clients sent through the tunnel */
     uint64_t bytes_from_target; /* payload bytes sent back to clients */
     int open_channels;
     uint64_t channels_total;
-    char auth_key[16];           /* "primary" or "secondary": the key that worked last */
+    char auth_key[16]; /* "primary" or "secondary": the key that worked last */
     char host_key_fingerprint[64];
-    int64_t up_since_wall_ms;    /* when the current session came up; 0 when down */
+    int64_t up_since_wall_ms; /* when the current session came up; 0 when down */
 } tunnel_status;
 
 typedef struct tunnel tunnel_t;
@@ -77,8 +77,7 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err);
  * bastion. May be called before or after tunnel_start().
  */
 int tunnel_add_forward(tunnel_t *t, const char *listen_addr, int listen_port,
-                       const char *target_host, int target_port, int *bound_port,
-                       wg_error *err);
+                       const char *target_host, int target_port, int *bound_port, wg_error *err);
 
 /*
  * Start the tunnel's thread: connect, verify, authenticate, serve forwards, reconnect forever.

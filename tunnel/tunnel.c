@@ -1,0 +1,743 @@
+/*
+ * tunnel.c — a running SSH tunnel: one thread, one session, local listeners whose accepted
+ * sockets become direct-tcpip channels, pumped both ways in a poll() loop.
+ *
+ * Life of the thread:
+ *
+ *   connect (session.c, blocking, bounded by connect_timeout)
+ *     -> serve: non-blocking session; poll over the SSH socket, the listeners, every client
+ *        socket and a wake pipe; channels opened one at a time (libssh2 allows one open in
+ *        flight); each channel has a buffer per direction so a slow client or a full SSH
+ *        window never blocks the others; SSH keepalives every keepalive_interval and a
+ *        receive watchdog (nothing received for 3 intervals = dead session)
+ *     -> on any session failure: close every channel and client, back off (capped
+ *        exponential, jittered), reconnect — forever, until tunnel_stop().
+ *
+ * While the session is down the listeners stay open and are not accepted from: clients wait
+ * in the kernel's accept queue (their connect() succeeds) and are served once the session is
+ * back; a waiting client also cuts the backoff short, so a bastion that returns is used within
+ * a poll tick. A client waiting longer than connect_timeout is closed.
+ */
+#include "tunnel/tunnel_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CHUNK (64 * 1024)         /* per-direction buffer of a channel */
+#define WINDOW (8u * 1024 * 1024) /* SSH receive window per channel */
+#define WATCHDOG_MISSES 3         /* keepalive intervals without traffic = dead */
+#define BACKOFF_BASE_MS 250
+#define BACKOFF_CAP_MS 15000
+#define STABLE_MS 30000 /* a session this old resets the backoff */
+
+typedef struct forward {
+    int listen_fd;
+    int port;
+    char *listen_addr;
+    char *target_host;
+    int target_port;
+} forward;
+
+typedef struct chan {
+    int fd; /* the client socket */
+    const forward *fwd;
+    LIBSSH2_CHANNEL *ch; /* NULL while the open is pending */
+    int64_t accepted_ms;
+    char up[CHUNK]; /* client -> target */
+    size_t up_len, up_off;
+    char down[CHUNK]; /* target -> client */
+    size_t down_len, down_off;
+    bool client_eof;  /* read() returned 0 */
+    bool eof_sent;    /* channel_send_eof done */
+    bool target_eof;  /* the channel reported EOF */
+    bool client_shut; /* shutdown(SHUT_WR) done */
+    bool dead;
+} chan;
+
+struct tunnel {
+    tunnel_config cfg;
+    char *s_name, *s_host, *s_user, *s_known_hosts, *s_state_dir;
+    keys_pair keys;
+
+    pthread_mutex_t mu; /* guards status, forwards, running */
+    tunnel_status st;
+    pthread_cond_t cond;
+    forward *fwds;
+    size_t n_fwds;
+    bool fwds_changed;
+
+    pthread_t thread;
+    bool running;
+    volatile int stop;
+    int wake[2];
+
+    /* Thread-only state. */
+    ssh_conn conn;
+    LIBSSH2_CHANNEL *hb; /* an idle "session" channel whose reads pump the transport */
+    chan **chans;
+    size_t n_chans, cap_chans;
+    int64_t last_rx_ms;
+};
+
+const char *tunnel_state_name(tunnel_state s)
+{
+    switch (s) {
+    case TUNNEL_STATE_STARTING:
+        return "starting";
+    case TUNNEL_STATE_CONNECTING:
+        return "connecting";
+    case TUNNEL_STATE_UP:
+        return "up";
+    case TUNNEL_STATE_BACKOFF:
+        return "backoff";
+    case TUNNEL_STATE_STOPPED:
+        return "stopped";
+    }
+    return "?";
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
+{
+    tunnel_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    t->cfg = *cfg;
+    t->cfg.name = t->s_name = dup_or_null(cfg->name);
+    t->cfg.host = t->s_host = dup_or_null(cfg->host);
+    t->cfg.user = t->s_user = dup_or_null(cfg->user);
+    t->cfg.known_hosts = t->s_known_hosts = dup_or_null(cfg->known_hosts);
+    t->cfg.state_dir = t->s_state_dir = dup_or_null(cfg->state_dir);
+    if (t->cfg.port <= 0)
+        t->cfg.port = 22;
+    if (t->cfg.connect_timeout_ms <= 0)
+        t->cfg.connect_timeout_ms = 10000;
+    if (t->cfg.keepalive_interval_ms <= 0)
+        t->cfg.keepalive_interval_ms = 10000;
+    t->wake[0] = t->wake[1] = -1;
+    t->conn.fd = -1;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    if (!t->s_name || !t->s_host) {
+        wg_error_set(err, WG_ERR_CONFIG, "tunnel needs a name and a host");
+        tunnel_free(t);
+        return NULL;
+    }
+    if (keys_load(t->cfg.state_dir ? t->cfg.state_dir : ".", t->cfg.name, &t->keys, err) != 0) {
+        tunnel_free(t);
+        return NULL;
+    }
+    if (pipe2(t->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        wg_error_set(err, WG_ERR_IO, "pipe: %s", strerror(errno));
+        tunnel_free(t);
+        return NULL;
+    }
+    t->st.state = TUNNEL_STATE_STARTING;
+    return t;
+}
+
+static void wake(tunnel_t *t)
+{
+    if (t->wake[1] >= 0) {
+        ssize_t r = write(t->wake[1], "x", 1);
+        (void)r;
+    }
+}
+
+int tunnel_add_forward(tunnel_t *t, const char *listen_addr, int listen_port,
+                       const char *target_host, int target_port, int *bound_port, wg_error *err)
+{
+    int bound = 0;
+    int fd = wg_tcp_listen(listen_addr ? listen_addr : "127.0.0.1", listen_port, &bound, err);
+    if (fd < 0)
+        return wg_error_prefix(err, "tunnel %s", t->cfg.name);
+    wg_sock_set_nonblock(fd, true);
+    pthread_mutex_lock(&t->mu);
+    forward *nf = realloc(t->fwds, (t->n_fwds + 1) * sizeof(*nf));
+    if (!nf) {
+        pthread_mutex_unlock(&t->mu);
+        close(fd);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    t->fwds = nf;
+    forward *f = &t->fwds[t->n_fwds++];
+    f->listen_fd = fd;
+    f->port = bound;
+    f->listen_addr = strdup(listen_addr ? listen_addr : "127.0.0.1");
+    f->target_host = strdup(target_host);
+    f->target_port = target_port;
+    t->fwds_changed = true;
+    pthread_mutex_unlock(&t->mu);
+    if (bound_port)
+        *bound_port = bound;
+    wake(t);
+    return 0;
+}
+
+static void set_state(tunnel_t *t, tunnel_state s, const wg_error *err)
+{
+    pthread_mutex_lock(&t->mu);
+    t->st.state = s;
+    if (err && err->msg[0]) {
+        snprintf(t->st.last_error, sizeof(t->st.last_error), "%s", err->msg);
+        t->st.last_error_wall_ms = wg_wall_ms();
+    }
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static const char *ssh_errmsg_of(LIBSSH2_SESSION *s)
+{
+    char *m = NULL;
+    libssh2_session_last_error(s, &m, NULL, 0);
+    return m && m[0] ? m : "connection lost";
+}
+
+/* ---- Channels ------------------------------------------------------------------------------ */
+
+static void chan_close(tunnel_t *t, chan *c)
+{
+    if (c->ch) {
+        libssh2_channel_free(c->ch); /* may return EAGAIN; libssh2 frees on session close */
+        c->ch = NULL;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    pthread_mutex_lock(&t->mu);
+    t->st.open_channels--;
+    pthread_mutex_unlock(&t->mu);
+    free(c);
+}
+
+static void close_all_channels(tunnel_t *t)
+{
+    for (size_t i = 0; i < t->n_chans; i++) {
+        t->chans[i]->ch = NULL; /* the session is going away; it frees its channels */
+        chan_close(t, t->chans[i]);
+    }
+    t->n_chans = 0;
+}
+
+static int accept_clients(tunnel_t *t, const forward *f)
+{
+    for (;;) {
+        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+        wg_sock_set_nodelay(fd);
+        chan *c = calloc(1, sizeof(*c));
+        if (!c || (t->n_chans == t->cap_chans && ({
+                       size_t nc = t->cap_chans ? t->cap_chans * 2 : 16;
+                       chan **n = realloc(t->chans, nc * sizeof(*n));
+                       if (n) {
+                           t->chans = n;
+                           t->cap_chans = nc;
+                       }
+                       !n;
+                   }))) {
+            free(c);
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->fwd = f;
+        c->accepted_ms = wg_now_ms();
+        t->chans[t->n_chans++] = c;
+        pthread_mutex_lock(&t->mu);
+        t->st.open_channels++;
+        t->st.channels_total++;
+        pthread_mutex_unlock(&t->mu);
+    }
+}
+
+/* Try to open the oldest pending channel. Returns 0 (opened or still pending), or -1 when the
+ * session failed. */
+static int open_pending(tunnel_t *t, bool *pending)
+{
+    *pending = false;
+    for (size_t i = 0; i < t->n_chans; i++) {
+        chan *c = t->chans[i];
+        if (c->ch || c->dead)
+            continue;
+        LIBSSH2_CHANNEL *ch = libssh2_channel_direct_tcpip_ex(t->conn.session, c->fwd->target_host,
+                                                              c->fwd->target_port, "127.0.0.1", 0);
+        if (ch) {
+            c->ch = ch;
+            libssh2_channel_receive_window_adjust2(ch, WINDOW, 1, NULL);
+            continue;
+        }
+        int e = libssh2_session_last_errno(t->conn.session);
+        if (e == LIBSSH2_ERROR_EAGAIN) {
+            *pending = true;
+            return 0; /* one open in flight at a time */
+        }
+        if (e == LIBSSH2_ERROR_CHANNEL_FAILURE) {
+            char *msg = NULL;
+            libssh2_session_last_error(t->conn.session, &msg, NULL, 0);
+            log_warn(t->cfg.name,
+                     "the bastion refused to forward to %s:%d (%s); check AllowTcpForwarding / "
+                     "PermitOpen in its sshd_config and that the target is reachable from it",
+                     c->fwd->target_host, c->fwd->target_port, msg ? msg : "");
+            c->dead = true;
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Move bytes for one open channel. Returns 0, or -1 when the session itself failed. Sets
+ * *busy when data was left in libssh2 or a buffer (so the loop must not sleep long).
+ */
+static int pump(tunnel_t *t, chan *c, short revents, bool *busy, uint64_t *up_bytes,
+                uint64_t *down_bytes)
+{
+    /* client -> buffer */
+    if (!c->client_eof && c->up_len == 0 && (revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t n = read(c->fd, c->up, sizeof(c->up));
+        if (n > 0) {
+            c->up_len = (size_t)n;
+            c->up_off = 0;
+        } else if (n == 0) {
+            c->client_eof = true;
+        } else if (errno != EAGAIN && errno != EINTR) {
+            c->dead = true;
+            return 0;
+        }
+    }
+    /* buffer -> channel */
+    while (c->up_off < c->up_len) {
+        ssize_t w = libssh2_channel_write(c->ch, c->up + c->up_off, c->up_len - c->up_off);
+        if (w == LIBSSH2_ERROR_EAGAIN) {
+            *busy = true;
+            break;
+        }
+        if (w < 0) {
+            if (w == LIBSSH2_ERROR_SOCKET_SEND || w == LIBSSH2_ERROR_SOCKET_DISCONNECT)
+                return -1;
+            c->dead = true;
+            return 0;
+        }
+        c->up_off += (size_t)w;
+        *up_bytes += (uint64_t)w;
+    }
+    if (c->up_off == c->up_len)
+        c->up_len = c->up_off = 0;
+    if (c->client_eof && c->up_len == 0 && !c->eof_sent) {
+        int r = libssh2_channel_send_eof(c->ch);
+        if (r == 0)
+            c->eof_sent = true;
+        else if (r == LIBSSH2_ERROR_EAGAIN)
+            *busy = true;
+        else
+            c->dead = true;
+    }
+
+    /* channel -> buffer -> client, as long as the client takes it */
+    int rounds = 0;
+    for (; rounds < 16; rounds++) {
+        if (c->down_len == 0 && !c->target_eof) {
+            ssize_t n = libssh2_channel_read(c->ch, c->down, sizeof(c->down));
+            if (n > 0) {
+                c->down_len = (size_t)n;
+                c->down_off = 0;
+            } else if (n == LIBSSH2_ERROR_EAGAIN || n == 0) {
+                if (libssh2_channel_eof(c->ch))
+                    c->target_eof = true;
+                break;
+            } else {
+                if (n == LIBSSH2_ERROR_SOCKET_RECV || n == LIBSSH2_ERROR_SOCKET_DISCONNECT)
+                    return -1;
+                c->dead = true;
+                return 0;
+            }
+        }
+        if (c->down_len == 0)
+            break;
+        ssize_t w = send(c->fd, c->down + c->down_off, c->down_len - c->down_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            c->dead = true;
+            return 0;
+        }
+        c->down_off += (size_t)w;
+        *down_bytes += (uint64_t)w;
+        if (c->down_off < c->down_len)
+            break;
+        c->down_len = c->down_off = 0;
+    }
+    if (rounds == 16)
+        *busy = true; /* libssh2 may hold more for this channel */
+    if (c->target_eof && c->down_len == 0 && !c->client_shut) {
+        shutdown(c->fd, SHUT_WR);
+        c->client_shut = true;
+    }
+    if (c->client_shut && c->eof_sent)
+        c->dead = true; /* both directions finished */
+    if (c->target_eof && c->down_len == 0 && c->client_eof && c->up_len == 0)
+        c->dead = true;
+    return 0;
+}
+
+/* ---- The thread ---------------------------------------------------------------------------- */
+
+static void drain_wake(tunnel_t *t)
+{
+    char buf[64];
+    while (read(t->wake[0], buf, sizeof(buf)) > 0)
+        ;
+}
+
+/* Sleep up to ms, waking early on stop or when a client waits on a listener. */
+static void backoff_sleep(tunnel_t *t, int64_t ms)
+{
+    int64_t deadline = wg_now_ms() + ms;
+    while (!t->stop) {
+        int64_t left = deadline - wg_now_ms();
+        if (left <= 0)
+            return;
+        struct pollfd pfds[64];
+        int n = 0;
+        pfds[n++] = (struct pollfd){.fd = t->wake[0], .events = POLLIN};
+        pthread_mutex_lock(&t->mu);
+        for (size_t i = 0; i < t->n_fwds && n < 64; i++)
+            pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
+        pthread_mutex_unlock(&t->mu);
+        int r = poll(pfds, (nfds_t)n, (int)(left < 100 ? left : 100));
+        if (r > 0) {
+            if (pfds[0].revents)
+                drain_wake(t);
+            for (int i = 1; i < n; i++)
+                if (pfds[i].revents & POLLIN) {
+                    /* A client is waiting: try again soon, but not in a hot loop. */
+                    int64_t soon = wg_now_ms() + BACKOFF_BASE_MS;
+                    if (soon < deadline)
+                        deadline = soon;
+                }
+            if (deadline - wg_now_ms() <= BACKOFF_BASE_MS && r > 0 && !pfds[0].revents)
+                usleep(20000);
+        }
+    }
+}
+
+/* Serve until the session fails or stop. Returns with an error message in err. */
+static void serve(tunnel_t *t, wg_error *err)
+{
+    LIBSSH2_SESSION *s = t->conn.session;
+    libssh2_session_set_blocking(s, 0);
+    int ka_s = (int)((t->cfg.keepalive_interval_ms + 999) / 1000);
+    if (ka_s < 1)
+        ka_s = 1;
+    libssh2_keepalive_config(s, 1, (unsigned)ka_s);
+    int64_t watchdog_ms = (int64_t)ka_s * 1000 * WATCHDOG_MISSES;
+    t->last_rx_ms = wg_now_ms();
+    uint64_t up = 0, down = 0;
+    struct pollfd *pfds = NULL;
+    size_t pcap = 0;
+
+    while (!t->stop) {
+        /* Keepalive and watchdog. */
+        int next_ka = 0;
+        if (libssh2_keepalive_send(s, &next_ka) != 0 &&
+            libssh2_session_last_errno(s) != LIBSSH2_ERROR_EAGAIN) {
+            wg_error_set(err, WG_ERR_SSH,
+                         "tunnel %s: sending a keepalive failed: the session "
+                         "is gone",
+                         t->cfg.name);
+            break;
+        }
+        int64_t now = wg_now_ms();
+        if ((t->hb || t->n_chans > 0) && now - t->last_rx_ms > watchdog_ms) {
+            wg_error_set(err, WG_ERR_NET,
+                         "tunnel %s: nothing received from %s for %lld ms (%d keepalive "
+                         "intervals): the session is dead",
+                         t->cfg.name, t->cfg.host, (long long)(now - t->last_rx_ms),
+                         WATCHDOG_MISSES);
+            break;
+        }
+
+        /* Reading the heartbeat channel makes libssh2 process every packet that arrived
+         * (keepalive replies, window adjustments, data for other channels). */
+        if (t->hb) {
+            char hbuf[256];
+            ssize_t hr = libssh2_channel_read(t->hb, hbuf, sizeof(hbuf));
+            if (hr < 0 && hr != LIBSSH2_ERROR_EAGAIN) {
+                wg_error_set(err, WG_ERR_NET, "tunnel %s: the SSH connection to %s failed (%s)",
+                             t->cfg.name, t->cfg.host, ssh_errmsg_of(s));
+                break;
+            }
+            if (hr == 0 && libssh2_channel_eof(t->hb)) {
+                libssh2_channel_free(t->hb);
+                t->hb = NULL;
+            }
+        }
+
+        bool pending = false;
+        if (open_pending(t, &pending) != 0) {
+            wg_error_set(err, WG_ERR_SSH, "tunnel %s: opening a channel failed: %s", t->cfg.name,
+                         ssh_errmsg_of(s));
+            break;
+        }
+
+        /* Pump every open channel; drop finished ones. */
+        bool busy = false, session_failed = false;
+        size_t nfw;
+        pthread_mutex_lock(&t->mu);
+        nfw = t->n_fwds;
+        pthread_mutex_unlock(&t->mu);
+        size_t need = 2 + nfw + t->n_chans;
+        if (need > pcap) {
+            struct pollfd *np = realloc(pfds, need * 2 * sizeof(*np));
+            if (!np) {
+                wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                break;
+            }
+            pfds = np;
+            pcap = need * 2;
+        }
+        for (size_t i = 0; i < t->n_chans;) {
+            chan *c = t->chans[i];
+            if (c->ch && !c->dead) {
+                if (pump(t, c, POLLIN, &busy, &up, &down) != 0) {
+                    session_failed = true;
+                    break;
+                }
+            } else if (!c->ch && !c->dead &&
+                       wg_now_ms() - c->accepted_ms > t->cfg.connect_timeout_ms) {
+                c->dead = true;
+            }
+            if (c->dead) {
+                chan_close(t, c);
+                t->chans[i] = t->chans[--t->n_chans];
+                continue;
+            }
+            i++;
+        }
+        if (session_failed) {
+            wg_error_set(err, WG_ERR_NET, "tunnel %s: the SSH connection to %s failed", t->cfg.name,
+                         t->cfg.host);
+            break;
+        }
+        if (up || down) {
+            pthread_mutex_lock(&t->mu);
+            t->st.bytes_to_target += up;
+            t->st.bytes_from_target += down;
+            pthread_mutex_unlock(&t->mu);
+            up = down = 0;
+        }
+
+        /* Poll. */
+        size_t n = 0;
+        int dirs = libssh2_session_block_directions(s);
+        bool reader = t->hb != NULL;
+        for (size_t i = 0; i < t->n_chans && !reader; i++)
+            reader = t->chans[i]->ch && t->chans[i]->down_len == 0;
+        pfds[n++] = (struct pollfd){
+            .fd = t->conn.fd,
+            .events = (short)((reader ? POLLIN : 0) |
+                              ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? POLLOUT : 0))};
+        pfds[n++] = (struct pollfd){.fd = t->wake[0], .events = POLLIN};
+        size_t first_listener = n;
+        pthread_mutex_lock(&t->mu);
+        for (size_t i = 0; i < t->n_fwds && i < nfw; i++)
+            pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
+        pthread_mutex_unlock(&t->mu);
+        size_t first_chan = n;
+        for (size_t i = 0; i < t->n_chans; i++) {
+            chan *c = t->chans[i];
+            short ev = 0;
+            if (c->ch && !c->client_eof && c->up_len == 0)
+                ev |= POLLIN;
+            if (c->down_len > 0)
+                ev |= POLLOUT;
+            pfds[n++] = (struct pollfd){.fd = c->fd, .events = ev};
+        }
+        int timeout = busy || pending ? 5 : 200;
+        if (next_ka > 0 && next_ka * 1000 < timeout)
+            timeout = next_ka * 1000;
+        int r = poll(pfds, (nfds_t)n, timeout);
+        if (r < 0 && errno != EINTR) {
+            wg_error_set(err, WG_ERR_IO, "poll: %s", strerror(errno));
+            break;
+        }
+        if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR))
+            t->last_rx_ms = wg_now_ms();
+        if (pfds[1].revents)
+            drain_wake(t);
+        pthread_mutex_lock(&t->mu);
+        size_t nf = t->n_fwds < nfw ? t->n_fwds : nfw;
+        pthread_mutex_unlock(&t->mu);
+        for (size_t i = 0; i < nf; i++)
+            if (pfds[first_listener + i].revents & POLLIN)
+                accept_clients(t, &t->fwds[i]);
+        (void)first_chan;
+        if ((pfds[0].revents & (POLLHUP | POLLERR)) && !(pfds[0].revents & POLLIN)) {
+            wg_error_set(err, WG_ERR_NET, "tunnel %s: the connection to %s was closed", t->cfg.name,
+                         t->cfg.host);
+            break;
+        }
+    }
+    free(pfds);
+}
+
+static void *tunnel_thread(void *arg)
+{
+    tunnel_t *t = arg;
+    wg_backoff bo;
+    wg_backoff_init(&bo, BACKOFF_BASE_MS, BACKOFF_CAP_MS);
+    bool first = true;
+    while (!t->stop) {
+        set_state(t, TUNNEL_STATE_CONNECTING, NULL);
+        wg_error err = {0};
+        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->conn, &err) == 0) {
+            int64_t up_at = wg_now_ms();
+            pthread_mutex_lock(&t->mu);
+            t->st.connects++;
+            if (!first)
+                t->st.reconnects++;
+            snprintf(t->st.auth_key, sizeof(t->st.auth_key), "%s", t->conn.auth_key);
+            snprintf(t->st.host_key_fingerprint, sizeof(t->st.host_key_fingerprint), "%s",
+                     t->conn.host_fp);
+            t->st.up_since_wall_ms = wg_wall_ms();
+            t->st.state = TUNNEL_STATE_UP;
+            t->st.last_error[0] = '\0';
+            pthread_cond_broadcast(&t->cond);
+            pthread_mutex_unlock(&t->mu);
+            log_info(t->cfg.name, "%s to %s@%s:%d (host key %s, %s key)",
+                     first ? "connected" : "reconnected", t->cfg.user ? t->cfg.user : "",
+                     t->cfg.host, t->cfg.port, t->conn.host_fp, t->conn.auth_key);
+            first = false;
+            libssh2_session_set_timeout(t->conn.session, (long)t->cfg.connect_timeout_ms);
+            t->hb = libssh2_channel_open_session(t->conn.session);
+            if (!t->hb)
+                log_debug(t->cfg.name,
+                          "no heartbeat channel (%s); dead sessions are found by "
+                          "TCP keepalive when no client is connected",
+                          ssh_errmsg_of(t->conn.session));
+            libssh2_session_set_timeout(t->conn.session, 0);
+            serve(t, &err);
+            t->hb = NULL; /* freed with the session */
+            close_all_channels(t);
+            if (t->conn.fd >= 0)
+                shutdown(t->conn.fd, SHUT_RDWR);
+            ssh_conn_close(&t->conn);
+            pthread_mutex_lock(&t->mu);
+            t->st.up_since_wall_ms = 0;
+            pthread_mutex_unlock(&t->mu);
+            if (t->stop)
+                break;
+            if (wg_now_ms() - up_at > STABLE_MS)
+                wg_backoff_reset(&bo);
+        }
+        if (t->stop)
+            break;
+        int64_t wait = wg_backoff_next(&bo);
+        log_warn(t->cfg.name, "%s; retrying in %lld ms", err.msg, (long long)wait);
+        set_state(t, TUNNEL_STATE_BACKOFF, &err);
+        backoff_sleep(t, wait);
+    }
+    set_state(t, TUNNEL_STATE_STOPPED, NULL);
+    return NULL;
+}
+
+int tunnel_start(tunnel_t *t, wg_error *err)
+{
+    if (t->running)
+        return 0;
+    t->stop = 0;
+    if (pthread_create(&t->thread, NULL, tunnel_thread, t) != 0)
+        return wg_error_set(err, WG_ERR_INTERNAL, "tunnel %s: cannot start a thread", t->cfg.name);
+    t->running = true;
+    return 0;
+}
+
+int tunnel_wait_up(tunnel_t *t, int64_t timeout_ms, wg_error *err)
+{
+    int64_t deadline = wg_now_ms() + timeout_ms;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        if (t->st.state == TUNNEL_STATE_UP) {
+            pthread_mutex_unlock(&t->mu);
+            return 0;
+        }
+        /* A refused host key or key is not going to fix itself: report it at once. */
+        if (t->st.state == TUNNEL_STATE_BACKOFF && t->st.last_error[0] && t->st.connects == 0 &&
+            (strstr(t->st.last_error, "host key") || strstr(t->st.last_error, "HOST KEY") ||
+             strstr(t->st.last_error, "refused both keys")))
+            break;
+        int64_t left = deadline - wg_now_ms();
+        if (left <= 0 || t->st.state == TUNNEL_STATE_STOPPED)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t step = left < 100 ? left : 100;
+        ts.tv_nsec += (long)(step * 1000000);
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&t->cond, &t->mu, &ts);
+    }
+    wg_error_set(err, WG_ERR_NET, "%s",
+                 t->st.last_error[0] ? t->st.last_error : "the tunnel did not come up in time");
+    pthread_mutex_unlock(&t->mu);
+    return err->code;
+}
+
+void tunnel_stop(tunnel_t *t)
+{
+    if (!t || !t->running)
+        return;
+    t->stop = 1;
+    wake(t);
+    pthread_join(t->thread, NULL);
+    t->running = false;
+}
+
+void tunnel_get_status(tunnel_t *t, tunnel_status *out)
+{
+    pthread_mutex_lock(&t->mu);
+    *out = t->st;
+    pthread_mutex_unlock(&t->mu);
+}
+
+void tunnel_free(tunnel_t *t)
+{
+    if (!t)
+        return;
+    tunnel_stop(t);
+    for (size_t i = 0; i < t->n_fwds; i++) {
+        close(t->fwds[i].listen_fd);
+        free(t->fwds[i].listen_addr);
+        free(t->fwds[i].target_host);
+    }
+    free(t->fwds);
+    free(t->chans);
+    keys_pair_free(&t->keys);
+    if (t->wake[0] >= 0)
+        close(t->wake[0]);
+    if (t->wake[1] >= 0)
+        close(t->wake[1]);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cond);
+    free(t->s_name);
+    free(t->s_host);
+    free(t->s_user);
+    free(t->s_known_hosts);
+    free(t->s_state_dir);
+    free(t);
+}
