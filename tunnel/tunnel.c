@@ -405,8 +405,12 @@ static void drain_wake(tunnel_t *t)
 }
 
 /* Sleep up to ms, waking early on stop or when a client waits on a listener. */
-static void backoff_sleep(tunnel_t *t, int64_t ms)
+static void backoff_sleep(tunnel_t *t, int64_t ms, int64_t down_since, int last_code)
 {
+    /* Waiting clients are turned away when waiting cannot help: a refused host key or key, or
+     * a bastion down for longer than connect_timeout. */
+    bool turn_away = last_code == WG_ERR_HOSTKEY || last_code == WG_ERR_AUTH ||
+                     wg_now_ms() - down_since > t->cfg.connect_timeout_ms;
     int64_t deadline = wg_now_ms() + ms;
     while (!t->stop) {
         int64_t left = deadline - wg_now_ms();
@@ -424,7 +428,11 @@ static void backoff_sleep(tunnel_t *t, int64_t ms)
             if (pfds[0].revents)
                 drain_wake(t);
             for (int i = 1; i < n; i++)
-                if (pfds[i].revents & POLLIN) {
+                if ((pfds[i].revents & POLLIN) && turn_away) {
+                    int fd;
+                    while ((fd = accept4(pfds[i].fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+                        close(fd);
+                } else if (pfds[i].revents & POLLIN) {
                     /* A client is waiting: try again soon, but not in a hot loop. */
                     int64_t soon = wg_now_ms() + BACKOFF_BASE_MS;
                     if (soon < deadline)
@@ -602,6 +610,7 @@ static void *tunnel_thread(void *arg)
     wg_backoff bo;
     wg_backoff_init(&bo, BACKOFF_BASE_MS, BACKOFF_CAP_MS);
     bool first = true;
+    int64_t down_since = wg_now_ms();
     while (!t->stop) {
         set_state(t, TUNNEL_STATE_CONNECTING, NULL);
         wg_error err = {0};
@@ -644,13 +653,14 @@ static void *tunnel_thread(void *arg)
                 break;
             if (wg_now_ms() - up_at > STABLE_MS)
                 wg_backoff_reset(&bo);
+            down_since = wg_now_ms();
         }
         if (t->stop)
             break;
         int64_t wait = wg_backoff_next(&bo);
         log_warn(t->cfg.name, "%s; retrying in %lld ms", err.msg, (long long)wait);
         set_state(t, TUNNEL_STATE_BACKOFF, &err);
-        backoff_sleep(t, wait);
+        backoff_sleep(t, wait, down_since, err.code);
     }
     set_state(t, TUNNEL_STATE_STOPPED, NULL);
     return NULL;

@@ -1,0 +1,294 @@
+"""test_tunnel.py — `walgate tunnel` against a real sshd and PostgreSQL.
+
+- psql through the tunnel, and 50 concurrent connections at once;
+- 1 GiB each way through one channel with matching SHA-256 (a loopback target server);
+- host keys: unknown refused under strict (with the fingerprint), changed refused with both
+  fingerprints, accept-new records it;
+- a bastion holding only the secondary key accepts walgate;
+- sshd killed (with its sessions) and restarted on the same port: a new connection through
+  the same local port works within 2 s of sshd listening again;
+- sshd frozen with SIGSTOP (a silent network): the watchdog notices, and once sshd is back the
+  tunnel serves again.
+"""
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import fixture
+
+GIB = 1 << 30
+
+
+class Target:
+    """A loopback server: 'U' then N bytes -> replies the sha256 hex; 'D' + 8-byte N -> sends
+    N bytes of a deterministic stream."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        with c:
+            op = c.recv(1)
+            n = int.from_bytes(recvn(c, 8), "big")
+            if op == b"U":
+                h = hashlib.sha256()
+                left = n
+                while left:
+                    b = c.recv(min(left, 1 << 20))
+                    if not b:
+                        return
+                    h.update(b)
+                    left -= len(b)
+                c.sendall(h.hexdigest().encode())
+            elif op == b"D":
+                block = pattern()
+                left = n
+                while left:
+                    k = min(left, len(block))
+                    c.sendall(block[:k])
+                    left -= k
+
+
+def pattern():
+    return hashlib.sha256(b"walgate").digest() * (1 << 15)  # 1 MiB
+
+
+def recvn(c, n):
+    buf = b""
+    while len(buf) < n:
+        b = c.recv(n - len(buf))
+        if not b:
+            raise EOFError("connection closed")
+        buf += b
+    return buf
+
+
+def upload(port, n):
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as c:
+        c.sendall(b"U" + n.to_bytes(8, "big"))
+        block = pattern()
+        h = hashlib.sha256()
+        left = n
+        while left:
+            k = min(left, len(block))
+            c.sendall(block[:k])
+            h.update(block[:k])
+            left -= k
+        return recvn(c, 64).decode() == h.hexdigest()
+
+
+def download(port, n):
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as c:
+        c.sendall(b"D" + n.to_bytes(8, "big"))
+        h, want = hashlib.sha256(), hashlib.sha256()
+        block = pattern()
+        left = n
+        while left:
+            k = min(left, len(block))
+            want.update(block[:k])
+            left -= k
+        got = 0
+        while got < n:
+            b = c.recv(1 << 20)
+            if not b:
+                break
+            h.update(b)
+            got += len(b)
+        return got == n and h.hexdigest() == want.hexdigest()
+
+
+class Setup:
+    def __init__(self, sshd, work, policy="strict", known=True, extra=None):
+        self.work = work
+        self.kh = os.path.join(work, "known_hosts")
+        if known:
+            fixture.write_file(self.kh, sshd.known_hosts_line() + "\n", 0o600)
+        sec = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "known_hosts": self.kh,
+               "host_key_policy": policy, "keepalive_interval": "1s", "connect_timeout": "5s"}
+        sec.update(extra or {})
+        self.cfg = fixture.write_file(os.path.join(work, "w.ini"), fixture.ini([
+            ("walgate", {"state_dir": work}), ("tunnel b", sec)]))
+
+    def keys(self):
+        p = fixture.walgate("keys", "show", "b", config=self.cfg)
+        if p.returncode != 0:
+            p = fixture.walgate("keys", "generate", "b", config=self.cfg)
+        return [l for l in p.stdout.splitlines() if l.startswith("ssh-ed25519")]
+
+    def start(self, to_port):
+        self.err_path = os.path.join(self.work, f"tunnel-{time.time()}.log")
+        self.proc = fixture.walgate_popen("tunnel", "b", "--to", f"127.0.0.1:{to_port}",
+                                          config=self.cfg, stdout=subprocess.PIPE,
+                                          stderr=open(self.err_path, "w"), text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), (line, self.log())
+        self.port = int(line.split(":")[1].split(",")[0])
+        return self.port
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=20)
+        assert rc == 0, (rc, self.log())
+
+    def log(self):
+        with open(self.err_path) as f:
+            return f.read()
+
+
+def psql(pg, port, q="select 42", timeout=10):
+    return subprocess.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U",
+                           "postgres", "-d", "postgres", "-c", q],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_log(s, needle, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if needle in s.log():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{needle!r} not logged:\n{s.log()}")
+
+
+def test_psql_concurrency_and_1gib(pg, sshd):
+    s = Setup(sshd, fixture.tempdir())
+    sshd.authorize(s.keys())
+    port = s.start(pg.port)
+    r = psql(pg, port)
+    assert r.stdout.strip() == "42", (r.stderr, s.log())
+
+    results = [None] * 50
+
+    def one(i):
+        results[i] = psql(pg, port, f"select {i}, pg_sleep(0.5)", timeout=60).stdout.split("|")[0]
+
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    t0 = time.time()
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert results == [str(i) for i in range(50)], (results, s.log())
+    print(f"50 concurrent psql sessions in {time.time() - t0:.1f}s")
+    s.stop()
+
+    tgt = Target()
+    port = s.start(tgt.port)
+    for name, fn in (("upload", upload), ("download", download)):
+        t0 = time.time()
+        assert fn(port, GIB), f"{name}: checksum mismatch\n{s.log()}"
+        dt = time.time() - t0
+        print(f"1 GiB {name} through the tunnel: {dt:.1f}s ({GIB / dt / 1e6:.0f} MB/s), sha256 ok")
+    s.stop()
+
+
+def test_host_keys(pg, sshd):
+    # Unknown under strict.
+    s = Setup(sshd, fixture.tempdir(), known=False)
+    sshd.authorize(s.keys())
+    s.start(pg.port)
+    fp = fixture.run(["ssh-keygen", "-lf", sshd.host_key + ".pub"]).stdout.split()[1]
+    wait_log(s, "is not known")
+    assert fp in s.log(), s.log()
+    assert psql(pg, s.port, timeout=10).returncode != 0
+    s.stop()
+
+    # Changed: known_hosts holds another key for this host.
+    other = os.path.join(s.work, "other")
+    fixture.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other])
+    t, b64 = open(other + ".pub").read().split()[:2]
+    fixture.write_file(s.kh, f"[{sshd.host}]:{sshd.port} {t} {b64}\n", 0o600)
+    other_fp = fixture.run(["ssh-keygen", "-lf", other + ".pub"]).stdout.split()[1]
+    s.start(pg.port)
+    wait_log(s, "HOST KEY CHANGED")
+    assert fp in s.log() and other_fp in s.log(), s.log()
+    s.stop()
+
+    # accept-new records the key the first time, then it is known.
+    a = Setup(sshd, fixture.tempdir(), policy="accept-new", known=False)
+    sshd.authorize(a.keys())
+    port = a.start(pg.port)
+    assert psql(pg, port).stdout.strip() == "42", a.log()
+    assert b64 not in open(a.kh).read() and sshd.host_pubkey().split()[1] in open(a.kh).read()
+    a.stop()
+
+
+def test_secondary_only(pg, sshd):
+    s = Setup(sshd, fixture.tempdir())
+    keys = s.keys()
+    sshd.authorize(keys[1])
+    port = s.start(pg.port)
+    assert psql(pg, port).stdout.strip() == "42", s.log()
+    wait_log(s, "secondary key")
+    s.stop()
+
+
+def test_sshd_restart_and_silent_drop(pg, sshd):
+    s = Setup(sshd, fixture.tempdir())
+    sshd.authorize(s.keys())
+    port = s.start(pg.port)
+    assert psql(pg, port).stdout.strip() == "42", s.log()
+
+    sshd.kill()
+    time.sleep(1.0)
+    sshd.start()  # waits until it listens
+    back = time.time()
+    while True:
+        r = psql(pg, port, timeout=10)
+        if r.returncode == 0:
+            break
+        assert time.time() - back < 10, s.log()
+        time.sleep(0.05)
+    took = time.time() - back
+    print(f"after sshd restart: a new connection through the same port in {took:.2f}s")
+    assert took < 2.0, f"took {took:.2f}s\n{s.log()}"
+
+    # Silent drop: freeze every sshd process of this server (listener + session).
+    pids = [sshd.proc.pid] + [int(p) for p in fixture.run(
+        ["pgrep", "-P", str(sshd.proc.pid)], check=False).stdout.split()]
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    t0 = time.time()
+    try:
+        wait_log(s, "nothing received", timeout=15)
+        print(f"silent drop detected after {time.time() - t0:.1f}s")
+    finally:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 20
+    while psql(pg, port, timeout=10).returncode != 0:
+        assert time.time() < deadline, s.log()
+        time.sleep(0.2)
+    s.stop()
+
+
+def main():
+    with fixture.Postgres() as pg, fixture.Sshd() as sshd:
+        test_psql_concurrency_and_1gib(pg, sshd)
+        test_host_keys(pg, sshd)
+        test_secondary_only(pg, sshd)
+        test_sshd_restart_and_silent_drop(pg, sshd)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
