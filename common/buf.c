@@ -120,7 +120,7 @@ int wg_rd_u32(wg_rd *r, uint32_t *v)
 
 int wg_rd_u64(wg_rd *r, uint64_t *v)
 {
-    uint32_t hi, lo;
+    uint32_t hi = 0, lo = 0;
     if (wg_rd_left(r) < 8)
         return -1;
     wg_rd_u32(r, &hi);
