@@ -33,10 +33,16 @@ SOURCE_DIR = os.environ.get(
 _live = []  # servers to stop at exit, newest last
 
 
+_procs = []  # walgate processes started in the background: killed at exit if still running
 _tempdirs = []  # removed at exit (set WALGATE_KEEP_TEMP=1 to keep them for a post-mortem)
 
 
 def _stop_all():
+    for p in _procs:
+        if p.poll() is None:
+            with contextlib.suppress(Exception):
+                p.kill()
+                p.wait(timeout=10)
     while _live:
         s = _live.pop()
         with contextlib.suppress(Exception):
@@ -120,7 +126,9 @@ def walgate(*args, config=None, check=False, env=None, timeout=120, input=None):
 def walgate_popen(*args, config=None, env=None, **kw):
     """Start walgate in the background (stdout/stderr to files in a temp dir)."""
     cmd = [WALGATE_BIN] + (["-c", config] if config else []) + list(args)
-    return subprocess.Popen(cmd, env=env, **kw)
+    p = subprocess.Popen(cmd, env=env, **kw)
+    _procs.append(p)
+    return p
 
 
 def write_file(path, text, mode=0o644):

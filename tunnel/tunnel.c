@@ -323,10 +323,8 @@ static int pump(tunnel_t *t, chan *c, short revents, bool *busy, uint64_t *up_by
     /* buffer -> channel */
     while (c->up_off < c->up_len) {
         ssize_t w = libssh2_channel_write(c->ch, c->up + c->up_off, c->up_len - c->up_off);
-        if (w == LIBSSH2_ERROR_EAGAIN) {
-            *busy = true;
-            break;
-        }
+        if (w == LIBSSH2_ERROR_EAGAIN)
+            break; /* socket full or window exhausted: poll wakes us on either */
         if (w < 0) {
             if (w == LIBSSH2_ERROR_SOCKET_SEND || w == LIBSSH2_ERROR_SOCKET_DISCONNECT)
                 return -1;
@@ -576,7 +574,7 @@ static void serve(tunnel_t *t, wg_error *err)
                 ev |= POLLOUT;
             pfds[n++] = (struct pollfd){.fd = c->fd, .events = ev};
         }
-        int timeout = busy || pending ? 5 : 200;
+        int timeout = busy ? 0 : pending ? 5 : 200;
         if (next_ka > 0 && next_ka * 1000 < timeout)
             timeout = next_ka * 1000;
         int r = poll(pfds, (nfds_t)n, timeout);
