@@ -1,0 +1,123 @@
+/*
+ * pg.c — opening PostgreSQL connections: keyword arrays (never a conninfo string holding a
+ * password), `host` kept as the real server name for TLS while `hostaddr`/`port` say where to
+ * dial, TCP keepalives and TCP_USER_TIMEOUT always on, and the session settings that fix the
+ * text form of values (docs/types.md).
+ */
+#include "ingest/ingest.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Session settings every walgate connection uses; render.c expects exactly these. */
+#define SESSION_OPTIONS                                                                            \
+    "-c DateStyle=ISO -c IntervalStyle=iso_8601 -c bytea_output=hex -c extra_float_digits=3 "      \
+    "-c TimeZone=UTC -c client_encoding=UTF8"
+
+static bool is_ip(const char *s)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    return inet_pton(AF_INET, s, &a4) == 1 || inet_pton(AF_INET6, s, &a6) == 1;
+}
+
+static void fmt_secs(char *buf, size_t len, int64_t ms, int64_t min_s)
+{
+    int64_t s = (ms + 999) / 1000;
+    if (s < min_s)
+        s = min_s;
+    snprintf(buf, len, "%lld", (long long)s);
+}
+
+PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
+                          bool replication, wg_error *err)
+{
+    const char *kw[24];
+    const char *val[24];
+    int n = 0;
+    char port[16], ctimeout[16], idle[16], intvl[16], count[16], uto[24];
+    wg_secret *pw = NULL;
+
+    if (cfg->password_file) {
+        pw = wg_secret_from_file(cfg->password_file, err);
+        if (!pw) {
+            wg_error_prefix(err, "postgres %s: password_file", cfg->name);
+            return NULL;
+        }
+    } else if (cfg->password_env) {
+        pw = wg_secret_from_env(cfg->password_env, err);
+        if (!pw) {
+            wg_error_prefix(err, "postgres %s: password_env", cfg->name);
+            return NULL;
+        }
+    }
+
+    const char *host = cfg->host;
+    int p = cfg->port > 0 ? cfg->port : 5432;
+    kw[n] = "host", val[n++] = host;
+    if (dial_addr) {
+        p = dial_port;
+        if (is_ip(dial_addr))
+            kw[n] = "hostaddr", val[n++] = dial_addr;
+        else
+            val[0] = dial_addr; /* a name to dial: no separate TLS name is possible */
+    }
+    snprintf(port, sizeof(port), "%d", p);
+    kw[n] = "port", val[n++] = port;
+    if (cfg->user)
+        kw[n] = "user", val[n++] = cfg->user;
+    if (cfg->dbname)
+        kw[n] = "dbname", val[n++] = cfg->dbname;
+    if (pw)
+        kw[n] = "password", val[n++] = wg_secret_reveal(pw);
+    kw[n] = "sslmode", val[n++] = cfg->sslmode ? cfg->sslmode : "prefer";
+    if (cfg->sslrootcert)
+        kw[n] = "sslrootcert", val[n++] = cfg->sslrootcert;
+    fmt_secs(ctimeout, sizeof(ctimeout),
+             cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000, 2);
+    kw[n] = "connect_timeout", val[n++] = ctimeout;
+    kw[n] = "keepalives", val[n++] = "1";
+    fmt_secs(idle, sizeof(idle), cfg->tcp.idle_ms, 1);
+    fmt_secs(intvl, sizeof(intvl), cfg->tcp.interval_ms, 1);
+    snprintf(count, sizeof(count), "%d", cfg->tcp.count > 0 ? cfg->tcp.count : 5);
+    snprintf(uto, sizeof(uto), "%lld", (long long)cfg->tcp.user_timeout_ms);
+    kw[n] = "keepalives_idle", val[n++] = idle;
+    kw[n] = "keepalives_interval", val[n++] = intvl;
+    kw[n] = "keepalives_count", val[n++] = count;
+    kw[n] = "tcp_user_timeout", val[n++] = uto;
+    kw[n] = "application_name", val[n++] = "walgate";
+    kw[n] = "options", val[n++] = SESSION_OPTIONS;
+    if (replication)
+        kw[n] = "replication", val[n++] = "database";
+    kw[n] = NULL, val[n] = NULL;
+
+    PGconn *conn = PQconnectdbParams(kw, val, 0);
+    wg_secret_free(pw);
+    if (!conn) {
+        wg_error_set(err, WG_ERR_NOMEM, "postgres %s: out of memory", cfg->name);
+        return NULL;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char msg[700];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+        size_t l = strlen(msg);
+        while (l > 0 && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
+            msg[--l] = '\0';
+        for (char *q = msg; *q; q++)
+            if (*q == '\n')
+                *q = ' ';
+        char route[200] = "";
+        if (cfg->route == INGEST_ROUTE_TUNNEL && dial_addr)
+            snprintf(route, sizeof(route), " via tunnel %s (%s:%d)", cfg->via ? cfg->via : "?",
+                     dial_addr, dial_port);
+        else if (cfg->route == INGEST_ROUTE_PRIVATELINK && dial_addr)
+            snprintf(route, sizeof(route), " via privatelink %s (%s:%d)", cfg->via ? cfg->via : "?",
+                     dial_addr, dial_port);
+        wg_error_set(err, WG_ERR_PG, "postgres %s (%s port %d%s): %s", cfg->name, cfg->host,
+                     cfg->port > 0 ? cfg->port : 5432, route, msg);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
