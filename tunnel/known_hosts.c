@@ -10,6 +10,7 @@
  * works on (pointer, length) spans and never reads outside [text, text + len).
  */
 #include "tunnel/known_hosts_internal.h"
+#include "keys/keys.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +18,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,12 +169,10 @@ static bool kh_host_matches(kh_span field, const char *name, size_t name_len)
 /* "SHA256:<unpadded base64>" of a key blob, as ssh-keygen -l prints it, appended to out. */
 static int kh_fingerprint(const uint8_t *blob, size_t len, wg_buf *out)
 {
-    uint8_t md[SHA256_DIGEST_LENGTH];
-    if (!SHA256(blob, len, md))
+    char fp[64];
+    if (keys_fingerprint_blob(blob, len, fp, sizeof(fp)) != 0)
         return -1;
-    if (wg_buf_puts(out, "SHA256:") != 0)
-        return -1;
-    return wg_base64_encode(out, md, sizeof(md), false);
+    return wg_buf_puts(out, fp);
 }
 
 /* The key type string inside an SSH wire-format public key blob. */
