@@ -23,8 +23,7 @@ typedef struct cli_tunnel {
 
 typedef struct cli_postgres {
     ingest_pg_config cfg;
-    char *name, *host, *user, *dbname, *password_file, *password_env, *sslmode, *sslrootcert,
-        *via;
+    char *name, *host, *user, *dbname, *password_file, *password_env, *sslmode, *sslrootcert, *via;
     int line;
 } cli_postgres;
 
@@ -74,6 +73,22 @@ int cmd_keys(int argc, char **argv, const cli_opts *opts);
 int cmd_tunnel(int argc, char **argv, const cli_opts *opts);
 int cmd_validate(int argc, char **argv, const cli_opts *opts);
 int cmd_log(int argc, char **argv, const cli_opts *opts);
+int cmd_run(int argc, char **argv, const cli_opts *opts);
+int cmd_status(int argc, char **argv, const cli_opts *opts);
+int cmd_slots(int argc, char **argv, const cli_opts *opts);
+
+/*
+ * The route to a [postgres] section: nothing to do for a direct one; for `via = tunnel NAME`
+ * a started tunnel with a forward on 127.0.0.1:port (the session may still be coming up;
+ * connections made before it is up wait for it). Free with cli_route_close().
+ */
+typedef struct cli_route {
+    tunnel_t *tunnel;
+    const char *addr; /* NULL for direct */
+    int port;
+} cli_route;
+int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err);
+void cli_route_close(cli_route *r);
 
 /*
  * Load the configuration named by opts (or the default path). On failure prints the error

@@ -24,6 +24,9 @@ static void usage(FILE *f)
             "  tunnel NAME --to HOST:PORT [--listen ADDR:PORT]\n"
             "                                 run one tunnel in the foreground, like ssh -N -L\n"
             "  validate [NAME...] [--json]    check tunnels and PostgreSQL connections\n"
+            "  run                            replicate every [source] into its change log\n"
+            "  status [--json]                state of each source (from the running daemon)\n"
+            "  slots list | slots drop SOURCE list walgate's replication slots / drop one\n"
             "  log tail SOURCE [--from LSN] [--follow] [--state-dir DIR]\n"
             "                                 print the change log of SOURCE (after LSN X/Y)\n"
             "\n"
@@ -72,8 +75,9 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **, const cli_opts *);
-    } cmds[] = {
-        {"keys", cmd_keys}, {"tunnel", cmd_tunnel}, {"validate", cmd_validate}, {"log", cmd_log}};
+    } cmds[] = {{"keys", cmd_keys},  {"tunnel", cmd_tunnel}, {"validate", cmd_validate},
+                {"log", cmd_log},    {"run", cmd_run},       {"status", cmd_status},
+                {"slots", cmd_slots}};
     int rc = -1;
     for (size_t k = 0; k < WG_ARRAY_LEN(cmds); k++) {
         if (strcmp(argv[i], cmds[k].name) == 0) {

@@ -76,4 +76,31 @@ int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, in
 /* True when walgate can render values of the type with this name (format_type() output). */
 bool ingest_type_supported(const char *type_name);
 
+/* ---- Running a source (walgate run) ----------------------------------------------------- */
+
+/*
+ * One [source]: its slot, snapshot, streaming into STATE_DIR/log/SOURCE/ and its status file
+ * STATE_DIR/sources/SOURCE/status.json (docs/ingest.md). `dial_addr`/`dial_port` say where to
+ * dial (a tunnel's local port) or are NULL/0 for the configured host. Everything given is
+ * copied. Returns a new source or NULL with `err`.
+ */
+typedef struct ingest_source ingest_source;
+ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_pg_config *pg,
+                                 const char *dial_addr, int dial_port, const char *state_dir,
+                                 wg_error *err);
+/*
+ * Run until *stop becomes non-zero: snapshot if needed, stream, reconnect with backoff after
+ * any failure, resume from the durable position. Errors that retrying cannot fix leave the
+ * source in state "failed" with the remedy in its status (it then waits for *stop). Returns 0.
+ */
+int ingest_source_run(ingest_source *s, volatile int *stop);
+void ingest_source_free(ingest_source *s);
+
+/* The directory of a source's state files (status.json, state) under state_dir. */
+int ingest_source_dir(const char *state_dir, const char *name, char *buf, size_t len);
+
+/* LSNs in PostgreSQL's X/Y notation. */
+void ingest_lsn_format(uint64_t lsn, char *buf, size_t len);
+int ingest_lsn_parse(const char *text, uint64_t *lsn);
+
 #endif /* WALGATE_INGEST_H */

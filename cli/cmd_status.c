@@ -1,0 +1,115 @@
+/*
+ * cmd_status.c — `walgate status [--json]`: the state of each source, read from the status
+ * files the running daemon writes every second (STATE_DIR/sources/NAME/status.json).
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The value of "key" in a flat JSON object written by walgate (string or scalar). */
+static void field(const char *json, const char *key, char *buf, size_t len)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    buf[0] = '\0';
+    if (!p)
+        return;
+    p += strlen(pat);
+    size_t n = 0;
+    if (*p == '"') {
+        for (p++; *p && *p != '"' && n + 1 < len; p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            buf[n++] = *p;
+        }
+    } else {
+        while (*p && *p != ',' && *p != '}' && n + 1 < len)
+            buf[n++] = *p++;
+    }
+    buf[n] = '\0';
+}
+
+int cmd_status(int argc, char **argv, const cli_opts *opts)
+{
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else {
+            fprintf(stderr, "usage: walgate [-c FILE] status [--json]\n");
+            return 2;
+        }
+    }
+    cli_config *cfg = cli_load_config_or_report(opts);
+    if (!cfg)
+        return 2;
+    if (json)
+        printf("[");
+    int rc = 0;
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cli_source *s = &cfg->sources[i];
+        char dir[4096], path[4200];
+        ingest_source_dir(cfg->state_dir, s->name, dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/status.json", dir);
+        wg_buf b = {0};
+        wg_error err = {0};
+        bool have = wg_read_file(path, 1 << 20, &b, &err) == 0 && b.len > 0;
+        while (have && b.len && (b.data[b.len - 1] == '\n'))
+            b.data[--b.len] = '\0';
+        if (json) {
+            if (i)
+                printf(",");
+            if (have)
+                printf("%s", b.data);
+            else
+                printf("{\"source\":\"%s\",\"state\":\"unknown\",\"error\":\"no status yet: "
+                       "walgate run has not run for this source\"}",
+                       s->name);
+        } else if (!have) {
+            printf("source %s: no status yet (walgate run has not run for it)\n", s->name);
+        } else {
+            char st[32], er[1024], rem[1024], slot[128], conf[32], lag[32], rows[32], txns[32],
+                rec[32], upd[32];
+            field(b.data, "state", st, sizeof(st));
+            field(b.data, "error", er, sizeof(er));
+            field(b.data, "remedy", rem, sizeof(rem));
+            field(b.data, "slot", slot, sizeof(slot));
+            field(b.data, "confirmed_lsn", conf, sizeof(conf));
+            field(b.data, "lag_bytes", lag, sizeof(lag));
+            field(b.data, "rows", rows, sizeof(rows));
+            field(b.data, "transactions", txns, sizeof(txns));
+            field(b.data, "reconnects", rec, sizeof(rec));
+            field(b.data, "updated", upd, sizeof(upd));
+            char when[64] = "?";
+            wg_format_time(strtoll(upd, NULL, 10), when, sizeof(when));
+            printf("source %s: %s  slot %s  confirmed %s  lag %s bytes  rows %s  transactions %s  "
+                   "reconnects %s  (as of %s)\n",
+                   s->name, st, slot, conf, lag[0] && strcmp(lag, "null") ? lag : "?", rows, txns,
+                   rec, when);
+            if (er[0])
+                printf("  error: %s\n", er);
+            if (rem[0])
+                printf("  fix: %s\n", rem);
+            if (strcmp(st, "failed") == 0)
+                rc = 1;
+            /* Per-table errors. */
+            for (const char *p = strstr(b.data, "\"table\":"); p; p = strstr(p + 1, "\"table\":")) {
+                char tn[300], te[1024], sc[8];
+                field(p, "table", tn, sizeof(tn));
+                field(p, "error", te, sizeof(te));
+                field(p, "snapshot_committed", sc, sizeof(sc));
+                printf("  table %s: snapshot_committed %s%s%s\n", tn, sc,
+                       strcmp(te, "null") && te[0] ? ", error: " : "",
+                       strcmp(te, "null") && te[0] ? te : "");
+            }
+        }
+        wg_buf_free(&b);
+    }
+    if (json)
+        printf("]\n");
+    cli_config_free(cfg);
+    return rc;
+}

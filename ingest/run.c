@@ -1,0 +1,1533 @@
+/*
+ * run.c — one source from slot to change log: snapshot, streaming, durable confirmation,
+ * reconnection and resume (docs/ingest.md).
+ *
+ * The rules that keep the log equal to the source:
+ *   - a transaction is appended to the change log whole, at its Commit, and the position sent
+ *     to the server as flushed is the end LSN of the last commit whose batch is fsynced —
+ *     never more (or, when nothing is pending, the WAL position of a server keepalive);
+ *   - after any restart streaming resumes from the log's durable position and transactions
+ *     whose end LSN is at or below it are skipped, so none is written twice;
+ *   - a snapshot is complete or it is redone: an interrupted one is marked abandoned in the
+ *     log (snapshot_abort) and the slot is made again, so two snapshots never mix.
+ */
+#include "ingest/changelog_internal.h"
+#include "ingest/ingest.h"
+#include "ingest/pgoutput_internal.h"
+#include "ingest/render_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SNAPSHOT_CHUNK_ROWS 5000
+#define SNAPSHOT_CHUNK_BYTES (4u << 20)
+#define SYNC_MAX_DELAY_MS 200
+#define CATALOG_CHECK_MS 30000
+
+/* Outcomes of one connection cycle. */
+enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3 };
+
+typedef enum src_state {
+    SRC_STARTING,
+    SRC_SNAPSHOTTING,
+    SRC_RUNNING,
+    SRC_STALLED,
+    SRC_FAILED
+} src_state;
+
+static const char *const g_state_names[] = {"starting", "snapshotting", "running", "stalled",
+                                            "failed"};
+
+/* How to render each column of a relation (by relation OID). */
+typedef struct rel_info {
+    uint32_t oid;
+    char *qname; /* "schema.table" */
+    int ncols;
+    render_type *types;
+    bool *excluded;
+    char *key_json; /* ["id"] */
+    char *error;    /* the table is failed: why, and the remedy */
+    bool truncated;
+} rel_info;
+
+typedef struct table_status {
+    char *name;
+    bool snapshot_committed;
+    uint64_t rows;
+    char *error;
+} table_status;
+
+struct ingest_source {
+    ingest_source_config cfg;
+    ingest_pg_config pg;
+    char *dial_addr;
+    int dial_port;
+    char *state_dir, *dir, *logdir;
+    char **owned; /* strings copied for cfg/pg */
+    size_t n_owned;
+
+    changelog *log;
+    PGconn *repl, *cat; /* replication and catalog connections */
+    pgout_decoder *dec;
+    rel_info *rels;
+    size_t n_rels;
+    table_status *tables;
+    size_t n_tables;
+
+    /* Transaction assembly. */
+    bool in_txn;
+    uint32_t xid;
+    uint64_t final_lsn;
+    int64_t commit_time;
+    wg_buf txn;
+    int spill_fd;
+    uint64_t spilled;
+    bool txn_failed_rows; /* a row of a failed table was dropped */
+
+    /* Positions. */
+    uint64_t skip_upto; /* transactions ending at or below this are in the log already */
+    uint64_t durable;   /* the log's durable position */
+    uint64_t confirmed; /* what we told the server */
+    uint64_t consistent_point;
+    bool unsynced;
+    int64_t last_sync_ms;
+
+    /* Status. */
+    src_state state;
+    char error[WG_ERROR_MSG_MAX];
+    char remedy[1024];
+    uint64_t rows, bytes, txns, reconnects;
+    uint64_t server_lsn;
+    int64_t last_status_file_ms;
+};
+
+/* ---- Small helpers ------------------------------------------------------------------------ */
+
+void ingest_lsn_format(uint64_t lsn, char *buf, size_t len)
+{
+    pgout_format_lsn(lsn, buf, len);
+}
+
+int ingest_lsn_parse(const char *text, uint64_t *lsn)
+{
+    return pgout_parse_lsn(text, lsn);
+}
+
+int ingest_source_dir(const char *state_dir, const char *name, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/sources/%s", state_dir, name);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static char *own(ingest_source *s, const char *v)
+{
+    if (!v)
+        return NULL;
+    char **n = realloc(s->owned, (s->n_owned + 1) * sizeof(*n));
+    if (!n)
+        return NULL;
+    s->owned = n;
+    return s->owned[s->n_owned++] = strdup(v);
+}
+
+static char **own_list(ingest_source *s, char *const *list)
+{
+    if (!list)
+        return NULL;
+    size_t n = 0;
+    while (list[n])
+        n++;
+    char **out = calloc(n + 1, sizeof(*out));
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = own(s, list[i]);
+    char **o = realloc(s->owned, (s->n_owned + 1) * sizeof(*o));
+    if (o) {
+        s->owned = o;
+        s->owned[s->n_owned++] = (char *)out;
+    }
+    return out;
+}
+
+static bool in_list(char *const *list, const char *qname, const char *col)
+{
+    char full[512];
+    snprintf(full, sizeof(full), "%s.%s", qname, col);
+    for (size_t i = 0; list && list[i]; i++)
+        if (strcmp(list[i], full) == 0)
+            return true;
+    return false;
+}
+
+static void put_lsn(wg_buf *b, const char *key, uint64_t lsn)
+{
+    char t[32];
+    pgout_format_lsn(lsn, t, sizeof(t));
+    wg_buf_printf(b, ",\"%s\":\"%s\"", key, t);
+}
+
+static void put_time(wg_buf *b, const char *key, int64_t pg_us)
+{
+    int64_t us = pg_us + PGOUT_EPOCH_OFFSET_US;
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char t[64];
+    strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
+    wg_buf_printf(b, ",\"%s\":\"%s.%03dZ\"", key, t, (int)((us % 1000000) / 1000));
+}
+
+static void put_str(wg_buf *b, const char *key, const char *v)
+{
+    wg_buf_printf(b, ",\"%s\":\"", key);
+    wg_json_escape(b, v, strlen(v));
+    wg_buf_putc(b, '"');
+}
+
+static void set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->error, sizeof(s->error), fmt, ap);
+    va_end(ap);
+    snprintf(s->remedy, sizeof(s->remedy), "%s", remedy ? remedy : "");
+    s->state = st;
+    if (st == SRC_FAILED)
+        log_error(s->cfg.name, "%s%s%s", s->error, remedy ? " — " : "", remedy ? remedy : "");
+    else
+        log_warn(s->cfg.name, "%s", s->error);
+}
+
+static table_status *table_get(ingest_source *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_tables; i++)
+        if (strcmp(s->tables[i].name, name) == 0)
+            return &s->tables[i];
+    table_status *n = realloc(s->tables, (s->n_tables + 1) * sizeof(*n));
+    if (!n)
+        return NULL;
+    s->tables = n;
+    table_status *t = &s->tables[s->n_tables++];
+    memset(t, 0, sizeof(*t));
+    t->name = strdup(name);
+    return t;
+}
+
+/* ---- State and status files --------------------------------------------------------------- */
+
+/* STATE_DIR/sources/NAME/state: "snapshot done|in_progress" and the consistent point. */
+static int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
+{
+    char path[4096];
+    wg_buf b = {0};
+    wg_error err = {0};
+    snprintf(path, sizeof(path), "%s/state", s->dir);
+    *snapshot_done = false;
+    *cp = 0;
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (wg_read_file(path, 65536, &b, &err) != 0)
+        return -1;
+    char *line = b.data;
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (strcmp(line, "snapshot done") == 0)
+            *snapshot_done = true;
+        else if (strncmp(line, "consistent_point ", 17) == 0)
+            pgout_parse_lsn(line + 17, cp);
+        else if (strncmp(line, "table ", 6) == 0) {
+            table_status *t = table_get(s, line + 6);
+            if (t)
+                t->snapshot_committed = true;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    wg_buf_free(&b);
+    return 0;
+}
+
+static int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
+{
+    wg_buf b = {0};
+    char cp[32];
+    pgout_format_lsn(s->consistent_point, cp, sizeof(cp));
+    wg_buf_printf(&b, "walgate-source-state 1\nslot %s\nsnapshot %s\nconsistent_point %s\n",
+                  s->cfg.slot, snapshot_done ? "done" : "in_progress", cp);
+    for (size_t i = 0; i < s->n_tables; i++)
+        if (s->tables[i].snapshot_committed)
+            wg_buf_printf(&b, "table %s\n", s->tables[i].name);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/state", s->dir);
+    int rc = wg_write_file_atomic(path, b.data, b.len, 0600, err);
+    wg_buf_free(&b);
+    return rc;
+}
+
+static void status_write(ingest_source *s, bool force)
+{
+    int64_t now = wg_now_ms();
+    if (!force && now - s->last_status_file_ms < 1000)
+        return;
+    s->last_status_file_ms = now;
+    wg_buf b = {0};
+    wg_json j;
+    char t[32];
+    wg_json_init(&j, &b);
+    wg_json_object_begin(&j);
+    wg_json_key(&j, "source");
+    wg_json_string(&j, s->cfg.name);
+    wg_json_key(&j, "state");
+    wg_json_string(&j, g_state_names[s->state]);
+    wg_json_key(&j, "error");
+    wg_json_string(&j, s->error);
+    wg_json_key(&j, "remedy");
+    wg_json_string(&j, s->remedy);
+    wg_json_key(&j, "slot");
+    wg_json_string(&j, s->cfg.slot);
+    wg_json_key(&j, "publication");
+    wg_json_string(&j, s->cfg.publication);
+    pgout_format_lsn(s->confirmed, t, sizeof(t));
+    wg_json_key(&j, "confirmed_lsn");
+    wg_json_string(&j, t);
+    pgout_format_lsn(s->durable, t, sizeof(t));
+    wg_json_key(&j, "durable_lsn");
+    wg_json_string(&j, t);
+    wg_json_key(&j, "lag_bytes");
+    if (s->server_lsn >= s->confirmed && s->server_lsn)
+        wg_json_uint(&j, s->server_lsn - s->confirmed);
+    else
+        wg_json_null(&j);
+    wg_json_key(&j, "rows");
+    wg_json_uint(&j, s->rows);
+    wg_json_key(&j, "bytes");
+    wg_json_uint(&j, s->bytes);
+    wg_json_key(&j, "transactions");
+    wg_json_uint(&j, s->txns);
+    wg_json_key(&j, "reconnects");
+    wg_json_uint(&j, s->reconnects);
+    wg_json_key(&j, "updated");
+    wg_json_int(&j, wg_wall_ms());
+    wg_json_key(&j, "pid");
+    wg_json_int(&j, getpid());
+    wg_json_key(&j, "tables");
+    wg_json_array_begin(&j);
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *ts = &s->tables[i];
+        wg_json_object_begin(&j);
+        wg_json_key(&j, "table");
+        wg_json_string(&j, ts->name);
+        wg_json_key(&j, "snapshot_committed");
+        wg_json_bool(&j, ts->snapshot_committed);
+        wg_json_key(&j, "error");
+        if (ts->error)
+            wg_json_string(&j, ts->error);
+        else
+            wg_json_null(&j);
+        wg_json_object_end(&j);
+    }
+    wg_json_array_end(&j);
+    wg_json_object_end(&j);
+    wg_buf_putc(&b, '\n');
+    char path[4096];
+    wg_error err = {0};
+    snprintf(path, sizeof(path), "%s/status.json", s->dir);
+    if (wg_write_file_atomic(path, b.data, b.len, 0600, &err) != 0)
+        log_warn(s->cfg.name, "%s", err.msg);
+    wg_buf_free(&b);
+}
+
+/* ---- Construction ------------------------------------------------------------------------- */
+
+ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_pg_config *pg,
+                                 const char *dial_addr, int dial_port, const char *state_dir,
+                                 wg_error *err)
+{
+    ingest_source *s = calloc(1, sizeof(*s));
+    if (!s) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    s->cfg = *src;
+    s->cfg.name = own(s, src->name);
+    s->cfg.connection = own(s, src->connection);
+    s->cfg.publication = own(s, src->publication);
+    s->cfg.slot = own(s, src->slot);
+    s->cfg.tables = own_list(s, src->tables);
+    s->cfg.text_columns = own_list(s, src->text_columns);
+    s->cfg.exclude_columns = own_list(s, src->exclude_columns);
+    if (s->cfg.status_interval_ms <= 0)
+        s->cfg.status_interval_ms = 1000;
+    if (s->cfg.max_txn_memory == 0)
+        s->cfg.max_txn_memory = 64u << 20;
+    s->pg = *pg;
+    s->pg.name = own(s, pg->name);
+    s->pg.host = own(s, pg->host);
+    s->pg.user = own(s, pg->user);
+    s->pg.dbname = own(s, pg->dbname);
+    s->pg.password_file = own(s, pg->password_file);
+    s->pg.password_env = own(s, pg->password_env);
+    s->pg.sslmode = own(s, pg->sslmode);
+    s->pg.sslrootcert = own(s, pg->sslrootcert);
+    s->pg.via = own(s, pg->via);
+    s->dial_addr = dial_addr ? strdup(dial_addr) : NULL;
+    s->dial_port = dial_port;
+    s->state_dir = strdup(state_dir);
+    s->spill_fd = -1;
+    char buf[4096];
+    ingest_source_dir(state_dir, src->name, buf, sizeof(buf));
+    s->dir = strdup(buf);
+    snprintf(buf, sizeof(buf), "%s/log/%s", state_dir, src->name);
+    s->logdir = strdup(buf);
+    if (!s->dir || !s->logdir || !s->state_dir || wg_mkdir_p(s->dir, 0700, err) != 0) {
+        ingest_source_free(s);
+        return NULL;
+    }
+    s->log = changelog_open(s->logdir, NULL, err);
+    if (!s->log) {
+        ingest_source_free(s);
+        return NULL;
+    }
+    s->durable = changelog_durable_lsn(s->log);
+    s->confirmed = s->durable;
+    return s;
+}
+
+static void rels_clear(ingest_source *s)
+{
+    for (size_t i = 0; i < s->n_rels; i++) {
+        free(s->rels[i].qname);
+        free(s->rels[i].types);
+        free(s->rels[i].excluded);
+        free(s->rels[i].key_json);
+        free(s->rels[i].error);
+    }
+    free(s->rels);
+    s->rels = NULL;
+    s->n_rels = 0;
+}
+
+static void txn_reset(ingest_source *s)
+{
+    s->in_txn = false;
+    wg_buf_reset(&s->txn);
+    if (s->spill_fd >= 0)
+        close(s->spill_fd);
+    s->spill_fd = -1;
+    s->spilled = 0;
+    s->txn_failed_rows = false;
+}
+
+static void disconnect(ingest_source *s)
+{
+    if (s->repl)
+        PQfinish(s->repl);
+    if (s->cat)
+        PQfinish(s->cat);
+    s->repl = s->cat = NULL;
+    pgout_decoder_free(s->dec);
+    s->dec = NULL;
+    rels_clear(s);
+    txn_reset(s);
+}
+
+void ingest_source_free(ingest_source *s)
+{
+    if (!s)
+        return;
+    disconnect(s);
+    changelog_close(s->log);
+    wg_buf_free(&s->txn);
+    for (size_t i = 0; i < s->n_tables; i++) {
+        free(s->tables[i].name);
+        free(s->tables[i].error);
+    }
+    free(s->tables);
+    for (size_t i = 0; i < s->n_owned; i++)
+        free(s->owned[i]);
+    free(s->owned);
+    free(s->dial_addr);
+    free(s->state_dir);
+    free(s->dir);
+    free(s->logdir);
+    free(s);
+}
+
+/* ---- Errors from the server --------------------------------------------------------------- */
+
+/* Classify a server error: CYCLE_FATAL (with status and remedy set) or CYCLE_RETRY. */
+static int classify(ingest_source *s, const char *msg)
+{
+    char remedy[1024];
+    if (strstr(msg, "has already been removed") || strstr(msg, "can no longer get changes") ||
+        strstr(msg, "invalidated") || strstr(msg, "is not available")) {
+        snprintf(remedy, sizeof(remedy),
+                 "the slot is overcompacted: the WAL it needs is gone, so changes since LSN "
+                 "were lost to it. Run `walgate slots drop %s` and restart walgate run to take "
+                 "a new snapshot; raise max_slot_wal_keep_size (or keep walgate running) to "
+                 "avoid it",
+                 s->cfg.name);
+        set_error(s, SRC_FAILED, remedy,
+                  "replication slot %s is invalidated (overcompacted): requested LSN no longer "
+                  "available: %s",
+                  s->cfg.slot, msg);
+        return CYCLE_FATAL;
+    }
+    if (strstr(msg, "replication slot") && strstr(msg, "does not exist")) {
+        snprintf(remedy, sizeof(remedy),
+                 "the slot was dropped while walgate depended on it; changes made since are "
+                 "lost to it. Run `walgate slots drop %s` (clears walgate's state) and restart "
+                 "walgate run to take a new snapshot",
+                 s->cfg.name);
+        set_error(s, SRC_FAILED, remedy, "replication slot %s was dropped: %s", s->cfg.slot, msg);
+        return CYCLE_FATAL;
+    }
+    if (strstr(msg, "publication") && strstr(msg, "does not exist")) {
+        snprintf(remedy, sizeof(remedy),
+                 "CREATE PUBLICATION %s FOR TABLE ...; then restart walgate run (the slot "
+                 "cannot decode past the drop: drop it with `walgate slots drop %s` and "
+                 "resnapshot if the error persists)",
+                 s->cfg.publication, s->cfg.name);
+        set_error(s, SRC_FAILED, remedy, "publication %s was dropped: %s", s->cfg.publication, msg);
+        return CYCLE_FATAL;
+    }
+    if (strstr(msg, "is active for PID")) {
+        set_error(s, SRC_STALLED,
+                  "stop the other consumer of the slot (another walgate?), or "
+                  "SELECT pg_terminate_backend(PID)",
+                  "replication slot %s is in use by another backend: %s", s->cfg.slot, msg);
+        return CYCLE_RETRY;
+    }
+    set_error(s, SRC_STALLED, "walgate retries with backoff; check the server and the route", "%s",
+              msg);
+    return CYCLE_RETRY;
+}
+
+static void strip_nl(char *m)
+{
+    size_t l = strlen(m);
+    while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
+        m[--l] = '\0';
+    for (; *m; m++)
+        if (*m == '\n')
+            *m = ' ';
+}
+
+/* ---- Relations ---------------------------------------------------------------------------- */
+
+/* Build (or rebuild) the rendering of a relation from its Relation message and the catalog. */
+static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
+{
+    rel_info *ri = NULL;
+    for (size_t i = 0; i < s->n_rels; i++)
+        if (s->rels[i].oid == r->oid)
+            ri = &s->rels[i];
+    if (!ri) {
+        rel_info *n = realloc(s->rels, (s->n_rels + 1) * sizeof(*n));
+        if (!n)
+            return NULL;
+        s->rels = n;
+        ri = &s->rels[s->n_rels++];
+        memset(ri, 0, sizeof(*ri));
+        ri->oid = r->oid;
+    } else {
+        free(ri->qname);
+        free(ri->types);
+        free(ri->excluded);
+        free(ri->key_json);
+        char *keep_err = ri->error;
+        memset(ri, 0, sizeof(*ri));
+        ri->oid = r->oid;
+        ri->error = keep_err;
+    }
+    wg_buf q = {0};
+    wg_buf_printf(&q, "%s.%s", r->schema, r->name);
+    ri->qname = strdup(q.data);
+    wg_buf_free(&q);
+    ri->ncols = r->ncols;
+    ri->types = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->types));
+    ri->excluded = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->excluded));
+    if (!ri->qname || !ri->types || !ri->excluded)
+        return NULL;
+
+    /* Primary key columns and domain base types from the catalog. */
+    char oidbuf[16];
+    snprintf(oidbuf, sizeof(oidbuf), "%u", r->oid);
+    const char *p[1] = {oidbuf};
+    PGresult *res = PQexecParams(
+        s->cat,
+        "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, "
+        "coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = "
+        "a.attrelid AND i.indisprimary), false) "
+        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = $1::oid "
+        "AND a.attnum > 0 AND NOT a.attisdropped",
+        1, NULL, p, NULL, NULL, 0);
+    bool have_cat = PQresultStatus(res) == PGRES_TUPLES_OK;
+    wg_buf key = {0};
+    int nkeys = 0;
+    wg_buf_putc(&key, '[');
+    wg_buf errs = {0};
+    for (int i = 0; i < r->ncols; i++) {
+        const pgout_column *c = &r->cols[i];
+        uint32_t oid = c->type_oid;
+        bool pk = false;
+        for (int k = 0; have_cat && k < PQntuples(res); k++)
+            if (strcmp(PQgetvalue(res, k, 0), c->name) == 0) {
+                oid = (uint32_t)strtoul(PQgetvalue(res, k, 1), NULL, 10);
+                pk = PQgetvalue(res, k, 2)[0] == 't';
+            }
+        ri->excluded[i] = in_list(s->cfg.exclude_columns, ri->qname, c->name);
+        if (ri->excluded[i])
+            continue;
+        if (in_list(s->cfg.text_columns, ri->qname, c->name))
+            render_type_text(&ri->types[i]);
+        else if (render_type_for_oid(oid, &ri->types[i]) != 0) {
+            if (errs.len)
+                wg_buf_puts(&errs, ", ");
+            wg_buf_printf(&errs, "%s.%s (type oid %u)", ri->qname, c->name, c->type_oid);
+        }
+        if (pk) {
+            wg_buf_puts(&key, nkeys++ ? ",\"" : "\"");
+            wg_json_escape(&key, c->name, strlen(c->name));
+            wg_buf_putc(&key, '"');
+        }
+    }
+    PQclear(res);
+    if (nkeys == 0) { /* no primary key: every ingested column identifies the row */
+        for (int i = 0; i < r->ncols; i++) {
+            if (ri->excluded[i])
+                continue;
+            wg_buf_puts(&key, nkeys++ ? ",\"" : "\"");
+            wg_json_escape(&key, r->cols[i].name, strlen(r->cols[i].name));
+            wg_buf_putc(&key, '"');
+        }
+    }
+    wg_buf_putc(&key, ']');
+    ri->key_json = strdup(key.data);
+    wg_buf_free(&key);
+    if (errs.len && !ri->error) {
+        wg_buf m = {0};
+        wg_buf_printf(&m,
+                      "unsupported column type: %s; add the column to text_columns or "
+                      "exclude_columns in [source %s], then `walgate source resync`",
+                      errs.data, s->cfg.name);
+        ri->error = strdup(m.data);
+        wg_buf_free(&m);
+        table_status *ts = table_get(s, ri->qname);
+        if (ts && !ts->error)
+            ts->error = strdup(ri->error);
+        log_error(s->cfg.name, "table %s failed: %s", ri->qname, ri->error);
+    }
+    wg_buf_free(&errs);
+    return ri;
+}
+
+static rel_info *rel_find(ingest_source *s, uint32_t oid)
+{
+    for (size_t i = 0; i < s->n_rels; i++)
+        if (s->rels[i].oid == oid)
+            return &s->rels[i];
+    return NULL;
+}
+
+/* ---- Rows --------------------------------------------------------------------------------- */
+
+/* Append {"col":value,...} for a tuple; unchanged TOAST values come from `old`. */
+static int put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
+                   const pgout_tuple *old, wg_error *err)
+{
+    wg_buf_putc(b, '{');
+    bool first = true;
+    for (int i = 0; i < r->ncols && i < t->ncols && i < ri->ncols; i++) {
+        if (ri->excluded[i])
+            continue;
+        const pgout_value *v = &t->values[i];
+        if (v->kind == PGOUT_VALUE_UNCHANGED) {
+            if (old && i < old->ncols && old->values[i].kind != PGOUT_VALUE_UNCHANGED)
+                v = &old->values[i];
+            else
+                return wg_error_set(err, WG_ERR_PROTO,
+                                    "%s.%s: an unchanged TOASTed value was not sent and the old "
+                                    "row does not have it; run ALTER TABLE %s REPLICA IDENTITY "
+                                    "FULL, then `walgate source resync`",
+                                    ri->qname, r->cols[i].name, ri->qname);
+        }
+        wg_buf_puts(b, first ? "\"" : ",\"");
+        first = false;
+        wg_json_escape(b, r->cols[i].name, strlen(r->cols[i].name));
+        wg_buf_puts(b, "\":");
+        if (v->kind == PGOUT_VALUE_NULL) {
+            wg_buf_puts(b, "null");
+        } else if (v->kind == PGOUT_VALUE_TEXT) {
+            if (render_value(b, &ri->types[i], (const char *)v->data, v->len, err) != 0)
+                return wg_error_prefix(err, "%s.%s", ri->qname, r->cols[i].name);
+        } else {
+            return wg_error_set(err, WG_ERR_PROTO, "%s.%s: binary value from pgoutput", ri->qname,
+                                r->cols[i].name);
+        }
+    }
+    return wg_buf_putc(b, '}');
+}
+
+static void table_fail(ingest_source *s, rel_info *ri, const char *why)
+{
+    if (ri->error)
+        return;
+    ri->error = strdup(why);
+    table_status *ts = table_get(s, ri->qname);
+    if (ts && !ts->error)
+        ts->error = strdup(why);
+    log_error(s->cfg.name, "table %s failed (other tables continue): %s", ri->qname, why);
+}
+
+/* Spill the transaction buffer to a temporary file once it exceeds max_txn_memory. */
+static int txn_maybe_spill(ingest_source *s, wg_error *err)
+{
+    if (s->txn.len < s->cfg.max_txn_memory)
+        return 0;
+    if (s->spill_fd < 0) {
+        s->spill_fd = open(s->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (s->spill_fd < 0)
+            return wg_error_set(err, WG_ERR_IO, "%s: cannot create a spill file: %s", s->dir,
+                                strerror(errno));
+    }
+    size_t off = 0;
+    while (off < s->txn.len) {
+        ssize_t w = write(s->spill_fd, s->txn.data + off, s->txn.len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return wg_error_set(err, WG_ERR_IO, "%s: writing the spill file: %s", s->dir,
+                                strerror(errno));
+        off += (size_t)w;
+    }
+    s->spilled += s->txn.len;
+    wg_buf_reset(&s->txn);
+    return 0;
+}
+
+static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    const pgout_relation *r = m->type == PGOUT_INSERT   ? m->u.insert.rel
+                              : m->type == PGOUT_UPDATE ? m->u.update.rel
+                                                        : m->u.delete_.rel;
+    rel_info *ri = rel_find(s, r->oid);
+    if (!ri && !(ri = rel_prepare(s, r)))
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    if (ri->error) {
+        s->txn_failed_rows = true;
+        return 0;
+    }
+    size_t mark = s->txn.len;
+    wg_buf *b = &s->txn;
+    wg_error rerr = {0};
+    int rc = 0;
+    const char *op = m->type == PGOUT_INSERT   ? "insert"
+                     : m->type == PGOUT_UPDATE ? "update"
+                                               : "delete";
+    wg_buf_printf(b, "{\"op\":\"%s\"", op);
+    put_str(b, "table", ri->qname);
+    if (m->type == PGOUT_INSERT) {
+        wg_buf_puts(b, ",\"new\":");
+        rc = put_row(b, r, ri, &m->u.insert.new_tuple, NULL, &rerr);
+    } else if (m->type == PGOUT_UPDATE) {
+        const pgout_tuple *old = m->u.update.old_kind == 'O' ? &m->u.update.old_tuple : NULL;
+        wg_buf_puts(b, ",\"new\":");
+        rc = put_row(b, r, ri, &m->u.update.new_tuple, old, &rerr);
+        if (rc == 0 && m->u.update.old_kind) {
+            wg_buf_puts(b, ",\"old\":");
+            rc = put_row(b, r, ri, &m->u.update.old_tuple, NULL, &rerr);
+        }
+    } else {
+        wg_buf_puts(b, ",\"old\":");
+        rc = put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, &rerr);
+    }
+    if (rc != 0) {
+        /* Nothing is emitted with a silently missing or unrenderable value: the table fails. */
+        s->txn.len = mark;
+        s->txn.data[mark] = '\0';
+        table_fail(s, ri, rerr.msg);
+        s->txn_failed_rows = true;
+        return 0;
+    }
+    wg_buf_printf(b, ",\"key\":%s}\n", ri->key_json);
+    s->rows++;
+    return txn_maybe_spill(s, err);
+}
+
+/* ---- Log writes and feedback -------------------------------------------------------------- */
+
+static int log_sync(ingest_source *s, wg_error *err)
+{
+    if (!s->unsynced)
+        return 0;
+    if (changelog_sync(s->log, err) != 0)
+        return -1;
+    s->durable = changelog_durable_lsn(s->log);
+    s->unsynced = false;
+    s->last_sync_ms = wg_now_ms();
+    return 0;
+}
+
+static int send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err)
+{
+    if (flush < s->confirmed)
+        flush = s->confirmed;
+    wg_buf b = {0};
+    pgout_build_status(&b, flush, flush, flush, (int64_t)time(NULL) * 1000000, false);
+    (void)reply;
+    int rc = 0;
+    if (PQputCopyData(s->repl, b.data, (int)b.len) <= 0 || PQflush(s->repl) < 0)
+        rc = wg_error_set(err, WG_ERR_PG, "sending a status update: %s", PQerrorMessage(s->repl));
+    else
+        s->confirmed = flush;
+    wg_buf_free(&b);
+    return rc;
+}
+
+static int on_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    uint64_t end = m->u.commit.end_lsn;
+    if (end <= s->skip_upto) { /* in the log already (a resend after a restart) */
+        txn_reset(s);
+        return 0;
+    }
+    wg_buf *b = &s->txn;
+    wg_buf_printf(b, "{\"op\":\"commit\"");
+    put_lsn(b, "lsn", m->u.commit.commit_lsn);
+    put_lsn(b, "end_lsn", end);
+    wg_buf_printf(b, ",\"xid\":%u", s->xid);
+    put_time(b, "commit_time", m->u.commit.commit_time);
+    wg_buf_puts(b, "}\n");
+    int rc;
+    if (s->spill_fd >= 0) {
+        size_t off = 0; /* the rest of the transaction, after what was spilled */
+        while (off < b->len) {
+            ssize_t w = write(s->spill_fd, b->data + off, b->len - off);
+            if (w <= 0 && errno != EINTR)
+                return wg_error_set(err, WG_ERR_IO, "writing the spill file: %s", strerror(errno));
+            if (w > 0)
+                off += (size_t)w;
+        }
+        s->spilled += b->len;
+        rc = changelog_append_fd(s->log, s->spill_fd, s->spilled, end, err);
+        s->bytes += s->spilled;
+    } else {
+        rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, end, err);
+        s->bytes += b->len;
+    }
+    if (rc != 0)
+        return -1;
+    s->unsynced = true;
+    s->skip_upto = end;
+    s->txns++;
+    txn_reset(s);
+    return 0;
+}
+
+static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    switch (m->type) {
+    case PGOUT_BEGIN:
+        txn_reset(s);
+        s->in_txn = true;
+        s->xid = m->u.begin.xid;
+        s->final_lsn = m->u.begin.final_lsn;
+        s->commit_time = m->u.begin.commit_time;
+        wg_buf_puts(&s->txn, "{\"op\":\"begin\"");
+        wg_buf_printf(&s->txn, ",\"xid\":%u", s->xid);
+        put_lsn(&s->txn, "lsn", s->final_lsn);
+        put_time(&s->txn, "commit_time", s->commit_time);
+        wg_buf_puts(&s->txn, "}\n");
+        return 0;
+    case PGOUT_COMMIT:
+        return on_commit(s, m, err);
+    case PGOUT_RELATION: {
+        /* A changed relation: an ingested column dropped, renamed or retyped is an
+         * incompatible change for that table; an added column is fine. */
+        rel_info *old = rel_find(s, m->u.relation->oid);
+        if (old && !old->error) {
+            /* Compare by the old rendering: a column count decrease or a changed type of an
+             * existing position means an incompatible change. */
+            const pgout_relation *r = m->u.relation;
+            if (r->ncols < old->ncols) {
+                table_fail(s, old,
+                           "an ingested column was dropped upstream (incompatible schema "
+                           "change); run `walgate source resync` for the table");
+                return 0;
+            }
+        }
+        if (!rel_prepare(s, m->u.relation))
+            return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    case PGOUT_INSERT:
+    case PGOUT_UPDATE:
+    case PGOUT_DELETE:
+        return on_change(s, m, err);
+    case PGOUT_TRUNCATE: {
+        wg_buf *b = &s->txn;
+        wg_buf_puts(b, "{\"op\":\"truncate\",\"tables\":[");
+        for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
+            const pgout_relation *r = m->u.truncate.rels[i];
+            wg_buf_puts(b, i ? ",\"" : "\"");
+            wg_json_escape(b, r->schema, strlen(r->schema));
+            wg_buf_putc(b, '.');
+            wg_json_escape(b, r->name, strlen(r->name));
+            wg_buf_putc(b, '"');
+            log_warn(s->cfg.name,
+                     "table %s.%s was truncated upstream (a truncate record is in "
+                     "the change log)",
+                     r->schema, r->name);
+        }
+        wg_buf_printf(b, "],\"cascade\":%s,\"restart_identity\":%s}\n",
+                      (m->u.truncate.options & 1) ? "true" : "false",
+                      (m->u.truncate.options & 2) ? "true" : "false");
+        return 0;
+    }
+    case PGOUT_MESSAGE: {
+        if (!m->u.message.transactional)
+            return 0; /* non-transactional messages have no place between begin and commit */
+        wg_buf *b = &s->txn;
+        wg_buf_puts(b, "{\"op\":\"message\"");
+        put_str(b, "prefix", m->u.message.prefix);
+        size_t mark = b->len;
+        wg_buf_puts(b, ",\"content\":");
+        wg_error e2 = {0};
+        if (render_json_string(b, (const char *)m->u.message.content, m->u.message.len, &e2) != 0) {
+            b->len = mark;
+            b->data[mark] = '\0';
+            wg_buf_puts(b, ",\"content_base64\":\"");
+            wg_base64_encode(b, m->u.message.content, m->u.message.len, true);
+            wg_buf_putc(b, '"');
+        }
+        wg_buf_puts(b, ",\"transactional\":true}\n");
+        return 0;
+    }
+    default:
+        return 0; /* Origin, Type: nothing to write */
+    }
+}
+
+/* ---- Snapshot ----------------------------------------------------------------------------- */
+
+/* Undo COPY text escapes in place; returns the new length. */
+static size_t copy_unescape(char *s, size_t len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c != '\\' || i + 1 >= len) {
+            s[o++] = c;
+            continue;
+        }
+        char e = s[++i];
+        switch (e) {
+        case 'b':
+            s[o++] = '\b';
+            break;
+        case 'f':
+            s[o++] = '\f';
+            break;
+        case 'n':
+            s[o++] = '\n';
+            break;
+        case 'r':
+            s[o++] = '\r';
+            break;
+        case 't':
+            s[o++] = '\t';
+            break;
+        case 'v':
+            s[o++] = '\v';
+            break;
+        case 'x': {
+            int v = 0, n = 0;
+            while (n < 2 && i + 1 < len &&
+                   ((s[i + 1] >= '0' && s[i + 1] <= '9') || (s[i + 1] >= 'a' && s[i + 1] <= 'f') ||
+                    (s[i + 1] >= 'A' && s[i + 1] <= 'F'))) {
+                char h = s[++i];
+                v = v * 16 + (h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                n++;
+            }
+            s[o++] = (char)v;
+            break;
+        }
+        default:
+            if (e >= '0' && e <= '7') {
+                int v = e - '0', n = 1;
+                while (n < 3 && i + 1 < len && s[i + 1] >= '0' && s[i + 1] <= '7') {
+                    v = v * 8 + (s[++i] - '0');
+                    n++;
+                }
+                s[o++] = (char)v;
+            } else {
+                s[o++] = e;
+            }
+        }
+    }
+    return o;
+}
+
+static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t rows,
+                          const char *op, wg_error *err)
+{
+    wg_buf_printf(b, "{\"op\":\"%s\"", op);
+    put_str(b, "table", table);
+    put_lsn(b, "lsn", s->consistent_point);
+    wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
+    int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->consistent_point, err);
+    s->bytes += b->len;
+    wg_buf_reset(b);
+    if (rc == 0) {
+        s->unsynced = true;
+        rc = log_sync(s, err);
+    }
+    return rc;
+}
+
+/* Copy one table under the imported snapshot into the log. */
+static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const char *table,
+                          wg_error *err)
+{
+    char q[600];
+    snprintf(q, sizeof(q), "%s.%s", schema, table);
+    char *qname = strdup(q);
+    char *qi = PQescapeIdentifier(c, schema, strlen(schema));
+    char *ti = PQescapeIdentifier(c, table, strlen(table));
+    wg_buf sql = {0}, cols = {0}, b = {0};
+    int rc = -1;
+    uint64_t rows = 0, chunk_rows = 0;
+    int ncols = 0;
+    char **names = NULL;
+    render_type *types = NULL;
+    char *key_json = NULL;
+
+    /* Columns in attnum order, minus excluded ones, with types (domains resolved). */
+    wg_buf_printf(&sql,
+                  "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
+                  "a.atttypid END, coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM "
+                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false) "
+                  "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid "
+                  "= '%s.%s'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY "
+                  "a.attnum",
+                  qi, ti);
+    PGresult *res = PQexec(c, sql.data);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
+        PQclear(res);
+        goto out;
+    }
+    int n = PQntuples(res);
+    names = calloc((size_t)n + 1, sizeof(*names));
+    types = calloc((size_t)n + 1, sizeof(*types));
+    wg_buf key = {0};
+    int nkeys = 0;
+    wg_buf unsupported = {0};
+    wg_buf_putc(&key, '[');
+    for (int i = 0; i < n; i++) {
+        const char *col = PQgetvalue(res, i, 0);
+        if (in_list(s->cfg.exclude_columns, qname, col))
+            continue;
+        uint32_t oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+        bool text = in_list(s->cfg.text_columns, qname, col);
+        char *ci = PQescapeIdentifier(c, col, strlen(col));
+        wg_buf_printf(&cols, "%s%s%s", ncols ? ", " : "", ci, text ? "::text" : "");
+        PQfreemem(ci);
+        if (text)
+            render_type_text(&types[ncols]);
+        else if (render_type_for_oid(oid, &types[ncols]) != 0)
+            wg_buf_printf(&unsupported, "%s%s.%s", unsupported.len ? ", " : "", qname, col);
+        if (PQgetvalue(res, i, 2)[0] == 't') {
+            wg_buf_puts(&key, nkeys++ ? ",\"" : "\"");
+            wg_json_escape(&key, col, strlen(col));
+            wg_buf_putc(&key, '"');
+        }
+        names[ncols++] = strdup(col);
+    }
+    if (nkeys == 0)
+        for (int i = 0; i < ncols; i++) {
+            wg_buf_puts(&key, i ? ",\"" : "\"");
+            wg_json_escape(&key, names[i], strlen(names[i]));
+            wg_buf_putc(&key, '"');
+        }
+    wg_buf_putc(&key, ']');
+    key_json = strdup(key.data);
+    wg_buf_free(&key);
+    PQclear(res);
+    if (unsupported.len) {
+        wg_buf m = {0};
+        wg_buf_printf(&m,
+                      "unsupported column type: %s; add the column to text_columns or "
+                      "exclude_columns in [source %s]",
+                      unsupported.data, s->cfg.name);
+        table_status *ts = table_get(s, qname);
+        if (ts && !ts->error)
+            ts->error = strdup(m.data);
+        log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
+        wg_buf_free(&m);
+        wg_buf_free(&unsupported);
+        rc = 0; /* the other tables go on */
+        goto out;
+    }
+    wg_buf_free(&unsupported);
+
+    wg_buf_reset(&sql);
+    wg_buf_printf(&sql, "COPY (SELECT %s FROM ONLY %s.%s) TO STDOUT", cols.len ? cols.data : "", qi,
+                  ti);
+    res = PQexec(c, sql.data);
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
+        PQclear(res);
+        goto out;
+    }
+    PQclear(res);
+    for (;;) {
+        char *line = NULL;
+        int len = PQgetCopyData(c, &line, 0);
+        if (len == -1)
+            break;
+        if (len < 0) {
+            wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
+            goto out;
+        }
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        wg_buf_puts(&b, "{\"op\":\"read\"");
+        put_str(&b, "table", qname);
+        wg_buf_puts(&b, ",\"new\":{");
+        char *p = line, *end = line + len;
+        for (int i = 0; i < ncols; i++) {
+            char *f = p;
+            while (p < end && *p != '\t')
+                p++;
+            size_t fl = (size_t)(p - f);
+            if (p < end)
+                p++;
+            wg_buf_puts(&b, i ? ",\"" : "\"");
+            wg_json_escape(&b, names[i], strlen(names[i]));
+            wg_buf_puts(&b, "\":");
+            if (fl == 2 && f[0] == '\\' && f[1] == 'N') {
+                wg_buf_puts(&b, "null");
+                continue;
+            }
+            fl = copy_unescape(f, fl);
+            if (render_value(&b, &types[i], f, fl, err) != 0) {
+                wg_error_prefix(err, "snapshot of %s.%s", qname, names[i]);
+                PQfreemem(line);
+                while (PQgetCopyData(c, &line, 0) >= 0)
+                    PQfreemem(line);
+                goto out;
+            }
+        }
+        wg_buf_printf(&b, "},\"key\":%s}\n", key_json);
+        PQfreemem(line);
+        rows++;
+        chunk_rows++;
+        if (chunk_rows >= SNAPSHOT_CHUNK_ROWS || b.len >= SNAPSHOT_CHUNK_BYTES) {
+            if (snapshot_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
+                goto out;
+            chunk_rows = 0;
+        }
+    }
+    res = PQgetResult(c);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
+        PQclear(res);
+        goto out;
+    }
+    PQclear(res);
+    if (chunk_rows && snapshot_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
+        goto out;
+    if (snapshot_flush(s, &b, qname, rows, "snapshot_done", err) != 0)
+        goto out;
+    table_status *ts = table_get(s, qname);
+    if (ts) {
+        ts->snapshot_committed = true;
+        ts->rows = rows;
+    }
+    s->rows += rows;
+    log_info(s->cfg.name, "snapshot of %s: %llu rows", qname, (unsigned long long)rows);
+    rc = 0;
+out:
+    for (int i = 0; names && i < ncols; i++)
+        free(names[i]);
+    free(names);
+    free(types);
+    free(key_json);
+    wg_buf_free(&sql);
+    wg_buf_free(&cols);
+    wg_buf_free(&b);
+    PQfreemem(qi);
+    PQfreemem(ti);
+    free(qname);
+    return rc;
+}
+
+/* Mark the tables of an abandoned snapshot attempt in the log, so readers discard them. */
+static int snapshot_abandon(ingest_source *s, wg_error *err)
+{
+    uint64_t at = changelog_last_lsn(s->log);
+    if (at == 0)
+        return 0;
+    wg_buf b = {0};
+    for (size_t i = 0; i < s->n_tables; i++) {
+        wg_buf_puts(&b, "{\"op\":\"snapshot_abort\"");
+        put_str(&b, "table", s->tables[i].name);
+        put_lsn(&b, "lsn", at);
+        wg_buf_puts(&b, ",\"reason\":\"the snapshot was interrupted and is taken again\"}\n");
+    }
+    /* Also tables that were partly copied but not recorded: abort every table named in the
+     * publication is done by the caller passing them in s->tables. */
+    int rc = 0;
+    if (b.len) {
+        rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, at, err);
+        s->unsynced = rc == 0;
+        if (rc == 0)
+            rc = log_sync(s, err);
+    }
+    wg_buf_free(&b);
+    return rc;
+}
+
+/* Drop the slot if it exists (it belongs to an interrupted snapshot). */
+static int drop_slot_if_exists(ingest_source *s, wg_error *err)
+{
+    const char *p[1] = {s->cfg.slot};
+    PGresult *r = PQexecParams(s->cat,
+                               "SELECT pg_drop_replication_slot(slot_name) FROM "
+                               "pg_replication_slots WHERE slot_name = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = wg_error_set(err, WG_ERR_PG, "dropping slot %s: %s", s->cfg.slot,
+                          PQerrorMessage(s->cat));
+    PQclear(r);
+    return rc;
+}
+
+static int do_snapshot(ingest_source *s, wg_error *err)
+{
+    s->state = SRC_SNAPSHOTTING;
+    status_write(s, true);
+    /* Every published table gets an abort record when an earlier attempt left rows. */
+    const char *pp[1] = {s->cfg.publication};
+    PGresult *tl = PQexecParams(s->cat,
+                                "SELECT schemaname, tablename FROM pg_publication_tables WHERE "
+                                "pubname = $1 ORDER BY 1, 2",
+                                1, NULL, pp, NULL, NULL, 0);
+    if (PQresultStatus(tl) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "listing the tables of publication %s: %s", s->cfg.publication,
+                     PQerrorMessage(s->cat));
+        PQclear(tl);
+        return -1;
+    }
+    if (PQntuples(tl) == 0) {
+        PGresult *e = PQexecParams(s->cat, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1,
+                                   NULL, pp, NULL, NULL, 0);
+        bool exists = PQntuples(e) > 0;
+        PQclear(e);
+        if (!exists) {
+            PQclear(tl);
+            return wg_error_set(err, WG_ERR_NOTFOUND, "publication %s does not exist",
+                                s->cfg.publication);
+        }
+    }
+    for (int i = 0; i < PQntuples(tl); i++) {
+        char q[600];
+        snprintf(q, sizeof(q), "%s.%s", PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1));
+        bool want = !s->cfg.tables;
+        for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++)
+            want |= strcmp(s->cfg.tables[k], q) == 0;
+        if (want) {
+            table_status *ts = table_get(s, q);
+            if (ts)
+                ts->snapshot_committed = false;
+        }
+    }
+    if (changelog_last_lsn(s->log) > 0 && snapshot_abandon(s, err) != 0) {
+        PQclear(tl);
+        return -1;
+    }
+    if (drop_slot_if_exists(s, err) != 0) {
+        PQclear(tl);
+        return -1;
+    }
+
+    /* The slot, with an exported snapshot. */
+    char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
+    wg_buf q = {0};
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')", sl);
+    PQfreemem(sl);
+    PGresult *r = PQexec(s->repl, q.data);
+    wg_buf_free(&q);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        wg_error_set(err, WG_ERR_PG, "CREATE_REPLICATION_SLOT %s: %s", s->cfg.slot,
+                     PQerrorMessage(s->repl));
+        PQclear(r);
+        PQclear(tl);
+        return -1;
+    }
+    pgout_parse_lsn(PQgetvalue(r, 0, 1), &s->consistent_point);
+    char snapname[128];
+    snprintf(snapname, sizeof(snapname), "%s", PQgetvalue(r, 0, 2));
+    PQclear(r);
+    if (state_write(s, false, err) != 0) {
+        PQclear(tl);
+        return -1;
+    }
+    char cpt[32];
+    pgout_format_lsn(s->consistent_point, cpt, sizeof(cpt));
+    log_info(s->cfg.name, "created slot %s, consistent point %s; snapshot %s", s->cfg.slot, cpt,
+             snapname);
+
+    /* Copy the tables in a transaction importing the snapshot. */
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, err);
+    if (!c) {
+        PQclear(tl);
+        return -1;
+    }
+    wg_buf_printf(&q,
+                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION "
+                  "SNAPSHOT '%s'",
+                  snapname);
+    r = PQexec(c, q.data);
+    wg_buf_free(&q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = wg_error_set(err, WG_ERR_PG, "importing snapshot %s: %s", snapname, PQerrorMessage(c));
+    PQclear(r);
+    for (int i = 0; rc == 0 && i < PQntuples(tl); i++) {
+        char qn[600];
+        snprintf(qn, sizeof(qn), "%s.%s", PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1));
+        bool want = !s->cfg.tables;
+        for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++)
+            want |= strcmp(s->cfg.tables[k], qn) == 0;
+        if (want)
+            rc = snapshot_table(s, c, PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1), err);
+    }
+    PQclear(tl);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    if (rc != 0)
+        return -1;
+    if (state_write(s, true, err) != 0)
+        return -1;
+    s->skip_upto = s->consistent_point > s->durable ? s->consistent_point : s->durable;
+    return 0;
+}
+
+/* ---- Streaming ---------------------------------------------------------------------------- */
+
+static int start_streaming(ingest_source *s, uint64_t from, wg_error *err)
+{
+    char lsn[32];
+    pgout_format_lsn(from, lsn, sizeof(lsn));
+    char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
+    char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
+    wg_buf q = {0};
+    wg_buf_printf(&q,
+                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names "
+                  "'%s', messages 'true')",
+                  sl, lsn, pub);
+    PQfreemem(sl);
+    PQfreemem(pub);
+    PGresult *r = PQexec(s->repl, q.data);
+    wg_buf_free(&q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COPY_BOTH)
+        rc = wg_error_set(err, WG_ERR_PG, "START_REPLICATION: %s", PQerrorMessage(s->repl));
+    PQclear(r);
+    if (rc == 0) {
+        s->dec = pgout_decoder_new(1);
+        log_info(s->cfg.name, "streaming from %s (slot %s, publication %s)", lsn, s->cfg.slot,
+                 s->cfg.publication);
+    }
+    return rc;
+}
+
+static void poll_server_lsn(ingest_source *s)
+{
+    PGresult *r = PQexec(s->cat, "SELECT pg_current_wal_lsn()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        pgout_parse_lsn(PQgetvalue(r, 0, 0), &s->server_lsn);
+    PQclear(r);
+}
+
+static int stream(ingest_source *s, volatile int *stop, wg_error *err)
+{
+    int64_t next_status = 0, next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+    uint64_t idle_lsn = 0; /* a keepalive position we may confirm once nothing is pending */
+    s->state = SRC_RUNNING;
+    s->error[0] = s->remedy[0] = '\0';
+    bool reply = false;
+    for (;;) {
+        if (*stop) {
+            if (log_sync(s, err) != 0)
+                return -1;
+            send_status(s, s->in_txn ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable),
+                        false, err);
+            return CYCLE_STOP;
+        }
+        char *buf = NULL;
+        int n = PQgetCopyData(s->repl, &buf, 1);
+        if (n > 0) {
+            pgout_copy cp;
+            if (pgout_parse_copy((const uint8_t *)buf, (size_t)n, &cp, err) != 0) {
+                PQfreemem(buf);
+                return -1;
+            }
+            if (cp.kind == PGOUT_COPY_XLOGDATA) {
+                pgout_msg m;
+                int rc = pgout_decode(s->dec, cp.data, cp.len, &m, err);
+                if (rc == 0)
+                    rc = on_message(s, &m, err);
+                PQfreemem(buf);
+                if (rc != 0)
+                    return -1;
+                idle_lsn = 0;
+            } else {
+                if (cp.wal_end > s->server_lsn)
+                    s->server_lsn = cp.wal_end;
+                if (!s->in_txn)
+                    idle_lsn = cp.wal_end;
+                reply = reply || cp.reply_requested;
+                PQfreemem(buf);
+            }
+            if (s->unsynced && wg_now_ms() - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
+                log_sync(s, err) != 0)
+                return -1;
+            if (!reply && wg_now_ms() < next_status)
+                continue;
+        } else if (n == 0) {
+            /* Nothing buffered: make what we have durable, then wait for the socket. */
+            if (log_sync(s, err) != 0)
+                return -1;
+            if (!reply && wg_now_ms() < next_status) {
+                struct pollfd pfd = {.fd = PQsocket(s->repl), .events = POLLIN};
+                int64_t wait = next_status - wg_now_ms();
+                poll(&pfd, 1, (int)(wait < 1 ? 1 : wait > 250 ? 250 : wait));
+                if (PQconsumeInput(s->repl) == 0) {
+                    wg_error_set(err, WG_ERR_PG, "connection lost: %s", PQerrorMessage(s->repl));
+                    return -1;
+                }
+                continue;
+            }
+        } else {
+            if (n == -2)
+                wg_error_set(err, WG_ERR_PG, "replication stream: %s", PQerrorMessage(s->repl));
+            else {
+                PGresult *r = PQgetResult(s->repl);
+                wg_error_set(err, WG_ERR_PG, "replication stream ended: %s",
+                             r ? PQresultErrorMessage(r) : PQerrorMessage(s->repl));
+                PQclear(r);
+            }
+            return -1;
+        }
+
+        /* Status update: the durable position, or a keepalive's when nothing is pending. */
+        if (log_sync(s, err) != 0)
+            return -1;
+        uint64_t flush = s->durable;
+        if (!s->in_txn && !s->unsynced && idle_lsn > flush)
+            flush = idle_lsn;
+        if (send_status(s, flush, reply, err) != 0)
+            return -1;
+        reply = false;
+        next_status = wg_now_ms() + s->cfg.status_interval_ms;
+        if (wg_now_ms() >= next_catalog) {
+            poll_server_lsn(s);
+            next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+        }
+        status_write(s, false);
+    }
+}
+
+/* One connection cycle: connect, snapshot when needed, stream. */
+static int cycle(ingest_source *s, volatile int *stop)
+{
+    wg_error err = {0};
+    s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
+    s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
+    if (!s->cat)
+        return classify(s, err.msg);
+    s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
+    if (!s->repl)
+        return classify(s, err.msg);
+    poll_server_lsn(s);
+
+    bool done;
+    uint64_t cp;
+    state_read(s, &done, &cp);
+    if (!done) {
+        if (do_snapshot(s, &err) != 0)
+            return classify(s, err.msg);
+    } else {
+        s->consistent_point = cp;
+        s->skip_upto = s->durable > cp ? s->durable : cp;
+    }
+    uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
+    if (start_streaming(s, from, &err) != 0)
+        return classify(s, err.msg);
+    int rc = stream(s, stop, &err);
+    if (rc == CYCLE_STOP)
+        return rc;
+    if (err.code == WG_ERR_IO)
+        return CYCLE_FATAL; /* the change log: status says why */
+    char msg[WG_ERROR_MSG_MAX];
+    snprintf(msg, sizeof(msg), "%s", err.msg);
+    strip_nl(msg);
+    return classify(s, msg);
+}
+
+int ingest_source_run(ingest_source *s, volatile int *stop)
+{
+    wg_backoff bo;
+    wg_backoff_init(&bo, 250, 30000);
+    bool first = true;
+    while (!*stop) {
+        uint64_t before = s->durable;
+        int rc = cycle(s, stop);
+        disconnect(s);
+        if (rc == CYCLE_STOP)
+            break;
+        if (s->unsynced) {
+            wg_error e = {0};
+            if (log_sync(s, &e) != 0) {
+                set_error(s, SRC_FAILED, "check the disk under state_dir, then restart walgate",
+                          "the change log failed: %s", e.msg);
+                rc = CYCLE_FATAL;
+            }
+        }
+        if (rc == CYCLE_FATAL) {
+            status_write(s, true);
+            while (!*stop)
+                usleep(200 * 1000);
+            break;
+        }
+        if (s->durable > before)
+            wg_backoff_reset(&bo);
+        if (!first)
+            s->reconnects++;
+        first = false;
+        status_write(s, true);
+        int64_t wait = wg_backoff_next(&bo);
+        log_warn(s->cfg.name, "reconnecting in %lld ms", (long long)wait);
+        for (int64_t t = 0; t < wait && !*stop; t += 50)
+            usleep(50 * 1000);
+    }
+    status_write(s, true);
+    return 0;
+}
