@@ -541,6 +541,10 @@ static void serve(tunnel_t *t, wg_error *err)
             break;
         }
         if (up || down) {
+            /* Data moved on a channel: the bastion is alive (libssh2 consumes its packets,
+             * window adjustments included, inside read and write calls, so the socket alone
+             * does not show them). */
+            t->last_rx_ms = wg_now_ms();
             pthread_mutex_lock(&t->mu);
             t->st.bytes_to_target += up;
             t->st.bytes_from_target += down;
