@@ -1,0 +1,281 @@
+"""test_ingest.py — `walgate run` against a real PostgreSQL 15.
+
+- every supported type, with NULLs, arrays (NULL elements, 2-D), NaN/Infinity, a 1000-digit
+  numeric, infinite timestamps, empty ranges and UTF-8: the snapshot (COPY) and the stream
+  (pgoutput) render the same rows identically, and spot values are checked exactly;
+- a multi-table transaction appears whole; interleaved transactions appear in commit order;
+- a transaction larger than max_txn_memory spills and arrives whole;
+- a TOASTed value updated without being touched is taken from the old row;
+- an idle source (writes only to a table outside the publication) keeps confirmed_flush_lsn
+  moving with the server;
+- failures that retrying cannot fix: a dropped column fails only its table, the slot dropped,
+  the publication dropped, the slot invalidated by max_slot_wal_keep_size — each with state
+  `failed` and its message; `walgate status --json`, `slots list`, `slots drop`; SIGTERM exits 0.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import fixture
+import logreplay
+
+TYPES_DDL = """
+CREATE TABLE types (
+  id int PRIMARY KEY, c_bool bool, c_bpchar char(4), c_bytea bytea, c_char "char", c_date date,
+  c_daterange daterange, c_float4 float4, c_float8 float8, c_int2 int2, c_int2vector int2vector,
+  c_int4 int4, c_int4range int4range, c_int8 int8, c_int8range int8range, c_interval interval,
+  c_json json, c_jsonb jsonb, c_numeric numeric, c_numrange numrange, c_oid oid, c_text text,
+  c_time time, c_timestamp timestamp, c_timestamptz timestamptz, c_tsrange tsrange,
+  c_tstzrange tstzrange, c_uuid uuid, c_varchar varchar(10),
+  a_int4 int4[], a_text text[], a_numeric numeric[], a_bool bool[], a_ts timestamptz[],
+  a_jsonb jsonb[], a_uuid uuid[], a_range int4range[], a_float8 float8[], a_date date[]);
+ALTER TABLE types REPLICA IDENTITY FULL;
+"""
+
+ROWS = [
+    "({id}, true, 'ab', '\\xdeadbeef', 'q', '2024-02-29', '[2024-01-01,2024-02-01)', 1.5, "
+    "0.1, -32768, '1 2 3', 42, '[1,10)', 9223372036854775807, '[-5,6)', '1 year 2 mons 3 days "
+    "04:05:06.5', '{{\"a\":[1,2.5,\"x\"]}}', '{{\"b\":true}}', 123.4500, '(1.5,2.25]', "
+    "4294967295, 'héllo 😀 \"q\" \\\\ tab\tend', '23:59:59.999999', '2024-01-02 03:04:05.678901', "
+    "'2024-01-02 03:04:05+02', '[2024-01-01,2024-01-02)', '[2024-01-01 00:00+00,infinity)', "
+    "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'varchar', '{{{{1,NULL}},{{3,4}}}}', "
+    "'{{\"a b\",NULL,\"NULL\",\"\"}}', '{{1.5,NaN,-Infinity}}', '{{t,f,NULL}}', "
+    "'{{infinity,-infinity}}', ARRAY['{{\"x\":1}}'::jsonb, NULL], "
+    "'{{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}}', ARRAY['empty'::int4range, '[1,2)'], "
+    "'{{NaN,Infinity,-0}}', '{{infinity,2024-01-01}}')",
+    "({id}, NULL, NULL, NULL, NULL, 'infinity', 'empty', 'NaN', '-Infinity', 0, '', NULL, "
+    "'empty', NULL, NULL, NULL, 'null', '[]', repeat('9', 1000)::numeric, '(,)', 0, '', "
+    "NULL, '-infinity', 'infinity', '(,)', NULL, NULL, '', '{{}}', '{{}}', NULL, NULL, NULL, "
+    "NULL, NULL, NULL, NULL, NULL)",
+]
+
+
+class Run:
+    def __init__(self, pg, name="app", pub="pub", extra=None, state=None):
+        self.pg = pg
+        self.name = name
+        self.state = state or fixture.tempdir()
+        src = {"connection": "main", "publication": pub, "status_interval": "200ms"}
+        src.update(extra or {})
+        self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
+            ("walgate", {"state_dir": self.state}),
+            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
+                               "dbname": "postgres", "sslmode": "disable"}),
+            (f"source {name}", src)]))
+        self.proc = None
+
+    def start(self):
+        self.err = os.path.join(self.state, f"run-{time.time()}.log")
+        self.proc = fixture.walgate_popen("run", config=self.cfg, stdout=subprocess.DEVNULL,
+                                          stderr=open(self.err, "w"))
+        return self
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        assert rc == 0, f"SIGTERM exit {rc}\n{self.log()}"
+
+    def log(self):
+        return open(self.err).read()[-4000:]
+
+    def lines(self):
+        p = fixture.walgate("log", "tail", self.name, "--state-dir", self.state)
+        assert p.returncode == 0, p.stderr
+        return [json.loads(l) for l in p.stdout.splitlines()]
+
+    def status(self):
+        p = fixture.walgate("status", "--json", config=self.cfg)
+        return json.loads(p.stdout)[0]
+
+    def wait(self, pred, what, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise AssertionError(f"walgate exited {self.proc.returncode}\n{self.log()}")
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log()}")
+
+
+def committed(run, pred):
+    """Records of the first committed transaction containing a row matching pred."""
+    txn = []
+    for r in run.lines():
+        if r["op"] == "begin":
+            txn = [r]
+        elif r["op"] == "commit":
+            txn.append(r)
+            if any(pred(x) for x in txn):
+                return txn
+        else:
+            txn.append(r)
+    return None
+
+
+def test_types(pg):
+    pg.sql(TYPES_DDL + "CREATE PUBLICATION types_pub FOR TABLE types;")
+    pg.sql("INSERT INTO types VALUES " + ", ".join(r.format(id=i + 1) for i, r in enumerate(ROWS)))
+    run = Run(pg, "types", "types_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    pg.sql("INSERT INTO types VALUES " + ", ".join(r.format(id=i + 101) for i, r in enumerate(ROWS)))
+    run.wait(lambda: sum(1 for r in run.lines() if r["op"] == "insert") == len(ROWS), "stream")
+    run.stop()
+    recs = run.lines()
+    snap = {r["new"]["id"]: r["new"] for r in recs if r["op"] == "read"}
+    strm = {r["new"]["id"] - 100: r["new"] for r in recs if r["op"] == "insert"}
+    for i in snap:
+        a, b = dict(snap[i]), dict(strm[i])
+        a.pop("id"), b.pop("id")
+        assert a == b, f"snapshot and stream differ for row {i}:\n{a}\n{b}"
+    r1, r2 = snap[1], snap[2]
+    assert r1["c_numeric"] == "123.4500" and r2["c_numeric"] == "9" * 1000
+    assert r1["c_bytea"] == "3q2+7w==" and r1["c_text"] == 'héllo 😀 "q" \\\\ tab\tend'
+    assert r1["a_int4"] == [[1, None], [3, 4]] and r1["a_text"] == ["a b", None, "NULL", ""]
+    assert r1["a_numeric"] == ["1.5", "NaN", "-Infinity"] and r1["a_float8"] == ["NaN", "Infinity", -0]
+    assert r1["c_json"] == {"a": [1, 2.5, "x"]} and r1["c_timestamptz"] == "2024-01-02 01:04:05+00"
+    assert r1["c_interval"] == "P1Y2M3DT4H5M6.5S" and r1["c_int2vector"] == [1, 2, 3]
+    assert r1["a_range"] == [{"empty": True}, {"lower": 1, "upper": 2, "lower_inc": True, "upper_inc": False}]
+    assert r2["c_date"] == "infinity" and r2["c_timestamp"] == "-infinity" and r2["c_float4"] == "NaN"
+    assert r2["c_daterange"] == {"empty": True} and r2["c_bool"] is None and r2["c_jsonb"] == []
+    print(f"types: {len(ROWS)} rows x {len(r1)} columns identical from snapshot and stream")
+
+
+def test_transactions(pg):
+    pg.sql("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, v text);"
+           "ALTER TABLE a REPLICA IDENTITY FULL; ALTER TABLE b REPLICA IDENTITY FULL;"
+           "CREATE TABLE big (id int PRIMARY KEY, n int, doc text); ALTER TABLE big REPLICA IDENTITY FULL;"
+           "CREATE TABLE outside (id serial PRIMARY KEY, v int);"
+           "CREATE PUBLICATION txn_pub FOR TABLE a, b, big")
+    run = Run(pg, "txn", "txn_pub", extra={"max_txn_memory": "1MiB"}).start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+
+    # Multi-table transaction, whole.
+    pg.sql("BEGIN; INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1'); COMMIT")
+    t = run.wait(lambda: committed(run, lambda r: r.get("table") == "public.a"), "multi-table")
+    assert [r["op"] for r in t] == ["begin", "insert", "insert", "commit"], t
+    assert {r["table"] for r in t[1:3]} == {"public.a", "public.b"}
+
+    # Interleaved: T1 begins first, T2 commits first -> T2 then T1 in the log.
+    env = dict(os.environ)
+    t1 = subprocess.Popen(["psql", "-X", "-q", "-h", pg.host, "-p", str(pg.port), "-U", "postgres"],
+                          stdin=subprocess.PIPE, text=True, env=env)
+    t1.stdin.write("BEGIN; INSERT INTO a VALUES (10, 't1');\n")
+    t1.stdin.flush()
+    time.sleep(0.5)
+    pg.sql("INSERT INTO a VALUES (20, 't2')")
+    t1.stdin.write("COMMIT;\n")
+    t1.stdin.close()
+    t1.wait()
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 10), "t1")
+    order = [r["new"]["id"] for r in run.lines() if r["op"] == "insert" and r["table"] == "public.a"]
+    assert order == [1, 20, 10], order
+
+    # A transaction far larger than max_txn_memory (1 MiB) spills and arrives whole.
+    pg.sql("INSERT INTO big SELECT g, g, repeat(md5(g::text), 4) FROM generate_series(1, 60000) g")
+    t = run.wait(lambda: committed(run, lambda r: r.get("table") == "public.big"), "big txn", 60)
+    assert len(t) == 60002 and t[-1]["op"] == "commit", len(t)
+
+    # Unchanged TOAST: a big incompressible value, update another column only.
+    pg.sql("UPDATE big SET doc = (SELECT string_agg(md5(random()::text), '') FROM "
+           "generate_series(1, 1000)) WHERE id = 1")
+    doc = pg.sql("SELECT doc FROM big WHERE id = 1")
+    pg.sql("UPDATE big SET n = -1 WHERE id = 1")
+    t = run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("n") == -1), "toast")
+    assert t[1]["new"]["doc"] == doc and len(doc) == 32000, "unchanged TOAST value not filled in"
+
+    # Idle source: only the table outside the publication is written.
+    slot_lsn = lambda: logreplay.parse_lsn(pg.sql(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walgate_txn'"))
+    before = slot_lsn()
+    for _ in range(30):
+        pg.sql("INSERT INTO outside (v) SELECT g FROM generate_series(1, 1000) g")
+        time.sleep(0.1)
+    target = logreplay.parse_lsn(pg.sql("SELECT pg_current_wal_lsn()"))
+    run.wait(lambda: slot_lsn() >= target - 64 * 1024, "confirmed_flush_lsn to follow an idle source", 30)
+    print(f"idle source: confirmed_flush_lsn moved {slot_lsn() - before} bytes with no published change")
+    run.stop()
+    st = logreplay.replay(run.lines())
+    assert logreplay.diff(logreplay.source_rows(pg, "public.big", ["id"]), st.tables["public.big"]) == ""
+
+
+def test_failures(pg):
+    # A dropped column fails only its table; the other continues.
+    pg.sql("CREATE TABLE f1 (id int PRIMARY KEY, x int, y int); CREATE TABLE f2 (id int PRIMARY KEY);"
+           "ALTER TABLE f1 REPLICA IDENTITY FULL; ALTER TABLE f2 REPLICA IDENTITY FULL;"
+           "CREATE PUBLICATION f_pub FOR TABLE f1, f2")
+    run = Run(pg, "fail", "f_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    pg.sql("INSERT INTO f1 VALUES (1, 1, 1)")
+    pg.sql("ALTER TABLE f1 DROP COLUMN y")
+    pg.sql("INSERT INTO f1 VALUES (2, 2); INSERT INTO f2 VALUES (7)")
+    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.f2"), "f2 continues")
+    st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f1" and t["error"]],
+                  "f1 error")
+    assert "dropped" in st[0]["error"], st
+
+    # slots list shows it; the slot dropped under walgate -> failed, with the remedy.
+    sl = fixture.walgate("slots", "list", config=run.cfg)
+    assert "walgate_fail" in sl.stdout and "source fail" in sl.stdout, sl.stdout + sl.stderr
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        pg.sql("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+               "WHERE slot_name = 'walgate_fail' AND active")
+        p = pg.sql("SELECT pg_drop_replication_slot('walgate_fail')", check=False)
+        if p.returncode == 0:
+            break
+    s = run.wait(lambda: (lambda x: x if x["state"] == "failed" else None)(run.status()), "failed")
+    assert "dropped" in s["error"] and "slots drop fail" in s["remedy"], s
+    t = fixture.walgate("status", config=run.cfg)
+    assert t.returncode == 1 and "fix:" in t.stdout, t.stdout
+    run.stop()
+    d = fixture.walgate("slots", "drop", "fail", config=run.cfg)
+    assert d.returncode == 0, d.stderr
+
+    # The publication dropped -> failed.
+    pg.sql("CREATE TABLE p1 (id int PRIMARY KEY); ALTER TABLE p1 REPLICA IDENTITY FULL;"
+           "CREATE PUBLICATION p_pub FOR TABLE p1")
+    run = Run(pg, "pubdrop", "p_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    pg.sql("DROP PUBLICATION p_pub; INSERT INTO p1 VALUES (1)")
+    s = run.wait(lambda: (lambda x: x if x["state"] == "failed" else None)(run.status()), "failed")
+    assert "publication p_pub" in s["error"], s
+    run.stop()
+
+    # The slot invalidated by max_slot_wal_keep_size while walgate is away -> overcompacted.
+    pg.sql("CREATE TABLE w1 (id int PRIMARY KEY, v text); ALTER TABLE w1 REPLICA IDENTITY FULL;"
+           "CREATE PUBLICATION w_pub FOR TABLE w1")
+    run = Run(pg, "wal", "w_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.stop()
+    pg.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    pg.sql("SELECT pg_reload_conf()")
+    for _ in range(4):
+        pg.sql("INSERT INTO w1 SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g "
+               "ON CONFLICT (id) DO UPDATE SET v = excluded.v")
+        pg.sql("SELECT pg_switch_wal()")
+        pg.sql("CHECKPOINT")
+    lost = pg.sql("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'walgate_wal'")
+    assert lost == "lost", lost
+    run.start()
+    s = run.wait(lambda: (lambda x: x if x["state"] == "failed" else None)(run.status()), "failed")
+    assert "overcompacted" in s["error"] and "requested LSN no longer available" in s["error"], s
+    run.stop()
+    pg.sql("ALTER SYSTEM RESET max_slot_wal_keep_size")
+    pg.sql("SELECT pg_reload_conf()")
+    print("failures: dropped column, slot dropped, publication dropped, slot overcompacted")
+
+
+def main():
+    with fixture.Postgres() as pg:
+        test_types(pg)
+        test_transactions(pg)
+        test_failures(pg)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
