@@ -3,8 +3,9 @@
 #
 # Installs what is needed, builds a release walgate, starts a throwaway PostgreSQL 15
 # (wal_level = logical) and an OpenSSH "bastion" on free loopback ports, generates walgate's
-# SSH keys and installs them in the bastion's authorized_keys, runs `walgate validate`, and
-# sends a query through walgate's SSH tunnel. Ctrl-C or exit cleans everything up.
+# SSH keys and installs them in the bastion's authorized_keys, runs `walgate validate`, sends a
+# query through walgate's SSH tunnel, then runs `walgate run` through the tunnel: a snapshot
+# and a streamed transaction appear in the change log. Ctrl-C or exit cleans everything up.
 #
 # Set KEEP=1 to keep the demo running until Ctrl-C (to poke at it by hand).
 set -euo pipefail
@@ -141,8 +142,37 @@ step "A query through the tunnel (psql -h 127.0.0.1 -p $LPORT, as walgate_repl)"
 PGPASSWORD=$PGPASS psql -X -h 127.0.0.1 -p "$LPORT" -U walgate_repl -d postgres \
   -c "SELECT count(*) AS orders, sum(qty) AS items, inet_server_port() AS server_port FROM public.orders"
 
+step "walgate run   (snapshot of public.orders, then streaming through the tunnel)"
+"$WALGATE" -c "$DEMO/walgate.ini" run 2>"$DEMO/run.log" &
+RUNPID=$!
+PIDS+=($RUNPID)
+for _ in $(seq 100); do
+  "$WALGATE" -c "$DEMO/walgate.ini" status 2>/dev/null | grep -q ': running' && break
+  sleep 0.2
+done
+"$WALGATE" -c "$DEMO/walgate.ini" status
+psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+  -c "BEGIN; INSERT INTO public.orders VALUES (1001, 'widget', 3, now());
+      UPDATE public.orders SET qty = qty + 1 WHERE id = 1;
+      DELETE FROM public.orders WHERE id = 2; COMMIT;"
+echo "(one transaction: an insert, an update and a delete)"
+for _ in $(seq 100); do
+  "$WALGATE" log tail app --state-dir "$DEMO/state" | grep -q '"op":"commit"' && break
+  sleep 0.1
+done
+
+step "walgate log tail app   (the change log: snapshot rows, then the transaction)"
+"$WALGATE" log tail app --state-dir "$DEMO/state" | head -3
+echo "    ... ($("$WALGATE" log tail app --state-dir "$DEMO/state" | grep -c '"op":"read"') snapshot rows in all)"
+"$WALGATE" log tail app --state-dir "$DEMO/state" | grep -v '"op":"read"' | grep -v '"op":"snapshot'
+sleep 1.2 # the daemon rewrites its status file every second
+"$WALGATE" -c "$DEMO/walgate.ini" status
+kill -TERM "$RUNPID"
+wait "$RUNPID" 2>/dev/null || true
+
 step "Done"
-echo "PostgreSQL was reached through walgate's SSH tunnel (local port $LPORT -> bastion -> $PGPORT)."
+echo "PostgreSQL was reached through walgate's SSH tunnel (local port $LPORT -> bastion -> $PGPORT),"
+echo "snapshotted, and a transaction streamed into the change log under $DEMO/state/log/app."
 if [ "${KEEP:-0}" = 1 ]; then
   echo "KEEP=1: the demo keeps running; config at $DEMO/walgate.ini. Ctrl-C to stop and clean up."
   while :; do sleep 3600; done
