@@ -41,13 +41,13 @@ typedef struct ingest_source_config {
     const char *name;
     const char *connection; /* a [postgres] section name */
     const char *publication;
-    const char *slot;            /* default walgate_NAME */
-    char **tables;               /* NULL-terminated "schema.table"; NULL = all published */
-    char **text_columns;         /* NULL-terminated "schema.table.column" */
-    char **exclude_columns;      /* NULL-terminated "schema.table.column" */
-    int snapshot_workers;        /* default 2 */
-    uint64_t max_txn_memory;     /* default 64MiB */
-    int64_t status_interval_ms;  /* default 1s */
+    const char *slot;           /* default walgate_NAME */
+    char **tables;              /* NULL-terminated "schema.table"; NULL = all published */
+    char **text_columns;        /* NULL-terminated "schema.table.column" */
+    char **exclude_columns;     /* NULL-terminated "schema.table.column" */
+    int snapshot_workers;       /* default 2 */
+    uint64_t max_txn_memory;    /* default 64MiB */
+    int64_t status_interval_ms; /* default 1s */
 } ingest_source_config;
 
 /*

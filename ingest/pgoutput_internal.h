@@ -30,11 +30,11 @@ typedef enum pgout_copy_kind {
 
 typedef struct pgout_copy {
     pgout_copy_kind kind;
-    uint64_t wal_start;  /* XLogData: LSN of the start of the data */
-    uint64_t wal_end;    /* the server's current end of WAL */
-    int64_t send_time;   /* microseconds since the PostgreSQL epoch */
+    uint64_t wal_start;   /* XLogData: LSN of the start of the data */
+    uint64_t wal_end;     /* the server's current end of WAL */
+    int64_t send_time;    /* microseconds since the PostgreSQL epoch */
     bool reply_requested; /* keepalive: the server wants a status update now */
-    const uint8_t *data; /* XLogData payload (points into the input), len bytes */
+    const uint8_t *data;  /* XLogData payload (points into the input), len bytes */
     size_t len;
 } pgout_copy;
 
@@ -55,7 +55,7 @@ int pgout_parse_lsn(const char *text, uint64_t *lsn);
 /* ---- pgoutput logical messages ------------------------------------------------------ */
 
 typedef struct pgout_column {
-    bool key;        /* part of the replica identity (flags & 1) */
+    bool key; /* part of the replica identity (flags & 1) */
     char *name;
     uint32_t type_oid;
     int32_t typmod;
@@ -117,7 +117,7 @@ typedef struct pgout_msg {
     uint32_t xid;
     union {
         struct {
-            uint64_t final_lsn; /* LSN of the commit record */
+            uint64_t final_lsn;  /* LSN of the commit record */
             int64_t commit_time; /* microseconds since the PostgreSQL epoch */
             uint32_t xid;
         } begin;
@@ -187,8 +187,7 @@ void pgout_decoder_free(pgout_decoder *d);
  * Changes to a relation that was never described are an error naming its OID; so are
  * tuples whose column count differs from the relation's. Returns 0 or negative with `err`.
  */
-int pgout_decode(pgout_decoder *d, const uint8_t *data, size_t len, pgout_msg *out,
-                 wg_error *err);
+int pgout_decode(pgout_decoder *d, const uint8_t *data, size_t len, pgout_msg *out, wg_error *err);
 
 /* The cached relation for an OID, or NULL. */
 const pgout_relation *pgout_relation_get(const pgout_decoder *d, uint32_t oid);

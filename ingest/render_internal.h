@@ -55,8 +55,7 @@ void render_type_text(render_type *out);
  * bytes, not NUL-terminated), to `out`. Input that is not valid for the type is an error
  * naming the type, never a crash. The caller writes JSON null for SQL NULL.
  */
-int render_value(wg_buf *out, const render_type *t, const char *text, size_t len,
-                 wg_error *err);
+int render_value(wg_buf *out, const render_type *t, const char *text, size_t len, wg_error *err);
 
 /* Append `len` bytes as a JSON string literal (quotes included), escaping as RFC 8259 says;
  * invalid UTF-8 is an error. */
