@@ -30,7 +30,7 @@
 #define SNAPSHOT_CHUNK_ROWS 5000
 #define SNAPSHOT_CHUNK_BYTES (4u << 20)
 #define SYNC_MAX_DELAY_MS 200
-#define CATALOG_CHECK_MS 30000
+#define CATALOG_CHECK_MS 10000
 
 /* Outcomes of one connection cycle. */
 enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3 };
@@ -54,7 +54,9 @@ typedef struct rel_info {
     render_type *types;
     bool *excluded;
     char *key_json; /* ["id"] */
-    char *error;    /* the table is failed: why, and the remedy */
+    char **names;   /* column names and types as last seen, to tell compatible changes */
+    uint32_t *toids;
+    char *error; /* the table is failed: why, and the remedy */
     bool truncated;
 } rel_info;
 
@@ -405,9 +407,20 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     return s;
 }
 
+static void rel_free_columns(rel_info *ri)
+{
+    for (int i = 0; ri->names && i < ri->ncols; i++)
+        free(ri->names[i]);
+    free(ri->names);
+    free(ri->toids);
+    ri->names = NULL;
+    ri->toids = NULL;
+}
+
 static void rels_clear(ingest_source *s)
 {
     for (size_t i = 0; i < s->n_rels; i++) {
+        rel_free_columns(&s->rels[i]);
         free(s->rels[i].qname);
         free(s->rels[i].types);
         free(s->rels[i].excluded);
@@ -543,6 +556,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
         memset(ri, 0, sizeof(*ri));
         ri->oid = r->oid;
     } else {
+        rel_free_columns(ri);
         free(ri->qname);
         free(ri->types);
         free(ri->excluded);
@@ -559,8 +573,14 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
     ri->ncols = r->ncols;
     ri->types = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->types));
     ri->excluded = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->excluded));
-    if (!ri->qname || !ri->types || !ri->excluded)
+    ri->names = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->names));
+    ri->toids = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->toids));
+    if (!ri->qname || !ri->types || !ri->excluded || !ri->names || !ri->toids)
         return NULL;
+    for (int i = 0; i < r->ncols; i++) {
+        ri->names[i] = strdup(r->cols[i].name);
+        ri->toids[i] = r->cols[i].type_oid;
+    }
 
     /* Primary key columns and domain base types from the catalog. */
     char oidbuf[16];
@@ -858,15 +878,31 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         /* A changed relation: an ingested column dropped, renamed or retyped is an
          * incompatible change for that table; an added column is fine. */
         rel_info *old = rel_find(s, m->u.relation->oid);
-        if (old && !old->error) {
-            /* Compare by the old rendering: a column count decrease or a changed type of an
-             * existing position means an incompatible change. */
+        if (old && !old->error && old->names) {
             const pgout_relation *r = m->u.relation;
-            if (r->ncols < old->ncols) {
-                table_fail(s, old,
-                           "an ingested column was dropped upstream (incompatible schema "
-                           "change); run `walgate source resync` for the table");
-                return 0;
+            for (int i = 0; i < old->ncols; i++) {
+                if (old->excluded[i])
+                    continue;
+                int k = 0;
+                while (k < r->ncols && strcmp(r->cols[k].name, old->names[i]) != 0)
+                    k++;
+                char why[700];
+                if (k == r->ncols)
+                    snprintf(why, sizeof(why),
+                             "incompatible schema change: ingested column %s was dropped or "
+                             "renamed upstream; to ingest the table's new shape, drop the slot "
+                             "and resnapshot (walgate slots drop %s)",
+                             old->names[i], s->cfg.name);
+                else if (r->cols[k].type_oid != old->toids[i])
+                    snprintf(why, sizeof(why),
+                             "incompatible schema change: ingested column %s changed type "
+                             "(oid %u to %u) upstream; drop the slot and resnapshot (walgate "
+                             "slots drop %s)",
+                             old->names[i], old->toids[i], r->cols[k].type_oid, s->cfg.name);
+                else
+                    continue;
+                table_fail(s, old, why);
+                break;
             }
         }
         if (!rel_prepare(s, m->u.relation))
@@ -1366,6 +1402,38 @@ static void poll_server_lsn(ingest_source *s)
     PQclear(r);
 }
 
+/* Tables that left the publication fail (their changes no longer arrive). */
+static void check_membership(ingest_source *s)
+{
+    const char *p[1] = {s->cfg.publication};
+    PGresult *r = PQexecParams(s->cat,
+                               "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
+                               "WHERE pubname = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return;
+    }
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->error || !t->snapshot_committed)
+            continue;
+        bool found = false;
+        for (int k = 0; k < PQntuples(r) && !found; k++)
+            found = strcmp(PQgetvalue(r, k, 0), t->name) == 0;
+        if (!found) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table was removed from publication %s; its changes no longer arrive. "
+                     "ALTER PUBLICATION %s ADD TABLE %s; then resnapshot (walgate slots drop %s)",
+                     s->cfg.publication, s->cfg.publication, t->name, s->cfg.name);
+            t->error = strdup(why);
+            log_error(s->cfg.name, "table %s: %s", t->name, why);
+        }
+    }
+    PQclear(r);
+}
+
 static int stream(ingest_source *s, volatile int *stop, wg_error *err)
 {
     int64_t next_status = 0, next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
@@ -1449,6 +1517,7 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
         next_status = wg_now_ms() + s->cfg.status_interval_ms;
         if (wg_now_ms() >= next_catalog) {
             poll_server_lsn(s);
+            check_membership(s);
             next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
         }
         status_write(s, false);

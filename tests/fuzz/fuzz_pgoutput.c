@@ -64,8 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pgout_copy copy;
         wg_error err;
         wg_error_clear(&err);
-        if (pgout_parse_copy(msg, len, &copy, &err) != 0 ? !err.msg[0]
-                                                         : copy.data + copy.len > msg + len)
+        if (pgout_parse_copy(msg, len, &copy, &err) != 0
+                ? !err.msg[0]
+                : (copy.data && copy.data + copy.len > msg + len))
             abort();
 
         pgout_msg m;

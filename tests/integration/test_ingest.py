@@ -205,8 +205,10 @@ def test_transactions(pg):
 def test_failures(pg):
     # A dropped column fails only its table; the other continues.
     pg.sql("CREATE TABLE f1 (id int PRIMARY KEY, x int, y int); CREATE TABLE f2 (id int PRIMARY KEY);"
+           "CREATE TABLE f3 (id int PRIMARY KEY, old_name int); CREATE TABLE f4 (id int PRIMARY KEY);"
            "ALTER TABLE f1 REPLICA IDENTITY FULL; ALTER TABLE f2 REPLICA IDENTITY FULL;"
-           "CREATE PUBLICATION f_pub FOR TABLE f1, f2")
+           "ALTER TABLE f3 REPLICA IDENTITY FULL; ALTER TABLE f4 REPLICA IDENTITY FULL;"
+           "CREATE PUBLICATION f_pub FOR TABLE f1, f2, f3, f4")
     run = Run(pg, "fail", "f_pub").start()
     run.wait(lambda: run.status().get("state") == "running", "running")
     pg.sql("INSERT INTO f1 VALUES (1, 1, 1)")
@@ -216,6 +218,19 @@ def test_failures(pg):
     st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f1" and t["error"]],
                   "f1 error")
     assert "dropped" in st[0]["error"], st
+    # A renamed column, and an added one (compatible: the table keeps streaming).
+    pg.sql("INSERT INTO f3 VALUES (1, 1); ALTER TABLE f2 ADD COLUMN extra text;"
+           "INSERT INTO f2 VALUES (8, 'e')")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 8), "f2 after add")
+    pg.sql("ALTER TABLE f3 RENAME COLUMN old_name TO new_name; INSERT INTO f3 VALUES (2, 2)")
+    st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f3" and t["error"]],
+                  "f3 error")
+    assert "renamed" in st[0]["error"], st
+    # A table removed from the publication (checked every 10 s).
+    pg.sql("ALTER PUBLICATION f_pub DROP TABLE f4")
+    st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f4" and t["error"]],
+                  "f4 removed", 30)
+    assert "removed from publication" in st[0]["error"], st
 
     # slots list shows it; the slot dropped under walgate -> failed, with the remedy.
     sl = fixture.walgate("slots", "list", config=run.cfg)
