@@ -641,7 +641,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
         wg_buf m = {0};
         wg_buf_printf(&m,
                       "unsupported column type: %s; add the column to text_columns or "
-                      "exclude_columns in [source %s], then `walgate source resync`",
+                      "exclude_columns in [source %s], then resnapshot (walgate slots drop)",
                       errs.data, s->cfg.name);
         ri->error = strdup(m.data);
         wg_buf_free(&m);
@@ -681,7 +681,7 @@ static int put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const
                 return wg_error_set(err, WG_ERR_PROTO,
                                     "%s.%s: an unchanged TOASTed value was not sent and the old "
                                     "row does not have it; run ALTER TABLE %s REPLICA IDENTITY "
-                                    "FULL, then `walgate source resync`",
+                                    "FULL, then resnapshot (walgate slots drop)",
                                     ri->qname, r->cols[i].name, ri->qname);
         }
         wg_buf_puts(b, first ? "\"" : ",\"");
