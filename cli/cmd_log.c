@@ -5,7 +5,6 @@
  * printing new batches until SIGINT or SIGTERM. Format: docs/changelog.md.
  */
 #include "cli/cli.h"
-#include "ingest/changelog_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -38,42 +37,6 @@ static void log_usage(FILE *f)
                "  -f, --follow       keep printing new batches until interrupted\n"
                "  --state-dir DIR    read DIR/log/SOURCE instead of the configured state_dir\n"
                "                     (no configuration file is needed then)\n");
-}
-
-/* An LSN as PostgreSQL prints it: "X/Y", each part 1 to 8 hex digits. 0 or -1. */
-static int parse_lsn(const char *s, uint64_t *out)
-{
-    uint64_t part[2] = {0, 0};
-    const char *p = s;
-    for (int k = 0; k < 2; k++) {
-        int digits = 0;
-        for (; *p && *p != '/'; p++, digits++) {
-            char c = *p;
-            unsigned v;
-            if (c >= '0' && c <= '9')
-                v = (unsigned)(c - '0');
-            else if (c >= 'a' && c <= 'f')
-                v = (unsigned)(c - 'a' + 10);
-            else if (c >= 'A' && c <= 'F')
-                v = (unsigned)(c - 'A' + 10);
-            else
-                return -1;
-            if (digits >= 8)
-                return -1;
-            part[k] = part[k] << 4 | v;
-        }
-        if (digits == 0)
-            return -1;
-        if (k == 0) {
-            if (*p != '/')
-                return -1;
-            p++;
-        }
-    }
-    if (*p != '\0')
-        return -1;
-    *out = part[0] << 32 | part[1];
-    return 0;
 }
 
 /* A source name that is a single path component. */
@@ -151,7 +114,7 @@ static int log_tail(int argc, char **argv, const cli_opts *opts)
         fprintf(stderr, "walgate: log tail: \"%s\" is not a source name\n", source);
         usage_err = true;
     }
-    if (!usage_err && from && parse_lsn(from, &after) != 0) {
+    if (!usage_err && from && ingest_lsn_parse(from, &after) != 0) {
         fprintf(stderr,
                 "walgate: log tail: --from %s is not an LSN; write it as PostgreSQL does, "
                 "e.g. 16/B374D848\n",

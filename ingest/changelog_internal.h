@@ -23,6 +23,7 @@
 #define WALGATE_INGEST_CHANGELOG_INTERNAL_H
 
 #include "common/common.h"
+#include "ingest/ingest.h"
 
 typedef struct changelog changelog;
 
@@ -72,21 +73,6 @@ int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_e
  */
 int changelog_sync(changelog *log, wg_error *err);
 
-/*
- * Reading: iterate over complete batches, oldest first, starting at the first batch whose
- * position is greater than `after_lsn` (0 = from the beginning). Safe while a writer appends,
- * in this process or another; takes no lock and needs only read access. Returns NULL with
- * `err` (code WG_ERR_NOTFOUND when `dir` does not exist).
- */
-typedef struct changelog_reader changelog_reader;
-
-changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_error *err);
-/*
- * The next record line (without its newline) into `line` (reset first). Returns 1 when a
- * line was read, 0 at the current end of the log (call again later to follow), negative on
- * error.
- */
-int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err);
-void changelog_reader_free(changelog_reader *r);
+/* Reading (changelog_reader_*) is public: see ingest/ingest.h. */
 
 #endif /* WALGATE_INGEST_CHANGELOG_INTERNAL_H */

@@ -99,6 +99,25 @@ void ingest_source_free(ingest_source *s);
 /* The directory of a source's state files (status.json, state) under state_dir. */
 int ingest_source_dir(const char *state_dir, const char *name, char *buf, size_t len);
 
+/* ---- Reading a change log (walgate log tail, forwarders) -------------------------------- */
+
+/*
+ * Reading the change log of STATE_DIR/log/SOURCE/ (docs/changelog.md): iterate over complete
+ * batches, oldest first, starting at the first batch whose position is greater than `after_lsn` (0
+ * = from the beginning). Safe while a writer appends, in this process or another; takes no lock and
+ * needs only read access. Returns NULL with `err` (code WG_ERR_NOTFOUND when `dir` does not exist).
+ */
+typedef struct changelog_reader changelog_reader;
+
+changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_error *err);
+/*
+ * The next record line (without its newline) into `line` (reset first). Returns 1 when a
+ * line was read, 0 at the current end of the log (call again later to follow), negative on
+ * error.
+ */
+int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err);
+void changelog_reader_free(changelog_reader *r);
+
 /* LSNs in PostgreSQL's X/Y notation. */
 void ingest_lsn_format(uint64_t lsn, char *buf, size_t len);
 int ingest_lsn_parse(const char *text, uint64_t *lsn);
