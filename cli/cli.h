@@ -96,6 +96,10 @@ void cli_route_close(cli_route *r);
  */
 cli_config *cli_load_config_or_report(const cli_opts *opts);
 
+/* SIGINT and SIGTERM set cli_stop_requested (which commands poll) instead of killing. */
+extern volatile int cli_stop_requested;
+void cli_stop_on_signals(void);
+
 /* Print "walgate: <message>" to stderr. */
 void cli_report(const wg_error *err);
 

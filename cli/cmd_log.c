@@ -17,14 +17,6 @@
 
 #define LOG_FOLLOW_POLL_MS 200
 
-static volatile sig_atomic_t g_stop;
-
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
 static void log_usage(FILE *f)
 {
     fprintf(f, "usage: walgate [-c FILE] log tail SOURCE [--from LSN] [--follow] "
@@ -160,18 +152,12 @@ static int log_tail(int argc, char **argv, const cli_opts *opts)
     }
 
     if (follow) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0; /* no SA_RESTART: the poll sleep must end at once */
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        cli_stop_on_signals();
     }
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
     int werr = 0;
-    while (!g_stop && werr == 0) {
+    while (!cli_stop_requested && werr == 0) {
         int n = changelog_reader_next(r, &line, &err);
         if (n < 0) {
             fflush(stdout);

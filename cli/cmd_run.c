@@ -11,14 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile int g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
 typedef struct runner {
     ingest_source *src;
     pthread_t thread;
@@ -27,7 +19,7 @@ typedef struct runner {
 static void *run_thread(void *arg)
 {
     runner *r = arg;
-    ingest_source_run(r->src, &g_stop);
+    ingest_source_run(r->src, &cli_stop_requested);
     return NULL;
 }
 
@@ -50,10 +42,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         cli_config_free(cfg);
         return 2;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_stop_on_signals();
 
     runner *rs = calloc(cfg->n_sources, sizeof(*rs));
     cli_route *routes = calloc(cfg->n_sources, sizeof(*routes));
@@ -81,7 +70,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         log_info(NULL, "source %s: started (state in %s)", s->name, cfg->state_dir);
     }
     if (rc != 0)
-        g_stop = 1;
+        cli_stop_requested = 1;
     for (size_t i = 0; i < started; i++) {
         pthread_join(rs[i].thread, NULL);
         ingest_source_free(rs[i].src);

@@ -9,14 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
 static void tunnel_usage(FILE *f)
 {
     fprintf(f, "usage: walgate [-c FILE] tunnel NAME --to HOST:PORT [--listen ADDR:PORT]\n"
@@ -85,14 +77,11 @@ int cmd_tunnel(int argc, char **argv, const cli_opts *opts)
         cli_report(&err);
         goto out;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_stop_on_signals();
     printf("listening on %s:%d, forwarding to %s:%d through tunnel %s\n", listen_host, bound,
            to_host, to_port, name);
     fflush(stdout);
-    while (!g_stop)
+    while (!cli_stop_requested)
         usleep(100 * 1000);
     rc = 0;
 out:

@@ -84,25 +84,22 @@ static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **
                       "via privatelink %s: PrivateLink checks are not available yet", p->via);
         return;
     }
-    const cli_tunnel *t = cli_config_tunnel(cfg, p->via);
+    cli_route route;
     wg_error err = {0};
-    tunnel_t *tun = t ? tunnel_new(&t->cfg, &err) : NULL;
-    int port = 0;
-    if (!tun ||
-        tunnel_add_forward(tun, "127.0.0.1", 0, p->cfg.host, p->cfg.port, &port, &err) != 0 ||
-        tunnel_start(tun, &err) != 0 ||
-        tunnel_wait_up(tun, t->cfg.connect_timeout_ms + 2000, &err) != 0) {
-        wg_checks_add(
-            out, target, "route", WG_CHECK_FAIL, "fix the tunnel first (see its checks above)",
-            "tunnel %s did not come up: %s", p->via, err.msg[0] ? err.msg : "no such tunnel");
-        tunnel_free(tun);
+    const cli_tunnel *t = cli_config_tunnel(cfg, p->via);
+    if (cli_route_open(cfg, p, &route, &err) != 0 ||
+        tunnel_wait_up(route.tunnel, (t ? t->cfg.connect_timeout_ms : 10000) + 2000, &err) != 0) {
+        wg_checks_add(out, target, "route", WG_CHECK_FAIL,
+                      "fix the tunnel first (see its checks above)",
+                      "tunnel %s did not come up: %s", p->via, err.msg);
+        cli_route_close(&route);
         return;
     }
     wg_checks_add(out, target, "route", WG_CHECK_OK, NULL,
-                  "via tunnel %s (local port %d, forwarding to %s:%d)", p->via, port, p->cfg.host,
-                  p->cfg.port);
-    ingest_check_postgres(&p->cfg, "127.0.0.1", port, srcs, ns, out);
-    tunnel_free(tun);
+                  "via tunnel %s (local port %d, forwarding to %s:%d)", p->via, route.port,
+                  p->cfg.host, p->cfg.port);
+    ingest_check_postgres(&p->cfg, route.addr, route.port, srcs, ns, out);
+    cli_route_close(&route);
 }
 
 int cmd_validate(int argc, char **argv, const cli_opts *opts)
