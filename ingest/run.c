@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,7 @@ struct ingest_source {
     uint64_t rows, bytes, txns, reconnects;
     uint64_t server_lsn;
     int64_t last_status_file_ms;
+    pthread_mutex_t snap_mu; /* snapshot workers share the log and the counters */
 };
 
 /* ---- Small helpers ------------------------------------------------------------------------ */
@@ -388,6 +390,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->dial_port = dial_port;
     s->state_dir = strdup(state_dir);
     s->spill_fd = -1;
+    pthread_mutex_init(&s->snap_mu, NULL);
     char buf[4096];
     ingest_source_dir(state_dir, src->name, buf, sizeof(buf));
     s->dir = strdup(buf);
@@ -475,6 +478,7 @@ void ingest_source_free(ingest_source *s)
     free(s->state_dir);
     free(s->dir);
     free(s->logdir);
+    pthread_mutex_destroy(&s->snap_mu);
     free(s);
 }
 
@@ -1024,13 +1028,15 @@ static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64
     put_str(b, "table", table);
     put_lsn(b, "lsn", s->consistent_point);
     wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
+    pthread_mutex_lock(&s->snap_mu);
     int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->consistent_point, err);
     s->bytes += b->len;
-    wg_buf_reset(b);
     if (rc == 0) {
         s->unsynced = true;
         rc = log_sync(s, err);
     }
+    pthread_mutex_unlock(&s->snap_mu);
+    wg_buf_reset(b);
     return rc;
 }
 
@@ -1109,9 +1115,11 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
                       "unsupported column type: %s; add the column to text_columns or "
                       "exclude_columns in [source %s]",
                       unsupported.data, s->cfg.name);
+        pthread_mutex_lock(&s->snap_mu);
         table_status *ts = table_get(s, qname);
         if (ts && !ts->error)
             ts->error = strdup(m.data);
+        pthread_mutex_unlock(&s->snap_mu);
         log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
         wg_buf_free(&m);
         wg_buf_free(&unsupported);
@@ -1189,12 +1197,14 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
         goto out;
     if (snapshot_flush(s, &b, qname, rows, "snapshot_done", err) != 0)
         goto out;
+    pthread_mutex_lock(&s->snap_mu);
     table_status *ts = table_get(s, qname);
     if (ts) {
         ts->snapshot_committed = true;
         ts->rows = rows;
     }
     s->rows += rows;
+    pthread_mutex_unlock(&s->snap_mu);
     log_info(s->cfg.name, "snapshot of %s: %llu rows", qname, (unsigned long long)rows);
     rc = 0;
 out:
@@ -1252,6 +1262,64 @@ static int drop_slot_if_exists(ingest_source *s, wg_error *err)
                           PQerrorMessage(s->cat));
     PQclear(r);
     return rc;
+}
+
+/* Parallel copy: up to snapshot_workers connections import the same exported snapshot and
+ * take tables from a shared list; chunks are appended under snap_mu. */
+typedef struct snap_job {
+    ingest_source *s;
+    const char *snapname;
+    PGresult *tables; /* schemaname, tablename */
+    bool *want;
+    int next; /* guarded by s->snap_mu */
+    int failed;
+    wg_error err; /* the first error */
+} snap_job;
+
+static void *snap_worker(void *arg)
+{
+    snap_job *job = arg;
+    ingest_source *s = job->s;
+    wg_error err = {0};
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
+    int rc = c ? 0 : -1;
+    if (c) {
+        wg_buf q = {0};
+        wg_buf_printf(&q,
+                      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION "
+                      "SNAPSHOT '%s'",
+                      job->snapname);
+        PGresult *r = PQexec(c, q.data);
+        wg_buf_free(&q);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = wg_error_set(&err, WG_ERR_PG, "importing snapshot %s: %s", job->snapname,
+                              PQerrorMessage(c));
+        PQclear(r);
+    }
+    while (rc == 0) {
+        pthread_mutex_lock(&s->snap_mu);
+        int i = job->failed ? PQntuples(job->tables) : job->next;
+        while (i < PQntuples(job->tables) && !job->want[i])
+            i++;
+        job->next = i + 1;
+        pthread_mutex_unlock(&s->snap_mu);
+        if (i >= PQntuples(job->tables))
+            break;
+        rc = snapshot_table(s, c, PQgetvalue(job->tables, i, 0), PQgetvalue(job->tables, i, 1),
+                            &err);
+    }
+    if (c) {
+        PQclear(PQexec(c, "COMMIT"));
+        PQfinish(c);
+    }
+    if (rc != 0) {
+        pthread_mutex_lock(&s->snap_mu);
+        if (!job->failed)
+            job->err = err;
+        job->failed = 1;
+        pthread_mutex_unlock(&s->snap_mu);
+    }
+    return NULL;
 }
 
 static int do_snapshot(ingest_source *s, wg_error *err)
@@ -1329,36 +1397,40 @@ static int do_snapshot(ingest_source *s, wg_error *err)
     log_info(s->cfg.name, "created slot %s, consistent point %s; snapshot %s", s->cfg.slot, cpt,
              snapname);
 
-    /* Copy the tables in a transaction importing the snapshot. */
-    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, err);
-    if (!c) {
+    /* Copy the tables, each worker in a transaction importing the snapshot. */
+    snap_job job = {.s = s, .snapname = snapname, .tables = tl};
+    int ntl = PQntuples(tl), nwant = 0;
+    job.want = calloc((size_t)(ntl ? ntl : 1), sizeof(*job.want));
+    if (!job.want) {
         PQclear(tl);
-        return -1;
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     }
-    wg_buf_printf(&q,
-                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION "
-                  "SNAPSHOT '%s'",
-                  snapname);
-    r = PQexec(c, q.data);
-    wg_buf_free(&q);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = wg_error_set(err, WG_ERR_PG, "importing snapshot %s: %s", snapname, PQerrorMessage(c));
-    PQclear(r);
-    for (int i = 0; rc == 0 && i < PQntuples(tl); i++) {
+    for (int i = 0; i < ntl; i++) {
         char qn[600];
         snprintf(qn, sizeof(qn), "%s.%s", PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1));
-        bool want = !s->cfg.tables;
+        job.want[i] = !s->cfg.tables;
         for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++)
-            want |= strcmp(s->cfg.tables[k], qn) == 0;
-        if (want)
-            rc = snapshot_table(s, c, PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1), err);
+            job.want[i] |= strcmp(s->cfg.tables[k], qn) == 0;
+        nwant += job.want[i];
     }
+    int nworkers = s->cfg.snapshot_workers > 0 ? s->cfg.snapshot_workers : 1;
+    if (nworkers > nwant)
+        nworkers = nwant > 0 ? nwant : 1;
+    pthread_t th[16];
+    int started = 0;
+    for (; started < nworkers && started < 16; started++)
+        if (pthread_create(&th[started], NULL, snap_worker, &job) != 0)
+            break;
+    if (started == 0)
+        snap_worker(&job);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    free(job.want);
     PQclear(tl);
-    PQclear(PQexec(c, "COMMIT"));
-    PQfinish(c);
-    if (rc != 0)
+    if (job.failed) {
+        *err = job.err;
         return -1;
+    }
     if (state_write(s, true, err) != 0)
         return -1;
     s->skip_upto = s->consistent_point > s->durable ? s->consistent_point : s->durable;
