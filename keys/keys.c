@@ -307,9 +307,8 @@ keys_key *keys_key_parse_openssh(const char *text, size_t len, const char *what,
         goto fail;
     }
     if (!sshstr_is(cipher, cipher_n, "none") || !sshstr_is(kdf, kdf_n, "none")) {
-        why = "it is encrypted with a passphrase, which walgate does not support (the daemon "
-              "must start unattended); use `walgate keys generate`, or remove the passphrase "
-              "with ssh-keygen -p";
+        why = "encrypted keys are not supported; the daemon must start unattended, so use "
+              "`walgate keys generate`, or remove the passphrase with ssh-keygen -p";
         goto fail;
     }
     if (wg_rd_sshstr(&r, &p, &n) != 0 || wg_rd_u32(&r, &nkeys) != 0) {
@@ -419,7 +418,8 @@ fail:
 
 keys_key *keys_key_load(const char *path, wg_error *err)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: opening a FIFO planted at the path must not hang; fstat then refuses it. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ELOOP)
             wg_error_set(err, WG_ERR_PERM,
@@ -599,7 +599,8 @@ static unsigned max_generation(const char *dir)
 }
 
 /* Delete every key generation other than keep1 and keep2 (after the index stopped naming
- * them). Failures are ignored: a stale file is harmless. */
+ * them), and index temporaries a crash left behind. Failures are ignored: a stale file is
+ * harmless. */
 static void remove_stale(const char *dir, unsigned keep1, unsigned keep2)
 {
     DIR *d = opendir(dir);
@@ -609,7 +610,9 @@ static void remove_stale(const char *dir, unsigned keep1, unsigned keep2)
     char path[4096];
     while ((e = readdir(d)) != NULL) {
         unsigned g;
-        if (sscanf(e->d_name, "key-%u", &g) == 1 && g != keep1 && g != keep2) {
+        bool stale = (sscanf(e->d_name, "key-%u", &g) == 1 && g != keep1 && g != keep2) ||
+                     strncmp(e->d_name, PAIR_FILE ".tmp.", strlen(PAIR_FILE ".tmp.")) == 0;
+        if (stale) {
             snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
             unlink(path);
         }
