@@ -4,6 +4,8 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +74,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             printf("source %s: no status yet (walgate run has not run for it)\n", s->name);
         } else {
             char st[32], er[1024], rem[1024], slot[128], conf[32], lag[32], rows[32], txns[32],
-                rec[32], upd[32];
+                rec[32], upd[32], pid[32];
             field(b.data, "state", st, sizeof(st));
             field(b.data, "error", er, sizeof(er));
             field(b.data, "remedy", rem, sizeof(rem));
@@ -83,12 +85,16 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             field(b.data, "transactions", txns, sizeof(txns));
             field(b.data, "reconnects", rec, sizeof(rec));
             field(b.data, "updated", upd, sizeof(upd));
+            field(b.data, "pid", pid, sizeof(pid));
             char when[64] = "?";
             wg_format_time(strtoll(upd, NULL, 10), when, sizeof(when));
             printf("source %s: %s  slot %s  confirmed %s  lag %s bytes  rows %s  transactions %s  "
                    "reconnects %s  (as of %s)\n",
                    s->name, st, slot, conf, lag[0] && strcmp(lag, "null") ? lag : "?", rows, txns,
                    rec, when);
+            long wpid = strtol(pid, NULL, 10);
+            if (wpid > 0 && kill((pid_t)wpid, 0) != 0 && errno == ESRCH)
+                printf("  not running: the walgate run that wrote this (pid %ld) is gone\n", wpid);
             if (er[0])
                 printf("  error: %s\n", er);
             if (rem[0])

@@ -721,6 +721,12 @@ int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_
 
 int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_error *err)
 {
+    return changelog_append_fd_at(log, fd, 0, len, lsn, err);
+}
+
+int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, uint64_t lsn,
+                           wg_error *err)
+{
     struct stat st;
     char *buf = NULL;
     if (check_usable(log, err) != 0 || check_position(log, lsn, err) != 0)
@@ -728,12 +734,12 @@ int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_e
     if (fstat(fd, &st) != 0)
         return wg_error_set(err, WG_ERR_IO, "change log %s: could not stat a spilled batch: %s",
                             log->dir, strerror(errno));
-    if ((uint64_t)st.st_size < len)
-        return wg_error_set(err, WG_ERR_INTERNAL,
-                            "change log %s: the spilled batch has %" PRIu64 " bytes but %" PRIu64
-                            " were announced",
-                            log->dir, (uint64_t)st.st_size, len);
-    int t = fd_ends_with_terminal(fd, 0, len);
+    if ((uint64_t)st.st_size < off || (uint64_t)st.st_size - off < len)
+        return wg_error_set(
+            err, WG_ERR_INTERNAL,
+            "change log %s: the spilled batch has %" PRIu64 " bytes but %" PRIu64 " were announced",
+            log->dir, (uint64_t)st.st_size > off ? (uint64_t)st.st_size - off : 0, len);
+    int t = fd_ends_with_terminal(fd, off, off + len);
     if (t < 0)
         return wg_error_set(err, WG_ERR_IO, "change log %s: could not read a spilled batch: %s",
                             log->dir, strerror(errno));
@@ -745,7 +751,7 @@ int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_e
     if (prepare_segment(log, len, lsn, err) != 0)
         return -1;
 
-    loff_t in = 0, out = (loff_t)log->seg_size;
+    loff_t in = (loff_t)off, out = (loff_t)log->seg_size;
     uint64_t left = len;
     bool fallback = false;
     while (left > 0 && !fallback) {

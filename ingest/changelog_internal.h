@@ -64,6 +64,9 @@ int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_
 /* The same for a batch whose records were spilled to a file (large transactions): copies
  * `len` bytes from `fd` at offset 0. */
 int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_error *err);
+/* The same for `len` bytes of `fd` starting at offset `off` (a spill file with head room). */
+int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, uint64_t lsn,
+                           wg_error *err);
 
 /*
  * Make every appended batch durable and visible to readers: fdatasync the segment, then

@@ -15,6 +15,7 @@
 #include "ingest/ingest.h"
 #include "ingest/pgoutput_internal.h"
 #include "ingest/render_internal.h"
+#include "ingest/txn_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -58,8 +59,21 @@ typedef struct rel_info {
     char **names;   /* column names and types as last seen, to tell compatible changes */
     uint32_t *toids;
     char *error; /* the table is failed: why, and the remedy */
-    bool truncated;
+    bool skip;   /* published but not among the configured `tables` */
 } rel_info;
+
+/* A transaction streamed in progress (protocol 2). */
+typedef struct stream_txn {
+    uint32_t xid;
+    txn_buf buf;
+    uint64_t rows;
+    struct {
+        uint32_t xid;
+        uint64_t at;   /* length of buf before the subtransaction's first record */
+        uint64_t rows; /* rows before it */
+    } * subs;
+    size_t n_subs;
+} stream_txn;
 
 typedef struct table_status {
     char *name;
@@ -85,15 +99,22 @@ struct ingest_source {
     table_status *tables;
     size_t n_tables;
 
-    /* Transaction assembly. */
+    /* Transaction assembly: the open ordinary transaction (Begin ... Commit). */
     bool in_txn;
     uint32_t xid;
     uint64_t final_lsn;
     int64_t commit_time;
-    wg_buf txn;
-    int spill_fd;
-    uint64_t spilled;
-    bool txn_failed_rows; /* a row of a failed table was dropped */
+    txn_buf txn;
+    uint64_t txn_rows;
+    size_t txn_head_len; /* its begin record */
+
+    /* Protocol 2: large transactions streamed while in progress, by xid, each in its own
+     * (spilled) buffer until Stream Commit or Abort; `streaming` is the one whose block
+     * (Stream Start ... Stream Stop) is open. */
+    int proto;
+    stream_txn **streams;
+    size_t n_streams;
+    stream_txn *streaming;
 
     /* Positions. */
     uint64_t skip_upto; /* transactions ending at or below this are in the log already */
@@ -109,6 +130,7 @@ struct ingest_source {
     char remedy[1024];
     uint64_t rows, bytes, txns, reconnects;
     uint64_t server_lsn;
+    int64_t status_ms; /* status_interval, kept under half of the server's wal_sender_timeout */
     int64_t last_status_file_ms;
     pthread_mutex_t snap_mu; /* snapshot workers share the log and the counters */
 };
@@ -376,6 +398,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
         s->cfg.status_interval_ms = 1000;
     if (s->cfg.max_txn_memory == 0)
         s->cfg.max_txn_memory = 64u << 20;
+    s->status_ms = s->cfg.status_interval_ms;
     s->pg = *pg;
     s->pg.name = own(s, pg->name);
     s->pg.host = own(s, pg->host);
@@ -389,13 +412,13 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->dial_addr = dial_addr ? strdup(dial_addr) : NULL;
     s->dial_port = dial_port;
     s->state_dir = strdup(state_dir);
-    s->spill_fd = -1;
     pthread_mutex_init(&s->snap_mu, NULL);
     char buf[4096];
     ingest_source_dir(state_dir, src->name, buf, sizeof(buf));
     s->dir = strdup(buf);
     snprintf(buf, sizeof(buf), "%s/log/%s", state_dir, src->name);
     s->logdir = strdup(buf);
+    txn_buf_init(&s->txn, s->dir, s->cfg.max_txn_memory);
     if (!s->dir || !s->logdir || !s->state_dir || wg_mkdir_p(s->dir, 0700, err) != 0) {
         ingest_source_free(s);
         return NULL;
@@ -438,12 +461,48 @@ static void rels_clear(ingest_source *s)
 static void txn_reset(ingest_source *s)
 {
     s->in_txn = false;
-    wg_buf_reset(&s->txn);
-    if (s->spill_fd >= 0)
-        close(s->spill_fd);
-    s->spill_fd = -1;
-    s->spilled = 0;
-    s->txn_failed_rows = false;
+    txn_buf_reset(&s->txn);
+    s->txn_rows = 0;
+    s->txn_head_len = 0;
+}
+
+static void stream_free(stream_txn *st)
+{
+    if (!st)
+        return;
+    txn_buf_free(&st->buf);
+    free(st->subs);
+    free(st);
+}
+
+static stream_txn *stream_find(ingest_source *s, uint32_t xid)
+{
+    for (size_t i = 0; i < s->n_streams; i++)
+        if (s->streams[i]->xid == xid)
+            return s->streams[i];
+    return NULL;
+}
+
+static void stream_drop(ingest_source *s, stream_txn *st)
+{
+    for (size_t i = 0; i < s->n_streams; i++)
+        if (s->streams[i] == st) {
+            s->streams[i] = s->streams[--s->n_streams];
+            break;
+        }
+    if (s->streaming == st)
+        s->streaming = NULL;
+    stream_free(st);
+}
+
+static void streams_clear(ingest_source *s)
+{
+    for (size_t i = 0; i < s->n_streams; i++)
+        stream_free(s->streams[i]);
+    free(s->streams);
+    s->streams = NULL;
+    s->n_streams = 0;
+    s->streaming = NULL;
 }
 
 static void disconnect(ingest_source *s)
@@ -457,6 +516,7 @@ static void disconnect(ingest_source *s)
     s->dec = NULL;
     rels_clear(s);
     txn_reset(s);
+    streams_clear(s); /* the server streams them again from the start after a reconnect */
 }
 
 void ingest_source_free(ingest_source *s)
@@ -465,7 +525,7 @@ void ingest_source_free(ingest_source *s)
         return;
     disconnect(s);
     changelog_close(s->log);
-    wg_buf_free(&s->txn);
+    txn_buf_free(&s->txn);
     for (size_t i = 0; i < s->n_tables; i++) {
         free(s->tables[i].name);
         free(s->tables[i].error);
@@ -574,6 +634,12 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
     wg_buf_printf(&q, "%s.%s", r->schema, r->name);
     ri->qname = strdup(q.data);
     wg_buf_free(&q);
+    if (s->cfg.tables) {
+        ri->skip = true;
+        for (size_t k = 0; ri->qname && s->cfg.tables[k]; k++)
+            if (strcmp(s->cfg.tables[k], ri->qname) == 0)
+                ri->skip = false;
+    }
     ri->ncols = r->ncols;
     ri->types = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->types));
     ri->excluded = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->excluded));
@@ -641,7 +707,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
     wg_buf_putc(&key, ']');
     ri->key_json = strdup(key.data);
     wg_buf_free(&key);
-    if (errs.len && !ri->error) {
+    if (errs.len && !ri->error && !ri->skip) {
         wg_buf m = {0};
         wg_buf_printf(&m,
                       "unsupported column type: %s; add the column to text_columns or "
@@ -716,30 +782,36 @@ static void table_fail(ingest_source *s, rel_info *ri, const char *why)
     log_error(s->cfg.name, "table %s failed (other tables continue): %s", ri->qname, why);
 }
 
-/* Spill the transaction buffer to a temporary file once it exceeds max_txn_memory. */
-static int txn_maybe_spill(ingest_source *s, wg_error *err)
+/*
+ * Where the records of a change go: the open streamed transaction's buffer inside a stream
+ * block (noting where a subtransaction's records begin, so that its abort can cut them back),
+ * else the ordinary transaction's.
+ */
+static txn_buf *txn_target(ingest_source *s, const pgout_msg *m, uint64_t **rows, wg_error *err)
 {
-    if (s->txn.len < s->cfg.max_txn_memory)
-        return 0;
-    if (s->spill_fd < 0) {
-        s->spill_fd = open(s->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        if (s->spill_fd < 0)
-            return wg_error_set(err, WG_ERR_IO, "%s: cannot create a spill file: %s", s->dir,
-                                strerror(errno));
+    stream_txn *st = s->streaming;
+    if (!st) {
+        *rows = &s->txn_rows;
+        return &s->txn;
     }
-    size_t off = 0;
-    while (off < s->txn.len) {
-        ssize_t w = write(s->spill_fd, s->txn.data + off, s->txn.len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return wg_error_set(err, WG_ERR_IO, "%s: writing the spill file: %s", s->dir,
-                                strerror(errno));
-        off += (size_t)w;
+    *rows = &st->rows;
+    if (m->xid && m->xid != st->xid) {
+        size_t i = 0;
+        while (i < st->n_subs && st->subs[i].xid != m->xid)
+            i++;
+        if (i == st->n_subs) {
+            void *n = realloc(st->subs, (st->n_subs + 1) * sizeof(*st->subs));
+            if (!n) {
+                wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                return NULL;
+            }
+            st->subs = n;
+            st->subs[st->n_subs].xid = m->xid;
+            st->subs[st->n_subs].rows = st->rows;
+            st->subs[st->n_subs++].at = txn_buf_len(&st->buf);
+        }
     }
-    s->spilled += s->txn.len;
-    wg_buf_reset(&s->txn);
-    return 0;
+    return &st->buf;
 }
 
 static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
@@ -750,12 +822,14 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
     rel_info *ri = rel_find(s, r->oid);
     if (!ri && !(ri = rel_prepare(s, r)))
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-    if (ri->error) {
-        s->txn_failed_rows = true;
-        return 0;
-    }
-    size_t mark = s->txn.len;
-    wg_buf *b = &s->txn;
+    if (ri->error || ri->skip)
+        return 0; /* the table is failed, or not ingested */
+    uint64_t *nrows;
+    txn_buf *tb = txn_target(s, m, &nrows, err);
+    if (!tb)
+        return -1;
+    wg_buf *b = &tb->mem;
+    size_t mark = b->len;
     wg_error rerr = {0};
     int rc = 0;
     const char *op = m->type == PGOUT_INSERT   ? "insert"
@@ -780,15 +854,14 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
     }
     if (rc != 0) {
         /* Nothing is emitted with a silently missing or unrenderable value: the table fails. */
-        s->txn.len = mark;
-        s->txn.data[mark] = '\0';
+        b->len = mark;
+        b->data[mark] = '\0';
         table_fail(s, ri, rerr.msg);
-        s->txn_failed_rows = true;
         return 0;
     }
     wg_buf_printf(b, ",\"key\":%s}\n", ri->key_json);
-    s->rows++;
-    return txn_maybe_spill(s, err);
+    (*nrows)++;
+    return txn_buf_spill(tb, false, err);
 }
 
 /* ---- Log writes and feedback -------------------------------------------------------------- */
@@ -821,44 +894,141 @@ static int send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *e
     return rc;
 }
 
-static int on_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
+/* The commit record (terminal) of a transaction. */
+static void put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid)
 {
-    uint64_t end = m->u.commit.end_lsn;
-    if (end <= s->skip_upto) { /* in the log already (a resend after a restart) */
-        txn_reset(s);
-        return 0;
-    }
-    wg_buf *b = &s->txn;
     wg_buf_printf(b, "{\"op\":\"commit\"");
     put_lsn(b, "lsn", m->u.commit.commit_lsn);
-    put_lsn(b, "end_lsn", end);
-    wg_buf_printf(b, ",\"xid\":%u", s->xid);
+    put_lsn(b, "end_lsn", m->u.commit.end_lsn);
+    wg_buf_printf(b, ",\"xid\":%u", xid);
     put_time(b, "commit_time", m->u.commit.commit_time);
     wg_buf_puts(b, "}\n");
-    int rc;
-    if (s->spill_fd >= 0) {
-        size_t off = 0; /* the rest of the transaction, after what was spilled */
-        while (off < b->len) {
-            ssize_t w = write(s->spill_fd, b->data + off, b->len - off);
-            if (w <= 0 && errno != EINTR)
-                return wg_error_set(err, WG_ERR_IO, "writing the spill file: %s", strerror(errno));
-            if (w > 0)
-                off += (size_t)w;
-        }
-        s->spilled += b->len;
-        rc = changelog_append_fd(s->log, s->spill_fd, s->spilled, end, err);
-        s->bytes += s->spilled;
-    } else {
-        rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, end, err);
-        s->bytes += b->len;
-    }
-    if (rc != 0)
-        return -1;
+}
+
+static void put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time)
+{
+    wg_buf_puts(b, "{\"op\":\"begin\"");
+    wg_buf_printf(b, ",\"xid\":%u", xid);
+    put_lsn(b, "lsn", final_lsn);
+    put_time(b, "commit_time", commit_time);
+    wg_buf_puts(b, "}\n");
+}
+
+/* After a transaction's batch was appended (not yet synced). */
+static void committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows)
+{
     s->unsynced = true;
     s->skip_upto = end;
     s->txns++;
+    s->rows += rows;
+    s->bytes += bytes;
+}
+
+static int on_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    uint64_t end = m->u.commit.end_lsn;
+    /* In the log already (a resend after a restart), or nothing of it is ingested (every
+     * change was to a table not ingested or failed): nothing to write. */
+    if (end <= s->skip_upto || txn_buf_len(&s->txn) <= s->txn_head_len) {
+        txn_reset(s);
+        return 0;
+    }
+    put_commit(&s->txn.mem, m, s->xid);
+    uint64_t len = txn_buf_len(&s->txn);
+    if (txn_buf_commit(&s->txn, NULL, 0, s->log, end, err) != 0)
+        return -1;
+    committed(s, end, len, s->txn_rows);
     txn_reset(s);
     return 0;
+}
+
+/* Protocol 2: Stream Start, Stop, Abort and Commit. */
+static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    switch (m->type) {
+    case PGOUT_STREAM_START: {
+        uint32_t xid = m->u.stream_start.xid;
+        stream_txn *st = stream_find(s, xid);
+        if (st && m->u.stream_start.first_segment) {
+            stream_drop(s, st); /* a fresh start of a transaction we had begun: start over */
+            st = NULL;
+        }
+        if (!st && !m->u.stream_start.first_segment)
+            return wg_error_set(err, WG_ERR_PROTO,
+                                "Stream Start continues transaction %u, whose first segment "
+                                "this connection did not receive",
+                                xid);
+        if (!st) {
+            stream_txn **n = realloc(s->streams, (s->n_streams + 1) * sizeof(*n));
+            st = calloc(1, sizeof(*st));
+            if (n)
+                s->streams = n;
+            if (!n || !st) {
+                free(st);
+                return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            }
+            st->xid = xid;
+            txn_buf_init(&st->buf, s->dir, s->cfg.max_txn_memory);
+            s->streams[s->n_streams++] = st;
+        }
+        s->streaming = st;
+        return 0;
+    }
+    case PGOUT_STREAM_STOP:
+        /* Between blocks a streamed transaction waits on disk: memory stays bounded however
+         * many are in progress. */
+        if (s->streaming && txn_buf_spill(&s->streaming->buf, true, err) != 0)
+            return -1;
+        s->streaming = NULL;
+        return 0;
+    case PGOUT_STREAM_ABORT: {
+        stream_txn *st = stream_find(s, m->u.stream_abort.xid);
+        if (!st)
+            return 0; /* nothing of it was received */
+        uint32_t sub = m->u.stream_abort.subxid;
+        if (sub == 0 || sub == st->xid) {
+            stream_drop(s, st);
+            return 0;
+        }
+        /* A subtransaction rolled back: every record since its first one belongs to it or to
+         * its own subtransactions (it was open all that time), so cut back to there. */
+        for (size_t i = 0; i < st->n_subs; i++)
+            if (st->subs[i].xid == sub) {
+                if (txn_buf_truncate(&st->buf, st->subs[i].at, err) != 0)
+                    return -1;
+                st->rows = st->subs[i].rows;
+                st->n_subs = i;
+                break;
+            }
+        return 0;
+    }
+    case PGOUT_STREAM_COMMIT: {
+        stream_txn *st = stream_find(s, m->stream_xid);
+        if (!st)
+            return wg_error_set(err, WG_ERR_PROTO,
+                                "Stream Commit of transaction %u, which this connection did "
+                                "not receive",
+                                m->stream_xid);
+        uint64_t end = m->u.commit.end_lsn;
+        if (end <= s->skip_upto || txn_buf_len(&st->buf) == 0) {
+            stream_drop(s, st);
+            return 0;
+        }
+        wg_buf head = {0};
+        put_begin(&head, st->xid, m->u.commit.commit_lsn, m->u.commit.commit_time);
+        put_commit(&st->buf.mem, m, st->xid);
+        uint64_t len = txn_buf_len(&st->buf) + head.len;
+        int rc = txn_buf_commit(&st->buf, head.data, head.len, s->log, end, err);
+        wg_buf_free(&head);
+        if (rc != 0)
+            return -1;
+        committed(s, end, len, st->rows);
+        stream_drop(s, st);
+        return 0;
+    }
+    default:
+        return 0;
+    }
 }
 
 static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
@@ -870,19 +1040,21 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         s->xid = m->u.begin.xid;
         s->final_lsn = m->u.begin.final_lsn;
         s->commit_time = m->u.begin.commit_time;
-        wg_buf_puts(&s->txn, "{\"op\":\"begin\"");
-        wg_buf_printf(&s->txn, ",\"xid\":%u", s->xid);
-        put_lsn(&s->txn, "lsn", s->final_lsn);
-        put_time(&s->txn, "commit_time", s->commit_time);
-        wg_buf_puts(&s->txn, "}\n");
+        put_begin(&s->txn.mem, s->xid, s->final_lsn, s->commit_time);
+        s->txn_head_len = s->txn.mem.len;
         return 0;
     case PGOUT_COMMIT:
         return on_commit(s, m, err);
+    case PGOUT_STREAM_START:
+    case PGOUT_STREAM_STOP:
+    case PGOUT_STREAM_ABORT:
+    case PGOUT_STREAM_COMMIT:
+        return on_stream(s, m, err);
     case PGOUT_RELATION: {
         /* A changed relation: an ingested column dropped, renamed or retyped is an
          * incompatible change for that table; an added column is fine. */
         rel_info *old = rel_find(s, m->u.relation->oid);
-        if (old && !old->error && old->names) {
+        if (old && !old->error && !old->skip && old->names) {
             const pgout_relation *r = m->u.relation;
             for (int i = 0; i < old->ncols; i++) {
                 if (old->excluded[i])
@@ -918,11 +1090,22 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
     case PGOUT_DELETE:
         return on_change(s, m, err);
     case PGOUT_TRUNCATE: {
-        wg_buf *b = &s->txn;
+        uint64_t *nrows;
+        txn_buf *tb = txn_target(s, m, &nrows, err);
+        if (!tb)
+            return -1;
+        wg_buf *b = &tb->mem;
+        size_t mark = b->len;
+        int n = 0;
         wg_buf_puts(b, "{\"op\":\"truncate\",\"tables\":[");
         for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
             const pgout_relation *r = m->u.truncate.rels[i];
-            wg_buf_puts(b, i ? ",\"" : "\"");
+            rel_info *ri = rel_find(s, r->oid);
+            if (!ri && !(ri = rel_prepare(s, r)))
+                return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            if (ri->skip)
+                continue;
+            wg_buf_puts(b, n++ ? ",\"" : "\"");
             wg_json_escape(b, r->schema, strlen(r->schema));
             wg_buf_putc(b, '.');
             wg_json_escape(b, r->name, strlen(r->name));
@@ -935,12 +1118,20 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         wg_buf_printf(b, "],\"cascade\":%s,\"restart_identity\":%s}\n",
                       (m->u.truncate.options & 1) ? "true" : "false",
                       (m->u.truncate.options & 2) ? "true" : "false");
-        return 0;
+        if (n == 0) { /* only tables that are not ingested */
+            b->len = mark;
+            b->data[mark] = '\0';
+        }
+        return txn_buf_spill(tb, false, err);
     }
     case PGOUT_MESSAGE: {
         if (!m->u.message.transactional)
             return 0; /* non-transactional messages have no place between begin and commit */
-        wg_buf *b = &s->txn;
+        uint64_t *nrows;
+        txn_buf *tb = txn_target(s, m, &nrows, err);
+        if (!tb)
+            return -1;
+        wg_buf *b = &tb->mem;
         wg_buf_puts(b, "{\"op\":\"message\"");
         put_str(b, "prefix", m->u.message.prefix);
         size_t mark = b->len;
@@ -954,7 +1145,7 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             wg_buf_putc(b, '"');
         }
         wg_buf_puts(b, ",\"transactional\":true}\n");
-        return 0;
+        return txn_buf_spill(tb, false, err);
     }
     default:
         return 0; /* Origin, Type: nothing to write */
@@ -1446,10 +1637,14 @@ static int start_streaming(ingest_source *s, uint64_t from, wg_error *err)
     char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
     char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
     wg_buf q = {0};
+    /* Protocol 2 (PostgreSQL 14+) streams large transactions while they are in progress, so
+     * the server does not have to spill them and they arrive sooner; they are held here until
+     * their Stream Commit. */
+    s->proto = PQserverVersion(s->repl) >= 140000 ? 2 : 1;
     wg_buf_printf(&q,
-                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names "
-                  "'%s', messages 'true')",
-                  sl, lsn, pub);
+                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '%d', publication_names "
+                  "'%s', messages 'true'%s)",
+                  sl, lsn, s->proto, pub, s->proto >= 2 ? ", streaming 'on'" : "");
     PQfreemem(sl);
     PQfreemem(pub);
     PGresult *r = PQexec(s->repl, q.data);
@@ -1459,9 +1654,9 @@ static int start_streaming(ingest_source *s, uint64_t from, wg_error *err)
         rc = wg_error_set(err, WG_ERR_PG, "START_REPLICATION: %s", PQerrorMessage(s->repl));
     PQclear(r);
     if (rc == 0) {
-        s->dec = pgout_decoder_new(1);
-        log_info(s->cfg.name, "streaming from %s (slot %s, publication %s)", lsn, s->cfg.slot,
-                 s->cfg.publication);
+        s->dec = pgout_decoder_new(s->proto);
+        log_info(s->cfg.name, "streaming from %s (slot %s, publication %s, protocol %d)", lsn,
+                 s->cfg.slot, s->cfg.publication, s->proto);
     }
     return rc;
 }
@@ -1503,7 +1698,30 @@ static void check_membership(ingest_source *s)
             log_error(s->cfg.name, "table %s: %s", t->name, why);
         }
     }
+    /* A configured table the publication does not have: its changes would never arrive. */
+    for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++) {
+        bool found = false;
+        for (int i = 0; i < PQntuples(r) && !found; i++)
+            found = strcmp(PQgetvalue(r, i, 0), s->cfg.tables[k]) == 0;
+        table_status *t = found ? NULL : table_get(s, s->cfg.tables[k]);
+        if (t && !t->error && !t->snapshot_committed) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table is in `tables` of [source %s] but not in publication %s: "
+                     "ALTER PUBLICATION %s ADD TABLE %s; then resnapshot (walgate slots drop %s)",
+                     s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
+                     s->cfg.name);
+            t->error = strdup(why);
+            log_error(s->cfg.name, "table %s: %s", t->name, why);
+        }
+    }
     PQclear(r);
+}
+
+/* A transaction is open (ordinary or streamed): a keepalive's position cannot be confirmed. */
+static bool pending(const ingest_source *s)
+{
+    return s->in_txn || s->n_streams > 0;
 }
 
 static int stream(ingest_source *s, volatile int *stop, wg_error *err)
@@ -1517,7 +1735,8 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
         if (*stop) {
             if (log_sync(s, err) != 0)
                 return -1;
-            send_status(s, s->in_txn ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable),
+            send_status(s,
+                        pending(s) ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable),
                         false, err);
             return CYCLE_STOP;
         }
@@ -1541,7 +1760,7 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
             } else {
                 if (cp.wal_end > s->server_lsn)
                     s->server_lsn = cp.wal_end;
-                if (!s->in_txn)
+                if (!pending(s))
                     idle_lsn = cp.wal_end;
                 reply = reply || cp.reply_requested;
                 PQfreemem(buf);
@@ -1581,12 +1800,12 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
         if (log_sync(s, err) != 0)
             return -1;
         uint64_t flush = s->durable;
-        if (!s->in_txn && !s->unsynced && idle_lsn > flush)
+        if (!pending(s) && !s->unsynced && idle_lsn > flush)
             flush = idle_lsn;
         if (send_status(s, flush, reply, err) != 0)
             return -1;
         reply = false;
-        next_status = wg_now_ms() + s->cfg.status_interval_ms;
+        next_status = wg_now_ms() + s->status_ms;
         if (wg_now_ms() >= next_catalog) {
             poll_server_lsn(s);
             check_membership(s);
@@ -1594,6 +1813,25 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
         }
         status_write(s, false);
     }
+}
+
+/* The server drops a receiver silent for wal_sender_timeout: report at least twice as often. */
+static void check_sender_timeout(ingest_source *s)
+{
+    s->status_ms = s->cfg.status_interval_ms;
+    PGresult *r = PQexec(s->cat, "SELECT setting::bigint FROM pg_settings WHERE name = "
+                                 "'wal_sender_timeout'");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        long long t = strtoll(PQgetvalue(r, 0, 0), NULL, 10); /* ms; 0 = no timeout */
+        if (t > 0 && s->status_ms * 2 >= t) {
+            s->status_ms = t / 3 > 50 ? t / 3 : 50;
+            log_warn(s->cfg.name,
+                     "status_interval %lld ms is not under half of the server's "
+                     "wal_sender_timeout (%lld ms); sending status every %lld ms instead",
+                     (long long)s->cfg.status_interval_ms, t, (long long)s->status_ms);
+        }
+    }
+    PQclear(r);
 }
 
 /* One connection cycle: connect, snapshot when needed, stream. */
@@ -1608,6 +1846,7 @@ static int cycle(ingest_source *s, volatile int *stop)
     if (!s->repl)
         return classify(s, err.msg);
     poll_server_lsn(s);
+    check_sender_timeout(s);
 
     bool done;
     uint64_t cp;
@@ -1619,6 +1858,7 @@ static int cycle(ingest_source *s, volatile int *stop)
         s->consistent_point = cp;
         s->skip_upto = s->durable > cp ? s->durable : cp;
     }
+    check_membership(s);
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
     if (start_streaming(s, from, &err) != 0)
         return classify(s, err.msg);
