@@ -1,0 +1,110 @@
+/*
+ * forward.h — delivering the change log downstream.
+ *
+ * A forwarder reads one source's change log (ingest.h's reader) at its own pace and hands
+ * whole log batches — transactions, snapshot chunks — to a sink in log order. It keeps a
+ * durable cursor per (source, sink) and advances it only after the sink acknowledged, so a
+ * crash or a downstream outage re-sends but never skips. Sinks make re-sending harmless where
+ * the downstream can (NATS de-duplication by message id) and identify every batch stably
+ * where it cannot (the webhook Idempotency-Key).
+ */
+#ifndef WALGATE_FORWARD_H
+#define WALGATE_FORWARD_H
+
+#include "common/common.h"
+
+/* ---- What a sink is given ----------------------------------------------------------------- */
+
+/*
+ * One change-log batch (a transaction, or a chunk of snapshot rows ending in `snapshot`, or a
+ * single snapshot_done/snapshot_abort record). `key` identifies it stably across restarts and
+ * re-sends: "SOURCE/LSN-ORDINAL" with the position as 16 upper-case hex digits and the
+ * ordinal of the batch among those sharing that position (snapshot chunks share one), e.g.
+ * "orders/0000000016B374D878-0". Same batch, same key, always.
+ */
+typedef struct fwd_item {
+    const char *data; /* its records, JSON Lines, each ended by '\n' (within fwd_batch.data) */
+    size_t len;
+    uint64_t lsn; /* its position (docs/changelog.md) */
+    uint32_t ordinal;
+    char key[96];
+    size_t n_records;
+} fwd_item;
+
+/* Consecutive batches of one source, oldest first, delivered together. */
+typedef struct fwd_batch {
+    const char *source; /* the [source] name */
+    const char *data;   /* all records of all items, back to back */
+    size_t len;
+    const fwd_item *items;
+    size_t n_items;
+    size_t n_records;
+} fwd_batch;
+
+typedef enum fwd_result {
+    FWD_OK = 0,    /* acknowledged: every item is downstream durably (as far as it says) */
+    FWD_RETRY = 1, /* not delivered, try again (connection error, timeout, 429, 5xx ...) */
+    FWD_FATAL = 2, /* retrying cannot fix it (a 4xx, a refused subject ...): stop, report */
+} fwd_result;
+
+/* ---- Sinks ------------------------------------------------------------------------------- */
+
+typedef struct fwd_sink fwd_sink;
+
+typedef struct fwd_sink_ops {
+    /*
+     * Deliver `b` whole. On FWD_RETRY set *retry_after_ms when the downstream said when to
+     * come back (Retry-After), else leave it at -1; on FWD_RETRY and FWD_FATAL fill `err`
+     * with what the downstream said (status, a short part of the body), never a secret.
+     * Must return within the sink's timeout.
+     */
+    fwd_result (*send)(fwd_sink *s, const fwd_batch *b, int64_t *retry_after_ms, wg_error *err);
+    void (*free)(fwd_sink *s);
+} fwd_sink_ops;
+
+struct fwd_sink {
+    const fwd_sink_ops *ops;
+    char *name; /* the [sink NAME] */
+};
+
+/* `[sink NAME] type = webhook`. Strings are owned by whoever fills it. */
+typedef struct fwd_webhook_config {
+    const char *name;
+    const char *url;
+    uint64_t batch_max_bytes;     /* default 1MiB; a single bigger log batch is sent alone */
+    int64_t batch_max_delay_ms;   /* default 200ms: how long to wait for more to fill a batch */
+    int64_t timeout_ms;           /* default 30s, the whole request */
+    const char *hmac_secret_file; /* mode 0600; HMAC-SHA256 of the body */
+    const char *signature;        /* "walgate" (default) or "standard" (Standard Webhooks) */
+    char **headers;               /* NULL-terminated "Name: value" lines */
+    const char *ca_file;          /* TLS: CA bundle (default: the system's) */
+    const char *client_cert, *client_key;
+    bool insecure_skip_verify; /* refused unless the URL is http:// or explicitly set */
+} fwd_webhook_config;
+
+/* `[sink NAME] type = nats`. */
+typedef struct fwd_nats_config {
+    const char *name;
+    char **servers;         /* NULL-terminated nats://host:port URLs */
+    const char *creds_file; /* NATS .creds (user JWT + nkey seed) */
+    const char *user, *password_file, *token_file;
+    const char *ca_file, *client_cert, *client_key;
+    const char *stream;         /* JetStream stream name */
+    bool create_stream;         /* create it when missing */
+    int replicas;               /* for create_stream, default 1 */
+    const char *subject_prefix; /* default "walgate": subjects PREFIX.SCHEMA.TABLE */
+    int max_pending;            /* published but unacknowledged messages, default 4096 */
+    int64_t timeout_ms;         /* ack wait, default 10s */
+} fwd_nats_config;
+
+/* A sink, or NULL with `err` naming the [sink] and field at fault. Everything is copied. */
+fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err);
+fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err);
+
+static inline void fwd_sink_free(fwd_sink *s)
+{
+    if (s)
+        s->ops->free(s);
+}
+
+#endif /* WALGATE_FORWARD_H */
