@@ -100,6 +100,14 @@ cli_config *cli_load_config_or_report(const cli_opts *opts);
 extern volatile int cli_stop_requested;
 void cli_stop_on_signals(void);
 
+/*
+ * The value of the first "key" in JSON written by walgate (a status file), string unescaped
+ * or scalar as written, into buf (empty when absent).
+ */
+void cli_json_field(const char *json, const char *key, char *buf, size_t len);
+
+int cmd_source(int argc, char **argv, const cli_opts *opts);
+
 /* Print "walgate: <message>" to stderr. */
 void cli_report(const wg_error *err);
 

@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The value of "key" in a flat JSON object written by walgate (string or scalar). */
-static void field(const char *json, const char *key, char *buf, size_t len)
+void cli_json_field(const char *json, const char *key, char *buf, size_t len)
 {
     char pat[64];
     snprintf(pat, sizeof(pat), "\"%s\":", key);
@@ -75,17 +74,17 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
         } else {
             char st[32], er[1024], rem[1024], slot[128], conf[32], lag[32], rows[32], txns[32],
                 rec[32], upd[32], pid[32];
-            field(b.data, "state", st, sizeof(st));
-            field(b.data, "error", er, sizeof(er));
-            field(b.data, "remedy", rem, sizeof(rem));
-            field(b.data, "slot", slot, sizeof(slot));
-            field(b.data, "confirmed_lsn", conf, sizeof(conf));
-            field(b.data, "lag_bytes", lag, sizeof(lag));
-            field(b.data, "rows", rows, sizeof(rows));
-            field(b.data, "transactions", txns, sizeof(txns));
-            field(b.data, "reconnects", rec, sizeof(rec));
-            field(b.data, "updated", upd, sizeof(upd));
-            field(b.data, "pid", pid, sizeof(pid));
+            cli_json_field(b.data, "state", st, sizeof(st));
+            cli_json_field(b.data, "error", er, sizeof(er));
+            cli_json_field(b.data, "remedy", rem, sizeof(rem));
+            cli_json_field(b.data, "slot", slot, sizeof(slot));
+            cli_json_field(b.data, "confirmed_lsn", conf, sizeof(conf));
+            cli_json_field(b.data, "lag_bytes", lag, sizeof(lag));
+            cli_json_field(b.data, "rows", rows, sizeof(rows));
+            cli_json_field(b.data, "transactions", txns, sizeof(txns));
+            cli_json_field(b.data, "reconnects", rec, sizeof(rec));
+            cli_json_field(b.data, "updated", upd, sizeof(upd));
+            cli_json_field(b.data, "pid", pid, sizeof(pid));
             char when[64] = "?";
             wg_format_time(strtoll(upd, NULL, 10), when, sizeof(when));
             printf("source %s: %s  slot %s  confirmed %s  lag %s bytes  rows %s  transactions %s  "
@@ -104,9 +103,9 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             /* Per-table errors. */
             for (const char *p = strstr(b.data, "\"table\":"); p; p = strstr(p + 1, "\"table\":")) {
                 char tn[300], te[1024], sc[8];
-                field(p, "table", tn, sizeof(tn));
-                field(p, "error", te, sizeof(te));
-                field(p, "snapshot_committed", sc, sizeof(sc));
+                cli_json_field(p, "table", tn, sizeof(tn));
+                cli_json_field(p, "error", te, sizeof(te));
+                cli_json_field(p, "snapshot_committed", sc, sizeof(sc));
                 printf("  table %s: snapshot_committed %s%s%s\n", tn, sc,
                        strcmp(te, "null") && te[0] ? ", error: " : "",
                        strcmp(te, "null") && te[0] ? te : "");

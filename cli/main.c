@@ -27,6 +27,9 @@ static void usage(FILE *f)
             "  run                            replicate every [source] into its change log\n"
             "  status [--json]                state of each source (from the running daemon)\n"
             "  slots list | slots drop SOURCE list walgate's replication slots / drop one\n"
+            "  source resync SOURCE TABLE [--wait]\n"
+            "                                 take a new snapshot of one table while the\n"
+            "                                 others keep streaming (clears its error)\n"
             "  log tail SOURCE [--from LSN] [--follow] [--state-dir DIR]\n"
             "                                 print the change log of SOURCE (after LSN X/Y)\n"
             "\n"
@@ -75,9 +78,9 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **, const cli_opts *);
-    } cmds[] = {{"keys", cmd_keys},  {"tunnel", cmd_tunnel}, {"validate", cmd_validate},
-                {"log", cmd_log},    {"run", cmd_run},       {"status", cmd_status},
-                {"slots", cmd_slots}};
+    } cmds[] = {{"keys", cmd_keys},   {"tunnel", cmd_tunnel}, {"validate", cmd_validate},
+                {"log", cmd_log},     {"run", cmd_run},       {"status", cmd_status},
+                {"slots", cmd_slots}, {"source", cmd_source}};
     int rc = -1;
     for (size_t k = 0; k < WG_ARRAY_LEN(cmds); k++) {
         if (strcmp(argv[i], cmds[k].name) == 0) {

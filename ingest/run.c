@@ -17,6 +17,7 @@
 #include "ingest/render_internal.h"
 #include "ingest/txn_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -73,6 +74,8 @@ typedef struct stream_txn {
         uint64_t rows; /* rows before it */
     } * subs;
     size_t n_subs;
+    char **truncated; /* tables it truncated: they fail at its commit, not before */
+    size_t n_truncated;
 } stream_txn;
 
 typedef struct table_status {
@@ -80,7 +83,14 @@ typedef struct table_status {
     bool snapshot_committed;
     uint64_t rows;
     char *error;
+    /* Re-snapshot (walgate source resync): changes committed before `cut` are in the new
+     * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
+    uint64_t cut;
+    char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
 } table_status;
+
+#define CUT_PENDING UINT64_MAX
+#define REQUEST_CHECK_MS 1000
 
 struct ingest_source {
     ingest_source_config cfg;
@@ -132,8 +142,18 @@ struct ingest_source {
     uint64_t server_lsn;
     int64_t status_ms; /* status_interval, kept under half of the server's wal_sender_timeout */
     int64_t last_status_file_ms;
+    bool snap_done;    /* the initial snapshot is complete (state file) */
+    size_t n_cuts;     /* tables with a resync cut */
+    uint64_t snap_pos; /* position of snapshot batches in the log */
+    uint64_t snap_lsn; /* the snapshot's LSN, written in its records */
+    bool resyncing;    /* a resync copy runs while the stream waits: keep it alive */
+    bool main_lost;    /* ... and sending it failed */
+    int64_t next_request_ms;
+    int64_t last_status_ms;  /* when the last standby status went out */
     pthread_mutex_t snap_mu; /* snapshot workers share the log and the counters */
 };
+
+static void requests_clear(ingest_source *s);
 
 /* ---- Small helpers ------------------------------------------------------------------------ */
 
@@ -278,6 +298,28 @@ static int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
             table_status *t = table_get(s, line + 6);
             if (t)
                 t->snapshot_committed = true;
+        } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
+                   strncmp(line, "columns ", 8) == 0) {
+            /* "KIND NAME\tVALUE" */
+            char *sp = strchr(line, ' ');
+            char *tab = strchr(sp + 1, '\t');
+            if (tab) {
+                *tab = '\0';
+                table_status *t = table_get(s, sp + 1);
+                if (t && line[0] == 'e') {
+                    free(t->error);
+                    t->error = strdup(tab + 1);
+                } else if (t && line[0] == 'c' && line[1] == 'u') {
+                    uint64_t cut = 0;
+                    if (pgout_parse_lsn(tab + 1, &cut) == 0 && cut && !t->cut) {
+                        t->cut = cut;
+                        s->n_cuts++;
+                    }
+                } else if (t) {
+                    free(t->columns);
+                    t->columns = strdup(tab + 1);
+                }
+            }
         }
         line = nl ? nl + 1 : NULL;
     }
@@ -292,14 +334,37 @@ static int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     pgout_format_lsn(s->consistent_point, cp, sizeof(cp));
     wg_buf_printf(&b, "walgate-source-state 1\nslot %s\nsnapshot %s\nconsistent_point %s\n",
                   s->cfg.slot, snapshot_done ? "done" : "in_progress", cp);
-    for (size_t i = 0; i < s->n_tables; i++)
-        if (s->tables[i].snapshot_committed)
-            wg_buf_printf(&b, "table %s\n", s->tables[i].name);
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->snapshot_committed)
+            wg_buf_printf(&b, "table %s\n", t->name);
+        if (t->error) { /* one line: newlines in a message become spaces */
+            wg_buf_printf(&b, "error %s\t", t->name);
+            for (const char *c = t->error; *c; c++)
+                wg_buf_putc(&b, *c == '\n' ? ' ' : *c);
+            wg_buf_putc(&b, '\n');
+        }
+        if (t->cut && t->cut != CUT_PENDING) {
+            pgout_format_lsn(t->cut, cp, sizeof(cp));
+            wg_buf_printf(&b, "cut %s\t%s\n", t->name, cp);
+        }
+        if (t->columns)
+            wg_buf_printf(&b, "columns %s\t%s\n", t->name, t->columns);
+    }
+    s->snap_done = snapshot_done;
     char path[4096];
     snprintf(path, sizeof(path), "%s/state", s->dir);
     int rc = wg_write_file_atomic(path, b.data, b.len, 0600, err);
     wg_buf_free(&b);
     return rc;
+}
+
+/* Write the state file after a table's state changed (failed, schema seen, resynced). */
+static void state_save(ingest_source *s)
+{
+    wg_error err = {0};
+    if (state_write(s, s->snap_done, &err) != 0)
+        log_warn(s->cfg.name, "%s", err.msg);
 }
 
 static void status_write(ingest_source *s, bool force)
@@ -357,6 +422,8 @@ static void status_write(ingest_source *s, bool force)
         wg_json_string(&j, ts->name);
         wg_json_key(&j, "snapshot_committed");
         wg_json_bool(&j, ts->snapshot_committed);
+        wg_json_key(&j, "resync");
+        wg_json_string(&j, ts->cut == CUT_PENDING ? "pending" : "");
         wg_json_key(&j, "error");
         if (ts->error)
             wg_json_string(&j, ts->error);
@@ -472,6 +539,9 @@ static void stream_free(stream_txn *st)
         return;
     txn_buf_free(&st->buf);
     free(st->subs);
+    for (size_t i = 0; i < st->n_truncated; i++)
+        free(st->truncated[i]);
+    free(st->truncated);
     free(st);
 }
 
@@ -529,6 +599,7 @@ void ingest_source_free(ingest_source *s)
     for (size_t i = 0; i < s->n_tables; i++) {
         free(s->tables[i].name);
         free(s->tables[i].error);
+        free(s->tables[i].columns);
     }
     free(s->tables);
     for (size_t i = 0; i < s->n_owned; i++)
@@ -711,16 +782,36 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
         wg_buf m = {0};
         wg_buf_printf(&m,
                       "unsupported column type: %s; add the column to text_columns or "
-                      "exclude_columns in [source %s], then resnapshot (walgate slots drop)",
-                      errs.data, s->cfg.name);
+                      "exclude_columns in [source %s], restart walgate run, then: walgate "
+                      "source resync %s %s",
+                      errs.data, s->cfg.name, s->cfg.name, ri->qname);
         ri->error = strdup(m.data);
         wg_buf_free(&m);
         table_status *ts = table_get(s, ri->qname);
         if (ts && !ts->error)
             ts->error = strdup(ri->error);
         log_error(s->cfg.name, "table %s failed: %s", ri->qname, ri->error);
+        state_save(s);
     }
     wg_buf_free(&errs);
+    if (!ri->skip) {
+        table_status *ts = table_get(s, ri->qname);
+        if (ts && ts->error && !ri->error)
+            ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
+        if (ts && !ri->error) {            /* remember the ingested columns */
+            wg_buf c = {0};
+            for (int i = 0; i < r->ncols; i++)
+                if (!ri->excluded[i])
+                    wg_buf_printf(&c, "%s%s\t%u", c.len ? "\t" : "", r->cols[i].name,
+                                  r->cols[i].type_oid);
+            if (c.data && (!ts->columns || strcmp(ts->columns, c.data) != 0)) {
+                free(ts->columns);
+                ts->columns = strdup(c.data);
+                state_save(s);
+            }
+            wg_buf_free(&c);
+        }
+    }
     return ri;
 }
 
@@ -751,8 +842,8 @@ static int put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const
                 return wg_error_set(err, WG_ERR_PROTO,
                                     "%s.%s: an unchanged TOASTed value was not sent and the old "
                                     "row does not have it; run ALTER TABLE %s REPLICA IDENTITY "
-                                    "FULL, then resnapshot (walgate slots drop)",
-                                    ri->qname, r->cols[i].name, ri->qname);
+                                    "FULL, then: walgate source resync SOURCE %s",
+                                    ri->qname, r->cols[i].name, ri->qname, ri->qname);
         }
         wg_buf_puts(b, first ? "\"" : ",\"");
         first = false;
@@ -780,6 +871,88 @@ static void table_fail(ingest_source *s, rel_info *ri, const char *why)
     if (ts && !ts->error)
         ts->error = strdup(why);
     log_error(s->cfg.name, "table %s failed (other tables continue): %s", ri->qname, why);
+    state_save(s);
+}
+
+/* Fail a table by name (whether or not its relation was seen on this connection). */
+static void table_fail_name(ingest_source *s, const char *qname, const char *why)
+{
+    for (size_t i = 0; i < s->n_rels; i++)
+        if (s->rels[i].qname && strcmp(s->rels[i].qname, qname) == 0) {
+            table_fail(s, &s->rels[i], why);
+            return;
+        }
+    table_status *ts = table_get(s, qname);
+    if (!ts || ts->error)
+        return;
+    ts->error = strdup(why);
+    log_error(s->cfg.name, "table %s failed (other tables continue): %s", qname, why);
+    state_save(s);
+}
+
+/* True when a change of `qname` committed at `commit_lsn` is covered by a resync snapshot. */
+static bool cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn)
+{
+    if (s->n_cuts == 0)
+        return false;
+    for (size_t i = 0; i < s->n_tables; i++)
+        if (s->tables[i].cut && strcmp(s->tables[i].name, qname) == 0)
+            return commit_lsn < s->tables[i].cut;
+    return false;
+}
+
+/* Forget how to render a table, so that its next change prepares it afresh. */
+static void rel_forget(ingest_source *s, const char *qname)
+{
+    for (size_t i = 0; i < s->n_rels; i++) {
+        rel_info *ri = &s->rels[i];
+        if (!ri->qname || strcmp(ri->qname, qname) != 0)
+            continue;
+        rel_free_columns(ri);
+        free(ri->qname);
+        free(ri->types);
+        free(ri->excluded);
+        free(ri->key_json);
+        free(ri->error);
+        s->rels[i] = s->rels[--s->n_rels];
+        return;
+    }
+}
+
+/*
+ * The incompatible change, if any, between the ingested columns last seen (`old`, as kept in
+ * table_status.columns) and a relation's new shape: an ingested column dropped, renamed or
+ * retyped. Added columns are compatible. Returns true with `why` filled.
+ */
+static bool schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r,
+                                char *why, size_t len)
+{
+    char *copy = strdup(old), *save = NULL;
+    bool bad = false;
+    for (char *name = copy ? strtok_r(copy, "\t", &save) : NULL; name && !bad;
+         name = strtok_r(NULL, "\t", &save)) {
+        char *oid = strtok_r(NULL, "\t", &save);
+        uint32_t toid = oid ? (uint32_t)strtoul(oid, NULL, 10) : 0;
+        int k = 0;
+        while (k < r->ncols && strcmp(r->cols[k].name, name) != 0)
+            k++;
+        if (k == r->ncols) {
+            snprintf(why, len,
+                     "incompatible schema change: ingested column %s was dropped or renamed "
+                     "upstream; to ingest the table's new shape: walgate source resync %s %s.%s",
+                     name, s->cfg.name, r->schema, r->name);
+            bad = true;
+        } else if (r->cols[k].type_oid != toid) {
+            snprintf(why, len,
+                     "incompatible schema change: ingested column %s changed type (oid %u to "
+                     "%u) upstream; to ingest the table's new shape: walgate source resync %s "
+                     "%s.%s",
+                     name, toid, r->cols[k].type_oid, s->cfg.name, r->schema, r->name);
+            bad = true;
+        }
+    }
+    free(copy);
+    return bad;
 }
 
 /*
@@ -824,6 +997,8 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     if (ri->error || ri->skip)
         return 0; /* the table is failed, or not ingested */
+    if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
+        return 0; /* in the table's new snapshot already (resync) */
     uint64_t *nrows;
     txn_buf *tb = txn_target(s, m, &nrows, err);
     if (!tb)
@@ -890,6 +1065,7 @@ static int send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *e
         rc = wg_error_set(err, WG_ERR_PG, "sending a status update: %s", PQerrorMessage(s->repl));
     else
         s->confirmed = flush;
+    s->last_status_ms = wg_now_ms();
     wg_buf_free(&b);
     return rc;
 }
@@ -940,6 +1116,88 @@ static int on_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
     committed(s, end, len, s->txn_rows);
     txn_reset(s);
     return 0;
+}
+
+/* A truncated table fails: its rows downstream no longer match what the change log says. */
+static void truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn)
+{
+    if (cut_drops(s, qname, commit_lsn))
+        return;
+    for (size_t i = 0; i < s->n_rels; i++) {
+        rel_info *ri = &s->rels[i];
+        if (ri->qname && strcmp(ri->qname, qname) == 0 && !ri->skip) {
+            char why[800];
+            snprintf(why, sizeof(why),
+                     "the table was truncated upstream (TRUNCATE, committed at LSN %X/%X); a "
+                     "truncate record is in the change log and its later changes are not "
+                     "ingested until you run: walgate source resync %s %s (use DELETE FROM "
+                     "instead of TRUNCATE on replicated tables)",
+                     (unsigned)(commit_lsn >> 32), (unsigned)commit_lsn, s->cfg.name, qname);
+            table_fail(s, ri, why);
+            return;
+        }
+    }
+}
+
+/* The table a record line is about ("table" member right after "op"), escaped as written. */
+static bool line_table(const char *line, size_t len, const char **name, size_t *nlen)
+{
+    const char *end = line + len, *p = memchr(line, ',', len < 24 ? len : 24);
+    if (!p || (size_t)(end - p) < 10 || memcmp(p, ",\"table\":\"", 10) != 0)
+        return false;
+    p += 10;
+    const char *q = p;
+    while (q < end && *q != '"')
+        q += *q == '\\' ? 2 : 1;
+    *name = p;
+    *nlen = (size_t)(q - p);
+    return q < end;
+}
+
+typedef struct cut_filter {
+    ingest_source *s;
+    uint64_t commit_lsn;
+    uint64_t dropped;
+} cut_filter;
+
+static bool cut_name_drops(cut_filter *f, const char *name, size_t nlen)
+{
+    char qn[600];
+    if (nlen >= sizeof(qn))
+        return false;
+    memcpy(qn, name, nlen);
+    qn[nlen] = '\0';
+    return cut_drops(f->s, qn, f->commit_lsn);
+}
+
+/* txn_buf_filter callback: drop what a resync snapshot already holds. */
+static bool cut_keep(const char *line, size_t len, void *ctx)
+{
+    cut_filter *f = ctx;
+    const char *name;
+    size_t nlen;
+    if (line_table(line, len, &name, &nlen)) {
+        if (!cut_name_drops(f, name, nlen))
+            return true;
+        f->dropped++;
+        return false;
+    }
+    static const char tr[] = "{\"op\":\"truncate\",\"tables\":[";
+    if (len < sizeof(tr) - 1 || memcmp(line, tr, sizeof(tr) - 1) != 0)
+        return true;
+    /* A truncate naming a table under resync goes (the table fails at the commit anyway). */
+    const char *p = line + sizeof(tr) - 1, *end = line + len;
+    while (p < end && *p == '"') {
+        const char *q = ++p;
+        while (q < end && *q != '"')
+            q += *q == '\\' ? 2 : 1;
+        if (cut_name_drops(f, p, (size_t)(q - p)))
+            return false;
+        p = q + 1;
+        if (p < end && *p == ',')
+            p++;
+    }
+    return true;
 }
 
 /* Protocol 2: Stream Start, Stop, Abort and Commit. */
@@ -1014,6 +1272,20 @@ static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
             stream_drop(s, st);
             return 0;
         }
+        /* Tables it truncated fail now that it committed (unless a resync covers it), and
+         * changes that a resync snapshot already holds are taken out. */
+        for (size_t i = 0; i < st->n_truncated; i++)
+            truncate_fail(s, st->truncated[i], m->u.commit.commit_lsn);
+        if (s->n_cuts > 0) {
+            cut_filter f = {.s = s, .commit_lsn = m->u.commit.commit_lsn};
+            if (txn_buf_filter(&st->buf, cut_keep, &f, err) != 0)
+                return -1;
+            st->rows -= f.dropped < st->rows ? f.dropped : st->rows;
+            if (txn_buf_len(&st->buf) == 0) {
+                stream_drop(s, st);
+                return 0;
+            }
+        }
         wg_buf head = {0};
         put_begin(&head, st->xid, m->u.commit.commit_lsn, m->u.commit.commit_time);
         put_commit(&st->buf.mem, m, st->xid);
@@ -1052,36 +1324,27 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         return on_stream(s, m, err);
     case PGOUT_RELATION: {
         /* A changed relation: an ingested column dropped, renamed or retyped is an
-         * incompatible change for that table; an added column is fine. */
-        rel_info *old = rel_find(s, m->u.relation->oid);
-        if (old && !old->error && !old->skip && old->names) {
-            const pgout_relation *r = m->u.relation;
-            for (int i = 0; i < old->ncols; i++) {
-                if (old->excluded[i])
-                    continue;
-                int k = 0;
-                while (k < r->ncols && strcmp(r->cols[k].name, old->names[i]) != 0)
-                    k++;
-                char why[700];
-                if (k == r->ncols)
-                    snprintf(why, sizeof(why),
-                             "incompatible schema change: ingested column %s was dropped or "
-                             "renamed upstream; to ingest the table's new shape, drop the slot "
-                             "and resnapshot (walgate slots drop %s)",
-                             old->names[i], s->cfg.name);
-                else if (r->cols[k].type_oid != old->toids[i])
-                    snprintf(why, sizeof(why),
-                             "incompatible schema change: ingested column %s changed type "
-                             "(oid %u to %u) upstream; drop the slot and resnapshot (walgate "
-                             "slots drop %s)",
-                             old->names[i], old->toids[i], r->cols[k].type_oid, s->cfg.name);
-                else
-                    continue;
+         * incompatible change for that table; an added column is fine. Compared with the
+         * columns last seen, which the state file keeps across restarts. */
+        const pgout_relation *r = m->u.relation;
+        rel_info *old = rel_find(s, r->oid);
+        char qn[600], why[800];
+        snprintf(qn, sizeof(qn), "%s.%s", r->schema, r->name);
+        table_status *ts = NULL;
+        for (size_t i = 0; i < s->n_tables && !ts; i++)
+            if (strcmp(s->tables[i].name, qn) == 0)
+                ts = &s->tables[i];
+        if (ts && !ts->error && ts->columns && !(old && old->skip) &&
+            schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
+            if (old)
                 table_fail(s, old, why);
-                break;
+            else {
+                ts->error = strdup(why);
+                log_error(s->cfg.name, "table %s failed (other tables continue): %s", qn, why);
+                state_save(s);
             }
         }
-        if (!rel_prepare(s, m->u.relation))
+        if (!rel_prepare(s, r))
             return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         return 0;
     }
@@ -1103,17 +1366,28 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             rel_info *ri = rel_find(s, r->oid);
             if (!ri && !(ri = rel_prepare(s, r)))
                 return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-            if (ri->skip)
+            if (ri->skip || ri->error)
                 continue;
+            if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
+                continue;
+            if (s->streaming) { /* decided at its commit: it may yet abort */
+                stream_txn *st = s->streaming;
+                char **n2 = realloc(st->truncated, (st->n_truncated + 1) * sizeof(*n2));
+                if (!n2 || !(n2[st->n_truncated] = strdup(ri->qname))) {
+                    if (n2)
+                        st->truncated = n2;
+                    return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                }
+                st->truncated = n2;
+                st->n_truncated++;
+            } else {
+                truncate_fail(s, ri->qname, s->final_lsn);
+            }
             wg_buf_puts(b, n++ ? ",\"" : "\"");
             wg_json_escape(b, r->schema, strlen(r->schema));
             wg_buf_putc(b, '.');
             wg_json_escape(b, r->name, strlen(r->name));
             wg_buf_putc(b, '"');
-            log_warn(s->cfg.name,
-                     "table %s.%s was truncated upstream (a truncate record is in "
-                     "the change log)",
-                     r->schema, r->name);
         }
         wg_buf_printf(b, "],\"cascade\":%s,\"restart_identity\":%s}\n",
                       (m->u.truncate.options & 1) ? "true" : "false",
@@ -1217,14 +1491,20 @@ static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64
 {
     wg_buf_printf(b, "{\"op\":\"%s\"", op);
     put_str(b, "table", table);
-    put_lsn(b, "lsn", s->consistent_point);
+    put_lsn(b, "lsn", s->snap_lsn);
     wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
     pthread_mutex_lock(&s->snap_mu);
-    int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->consistent_point, err);
+    int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
     s->bytes += b->len;
     if (rc == 0) {
         s->unsynced = true;
         rc = log_sync(s, err);
+    }
+    /* A resync copies while the stream waits: tell the server we are alive. */
+    if (rc == 0 && s->resyncing && s->repl && wg_now_ms() - s->last_status_ms >= s->status_ms) {
+        wg_error e = {0};
+        if (send_status(s, s->durable, false, &e) != 0)
+            s->main_lost = true; /* the stream reconnects once the copy is done */
     }
     pthread_mutex_unlock(&s->snap_mu);
     wg_buf_reset(b);
@@ -1548,10 +1828,20 @@ static int do_snapshot(ingest_source *s, wg_error *err)
             want |= strcmp(s->cfg.tables[k], q) == 0;
         if (want) {
             table_status *ts = table_get(s, q);
-            if (ts)
+            if (ts) { /* a new slot: nothing of an earlier one applies */
                 ts->snapshot_committed = false;
+                free(ts->error);
+                free(ts->columns);
+                ts->error = ts->columns = NULL;
+                ts->cut = 0;
+            }
         }
     }
+    /* A whole new snapshot: resync requests and cuts of an earlier slot do not apply. */
+    s->n_cuts = 0;
+    for (size_t i = 0; i < s->n_tables; i++)
+        s->tables[i].cut = 0;
+    requests_clear(s);
     if (changelog_last_lsn(s->log) > 0 && snapshot_abandon(s, err) != 0) {
         PQclear(tl);
         return -1;
@@ -1576,6 +1866,7 @@ static int do_snapshot(ingest_source *s, wg_error *err)
         return -1;
     }
     pgout_parse_lsn(PQgetvalue(r, 0, 1), &s->consistent_point);
+    s->snap_lsn = s->snap_pos = s->consistent_point;
     char snapname[128];
     snprintf(snapname, sizeof(snapname), "%s", PQgetvalue(r, 0, 2));
     PQclear(r);
@@ -1625,6 +1916,212 @@ static int do_snapshot(ingest_source *s, wg_error *err)
     if (state_write(s, true, err) != 0)
         return -1;
     s->skip_upto = s->consistent_point > s->durable ? s->consistent_point : s->durable;
+    return 0;
+}
+
+/* ---- Re-snapshotting one table (walgate source resync) ------------------------------------ */
+
+/* Requests are files STATE_DIR/sources/NAME/requests/resync-* holding a table name. */
+static void requests_dir(const ingest_source *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/requests", s->dir);
+}
+
+/* Drop every resync request (a whole new snapshot covers them). */
+static void requests_clear(ingest_source *s)
+{
+    char dir[4200], path[4600];
+    requests_dir(s, dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strncmp(e->d_name, "resync-", 7) == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    if (d)
+        closedir(d);
+}
+
+/*
+ * Copy one table again while the stream waits (the other tables' changes queue up on the
+ * server and follow): a temporary slot gives a snapshot and its LSN X in one step; the log
+ * gets `snapshot_start` (readers drop what they hold of the table), the rows, and
+ * `snapshot_done`; the stream then drops the table's changes committed before X, which the
+ * snapshot holds, and keeps those after. Returns 0 (done, or retried later: `*retry`), or
+ * negative when the change log failed.
+ */
+static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_error *err)
+{
+    table_status *ts = table_get(s, qname);
+    if (!ts)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    *retry = true;
+    const char *pp[2] = {s->cfg.publication, qname};
+    PGresult *tl = PQexecParams(s->cat,
+                                "SELECT schemaname, tablename FROM pg_publication_tables WHERE "
+                                "pubname = $1 AND schemaname || '.' || tablename = $2",
+                                2, NULL, pp, NULL, NULL, 0);
+    if (PQresultStatus(tl) != PGRES_TUPLES_OK) {
+        log_warn(s->cfg.name, "resync of %s: %s", qname, PQerrorMessage(s->cat));
+        PQclear(tl);
+        return 0;
+    }
+    if (PQntuples(tl) == 0) {
+        char why[800];
+        snprintf(why, sizeof(why),
+                 "resync: the table is not in publication %s: ALTER PUBLICATION %s ADD TABLE "
+                 "%s; then walgate source resync %s %s",
+                 s->cfg.publication, s->cfg.publication, qname, s->cfg.name, qname);
+        free(ts->error);
+        ts->error = strdup(why);
+        log_error(s->cfg.name, "table %s: %s", qname, why);
+        PQclear(tl);
+        *retry = false;
+        return 0;
+    }
+    wg_error e = {0};
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &e);
+    if (!c) {
+        log_warn(s->cfg.name, "resync of %s: %s", qname, e.msg);
+        PQclear(tl);
+        return 0;
+    }
+    char slot[64];
+    snprintf(slot, sizeof(slot), "%.50s_resync", s->cfg.slot);
+    char *sl = PQescapeIdentifier(c, slot, strlen(slot));
+    wg_buf q = {0};
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')",
+                  sl ? sl : "x");
+    PQfreemem(sl);
+    PGresult *r = PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    r = ok ? PQexec(c, q.data) : NULL;
+    wg_buf_free(&q);
+    uint64_t x = 0;
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        pgout_parse_lsn(PQgetvalue(r, 0, 1), &x) != 0 || x == 0) {
+        log_warn(s->cfg.name, "resync of %s: creating a temporary slot: %s", qname,
+                 PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        PQclear(tl);
+        return 0;
+    }
+    PQclear(r);
+
+    /* From here the stream keeps the table's changes committed at or after x. */
+    if (ts->cut == 0)
+        s->n_cuts++;
+    ts->cut = x;
+    free(ts->error);
+    free(ts->columns);
+    ts->error = ts->columns = NULL;
+    ts->snapshot_committed = false;
+    ts->rows = 0;
+    rel_forget(s, qname);
+
+    int rc = log_sync(s, err);
+    uint64_t pos = changelog_last_lsn(s->log);
+    s->snap_lsn = x;
+    s->snap_pos = pos ? pos : s->consistent_point;
+    wg_buf b = {0};
+    wg_buf_puts(&b, "{\"op\":\"snapshot_start\"");
+    put_str(&b, "table", qname);
+    put_lsn(&b, "lsn", x);
+    wg_buf_puts(&b, ",\"reason\":\"resync\"}\n");
+    if (rc == 0)
+        rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, s->snap_pos, err);
+    wg_buf_free(&b);
+    s->unsynced = s->unsynced || rc == 0;
+    if (rc == 0)
+        rc = log_sync(s, err);
+    char xs[32];
+    pgout_format_lsn(x, xs, sizeof(xs));
+    if (rc == 0) {
+        log_info(s->cfg.name, "resync of %s: snapshot at %s", qname, xs);
+        s->resyncing = true;
+        s->state = SRC_SNAPSHOTTING;
+        status_write(s, true);
+        rc = snapshot_table(s, c, PQgetvalue(tl, 0, 0), PQgetvalue(tl, 0, 1), &e);
+        s->resyncing = false;
+        s->state = SRC_RUNNING;
+        if (rc != 0 && e.code == WG_ERR_IO) {
+            *err = e;
+        } else if (rc != 0) {
+            log_warn(s->cfg.name, "resync of %s failed, retrying: %s", qname, e.msg);
+            rc = 0; /* the request stays; the next attempt starts over with a new snapshot */
+        } else {
+            *retry = false;
+        }
+    }
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c); /* drops the temporary slot */
+    PQclear(tl);
+    if (rc == 0 && !*retry) {
+        state_save(s);
+        log_info(s->cfg.name, "resync of %s done: %llu rows at %s", qname,
+                 (unsigned long long)ts->rows, xs);
+    }
+    return rc;
+}
+
+/* Pick up resync requests: every named table waits (CUT_PENDING); the oldest is done now. */
+static int resync_requests(ingest_source *s, wg_error *err)
+{
+    char dir[4200], path[4600];
+    requests_dir(s, dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    char first[4600] = "", first_table[600] = "";
+    time_t first_mtime = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, "resync-", 7) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        wg_buf t = {0};
+        wg_error re = {0};
+        struct stat st;
+        if (stat(path, &st) != 0 || wg_read_file(path, 1024, &t, &re) != 0) {
+            wg_buf_free(&t);
+            continue;
+        }
+        while (t.len && (t.data[t.len - 1] == '\n' || t.data[t.len - 1] == ' '))
+            t.data[--t.len] = '\0';
+        table_status *ts = t.len ? table_get(s, t.data) : NULL;
+        if (ts && ts->cut != CUT_PENDING) {
+            if (ts->cut == 0)
+                s->n_cuts++;
+            ts->cut = CUT_PENDING; /* changes wait for the new snapshot */
+            ts->snapshot_committed = false;
+            status_write(s, true);
+        }
+        if (ts && (!first[0] || st.st_mtime < first_mtime)) {
+            snprintf(first, sizeof(first), "%s", path);
+            snprintf(first_table, sizeof(first_table), "%s", t.data);
+            first_mtime = st.st_mtime;
+        }
+        wg_buf_free(&t);
+    }
+    closedir(d);
+    if (!first[0] || s->in_txn)
+        return 0;
+    bool retry = false;
+    if (resync_table(s, first_table, &retry, err) != 0)
+        return -1;
+    if (!retry) {
+        unlink(first);
+        table_status *ts = table_get(s, first_table);
+        if (ts && ts->cut == CUT_PENDING) { /* not done (not in the publication) */
+            ts->cut = 0;
+            s->n_cuts--;
+        }
+        state_save(s);
+        status_write(s, true);
+    } else {
+        s->next_request_ms = wg_now_ms() + 5000;
+    }
     return 0;
 }
 
@@ -1692,10 +2189,9 @@ static void check_membership(ingest_source *s)
             char why[700];
             snprintf(why, sizeof(why),
                      "the table was removed from publication %s; its changes no longer arrive. "
-                     "ALTER PUBLICATION %s ADD TABLE %s; then resnapshot (walgate slots drop %s)",
-                     s->cfg.publication, s->cfg.publication, t->name, s->cfg.name);
-            t->error = strdup(why);
-            log_error(s->cfg.name, "table %s: %s", t->name, why);
+                     "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
+                     s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
+            table_fail_name(s, t->name, why);
         }
     }
     /* A configured table the publication does not have: its changes would never arrive. */
@@ -1708,14 +2204,35 @@ static void check_membership(ingest_source *s)
             char why[700];
             snprintf(why, sizeof(why),
                      "the table is in `tables` of [source %s] but not in publication %s: "
-                     "ALTER PUBLICATION %s ADD TABLE %s; then resnapshot (walgate slots drop %s)",
+                     "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
-                     s->cfg.name);
-            t->error = strdup(why);
-            log_error(s->cfg.name, "table %s: %s", t->name, why);
+                     s->cfg.name, s->cfg.tables[k]);
+            table_fail_name(s, t->name, why);
         }
     }
     PQclear(r);
+}
+
+/*
+ * A cut matters while transactions committed before it can still arrive: until the durable
+ * position passes it (commits come in order) and no streamed transaction that began before
+ * it is open.
+ */
+static void cuts_prune(ingest_source *s)
+{
+    if (s->n_cuts == 0 || s->n_streams > 0)
+        return;
+    bool changed = false;
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->cut && t->cut != CUT_PENDING && s->durable > t->cut) {
+            t->cut = 0;
+            s->n_cuts--;
+            changed = true;
+        }
+    }
+    if (changed)
+        state_save(s);
 }
 
 /* A transaction is open (ordinary or streamed): a keepalive's position cannot be confirmed. */
@@ -1809,7 +2326,20 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
         if (wg_now_ms() >= next_catalog) {
             poll_server_lsn(s);
             check_membership(s);
+            cuts_prune(s);
             next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+        }
+        if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
+            s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
+            if (resync_requests(s, err) != 0)
+                return -1;
+            if (s->main_lost) {
+                s->main_lost = false;
+                wg_error_set(err, WG_ERR_PG,
+                             "the replication connection was lost during a "
+                             "resync copy");
+                return -1;
+            }
         }
         status_write(s, false);
     }
@@ -1851,6 +2381,7 @@ static int cycle(ingest_source *s, volatile int *stop)
     bool done;
     uint64_t cp;
     state_read(s, &done, &cp);
+    s->snap_done = done;
     if (!done) {
         if (do_snapshot(s, &err) != 0)
             return classify(s, err.msg);

@@ -141,3 +141,66 @@ void txn_buf_free(txn_buf *t)
     txn_buf_reset(t);
     wg_buf_free(&t->mem);
 }
+
+/* Read `len` bytes of the records starting at `off` (spill file first, then memory). */
+static int txn_read(const txn_buf *t, uint64_t off, char *dst, size_t len)
+{
+    while (len > 0 && off < t->spilled) {
+        size_t n = len < t->spilled - off ? len : (size_t)(t->spilled - off);
+        ssize_t r = pread(t->fd, dst, n, (off_t)(TXN_HEAD_ROOM + off));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        dst += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    if (len > 0)
+        memcpy(dst, t->mem.data + (off - t->spilled), len);
+    return 0;
+}
+
+int txn_buf_filter(txn_buf *t, bool (*keep)(const char *line, size_t len, void *ctx), void *ctx,
+                   wg_error *err)
+{
+    txn_buf out;
+    txn_buf_init(&out, t->dir, t->limit);
+    uint64_t total = txn_buf_len(t), off = 0;
+    wg_buf line = {0};
+    char chunk[65536];
+    int rc = 0;
+    while (off < total && rc == 0) {
+        size_t n = total - off < sizeof(chunk) ? (size_t)(total - off) : sizeof(chunk);
+        if (txn_read(t, off, chunk, n) != 0) {
+            rc = wg_error_set(err, WG_ERR_IO, "%s: reading a spill file: %s", t->dir,
+                              strerror(errno));
+            break;
+        }
+        off += n;
+        for (size_t i = 0; i < n && rc == 0;) {
+            const char *nl = memchr(chunk + i, '\n', n - i);
+            size_t take = nl ? (size_t)(nl - (chunk + i)) + 1 : n - i;
+            if (wg_buf_append(&line, chunk + i, take) != 0)
+                rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            i += take;
+            if (rc == 0 && nl) {
+                if (keep(line.data, line.len, ctx) &&
+                    (wg_buf_append(&out.mem, line.data, line.len) != 0 ||
+                     txn_buf_spill(&out, false, err) != 0))
+                    rc = err->code ? -1 : wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                wg_buf_reset(&line);
+            }
+        }
+    }
+    if (rc == 0 && line.len && wg_buf_append(&out.mem, line.data, line.len) != 0)
+        rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    wg_buf_free(&line);
+    if (rc != 0) {
+        txn_buf_free(&out);
+        return -1;
+    }
+    txn_buf_free(t);
+    *t = out;
+    return 0;
+}

@@ -51,6 +51,14 @@ int txn_buf_truncate(txn_buf *t, uint64_t len, wg_error *err);
 int txn_buf_commit(txn_buf *t, const char *head, size_t head_len, changelog *log, uint64_t lsn,
                    wg_error *err);
 
+/*
+ * Keep only the record lines for which keep(line, len incl. '\n', ctx) is true, in order
+ * (bounded memory: the kept lines spill as they are written). For rare rewrites, such as
+ * removing a re-snapshotted table's changes from a streamed transaction.
+ */
+int txn_buf_filter(txn_buf *t, bool (*keep)(const char *line, size_t len, void *ctx), void *ctx,
+                   wg_error *err);
+
 /* Drop the records and the spill file; the buffer is ready for the next transaction. */
 void txn_buf_reset(txn_buf *t);
 

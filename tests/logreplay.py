@@ -91,7 +91,10 @@ def replay(lines, strict=True):
                 fail("snapshot row read twice")
             t[k] = rec["new"]
             st.snapshot_rows[rec["table"]] = st.snapshot_rows.get(rec["table"], 0) + 1
-        elif op == "snapshot_abort":
+        elif op in ("snapshot_abort", "snapshot_start"):
+            # abandoned rows, or a new snapshot of the table begins (walgate source resync)
+            if txn is not None:
+                fail(f"{op} inside a transaction")
             st.tables[rec["table"]] = {}
             st.snapshot_rows[rec["table"]] = 0
         elif op in ("snapshot", "snapshot_done", "snapshot_begin"):

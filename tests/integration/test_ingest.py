@@ -293,7 +293,9 @@ def test_failures(pg):
            "CREATE TABLE f3 (id int PRIMARY KEY, old_name int); CREATE TABLE f4 (id int PRIMARY KEY);"
            "ALTER TABLE f1 REPLICA IDENTITY FULL; ALTER TABLE f2 REPLICA IDENTITY FULL;"
            "ALTER TABLE f3 REPLICA IDENTITY FULL; ALTER TABLE f4 REPLICA IDENTITY FULL;"
-           "CREATE PUBLICATION f_pub FOR TABLE f1, f2, f3, f4")
+           "CREATE TABLE f5 (id int PRIMARY KEY, v int); ALTER TABLE f5 REPLICA IDENTITY FULL;"
+           "INSERT INTO f4 SELECT generate_series(1, 50);"
+           "CREATE PUBLICATION f_pub FOR TABLE f1, f2, f3, f4, f5")
     run = Run(pg, "fail", "f_pub").start()
     run.wait(lambda: run.status().get("state") == "running", "running")
     pg.sql("INSERT INTO f1 VALUES (1, 1, 1)")
@@ -316,6 +318,56 @@ def test_failures(pg):
     st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f4" and t["error"]],
                   "f4 removed", 30)
     assert "removed from publication" in st[0]["error"], st
+
+    # Failures survive a restart (the state file keeps them): f1 stays failed after kill -9.
+    run.proc.kill()
+    run.proc.wait()
+    run.start()
+    run.wait(lambda: run.status().get("state") == "running" and run.status()["pid"] == run.proc.pid,
+             "restarted")
+    pg.sql("INSERT INTO f1 VALUES (3, 3); INSERT INTO f5 VALUES (1, 1)")
+    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.f5"), "f5 after restart")
+    errs = {t["table"]: t["error"] for t in run.status()["tables"] if t["error"]}
+    assert set(errs) == {"public.f1", "public.f3", "public.f4"}, errs
+    assert not committed(run, lambda r: r.get("new", {}).get("id") == 3 and r.get("table") == "public.f1")
+
+    # TRUNCATE fails only that table, with the remedy; the others continue.
+    pg.sql("INSERT INTO f2 VALUES (9); TRUNCATE f2; INSERT INTO f2 VALUES (10); INSERT INTO f5 VALUES (2, 2)")
+    st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f2" and t["error"]],
+                  "f2 truncated")
+    assert "truncated" in st[0]["error"] and "walgate source resync fail public.f2" in st[0]["error"], st
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 2 and r.get("table") == "public.f5"),
+             "f5 after truncate")
+    assert not committed(run, lambda r: r.get("new", {}).get("id") == 10), "f2 ingested after its truncate"
+
+    # walgate source resync: f1 (dropped column) while it is being written to, f2 (truncated),
+    # f4 (added back to the publication). Each ends equal to the source; f5 keeps streaming.
+    pg.sql("ALTER PUBLICATION f_pub ADD TABLE f4; INSERT INTO f1 SELECT g, g FROM generate_series(100, 20000) g")
+    writer = subprocess.Popen(
+        ["psql", "-X", "-q", "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-c",
+         "DO $$ BEGIN FOR i IN 1..300 LOOP UPDATE f1 SET x = x + 1 WHERE id = 100 + i; "
+         "INSERT INTO f1 VALUES (30000 + i, i); INSERT INTO f5 VALUES (100 + i, i); COMMIT; "
+         "PERFORM pg_sleep(0.01); END LOOP; END $$"], stdout=subprocess.DEVNULL)
+    t0 = time.time()
+    r = fixture.walgate("source", "resync", "fail", "f1", "--wait", "60", config=run.cfg)
+    resync_s = time.time() - t0
+    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr + run.log()
+    assert writer.wait(timeout=60) == 0
+    for t in ("f2", "public.f4"):
+        r = fixture.walgate("source", "resync", "fail", t, "--wait", "60", config=run.cfg)
+        assert r.returncode == 0, r.stdout + r.stderr
+    bad = fixture.walgate("source", "resync", "fail", "public.nope", "--wait", "30", config=run.cfg)
+    assert bad.returncode == 1 and "not in publication f_pub" in bad.stderr, bad.stdout + bad.stderr
+    pg.sql("INSERT INTO f1 VALUES (99999, 1); INSERT INTO f2 VALUES (11); INSERT INTO f4 VALUES (51)")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 51), "after resync")
+    errs = {t["table"]: t["error"] for t in run.status()["tables"] if t["error"]}
+    assert set(errs) == {"public.f3", "public.nope"}, errs
+    st = logreplay.replay(run.lines())
+    for tbl in ("public.f1", "public.f2", "public.f4", "public.f5"):
+        assert logreplay.diff(logreplay.source_rows(pg, tbl, ["id"]), st.tables[tbl]) == "", tbl
+    assert all("y" not in r for r in st.tables["public.f1"].values())
+    print(f"resync: f1 re-snapshotted under concurrent writes in {resync_s:.1f} s; truncated and "
+          "re-added tables recovered; failures kept across kill -9")
 
     # slots list shows it; the slot dropped under walgate -> failed, with the remedy.
     sl = fixture.walgate("slots", "list", config=run.cfg)
@@ -366,7 +418,8 @@ def test_failures(pg):
     run.stop()
     pg.sql("ALTER SYSTEM RESET max_slot_wal_keep_size")
     pg.sql("SELECT pg_reload_conf()")
-    print("failures: dropped column, slot dropped, publication dropped, slot overcompacted")
+    print("failures: dropped column, renamed column, truncate, table removed from publication, "
+          "slot dropped, publication dropped, slot overcompacted")
 
 
 def main():
