@@ -6,6 +6,8 @@ outside the publication). While it runs:
   direct route:  walgate is killed with SIGKILL at random moments (the first during the
                  snapshot) and restarted, 10 times; PostgreSQL is restarted with
                  `pg_ctl restart -m immediate` twice.
+                 Two one-table resyncs (walgate source resync) are asked for at random
+                 moments too, so kills can land during their copy.
   tunnel route:  walgate reaches PostgreSQL through an SSH tunnel to a real sshd; sshd is
                  killed (with its sessions) and restarted twice, walgate killed 3 times,
                  PostgreSQL restarted once.
@@ -194,9 +196,12 @@ def chaos(route):
             kills = 10 if route == "direct" else 3
             events = ["kill"] * kills + (["pg"] * (2 if route == "direct" else 1))
             events += ["sshd"] * (2 if route == "tunnel" else 0)
+            # one-table resyncs under load (kills may land during their copy)
+            events += ["resync"] * (2 if route == "direct" else 1)
             rnd.shuffle(events)
             events.insert(0, "kill-early")  # the first kill lands during the snapshot
             per_event = SECONDS / len(events)
+            resyncs = []
             for ev in events:
                 time.sleep(0.3 if ev == "kill-early" else rnd.uniform(0.3, 1.7) * per_event)
                 if ev.startswith("kill"):
@@ -204,16 +209,29 @@ def chaos(route):
                     wg.start()
                 elif ev == "pg":
                     pg.restart(mode="immediate")
+                elif ev == "resync":
+                    t = rnd.choice(["public.accounts", "public.history"])
+                    r = fixture.walgate("source", "resync", "app", t, config=config)
+                    assert r.returncode == 0, r.stdout + r.stderr
+                    resyncs.append(t)
                 elif ev == "sshd":
                     sshd.kill()
                     time.sleep(rnd.uniform(0.2, 2.0))
                     sshd.start()
             load.stop()
+            reqs = os.path.join(state, "sources", "app", "requests")
+            deadline = time.time() + 120
+            while os.path.isdir(reqs) and os.listdir(reqs) and time.time() < deadline:
+                time.sleep(0.2)
+            assert not (os.path.isdir(reqs) and os.listdir(reqs)), f"resync not done\n{wg.log_text()}"
             lines = wait_caught_up(pg, state, wg)
+            starts = sum(1 for l in lines if l.startswith('{"op":"snapshot_start"'))
+            assert starts >= len(resyncs), (starts, resyncs)
             st = check_equal(pg, lines, wg)
             rc = wg.term()
             assert rc == 0, f"walgate exited {rc} on SIGTERM\n{wg.log_text()}"
-            print(f"{route}: {len(events)} faults, {load.rounds} pgbench rounds, "
+            print(f"{route}: {len(events)} faults ({len(resyncs)} resyncs, {starts} resync copies), "
+                  f"{load.rounds} pgbench rounds, "
                   f"{st.txns} transactions, {st.rows} row changes, "
                   f"{sum(len(t) for t in st.tables.values())} rows compared: equal")
         finally:
