@@ -60,10 +60,23 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
         bool have = wg_read_file(path, 1 << 20, &b, &err) == 0 && b.len > 0;
         while (have && b.len && (b.data[b.len - 1] == '\n'))
             b.data[--b.len] = '\0';
+        /* The source's tunnel, when it has one (STATE_DIR/tunnels/NAME.json). */
+        const cli_postgres *pg = cli_config_postgres(cfg, s->cfg.connection);
+        wg_buf tb = {0};
+        bool have_tunnel = false;
+        if (pg && pg->cfg.route == INGEST_ROUTE_TUNNEL && pg->via) {
+            char tpath[4400];
+            snprintf(tpath, sizeof(tpath), "%s/tunnels/%s.json", cfg->state_dir, pg->via);
+            have_tunnel = wg_read_file(tpath, 1 << 16, &tb, &err) == 0 && tb.len > 1;
+            while (have_tunnel && tb.len && tb.data[tb.len - 1] == '\n')
+                tb.data[--tb.len] = '\0';
+        }
         if (json) {
             if (i)
                 printf(",");
-            if (have)
+            if (have && have_tunnel && b.data[b.len - 1] == '}')
+                printf("%.*s,\"route\":%s}", (int)b.len - 1, b.data, tb.data);
+            else if (have)
                 printf("%s", b.data);
             else
                 printf("{\"source\":\"%s\",\"state\":\"unknown\",\"error\":\"no status yet: "
@@ -94,6 +107,15 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             long wpid = strtol(pid, NULL, 10);
             if (wpid > 0 && kill((pid_t)wpid, 0) != 0 && errno == ESRCH)
                 printf("  not running: the walgate run that wrote this (pid %ld) is gone\n", wpid);
+            if (have_tunnel) {
+                char ts[32], te[1024], tr[32], tk[32];
+                cli_json_field(tb.data, "state", ts, sizeof(ts));
+                cli_json_field(tb.data, "last_error", te, sizeof(te));
+                cli_json_field(tb.data, "reconnects", tr, sizeof(tr));
+                cli_json_field(tb.data, "auth_key", tk, sizeof(tk));
+                printf("  via tunnel %s: %s  reconnects %s%s%s%s%s\n", pg->via, ts, tr,
+                       tk[0] ? "  key " : "", tk, te[0] ? "  last error: " : "", te);
+            }
             if (er[0])
                 printf("  error: %s\n", er);
             if (rem[0])
@@ -112,6 +134,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             }
         }
         wg_buf_free(&b);
+        wg_buf_free(&tb);
     }
     if (json)
         printf("]\n");

@@ -18,6 +18,7 @@ the slot's confirmed_flush_lsn must never be ahead of what the log holds.
 
 Environment: WALGATE_CHAOS_SECONDS (default 30) is the length of each load phase.
 """
+import json
 import os
 import random
 import signal
@@ -228,6 +229,11 @@ def chaos(route):
             starts = sum(1 for l in lines if l.startswith('{"op":"snapshot_start"'))
             assert starts >= len(resyncs), (starts, resyncs)
             st = check_equal(pg, lines, wg)
+            if route == "tunnel":  # walgate status shows the source's tunnel
+                doc = json.loads(fixture.walgate("status", "--json", config=config).stdout)[0]
+                assert doc["route"]["state"] == "up" and doc["route"]["reconnects"] >= 1, doc
+                txt = fixture.walgate("status", config=config).stdout
+                assert "via tunnel bastion: up" in txt, txt
             rc = wg.term()
             assert rc == 0, f"walgate exited {rc} on SIGTERM\n{wg.log_text()}"
             print(f"{route}: {len(events)} faults ({len(resyncs)} resyncs, {starts} resync copies), "
