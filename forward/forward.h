@@ -17,10 +17,11 @@
 
 /*
  * One change-log batch (a transaction, or a chunk of snapshot rows ending in `snapshot`, or a
- * single snapshot_done/snapshot_abort record). `key` identifies it stably across restarts and
- * re-sends: "SOURCE/LSN-ORDINAL" with the position as 16 upper-case hex digits and the
- * ordinal of the batch among those sharing that position (snapshot chunks share one), e.g.
- * "orders/0000000016B374D878-0". Same batch, same key, always.
+ * single snapshot_start/snapshot_done/snapshot_abort record). `key` identifies it stably
+ * across restarts and re-sends: "SOURCE/LSN-SEQ-OFFSET", its position as 16 upper-case hex
+ * digits, the sequence number of its log segment and the offset where it ends there (hex),
+ * e.g. "orders/00000016B374D878-3-1F40". Same batch, same key, always: synced batches never
+ * move. `ordinal` is the segment's sequence number.
  */
 typedef struct fwd_item {
     const char *data; /* its records, JSON Lines, each ended by '\n' (within fwd_batch.data) */
@@ -106,5 +107,41 @@ static inline void fwd_sink_free(fwd_sink *s)
     if (s)
         s->ops->free(s);
 }
+
+/* ---- Forwarders ---------------------------------------------------------------------------- */
+
+typedef struct fwd_options {
+    const char *source;         /* the [source] whose log is read: STATE_DIR/log/SOURCE/ */
+    const char *state_dir;      /* cursors and status: STATE_DIR/forward/SOURCE/SINK.* */
+    uint64_t batch_max_bytes;   /* 0: 1 MiB (a single bigger log batch is sent alone) */
+    size_t batch_max_items;     /* 0: 10,000 log batches */
+    int64_t batch_max_delay_ms; /* how long the oldest item may wait for company; <0: 200ms */
+} fwd_options;
+
+typedef struct fwd_forwarder fwd_forwarder;
+
+/*
+ * A forwarder of one source's change log to `sink` (owned from now on, freed with the
+ * forwarder, also on failure), starting after its durable cursor. NULL with `err` when the
+ * cursor file is damaged (the message names it) or memory runs out.
+ */
+fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error *err);
+
+/*
+ * Forward until *stop: read whole log batches after the cursor, hand them to the sink in
+ * order, advance and fsync the cursor after each acknowledgement. A batch the sink could not
+ * deliver is sent again, exactly the same, with capped exponential backoff (or the sink's
+ * Retry-After); FWD_FATAL stops the forwarder with the error in its status file until
+ * restart. Nothing is ever skipped. Returns 0.
+ */
+int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop);
+void fwd_forwarder_free(fwd_forwarder *f);
+
+/* The forwarder's durable cursor (everything up to it is acknowledged downstream). */
+const struct changelog_pos *fwd_forwarder_cursor(const fwd_forwarder *f);
+
+/* The durable cursor of SOURCE's forwarder to SINK from its file (seq 0: none yet). */
+int fwd_cursor_load(const char *state_dir, const char *source, const char *sink,
+                    struct changelog_pos *pos, wg_error *err);
 
 #endif /* WALGATE_FORWARD_H */

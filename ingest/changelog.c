@@ -825,10 +825,21 @@ int changelog_sync(changelog *log, wg_error *err)
 /* Reader                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+/* A batch the reader will return, by where it ends (for changelog_reader_batch_end). */
+typedef struct rd_batch {
+    uint64_t end, lsn;
+} rd_batch;
+
 struct changelog_reader {
     char *dir;
     uint64_t after_lsn;
-    bool skipping; /* still passing over batches at or below after_lsn */
+    bool skipping; /* still passing over batches at or below after_lsn (or the cursor) */
+    bool by_pos;   /* opened at a cursor: skip batches of segment after.seq ending <= offset */
+    changelog_pos after;
+    rd_batch *ends; /* batches covered by readable_end and not yet returned whole */
+    size_t n_ends, head_end, cap_ends;
+    bool at_batch_end; /* the last line returned ended a batch: `done` says which */
+    changelog_pos done;
     bool have_seg;
     seg_key seg;
     bool have_prev;
@@ -856,6 +867,7 @@ static void reader_close_segment(changelog_reader *r)
     r->fd = r->idx_fd = -1;
     r->have_seg = false;
     r->pos = r->len = 0;
+    r->n_ends = r->head_end = 0;
 }
 
 /* Open segment k at its start: 0, 1 when it has gone (removed meanwhile), -1 on error. */
@@ -909,6 +921,12 @@ static int reader_choose_segment(changelog_reader *r, wg_error *err)
         for (size_t i = 0; i < list.n; i++) {
             if (r->have_prev) {
                 if (key_cmp(list.keys[i], r->prev) > 0) {
+                    pick = i;
+                    break;
+                }
+            } else if (r->by_pos) {
+                /* the cursor's segment, or (retention removed it) the first one after it */
+                if (list.keys[i].seq >= r->after.seq) {
                     pick = i;
                     break;
                 }
@@ -967,11 +985,22 @@ static int reader_refresh_index(changelog_reader *r, wg_error *err)
             r->idx_off += CL_ENTRY_SIZE;
             r->last_end = e.end;
             r->last_lsn = e.lsn;
-            if (r->skipping && e.lsn <= r->after_lsn) {
+            bool skip = r->by_pos ? r->seg.seq == r->after.seq && e.end <= r->after.offset
+                                  : e.lsn <= r->after_lsn;
+            if (r->skipping && skip) {
                 r->file_off = r->readable_end = e.end; /* nothing was buffered while skipping */
             } else {
                 r->skipping = false;
                 r->readable_end = e.end;
+                if (r->n_ends == r->cap_ends) {
+                    size_t cap = r->cap_ends ? r->cap_ends * 2 : 64;
+                    rd_batch *p = realloc(r->ends, cap * sizeof(*p));
+                    if (!p)
+                        return wg_error_set(err, WG_ERR_NOMEM, "out of memory reading %s", r->dir);
+                    r->ends = p;
+                    r->cap_ends = cap;
+                }
+                r->ends[r->n_ends++] = (rd_batch){e.end, e.lsn};
                 more = true;
             }
         }
@@ -1042,7 +1071,22 @@ out:
     return rc;
 }
 
+static changelog_reader *reader_open(const char *dir, uint64_t after_lsn,
+                                     const changelog_pos *after, wg_error *err);
+
 changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_error *err)
+{
+    return reader_open(dir, after_lsn, NULL, err);
+}
+
+changelog_reader *changelog_reader_open_at(const char *dir, const changelog_pos *after,
+                                           wg_error *err)
+{
+    return reader_open(dir, 0, after, err);
+}
+
+static changelog_reader *reader_open(const char *dir, uint64_t after_lsn,
+                                     const changelog_pos *after, wg_error *err)
 {
     struct stat st;
     if (stat(dir, &st) != 0) {
@@ -1062,6 +1106,10 @@ changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_
     r->fd = r->idx_fd = -1;
     r->after_lsn = after_lsn;
     r->skipping = true;
+    if (after && after->seq) {
+        r->by_pos = true;
+        r->after = *after;
+    }
     r->cap = CL_READ_CHUNK;
     r->dir = strdup(dir);
     r->buf = malloc(r->cap);
@@ -1124,6 +1172,18 @@ int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err)
                     return wg_error_set(err, WG_ERR_NOMEM, "out of memory reading change log %s",
                                         r->dir);
                 r->pos = (size_t)(nl - r->buf) + 1;
+                /* Did this line end a batch? (its end offset is an index entry's) */
+                uint64_t off = r->file_off - (uint64_t)(r->len - r->pos);
+                r->at_batch_end = false;
+                while (r->head_end < r->n_ends && r->ends[r->head_end].end <= off) {
+                    if (r->ends[r->head_end].end == off) {
+                        r->at_batch_end = true;
+                        r->done = (changelog_pos){r->seg.seq, off, r->ends[r->head_end].lsn};
+                    }
+                    r->head_end++;
+                }
+                if (r->head_end == r->n_ends)
+                    r->head_end = r->n_ends = 0;
                 return 1;
             }
         }
@@ -1152,5 +1212,100 @@ void changelog_reader_free(changelog_reader *r)
     reader_close_segment(r);
     free(r->buf);
     free(r->dir);
+    free(r->ends);
     free(r);
+}
+
+bool changelog_reader_batch_end(const changelog_reader *r, changelog_pos *pos)
+{
+    if (r->at_batch_end && pos)
+        *pos = r->done;
+    return r->at_batch_end;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Space: usage, what lies after a cursor, retention                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+int changelog_usage(const char *dir, const changelog_pos *after, changelog_usage_info *out,
+                    wg_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    seg_list list = {0};
+    if (list_segments(dir, &list, err) != 0) {
+        seg_list_free(&list);
+        return -1;
+    }
+    for (size_t i = 0; i < list.n; i++) {
+        char path[PATH_MAX], ipath[PATH_MAX];
+        struct stat st, ist;
+        if (seg_path(dir, list.keys[i], "jsonl", path, sizeof(path)) != 0 ||
+            seg_path(dir, list.keys[i], "idx", ipath, sizeof(ipath)) != 0 || stat(path, &st) != 0)
+            continue;
+        uint64_t isz = stat(ipath, &ist) == 0 ? (uint64_t)ist.st_size : 0;
+        out->segments++;
+        out->bytes += (uint64_t)st.st_size + isz;
+        if (!after || list.keys[i].seq > after->seq) {
+            out->bytes_after += (uint64_t)st.st_size;
+            out->batches_after += isz / CL_ENTRY_SIZE;
+        } else if (list.keys[i].seq == after->seq) {
+            if ((uint64_t)st.st_size > after->offset)
+                out->bytes_after += (uint64_t)st.st_size - after->offset;
+            /* batches after the cursor in its own segment: entries ending past the offset */
+            int fd = open(ipath, O_RDONLY | O_CLOEXEC);
+            uint8_t e[CL_ENTRY_SIZE];
+            for (uint64_t k = isz / CL_ENTRY_SIZE; fd >= 0 && k > 0; k--) {
+                cl_entry ce;
+                if (pread_full(fd, e, sizeof(e), (k - 1) * CL_ENTRY_SIZE) != CL_ENTRY_SIZE ||
+                    !entry_decode(e, &ce) || ce.end <= after->offset)
+                    break;
+                out->batches_after++;
+            }
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    seg_list_free(&list);
+    return 0;
+}
+
+int changelog_prune(const char *dir, uint32_t before_seq, int64_t older_than_wall_ms,
+                    uint64_t *removed_bytes, wg_error *err)
+{
+    if (removed_bytes)
+        *removed_bytes = 0;
+    seg_list list = {0};
+    if (list_segments(dir, &list, err) != 0) {
+        seg_list_free(&list);
+        return -1;
+    }
+    int removed = 0;
+    /* Never the newest segment (the writer's), and only whole segments before before_seq. */
+    for (size_t i = 0; i + 1 < list.n; i++) {
+        if (list.keys[i].seq >= before_seq)
+            continue;
+        char path[PATH_MAX], ipath[PATH_MAX];
+        struct stat st;
+        if (seg_path(dir, list.keys[i], "jsonl", path, sizeof(path)) != 0 ||
+            seg_path(dir, list.keys[i], "idx", ipath, sizeof(ipath)) != 0 || stat(path, &st) != 0)
+            continue;
+        int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+        if (mtime_ms > older_than_wall_ms)
+            continue;
+        struct stat ist;
+        uint64_t sz = (uint64_t)st.st_size + (stat(ipath, &ist) == 0 ? (uint64_t)ist.st_size : 0);
+        /* The segment first, so that a reader never finds data without its index. */
+        if (unlink(path) != 0 && errno != ENOENT) {
+            wg_error_set(err, WG_ERR_IO, "could not remove change log segment %s: %s", path,
+                         strerror(errno));
+            seg_list_free(&list);
+            return -1;
+        }
+        unlink(ipath);
+        if (removed_bytes)
+            *removed_bytes += sz;
+        removed++;
+    }
+    seg_list_free(&list);
+    return removed;
 }

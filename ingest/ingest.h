@@ -116,6 +116,43 @@ changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_
  * error.
  */
 int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err);
+
+/*
+ * Where a batch ends in the log: its segment's sequence number, the offset just past its last
+ * line, and its position (LSN). Exact and stable (synced batches never move), so it is what a
+ * forwarder keeps as its cursor; seq 0 means "before everything".
+ */
+typedef struct changelog_pos {
+    uint32_t seq;
+    uint64_t offset;
+    uint64_t lsn;
+} changelog_pos;
+
+/* Open a reader after the batch that ends at `after` (NULL or seq 0: from the beginning). */
+changelog_reader *changelog_reader_open_at(const char *dir, const changelog_pos *after,
+                                           wg_error *err);
+
+/* True when the line changelog_reader_next() returned last ended a batch; its end in *pos. */
+bool changelog_reader_batch_end(const changelog_reader *r, changelog_pos *pos);
+
+/* The disk a log takes, and how much of it lies after a cursor (NULL: all of it). */
+typedef struct changelog_usage_info {
+    uint64_t bytes; /* segments and indexes */
+    uint64_t segments;
+    uint64_t bytes_after;   /* record bytes after the cursor */
+    uint64_t batches_after; /* batches after the cursor */
+} changelog_usage_info;
+int changelog_usage(const char *dir, const changelog_pos *after, changelog_usage_info *out,
+                    wg_error *err);
+
+/*
+ * Retention: remove the segments whose sequence number is below `before_seq` (every reader
+ * that matters has passed them) and that were last written before `older_than_wall_ms`; never
+ * the newest segment. Safe while the writer appends and readers read (a reader moves on to the
+ * next segment). Returns how many were removed (bytes in *removed_bytes), or -1 with `err`.
+ */
+int changelog_prune(const char *dir, uint32_t before_seq, int64_t older_than_wall_ms,
+                    uint64_t *removed_bytes, wg_error *err);
 void changelog_reader_free(changelog_reader *r);
 
 /* LSNs in PostgreSQL's X/Y notation. */

@@ -1,0 +1,481 @@
+/*
+ * forward.c — the forwarder engine: one source's change log to one sink, in order, with a
+ * durable cursor advanced only after the sink acknowledged (forward.h, docs/forward.md).
+ */
+#include "forward/forward.h"
+
+#include "ingest/ingest.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FWD_DEFAULT_MAX_BYTES (1u << 20)
+#define FWD_DEFAULT_MAX_ITEMS 10000
+#define FWD_DEFAULT_DELAY_MS 200
+#define FWD_POLL_MS 50
+#define FWD_STATUS_MS 1000
+#define FWD_COUNT_RECORDS_MAX (64u << 20) /* count records behind only up to this many bytes */
+
+typedef enum fwd_state { FS_STARTING, FS_RUNNING, FS_RETRYING, FS_FAILED, FS_STOPPED } fwd_state;
+static const char *const g_fwd_states[] = {"starting", "running", "retrying", "failed", "stopped"};
+
+/* An item under construction: offsets into `data`, pointers fixed just before sending. */
+typedef struct item_pos {
+    size_t off, len, n_records;
+    changelog_pos end;
+} item_pos;
+
+struct fwd_forwarder {
+    char *source, *state_dir, *logdir, *cursor_path, *status_path;
+    fwd_sink *sink;
+    uint64_t max_bytes;
+    size_t max_items;
+    int64_t delay_ms;
+
+    changelog_pos cursor; /* durable: everything up to here is acknowledged */
+    changelog_reader *reader;
+    changelog_pos read_to; /* where the reader stands (end of the last item read) */
+
+    wg_buf data;
+    item_pos *items;
+    size_t n_items, cap_items;
+    size_t cur_records; /* records of the item being read */
+    size_t cur_off;     /* where it starts in data */
+    int64_t first_item_ms;
+
+    fwd_state state;
+    char error[WG_ERROR_MSG_MAX];
+    uint64_t records, batches, bytes, retries;
+    int64_t last_ack_wall_ms;
+    int64_t last_status_ms;
+    int64_t last_commit_time_ms; /* commit_time of the last acknowledged transaction */
+};
+
+/* ---- Cursor ------------------------------------------------------------------------------- */
+
+static void cursor_path(const char *state_dir, const char *source, const char *sink, char *buf,
+                        size_t len, const char *ext)
+{
+    snprintf(buf, len, "%s/forward/%s/%s.%s", state_dir, source, sink, ext);
+}
+
+int fwd_cursor_load(const char *state_dir, const char *source, const char *sink, changelog_pos *pos,
+                    wg_error *err)
+{
+    char path[4096];
+    cursor_path(state_dir, source, sink, path, sizeof(path), "cursor");
+    memset(pos, 0, sizeof(*pos));
+    if (access(path, F_OK) != 0)
+        return 0;
+    wg_buf b = {0};
+    if (wg_read_file(path, 4096, &b, err) != 0)
+        return -1;
+    unsigned long long seq = 0, off = 0;
+    char lsn[40] = "";
+    int n = sscanf(b.data ? b.data : "", "walgate-cursor 1\nseq %llu\noffset %llu\nlsn %39s", &seq,
+                   &off, lsn);
+    wg_buf_free(&b);
+    if (n != 3 || seq == 0 || seq > UINT32_MAX || ingest_lsn_parse(lsn, &pos->lsn) != 0)
+        return wg_error_set(err, WG_ERR_CONFIG,
+                            "%s is damaged; it says where forwarding stands. Remove it to "
+                            "forward %s's whole change log to %s again",
+                            path, source, sink);
+    pos->seq = (uint32_t)seq;
+    pos->offset = off;
+    return 0;
+}
+
+static int cursor_save(fwd_forwarder *f, const changelog_pos *pos, wg_error *err)
+{
+    char text[200], lsn[32];
+    ingest_lsn_format(pos->lsn, lsn, sizeof(lsn));
+    int n = snprintf(text, sizeof(text), "walgate-cursor 1\nseq %u\noffset %" PRIu64 "\nlsn %s\n",
+                     pos->seq, pos->offset, lsn);
+    return wg_write_file_atomic(f->cursor_path, text, (size_t)n, 0600, err);
+}
+
+/* ---- Construction ------------------------------------------------------------------------- */
+
+fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error *err)
+{
+    fwd_forwarder *f = calloc(1, sizeof(*f));
+    if (!f) {
+        fwd_sink_free(sink);
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    f->sink = sink;
+    f->max_bytes = o->batch_max_bytes ? o->batch_max_bytes : FWD_DEFAULT_MAX_BYTES;
+    f->max_items = o->batch_max_items ? o->batch_max_items : FWD_DEFAULT_MAX_ITEMS;
+    f->delay_ms = o->batch_max_delay_ms > 0 ? o->batch_max_delay_ms : 0;
+    if (o->batch_max_delay_ms < 0)
+        f->delay_ms = FWD_DEFAULT_DELAY_MS;
+    char buf[4096];
+    f->source = strdup(o->source);
+    f->state_dir = strdup(o->state_dir);
+    snprintf(buf, sizeof(buf), "%s/log/%s", o->state_dir, o->source);
+    f->logdir = strdup(buf);
+    cursor_path(o->state_dir, o->source, sink->name, buf, sizeof(buf), "cursor");
+    f->cursor_path = strdup(buf);
+    cursor_path(o->state_dir, o->source, sink->name, buf, sizeof(buf), "json");
+    f->status_path = strdup(buf);
+    snprintf(buf, sizeof(buf), "%s/forward/%s", o->state_dir, o->source);
+    if (!f->source || !f->state_dir || !f->logdir || !f->cursor_path || !f->status_path) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        fwd_forwarder_free(f);
+        return NULL;
+    }
+    if (wg_mkdir_p(buf, 0700, err) != 0 ||
+        fwd_cursor_load(o->state_dir, o->source, sink->name, &f->cursor, err) != 0) {
+        fwd_forwarder_free(f);
+        return NULL;
+    }
+    f->read_to = f->cursor;
+    return f;
+}
+
+void fwd_forwarder_free(fwd_forwarder *f)
+{
+    if (!f)
+        return;
+    changelog_reader_free(f->reader);
+    fwd_sink_free(f->sink);
+    wg_buf_free(&f->data);
+    free(f->items);
+    free(f->source);
+    free(f->state_dir);
+    free(f->logdir);
+    free(f->cursor_path);
+    free(f->status_path);
+    free(f);
+}
+
+const changelog_pos *fwd_forwarder_cursor(const fwd_forwarder *f)
+{
+    return &f->cursor;
+}
+
+/* ---- Status ------------------------------------------------------------------------------- */
+
+/* Records after the cursor, when that is cheap enough to count (else -1). */
+static int64_t records_behind(fwd_forwarder *f, uint64_t bytes_after)
+{
+    if (bytes_after == 0)
+        return 0;
+    if (bytes_after > FWD_COUNT_RECORDS_MAX)
+        return -1;
+    wg_error err = {0};
+    changelog_reader *r = changelog_reader_open_at(f->logdir, &f->cursor, &err);
+    if (!r)
+        return -1;
+    wg_buf line = {0};
+    int64_t n = 0;
+    while (changelog_reader_next(r, &line, &err) == 1)
+        n++;
+    wg_buf_free(&line);
+    changelog_reader_free(r);
+    return n;
+}
+
+static void status_write(fwd_forwarder *f, bool force)
+{
+    int64_t now = wg_now_ms();
+    if (!force && now - f->last_status_ms < FWD_STATUS_MS)
+        return;
+    f->last_status_ms = now;
+    changelog_usage_info u = {0};
+    wg_error err = {0};
+    bool have_usage = changelog_usage(f->logdir, &f->cursor, &u, &err) == 0;
+    wg_buf b = {0};
+    wg_json j;
+    char lsn[32];
+    wg_json_init(&j, &b);
+    wg_json_object_begin(&j);
+    wg_json_key(&j, "source");
+    wg_json_string(&j, f->source);
+    wg_json_key(&j, "sink");
+    wg_json_string(&j, f->sink->name);
+    wg_json_key(&j, "state");
+    wg_json_string(&j, g_fwd_states[f->state]);
+    wg_json_key(&j, "error");
+    wg_json_string(&j, f->error);
+    ingest_lsn_format(f->cursor.lsn, lsn, sizeof(lsn));
+    wg_json_key(&j, "cursor_lsn");
+    wg_json_string(&j, lsn);
+    wg_json_key(&j, "cursor_segment");
+    wg_json_uint(&j, f->cursor.seq);
+    wg_json_key(&j, "cursor_offset");
+    wg_json_uint(&j, f->cursor.offset);
+    wg_json_key(&j, "batches_behind");
+    if (have_usage)
+        wg_json_uint(&j, u.batches_after);
+    else
+        wg_json_null(&j);
+    wg_json_key(&j, "bytes_behind");
+    if (have_usage)
+        wg_json_uint(&j, u.bytes_after);
+    else
+        wg_json_null(&j);
+    int64_t rb = have_usage ? records_behind(f, u.bytes_after) : -1;
+    wg_json_key(&j, "records_behind");
+    if (rb >= 0)
+        wg_json_int(&j, rb);
+    else
+        wg_json_null(&j);
+    wg_json_key(&j, "records");
+    wg_json_uint(&j, f->records);
+    wg_json_key(&j, "batches");
+    wg_json_uint(&j, f->batches);
+    wg_json_key(&j, "bytes");
+    wg_json_uint(&j, f->bytes);
+    wg_json_key(&j, "retries");
+    wg_json_uint(&j, f->retries);
+    wg_json_key(&j, "last_ack");
+    wg_json_int(&j, f->last_ack_wall_ms);
+    wg_json_key(&j, "last_commit_time"); /* of the newest transaction acknowledged */
+    wg_json_int(&j, f->last_commit_time_ms);
+    wg_json_key(&j, "last_latency_ms"); /* its commit to its acknowledgement */
+    if (f->last_commit_time_ms && f->last_ack_wall_ms >= f->last_commit_time_ms)
+        wg_json_int(&j, f->last_ack_wall_ms - f->last_commit_time_ms);
+    else
+        wg_json_null(&j);
+    wg_json_key(&j, "updated");
+    wg_json_int(&j, wg_wall_ms());
+    wg_json_key(&j, "pid");
+    wg_json_int(&j, getpid());
+    wg_json_object_end(&j);
+    wg_buf_putc(&b, '\n');
+    if (wg_write_file_atomic(f->status_path, b.data, b.len, 0600, &err) != 0)
+        log_warn(f->source, "%s", err.msg);
+    wg_buf_free(&b);
+}
+
+/* ---- Reading batches ---------------------------------------------------------------------- */
+
+static void items_clear(fwd_forwarder *f)
+{
+    wg_buf_reset(&f->data);
+    f->n_items = 0;
+    f->cur_records = 0;
+    f->cur_off = 0;
+    f->first_item_ms = 0;
+}
+
+/*
+ * Read until the batch is full (bytes or items), or the log has nothing more and the oldest
+ * item waited batch_max_delay. Returns 1 when a batch is ready, 0 when not yet, -1 on error.
+ */
+static int fill(fwd_forwarder *f, wg_error *err)
+{
+    if (!f->reader) {
+        f->reader = changelog_reader_open_at(f->logdir, f->cursor.seq ? &f->cursor : NULL, err);
+        if (!f->reader)
+            return err->code == WG_ERR_NOTFOUND ? (wg_error_clear(err), 0) : -1;
+    }
+    wg_buf line = {0};
+    int rc = 0;
+    for (;;) {
+        if (f->n_items > 0 && (f->data.len >= f->max_bytes || f->n_items >= f->max_items)) {
+            rc = 1;
+            break;
+        }
+        int n = changelog_reader_next(f->reader, &line, err);
+        if (n < 0) {
+            rc = -1;
+            break;
+        }
+        if (n == 0) {
+            rc = f->n_items > 0 && wg_now_ms() - f->first_item_ms >= f->delay_ms ? 1 : 0;
+            break;
+        }
+        if (wg_buf_append(&f->data, line.data, line.len) != 0 || wg_buf_putc(&f->data, '\n') != 0) {
+            rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            break;
+        }
+        f->cur_records++;
+        changelog_pos end;
+        if (!changelog_reader_batch_end(f->reader, &end))
+            continue;
+        if (f->n_items == f->cap_items) {
+            size_t cap = f->cap_items ? f->cap_items * 2 : 256;
+            item_pos *p = realloc(f->items, cap * sizeof(*p));
+            if (!p) {
+                rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                break;
+            }
+            f->items = p;
+            f->cap_items = cap;
+        }
+        f->items[f->n_items++] =
+            (item_pos){f->cur_off, f->data.len - f->cur_off, f->cur_records, end};
+        if (f->n_items == 1)
+            f->first_item_ms = wg_now_ms();
+        f->cur_off = f->data.len;
+        f->cur_records = 0;
+        f->read_to = end;
+    }
+    wg_buf_free(&line);
+    return rc;
+}
+
+/* "2026-11-24T10:00:00.123Z" as milliseconds since the epoch (0 when it is not that). */
+static int64_t iso_ms(const char *t)
+{
+    struct tm tm = {0};
+    int ms = 0;
+    if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &ms) != 7)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+/* The commit_time of the last transaction in the batch, for latency (0 when none). */
+static int64_t last_commit_time(const char *data, size_t len)
+{
+    const char *p = NULL;
+    for (size_t i = len; i > 0; i--)
+        if (i == 1 || data[i - 2] == '\n') {
+            if (strncmp(data + i - 1, "{\"op\":\"commit\"", 14) == 0) {
+                p = data + i - 1;
+                break;
+            }
+        }
+    if (!p)
+        return 0;
+    const char *t = strstr(p, "\"commit_time\":\"");
+    if (!t)
+        return 0;
+    return iso_ms(t + 15);
+}
+
+/* ---- The loop ----------------------------------------------------------------------------- */
+
+static void sleep_ms(int64_t ms, volatile int *stop)
+{
+    for (int64_t t = 0; t < ms && !*stop; t += FWD_POLL_MS)
+        usleep(FWD_POLL_MS * 1000);
+}
+
+int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
+{
+    wg_backoff bo;
+    wg_backoff_init(&bo, 250, 30000);
+    fwd_item *items = NULL;
+    size_t items_cap = 0;
+    f->state = FS_RUNNING;
+    status_write(f, true);
+    while (!*stop) {
+        wg_error err = {0};
+        int r = fill(f, &err);
+        if (r < 0) {
+            snprintf(f->error, sizeof(f->error), "reading the change log: %s", err.msg);
+            log_warn(f->source, "forward to %s: %s", f->sink->name, f->error);
+            changelog_reader_free(f->reader);
+            f->reader = NULL;
+            items_clear(f);
+            f->read_to = f->cursor;
+            status_write(f, true);
+            sleep_ms(wg_backoff_next(&bo), stop);
+            continue;
+        }
+        if (r == 0) {
+            status_write(f, false);
+            sleep_ms(FWD_POLL_MS, stop);
+            continue;
+        }
+        /* Send this exact batch until it is acknowledged (or cannot be). */
+        if (f->n_items > items_cap) {
+            fwd_item *p = realloc(items, f->n_items * sizeof(*p));
+            if (!p) {
+                sleep_ms(1000, stop);
+                continue;
+            }
+            items = p;
+            items_cap = f->n_items;
+        }
+        size_t n_records = 0, len = f->items[f->n_items - 1].off + f->items[f->n_items - 1].len;
+        for (size_t i = 0; i < f->n_items; i++) {
+            item_pos *ip = &f->items[i];
+            fwd_item *it = &items[i];
+            memset(it, 0, sizeof(*it));
+            it->data = f->data.data + ip->off;
+            it->len = ip->len;
+            it->lsn = ip->end.lsn;
+            it->ordinal = ip->end.seq;
+            it->n_records = ip->n_records;
+            snprintf(it->key, sizeof(it->key), "%s/%016" PRIX64 "-%u-%" PRIX64, f->source,
+                     ip->end.lsn, ip->end.seq, ip->end.offset);
+            n_records += ip->n_records;
+        }
+        fwd_batch batch = {.source = f->source,
+                           .data = f->data.data,
+                           .len = len,
+                           .items = items,
+                           .n_items = f->n_items,
+                           .n_records = n_records};
+        for (;;) {
+            int64_t retry_after = -1;
+            wg_error serr = {0};
+            fwd_result res = f->sink->ops->send(f->sink, &batch, &retry_after, &serr);
+            if (res == FWD_OK) {
+                changelog_pos end = f->items[f->n_items - 1].end;
+                wg_error cerr = {0};
+                if (cursor_save(f, &end, &cerr) != 0) {
+                    /* Acknowledged but not recorded: it is sent again later, which the sinks
+                     * make harmless (same keys). */
+                    log_warn(f->source, "forward to %s: %s", f->sink->name, cerr.msg);
+                }
+                f->cursor = end;
+                f->records += n_records;
+                f->batches++;
+                f->bytes += len;
+                f->last_ack_wall_ms = wg_wall_ms();
+                int64_t ct = last_commit_time(f->data.data, len);
+                f->last_commit_time_ms = ct ? ct : f->last_commit_time_ms;
+                f->state = FS_RUNNING;
+                f->error[0] = '\0';
+                wg_backoff_reset(&bo);
+                break;
+            }
+            snprintf(f->error, sizeof(f->error), "%s", serr.msg[0] ? serr.msg : "send failed");
+            if (res == FWD_FATAL) {
+                f->state = FS_FAILED;
+                log_error(f->source,
+                          "forward to %s stopped at %s: %s (nothing after it is skipped; fix it "
+                          "and restart walgate run)",
+                          f->sink->name, items[0].key, f->error);
+                status_write(f, true);
+                while (!*stop)
+                    sleep_ms(200, stop);
+                free(items);
+                f->state = FS_STOPPED;
+                status_write(f, true);
+                return 0;
+            }
+            f->state = FS_RETRYING;
+            f->retries++;
+            int64_t wait = wg_backoff_next(&bo);
+            if (retry_after >= 0)
+                wait = retry_after > 300000 ? 300000 : retry_after;
+            log_warn(f->source, "forward to %s: %s; retrying in %lld ms", f->sink->name, f->error,
+                     (long long)wait);
+            status_write(f, true);
+            sleep_ms(wait, stop);
+            if (*stop)
+                break;
+        }
+        items_clear(f);
+        status_write(f, false);
+    }
+    free(items);
+    f->state = FS_STOPPED;
+    status_write(f, true);
+    return 0;
+}
