@@ -9,7 +9,9 @@
 #define WALGATE_CLI_H
 
 #include "common/common.h"
+#include "forward/forward.h"
 #include "ingest/ingest.h"
+#include "privatelink/privatelink.h"
 #include "tunnel/tunnel.h"
 
 #define WALGATE_DEFAULT_CONFIG "/etc/walgate/walgate.ini"
@@ -27,11 +29,35 @@ typedef struct cli_postgres {
     int line;
 } cli_postgres;
 
+typedef struct cli_privatelink {
+    pl_config cfg; /* strings point into the owned copies below */
+    char *name, *service_name, *endpoint, *endpoint_id, *region, *dns_servers, *aws_profile;
+    char **availability_zones;
+    int line;
+} cli_privatelink;
+
 typedef struct cli_source {
     ingest_source_config cfg;
     char *name, *connection, *publication, *slot;
+    char **forward; /* [sink] names its change log is forwarded to */
     int line;
 } cli_source;
+
+typedef enum cli_sink_type { CLI_SINK_WEBHOOK = 0, CLI_SINK_NATS = 1 } cli_sink_type;
+
+/* One `[sink NAME]`: the config of its type points into the owned copies below. */
+typedef struct cli_sink {
+    int type; /* cli_sink_type */
+    fwd_webhook_config webhook;
+    fwd_nats_config nats;
+    char *name, *url, *hmac_secret_file, *signature, *ca_file, *client_cert, *client_key;
+    char *creds_file, *user, *password_file, *token_file, *stream, *subject_prefix;
+    char **headers, **servers;
+    uint64_t batch_max_bytes;
+    int64_t batch_max_delay_ms, timeout_ms;
+    int create_stream, replicas, max_pending, insecure_skip_verify;
+    int line;
+} cli_sink;
 
 typedef struct cli_config {
     char *path; /* the file it came from */
@@ -43,6 +69,13 @@ typedef struct cli_config {
     size_t n_postgres;
     cli_source *sources;
     size_t n_sources;
+    cli_privatelink *privatelinks;
+    size_t n_privatelinks;
+    cli_sink *sinks;
+    size_t n_sinks;
+    int64_t log_retention_ms;   /* [walgate] log_retention: keep forwarded segments this long */
+    uint64_t log_max_disk;      /* [walgate] log_max_disk: 0 = no limit but the disk's */
+    uint64_t log_segment_bytes; /* [walgate] log_segment_bytes: change-log segment size */
 } cli_config;
 
 /*
@@ -58,6 +91,8 @@ void cli_config_free(cli_config *cfg);
 const cli_tunnel *cli_config_tunnel(const cli_config *cfg, const char *name);
 const cli_postgres *cli_config_postgres(const cli_config *cfg, const char *name);
 const cli_source *cli_config_source(const cli_config *cfg, const char *name);
+const cli_privatelink *cli_config_privatelink(const cli_config *cfg, const char *name);
+const cli_sink *cli_config_sink(const cli_config *cfg, const char *name);
 
 /* Options common to every sub-command, parsed by main.c. */
 typedef struct cli_opts {
@@ -76,15 +111,27 @@ int cmd_log(int argc, char **argv, const cli_opts *opts);
 int cmd_run(int argc, char **argv, const cli_opts *opts);
 int cmd_status(int argc, char **argv, const cli_opts *opts);
 int cmd_slots(int argc, char **argv, const cli_opts *opts);
+int cmd_endpoints(int argc, char **argv, const cli_opts *opts);
+/*
+ * `walgate status`, endpoint part: each [privatelink]'s state and drift history from the
+ * daemon's STATE_DIR/endpoints/NAME/status.json. With `json`, objects for the status array
+ * (`comma_first`: a comma before the first one).
+ */
+void cli_endpoints_status(const cli_config *cfg, bool json, bool comma_first);
 
 /*
  * The route to a [postgres] section: nothing to do for a direct one; for `via = tunnel NAME`
  * a started tunnel with a forward on 127.0.0.1:port (the session may still be coming up;
- * connections made before it is up wait for it). Free with cli_route_close().
+ * connections made before it is up wait for it); for `via = privatelink NAME` the endpoint,
+ * resolved once and watched by its thread (shared by every route to it), with addr = the
+ * best current address and port = the server's port; pl_endpoint_dialer(route.endpoint, …)
+ * says where to dial on each later connect. Free with cli_route_close().
  */
 typedef struct cli_route {
     tunnel_t *tunnel;
-    const char *addr; /* NULL for direct */
+    pl_endpoint_t *endpoint; /* via = privatelink: the watched endpoint (shared, refcounted) */
+    char addr_buf[64];       /* privatelink: the address chosen when the route opened */
+    const char *addr;        /* NULL for direct */
     int port;
 } cli_route;
 int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err);

@@ -4,11 +4,13 @@
  */
 #include "cli/cli.h"
 
+#include <nats/nats.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 typedef struct runner {
@@ -21,6 +23,132 @@ static void *run_thread(void *arg)
     runner *r = arg;
     ingest_source_run(r->src, &cli_stop_requested);
     return NULL;
+}
+
+/* A forwarder of one source's log to one sink, in its own thread. */
+typedef struct fwd_runner {
+    fwd_forwarder *fwd;
+    pthread_t thread;
+    bool started;
+    size_t source; /* index into cfg->sources */
+    const char *sink;
+} fwd_runner;
+
+static void *fwd_thread(void *arg)
+{
+    fwd_runner *r = arg;
+    fwd_forwarder_run(r->fwd, &cli_stop_requested);
+    return NULL;
+}
+
+static fwd_sink *sink_new(const cli_sink *k, wg_error *err)
+{
+    return k->type == CLI_SINK_WEBHOOK ? fwd_webhook_new(&k->webhook, err)
+                                       : fwd_nats_new(&k->nats, err);
+}
+
+/* Start a forwarder for every `forward = SINK` of every source. Returns how many, or -1. */
+static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_sources; i++)
+        for (size_t k = 0; cfg->sources[i].forward && cfg->sources[i].forward[k]; k++)
+            n++;
+    *out = n ? calloc(n, sizeof(**out)) : NULL;
+    *n_out = 0;
+    if (n && !*out)
+        return -1;
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cli_source *s = &cfg->sources[i];
+        for (size_t k = 0; s->forward && s->forward[k]; k++) {
+            const cli_sink *sk = cli_config_sink(cfg, s->forward[k]);
+            wg_error err = {0};
+            fwd_sink *sink = sink_new(sk, &err);
+            fwd_options o = {.source = s->name,
+                             .state_dir = cfg->state_dir,
+                             .batch_max_bytes = sk->batch_max_bytes,
+                             .batch_max_delay_ms = sk->batch_max_delay_ms};
+            fwd_runner *r = &(*out)[*n_out];
+            if (!sink || !(r->fwd = fwd_forwarder_new(&o, sink, &err))) {
+                cli_report(&err);
+                return -1;
+            }
+            r->source = i;
+            r->sink = sk->name;
+            (*n_out)++;
+            if (pthread_create(&r->thread, NULL, fwd_thread, r) != 0) {
+                fprintf(stderr, "walgate: cannot start a thread for forwarding %s to %s\n", s->name,
+                        sk->name);
+                return -1;
+            }
+            r->started = true;
+            log_info(NULL, "source %s: forwarding to sink %s", s->name, sk->name);
+        }
+    }
+    return 0;
+}
+
+/*
+ * Retention and the disk budget, every few seconds from the main thread: remove the segments
+ * every forwarder of a source has passed once log_retention has expired, and hold ingest while
+ * the change logs take more than log_max_disk (or the file system is nearly full).
+ */
+static void housekeeping(const cli_config *cfg, runner *rs, size_t n_rs, bool *held)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cli_source *s = &cfg->sources[i];
+        char logdir[4200];
+        snprintf(logdir, sizeof(logdir), "%s/log/%s", cfg->state_dir, s->name);
+        uint32_t before = UINT32_MAX;
+        for (size_t k = 0; s->forward && s->forward[k]; k++) {
+            changelog_pos c;
+            wg_error err = {0};
+            if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
+                c.seq = 0;
+            if (c.seq < before)
+                before = c.seq;
+        }
+        wg_error err = {0};
+        uint64_t freed = 0;
+        int removed =
+            changelog_prune(logdir, before, wg_wall_ms() - cfg->log_retention_ms, &freed, &err);
+        if (removed > 0)
+            log_info(s->name, "retention: removed %d change-log segment%s (%llu bytes)", removed,
+                     removed == 1 ? "" : "s", (unsigned long long)freed);
+        else if (removed < 0 && err.code != WG_ERR_NOTFOUND)
+            log_warn(s->name, "retention: %s", err.msg);
+        changelog_usage_info u;
+        if (changelog_usage(logdir, NULL, &u, &err) == 0)
+            total += u.bytes;
+    }
+    char why[512] = "";
+    struct statvfs vfs;
+    if (cfg->log_max_disk && total >= cfg->log_max_disk) {
+        char a[32], b[32];
+        wg_format_size(total, a, sizeof(a));
+        wg_format_size(cfg->log_max_disk, b, sizeof(b));
+        snprintf(why, sizeof(why),
+                 "the change logs take %s, at log_max_disk (%s): forwarders are behind, so "
+                 "ingest stops confirming new LSNs and the slot holds WAL upstream",
+                 a, b);
+    } else if (statvfs(cfg->state_dir, &vfs) == 0 &&
+               (uint64_t)vfs.f_bavail * vfs.f_frsize < (256u << 20)) {
+        snprintf(why, sizeof(why),
+                 "less than 256 MiB free under %s: ingest stops confirming new LSNs and the "
+                 "slot holds WAL upstream",
+                 cfg->state_dir);
+    }
+    /* Resume a little below the limit, so a source does not flap at the edge. */
+    bool over = why[0] != '\0';
+    if (!over && *held && cfg->log_max_disk && total > cfg->log_max_disk / 100 * 95)
+        return;
+    if (over != *held || over) {
+        for (size_t i = 0; i < n_rs; i++)
+            if (rs[i].src)
+                ingest_source_set_hold(rs[i].src, over ? why : NULL);
+        *held = over;
+    }
 }
 
 /* STATE_DIR/tunnels/NAME.json: a tunnel's state for `walgate status`, rewritten every second. */
@@ -108,6 +236,8 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
             rc = 1;
             break;
         }
+        if (routes[i].endpoint)
+            ingest_source_set_dialer(rs[i].src, pl_endpoint_dialer, routes[i].endpoint);
         if (pthread_create(&rs[i].thread, NULL, run_thread, &rs[i]) != 0) {
             fprintf(stderr, "walgate: cannot start a thread for source %s\n", s->name);
             ingest_source_free(rs[i].src);
@@ -118,10 +248,20 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         started = i + 1;
         log_info(NULL, "source %s: started (state in %s)", s->name, cfg->state_dir);
     }
+    fwd_runner *fws = NULL;
+    size_t n_fws = 0;
+    if (rc == 0 && start_forwarders(cfg, &fws, &n_fws) != 0)
+        rc = 1;
     if (rc != 0)
         cli_stop_requested = 1;
-    /* The main thread reports the routes while the sources run. */
+    /* The main thread reports the routes and keeps house while the sources run. */
+    bool held = false;
+    int64_t next_house = 0;
     while (!cli_stop_requested) {
+        if (wg_now_ms() >= next_house) {
+            housekeeping(cfg, rs, started, &held);
+            next_house = wg_now_ms() + 2000;
+        }
         for (size_t i = 0; i < started; i++)
             if (routes[i].tunnel) {
                 const cli_postgres *p = cli_config_postgres(cfg, cfg->sources[i].cfg.connection);
@@ -130,6 +270,14 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         for (int k = 0; k < 10 && !cli_stop_requested; k++)
             usleep(100 * 1000);
     }
+    for (size_t i = 0; i < n_fws; i++) {
+        if (fws[i].started)
+            pthread_join(fws[i].thread, NULL);
+        fwd_forwarder_free(fws[i].fwd);
+    }
+    free(fws);
+    if (n_fws)
+        nats_Close(); /* libnats' global state, once every NATS sink is gone */
     for (size_t i = 0; i < started; i++) {
         pthread_join(rs[i].thread, NULL);
         ingest_source_free(rs[i].src);

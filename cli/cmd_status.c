@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,16 @@ void cli_json_field(const char *json, const char *key, char *buf, size_t len)
     buf[n] = '\0';
 }
 
+__attribute__((format(printf, 2, 3))) static void deferred_printf(wg_buf *b, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    wg_buf_puts(b, line);
+}
+
 int cmd_status(int argc, char **argv, const cli_opts *opts)
 {
     bool json = false;
@@ -50,6 +61,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
     if (json)
         printf("[");
     int rc = 0;
+    wg_buf later = {0}; /* forwarder lines, printed after the source's own */
     for (size_t i = 0; i < cfg->n_sources; i++) {
         const cli_source *s = &cfg->sources[i];
         char dir[4096], path[4200];
@@ -71,11 +83,54 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             while (have_tunnel && tb.len && tb.data[tb.len - 1] == '\n')
                 tb.data[--tb.len] = '\0';
         }
+        /* Its forwarders (STATE_DIR/forward/SOURCE/SINK.json). */
+        wg_buf fw = {0}; /* JSON array */
+        wg_buf_putc(&fw, '[');
+        for (size_t k = 0; s->forward && s->forward[k]; k++) {
+            char fpath[4400];
+            wg_buf f = {0};
+            snprintf(fpath, sizeof(fpath), "%s/forward/%s/%s.json", cfg->state_dir, s->name,
+                     s->forward[k]);
+            bool hf = wg_read_file(fpath, 1 << 16, &f, &err) == 0 && f.len > 1;
+            while (hf && f.len && f.data[f.len - 1] == '\n')
+                f.data[--f.len] = '\0';
+            if (fw.len > 1)
+                wg_buf_putc(&fw, ',');
+            if (hf)
+                wg_buf_append(&fw, f.data, f.len);
+            else
+                wg_buf_printf(&fw, "{\"sink\":\"%s\",\"state\":\"unknown\"}", s->forward[k]);
+            if (!json && have) {
+                char st[32] = "unknown", cur[32] = "", rb[32] = "", bb[32] = "", er[1024] = "",
+                     lat[32] = "";
+                if (hf) {
+                    cli_json_field(f.data, "state", st, sizeof(st));
+                    cli_json_field(f.data, "cursor_lsn", cur, sizeof(cur));
+                    cli_json_field(f.data, "records_behind", rb, sizeof(rb));
+                    cli_json_field(f.data, "bytes_behind", bb, sizeof(bb));
+                    cli_json_field(f.data, "error", er, sizeof(er));
+                    cli_json_field(f.data, "last_latency_ms", lat, sizeof(lat));
+                }
+                deferred_printf(
+                    &later, "  forward to %s: %s  cursor %s  behind %s records, %s bytes%s%s%s\n",
+                    s->forward[k], st, cur[0] ? cur : "-", rb[0] && strcmp(rb, "null") ? rb : "?",
+                    bb[0] ? bb : "?", lat[0] && strcmp(lat, "null") ? "  latency " : "",
+                    lat[0] && strcmp(lat, "null") ? lat : "",
+                    lat[0] && strcmp(lat, "null") ? " ms" : "");
+                if (er[0])
+                    deferred_printf(&later, "    last error: %s\n", er);
+                if (strcmp(st, "failed") == 0)
+                    rc = 1;
+            }
+            wg_buf_free(&f);
+        }
+        wg_buf_putc(&fw, ']');
         if (json) {
             if (i)
                 printf(",");
-            if (have && have_tunnel && b.data[b.len - 1] == '}')
-                printf("%.*s,\"route\":%s}", (int)b.len - 1, b.data, tb.data);
+            if (have && b.data[b.len - 1] == '}')
+                printf("%.*s%s%s,\"forwarders\":%s}", (int)b.len - 1, b.data,
+                       have_tunnel ? ",\"route\":" : "", have_tunnel ? tb.data : "", fw.data);
             else if (have)
                 printf("%s", b.data);
             else
@@ -133,9 +188,15 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
                        strcmp(te, "null") && te[0] ? te : "");
             }
         }
+        if (later.len)
+            fputs(later.data, stdout);
+        wg_buf_reset(&later);
         wg_buf_free(&b);
         wg_buf_free(&tb);
+        wg_buf_free(&fw);
     }
+    wg_buf_free(&later);
+    cli_endpoints_status(cfg, json, cfg->n_sources > 0);
     if (json)
         printf("]\n");
     cli_config_free(cfg);

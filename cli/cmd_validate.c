@@ -79,13 +79,33 @@ static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **
         ingest_check_postgres(&p->cfg, NULL, 0, srcs, ns, out);
         return;
     }
-    if (p->cfg.route == INGEST_ROUTE_PRIVATELINK) {
-        wg_checks_add(out, target, "route", WG_CHECK_SKIP, NULL,
-                      "via privatelink %s: PrivateLink checks are not available yet", p->via);
-        return;
-    }
     cli_route route;
     wg_error err = {0};
+    if (p->cfg.route == INGEST_ROUTE_PRIVATELINK) {
+        /* Its own endpoint object without a state_dir: validate never writes the status. */
+        const cli_privatelink *l = cli_config_privatelink(cfg, p->via);
+        pl_config pc = l->cfg;
+        pc.state_dir = NULL;
+        pc.port = p->cfg.port > 0 ? p->cfg.port : 5432;
+        char addr[64];
+        int port = pc.port;
+        pl_endpoint_t *ep = pl_endpoint_new(&pc, &err);
+        if (!ep || pl_endpoint_resolve(ep, &err) != 0 ||
+            pl_endpoint_dialer(ep, true, addr, sizeof(addr), &port) != 0) {
+            wg_checks_add(out, target, "route", WG_CHECK_FAIL,
+                          "fix the endpoint first (see its checks above)",
+                          "privatelink %s has no usable address: %s", p->via,
+                          err.msg[0] ? err.msg : "no address");
+            pl_endpoint_free(ep);
+            return;
+        }
+        wg_checks_add(out, target, "route", WG_CHECK_OK, NULL,
+                      "via privatelink %s (dialing %s port %d, TLS name %s)", p->via, addr, port,
+                      p->cfg.host);
+        ingest_check_postgres(&p->cfg, addr, port, srcs, ns, out);
+        pl_endpoint_free(ep);
+        return;
+    }
     const cli_tunnel *t = cli_config_tunnel(cfg, p->via);
     if (cli_route_open(cfg, p, &route, &err) != 0 ||
         tunnel_wait_up(route.tunnel, (t ? t->cfg.connect_timeout_ms : 10000) + 2000, &err) != 0) {
@@ -126,7 +146,7 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
     log_set_level(LOG_LEVEL_ERROR); /* the checks say it all; tunnel retries would be noise */
     for (int i = 0; i < nn; i++) {
         if (!cli_config_tunnel(cfg, names[i]) && !cli_config_postgres(cfg, names[i]) &&
-            !cli_config_source(cfg, names[i])) {
+            !cli_config_source(cfg, names[i]) && !cli_config_privatelink(cfg, names[i])) {
             fprintf(stderr,
                     "walgate: validate: %s names no [tunnel], [postgres] or [source] in %s; "
                     "known:",
@@ -137,6 +157,8 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
                 fprintf(stderr, " %s", cfg->postgres[k].name);
             for (size_t k = 0; k < cfg->n_sources; k++)
                 fprintf(stderr, " %s", cfg->sources[k].name);
+            for (size_t k = 0; k < cfg->n_privatelinks; k++)
+                fprintf(stderr, " %s", cfg->privatelinks[k].name);
             fprintf(stderr, "\n");
             cli_config_free(cfg);
             return 2;
@@ -161,6 +183,22 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
         }
         if (want)
             tunnel_check(&t->cfg, th, tp, &out);
+    }
+    for (size_t i = 0; i < cfg->n_privatelinks; i++) {
+        const cli_privatelink *l = &cfg->privatelinks[i];
+        pl_config pc = l->cfg;
+        bool want = named(names, nn, l->name);
+        for (size_t k = 0; k < cfg->n_postgres; k++) {
+            const cli_postgres *p = &cfg->postgres[k];
+            if (p->cfg.route == INGEST_ROUTE_PRIVATELINK && strcmp(p->via, l->name) == 0) {
+                if (pc.port <= 0)
+                    pc.port = p->cfg.port;
+                want = want || named(names, nn, p->name);
+            }
+        }
+        pc.state_dir = NULL; /* validate never writes the daemon's status */
+        if (want)
+            pl_check(&pc, &out);
     }
     for (size_t i = 0; i < cfg->n_postgres; i++) {
         const cli_postgres *p = &cfg->postgres[i];

@@ -23,9 +23,17 @@
 /* The key table                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
-typedef enum sect_kind { SECT_WALGATE, SECT_TUNNEL, SECT_POSTGRES, SECT_SOURCE } sect_kind;
+typedef enum sect_kind {
+    SECT_WALGATE,
+    SECT_TUNNEL,
+    SECT_POSTGRES,
+    SECT_SOURCE,
+    SECT_PRIVATELINK,
+    SECT_SINK
+} sect_kind;
 
-static const char *const g_sect_names[] = {"walgate", "tunnel", "postgres", "source"};
+static const char *const g_sect_names[] = {"walgate", "tunnel",      "postgres",
+                                           "source",  "privatelink", "sink"};
 
 typedef enum key_type {
     KT_STRING,   /* char * (owned) */
@@ -39,6 +47,7 @@ typedef enum key_type {
     KT_LIST,     /* char ** (owned, NULL-terminated), comma-separated */
     KT_VIA,      /* "direct" | "tunnel NAME" | "privatelink NAME" */
     KT_LOGLEVEL, /* log_level */
+    KT_MULTI,    /* char ** (owned, NULL-terminated): the key may repeat, one item per line */
 } key_type;
 
 typedef struct key_spec {
@@ -61,11 +70,21 @@ static const char *const g_sslmode_choices[] = {"disable",   "allow",       "pre
 #define T(field) offsetof(cli_tunnel, field)
 #define P(field) offsetof(cli_postgres, field)
 #define S(field) offsetof(cli_source, field)
+#define L(field) offsetof(cli_privatelink, field)
+#define K(field) offsetof(cli_sink, field)
+static const char *const g_sink_types[] = {"webhook", "nats", NULL};
+static const int g_sink_type_values[] = {CLI_SINK_WEBHOOK, CLI_SINK_NATS};
+static const char *const g_bool_choices[] = {"true", "false", "yes", "no", "on", "off", NULL};
+static const int g_bool_values[] = {1, 0, 1, 0, 1, 0};
+static const char *const g_signature_choices[] = {"walgate", "standard", NULL};
 #define MS_DAY (86400LL * 1000)
 
 static const key_spec g_keys[] = {
     {SECT_WALGATE, "state_dir", KT_PATH, WALGATE_DEFAULT_STATE_DIR, W(state_dir), 0, 0, 0, 0},
     {SECT_WALGATE, "log_level", KT_LOGLEVEL, "info", W(log_level), 0, 0, 0, 0},
+    {SECT_WALGATE, "log_retention", KT_DURATION, "7d", W(log_retention_ms), 0, 3650 * MS_DAY, 0, 0},
+    {SECT_WALGATE, "log_segment_bytes", KT_SIZE, "64MiB", W(log_segment_bytes), 64 * 1024, 0, 0, 0},
+    {SECT_WALGATE, "log_max_disk", KT_SIZE, "0", W(log_max_disk), 0, 0, 0, 0},
 
     {SECT_TUNNEL, "host", KT_STRING, NULL, T(host), 0, 0, 0, 0},
     {SECT_TUNNEL, "port", KT_PORT, "22", T(cfg.port), 1, 65535, 0, 0},
@@ -112,6 +131,44 @@ static const key_spec g_keys[] = {
     {SECT_SOURCE, "max_txn_memory", KT_SIZE, "64MiB", S(cfg.max_txn_memory), 1 << 20, 0, 0, 0},
     {SECT_SOURCE, "status_interval", KT_DURATION, "1s", S(cfg.status_interval_ms), 100,
      10 * 60 * 1000, 0, 0},
+    {SECT_SOURCE, "forward", KT_LIST, NULL, S(forward), 0, 0, 0, 0},
+
+    {SECT_SINK, "type", KT_ENUM, NULL, K(type), 0, 0, g_sink_types, g_sink_type_values},
+    {SECT_SINK, "url", KT_STRING, NULL, K(url), 0, 0, 0, 0},
+    {SECT_SINK, "batch_max_bytes", KT_SIZE, "1MiB", K(batch_max_bytes), 1024, 0, 0, 0},
+    {SECT_SINK, "batch_max_delay", KT_DURATION, "200ms", K(batch_max_delay_ms), 0, 60000, 0, 0},
+    {SECT_SINK, "timeout", KT_DURATION, "30s", K(timeout_ms), 100, 10 * 60 * 1000, 0, 0},
+    {SECT_SINK, "hmac_secret_file", KT_PATH, NULL, K(hmac_secret_file), 0, 0, 0, 0},
+    {SECT_SINK, "signature", KT_STRING, "walgate", K(signature), 0, 0, g_signature_choices, 0},
+    {SECT_SINK, "header", KT_MULTI, NULL, K(headers), 0, 0, 0, 0},
+    {SECT_SINK, "ca_file", KT_PATH, NULL, K(ca_file), 0, 0, 0, 0},
+    {SECT_SINK, "client_cert", KT_PATH, NULL, K(client_cert), 0, 0, 0, 0},
+    {SECT_SINK, "client_key", KT_PATH, NULL, K(client_key), 0, 0, 0, 0},
+    {SECT_SINK, "insecure_skip_verify", KT_ENUM, "false", K(insecure_skip_verify), 0, 0,
+     g_bool_choices, g_bool_values},
+    {SECT_SINK, "servers", KT_LIST, NULL, K(servers), 0, 0, 0, 0},
+    {SECT_SINK, "creds_file", KT_PATH, NULL, K(creds_file), 0, 0, 0, 0},
+    {SECT_SINK, "user", KT_STRING, NULL, K(user), 0, 0, 0, 0},
+    {SECT_SINK, "password_file", KT_PATH, NULL, K(password_file), 0, 0, 0, 0},
+    {SECT_SINK, "token_file", KT_PATH, NULL, K(token_file), 0, 0, 0, 0},
+    {SECT_SINK, "stream", KT_STRING, NULL, K(stream), 0, 0, 0, 0},
+    {SECT_SINK, "create_stream", KT_ENUM, "false", K(create_stream), 0, 0, g_bool_choices,
+     g_bool_values},
+    {SECT_SINK, "replicas", KT_COUNT, "1", K(replicas), 1, 5, 0, 0},
+    {SECT_SINK, "subject_prefix", KT_STRING, "walgate", K(subject_prefix), 0, 0, 0, 0},
+    {SECT_SINK, "max_pending", KT_COUNT, "4096", K(max_pending), 1, 1000000, 0, 0},
+
+    {SECT_PRIVATELINK, "service_name", KT_STRING, NULL, L(service_name), 0, 0, 0, 0},
+    {SECT_PRIVATELINK, "endpoint", KT_STRING, NULL, L(endpoint), 0, 0, 0, 0},
+    {SECT_PRIVATELINK, "endpoint_id", KT_STRING, NULL, L(endpoint_id), 0, 0, 0, 0},
+    {SECT_PRIVATELINK, "region", KT_STRING, NULL, L(region), 0, 0, 0, 0},
+    {SECT_PRIVATELINK, "availability_zones", KT_LIST, NULL, L(availability_zones), 0, 0, 0, 0},
+    {SECT_PRIVATELINK, "resolve_interval", KT_DURATION, "30s", L(cfg.resolve_interval_ms), 1000,
+     MS_DAY, 0, 0},
+    {SECT_PRIVATELINK, "dns_servers", KT_STRING, NULL, L(dns_servers), 0, 0, 0, 0},
+    {SECT_PRIVATELINK, "dns_timeout", KT_DURATION, "2s", L(cfg.dns_timeout_ms), 100, 60000, 0, 0},
+    {SECT_PRIVATELINK, "dns_tries", KT_COUNT, "3", L(cfg.dns_tries), 1, 10, 0, 0},
+    {SECT_PRIVATELINK, "aws_profile", KT_STRING, NULL, L(aws_profile), 0, 0, 0, 0},
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -208,6 +265,16 @@ static void *find_section(const cli_config *cfg, sect_kind kind, const char *nam
             if (strcmp(cfg->sources[i].name, name) == 0)
                 return &cfg->sources[i];
         break;
+    case SECT_PRIVATELINK:
+        for (size_t i = 0; i < cfg->n_privatelinks; i++)
+            if (strcmp(cfg->privatelinks[i].name, name) == 0)
+                return &cfg->privatelinks[i];
+        break;
+    case SECT_SINK:
+        for (size_t i = 0; i < cfg->n_sinks; i++)
+            if (strcmp(cfg->sinks[i].name, name) == 0)
+                return &cfg->sinks[i];
+        break;
     case SECT_WALGATE:
         return (void *)cfg;
     }
@@ -238,7 +305,7 @@ static void open_section(parse_state *ps, char *header)
     if (kind < 0) {
         fail(ps, ps->line,
              "unknown section [%s%s%s]; allowed: [walgate], [tunnel NAME], [postgres NAME], "
-             "[source NAME]",
+             "[source NAME], [privatelink NAME], [sink NAME]",
              s, name ? " " : "", name ? name : "");
         return;
     }
@@ -300,6 +367,25 @@ static void open_section(parse_state *ps, char *header)
             sect = src;
             name_slot = &src->name;
             line_slot = &src->line;
+        }
+        break;
+    }
+    case SECT_PRIVATELINK: {
+        cli_privatelink *pl = grow((void **)&cfg->privatelinks, &cfg->n_privatelinks, sizeof(*pl));
+        if (pl) {
+            sect = pl;
+            name_slot = &pl->name;
+            line_slot = &pl->line;
+        }
+        break;
+    }
+    case SECT_SINK: {
+        cli_sink *k = grow((void **)&cfg->sinks, &cfg->n_sinks, sizeof(*k));
+        if (k) {
+            k->type = -1;
+            sect = k;
+            name_slot = &k->name;
+            line_slot = &k->line;
         }
         break;
     }
@@ -424,6 +510,12 @@ static const char *sect_label(parse_state *ps, char *buf, size_t len)
         break;
     case SECT_SOURCE:
         name = ((cli_source *)ps->cur)->name;
+        break;
+    case SECT_PRIVATELINK:
+        name = ((cli_privatelink *)ps->cur)->name;
+        break;
+    case SECT_SINK:
+        name = ((cli_sink *)ps->cur)->name;
         break;
     case SECT_WALGATE:
         break;
@@ -575,6 +667,26 @@ static int set_value(parse_state *ps, void *base, const key_spec *k, const char 
         *(char ***)field = list;
         return 0;
     }
+    case KT_MULTI: {
+        if (!*value) {
+            fail(ps, line, "%s %s is empty; remove the line", label, k->key);
+            return -1;
+        }
+        char ***lp = (char ***)field;
+        size_t n = 0;
+        while (*lp && (*lp)[n])
+            n++;
+        char **grown = realloc(*lp, (n + 2) * sizeof(*grown));
+        if (!grown || !(grown[n] = strdup(value))) {
+            if (grown)
+                *lp = grown;
+            fail(ps, line, "out of memory");
+            return -1;
+        }
+        grown[n + 1] = NULL;
+        *lp = grown;
+        return 0;
+    }
     case KT_VIA: {
         cli_postgres *p = base;
         char buf[200];
@@ -648,7 +760,7 @@ static int handler(void *user, const char *section, const char *name, const char
         const key_spec *k = &g_keys[i];
         if (k->sect != ps->cur_kind || strcmp(k->key, name) != 0)
             continue;
-        if (ps->seen_line[i]) {
+        if (ps->seen_line[i] && k->type != KT_MULTI) {
             fail(ps, ps->line, "%s %s is set twice (first on line %d)", label, name,
                  ps->seen_line[i]);
             return 1;
@@ -697,6 +809,91 @@ static int check_password_file(parse_state *ps, const cli_postgres *p)
     return 0;
 }
 
+/* A secret file a sink reads: it must exist and be readable by its owner only. */
+static void check_secret_file(parse_state *ps, const cli_sink *k, const char *key, const char *path)
+{
+    struct stat st;
+    if (!path)
+        return;
+    if (stat(path, &st) != 0)
+        fail(ps, k->line, "[sink %s] %s %s: %s", k->name, key, path, strerror(errno));
+    else if (st.st_mode & 077)
+        fail(ps, k->line,
+             "[sink %s] %s %s has mode %04o, which lets group or others read it; run: chmod "
+             "600 %s",
+             k->name, key, path, (unsigned)(st.st_mode & 07777), path);
+}
+
+static void finish_sink(parse_state *ps, cli_sink *k)
+{
+    if (k->type < 0) {
+        fail(ps, k->line, "[sink %s] has no type; add type = webhook or type = nats", k->name);
+        return;
+    }
+    /* Keys of the other type are mistakes worth naming. */
+    const char *wrong = NULL;
+    if (k->type == CLI_SINK_WEBHOOK)
+        wrong = k->servers      ? "servers"
+                : k->creds_file ? "creds_file"
+                : k->stream     ? "stream"
+                : k->user       ? "user"
+                : k->token_file ? "token_file"
+                                : NULL;
+    else
+        wrong = k->url                ? "url"
+                : k->hmac_secret_file ? "hmac_secret_file"
+                : k->headers          ? "header"
+                                      : NULL;
+    if (wrong) {
+        fail(ps, k->line, "[sink %s] %s is not a key of %s sinks", k->name, wrong,
+             g_sink_types[k->type]);
+        return;
+    }
+    check_secret_file(ps, k, "hmac_secret_file", k->hmac_secret_file);
+    check_secret_file(ps, k, "password_file", k->password_file);
+    check_secret_file(ps, k, "token_file", k->token_file);
+    check_secret_file(ps, k, "creds_file", k->creds_file);
+    if (k->type == CLI_SINK_WEBHOOK) {
+        if (!k->url || (strncmp(k->url, "http://", 7) != 0 && strncmp(k->url, "https://", 8) != 0))
+            fail(ps, k->line, "[sink %s] needs url = https://HOST/PATH (http:// or https://)",
+                 k->name);
+        fwd_webhook_config *w = &k->webhook;
+        w->name = k->name;
+        w->url = k->url;
+        w->batch_max_bytes = k->batch_max_bytes;
+        w->batch_max_delay_ms = k->batch_max_delay_ms;
+        w->timeout_ms = k->timeout_ms;
+        w->hmac_secret_file = k->hmac_secret_file;
+        w->signature = k->signature;
+        w->headers = k->headers;
+        w->ca_file = k->ca_file;
+        w->client_cert = k->client_cert;
+        w->client_key = k->client_key;
+        w->insecure_skip_verify = k->insecure_skip_verify != 0;
+    } else {
+        if (!k->servers)
+            fail(ps, k->line, "[sink %s] needs servers = nats://HOST:4222, ...", k->name);
+        if (!k->stream)
+            fail(ps, k->line, "[sink %s] needs stream = NAME (the JetStream stream)", k->name);
+        fwd_nats_config *n = &k->nats;
+        n->name = k->name;
+        n->servers = k->servers;
+        n->creds_file = k->creds_file;
+        n->user = k->user;
+        n->password_file = k->password_file;
+        n->token_file = k->token_file;
+        n->ca_file = k->ca_file;
+        n->client_cert = k->client_cert;
+        n->client_key = k->client_key;
+        n->stream = k->stream;
+        n->create_stream = k->create_stream != 0;
+        n->replicas = k->replicas;
+        n->subject_prefix = k->subject_prefix;
+        n->max_pending = k->max_pending;
+        n->timeout_ms = k->timeout_ms;
+    }
+}
+
 static void finish(parse_state *ps)
 {
     cli_config *cfg = ps->cfg;
@@ -741,11 +938,11 @@ static void finish(parse_state *ps)
         if (p->cfg.route == INGEST_ROUTE_TUNNEL && !find_section(cfg, SECT_TUNNEL, p->via))
             fail(ps, p->line, "[postgres %s] via = tunnel %s, but there is no [tunnel %s] section",
                  p->name, p->via, p->via);
-        if (p->cfg.route == INGEST_ROUTE_PRIVATELINK)
+        if (p->cfg.route == INGEST_ROUTE_PRIVATELINK &&
+            !find_section(cfg, SECT_PRIVATELINK, p->via))
             fail(ps, p->line,
-                 "[postgres %s] via = privatelink %s: PrivateLink routes are not supported by "
-                 "this version yet; use direct or tunnel NAME",
-                 p->name, p->via);
+                 "[postgres %s] via = privatelink %s, but there is no [privatelink %s] section",
+                 p->name, p->via, p->via);
         p->cfg.name = p->name;
         p->cfg.host = p->host;
         p->cfg.user = p->user;
@@ -756,6 +953,27 @@ static void finish(parse_state *ps)
         p->cfg.sslrootcert = p->sslrootcert;
         p->cfg.via = p->via;
     }
+
+    for (size_t i = 0; i < cfg->n_privatelinks; i++) {
+        cli_privatelink *l = &cfg->privatelinks[i];
+        l->cfg.name = l->name;
+        l->cfg.service_name = l->service_name;
+        l->cfg.endpoint = l->endpoint;
+        l->cfg.endpoint_id = l->endpoint_id;
+        l->cfg.region = l->region;
+        l->cfg.availability_zones = l->availability_zones;
+        l->cfg.dns_servers = l->dns_servers;
+        l->cfg.aws_profile = l->aws_profile;
+        l->cfg.state_dir = cfg->state_dir;
+        char where[300];
+        snprintf(where, sizeof(where), "[privatelink %s]", l->name);
+        wg_error perr = {0};
+        if (pl_config_check(&l->cfg, where, &perr) != 0)
+            fail(ps, l->line, "%s", perr.msg);
+    }
+
+    for (size_t i = 0; i < cfg->n_sinks; i++)
+        finish_sink(ps, &cfg->sinks[i]);
 
     for (size_t i = 0; i < cfg->n_sources; i++) {
         cli_source *s = &cfg->sources[i];
@@ -789,7 +1007,12 @@ static void finish(parse_state *ps)
                      "letters, digits and '_' (at most 63)",
                      s->name, s->slot);
         }
+        for (size_t k = 0; s->forward && s->forward[k]; k++)
+            if (!find_section(cfg, SECT_SINK, s->forward[k]))
+                fail(ps, s->line, "[source %s] forward = %s, but there is no [sink %s] section",
+                     s->name, s->forward[k], s->forward[k]);
         s->cfg.name = s->name;
+        s->cfg.log_segment_bytes = cfg->log_segment_bytes;
         s->cfg.connection = s->connection;
         s->cfg.publication = s->publication;
         s->cfg.slot = s->slot;
@@ -904,7 +1127,32 @@ void cli_config_free(cli_config *cfg)
         free_list(s->cfg.tables);
         free_list(s->cfg.text_columns);
         free_list(s->cfg.exclude_columns);
+        free_list(s->forward);
     }
+    for (size_t i = 0; i < cfg->n_sinks; i++) {
+        cli_sink *k = &cfg->sinks[i];
+        char *strs[] = {k->name,          k->url,           k->hmac_secret_file, k->signature,
+                        k->ca_file,       k->client_cert,   k->client_key,       k->creds_file,
+                        k->user,          k->password_file, k->token_file,       k->stream,
+                        k->subject_prefix};
+        for (size_t x = 0; x < WG_ARRAY_LEN(strs); x++)
+            free(strs[x]);
+        free_list(k->headers);
+        free_list(k->servers);
+    }
+    free(cfg->sinks);
+    for (size_t i = 0; i < cfg->n_privatelinks; i++) {
+        cli_privatelink *l = &cfg->privatelinks[i];
+        free(l->name);
+        free(l->service_name);
+        free(l->endpoint);
+        free(l->endpoint_id);
+        free(l->region);
+        free(l->dns_servers);
+        free(l->aws_profile);
+        free_list(l->availability_zones);
+    }
+    free(cfg->privatelinks);
     free(cfg->tunnels);
     free(cfg->postgres);
     free(cfg->sources);
@@ -926,6 +1174,16 @@ const cli_postgres *cli_config_postgres(const cli_config *cfg, const char *name)
 const cli_source *cli_config_source(const cli_config *cfg, const char *name)
 {
     return find_section(cfg, SECT_SOURCE, name);
+}
+
+const cli_sink *cli_config_sink(const cli_config *cfg, const char *name)
+{
+    return find_section(cfg, SECT_SINK, name);
+}
+
+const cli_privatelink *cli_config_privatelink(const cli_config *cfg, const char *name)
+{
+    return find_section(cfg, SECT_PRIVATELINK, name);
 }
 
 cli_config *cli_load_config_or_report(const cli_opts *opts)

@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "  source resync SOURCE TABLE [--wait]\n"
             "                                 take a new snapshot of one table while the\n"
             "                                 others keep streaming (clears its error)\n"
+            "  endpoints NAME [--watch] [--json]\n"
+            "                                 a PrivateLink endpoint's addresses per zone, drift\n"
             "  log tail SOURCE [--from LSN] [--follow] [--state-dir DIR]\n"
             "                                 print the change log of SOURCE (after LSN X/Y)\n"
             "\n"
@@ -80,7 +82,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **, const cli_opts *);
     } cmds[] = {{"keys", cmd_keys},   {"tunnel", cmd_tunnel}, {"validate", cmd_validate},
                 {"log", cmd_log},     {"run", cmd_run},       {"status", cmd_status},
-                {"slots", cmd_slots}, {"source", cmd_source}};
+                {"slots", cmd_slots}, {"source", cmd_source}, {"endpoints", cmd_endpoints}};
     int rc = -1;
     for (size_t k = 0; k < WG_ARRAY_LEN(cmds); k++) {
         if (strcmp(argv[i], cmds[k].name) == 0) {

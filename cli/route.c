@@ -1,17 +1,80 @@
-/* route.c — where to dial a [postgres] section: directly, or through a started tunnel. */
+/*
+ * route.c — where to dial a [postgres] section: directly, through a started tunnel, or at the
+ * pinned addresses of a watched PrivateLink endpoint.
+ */
 #include "cli/cli.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+
+/* PrivateLink endpoints are shared by every route to them (run opens one per source). */
+static struct {
+    pl_endpoint_t *ep;
+    char name[80];
+    int refs;
+} g_endpoints[32];
+static pthread_mutex_t g_endpoints_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_route *out,
+                            wg_error *err)
+{
+    const cli_privatelink *l = cli_config_privatelink(cfg, p->via);
+    if (!l)
+        return wg_error_set(err, WG_ERR_CONFIG,
+                            "[postgres %s] via = privatelink %s: no such privatelink", p->name,
+                            p->via);
+    int port = p->cfg.port > 0 ? p->cfg.port : 5432;
+    pthread_mutex_lock(&g_endpoints_mu);
+    pl_endpoint_t *ep = NULL;
+    size_t slot = WG_ARRAY_LEN(g_endpoints);
+    for (size_t i = 0; i < WG_ARRAY_LEN(g_endpoints); i++) {
+        if (g_endpoints[i].ep && strcmp(g_endpoints[i].name, l->name) == 0) {
+            ep = g_endpoints[i].ep;
+            g_endpoints[i].refs++;
+            break;
+        }
+        if (!g_endpoints[i].ep && slot == WG_ARRAY_LEN(g_endpoints))
+            slot = i;
+    }
+    int rc = 0;
+    if (!ep) {
+        pl_config pc = l->cfg;
+        pc.port = port;
+        if (slot == WG_ARRAY_LEN(g_endpoints)) {
+            rc = wg_error_set(err, WG_ERR_CONFIG, "too many privatelink endpoints");
+        } else if (!(ep = pl_endpoint_new(&pc, err))) {
+            rc = err->code;
+        } else if (pl_endpoint_resolve(ep, err) != 0 || pl_endpoint_start(ep, err) != 0) {
+            rc = err->code;
+            pl_endpoint_free(ep);
+            ep = NULL;
+        } else {
+            g_endpoints[slot].ep = ep;
+            g_endpoints[slot].refs = 1;
+            snprintf(g_endpoints[slot].name, sizeof(g_endpoints[slot].name), "%s", l->name);
+        }
+    }
+    pthread_mutex_unlock(&g_endpoints_mu);
+    if (rc != 0)
+        return rc;
+    out->endpoint = ep;
+    out->port = port;
+    if (pl_endpoint_dialer(ep, false, out->addr_buf, sizeof(out->addr_buf), &out->port) != 0) {
+        cli_route_close(out);
+        return wg_error_set(err, WG_ERR_DNS, "privatelink %s: no address is known yet", l->name);
+    }
+    out->addr = out->addr_buf;
+    return 0;
+}
 
 int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err)
 {
     memset(out, 0, sizeof(*out));
     if (p->cfg.route == INGEST_ROUTE_DIRECT)
         return 0;
-    if (p->cfg.route != INGEST_ROUTE_TUNNEL)
-        return wg_error_set(err, WG_ERR_CONFIG,
-                            "[postgres %s] via privatelink is not available yet", p->name);
+    if (p->cfg.route == INGEST_ROUTE_PRIVATELINK)
+        return open_privatelink(cfg, p, out, err);
     const cli_tunnel *t = cli_config_tunnel(cfg, p->via);
     if (!t)
         return wg_error_set(err, WG_ERR_CONFIG, "[postgres %s] via = tunnel %s: no such tunnel",
@@ -32,6 +95,16 @@ int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out,
 
 void cli_route_close(cli_route *r)
 {
+    if (r->endpoint) {
+        pthread_mutex_lock(&g_endpoints_mu);
+        for (size_t i = 0; i < WG_ARRAY_LEN(g_endpoints); i++) {
+            if (g_endpoints[i].ep == r->endpoint && --g_endpoints[i].refs == 0) {
+                pl_endpoint_free(g_endpoints[i].ep);
+                g_endpoints[i].ep = NULL;
+            }
+        }
+        pthread_mutex_unlock(&g_endpoints_mu);
+    }
     tunnel_free(r->tunnel);
     memset(r, 0, sizeof(*r));
 }

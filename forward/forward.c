@@ -280,7 +280,9 @@ static int fill(fwd_forwarder *f, wg_error *err)
     wg_buf line = {0};
     int rc = 0;
     for (;;) {
-        if (f->n_items > 0 && (f->data.len >= f->max_bytes || f->n_items >= f->max_items)) {
+        /* Full? Only ever decided between items: lines of an item are never left behind. */
+        if (f->n_items > 0 && f->cur_records == 0 &&
+            (f->data.len >= f->max_bytes || f->n_items >= f->max_items)) {
             rc = 1;
             break;
         }
@@ -289,8 +291,11 @@ static int fill(fwd_forwarder *f, wg_error *err)
             rc = -1;
             break;
         }
-        if (n == 0) {
-            rc = f->n_items > 0 && wg_now_ms() - f->first_item_ms >= f->delay_ms ? 1 : 0;
+        if (n == 0) { /* the reader stops only between batches */
+            rc = f->n_items > 0 && f->cur_records == 0 &&
+                         wg_now_ms() - f->first_item_ms >= f->delay_ms
+                     ? 1
+                     : 0;
             break;
         }
         if (wg_buf_append(&f->data, line.data, line.len) != 0 || wg_buf_putc(&f->data, '\n') != 0) {

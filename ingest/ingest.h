@@ -48,6 +48,7 @@ typedef struct ingest_source_config {
     int snapshot_workers;       /* default 2 */
     uint64_t max_txn_memory;    /* default 64MiB */
     int64_t status_interval_ms; /* default 1s */
+    uint64_t log_segment_bytes; /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
 } ingest_source_config;
 
 /*
@@ -94,7 +95,23 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
  * source in state "failed" with the remedy in its status (it then waits for *stop). Returns 0.
  */
 int ingest_source_run(ingest_source *s, volatile int *stop);
+/*
+ * Where to dial, asked before every connection cycle when set (a PrivateLink endpoint's
+ * pl_endpoint_dialer): fills addr (an IP) and *port; `after_failure` is true for every cycle
+ * after the first. Returns 0, or -1 to keep the current dial address. Set it before
+ * ingest_source_run; `arg` must outlive the run.
+ */
+typedef int (*ingest_dial_fn)(void *arg, bool after_failure, char *addr, size_t len, int *port);
+void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg);
 void ingest_source_free(ingest_source *s);
+
+/*
+ * Pause (why != NULL, said in status) or resume (NULL) a running source from another thread:
+ * the disk guard holds sources while the change logs are over log_max_disk. A held source
+ * finishes the transaction it is receiving, then reads nothing more and confirms nothing new,
+ * so the slot keeps the WAL upstream; it resumes where it stopped.
+ */
+void ingest_source_set_hold(ingest_source *s, const char *why);
 
 /* The directory of a source's state files (status.json, state) under state_dir. */
 int ingest_source_dir(const char *state_dir, const char *name, char *buf, size_t len);

@@ -96,6 +96,9 @@ struct ingest_source {
     ingest_source_config cfg;
     ingest_pg_config pg;
     char *dial_addr;
+    ingest_dial_fn dialer; /* NULL: always dial_addr */
+    void *dialer_arg;
+    bool dialed_once;
     int dial_port;
     char *state_dir, *dir, *logdir;
     char **owned; /* strings copied for cfg/pg */
@@ -149,7 +152,10 @@ struct ingest_source {
     bool resyncing;    /* a resync copy runs while the stream waits: keep it alive */
     bool main_lost;    /* ... and sending it failed */
     int64_t next_request_ms;
-    int64_t last_status_ms;  /* when the last standby status went out */
+    int64_t last_status_ms; /* when the last standby status went out */
+    /* Set by another thread (the disk guard): pause ingest, confirm nothing new. */
+    pthread_mutex_t hold_mu;
+    char hold[512];
     pthread_mutex_t snap_mu; /* snapshot workers share the log and the counters */
 };
 
@@ -480,6 +486,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->dial_port = dial_port;
     s->state_dir = strdup(state_dir);
     pthread_mutex_init(&s->snap_mu, NULL);
+    pthread_mutex_init(&s->hold_mu, NULL);
     char buf[4096];
     ingest_source_dir(state_dir, src->name, buf, sizeof(buf));
     s->dir = strdup(buf);
@@ -490,7 +497,8 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
         ingest_source_free(s);
         return NULL;
     }
-    s->log = changelog_open(s->logdir, NULL, err);
+    changelog_options lo = {.segment_bytes = s->cfg.log_segment_bytes};
+    s->log = changelog_open(s->logdir, &lo, err);
     if (!s->log) {
         ingest_source_free(s);
         return NULL;
@@ -610,6 +618,7 @@ void ingest_source_free(ingest_source *s)
     free(s->dir);
     free(s->logdir);
     pthread_mutex_destroy(&s->snap_mu);
+    pthread_mutex_destroy(&s->hold_mu);
     free(s);
 }
 
@@ -2241,6 +2250,53 @@ static bool pending(const ingest_source *s)
     return s->in_txn || s->n_streams > 0;
 }
 
+void ingest_source_set_hold(ingest_source *s, const char *why)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    if (why && !s->hold[0])
+        log_warn(s->cfg.name, "ingest paused: %s", why);
+    else if (!why && s->hold[0])
+        log_info(s->cfg.name, "ingest resumes: the change log has room again");
+    snprintf(s->hold, sizeof(s->hold), "%s", why ? why : "");
+    pthread_mutex_unlock(&s->hold_mu);
+}
+
+static bool held(ingest_source *s, char *why, size_t len)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    bool h = s->hold[0] != '\0';
+    if (h && why)
+        snprintf(why, len, "%s", s->hold);
+    pthread_mutex_unlock(&s->hold_mu);
+    return h;
+}
+
+/*
+ * While held: read nothing more (the server keeps the changes and the slot keeps their WAL),
+ * confirm only what is durable, and keep the connection alive with status updates.
+ */
+static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
+{
+    char why[512];
+    while (!*stop && held(s, why, sizeof(why))) {
+        if (s->state != SRC_STALLED || strcmp(s->error, why) != 0)
+            set_error(s, SRC_STALLED,
+                      "free space under state_dir, or let forwarders catch up (walgate status); "
+                      "ingest resumes by itself",
+                      "%s", why);
+        if (log_sync(s, err) != 0 || send_status(s, s->durable, false, err) != 0)
+            return -1;
+        status_write(s, false);
+        for (int64_t t = 0; t < s->status_ms && !*stop && held(s, NULL, 0); t += 100)
+            usleep(100 * 1000);
+    }
+    if (s->state == SRC_STALLED) {
+        s->state = SRC_RUNNING;
+        s->error[0] = s->remedy[0] = '\0';
+    }
+    return 0;
+}
+
 static int stream(ingest_source *s, volatile int *stop, wg_error *err)
 {
     int64_t next_status = 0, next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
@@ -2341,6 +2397,8 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
                 return -1;
             }
         }
+        if (!pending(s) && held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
+            return -1;
         status_write(s, false);
     }
 }
@@ -2364,10 +2422,38 @@ static void check_sender_timeout(ingest_source *s)
     PQclear(r);
 }
 
+void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg)
+{
+    s->dialer = fn;
+    s->dialer_arg = arg;
+}
+
+/* Ask the dialer (if any) where to connect this cycle. */
+static void refresh_dial(ingest_source *s)
+{
+    if (!s->dialer)
+        return;
+    char a[256];
+    int p = s->dial_port;
+    if (s->dialer(s->dialer_arg, s->dialed_once, a, sizeof(a), &p) == 0 &&
+        (!s->dial_addr || strcmp(a, s->dial_addr) != 0 || p != s->dial_port)) {
+        char *c = strdup(a);
+        if (c) {
+            log_info(s->cfg.name, "dialing %s port %d (was %s)", a, p,
+                     s->dial_addr ? s->dial_addr : "none");
+            free(s->dial_addr);
+            s->dial_addr = c;
+            s->dial_port = p;
+        }
+    }
+    s->dialed_once = true;
+}
+
 /* One connection cycle: connect, snapshot when needed, stream. */
 static int cycle(ingest_source *s, volatile int *stop)
 {
     wg_error err = {0};
+    refresh_dial(s);
     s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
     s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
     if (!s->cat)

@@ -396,3 +396,276 @@ def ini(sections):
         out += [f"{k} = {v}" for k, v in kv.items()]
         out.append("")
     return "\n".join(out)
+
+
+DNSMASQ = os.environ.get("WALGATE_DNSMASQ", "/usr/sbin/dnsmasq")
+
+
+class Dnsmasq(Server):
+    """dnsmasq as an authoritative-only DNS server on 127.0.0.1:<free port> (UDP and TCP).
+
+    records: {name: [ip, ...]} served from a hosts file; set_records() rewrites it and sends
+    SIGHUP, so a change is visible at once. Names under `local_domain` that have no record get
+    NXDOMAIN; nothing is forwarded anywhere. Answers carry TTL `ttl`.
+    """
+
+    def __init__(self, records=None, port=None, ttl=60, local_domain="amazonaws.com"):
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.ttl = ttl
+        self.local_domain = local_domain
+        self.records = dict(records or {})
+        self.dir = None
+        self.proc = None
+
+    @property
+    def server(self):
+        """The dns_servers value for walgate's configuration."""
+        return f"{self.host}:{self.port}"
+
+    def _write_hosts(self):
+        lines = []
+        for name, ips in self.records.items():
+            lines += [f"{ip} {name}" for ip in ips]
+        path = os.path.join(self.dir, "hosts")
+        write_file(path + ".tmp", "\n".join(lines) + "\n", 0o644)
+        os.replace(path + ".tmp", path)
+
+    def start(self):
+        if not os.path.exists(DNSMASQ):
+            raise RuntimeError(f"{DNSMASQ} is missing: apt-get install -y dnsmasq-base")
+        if self.dir is None:
+            self.dir = tempdir("walgate-dns-")
+        self._write_hosts()
+        self._register()
+        self.logf = open(os.path.join(self.dir, "dnsmasq.log"), "ab")
+        cmd = [DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
+               "--bind-interfaces", f"--listen-address={self.host}", f"--port={self.port}",
+               f"--addn-hosts={os.path.join(self.dir, 'hosts')}", f"--local-ttl={self.ttl}",
+               f"--local=/{self.local_domain}/", "--pid-file=", "--log-facility=-",
+               "--conf-file=/dev/null"]
+        if is_root():
+            cmd.append("--user=root")
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        wait_port(self.host, self.port, proc=self.proc)  # the TCP side listens too
+        return self
+
+    def set_records(self, records):
+        """Replace every record and make dnsmasq reload them (SIGHUP)."""
+        self.records = dict(records)
+        self._write_hosts()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.2)
+
+    def stop(self, cleanup=True):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "logf", None):
+            self.logf.close()
+        self._unregister()
+        if cleanup and self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def restart(self):
+        self.stop(cleanup=False)
+        self.start()
+
+
+NATS_SERVER = os.environ.get("WALGATE_NATS_SERVER", "nats-server")
+
+
+class NatsCluster(Server):
+    """`nodes` (1 or 3) nats-server processes with JetStream on 127.0.0.1:<free ports>.
+
+    Each node has a client port, a monitoring port (/healthz, /jsz) and, with more than one
+    node, a cluster port with routes to the others; its store is in its own temp directory.
+    start() returns once every running node reports JetStream healthy and (clustered) a meta
+    leader is elected. kill(i) SIGKILLs node i; restart(i) starts it again on the same ports
+    and store. Node names are n1, n2, n3 (index 0 is n1).
+    """
+
+    def __init__(self, nodes=3, cluster_name="walgate-test"):
+        if nodes < 1:
+            raise ValueError("nodes must be >= 1")
+        self.n = nodes
+        self.cluster_name = cluster_name
+        self.host = "127.0.0.1"
+        self.dir = None
+        self.nodes = [{"name": f"n{i + 1}", "port": free_port(), "http": free_port(),
+                       "cport": free_port(), "proc": None, "logf": None}
+                      for i in range(nodes)]
+
+    def url(self, i=0):
+        return f"nats://{self.host}:{self.nodes[i]['port']}"
+
+    @property
+    def urls(self):
+        return [self.url(i) for i in range(self.n)]
+
+    def index_of(self, name):
+        for i, nd in enumerate(self.nodes):
+            if nd["name"] == name:
+                return i
+        raise KeyError(name)
+
+    def _write_conf(self, i):
+        nd = self.nodes[i]
+        store = os.path.join(self.dir, nd["name"], "store")
+        os.makedirs(store, exist_ok=True)
+        lines = [
+            f'server_name: "{nd["name"]}"',
+            f"listen: {self.host}:{nd['port']}",
+            f"http: {self.host}:{nd['http']}",
+            "jetstream {",
+            f'  store_dir: "{store}"',
+            "  max_memory_store: 64MB",
+            "  max_file_store: 1GB",
+            "}",
+        ]
+        if self.n > 1:
+            routes = ", ".join(f"nats-route://{self.host}:{o['cport']}"
+                               for j, o in enumerate(self.nodes) if j != i)
+            lines += [
+                "cluster {",
+                f'  name: "{self.cluster_name}"',
+                f"  listen: {self.host}:{nd['cport']}",
+                f"  routes: [{routes}]",
+                "}",
+            ]
+        path = os.path.join(self.dir, nd["name"], "nats.conf")
+        write_file(path, "\n".join(lines) + "\n")
+        return path
+
+    def _start_node(self, i):
+        nd = self.nodes[i]
+        conf = os.path.join(self.dir, nd["name"], "nats.conf")
+        nd["logf"] = open(os.path.join(self.dir, nd["name"], "nats.log"), "ab")
+        nd["proc"] = subprocess.Popen([NATS_SERVER, "-c", conf], stdout=nd["logf"],
+                                      stderr=subprocess.STDOUT)
+
+    def start(self):
+        if self.dir is None:
+            self.dir = tempdir("walgate-nats-")
+            for i in range(self.n):
+                self._write_conf(i)
+        self._register()
+        for i in range(self.n):
+            if not self.running(i):
+                self._start_node(i)
+        for i in range(self.n):
+            wait_port(self.host, self.nodes[i]["port"], proc=self.nodes[i]["proc"])
+        self.wait_ready()
+        return self
+
+    def running(self, i):
+        p = self.nodes[i]["proc"]
+        return p is not None and p.poll() is None
+
+    def _http(self, i, path):
+        """(status, body) of a monitoring request to node i, or (None, "") when it fails."""
+        import http.client
+        try:
+            c = http.client.HTTPConnection(self.host, self.nodes[i]["http"], timeout=2)
+            c.request("GET", path)
+            r = c.getresponse()
+            body = r.read().decode("utf-8", "replace")
+            c.close()
+            return r.status, body
+        except OSError:
+            return None, ""
+
+    def jsz(self, i):
+        import json
+        status, body = self._http(i, "/jsz")
+        return json.loads(body) if status == 200 else None
+
+    def client_names(self, i):
+        """Names of the clients connected to node i (from /connz)."""
+        import json
+        status, body = self._http(i, "/connz")
+        if status != 200:
+            return []
+        return [c.get("name", "") for c in json.loads(body).get("connections") or []]
+
+    def meta_leader(self, i=None):
+        """The meta leader's name as node i (or the first running node) sees it, or None."""
+        for j in ([i] if i is not None else range(self.n)):
+            if not self.running(j):
+                continue
+            d = self.jsz(j) or {}
+            return (d.get("meta_cluster") or {}).get("leader") or None
+        return None
+
+    def wait_ready(self, timeout=40.0):
+        """Every running node answers /healthz with 200 and, clustered, knows a meta leader."""
+        deadline = time.time() + timeout
+        last = ""
+        while time.time() < deadline:
+            ok = True
+            for i in range(self.n):
+                if not self.running(i):
+                    if self.nodes[i]["proc"] is not None and self.nodes[i]["proc"].returncode \
+                            not in (None, -9):
+                        raise RuntimeError(f"nats-server {self.nodes[i]['name']} exited "
+                                           f"{self.nodes[i]['proc'].returncode}:\n{self.log(i)}")
+                    continue
+                status, body = self._http(i, "/healthz")
+                if status != 200:
+                    ok, last = False, f"{self.nodes[i]['name']} /healthz: {status} {body}"
+                    break
+                if self.n > 1 and not self.meta_leader(i):
+                    ok, last = False, f"{self.nodes[i]['name']}: no meta leader yet"
+                    break
+            if ok:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"NATS cluster not ready within {timeout}s: {last}")
+
+    def kill(self, i):
+        """SIGKILL node i (its store stays for restart)."""
+        nd = self.nodes[i]
+        if nd["proc"] and nd["proc"].poll() is None:
+            nd["proc"].kill()
+            nd["proc"].wait()
+        if nd["logf"]:
+            nd["logf"].close()
+            nd["logf"] = None
+
+    def restart(self, i):
+        self.kill(i)
+        self._start_node(i)
+        wait_port(self.host, self.nodes[i]["port"], proc=self.nodes[i]["proc"])
+        self.wait_ready()
+
+    def stop(self, cleanup=True):
+        for nd in self.nodes:
+            p = nd["proc"]
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            nd["proc"] = None
+            if nd["logf"]:
+                nd["logf"].close()
+                nd["logf"] = None
+        self._unregister()
+        if cleanup and self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def log(self, i):
+        with contextlib.suppress(OSError), \
+                open(os.path.join(self.dir, self.nodes[i]["name"], "nats.log")) as f:
+            return f.read()
+        return ""

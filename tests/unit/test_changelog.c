@@ -743,4 +743,91 @@ TEST(reader_errors_are_clear)
     CHECK_CONTAINS(err.msg, "/nonexistent/walgate/log/x");
 }
 
+/* Read every batch after `after` (NULL: all): the xids of its commits, and its batch ends. */
+static int read_batches(const char *dir, const changelog_pos *after, char *ids, size_t len,
+                        changelog_pos *ends, int max_ends)
+{
+    wg_error err = {0};
+    wg_buf line = {0}, all = {0};
+    int n = 0;
+    changelog_reader *r = changelog_reader_open_at(dir, after, &err);
+    if (!r)
+        return -1;
+    while (changelog_reader_next(r, &line, &err) == 1) {
+        wg_buf_append(&all, line.data, line.len);
+        wg_buf_putc(&all, '\n');
+        changelog_pos p;
+        if (changelog_reader_batch_end(r, &p) && n < max_ends)
+            ends[n++] = p;
+        else if (changelog_reader_batch_end(r, &p))
+            n++;
+    }
+    commit_ids(all.data ? all.data : "", ids, len);
+    wg_buf_free(&line);
+    wg_buf_free(&all);
+    changelog_reader_free(r);
+    return n;
+}
+
+TEST(cursor_positions_resume_exactly_and_retention_prunes_passed_segments)
+{
+    char base[64], dir[80], ids[1024];
+    wg_error err = {0};
+    make_dir(base, sizeof(base), dir, sizeof(dir));
+    changelog *log = open_log(dir, 600);
+    if (!log)
+        goto out;
+    for (int i = 1; i <= 30; i++) /* batches 5..7 share a position, like snapshot chunks */
+        CHECK_EQ_INT(append_batch(log, i, (uint64_t)(i >= 5 && i <= 7 ? 5 : i) * 0x10, 2), 0);
+    CHECK_EQ_INT(changelog_sync(log, &err), 0);
+
+    changelog_pos ends[64];
+    int n = read_batches(dir, NULL, ids, sizeof(ids), ends, 64);
+    CHECK_EQ_INT(n, 30);
+    for (int i = 1; i < n; i++) /* positions never go back; (seq, offset) strictly increases */
+        CHECK(ends[i].lsn >= ends[i - 1].lsn &&
+              (ends[i].seq > ends[i - 1].seq ||
+               (ends[i].seq == ends[i - 1].seq && ends[i].offset > ends[i - 1].offset)));
+    CHECK(ends[29].seq > 1);
+    /* Resuming after each batch end gives exactly the rest, even between equal positions. */
+    for (int k = 0; k < n; k++) {
+        changelog_pos rest[64];
+        char want[1024] = "";
+        size_t used = 0;
+        for (int i = k + 2; i <= 30; i++)
+            used += (size_t)snprintf(want + used, sizeof(want) - used, "%s%d", used ? "," : "", i);
+        CHECK_EQ_INT(read_batches(dir, &ends[k], ids, sizeof(ids), rest, 64), 30 - k - 1);
+        CHECK_EQ_STR(ids, want);
+    }
+
+    /* Usage after a cursor. */
+    changelog_usage_info u;
+    CHECK_EQ_INT(changelog_usage(dir, &ends[9], &u, &err), 0);
+    CHECK_EQ_INT((int)u.batches_after, 20);
+    CHECK(u.bytes_after > 0 && u.bytes > u.bytes_after);
+    CHECK_EQ_INT(changelog_usage(dir, &ends[29], &u, &err), 0);
+    CHECK_EQ_INT((int)u.batches_after, 0);
+    CHECK_EQ_INT((int)u.bytes_after, 0);
+
+    /* Retention: nothing before its time; then the segments before the cursor's, never the
+     * newest; a reader at the cursor still reads the rest. */
+    uint64_t freed = 0;
+    CHECK_EQ_INT(changelog_prune(dir, ends[19].seq, wg_wall_ms() - 3600 * 1000, &freed, &err), 0);
+    int pruned = changelog_prune(dir, ends[19].seq, wg_wall_ms() + 1000, &freed, &err);
+    CHECK(pruned > 0 && freed > 0);
+    CHECK_EQ_INT((int)ends[19].seq - 1, pruned);
+    CHECK_EQ_INT(read_batches(dir, &ends[19], ids, sizeof(ids), ends + 40, 20), 10);
+    CHECK_EQ_STR(ids, "21,22,23,24,25,26,27,28,29,30");
+    CHECK_EQ_INT(changelog_prune(dir, UINT32_MAX, wg_wall_ms() + 1000, &freed, &err) >= 1, 1);
+    char names[64][64];
+    CHECK_EQ_INT(list_jsonl(dir, names, 64), 1); /* the newest stays */
+    /* A cursor in a removed segment continues with the first segment after it. */
+    changelog_pos gone = {1, 10, 0x10};
+    CHECK(read_batches(dir, &gone, ids, sizeof(ids), ends + 40, 20) > 0);
+    CHECK(strstr(ids, "30") != NULL);
+    changelog_close(log);
+out:
+    rm_rf(base);
+}
+
 TEST_MAIN()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Forwarding: records/s into a webhook receiver and JetStream (R1, R3), and end-to-end latency
+# under pgbench -R (see forward.py).
+#   bench/forward.sh [--txns N] [--rows-per-txn N] [--rate R] [--seconds S] [--sinks LIST]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DWALGATE_TESTS=OFF >/dev/null
+cmake --build build-release -j"$(nproc)" >/dev/null
+WALGATE_BIN=$PWD/build-release/walgate exec python3 bench/forward.py "$@"

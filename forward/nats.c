@@ -1,0 +1,1282 @@
+/*
+ * nats.c — the NATS JetStream sink (`[sink NAME] type = nats`, docs/forward.md).
+ *
+ * Every record of a change-log batch becomes one JetStream message: rows go to
+ * PREFIX.SCHEMA.TABLE, commit markers to PREFIX._txn, snapshot markers to PREFIX._snapshot,
+ * logical decoding messages to PREFIX._message. Each message carries Nats-Msg-Id
+ * "KEY-INDEX" (the batch's stable key and the record's index in it), so the stream's
+ * de-duplication turns a re-send after a crash or a timeout into a no-op, and headers
+ * describing its transaction. Messages are published asynchronously with at most
+ * `max_pending` unacknowledged; send() succeeds only when every one has a PubAck.
+ *
+ * Ordering: one connection publishes in log order and the stream stores in arrival order.
+ * Within a send, every message after the first carries Nats-Expected-Last-Msg-Id (the id of
+ * the message before it), so JetStream refuses whatever follows a lost message; the first
+ * failure (a negative PubAck, a lost connection) stops further publishing, and the re-send
+ * fills the hole before anything behind it is stored. Duplicates are recognized before
+ * expectations are checked, so a re-send passes over what is already stored. When the chain
+ * breaks for another reason (someone else publishes into the stream), the next attempt goes
+ * one acknowledged message at a time, without expectations.
+ */
+#include "forward/nats_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Pure pieces (nats_internal.h) ------------------------------------------------------- */
+
+int nats_escape_token(const char *name, size_t len, wg_buf *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (len == 0)
+        return wg_buf_putc(out, '_');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c == 0x7f || c == '.' || c == '*' || c == '>' || c == '%') {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            if (wg_buf_append(out, e, 3) < 0)
+                return -1;
+        } else if (wg_buf_putc(out, (char)c) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int nats_table_subject(const char *prefix, const char *qname, size_t len, char *out, size_t cap)
+{
+    wg_buf b = {0};
+    const char *dot = memchr(qname, '.', len);
+    int rc = -1;
+    if (wg_buf_puts(&b, prefix) < 0 || wg_buf_putc(&b, '.') < 0)
+        goto out;
+    if (dot) {
+        if (nats_escape_token(qname, (size_t)(dot - qname), &b) < 0 || wg_buf_putc(&b, '.') < 0 ||
+            nats_escape_token(dot + 1, len - (size_t)(dot - qname) - 1, &b) < 0)
+            goto out;
+    } else if (wg_buf_puts(&b, "_.") < 0 || nats_escape_token(qname, len, &b) < 0) {
+        goto out;
+    }
+    if (b.len + 1 > cap)
+        goto out;
+    memcpy(out, b.data, b.len);
+    out[b.len] = '\0';
+    rc = 0;
+out:
+    wg_buf_free(&b);
+    return rc;
+}
+
+bool nats_subject_match(const char *filter, const char *subject)
+{
+    const char *f = filter, *s = subject;
+    for (;;) {
+        const char *fe = strchr(f, '.'), *se = strchr(s, '.');
+        size_t fl = fe ? (size_t)(fe - f) : strlen(f);
+        size_t sl = se ? (size_t)(se - s) : strlen(s);
+        if (fl == 1 && f[0] == '>')
+            return true; /* the rest, at least one token (we are at one) */
+        if (!(fl == 1 && f[0] == '*') && (fl != sl || memcmp(f, s, fl) != 0))
+            return false;
+        if (!fe || !se)
+            return !fe && !se;
+        f = fe + 1;
+        s = se + 1;
+    }
+}
+
+bool nats_prefix_valid(const char *prefix)
+{
+    if (!prefix || !*prefix)
+        return false;
+    size_t toklen = 0;
+    for (const char *p = prefix;; p++) {
+        if (*p == '.' || *p == '\0') {
+            if (toklen == 0)
+                return false;
+            if (*p == '\0')
+                return true;
+            toklen = 0;
+            continue;
+        }
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f || c == '*' || c == '>')
+            return false;
+        toklen++;
+    }
+}
+
+bool nats_stream_name_valid(const char *name)
+{
+    if (!name || !*name)
+        return false;
+    for (const char *p = name; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f || c == '.' || c == '*' || c == '>' || c == '/' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+/* Skip blanks; returns the new position. */
+static size_t json_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* s[i] is '"': returns the index just past the closing quote, or 0 when unterminated. */
+static size_t json_skip_string(const char *s, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* Skip one value starting at s[i]; returns the index past it, or 0 when malformed. */
+static size_t json_skip_value(const char *s, size_t len, size_t i)
+{
+    if (i >= len)
+        return 0;
+    if (s[i] == '"')
+        return json_skip_string(s, len, i);
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        while (i < len) {
+            char c = s[i];
+            if (c == '"') {
+                i = json_skip_string(s, len, i);
+                if (!i)
+                    return 0;
+                continue;
+            }
+            if (c == '{' || c == '[')
+                depth++;
+            else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+            i++;
+        }
+        return 0;
+    }
+    /* number, true, false, null */
+    size_t start = i;
+    while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n' &&
+           s[i] != '\t' && s[i] != '\r')
+        i++;
+    return i > start ? i : 0;
+}
+
+int nats_json_member(const char *rec, size_t len, const char *name, const char **val, size_t *vlen)
+{
+    size_t nlen = strlen(name);
+    size_t i = json_ws(rec, len, 0);
+    if (i >= len || rec[i] != '{')
+        return -1;
+    i = json_ws(rec, len, i + 1);
+    if (i < len && rec[i] == '}')
+        return -1;
+    while (i < len) {
+        if (rec[i] != '"')
+            return -1;
+        size_t kend = json_skip_string(rec, len, i);
+        if (!kend)
+            return -1;
+        /* Keys walgate writes have no escapes; compare the raw text. */
+        bool match = kend - i - 2 == nlen && memcmp(rec + i + 1, name, nlen) == 0;
+        i = json_ws(rec, len, kend);
+        if (i >= len || rec[i] != ':')
+            return -1;
+        i = json_ws(rec, len, i + 1);
+        size_t vend = json_skip_value(rec, len, i);
+        if (!vend)
+            return -1;
+        if (match) {
+            *val = rec + i;
+            *vlen = vend - i;
+            return 0;
+        }
+        i = json_ws(rec, len, vend);
+        if (i >= len || rec[i] != ',')
+            return -1;
+        i = json_ws(rec, len, i + 1);
+    }
+    return -1;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int read_u16(const char *p, size_t avail, unsigned *out)
+{
+    if (avail < 4)
+        return -1;
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval(p[k]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
+long nats_json_string(const char *val, size_t vlen, char *out, size_t cap)
+{
+    if (vlen < 2 || val[0] != '"' || val[vlen - 1] != '"' || cap == 0)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 1; i + 1 < vlen; i++) {
+        char c = val[i];
+        char buf[4];
+        size_t n = 1;
+        buf[0] = c;
+        if (c == '\\') {
+            if (i + 2 >= vlen)
+                return -1;
+            c = val[++i];
+            switch (c) {
+            case 'b':
+                buf[0] = '\b';
+                break;
+            case 'f':
+                buf[0] = '\f';
+                break;
+            case 'n':
+                buf[0] = '\n';
+                break;
+            case 'r':
+                buf[0] = '\r';
+                break;
+            case 't':
+                buf[0] = '\t';
+                break;
+            case '"':
+            case '\\':
+            case '/':
+                buf[0] = c;
+                break;
+            case 'u': {
+                unsigned cp;
+                if (read_u16(val + i + 1, vlen - 1 - (i + 1), &cp) < 0)
+                    return -1;
+                i += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    unsigned lo;
+                    if (i + 6 >= vlen || val[i + 1] != '\\' || val[i + 2] != 'u' ||
+                        read_u16(val + i + 3, vlen - 1 - (i + 3), &lo) < 0 || lo < 0xDC00 ||
+                        lo > 0xDFFF)
+                        return -1;
+                    i += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                if (cp < 0x80) {
+                    buf[0] = (char)cp;
+                } else if (cp < 0x800) {
+                    buf[0] = (char)(0xC0 | cp >> 6);
+                    buf[1] = (char)(0x80 | (cp & 0x3F));
+                    n = 2;
+                } else if (cp < 0x10000) {
+                    buf[0] = (char)(0xE0 | cp >> 12);
+                    buf[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                    buf[2] = (char)(0x80 | (cp & 0x3F));
+                    n = 3;
+                } else {
+                    buf[0] = (char)(0xF0 | cp >> 18);
+                    buf[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                    buf[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                    buf[3] = (char)(0x80 | (cp & 0x3F));
+                    n = 4;
+                }
+                break;
+            }
+            default:
+                return -1;
+            }
+        } else if (c == '"') {
+            return -1;
+        }
+        if (o + n + 1 > cap)
+            return -1;
+        memcpy(out + o, buf, n);
+        o += n;
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+nats_op nats_record_op(const char *rec, size_t len, char *op, size_t cap)
+{
+    const char *v;
+    size_t vlen;
+    char name[32];
+    if (nats_json_member(rec, len, "op", &v, &vlen) < 0 ||
+        nats_json_string(v, vlen, name, sizeof(name)) < 0)
+        name[0] = '\0';
+    if (op && cap) {
+        snprintf(op, cap, "%s", name);
+    }
+    if (!strcmp(name, "insert") || !strcmp(name, "update") || !strcmp(name, "delete") ||
+        !strcmp(name, "read"))
+        return NATS_OP_ROW;
+    if (!strcmp(name, "begin"))
+        return NATS_OP_BEGIN;
+    if (!strcmp(name, "commit"))
+        return NATS_OP_COMMIT;
+    if (!strcmp(name, "truncate"))
+        return NATS_OP_TRUNCATE;
+    if (!strcmp(name, "message"))
+        return NATS_OP_MESSAGE;
+    if (!strncmp(name, "snapshot", 8))
+        return NATS_OP_SNAPSHOT;
+    return NATS_OP_OTHER;
+}
+
+/* ---- The sink ---------------------------------------------------------------------------- */
+
+/*
+ * State the library's threads touch (PubAck handler, connection callbacks). It outlives the
+ * sink until the connection's closed callback, the last callback libnats makes for it.
+ */
+typedef struct nats_shared {
+    pthread_mutex_t mu;
+    int refs;
+    char ctx[160]; /* "sink NAME", for log lines */
+    /* Per send(): reset at its start. */
+    uint64_t acked, duplicates, failed;
+    bool stop; /* a failure was seen: publish nothing more in this send */
+    natsStatus fail_status;
+    jsErrCode fail_code;
+    char fail_text[256];
+    char fail_subject[NATS_SUBJECT_MAX];
+    /* Connection events. */
+    bool disconnected;
+    bool closing; /* the sink is closing the connection: not worth a warning */
+    bool perm;
+    char perm_text[256];
+} nats_shared;
+
+typedef struct nats_sink {
+    fwd_sink base;
+    natsOptions *opts;
+    natsConnection *nc;
+    jsCtx *js;
+    nats_shared *sh;
+    char *stream, *prefix;
+    char **stream_subjects; /* the stream's subjects when last checked */
+    int n_stream_subjects;
+    bool stream_ok;
+    bool published; /* js_PublishAsyncGetPendingList crashes before the first async publish */
+    bool careful;   /* publish the next attempt one message at a time, without expectations */
+    bool create_stream;
+    int replicas;
+    int max_pending;
+    int64_t timeout_ms;
+    char servers_text[512]; /* for messages */
+} nats_sink;
+
+static void shared_unref(nats_shared *sh)
+{
+    pthread_mutex_lock(&sh->mu);
+    int left = --sh->refs;
+    pthread_mutex_unlock(&sh->mu);
+    if (left == 0) {
+        pthread_mutex_destroy(&sh->mu);
+        free(sh);
+    }
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    shared_unref(closure);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    nats_shared *sh = closure;
+    pthread_mutex_lock(&sh->mu);
+    sh->disconnected = true;
+    sh->stop = true;
+    bool closing = sh->closing;
+    pthread_mutex_unlock(&sh->mu);
+    if (!closing)
+        log_warn(sh->ctx, "disconnected from NATS; reconnecting");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    nats_shared *sh = closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+    log_info(sh->ctx, "reconnected to NATS at %s", url);
+}
+
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    nats_shared *sh = closure;
+    const char *text = NULL;
+    natsConnection_GetLastError(nc, &text);
+    pthread_mutex_lock(&sh->mu);
+    if (err == NATS_NOT_PERMITTED) {
+        sh->perm = true;
+        sh->stop = true;
+        snprintf(sh->perm_text, sizeof(sh->perm_text), "%s",
+                 text && *text ? text : natsStatus_GetText(err));
+    }
+    pthread_mutex_unlock(&sh->mu);
+    log_warn(sh->ctx, "NATS reported: %s", text && *text ? text : natsStatus_GetText(err));
+}
+
+static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    nats_shared *sh = closure;
+    pthread_mutex_lock(&sh->mu);
+    if (pa && !pae) {
+        sh->acked++;
+        if (pa->Duplicate)
+            sh->duplicates++;
+    } else {
+        sh->failed++;
+        if (!sh->stop || sh->fail_status == NATS_OK) {
+            sh->fail_status = pae ? pae->Err : NATS_ERR;
+            sh->fail_code = pae ? pae->ErrCode : 0;
+            snprintf(sh->fail_text, sizeof(sh->fail_text), "%s",
+                     pae && pae->ErrText && *pae->ErrText ? pae->ErrText
+                                                          : natsStatus_GetText(sh->fail_status));
+            snprintf(sh->fail_subject, sizeof(sh->fail_subject), "%s",
+                     msg ? natsMsg_GetSubject(msg) : "");
+        }
+        sh->stop = true;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    natsMsg_Destroy(msg);
+}
+
+static char *xstrdup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void free_subjects(nats_sink *s)
+{
+    for (int i = 0; i < s->n_stream_subjects; i++)
+        free(s->stream_subjects[i]);
+    free(s->stream_subjects);
+    s->stream_subjects = NULL;
+    s->n_stream_subjects = 0;
+}
+
+static void disconnect(nats_sink *s)
+{
+    if (s->js) {
+        natsMsgList pending = {0};
+        if (s->published && js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        jsCtx_Destroy(s->js);
+        s->js = NULL;
+        s->published = false;
+    }
+    if (s->nc) {
+        pthread_mutex_lock(&s->sh->mu);
+        s->sh->closing = true;
+        pthread_mutex_unlock(&s->sh->mu);
+        natsConnection_Close(s->nc);
+        natsConnection_Destroy(s->nc); /* on_closed drops the connection's reference */
+        s->nc = NULL;
+    }
+    s->stream_ok = false;
+}
+
+static void nats_sink_free(fwd_sink *base)
+{
+    nats_sink *s = (nats_sink *)base;
+    if (!s)
+        return;
+    disconnect(s);
+    if (s->sh)
+        shared_unref(s->sh);
+    natsOptions_Destroy(s->opts);
+    free_subjects(s);
+    free(s->stream);
+    free(s->prefix);
+    free(s->base.name);
+    free(s);
+}
+
+/* Everything libnats said last on this thread, for an error message. */
+static const char *nats_last_text(natsStatus st)
+{
+    const char *t = nats_GetLastError(NULL);
+    if (!t || !*t)
+        return natsStatus_GetText(st);
+    /* libnats starts its messages with "(file.c:123): ", which tells a user nothing. */
+    const char *close = t[0] == '(' ? strstr(t, "): ") : NULL;
+    return close ? close + 3 : t;
+}
+
+/* Connect (once; libnats reconnects on its own afterwards). */
+static fwd_result ensure_connected(nats_sink *s, wg_error *err)
+{
+    if (s->nc)
+        return FWD_OK;
+    natsConnection *nc = NULL;
+    natsStatus st = natsConnection_Connect(&nc, s->opts);
+    if (st != NATS_OK) {
+        /* Wrong credentials do not fix themselves; say so instead of retrying forever. */
+        bool auth = st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED;
+        wg_error_set(err, auth ? WG_ERR_AUTH : WG_ERR_NET,
+                     "[%s] could not connect to NATS (%s): %s%s", s->sh->ctx, s->servers_text,
+                     nats_last_text(st),
+                     auth ? "; check creds_file, user and password_file, or token_file" : "");
+        return auth ? FWD_FATAL : FWD_RETRY;
+    }
+    pthread_mutex_lock(&s->sh->mu);
+    s->sh->refs++; /* the connection's, dropped by on_closed */
+    s->sh->disconnected = false;
+    s->sh->closing = false;
+    pthread_mutex_unlock(&s->sh->mu);
+    s->nc = nc;
+
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = s->timeout_ms;
+    jo.PublishAsync.MaxPending = s->max_pending;
+    jo.PublishAsync.AckHandler = on_puback;
+    jo.PublishAsync.AckHandlerClosure = s->sh;
+    jo.PublishAsync.StallWait = 50;
+    st = natsConnection_JetStream(&s->js, nc, &jo);
+    if (st != NATS_OK) {
+        wg_error_set(err, WG_ERR_NET, "[%s] could not set up JetStream: %s", s->sh->ctx,
+                     nats_last_text(st));
+        disconnect(s);
+        return FWD_RETRY;
+    }
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+    log_info(s->sh->ctx, "connected to NATS at %s", url);
+    return FWD_OK;
+}
+
+/* Remember the stream's subjects (to refuse a record no subject of the stream takes). */
+static int keep_subjects(nats_sink *s, const jsStreamInfo *si)
+{
+    free_subjects(s);
+    if (!si->Config || si->Config->SubjectsLen <= 0)
+        return 0;
+    s->stream_subjects = calloc((size_t)si->Config->SubjectsLen, sizeof(char *));
+    if (!s->stream_subjects)
+        return -1;
+    for (int i = 0; i < si->Config->SubjectsLen; i++) {
+        s->stream_subjects[i] = strdup(si->Config->Subjects[i]);
+        if (!s->stream_subjects[i])
+            return -1;
+        s->n_stream_subjects = i + 1;
+    }
+    return 0;
+}
+
+/* Make sure the stream exists (creating it when allowed) and learn its subjects. */
+static fwd_result ensure_stream(nats_sink *s, wg_error *err)
+{
+    if (s->stream_ok)
+        return FWD_OK;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr);
+    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+        if (!s->create_stream) {
+            wg_error_set(err, WG_ERR_NOTFOUND,
+                         "[%s] JetStream stream %s does not exist; create it (subjects %s.>) "
+                         "or set create_stream = true",
+                         s->sh->ctx, s->stream, s->prefix);
+            return FWD_FATAL;
+        }
+        char subj[NATS_SUBJECT_MAX];
+        snprintf(subj, sizeof(subj), "%s.>", s->prefix);
+        const char *subjects[1] = {subj};
+        jsStreamConfig cfg;
+        jsStreamConfig_Init(&cfg);
+        cfg.Name = s->stream;
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Storage = js_FileStorage;
+        cfg.Replicas = s->replicas;
+        cfg.Duplicates = (int64_t)NATS_DUP_WINDOW_MS * 1000000; /* nanoseconds */
+        jerr = 0;
+        st = js_AddStream(&si, s->js, &cfg, NULL, &jerr);
+        if (st == NATS_OK) {
+            log_info(s->sh->ctx, "created JetStream stream %s (subjects %s, %d replica%s)",
+                     s->stream, subj, s->replicas, s->replicas == 1 ? "" : "s");
+        } else if (jerr == JSStreamNameExistErr) {
+            /* Someone else created it meanwhile; look again next time. */
+            wg_error_set(err, WG_ERR_AGAIN, "[%s] stream %s was created concurrently", s->sh->ctx,
+                         s->stream);
+            return FWD_RETRY;
+        } else {
+            bool fatal = jerr == JSStreamSubjectOverlapErr ||
+                         jerr == JSStreamReplicasNotSupportedErr || jerr == JSNotEnabledErr ||
+                         jerr == JSNotEnabledForAccountErr || st == NATS_NOT_PERMITTED;
+            wg_error_set(err, fatal ? WG_ERR_CONFIG : WG_ERR_NET,
+                         "[%s] could not create JetStream stream %s (subjects %s, replicas %d): "
+                         "%s (error code %d)%s",
+                         s->sh->ctx, s->stream, subj, s->replicas, nats_last_text(st), (int)jerr,
+                         jerr == JSStreamSubjectOverlapErr
+                             ? "; another stream takes these subjects: change subject_prefix or "
+                               "use that stream"
+                             : "");
+            return fatal ? FWD_FATAL : FWD_RETRY;
+        }
+    } else if (st != NATS_OK) {
+        bool fatal = jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr ||
+                     st == NATS_NOT_PERMITTED;
+        wg_error_set(err, fatal ? WG_ERR_CONFIG : WG_ERR_NET,
+                     "[%s] could not look up JetStream stream %s: %s (error code %d)", s->sh->ctx,
+                     s->stream, nats_last_text(st), (int)jerr);
+        return fatal ? FWD_FATAL : FWD_RETRY;
+    }
+    int rc = keep_subjects(s, si);
+    jsStreamInfo_Destroy(si);
+    if (rc < 0) {
+        wg_error_set(err, WG_ERR_NOMEM, "[%s] out of memory", s->sh->ctx);
+        return FWD_RETRY;
+    }
+    s->stream_ok = true;
+    return FWD_OK;
+}
+
+static bool stream_takes(const nats_sink *s, const char *subject)
+{
+    for (int i = 0; i < s->n_stream_subjects; i++)
+        if (nats_subject_match(s->stream_subjects[i], subject))
+            return true;
+    return false;
+}
+
+/* One record line of an item. */
+typedef struct rec_span {
+    const char *p;
+    size_t len;
+} rec_span;
+
+/* The next line of [*p, end), without its '\n'; false at the end. */
+static bool next_line(const char **p, const char *end, rec_span *out)
+{
+    if (*p >= end)
+        return false;
+    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
+    const char *e = nl ? nl : end;
+    out->p = *p;
+    out->len = (size_t)(e - *p);
+    *p = nl ? nl + 1 : end;
+    return true;
+}
+
+/* How many messages a record becomes: rows 1, truncate one per table, begin none. */
+static size_t record_fanout(nats_op op, const rec_span *r)
+{
+    if (op == NATS_OP_BEGIN)
+        return 0;
+    if (op != NATS_OP_TRUNCATE)
+        return 1;
+    const char *v;
+    size_t vlen;
+    if (nats_json_member(r->p, r->len, "tables", &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+        return 1;
+    size_t n = 0, i = 1;
+    while (i < vlen) {
+        i = json_ws(v, vlen, i);
+        if (i >= vlen || v[i] == ']')
+            break;
+        size_t e = json_skip_value(v, vlen, i);
+        if (!e)
+            break;
+        n++;
+        i = json_ws(v, vlen, e);
+        if (i < vlen && v[i] == ',')
+            i++;
+    }
+    return n ? n : 1;
+}
+
+/* The j-th string of the truncate record's "tables" array, raw; -1 when absent. */
+static int truncate_table(const rec_span *r, size_t j, const char **tv, size_t *tlen)
+{
+    const char *v;
+    size_t vlen;
+    if (nats_json_member(r->p, r->len, "tables", &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+        return -1;
+    size_t n = 0, i = 1;
+    while (i < vlen) {
+        i = json_ws(v, vlen, i);
+        if (i >= vlen || v[i] == ']')
+            return -1;
+        size_t e = json_skip_value(v, vlen, i);
+        if (!e)
+            return -1;
+        if (n++ == j) {
+            *tv = v + i;
+            *tlen = e - i;
+            return 0;
+        }
+        i = json_ws(v, vlen, e);
+        if (i < vlen && v[i] == ',')
+            i++;
+    }
+    return -1;
+}
+
+/* Copy a member's value as header text: strings decoded, other values as written. */
+static void member_text(const rec_span *r, const char *name, char *out, size_t cap)
+{
+    const char *v;
+    size_t vlen;
+    out[0] = '\0';
+    if (nats_json_member(r->p, r->len, name, &v, &vlen) < 0)
+        return;
+    if (v[0] == '"') {
+        if (nats_json_string(v, vlen, out, cap) < 0)
+            out[0] = '\0';
+    } else if (vlen < cap && !(vlen == 4 && !memcmp(v, "null", 4))) {
+        memcpy(out, v, vlen);
+        out[vlen] = '\0';
+    }
+}
+
+/* The subject of message j of record r. Returns 0, or -1 when it cannot be named. */
+static int record_subject(const char *prefix, nats_op op, const rec_span *r, size_t j, char *subj,
+                          size_t cap)
+{
+    const char *v;
+    size_t vlen;
+    char name[NATS_SUBJECT_MAX];
+    long n;
+    switch (op) {
+    case NATS_OP_ROW:
+        if (nats_json_member(r->p, r->len, "table", &v, &vlen) < 0)
+            return -1;
+        if ((n = nats_json_string(v, vlen, name, sizeof(name))) < 0)
+            return -1;
+        return nats_table_subject(prefix, name, (size_t)n, subj, cap);
+    case NATS_OP_TRUNCATE:
+        if (truncate_table(r, j, &v, &vlen) < 0)
+            return snprintf(subj, cap, "%s._truncate", prefix) < (int)cap ? 0 : -1;
+        if ((n = nats_json_string(v, vlen, name, sizeof(name))) < 0)
+            return -1;
+        return nats_table_subject(prefix, name, (size_t)n, subj, cap);
+    case NATS_OP_COMMIT:
+        return snprintf(subj, cap, "%s._txn", prefix) < (int)cap ? 0 : -1;
+    case NATS_OP_SNAPSHOT:
+        return snprintf(subj, cap, "%s._snapshot", prefix) < (int)cap ? 0 : -1;
+    case NATS_OP_MESSAGE:
+        return snprintf(subj, cap, "%s._message", prefix) < (int)cap ? 0 : -1;
+    default:
+        return snprintf(subj, cap, "%s._other", prefix) < (int)cap ? 0 : -1;
+    }
+}
+
+static void format_lsn(uint64_t lsn, char *buf, size_t len)
+{
+    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+}
+
+int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, void *arg,
+                   size_t *bad_record)
+{
+    const char *end = item->data + item->len;
+    char lsn[24], xid[32] = "", ctime[48] = "", total_txt[24];
+    format_lsn(item->lsn, lsn, sizeof(lsn));
+
+    /* First pass: how many messages, and the transaction's xid and commit time. */
+    size_t total = 0;
+    const char *p = item->data;
+    rec_span r;
+    while (next_line(&p, end, &r)) {
+        nats_op op = nats_record_op(r.p, r.len, NULL, 0);
+        if ((op == NATS_OP_BEGIN || op == NATS_OP_COMMIT) && !xid[0]) {
+            member_text(&r, "xid", xid, sizeof(xid));
+            member_text(&r, "commit_time", ctime, sizeof(ctime));
+        }
+        total += record_fanout(op, &r);
+    }
+    snprintf(total_txt, sizeof(total_txt), "%zu", total);
+
+    /* Second pass: one message per row (per table for truncate), in log order. */
+    size_t index = 0, rec_no = 0;
+    p = item->data;
+    for (; next_line(&p, end, &r); rec_no++) {
+        char opname[32];
+        nats_op op = nats_record_op(r.p, r.len, opname, sizeof(opname));
+        size_t fan = record_fanout(op, &r);
+        for (size_t j = 0; j < fan; j++) {
+            char subj[NATS_SUBJECT_MAX], id[NATS_MSG_ID_MAX], idx_txt[24];
+            if (record_subject(prefix, op, &r, j, subj, sizeof(subj)) < 0) {
+                if (bad_record)
+                    *bad_record = rec_no;
+                return -1;
+            }
+            if (op == NATS_OP_TRUNCATE && fan > 1)
+                snprintf(id, sizeof(id), "%s-%zu-%zu", item->key, rec_no, j);
+            else
+                snprintf(id, sizeof(id), "%s-%zu", item->key, rec_no);
+            snprintf(idx_txt, sizeof(idx_txt), "%zu", ++index);
+            nats_out m = {.subject = subj,
+                          .msg_id = id,
+                          .op = opname,
+                          .body = r.p,
+                          .body_len = r.len,
+                          .lsn = lsn,
+                          .batch = item->key,
+                          .xid = xid,
+                          .commit_time = ctime,
+                          .index = idx_txt,
+                          .total = total_txt,
+                          .record = rec_no};
+            int rc = emit(arg, &m);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Why publishing stopped, as a result and a message. */
+static fwd_result classify_failure(nats_sink *s, const nats_shared *snap, wg_error *err)
+{
+    if (snap->perm) {
+        wg_error_set(err, WG_ERR_AUTH,
+                     "[%s] NATS refused a publish: %s; allow this user to publish to %s.> (and "
+                     "to $JS.API.> for stream look-ups)",
+                     s->sh->ctx, snap->perm_text, s->prefix);
+        return FWD_FATAL;
+    }
+    if (snap->fail_code == JSStreamNotFoundErr || snap->fail_status == NATS_NO_RESPONDERS)
+        s->stream_ok = false; /* look the stream up again before the next attempt */
+    bool fatal = snap->fail_code == JSStreamMessageExceedsMaximumErr ||
+                 snap->fail_code == JSStreamSealedErr || snap->fail_status == NATS_MAX_PAYLOAD ||
+                 snap->fail_status == NATS_NOT_PERMITTED;
+    if (snap->fail_status == NATS_OK && snap->disconnected) {
+        wg_error_set(err, WG_ERR_NET, "[%s] lost the connection to NATS while publishing",
+                     s->sh->ctx);
+        return FWD_RETRY;
+    }
+    char code[48] = "";
+    if (snap->fail_code)
+        snprintf(code, sizeof(code), " (JetStream error code %d)", (int)snap->fail_code);
+    wg_error_set(err, fatal ? WG_ERR_CONFIG : WG_ERR_NET,
+                 "[%s] JetStream did not acknowledge a message on %s: %s%s%s", s->sh->ctx,
+                 snap->fail_subject[0] ? snap->fail_subject : "(unknown subject)",
+                 snap->fail_text[0] ? snap->fail_text : "no acknowledgement", code,
+                 fatal ? "; retrying cannot fix this" : "; will retry");
+    return fatal ? FWD_FATAL : FWD_RETRY;
+}
+
+/* Publish one message, waiting (up to the timeout without progress) while the window is full. */
+static natsStatus publish_one(nats_sink *s, natsMsg **msg, jsPubOptions *po)
+{
+    int64_t deadline = wg_now_ms() + s->timeout_ms;
+    for (;;) {
+        natsStatus st = js_PublishMsgAsync(s->js, msg, po);
+        if (st != NATS_TIMEOUT || wg_now_ms() >= deadline)
+            return st;
+        /* The window is full: more room comes with acknowledgements, unless publishing failed. */
+        pthread_mutex_lock(&s->sh->mu);
+        bool stop = s->sh->stop;
+        pthread_mutex_unlock(&s->sh->mu);
+        if (stop)
+            return st;
+    }
+}
+
+/* What nats_send's publishing callback needs and finds. */
+typedef struct send_ctx {
+    nats_sink *s;
+    const fwd_batch *b;
+    wg_error *err;
+    bool careful;
+    char prev_id[NATS_MSG_ID_MAX];
+    uint64_t published;
+    natsStatus pub_st;
+    char pub_subject[NATS_SUBJECT_MAX];
+    fwd_result res; /* FWD_FATAL when a message cannot go out at all (err filled) */
+} send_ctx;
+
+/* nats_emit_fn: publish one planned message. Returns 0 to go on, 1 to stop. */
+static int publish_planned(void *arg, const nats_out *m)
+{
+    send_ctx *c = arg;
+    nats_sink *s = c->s;
+    nats_shared *sh = s->sh;
+    pthread_mutex_lock(&sh->mu);
+    bool stop = sh->stop;
+    pthread_mutex_unlock(&sh->mu);
+    if (stop)
+        return 1;
+    if (!stream_takes(s, m->subject)) {
+        wg_error_set(c->err, WG_ERR_CONFIG,
+                     "[%s] JetStream stream %s does not take subject %s; add %s.> to its "
+                     "subjects",
+                     sh->ctx, s->stream, m->subject, s->prefix);
+        c->res = FWD_FATAL;
+        return 1;
+    }
+    natsMsg *msg = NULL;
+    natsStatus st = natsMsg_Create(&msg, m->subject, NULL, m->body, (int)m->body_len);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Walgate-Source", c->b->source);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Walgate-Op", m->op);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Walgate-Lsn", m->lsn);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Walgate-Batch", m->batch);
+    if (st == NATS_OK && m->xid[0])
+        st = natsMsgHeader_Set(msg, "Walgate-Xid", m->xid);
+    if (st == NATS_OK && m->commit_time[0])
+        st = natsMsgHeader_Set(msg, "Walgate-Commit-Time", m->commit_time);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Walgate-Txn-Index", m->index);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Walgate-Txn-Size", m->total);
+    if (st == NATS_OK) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = m->msg_id;
+        if (!c->careful && c->prev_id[0])
+            po.ExpectLastMsgId = c->prev_id;
+        po.MaxWait = s->timeout_ms;
+        st = publish_one(s, &msg, &po);
+        if (st == NATS_OK)
+            s->published = true;
+    }
+    natsMsg_Destroy(msg); /* no-op when the library took it */
+    if (st != NATS_OK) {
+        c->pub_st = st;
+        snprintf(c->pub_subject, sizeof(c->pub_subject), "%s", m->subject);
+        return 1;
+    }
+    c->published++;
+    snprintf(c->prev_id, sizeof(c->prev_id), "%s", m->msg_id);
+    if (c->careful) {
+        jsPubOptions one;
+        jsPubOptions_Init(&one);
+        one.MaxWait = s->timeout_ms + 1000;
+        if (js_PublishAsyncComplete(s->js, &one) != NATS_OK)
+            return 1;
+    }
+    return 0;
+}
+
+static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_after_ms,
+                            wg_error *err)
+{
+    nats_sink *s = (nats_sink *)base;
+    nats_shared *sh = s->sh;
+    fwd_result res = ensure_connected(s, err);
+    if (res != FWD_OK)
+        return res;
+    /* A connection that is re-connecting gets a moment before the attempt is given up. */
+    int64_t wait_until = wg_now_ms() + (s->timeout_ms < 2000 ? s->timeout_ms : 2000);
+    while (natsConnection_Status(s->nc) != NATS_CONN_STATUS_CONNECTED) {
+        if (natsConnection_IsClosed(s->nc)) {
+            disconnect(s);
+            wg_error_set(err, WG_ERR_NET, "[%s] the NATS connection was closed", sh->ctx);
+            return FWD_RETRY;
+        }
+        if (wg_now_ms() >= wait_until) {
+            wg_error_set(err, WG_ERR_NET, "[%s] not connected to NATS (%s); reconnecting", sh->ctx,
+                         s->servers_text);
+            return FWD_RETRY;
+        }
+        usleep(20000);
+    }
+    if ((res = ensure_stream(s, err)) != FWD_OK)
+        return res;
+
+    pthread_mutex_lock(&sh->mu);
+    sh->acked = sh->duplicates = sh->failed = 0;
+    sh->stop = false;
+    sh->disconnected = false;
+    sh->perm = false;
+    sh->fail_status = NATS_OK;
+    sh->fail_code = 0;
+    sh->fail_text[0] = sh->fail_subject[0] = sh->perm_text[0] = '\0';
+    pthread_mutex_unlock(&sh->mu);
+
+    /* Within a send, message i is stored only after message i-1 (Nats-Expected-Last-Msg-Id):
+     * when one is lost, nothing behind it lands before the re-send fills the hole. */
+    bool careful = s->careful;
+    s->careful = false;
+    if (careful)
+        log_info(sh->ctx, "%s: re-sending %zu batch(es) one message at a time", b->source,
+                 b->n_items);
+    send_ctx c = {.s = s, .b = b, .err = err, .careful = careful, .res = FWD_OK};
+    for (size_t it = 0; it < b->n_items; it++) {
+        size_t bad = 0;
+        int rc = nats_plan_item(s->prefix, &b->items[it], publish_planned, &c, &bad);
+        if (rc < 0) {
+            wg_error_set(err, WG_ERR_PROTO, "[%s] record %zu of batch %s has no usable table name",
+                         sh->ctx, bad, b->items[it].key);
+            c.res = FWD_FATAL;
+        }
+        if (rc)
+            break;
+    }
+    res = c.res;
+    uint64_t published = c.published;
+    natsStatus pub_st = c.pub_st;
+    const char *pub_subject = c.pub_subject;
+
+    /* Everything published must be acknowledged (or failed) before we answer. */
+    jsPubOptions co;
+    jsPubOptions_Init(&co);
+    co.MaxWait = s->timeout_ms + 1000;
+    natsStatus cst = js_PublishAsyncComplete(s->js, &co);
+    uint64_t lost = 0;
+    if (cst != NATS_OK && s->published) {
+        natsMsgList pending = {0};
+        if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK) {
+            lost = (uint64_t)pending.Count;
+            natsMsgList_Destroy(&pending);
+        }
+    }
+    nats_shared snap;
+    pthread_mutex_lock(&sh->mu);
+    snap = *sh;
+    pthread_mutex_unlock(&sh->mu);
+
+    if (res != FWD_OK)
+        return res; /* a refusal found before publishing (err is filled) */
+    if (pub_st != NATS_OK && !snap.stop) {
+        fwd_result r2 = pub_st == NATS_MAX_PAYLOAD || pub_st == NATS_INVALID_SUBJECT ||
+                                pub_st == NATS_NOT_PERMITTED
+                            ? FWD_FATAL
+                            : FWD_RETRY;
+        wg_error_set(err, r2 == FWD_FATAL ? WG_ERR_CONFIG : WG_ERR_NET,
+                     "[%s] could not publish to %s: %s", sh->ctx, pub_subject,
+                     nats_last_text(pub_st));
+        return r2;
+    }
+    if (snap.stop || snap.failed || pub_st != NATS_OK) {
+        /* "Wrong last msg ID" that is not explained by a lost message — another publisher
+         * writes to the stream, or the server forgot the last id — would refuse every attempt:
+         * the next one goes without expectations, one acknowledged message at a time. */
+        if (snap.fail_code == JSStreamWrongLastMsgIDErr)
+            s->careful = true;
+        return classify_failure(s, &snap, err);
+    }
+    if (cst != NATS_OK || lost || snap.acked != published) {
+        wg_error_set(err, WG_ERR_NET,
+                     "[%s] JetStream acknowledged %" PRIu64 " of %" PRIu64
+                     " messages within %" PRId64 " ms; will retry",
+                     sh->ctx, snap.acked, published, s->timeout_ms);
+        return FWD_RETRY;
+    }
+    log_debug(sh->ctx, "%s: %" PRIu64 " messages acknowledged (%" PRIu64 " duplicates)", b->source,
+              published, snap.duplicates);
+    (void)retry_after_ms;
+    return FWD_OK;
+}
+
+static const fwd_sink_ops nats_ops = {nats_send, nats_sink_free};
+
+/* Read a secret file for a libnats option; NULL with err naming the field. */
+static wg_secret *read_secret(const char *ctx, const char *field, const char *path, wg_error *err)
+{
+    wg_secret *sec = wg_secret_from_file(path, err);
+    if (!sec)
+        wg_error_prefix(err, "[%s] %s", ctx, field);
+    return sec;
+}
+
+fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
+{
+    nats_sink *s = NULL;
+    wg_secret *password = NULL, *token = NULL;
+    const char *ctx_name = cfg && cfg->name ? cfg->name : "?";
+    char ctx[160];
+    snprintf(ctx, sizeof(ctx), "sink %s", ctx_name);
+
+    if (!cfg || !cfg->servers || !cfg->servers[0]) {
+        wg_error_set(err, WG_ERR_CONFIG,
+                     "[%s] servers is missing: list the NATS URLs, e.g. nats://127.0.0.1:4222",
+                     ctx);
+        return NULL;
+    }
+    if (!cfg->stream || !nats_stream_name_valid(cfg->stream)) {
+        wg_error_set(err, WG_ERR_CONFIG,
+                     "[%s] stream %s%s%s: give a JetStream stream name without '.', '*', '>', "
+                     "'/', '\\' or blanks",
+                     ctx, cfg->stream ? "\"" : "is missing", cfg->stream ? cfg->stream : "",
+                     cfg->stream ? "\" is not valid" : "");
+        return NULL;
+    }
+    const char *prefix =
+        cfg->subject_prefix && *cfg->subject_prefix ? cfg->subject_prefix : "walgate";
+    if (!nats_prefix_valid(prefix)) {
+        wg_error_set(err, WG_ERR_CONFIG,
+                     "[%s] subject_prefix \"%s\" is not valid: use dot-separated tokens without "
+                     "'*', '>' or blanks",
+                     ctx, prefix);
+        return NULL;
+    }
+    int replicas = cfg->replicas ? cfg->replicas : 1;
+    if (replicas < 1 || replicas > 5) {
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] replicas = %d: use 1 to 5", ctx, cfg->replicas);
+        return NULL;
+    }
+    int max_pending = cfg->max_pending ? cfg->max_pending : 4096;
+    if (max_pending < 1) {
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] max_pending = %d: use a positive number", ctx,
+                     cfg->max_pending);
+        return NULL;
+    }
+    int64_t timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
+    if (cfg->creds_file && (cfg->user || cfg->token_file)) {
+        wg_error_set(err, WG_ERR_CONFIG,
+                     "[%s] creds_file cannot be combined with user or token_file: pick one", ctx);
+        return NULL;
+    }
+    if (cfg->user && cfg->token_file) {
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] user and token_file cannot be combined: pick one",
+                     ctx);
+        return NULL;
+    }
+    if (cfg->password_file && !cfg->user) {
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] password_file needs user", ctx);
+        return NULL;
+    }
+    if (!cfg->client_cert != !cfg->client_key) {
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] client_cert and client_key go together", ctx);
+        return NULL;
+    }
+    if (cfg->creds_file && access(cfg->creds_file, R_OK) != 0) {
+        wg_error_set(err, WG_ERR_IO, "[%s] creds_file %s: %s", ctx, cfg->creds_file,
+                     strerror(errno));
+        return NULL;
+    }
+
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        goto nomem;
+    s->base.ops = &nats_ops;
+    s->sh = calloc(1, sizeof(*s->sh));
+    if (!s->sh)
+        goto nomem;
+    pthread_mutex_init(&s->sh->mu, NULL);
+    s->sh->refs = 1;
+    snprintf(s->sh->ctx, sizeof(s->sh->ctx), "%s", ctx);
+    s->base.name = xstrdup_or_null(ctx_name);
+    s->stream = strdup(cfg->stream);
+    s->prefix = strdup(prefix);
+    if (!s->base.name || !s->stream || !s->prefix)
+        goto nomem;
+    s->create_stream = cfg->create_stream;
+    s->replicas = replicas;
+    s->max_pending = max_pending;
+    s->timeout_ms = timeout_ms;
+
+    int n = 0;
+    bool tls = cfg->ca_file || cfg->client_cert;
+    size_t off = 0;
+    for (; cfg->servers[n]; n++) {
+        if (!*cfg->servers[n]) {
+            wg_error_set(err, WG_ERR_CONFIG, "[%s] servers: entry %d is empty", ctx, n + 1);
+            goto fail;
+        }
+        if (!strncmp(cfg->servers[n], "tls://", 6))
+            tls = true;
+        if (off < sizeof(s->servers_text))
+            off += (size_t)snprintf(s->servers_text + off, sizeof(s->servers_text) - off, "%s%s",
+                                    n ? ", " : "", cfg->servers[n]);
+    }
+
+    natsStatus st = natsOptions_Create(&s->opts);
+    const char *what = "options";
+    if (st == NATS_OK && (what = "servers"))
+        st = natsOptions_SetServers(s->opts, (const char **)cfg->servers, n);
+    if (st == NATS_OK && (what = "name"))
+        st = natsOptions_SetName(s->opts, ctx);
+    if (st == NATS_OK)
+        st = natsOptions_SetTimeout(s->opts, timeout_ms < 5000 ? timeout_ms : 5000);
+    if (st == NATS_OK)
+        st = natsOptions_SetMaxReconnect(s->opts, -1);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectWait(s->opts, 500);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectJitter(s->opts, 250, 1000);
+    /* Nothing is buffered while disconnected: a publish then fails at once, and a send stops,
+     * instead of queueing messages that would be stored after one lost in the break. */
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectBufSize(s->opts, 1);
+    if (st == NATS_OK)
+        st = natsOptions_SetPingInterval(s->opts, 5000);
+    if (st == NATS_OK)
+        st = natsOptions_SetMaxPingsOut(s->opts, 2);
+    if (st == NATS_OK)
+        st = natsOptions_SetClosedCB(s->opts, on_closed, s->sh);
+    if (st == NATS_OK)
+        st = natsOptions_SetDisconnectedCB(s->opts, on_disconnected, s->sh);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectedCB(s->opts, on_reconnected, s->sh);
+    if (st == NATS_OK)
+        st = natsOptions_SetErrorHandler(s->opts, on_async_error, s->sh);
+    if (st == NATS_OK && tls && (what = "TLS"))
+        st = natsOptions_SetSecure(s->opts, true);
+    if (st == NATS_OK && cfg->ca_file && (what = "ca_file"))
+        st = natsOptions_LoadCATrustedCertificates(s->opts, cfg->ca_file);
+    if (st == NATS_OK && cfg->client_cert && (what = "client_cert/client_key"))
+        st = natsOptions_LoadCertificatesChain(s->opts, cfg->client_cert, cfg->client_key);
+    if (st == NATS_OK && cfg->creds_file && (what = "creds_file"))
+        st = natsOptions_SetUserCredentialsFromFiles(s->opts, cfg->creds_file, NULL);
+    if (st == NATS_OK && cfg->user) {
+        if (cfg->password_file &&
+            !(password = read_secret(ctx, "password_file", cfg->password_file, err)))
+            goto fail;
+        what = "user";
+        st = natsOptions_SetUserInfo(s->opts, cfg->user,
+                                     password ? wg_secret_reveal(password) : NULL);
+    }
+    if (st == NATS_OK && cfg->token_file) {
+        if (!(token = read_secret(ctx, "token_file", cfg->token_file, err)))
+            goto fail;
+        what = "token_file";
+        st = natsOptions_SetToken(s->opts, wg_secret_reveal(token));
+    }
+    if (st != NATS_OK) {
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] %s: %s", ctx, what, nats_last_text(st));
+        goto fail;
+    }
+    wg_secret_free(password);
+    wg_secret_free(token);
+    return &s->base;
+
+nomem:
+    wg_error_set(err, WG_ERR_NOMEM, "[%s] out of memory", ctx);
+fail:
+    wg_secret_free(password);
+    wg_secret_free(token);
+    nats_sink_free(s ? &s->base : NULL);
+    return NULL;
+}
