@@ -135,6 +135,13 @@ typedef struct cli_route {
     int port;
 } cli_route;
 int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err);
+/*
+ * The same for `walgate run`, which waits rather than fails: a PrivateLink endpoint whose
+ * names do not resolve yet is opened anyway (addr NULL) and keeps resolving; its dialer tells
+ * the source when there is an address.
+ */
+int cli_route_open_patient(const cli_config *cfg, const cli_postgres *p, cli_route *out,
+                           wg_error *err);
 void cli_route_close(cli_route *r);
 
 /*

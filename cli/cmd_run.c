@@ -229,7 +229,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         const cli_source *s = &cfg->sources[i];
         const cli_postgres *p = cli_config_postgres(cfg, s->cfg.connection);
         wg_error err = {0};
-        if (cli_route_open(cfg, p, &routes[i], &err) != 0 ||
+        if (cli_route_open_patient(cfg, p, &routes[i], &err) != 0 ||
             !(rs[i].src = ingest_source_new(&s->cfg, &p->cfg, routes[i].addr, routes[i].port,
                                             cfg->state_dir, &err))) {
             cli_report(&err);

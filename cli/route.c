@@ -17,7 +17,7 @@ static struct {
 static pthread_mutex_t g_endpoints_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_route *out,
-                            wg_error *err)
+                            bool patient, wg_error *err)
 {
     const cli_privatelink *l = cli_config_privatelink(cfg, p->via);
     if (!l)
@@ -45,11 +45,16 @@ static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_ro
             rc = wg_error_set(err, WG_ERR_CONFIG, "too many privatelink endpoints");
         } else if (!(ep = pl_endpoint_new(&pc, err))) {
             rc = err->code;
-        } else if (pl_endpoint_resolve(ep, err) != 0 || pl_endpoint_start(ep, err) != 0) {
+        } else if ((pl_endpoint_resolve(ep, err) != 0 && !patient) ||
+                   pl_endpoint_start(ep, err) != 0) {
             rc = err->code;
             pl_endpoint_free(ep);
             ep = NULL;
         } else {
+            if (err->code) { /* patient: the watcher keeps resolving; sources wait for it */
+                log_warn(l->name, "%s; walgate keeps resolving and connects once it can", err->msg);
+                wg_error_clear(err);
+            }
             g_endpoints[slot].ep = ep;
             g_endpoints[slot].refs = 1;
             snprintf(g_endpoints[slot].name, sizeof(g_endpoints[slot].name), "%s", l->name);
@@ -61,6 +66,8 @@ static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_ro
     out->endpoint = ep;
     out->port = port;
     if (pl_endpoint_dialer(ep, false, out->addr_buf, sizeof(out->addr_buf), &out->port) != 0) {
+        if (patient)
+            return 0; /* addr NULL: the source's dialer says when there is one */
         cli_route_close(out);
         return wg_error_set(err, WG_ERR_DNS, "privatelink %s: no address is known yet", l->name);
     }
@@ -68,13 +75,14 @@ static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_ro
     return 0;
 }
 
-int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err)
+static int route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, bool patient,
+                      wg_error *err)
 {
     memset(out, 0, sizeof(*out));
     if (p->cfg.route == INGEST_ROUTE_DIRECT)
         return 0;
     if (p->cfg.route == INGEST_ROUTE_PRIVATELINK)
-        return open_privatelink(cfg, p, out, err);
+        return open_privatelink(cfg, p, out, patient, err);
     const cli_tunnel *t = cli_config_tunnel(cfg, p->via);
     if (!t)
         return wg_error_set(err, WG_ERR_CONFIG, "[postgres %s] via = tunnel %s: no such tunnel",
@@ -91,6 +99,17 @@ int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out,
     }
     out->addr = "127.0.0.1";
     return 0;
+}
+
+int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err)
+{
+    return route_open(cfg, p, out, false, err);
+}
+
+int cli_route_open_patient(const cli_config *cfg, const cli_postgres *p, cli_route *out,
+                           wg_error *err)
+{
+    return route_open(cfg, p, out, true, err);
 }
 
 void cli_route_close(cli_route *r)

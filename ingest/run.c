@@ -2428,11 +2428,11 @@ void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg)
     s->dialer_arg = arg;
 }
 
-/* Ask the dialer (if any) where to connect this cycle. */
-static void refresh_dial(ingest_source *s)
+/* Ask the dialer (if any) where to connect this cycle; -1 when it knows no address yet. */
+static int refresh_dial(ingest_source *s)
 {
     if (!s->dialer)
-        return;
+        return 0;
     char a[256];
     int p = s->dial_port;
     if (s->dialer(s->dialer_arg, s->dialed_once, a, sizeof(a), &p) == 0 &&
@@ -2447,13 +2447,16 @@ static void refresh_dial(ingest_source *s)
         }
     }
     s->dialed_once = true;
+    return s->dial_addr ? 0 : -1;
 }
 
 /* One connection cycle: connect, snapshot when needed, stream. */
 static int cycle(ingest_source *s, volatile int *stop)
 {
     wg_error err = {0};
-    refresh_dial(s);
+    if (refresh_dial(s) != 0)
+        return classify(s, "no address is known for the PrivateLink endpoint yet (its names do "
+                           "not resolve; see walgate status and walgate endpoints); retrying");
     s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
     s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
     if (!s->cat)

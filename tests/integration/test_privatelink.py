@@ -340,6 +340,24 @@ def test_ingest_drift_under_load():
                 return f.read()[-6000:]
         wait_for(lambda: "127.0.0.2" in walgate_peers(wg.pid, pg.port), 30,
                  "walgate connecting to 127.0.0.2", wlog)
+
+        # 0. walgate run started while the names do not resolve: it waits, then connects
+        wg.terminate()
+        assert wg.wait(timeout=30) == 0, wlog()
+        dns.set_records({})
+        wg = fixture.walgate_popen("run", config=cfg, env=env(), stdout=log,
+                                   stderr=subprocess.STDOUT)
+
+        def source_doc():
+            p = fixture.walgate("status", "--json", config=cfg)
+            return [d for d in json.loads(p.stdout) if d.get("source") == "app"][0]
+        wait_for(lambda: "no address is known for the PrivateLink endpoint" in
+                 source_doc().get("error", "") and source_doc().get("pid") == wg.pid, 20,
+                 "the source waiting for an address", wlog)
+        assert wg.poll() is None, wlog()
+        dns.set_records({REGIONAL: ["127.0.0.2"], Z1: ["127.0.0.2"]})
+        wait_for(lambda: "127.0.0.2" in walgate_peers(wg.pid, pg.port), 60,
+                 "walgate connecting once the names resolve", wlog)
         script = fixture.write_file(os.path.join(work, "load.sql"), SCRIPT)
         load = subprocess.Popen([os.path.join(fixture.PG_BIN, "pgbench"), "-n", "-h", pg.host,
                                  "-p", str(pg.port), "-U", "postgres", "-c", "3", "-T", "12",
