@@ -9,6 +9,7 @@ Against PostgreSQL 15 and tests/webhook_server.py (signatures verified):
 - the receiver down for a while (503 on every request): ingest goes on into the log, the slot's
   confirmed_flush_lsn keeps moving, the forwarder's status says how far behind it is, and it
   catches up when the receiver returns;
+- a 4xx stops the forwarder with the answer in status, and nothing is skipped after a restart;
 - log_max_disk reached while the receiver is down: ingest stops confirming (the slot holds
   WAL), status says why; when the receiver returns the forwarder catches up, retention removes
   the forwarded segments, and ingest resumes by itself; nothing is lost.
@@ -177,7 +178,30 @@ def main():
         print(f"downstream down: slot confirmed {target - before_wal} bytes of WAL meanwhile; "
               f"caught up (state {fs['state']}, latency {fs['last_latency_ms']} ms)")
 
-        # 3. log_max_disk: ingest holds, WAL is kept upstream, retention frees, ingest resumes.
+        # 3. A 4xx that retrying cannot fix stops the forwarder, with the answer in status;
+        # nothing is skipped: after a restart the same batch goes again and everything lands.
+        hook.inject({"status": 422, "body": "schema mismatch", "count": -1})
+        pg.sql("INSERT INTO orders VALUES (10000004, 0, 'after 422')")
+        deadline = time.time() + 30
+        while fwd_status(state)["state"] != "failed" and time.time() < deadline:
+            time.sleep(0.2)
+        fs = fwd_status(state)
+        assert fs["state"] == "failed" and "422" in fs["error"], fs
+        refused = [r for r in hook.requests() if r["status"] == 422]
+        assert len(refused) == 1, "a 422 was retried"
+        t = fixture.walgate("status", config=cfg)
+        assert t.returncode == 1 and "forward to hook: failed" in t.stdout and "422" in t.stdout, t.stdout
+        wg.send_signal(signal.SIGTERM)
+        assert wg.wait(timeout=30) == 0
+        hook.clear_faults()
+        wg = start()
+        marker_delivered(pg, hook, 10_000_005)
+        assert refused[0]["idempotency_key"] in {r["idempotency_key"] for r in hook.delivered()}
+        check_equal(pg, hook)
+        print("422: the forwarder stopped with the answer in status; after a restart the same "
+              "batch was delivered")
+
+        # 4. log_max_disk: ingest holds, WAL is kept upstream, retention frees, ingest resumes.
         wg.send_signal(signal.SIGTERM)
         assert wg.wait(timeout=30) == 0
         cfg = config(log_max_disk="400KiB", log_retention="0s")
