@@ -19,7 +19,7 @@
 #define FWD_DEFAULT_DELAY_MS 200
 #define FWD_POLL_MS 50
 #define FWD_STATUS_MS 1000
-#define FWD_COUNT_RECORDS_MAX (64u << 20) /* count records behind only up to this many bytes */
+#define FWD_COUNT_RECORDS_MAX (1u << 20) /* count records behind up to this; estimate beyond */
 
 typedef enum fwd_state { FS_STARTING, FS_RUNNING, FS_RETRYING, FS_FAILED, FS_STOPPED } fwd_state;
 static const char *const g_fwd_states[] = {"starting", "running", "retrying", "failed", "stopped"};
@@ -162,13 +162,21 @@ const changelog_pos *fwd_forwarder_cursor(const fwd_forwarder *f)
 
 /* ---- Status ------------------------------------------------------------------------------- */
 
-/* Records after the cursor, when that is cheap enough to count (else -1). */
-static int64_t records_behind(fwd_forwarder *f, uint64_t bytes_after)
+/*
+ * Records after the cursor: counted when little is behind; beyond that estimated from the
+ * average record size delivered so far (*estimated set), or -1 when there is nothing to go by.
+ */
+static int64_t records_behind(fwd_forwarder *f, uint64_t bytes_after, bool *estimated)
 {
+    *estimated = false;
     if (bytes_after == 0)
         return 0;
-    if (bytes_after > FWD_COUNT_RECORDS_MAX)
-        return -1;
+    if (bytes_after > FWD_COUNT_RECORDS_MAX) {
+        if (f->records == 0 || f->bytes == 0)
+            return -1;
+        *estimated = true;
+        return (int64_t)((double)bytes_after * (double)f->records / (double)f->bytes);
+    }
     wg_error err = {0};
     changelog_reader *r = changelog_reader_open_at(f->logdir, &f->cursor, &err);
     if (!r)
@@ -221,12 +229,15 @@ static void status_write(fwd_forwarder *f, bool force)
         wg_json_uint(&j, u.bytes_after);
     else
         wg_json_null(&j);
-    int64_t rb = have_usage ? records_behind(f, u.bytes_after) : -1;
+    bool est = false;
+    int64_t rb = have_usage ? records_behind(f, u.bytes_after, &est) : -1;
     wg_json_key(&j, "records_behind");
     if (rb >= 0)
         wg_json_int(&j, rb);
     else
         wg_json_null(&j);
+    wg_json_key(&j, "records_behind_estimated");
+    wg_json_bool(&j, est);
     wg_json_key(&j, "records");
     wg_json_uint(&j, f->records);
     wg_json_key(&j, "batches");
