@@ -93,6 +93,8 @@ const cli_postgres *cli_config_postgres(const cli_config *cfg, const char *name)
 const cli_source *cli_config_source(const cli_config *cfg, const char *name);
 const cli_privatelink *cli_config_privatelink(const cli_config *cfg, const char *name);
 const cli_sink *cli_config_sink(const cli_config *cfg, const char *name);
+/* The sink a [sink] section describes (webhook or NATS), or NULL with `err`. */
+fwd_sink *cli_sink_new(const cli_sink *k, wg_error *err);
 
 /* Options common to every sub-command, parsed by main.c. */
 typedef struct cli_opts {

@@ -41,7 +41,7 @@ static void *fwd_thread(void *arg)
     return NULL;
 }
 
-static fwd_sink *sink_new(const cli_sink *k, wg_error *err)
+fwd_sink *cli_sink_new(const cli_sink *k, wg_error *err)
 {
     return k->type == CLI_SINK_WEBHOOK ? fwd_webhook_new(&k->webhook, err)
                                        : fwd_nats_new(&k->nats, err);
@@ -63,7 +63,7 @@ static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_o
         for (size_t k = 0; s->forward && s->forward[k]; k++) {
             const cli_sink *sk = cli_config_sink(cfg, s->forward[k]);
             wg_error err = {0};
-            fwd_sink *sink = sink_new(sk, &err);
+            fwd_sink *sink = cli_sink_new(sk, &err);
             fwd_options o = {.source = s->name,
                              .state_dir = cfg->state_dir,
                              .batch_max_bytes = sk->batch_max_bytes,

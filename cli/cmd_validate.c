@@ -5,6 +5,8 @@
  */
 #include "cli/cli.h"
 
+#include <nats/nats.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -146,11 +148,14 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
     log_set_level(LOG_LEVEL_ERROR); /* the checks say it all; tunnel retries would be noise */
     for (int i = 0; i < nn; i++) {
         if (!cli_config_tunnel(cfg, names[i]) && !cli_config_postgres(cfg, names[i]) &&
-            !cli_config_source(cfg, names[i]) && !cli_config_privatelink(cfg, names[i])) {
-            fprintf(stderr,
-                    "walgate: validate: %s names no [tunnel], [postgres] or [source] in %s; "
-                    "known:",
-                    names[i], cfg->path);
+            !cli_config_source(cfg, names[i]) && !cli_config_privatelink(cfg, names[i]) &&
+            !cli_config_sink(cfg, names[i])) {
+            fprintf(
+                stderr,
+                "walgate: validate: %s names no [tunnel], [postgres], [source], [privatelink] or "
+                "[sink] in %s; "
+                "known:",
+                names[i], cfg->path);
             for (size_t k = 0; k < cfg->n_tunnels; k++)
                 fprintf(stderr, " %s", cfg->tunnels[k].name);
             for (size_t k = 0; k < cfg->n_postgres; k++)
@@ -159,6 +164,8 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
                 fprintf(stderr, " %s", cfg->sources[k].name);
             for (size_t k = 0; k < cfg->n_privatelinks; k++)
                 fprintf(stderr, " %s", cfg->privatelinks[k].name);
+            for (size_t k = 0; k < cfg->n_sinks; k++)
+                fprintf(stderr, " %s", cfg->sinks[k].name);
             fprintf(stderr, "\n");
             cli_config_free(cfg);
             return 2;
@@ -200,6 +207,27 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
         if (want)
             pl_check(&pc, &out);
     }
+    for (size_t i = 0; i < cfg->n_sinks; i++) {
+        const cli_sink *k = &cfg->sinks[i];
+        bool want = named(names, nn, k->name);
+        for (size_t j = 0; j < cfg->n_sources && !want; j++)
+            for (size_t f = 0; cfg->sources[j].forward && cfg->sources[j].forward[f]; f++)
+                want = want || (strcmp(cfg->sources[j].forward[f], k->name) == 0 &&
+                                named(names, nn, cfg->sources[j].name));
+        if (!want)
+            continue;
+        wg_error err = {0};
+        fwd_sink *sink = cli_sink_new(k, &err);
+        char target[128];
+        snprintf(target, sizeof(target), "sink %s", k->name);
+        if (!sink)
+            wg_checks_add(&out, target, "config", WG_CHECK_FAIL, NULL, "%s", err.msg);
+        else if (sink->ops->check)
+            sink->ops->check(sink, &out);
+        fwd_sink_free(sink);
+    }
+    if (cfg->n_sinks)
+        nats_Close(); /* libnats' global state, once every NATS sink is gone */
     for (size_t i = 0; i < cfg->n_postgres; i++) {
         const cli_postgres *p = &cfg->postgres[i];
         bool want = named(names, nn, p->name);

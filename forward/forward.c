@@ -7,6 +7,7 @@
 #include "ingest/ingest.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,13 @@ typedef struct item_pos {
 } item_pos;
 
 struct fwd_forwarder {
-    char *source, *state_dir, *logdir, *cursor_path, *status_path;
+    char *source, *state_dir, *logdir, *cursor_path, *status_path, *inflight_path;
+    /* Where the batch being sent ends (SINK.inflight, written before sending, not fsynced):
+     * after a kill the first batch ends there again, so it goes with the same boundaries and
+     * the same request-level key. Per-batch keys are stable regardless. */
+    changelog_pos target;
+    bool have_target;
+    int64_t target_deadline; /* a target not reached by then is forgotten */
     fwd_sink *sink;
     uint64_t max_bytes;
     size_t max_items;
@@ -99,6 +106,41 @@ static int cursor_save(fwd_forwarder *f, const changelog_pos *pos, wg_error *err
     return wg_write_file_atomic(f->cursor_path, text, (size_t)n, 0600, err);
 }
 
+static bool pos_after(const changelog_pos *a, const changelog_pos *b)
+{
+    return a->seq > b->seq || (a->seq == b->seq && a->offset > b->offset);
+}
+
+/* The end of the batch that was being sent when the last run stopped, if after the cursor. */
+static void inflight_load(fwd_forwarder *f)
+{
+    wg_buf b = {0};
+    wg_error err = {0};
+    unsigned long long seq = 0, off = 0;
+    if (access(f->inflight_path, F_OK) == 0 && wg_read_file(f->inflight_path, 256, &b, &err) == 0 &&
+        b.data && sscanf(b.data, "%llu %llu", &seq, &off) == 2 && seq > 0 && seq <= UINT32_MAX) {
+        changelog_pos t = {(uint32_t)seq, off, 0};
+        if (pos_after(&t, &f->cursor)) {
+            f->target = t;
+            f->have_target = true;
+            f->target_deadline = wg_now_ms() + 30000;
+        }
+    }
+    wg_buf_free(&b);
+}
+
+static void inflight_save(fwd_forwarder *f, const changelog_pos *end)
+{
+    char text[64];
+    int n = snprintf(text, sizeof(text), "%u %" PRIu64 "\n", end->seq, end->offset);
+    int fd = open(f->inflight_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return; /* only a hint */
+    if (write(fd, text, (size_t)n) != n)
+        log_debug(f->source, "%s: %s", f->inflight_path, strerror(errno));
+    close(fd);
+}
+
 /* ---- Construction ------------------------------------------------------------------------- */
 
 fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error *err)
@@ -124,8 +166,11 @@ fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error 
     f->cursor_path = strdup(buf);
     cursor_path(o->state_dir, o->source, sink->name, buf, sizeof(buf), "json");
     f->status_path = strdup(buf);
+    cursor_path(o->state_dir, o->source, sink->name, buf, sizeof(buf), "inflight");
+    f->inflight_path = strdup(buf);
     snprintf(buf, sizeof(buf), "%s/forward/%s", o->state_dir, o->source);
-    if (!f->source || !f->state_dir || !f->logdir || !f->cursor_path || !f->status_path) {
+    if (!f->source || !f->state_dir || !f->logdir || !f->cursor_path || !f->status_path ||
+        !f->inflight_path) {
         wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         fwd_forwarder_free(f);
         return NULL;
@@ -136,6 +181,7 @@ fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error 
         return NULL;
     }
     f->read_to = f->cursor;
+    inflight_load(f);
     return f;
 }
 
@@ -152,6 +198,7 @@ void fwd_forwarder_free(fwd_forwarder *f)
     free(f->logdir);
     free(f->cursor_path);
     free(f->status_path);
+    free(f->inflight_path);
     free(f);
 }
 
@@ -291,19 +338,29 @@ static int fill(fwd_forwarder *f, wg_error *err)
     wg_buf line = {0};
     int rc = 0;
     for (;;) {
-        /* Full? Only ever decided between items: lines of an item are never left behind. */
-        if (f->n_items > 0 && f->cur_records == 0 &&
-            (f->data.len >= f->max_bytes || f->n_items >= f->max_items)) {
-            rc = 1;
-            break;
+        /* Full? Only ever decided between items: lines of an item are never left behind. A
+         * batch interrupted by the last stop ends where it ended then. */
+        if (f->n_items > 0 && f->cur_records == 0) {
+            changelog_pos *last = &f->items[f->n_items - 1].end;
+            if (f->have_target && !pos_after(&f->target, last)) {
+                f->have_target = false;
+                rc = 1;
+                break;
+            }
+            if (!f->have_target && (f->data.len >= f->max_bytes || f->n_items >= f->max_items)) {
+                rc = 1;
+                break;
+            }
         }
         int n = changelog_reader_next(f->reader, &line, err);
         if (n < 0) {
             rc = -1;
             break;
         }
-        if (n == 0) { /* the reader stops only between batches */
-            rc = f->n_items > 0 && f->cur_records == 0 &&
+        if (n == 0 && f->have_target && wg_now_ms() > f->target_deadline)
+            f->have_target = false; /* the log no longer leads there: batch as usual */
+        if (n == 0) {               /* the reader stops only between batches */
+            rc = f->n_items > 0 && f->cur_records == 0 && !f->have_target &&
                          wg_now_ms() - f->first_item_ms >= f->delay_ms
                      ? 1
                      : 0;
@@ -436,6 +493,7 @@ int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
                            .items = items,
                            .n_items = f->n_items,
                            .n_records = n_records};
+        inflight_save(f, &f->items[f->n_items - 1].end);
         for (;;) {
             int64_t retry_after = -1;
             wg_error serr = {0};

@@ -61,6 +61,12 @@ typedef struct fwd_sink_ops {
      */
     fwd_result (*send)(fwd_sink *s, const fwd_batch *b, int64_t *retry_after_ms, wg_error *err);
     void (*free)(fwd_sink *s);
+    /*
+     * `walgate validate`: check that the downstream is reachable and ready without sending
+     * any change (connection, TLS, authentication, the stream), adding results under target
+     * "sink NAME". Returns 0 when nothing FAILed.
+     */
+    int (*check)(fwd_sink *s, wg_checks *out);
 } fwd_sink_ops;
 
 struct fwd_sink {

@@ -1099,7 +1099,72 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
     return FWD_OK;
 }
 
-static const fwd_sink_ops nats_ops = {nats_send, nats_sink_free};
+/* validate: connect, then look at the stream (never creating it). */
+static int nats_check(fwd_sink *base, wg_checks *out)
+{
+    nats_sink *s = (nats_sink *)base;
+    char target[128];
+    snprintf(target, sizeof(target), "sink %s", base->name);
+    wg_error err = {0};
+    if (ensure_connected(s, &err) != FWD_OK) {
+        wg_checks_add(out, target, "connect", WG_CHECK_FAIL,
+                      err.code == WG_ERR_AUTH ? "check creds_file, user and password_file, or "
+                                                "token_file"
+                                              : "check servers and that nats-server is reachable",
+                      "%s", err.msg);
+        wg_checks_add(out, target, "stream", WG_CHECK_SKIP, NULL, "not checked");
+        return -1;
+    }
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(s->nc, url, sizeof(url));
+    wg_checks_add(out, target, "connect", WG_CHECK_OK, NULL, "connected to %s", url);
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr);
+    int rc = 0;
+    char subj[NATS_SUBJECT_MAX];
+    snprintf(subj, sizeof(subj), "%s.x.y", s->prefix);
+    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+        if (s->create_stream)
+            wg_checks_add(out, target, "stream", WG_CHECK_OK, NULL,
+                          "stream %s does not exist yet; walgate creates it (subjects %s.>, %d "
+                          "replica%s)",
+                          s->stream, s->prefix, s->replicas, s->replicas == 1 ? "" : "s");
+        else {
+            wg_checks_add(out, target, "stream", WG_CHECK_FAIL,
+                          "create it (subjects PREFIX.>) or set create_stream = true",
+                          "JetStream stream %s does not exist", s->stream);
+            rc = -1;
+        }
+    } else if (st != NATS_OK) {
+        wg_checks_add(out, target, "stream", WG_CHECK_FAIL,
+                      "check that JetStream is enabled and the account may use it", "stream %s: %s",
+                      s->stream, nats_last_text(st));
+        rc = -1;
+    } else {
+        keep_subjects(s, si);
+        if (!stream_takes(s, subj)) {
+            wg_checks_add(out, target, "stream", WG_CHECK_FAIL, "add PREFIX.> to its subjects",
+                          "stream %s does not take subjects %s.>", s->stream, s->prefix);
+            rc = -1;
+        } else {
+            wg_checks_add(out, target, "stream", WG_CHECK_OK, NULL,
+                          "stream %s: %d replica%s, %" PRIu64 " messages", s->stream,
+                          si->Config ? (int)si->Config->Replicas : 0,
+                          si->Config && si->Config->Replicas == 1 ? "" : "s", si->State.Msgs);
+            if (si->Config && si->Config->Duplicates == 0)
+                wg_checks_add(out, target, "dedup window", WG_CHECK_WARN,
+                              "set a duplicate window on the stream (e.g. 2m)",
+                              "stream %s has no duplicate window: re-sends after a crash are "
+                              "stored twice",
+                              s->stream);
+        }
+        jsStreamInfo_Destroy(si);
+    }
+    return rc;
+}
+
+static const fwd_sink_ops nats_ops = {nats_send, nats_sink_free, nats_check};
 
 /* Read a secret file for a libnats option; NULL with err naming the field. */
 static wg_secret *read_secret(const char *ctx, const char *field, const char *path, wg_error *err)

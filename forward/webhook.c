@@ -642,9 +642,49 @@ out:
     return res;
 }
 
+/* validate: TCP and TLS to the receiver (CONNECT_ONLY: nothing is sent), and the signing. */
+static int wh_check(fwd_sink *base, wg_checks *out)
+{
+    wh_sink *s = (wh_sink *)base;
+    char target[128];
+    snprintf(target, sizeof(target), "sink %s", base->name);
+    int rc = 0;
+    CURL *c = curl_easy_duphandle(s->curl);
+    if (!c)
+        return wg_checks_add(out, target, "connect", WG_CHECK_FAIL, NULL, "out of memory");
+    char eb[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, eb);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc == CURLE_OK) {
+        wg_checks_add(out, target, "connect", WG_CHECK_OK, NULL, "%s reachable%s", s->safe_url,
+                      strncmp(s->safe_url, "https:", 6) == 0 ? " (TLS certificate verified)" : "");
+    } else {
+        wg_error e = {0};
+        wh_error(s, &e, WG_ERR_NET, "%s: %s", s->safe_url, eb[0] ? eb : curl_easy_strerror(cc));
+        wg_checks_add(out, target, "connect", WG_CHECK_FAIL,
+                      cc == CURLE_PEER_FAILED_VERIFICATION
+                          ? "set ca_file to the CA that signed the receiver's certificate"
+                          : "check the URL, DNS, and that the receiver listens and is reachable "
+                            "from this host",
+                      "%s", e.msg);
+        rc = -1;
+    }
+    curl_easy_cleanup(c);
+    if (s->sigmode == WH_SIG_NONE)
+        wg_checks_add(out, target, "signature", WG_CHECK_WARN,
+                      "set hmac_secret_file so the receiver can verify requests",
+                      "requests are not signed");
+    else
+        wg_checks_add(out, target, "signature", WG_CHECK_OK, NULL, "signed (%s)",
+                      s->sigmode == WH_SIG_STANDARD ? "Standard Webhooks" : "Walgate-Signature");
+    return rc;
+}
+
 static const fwd_sink_ops wh_ops = {
     .send = wh_send,
     .free = wh_free,
+    .check = wh_check,
 };
 
 /* Header names walgate sets itself; an extra header line may not replace them. */

@@ -98,6 +98,9 @@ def main():
             return fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
                                          stderr=open(logs[-1], "w"))
 
+        v = fixture.walgate("validate", "js", config=cfg)
+        assert "sink js" in v.stdout and "walgate creates it" in v.stdout, v.stdout + v.stderr
+        assert v.returncode == 0, v.stdout
         wg = start()
         load = Load(pg).start()
         events = ["kill"] * 4 + ["node"]
@@ -137,6 +140,11 @@ def main():
             assert d == "", f"{t}: {d}"
         wg.terminate()
         assert wg.wait(timeout=30) == 0
+        v = fixture.walgate("validate", "js", config=cfg)
+        assert "stream CDC: 3 replicas" in v.stdout and v.returncode == 0, v.stdout
+        nats.stop()
+        v = fixture.walgate("validate", "js", config=cfg)
+        assert v.returncode == 1 and "could not connect to NATS" in v.stdout, v.stdout
         print(f"nats: 4 SIGKILLs of walgate, node n{killed_node + 1} killed mid-stream: "
               f"{len(msgs)} messages in the R3 stream, none twice; {st.txns} transactions / "
               f"{st.rows} row changes in commit order, equal to the source")

@@ -115,6 +115,9 @@ def main():
             ]))
 
         cfg = config()
+        v = fixture.walgate("validate", "hook", config=cfg)
+        assert v.returncode == 0 and "reachable" in v.stdout and "signed" in v.stdout, v.stdout
+        assert SECRET.decode() not in v.stdout + v.stderr
         logs = []
 
         def start():
