@@ -255,6 +255,11 @@ int wh_parse_retry_after(const char *v, size_t len, int64_t now_wall_ms, int64_t
     time_t t = curl_getdate(buf, NULL);
     if (t == (time_t)-1)
         return -1;
+    /* curl_getdate takes years far in the future: cap before multiplying. */
+    if ((int64_t)t > (now_wall_ms + WH_RETRY_AFTER_CAP_MS) / 1000 + 1) {
+        *ms = WH_RETRY_AFTER_CAP_MS;
+        return 0;
+    }
     int64_t delta = (int64_t)t * 1000 - now_wall_ms;
     if (delta < 0)
         delta = 0;
