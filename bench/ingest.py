@@ -1,6 +1,7 @@
 """bench/ingest.py — streaming throughput of `walgate run` versus `pg_recvlogical`.
 
-Both consume the same WAL from the same PostgreSQL 15 with pgoutput (proto_version 1, the same
+Both consume the same WAL from the same PostgreSQL 15 with pgoutput (pg_recvlogical with
+proto_version 1, walgate with 2 and streaming on; the same
 publication), each from its own slot. For every round a workload is written while neither
 consumer runs, then each consumer is started in turn (order alternating between rounds) and
 timed until its slot's confirmed_flush_lsn reaches the LSN at the end of the workload.
