@@ -390,6 +390,9 @@ typedef struct nats_sink {
     bool stream_ok;
     bool published; /* js_PublishAsyncGetPendingList crashes before the first async publish */
     bool careful;   /* publish the next attempt one message at a time, without expectations */
+    bool synced;    /* last_id is the stream's last message id (false: ask the stream) */
+    char last_id[NATS_MSG_ID_MAX]; /* the id of the last message we know is stored */
+    bool no_skip;                  /* the last skip found nothing to skip to: send it all */
     bool create_stream;
     int replicas;
     int max_pending;
@@ -916,6 +919,7 @@ typedef struct send_ctx {
     wg_error *err;
     bool careful;
     char prev_id[NATS_MSG_ID_MAX];
+    char skip_until[NATS_MSG_ID_MAX]; /* stored already: publish only what follows it */
     uint64_t published;
     natsStatus pub_st;
     char pub_subject[NATS_SUBJECT_MAX];
@@ -933,6 +937,13 @@ static int publish_planned(void *arg, const nats_out *m)
     pthread_mutex_unlock(&sh->mu);
     if (stop)
         return 1;
+    if (c->skip_until[0]) { /* in the stream already (beyond the duplicate window, too) */
+        if (strcmp(m->msg_id, c->skip_until) == 0) {
+            c->skip_until[0] = '\0';
+            snprintf(c->prev_id, sizeof(c->prev_id), "%s", m->msg_id);
+        }
+        return 0;
+    }
     if (!stream_takes(s, m->subject)) {
         wg_error_set(c->err, WG_ERR_CONFIG,
                      "[%s] JetStream stream %s does not take subject %s; add %s.> to its "
@@ -988,6 +999,82 @@ static int publish_planned(void *arg, const nats_out *m)
     return 0;
 }
 
+/* The Nats-Msg-Id of the stream's last message ("" when it is empty), or -1. */
+static int stream_last_id(nats_sink *s, char *id, size_t len)
+{
+    id[0] = '\0';
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    if (js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr) != NATS_OK)
+        return -1;
+    uint64_t seq = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    if (seq == 0)
+        return 0;
+    natsMsg *m = NULL;
+    if (js_GetMsg(&m, s->js, s->stream, seq, NULL, &jerr) != NATS_OK)
+        return jerr == JSNoMessageFoundErr ? 0 : -1; /* deleted meanwhile: nothing to go by */
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v)
+        snprintf(id, len, "%s", v);
+    natsMsg_Destroy(m);
+    return 0;
+}
+
+/* Where a message id of ours ("SOURCE/LSN-SEQ-OFFSET-N[-T]") was cut from the change log. */
+static bool id_position(const char *id, const char *source, uint32_t *seq, uint64_t *off)
+{
+    size_t n = strlen(source);
+    if (strncmp(id, source, n) != 0 || id[n] != '/')
+        return false;
+    unsigned long long lsn, o;
+    unsigned sq;
+    if (sscanf(id + n + 1, "%llX-%u-%llX-", &lsn, &sq, &o) != 3)
+        return false;
+    *seq = sq;
+    *off = o;
+    return true;
+}
+
+/*
+ * Before the first send and after a failed one, look at what the stream already holds: when
+ * its last message is ours and inside this batch, publishing resumes right after it; when it
+ * is ours and after this batch, the batch is stored whole. With walgate as the stream's only
+ * publisher that keeps every change exactly once even past the duplicate window. Returns 1
+ * when the whole batch is stored, else 0 (c->skip_until / c->prev_id set).
+ */
+static int sync_with_stream(nats_sink *s, const fwd_batch *b, send_ctx *c)
+{
+    if (!s->synced) {
+        if (stream_last_id(s, s->last_id, sizeof(s->last_id)) != 0)
+            return 0; /* the stream's de-duplication still covers the usual cases */
+        s->synced = true;
+    }
+    uint32_t sq;
+    uint64_t off;
+    if (!s->last_id[0] || !id_position(s->last_id, b->source, &sq, &off))
+        return 0; /* empty, or another publisher's: no expectation for the first message */
+    const fwd_item *first = &b->items[0], *last = &b->items[b->n_items - 1];
+    uint32_t fs, ls;
+    uint64_t fo, lo;
+    if (!id_position(first->key, b->source, &fs, &fo) ||
+        !id_position(last->key, b->source, &ls, &lo))
+        return 0;
+    if (sq > ls || (sq == ls && off > lo))
+        return 1; /* the stream is past this batch: it was acknowledged before a restart */
+    if (s->no_skip) {
+        s->no_skip = false;
+        return 0;
+    }
+    if (sq > fs || (sq == fs && off >= fo)) { /* inside this batch */
+        snprintf(c->skip_until, sizeof(c->skip_until), "%s", s->last_id);
+        return 0;
+    }
+    if (!c->careful) /* the message before this batch: the first one must follow it */
+        snprintf(c->prev_id, sizeof(c->prev_id), "%s", s->last_id);
+    return 0;
+}
+
 static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_after_ms,
                             wg_error *err)
 {
@@ -1032,6 +1119,15 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
         log_info(sh->ctx, "%s: re-sending %zu batch(es) one message at a time", b->source,
                  b->n_items);
     send_ctx c = {.s = s, .b = b, .err = err, .careful = careful, .res = FWD_OK};
+    if (b->n_items && sync_with_stream(s, b, &c) == 1) {
+        log_info(sh->ctx, "%s: the stream holds batch %s already", b->source,
+                 b->items[b->n_items - 1].key);
+        return FWD_OK;
+    }
+    if (c.skip_until[0])
+        log_info(sh->ctx, "%s: the stream holds up to %s; publishing what follows", b->source,
+                 c.skip_until);
+    s->synced = false; /* until this send is acknowledged whole */
     for (size_t it = 0; it < b->n_items; it++) {
         size_t bad = 0;
         int rc = nats_plan_item(s->prefix, &b->items[it], publish_planned, &c, &bad);
@@ -1042,6 +1138,16 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
         }
         if (rc)
             break;
+    }
+    if (c.res == FWD_OK && c.skip_until[0] && c.pub_st == NATS_OK) {
+        /* The stream's last id is inside this batch's range but is none of its messages: do
+         * not trust the skip; the next attempt sends everything (de-duplication still holds
+         * within its window). */
+        s->no_skip = true;
+        wg_error_set(err, WG_ERR_PROTO,
+                     "[%s] the stream's last message %s is not one of batch %s; sending it whole",
+                     sh->ctx, c.skip_until, b->items[b->n_items - 1].key);
+        return FWD_RETRY;
     }
     res = c.res;
     uint64_t published = c.published;
@@ -1095,6 +1201,10 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
     }
     log_debug(sh->ctx, "%s: %" PRIu64 " messages acknowledged (%" PRIu64 " duplicates)", b->source,
               published, snap.duplicates);
+    if (c.prev_id[0]) { /* the stream's last message is now this batch's last */
+        snprintf(s->last_id, sizeof(s->last_id), "%s", c.prev_id);
+        s->synced = !careful;
+    }
     (void)retry_after_ms;
     return FWD_OK;
 }

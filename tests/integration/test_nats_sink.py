@@ -92,7 +92,7 @@ def expected_messages(first, count):
     """(msg id, subject, txn index) in log order for transactions first..first+count-1."""
     out = []
     for t in range(first, first + count):
-        key = "src/%016X-0" % ((t + 1) * 256)
+        key = "src/%016X-1-%X" % ((t + 1) * 256, (t + 1) * 256)
         for r in range(ROWS):
             out.append((f"{key}-{r + 1}", SUBJECTS[TABLES[r % 3]], t, r))
         out.append((f"{key}-{ROWS + 1}", "walgate._txn", t, None))
@@ -273,6 +273,32 @@ def main():
         drv3.close()
         say(f"3d. killed the sender after 200 of 500 transactions ({before - 3500 * (ROWS + 1)} "
               f"of their messages stored); a new one re-sent all 500: {out}")
+
+        # 3e. the same past the duplicate window: a stream that forgets ids after 1 s, a
+        # sender killed mid-send, the re-send 2.5 s later. The sink asks the stream for its last
+        # message and publishes only what follows it.
+        nc.stream_create({"name": "SHORTWIN", "subjects": ["short.>"], "num_replicas": 3,
+                          "duplicate_window": 1_000_000_000})
+        drv4 = Driver(cluster.urls)
+        expect_ok(drv4.cmd("open SHORTWIN short 3 0 256 2000"), "open shortwin")
+        drv4.write("send 0 300 5 20")
+        while True:
+            out = drv4.readline()
+            assert out.startswith("progress "), out
+            if int(out.split()[1]) >= 100:
+                drv4.p.kill()
+                drv4.p.wait()
+                break
+        partial = nc.stream_info("SHORTWIN")["state"]["messages"]
+        time.sleep(2.5)
+        drv5 = Driver(cluster.urls)
+        expect_ok(drv5.cmd("open SHORTWIN short 3 0 256 2000"), "open shortwin again")
+        out = expect_ok(drv5.cmd("send 0 300 5 20"), "re-send past the window")
+        drv5.close()
+        got = nc.stream_info("SHORTWIN")["state"]["messages"]
+        assert got == 300 * (ROWS + 1), f"{got} messages, expected {300 * (ROWS + 1)}"
+        say(f"3e. past a 1 s duplicate window: {partial} messages stored before the kill, the "
+            f"re-send 2.5 s later completed it to exactly {got}")
 
         # 4. exactly once, in order.
         total = 4000 * (ROWS + 1) + foreign[0]

@@ -14,8 +14,8 @@
  *                                     "ok batches=B retries=R" or "fatal MESSAGE"
  *   send1 FIRST COUNT ROWS            one attempt: "result CODE MESSAGE"
  *   quit
- * Transaction T has key "src/%016X-0" of lsn (T+1)*256, a begin, ROWS inserts into
- * public.orders, public.items and "sales.order lines" in turn, and a commit.
+ * Transaction T has key "src/%016X-1-%X" of lsn (T+1)*256 (and that as its offset), a begin, ROWS
+ * inserts into public.orders, public.items and "sales.order lines" in turn, and a commit.
  */
 #include "forward/nats_internal.h"
 #include "test.h"
@@ -319,7 +319,9 @@ static int build(txn_batch *tb, long first, long count, int rows)
         tb->items[i].lsn = lsn;
         tb->items[i].ordinal = 0;
         tb->items[i].n_records = (size_t)rows + 2;
-        snprintf(tb->items[i].key, sizeof(tb->items[i].key), "src/%016" PRIX64 "-0", lsn);
+        /* the engine's form, SOURCE/LSN-SEQ-OFFSET: one segment, the offset growing */
+        snprintf(tb->items[i].key, sizeof(tb->items[i].key), "src/%016" PRIX64 "-1-%" PRIX64, lsn,
+                 lsn);
     }
     offs[count] = tb->data.len;
     for (long i = 0; i < count; i++) {
