@@ -75,6 +75,16 @@ static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_o
             }
             r->source = i;
             r->sink = sk->name;
+            for (size_t j = 0; j < i && sk->type == CLI_SINK_NATS; j++)
+                for (size_t m = 0; cfg->sources[j].forward && cfg->sources[j].forward[m]; m++)
+                    if (strcmp(cfg->sources[j].forward[m], sk->name) == 0)
+                        log_warn(NULL,
+                                 "sources %s and %s both forward to [sink %s], one JetStream "
+                                 "stream: each re-sends one message at a time whenever the "
+                                 "other published in between, and exactly-once then rests on "
+                                 "the stream's duplicate window; give each source its own "
+                                 "[sink] with its own stream",
+                                 cfg->sources[j].name, s->name, sk->name);
             (*n_out)++;
             if (pthread_create(&r->thread, NULL, fwd_thread, r) != 0) {
                 fprintf(stderr, "walgate: cannot start a thread for forwarding %s to %s\n", s->name,
