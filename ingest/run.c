@@ -1437,6 +1437,41 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
 
 /* ---- Snapshot ----------------------------------------------------------------------------- */
 
+/* Whether a text[] literal from the server ({a,"b c"}) holds `name`. */
+static bool in_pg_array(const char *arr, const char *name)
+{
+    if (strcmp(arr, "{}") == 0)
+        return true; /* no column list: every column is published */
+    const char *p = arr + (*arr == '{');
+    size_t nl = strlen(name);
+    while (*p && *p != '}') {
+        char item[256];
+        size_t n = 0;
+        if (*p == '"') {
+            for (p++; *p && *p != '"'; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (n + 1 < sizeof(item))
+                    item[n++] = *p;
+            }
+            if (*p == '"')
+                p++;
+        } else {
+            while (*p && *p != ',' && *p != '}')
+                if (n + 1 < sizeof(item))
+                    item[n++] = *p++;
+                else
+                    p++;
+        }
+        item[n] = '\0';
+        if (n == nl && memcmp(item, name, nl) == 0)
+            return true;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
 /* Undo COPY text escapes in place; returns the new length. */
 static size_t copy_unescape(char *s, size_t len)
 {
@@ -1536,16 +1571,40 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
     char **names = NULL;
     render_type *types = NULL;
     char *key_json = NULL;
+    PGresult *pub = NULL; /* the publication's column list and row filter (PostgreSQL 15+) */
+    wg_buf seen = {0};    /* the ingested columns "name\toid...", as the stream will see them */
 
     /* Columns in attnum order, minus excluded ones, with types (domains resolved). */
     wg_buf_printf(&sql,
                   "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
                   "a.atttypid END, coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM "
-                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false) "
-                  "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid "
+                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false), "
+                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE "
+                  "a.attrelid "
                   "= '%s.%s'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY "
                   "a.attnum",
                   qi, ti);
+    if (PQserverVersion(c) >= 150000) {
+        /* simple protocol: a resync copies on a replication connection */
+        char *lp = PQescapeLiteral(c, s->cfg.publication, strlen(s->cfg.publication));
+        char *ls = PQescapeLiteral(c, schema, strlen(schema));
+        char *lt = PQescapeLiteral(c, table, strlen(table));
+        wg_buf pq = {0};
+        wg_buf_printf(&pq,
+                      "SELECT coalesce(attnames::text[], '{}'), coalesce(rowfilter, '') FROM "
+                      "pg_publication_tables WHERE pubname = %s AND schemaname = %s AND "
+                      "tablename = %s",
+                      lp ? lp : "''", ls ? ls : "''", lt ? lt : "''");
+        pub = PQexec(c, pq.data);
+        wg_buf_free(&pq);
+        PQfreemem(lp);
+        PQfreemem(ls);
+        PQfreemem(lt);
+        if (PQresultStatus(pub) != PGRES_TUPLES_OK) {
+            wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
+            goto out;
+        }
+    }
     PGresult *res = PQexec(c, sql.data);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
@@ -1563,6 +1622,9 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
         const char *col = PQgetvalue(res, i, 0);
         if (in_list(s->cfg.exclude_columns, qname, col))
             continue;
+        if (pub && PQntuples(pub) == 1 && !in_pg_array(PQgetvalue(pub, 0, 0), col))
+            continue; /* not in the publication's column list: the stream never has it */
+        wg_buf_printf(&seen, "%s%s\t%s", seen.len ? "\t" : "", col, PQgetvalue(res, i, 3));
         uint32_t oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
         bool text = in_list(s->cfg.text_columns, qname, col);
         char *ci = PQescapeIdentifier(c, col, strlen(col));
@@ -1609,8 +1671,10 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
     wg_buf_free(&unsupported);
 
     wg_buf_reset(&sql);
-    wg_buf_printf(&sql, "COPY (SELECT %s FROM ONLY %s.%s) TO STDOUT", cols.len ? cols.data : "", qi,
-                  ti);
+    const char *filter = pub && PQntuples(pub) == 1 ? PQgetvalue(pub, 0, 1) : "";
+    wg_buf_printf(&sql, "COPY (SELECT %s FROM ONLY %s.%s%s%s%s) TO STDOUT",
+                  cols.len ? cols.data : "", qi, ti, filter[0] ? " WHERE (" : "", filter,
+                  filter[0] ? ")" : "");
     res = PQexec(c, sql.data);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
         wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
@@ -1682,12 +1746,16 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
     if (ts) {
         ts->snapshot_committed = true;
         ts->rows = rows;
+        if (seen.data && !ts->columns) /* the shape the first Relation message is held to */
+            ts->columns = strdup(seen.data);
     }
     s->rows += rows;
     pthread_mutex_unlock(&s->snap_mu);
     log_info(s->cfg.name, "snapshot of %s: %llu rows", qname, (unsigned long long)rows);
     rc = 0;
 out:
+    PQclear(pub);
+    wg_buf_free(&seen);
     for (int i = 0; names && i < ncols; i++)
         free(names[i]);
     free(names);
