@@ -51,7 +51,7 @@ typedef struct cli_sink {
     fwd_webhook_config webhook;
     fwd_nats_config nats;
     char *name, *url, *hmac_secret_file, *signature, *ca_file, *client_cert, *client_key;
-    char *creds_file, *user, *password_file, *token_file, *stream, *subject_prefix;
+    char *creds_file, *user, *password_file, *token_file, *stream, *subject_prefix, *header_file;
     char **headers, **servers;
     uint64_t batch_max_bytes;
     int64_t batch_max_delay_ms, timeout_ms;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -141,6 +142,7 @@ static const key_spec g_keys[] = {
     {SECT_SINK, "hmac_secret_file", KT_PATH, NULL, K(hmac_secret_file), 0, 0, 0, 0},
     {SECT_SINK, "signature", KT_STRING, "walgate", K(signature), 0, 0, g_signature_choices, 0},
     {SECT_SINK, "header", KT_MULTI, NULL, K(headers), 0, 0, 0, 0},
+    {SECT_SINK, "header_file", KT_PATH, NULL, K(header_file), 0, 0, 0, 0},
     {SECT_SINK, "ca_file", KT_PATH, NULL, K(ca_file), 0, 0, 0, 0},
     {SECT_SINK, "client_cert", KT_PATH, NULL, K(client_cert), 0, 0, 0, 0},
     {SECT_SINK, "client_key", KT_PATH, NULL, K(client_key), 0, 0, 0, 0},
@@ -843,6 +845,7 @@ static void finish_sink(parse_state *ps, cli_sink *k)
         wrong = k->url                ? "url"
                 : k->hmac_secret_file ? "hmac_secret_file"
                 : k->headers          ? "header"
+                : k->header_file      ? "header_file"
                                       : NULL;
     if (wrong) {
         fail(ps, k->line, "[sink %s] %s is not a key of %s sinks", k->name, wrong,
@@ -853,6 +856,19 @@ static void finish_sink(parse_state *ps, cli_sink *k)
     check_secret_file(ps, k, "password_file", k->password_file);
     check_secret_file(ps, k, "token_file", k->token_file);
     check_secret_file(ps, k, "creds_file", k->creds_file);
+    check_secret_file(ps, k, "header_file", k->header_file);
+    /* A credential written into this file would be readable by whoever reads the config. */
+    for (size_t i = 0; k->headers && k->headers[i]; i++) {
+        static const char *const cred[] = {
+            "authorization:", "proxy-authorization:", "cookie:", "x-api-key:"};
+        for (size_t c = 0; c < WG_ARRAY_LEN(cred); c++)
+            if (strncasecmp(k->headers[i], cred[c], strlen(cred[c])) == 0)
+                fail(ps, k->line,
+                     "[sink %s] header %.*s: credentials must not be written in the "
+                     "configuration file; put the line in a file of mode 0600 and set "
+                     "header_file = PATH",
+                     k->name, (int)strlen(cred[c]) - 1, k->headers[i]);
+    }
     if (k->type == CLI_SINK_WEBHOOK) {
         if (!k->url || (strncmp(k->url, "http://", 7) != 0 && strncmp(k->url, "https://", 8) != 0))
             fail(ps, k->line, "[sink %s] needs url = https://HOST/PATH (http:// or https://)",
@@ -866,6 +882,7 @@ static void finish_sink(parse_state *ps, cli_sink *k)
         w->hmac_secret_file = k->hmac_secret_file;
         w->signature = k->signature;
         w->headers = k->headers;
+        w->header_file = k->header_file;
         w->ca_file = k->ca_file;
         w->client_cert = k->client_cert;
         w->client_key = k->client_key;
@@ -1131,10 +1148,10 @@ void cli_config_free(cli_config *cfg)
     }
     for (size_t i = 0; i < cfg->n_sinks; i++) {
         cli_sink *k = &cfg->sinks[i];
-        char *strs[] = {k->name,          k->url,           k->hmac_secret_file, k->signature,
-                        k->ca_file,       k->client_cert,   k->client_key,       k->creds_file,
-                        k->user,          k->password_file, k->token_file,       k->stream,
-                        k->subject_prefix};
+        char *strs[] = {k->name,           k->url,           k->hmac_secret_file, k->signature,
+                        k->ca_file,        k->client_cert,   k->client_key,       k->creds_file,
+                        k->user,           k->password_file, k->token_file,       k->stream,
+                        k->subject_prefix, k->header_file};
         for (size_t x = 0; x < WG_ARRAY_LEN(strs); x++)
             free(strs[x]);
         free_list(k->headers);

@@ -84,6 +84,7 @@ typedef struct fwd_webhook_config {
     const char *hmac_secret_file; /* mode 0600; HMAC-SHA256 of the body */
     const char *signature;        /* "walgate" (default) or "standard" (Standard Webhooks) */
     char **headers;               /* NULL-terminated "Name: value" lines */
+    const char *header_file;      /* mode 0600: more "Name: value" lines (credentials) */
     const char *ca_file;          /* TLS: CA bundle (default: the system's) */
     const char *client_cert, *client_key;
     bool insecure_skip_verify; /* refused unless the URL is http:// or explicitly set */

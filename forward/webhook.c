@@ -887,6 +887,41 @@ static int load_key(wh_sink *s, size_t *nred, const fwd_webhook_config *cfg, wg_
     return rc;
 }
 
+/* header_file: "Name: value" lines (blank lines and # comments skipped), mode 0600. */
+static int load_header_file(wh_sink *s, size_t *nred, const fwd_webhook_config *cfg, wg_error *err)
+{
+    wg_secret *raw = wg_secret_from_file(cfg->header_file, err);
+    if (!raw)
+        return wg_error_prefix(err, "[sink %s] header_file", cfg->name);
+    char *text = strndup(wg_secret_reveal(raw), wg_secret_len(raw));
+    wg_secret_free(raw);
+    if (!text)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    int rc = 0, n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line && rc == 0;
+         line = strtok_r(NULL, "\n", &save)) {
+        size_t l = strlen(line);
+        if (l && line[l - 1] == '\r')
+            line[--l] = '\0';
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (!*line || *line == '#')
+            continue;
+        rc = add_extra_header(s, nred, line, err);
+        if (rc != 0)
+            wg_error_prefix(err, "%s", cfg->header_file);
+        n++;
+    }
+    explicit_bzero(text, strlen(text));
+    free(text);
+    if (rc == 0 && n == 0)
+        rc =
+            wg_error_set(err, WG_ERR_CONFIG, "[sink %s] header_file %s has no \"Name: value\" line",
+                         cfg->name, cfg->header_file);
+    return rc;
+}
+
 static int check_readable(const char *name, const char *field, const char *path, wg_error *err)
 {
     if (path && access(path, R_OK) != 0)
@@ -968,6 +1003,8 @@ fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err)
         if (add_extra_header(s, &nred, cfg->headers[i], err) != 0)
             goto fail;
     }
+    if (cfg->header_file && load_header_file(s, &nred, cfg, err) != 0)
+        goto fail;
 
     s->curl = curl_easy_init();
     if (!s->curl) {

@@ -92,6 +92,10 @@ def main():
     work = fixture.tempdir("walgate-fwd-")
     state = os.path.join(work, "state")
     secret_file = fixture.write_file(os.path.join(work, "hook.secret"), SECRET.decode(), 0o600)
+    token = "tok-7f3a9c1e55d04b2a"
+    header_file = fixture.write_file(os.path.join(work, "hook.headers"),
+                                     f"# credentials for the receiver\nAuthorization: Bearer {token}\n",
+                                     0o600)
     with fixture.Postgres() as pg, WebhookServer(secret=SECRET, signature="walgate") as hook:
         pg.sql("CREATE TABLE orders (id int PRIMARY KEY, v int, note text);"
                "CREATE TABLE items (id int PRIMARY KEY, order_id int, name text);"
@@ -111,9 +115,16 @@ def main():
                 ("sink hook", {"type": "webhook", "url": hook.url + "/cdc",
                                "hmac_secret_file": secret_file, "batch_max_bytes": "16KiB",
                                "batch_max_delay": "50ms", "timeout": "1s",
-                               "header": "X-Team: data"}),
+                               "header": "X-Team: data", "header_file": header_file}),
             ]))
 
+        # a credential header written in the configuration file is refused
+        bad = fixture.write_file(os.path.join(work, "bad.ini"), fixture.ini([
+            ("walgate", {"state_dir": state}),
+            ("sink hook", {"type": "webhook", "url": hook.url,
+                           "header": f"Authorization: Bearer {token}"})]))
+        r = fixture.walgate("validate", config=bad)
+        assert r.returncode == 2 and "header_file" in r.stderr and token not in r.stderr, r.stderr
         cfg = config()
         v = fixture.walgate("validate", "hook", config=cfg)
         assert v.returncode == 0 and "reachable" in v.stdout and "signed" in v.stdout, v.stdout
@@ -153,6 +164,8 @@ def main():
             assert r["idempotency_key"] in delivered_keys, (r["status"], r["idempotency_key"])
         assert all(r["verified"] for r in hook.delivered())
         assert all(r["headers"].get("x-team") == "data" for r in reqs)
+        assert all(r["headers"].get("authorization") == f"Bearer {token}" for r in reqs)
+        assert token not in log_text()
         assert SECRET.decode() not in log_text()
         dupes = len(hook.delivered()) - len({r["idempotency_key"] for r in hook.delivered()})
         print(f"faults: {len(failed)} refused requests retried with their key, {dupes} "
