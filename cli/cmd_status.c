@@ -34,6 +34,17 @@ void cli_json_field(const char *json, const char *key, char *buf, size_t len)
     buf[n] = '\0';
 }
 
+/* A status document the daemon wrote (one JSON object), without its newline; false if none. */
+static bool read_doc(const char *path, wg_buf *out)
+{
+    wg_error err = {0};
+    if (wg_read_file(path, 1 << 20, out, &err) != 0)
+        return false;
+    while (out->len && out->data[out->len - 1] == '\n')
+        out->data[--out->len] = '\0';
+    return out->len > 1;
+}
+
 __attribute__((format(printf, 2, 3))) static void deferred_printf(wg_buf *b, const char *fmt, ...)
 {
     char line[2048];
@@ -68,10 +79,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
         ingest_source_dir(cfg->state_dir, s->name, dir, sizeof(dir));
         snprintf(path, sizeof(path), "%s/status.json", dir);
         wg_buf b = {0};
-        wg_error err = {0};
-        bool have = wg_read_file(path, 1 << 20, &b, &err) == 0 && b.len > 0;
-        while (have && b.len && (b.data[b.len - 1] == '\n'))
-            b.data[--b.len] = '\0';
+        bool have = read_doc(path, &b);
         /* The source's tunnel, when it has one (STATE_DIR/tunnels/NAME.json). */
         const cli_postgres *pg = cli_config_postgres(cfg, s->cfg.connection);
         wg_buf tb = {0};
@@ -79,9 +87,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
         if (pg && pg->cfg.route == INGEST_ROUTE_TUNNEL && pg->via) {
             char tpath[4400];
             snprintf(tpath, sizeof(tpath), "%s/tunnels/%s.json", cfg->state_dir, pg->via);
-            have_tunnel = wg_read_file(tpath, 1 << 16, &tb, &err) == 0 && tb.len > 1;
-            while (have_tunnel && tb.len && tb.data[tb.len - 1] == '\n')
-                tb.data[--tb.len] = '\0';
+            have_tunnel = read_doc(tpath, &tb);
         }
         /* Its forwarders (STATE_DIR/forward/SOURCE/SINK.json). */
         wg_buf fw = {0}; /* JSON array */
@@ -91,9 +97,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             wg_buf f = {0};
             snprintf(fpath, sizeof(fpath), "%s/forward/%s/%s.json", cfg->state_dir, s->name,
                      s->forward[k]);
-            bool hf = wg_read_file(fpath, 1 << 16, &f, &err) == 0 && f.len > 1;
-            while (hf && f.len && f.data[f.len - 1] == '\n')
-                f.data[--f.len] = '\0';
+            bool hf = read_doc(fpath, &f);
             if (fw.len > 1)
                 wg_buf_putc(&fw, ',');
             if (hf)

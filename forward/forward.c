@@ -46,7 +46,6 @@ struct fwd_forwarder {
 
     changelog_pos cursor; /* durable: everything up to here is acknowledged */
     changelog_reader *reader;
-    changelog_pos read_to; /* where the reader stands (end of the last item read) */
 
     wg_buf data;
     item_pos *items;
@@ -180,7 +179,6 @@ fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error 
         fwd_forwarder_free(f);
         return NULL;
     }
-    f->read_to = f->cursor;
     inflight_load(f);
     return f;
 }
@@ -200,11 +198,6 @@ void fwd_forwarder_free(fwd_forwarder *f)
     free(f->status_path);
     free(f->inflight_path);
     free(f);
-}
-
-const changelog_pos *fwd_forwarder_cursor(const fwd_forwarder *f)
-{
-    return &f->cursor;
 }
 
 /* ---- Status ------------------------------------------------------------------------------- */
@@ -390,7 +383,6 @@ static int fill(fwd_forwarder *f, wg_error *err)
             f->first_item_ms = wg_now_ms();
         f->cur_off = f->data.len;
         f->cur_records = 0;
-        f->read_to = end;
     }
     wg_buf_free(&line);
     return rc;
@@ -453,7 +445,6 @@ int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
             changelog_reader_free(f->reader);
             f->reader = NULL;
             items_clear(f);
-            f->read_to = f->cursor;
             status_write(f, true);
             sleep_ms(wg_backoff_next(&bo), stop);
             continue;

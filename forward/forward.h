@@ -126,6 +126,7 @@ typedef struct fwd_options {
 } fwd_options;
 
 typedef struct fwd_forwarder fwd_forwarder;
+struct changelog_pos; /* ingest/ingest.h */
 
 /*
  * A forwarder of one source's change log to `sink` (owned from now on, freed with the
@@ -143,9 +144,6 @@ fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error 
  */
 int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop);
 void fwd_forwarder_free(fwd_forwarder *f);
-
-/* The forwarder's durable cursor (everything up to it is acknowledged downstream). */
-const struct changelog_pos *fwd_forwarder_cursor(const fwd_forwarder *f);
 
 /* The durable cursor of SOURCE's forwarder to SINK from its file (seq 0: none yet). */
 int fwd_cursor_load(const char *state_dir, const char *source, const char *sink,

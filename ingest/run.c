@@ -1347,11 +1347,8 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
             if (old)
                 table_fail(s, old, why);
-            else {
-                ts->error = strdup(why);
-                log_error(s->cfg.name, "table %s failed (other tables continue): %s", qn, why);
-                state_save(s);
-            }
+            else
+                table_fail_name(s, qn, why);
         }
         if (!rel_prepare(s, r))
             return wg_error_set(err, WG_ERR_NOMEM, "out of memory");

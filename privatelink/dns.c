@@ -24,6 +24,25 @@ static void ares_init_once(void)
     g_ares_init_rc = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
+/* Add one answer address (binary `addr` of `family`) unless full or already there. */
+static void add_addr(int family, const void *addr, int ttl, pl_addr *out, size_t max, size_t *n,
+                     int *min_ttl)
+{
+    if (*n >= max)
+        return;
+    pl_addr *a = &out[*n];
+    memset(a, 0, sizeof(*a));
+    a->family = family;
+    if (!inet_ntop(family, addr, a->ip, sizeof(a->ip)))
+        return;
+    for (size_t k = 0; k < *n; k++)
+        if (strcmp(out[k].ip, a->ip) == 0)
+            return;
+    if (min_ttl && (*min_ttl < 0 || ttl < *min_ttl))
+        *min_ttl = ttl;
+    (*n)++;
+}
+
 int pl_dns_handle_answer(const unsigned char *abuf, int alen, int family, pl_addr *out, size_t max,
                          size_t *n, int *min_ttl, wg_error *err)
 {
@@ -35,43 +54,13 @@ int pl_dns_handle_answer(const unsigned char *abuf, int alen, int family, pl_add
     if (family == AF_INET) {
         struct ares_addrttl ttls[PL_MAX_ADDRS];
         rc = ares_parse_a_reply(abuf, alen, &he, ttls, &count);
-        if (rc == ARES_SUCCESS) {
-            for (int i = 0; i < count && *n < max; i++) {
-                pl_addr *a = &out[*n];
-                memset(a, 0, sizeof(*a));
-                a->family = AF_INET;
-                if (!inet_ntop(AF_INET, &ttls[i].ipaddr, a->ip, sizeof(a->ip)))
-                    continue;
-                bool dup = false;
-                for (size_t k = 0; k < *n; k++)
-                    dup |= strcmp(out[k].ip, a->ip) == 0;
-                if (dup)
-                    continue;
-                if (min_ttl && (*min_ttl < 0 || ttls[i].ttl < *min_ttl))
-                    *min_ttl = ttls[i].ttl;
-                (*n)++;
-            }
-        }
+        for (int i = 0; rc == ARES_SUCCESS && i < count; i++)
+            add_addr(AF_INET, &ttls[i].ipaddr, ttls[i].ttl, out, max, n, min_ttl);
     } else {
         struct ares_addr6ttl ttls[PL_MAX_ADDRS];
         rc = ares_parse_aaaa_reply(abuf, alen, &he, ttls, &count);
-        if (rc == ARES_SUCCESS) {
-            for (int i = 0; i < count && *n < max; i++) {
-                pl_addr *a = &out[*n];
-                memset(a, 0, sizeof(*a));
-                a->family = AF_INET6;
-                if (!inet_ntop(AF_INET6, &ttls[i].ip6addr, a->ip, sizeof(a->ip)))
-                    continue;
-                bool dup = false;
-                for (size_t k = 0; k < *n; k++)
-                    dup |= strcmp(out[k].ip, a->ip) == 0;
-                if (dup)
-                    continue;
-                if (min_ttl && (*min_ttl < 0 || ttls[i].ttl < *min_ttl))
-                    *min_ttl = ttls[i].ttl;
-                (*n)++;
-            }
-        }
+        for (int i = 0; rc == ARES_SUCCESS && i < count; i++)
+            add_addr(AF_INET6, &ttls[i].ip6addr, ttls[i].ttl, out, max, n, min_ttl);
     }
     if (he)
         ares_free_hostent(he);
