@@ -15,6 +15,7 @@ Only the standard library; no TLS, no auth.
 import json
 import os
 import socket
+import sys
 import time
 
 
@@ -198,36 +199,61 @@ class NatsClient:
     def stream_create(self, cfg):
         return self.js("STREAM.CREATE." + cfg["name"], cfg)
 
-    def stream_messages(self, stream, timeout=30.0):
-        """Every message of the stream in order, through an ephemeral push consumer without
-        acknowledgements. Each Msg gets .seq from the delivery's reply subject."""
+    def stream_messages(self, stream, timeout=30.0, stall=5.0):
+        """Every message of the stream in order, through ephemeral push consumers without
+        acknowledgements. Each Msg gets .seq from the delivery's reply subject.
+
+        A push consumer without flow control can stop delivering (its server restarted, its
+        replica still catching up, interest lost on a route); after `stall` seconds without a
+        message the consumer is replaced by one that starts after the last sequence received,
+        so a stall costs seconds, not the whole timeout."""
         expected = self.stream_info(stream)["state"]["messages"]
-        deliver = self.inbox + ".d"
-        sid = self.subscribe(deliver)
-        cfg = {"stream_name": stream,
-               "config": {"deliver_subject": deliver, "ack_policy": "none",
-                          "deliver_policy": "all", "replay_policy": "instant",
-                          "inactive_threshold": 10 * 10**9}}
-        created = self.js("CONSUMER.CREATE." + stream, cfg)
         out = []
         deadline = time.time() + timeout
-        try:
-            while len(out) < expected:
-                m = self._next(deadline)
-                if m.sid != sid or m.status:  # idle heartbeats / flow control carry a status
-                    continue
-                # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
-                # (v1, 9 tokens), or with domain and account hash after ACK (v2, 11 or 12).
-                parts = (m.reply or "").split(".")
-                if len(parts) == 9:
-                    m.seq = int(parts[5])
-                elif len(parts) >= 11:
-                    m.seq = int(parts[7])
-                out.append(m)
-        finally:
-            self.unsubscribe(sid)
+        attempt = 0
+        while len(out) < expected:
+            if time.time() >= deadline:
+                raise TimeoutError(f"stream {stream}: {len(out)} of {expected} messages "
+                                   f"read in {timeout:.0f} s ({attempt} consumers)")
+            attempt += 1
+            start = {"deliver_policy": "all"}
+            if out:
+                start = {"deliver_policy": "by_start_sequence", "opt_start_seq": out[-1].seq + 1}
+            deliver = f"{self.inbox}.d{attempt}"
+            sid = self.subscribe(deliver)
+            cfg = {"stream_name": stream,
+                   "config": dict(start, deliver_subject=deliver, ack_policy="none",
+                                  replay_policy="instant", inactive_threshold=10 * 10**9)}
             try:
-                self.js(f"CONSUMER.DELETE.{stream}.{created['name']}")
+                created = self.js("CONSUMER.CREATE." + stream, cfg)
             except (NatsError, TimeoutError):
-                pass
+                self.unsubscribe(sid)
+                time.sleep(0.5)
+                continue
+            try:
+                while len(out) < expected:
+                    try:
+                        m = self._next(min(deadline, time.time() + stall))
+                    except TimeoutError:  # stalled: a new consumer from the next sequence
+                        print(f"natsclient: consumer on {stream} stalled at {len(out)} of "
+                              f"{expected} messages; replacing it", file=sys.stderr, flush=True)
+                        break
+                    if m.sid != sid or m.status:  # idle heartbeats / flow control
+                        continue
+                    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>
+                    # .<pending> (v1, 9 tokens), or with domain and account hash after ACK (v2).
+                    parts = (m.reply or "").split(".")
+                    if len(parts) == 9:
+                        m.seq = int(parts[5])
+                    elif len(parts) >= 11:
+                        m.seq = int(parts[7])
+                    if out and m.seq is not None and m.seq <= out[-1].seq:
+                        continue
+                    out.append(m)
+            finally:
+                self.unsubscribe(sid)
+                try:
+                    self.js(f"CONSUMER.DELETE.{stream}.{created['name']}")
+                except (NatsError, TimeoutError):
+                    pass
         return out
