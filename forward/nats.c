@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <nats/nats.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -398,6 +399,10 @@ typedef struct nats_sink {
     int max_pending;
     int64_t timeout_ms;
     char servers_text[512]; /* for messages */
+    /* TLS asked for (tls:// or a TLS option), and with which files; what to change after the
+     * last failed connect (NULL: nothing known). */
+    bool tls, ca_file, client_cert;
+    const char *connect_fix;
 } nats_sink;
 
 static void shared_unref(nats_shared *sh)
@@ -539,6 +544,41 @@ static const char *nats_last_text(natsStatus st)
     return close ? close + 3 : t;
 }
 
+/* What to change when a connect failed with `st` (libnats said `text`); NULL: nothing known. */
+static const char *connect_fix(const nats_sink *s, natsStatus st, const char *text)
+{
+    if (st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED)
+        return "check creds_file, user and password_file, or token_file";
+    if (st == NATS_SECURE_CONNECTION_WANTED)
+        return "TLS: the server does not offer TLS; use its TLS port in servers, or remove "
+               "ca_file, client_cert, client_key and tls://";
+    if (st == NATS_SSL_ERROR && (strstr(text, "hostname mismatch") || strstr(text, "IP address")))
+        return "TLS: the server's certificate does not name the host in servers; list the server "
+               "by a name or address its certificate holds";
+    if (st == NATS_SSL_ERROR && strstr(text, "alert") &&
+        (strstr(text, "certificate") || strstr(text, "unknown ca")))
+        return s->client_cert ? "TLS: the server refused the client certificate; check that "
+                                "client_cert is signed by a CA the server trusts"
+                              : "TLS: the server asks for a client certificate; set client_cert "
+                                "and client_key";
+    if (st == NATS_SSL_ERROR && (strstr(text, "certificate") || strstr(text, "issuer")))
+        return s->ca_file ? "TLS: the server's certificate is not trusted; check that ca_file is "
+                            "the CA that signed it"
+                          : "TLS: the server's certificate is not trusted; set ca_file to the CA "
+                            "that signed it";
+    if (st == NATS_SSL_ERROR)
+        return "TLS handshake failed; check ca_file, client_cert and client_key";
+    /* With TLS 1.3 a server that refuses the client's certificate (or its absence) closes the
+     * connection only after the handshake. */
+    if (s->tls &&
+        (st == NATS_PROTOCOL_ERROR || st == NATS_IO_ERROR || st == NATS_CONNECTION_CLOSED))
+        return s->client_cert ? "TLS: the server closed the connection; check that client_cert "
+                                "is signed by a CA the server trusts"
+                              : "TLS: the server closed the connection; if it verifies clients "
+                                "(tls { verify: true }), set client_cert and client_key";
+    return NULL;
+}
+
 /* Connect (once; libnats reconnects on its own afterwards). */
 static fwd_result ensure_connected(nats_sink *s, wg_error *err)
 {
@@ -549,10 +589,11 @@ static fwd_result ensure_connected(nats_sink *s, wg_error *err)
     if (st != NATS_OK) {
         /* Wrong credentials do not fix themselves; say so instead of retrying forever. */
         bool auth = st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED;
+        const char *text = nats_last_text(st);
+        s->connect_fix = connect_fix(s, st, text);
         wg_error_set(err, auth ? WG_ERR_AUTH : WG_ERR_NET,
-                     "[%s] could not connect to NATS (%s): %s%s", s->sh->ctx, s->servers_text,
-                     nats_last_text(st),
-                     auth ? "; check creds_file, user and password_file, or token_file" : "");
+                     "[%s] could not connect to NATS (%s): %s%s%s", s->sh->ctx, s->servers_text,
+                     text, s->connect_fix ? "; " : "", s->connect_fix ? s->connect_fix : "");
         return auth ? FWD_FATAL : FWD_RETRY;
     }
     pthread_mutex_lock(&s->sh->mu);
@@ -1218,9 +1259,8 @@ static int nats_check(fwd_sink *base, wg_checks *out)
     wg_error err = {0};
     if (ensure_connected(s, &err) != FWD_OK) {
         wg_checks_add(out, target, "connect", WG_CHECK_FAIL,
-                      err.code == WG_ERR_AUTH ? "check creds_file, user and password_file, or "
-                                                "token_file"
-                                              : "check servers and that nats-server is reachable",
+                      s->connect_fix ? s->connect_fix
+                                     : "check servers and that nats-server is reachable",
                       "%s", err.msg);
         wg_checks_add(out, target, "stream", WG_CHECK_SKIP, NULL, "not checked");
         return -1;
@@ -1275,6 +1315,21 @@ static int nats_check(fwd_sink *base, wg_checks *out)
 }
 
 static const fwd_sink_ops nats_ops = {nats_send, nats_sink_free, nats_check};
+
+/*
+ * libnats 3.4's exit handler frees OpenSSL's list of TLS compression methods (once TLS was used
+ * and nats_Close() has run), and OpenSSL's exit handler frees it again: the process crashed at
+ * exit, losing what `walgate validate` printed (fixed upstream after 3.4, nats.c issue #904).
+ * OpenSSL gets no list instead (TLS compression is never used; OpenSSL 3 turns it off) and the
+ * old one stays reachable here, so neither handler frees it.
+ */
+static STACK_OF(SSL_COMP) * g_comp_methods;
+
+static void tls_exit_guard(void)
+{
+    SSL_COMP_get_compression_methods(); /* loads the built-in list, which would replace ours */
+    g_comp_methods = SSL_COMP_set0_compression_methods(NULL);
+}
 
 /* Read a secret file for a libnats option; NULL with err naming the field. */
 static wg_secret *read_secret(const char *ctx, const char *field, const char *path, wg_error *err)
@@ -1371,6 +1426,8 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
     s->replicas = replicas;
     s->max_pending = max_pending;
     s->timeout_ms = timeout_ms;
+    s->ca_file = cfg->ca_file != NULL;
+    s->client_cert = cfg->client_cert != NULL;
 
     int n = 0;
     bool tls = cfg->ca_file || cfg->client_cert;
@@ -1386,7 +1443,10 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
             off += (size_t)snprintf(s->servers_text + off, sizeof(s->servers_text) - off, "%s%s",
                                     n ? ", " : "", cfg->servers[n]);
     }
+    s->tls = tls;
 
+    static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+    pthread_once(&guard_once, tls_exit_guard); /* libnats may turn TLS on by itself */
     natsStatus st = natsOptions_Create(&s->opts);
     const char *what = "options";
     if (st == NATS_OK && (what = "servers"))
