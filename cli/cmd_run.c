@@ -98,61 +98,133 @@ static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_o
     return 0;
 }
 
+/* The oldest segment a source's forwarders still need (UINT32_MAX without forwarders). */
+static uint32_t forwarded_before(const cli_config *cfg, const cli_source *s)
+{
+    uint32_t before = UINT32_MAX;
+    for (size_t k = 0; s->forward && s->forward[k]; k++) {
+        changelog_pos c;
+        wg_error err = {0};
+        if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
+            c.seq = 0;
+        if (c.seq < before)
+            before = c.seq;
+    }
+    return before;
+}
+
+/* Remove the segments of source s its forwarders have passed and that were last written
+ * before `older_than` (wall ms). Adds the log's remaining size to *total and, to *waiting,
+ * what waiting can free: the bytes its slowest forwarder has not delivered, or the whole log
+ * of a source without forwarders (its retention frees it). */
+static void prune_source(const cli_config *cfg, const cli_source *s, int64_t older_than,
+                         const char *why, uint64_t *total, uint64_t *waiting)
+{
+    char logdir[4200];
+    snprintf(logdir, sizeof(logdir), "%s/log/%s", cfg->state_dir, s->name);
+    wg_error err = {0};
+    uint64_t freed = 0;
+    int removed = changelog_prune(logdir, forwarded_before(cfg, s), older_than, &freed, &err);
+    if (removed > 0)
+        log_info(s->name, "%s: removed %d change-log segment%s (%llu bytes)", why, removed,
+                 removed == 1 ? "" : "s", (unsigned long long)freed);
+    else if (removed < 0 && err.code != WG_ERR_NOTFOUND)
+        log_warn(s->name, "%s: %s", why, err.msg);
+    changelog_usage_info u;
+    if (changelog_usage(logdir, NULL, &u, &err) != 0)
+        return;
+    *total += u.bytes;
+    if (!s->forward || !s->forward[0]) {
+        *waiting += u.bytes;
+        return;
+    }
+    uint64_t behind = 0;
+    for (size_t k = 0; s->forward[k]; k++) {
+        changelog_pos c;
+        changelog_usage_info a;
+        if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
+            memset(&c, 0, sizeof(c));
+        if (changelog_usage(logdir, c.seq ? &c : NULL, &a, &err) == 0 && a.bytes_after > behind)
+            behind = a.bytes_after;
+    }
+    *waiting += behind;
+}
+
+static bool low_on_space(const cli_config *cfg)
+{
+    struct statvfs vfs;
+    return statvfs(cfg->state_dir, &vfs) == 0 &&
+           (uint64_t)vfs.f_bavail * vfs.f_frsize < (256u << 20);
+}
+
 /*
  * Retention and the disk budget, every few seconds from the main thread: remove the segments
  * every forwarder of a source has passed once log_retention has expired, and hold ingest while
- * the change logs take more than log_max_disk (or the file system is nearly full).
+ * the change logs take more than log_max_disk (or the file system is nearly full). The budget
+ * comes first: when it is reached, segments every forwarder has passed go before their
+ * retention expires; only what a forwarder still needs (or, for a source without forwarders,
+ * the log that is its sink) holds ingest.
  */
 static void housekeeping(const cli_config *cfg, runner *rs, size_t n_rs, bool *held)
 {
-    uint64_t total = 0;
-    for (size_t i = 0; i < cfg->n_sources; i++) {
-        const cli_source *s = &cfg->sources[i];
-        char logdir[4200];
-        snprintf(logdir, sizeof(logdir), "%s/log/%s", cfg->state_dir, s->name);
-        uint32_t before = UINT32_MAX;
-        for (size_t k = 0; s->forward && s->forward[k]; k++) {
-            changelog_pos c;
-            wg_error err = {0};
-            if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
-                c.seq = 0;
-            if (c.seq < before)
-                before = c.seq;
-        }
-        wg_error err = {0};
-        uint64_t freed = 0;
-        int removed =
-            changelog_prune(logdir, before, wg_wall_ms() - cfg->log_retention_ms, &freed, &err);
-        if (removed > 0)
-            log_info(s->name, "retention: removed %d change-log segment%s (%llu bytes)", removed,
-                     removed == 1 ? "" : "s", (unsigned long long)freed);
-        else if (removed < 0 && err.code != WG_ERR_NOTFOUND)
-            log_warn(s->name, "retention: %s", err.msg);
-        changelog_usage_info u;
-        if (changelog_usage(logdir, NULL, &u, &err) == 0)
-            total += u.bytes;
+    uint64_t total = 0, waiting = 0;
+    int64_t now = wg_wall_ms();
+    for (size_t i = 0; i < cfg->n_sources; i++)
+        prune_source(cfg, &cfg->sources[i], now - cfg->log_retention_ms, "retention", &total,
+                     &waiting);
+    /* While held, ingest resumes only below 95 % of the budget: prune early down to that. */
+    uint64_t budget = *held ? cfg->log_max_disk / 100 * 95 : cfg->log_max_disk;
+    bool over_budget = cfg->log_max_disk && total >= budget;
+    if (over_budget || low_on_space(cfg)) {
+        total = waiting = 0;
+        for (size_t i = 0; i < cfg->n_sources; i++)
+            prune_source(cfg, &cfg->sources[i], now + 1,
+                         over_budget ? "at log_max_disk, forwarded segments go before "
+                                       "log_retention expires"
+                                     : "low on disk space, forwarded segments go before "
+                                       "log_retention expires",
+                         &total, &waiting);
+        over_budget = cfg->log_max_disk && total >= budget;
     }
+    bool unforwarded = false;
+    for (size_t i = 0; i < cfg->n_sources; i++)
+        if (!cfg->sources[i].forward || !cfg->sources[i].forward[0])
+            unforwarded = true;
     char why[512] = "";
-    struct statvfs vfs;
-    if (cfg->log_max_disk && total >= cfg->log_max_disk) {
+    if (over_budget && waiting == 0) {
+        /* Everything is delivered and what is left are the newest segments, which stay until
+         * they are full: holding would wait for nothing. */
+        static int64_t said;
+        if (wg_now_ms() - said > 600000) {
+            char a[32], b[32];
+            wg_format_size(total, a, sizeof(a));
+            wg_format_size(cfg->log_max_disk, b, sizeof(b));
+            log_warn(NULL,
+                     "the change logs take %s, over log_max_disk (%s), although every forwarder "
+                     "is caught up: the newest segments alone are that large; raise "
+                     "log_max_disk above (sources x log_segment_bytes) or lower "
+                     "log_segment_bytes",
+                     a, b);
+            said = wg_now_ms();
+        }
+    } else if (over_budget) {
         char a[32], b[32];
         wg_format_size(total, a, sizeof(a));
         wg_format_size(cfg->log_max_disk, b, sizeof(b));
         snprintf(why, sizeof(why),
-                 "the change logs take %s, at log_max_disk (%s): forwarders are behind, so "
-                 "ingest stops confirming new LSNs and the slot holds WAL upstream",
-                 a, b);
-    } else if (statvfs(cfg->state_dir, &vfs) == 0 &&
-               (uint64_t)vfs.f_bavail * vfs.f_frsize < (256u << 20)) {
+                 "the change logs take %s, at log_max_disk (%s): %s, so ingest stops confirming "
+                 "new LSNs and the slot holds WAL upstream",
+                 a, b,
+                 unforwarded ? "forwarders are behind or a source has no forwarder (its change "
+                               "log is the sink and keeps log_retention)"
+                             : "forwarders are behind");
+    } else if (low_on_space(cfg)) {
         snprintf(why, sizeof(why),
                  "less than 256 MiB free under %s: ingest stops confirming new LSNs and the "
                  "slot holds WAL upstream",
                  cfg->state_dir);
     }
-    /* Resume a little below the limit, so a source does not flap at the edge. */
     bool over = why[0] != '\0';
-    if (!over && *held && cfg->log_max_disk && total > cfg->log_max_disk / 100 * 95)
-        return;
     if (over != *held || over) {
         for (size_t i = 0; i < n_rs; i++)
             if (rs[i].src)
@@ -270,7 +342,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     while (!cli_stop_requested) {
         if (wg_now_ms() >= next_house) {
             housekeeping(cfg, rs, started, &held);
-            next_house = wg_now_ms() + 2000;
+            next_house = wg_now_ms() + 1000;
         }
         for (size_t i = 0; i < started; i++)
             if (routes[i].tunnel) {

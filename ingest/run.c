@@ -157,9 +157,11 @@ struct ingest_source {
     pthread_mutex_t hold_mu;
     char hold[512];
     pthread_mutex_t snap_mu; /* snapshot workers share the log and the counters */
+    volatile int *stop;      /* ingest_source_run's: a snapshot gives up when it is set */
 };
 
 static void requests_clear(ingest_source *s);
+static bool held(ingest_source *s, char *why, size_t len);
 
 /* ---- Small helpers ------------------------------------------------------------------------ */
 
@@ -1527,6 +1529,49 @@ static size_t copy_unescape(char *s, size_t len)
     return o;
 }
 
+/*
+ * The disk guard during a snapshot: stop copying (the server waits on the COPY; the exported
+ * snapshot stays valid) until the log has room again. A resync keeps the paused stream alive.
+ */
+static int snapshot_hold(ingest_source *s, const char *table, wg_error *err)
+{
+    char why[512];
+    bool said = false;
+    while (held(s, why, sizeof(why))) {
+        if (s->stop && *s->stop)
+            return wg_error_set(err, WG_ERR_CANCELLED,
+                                "stopped during the snapshot of %s; it starts again on the next "
+                                "run",
+                                table);
+        pthread_mutex_lock(&s->snap_mu);
+        if (!said && strcmp(s->error, why) != 0) {
+            snprintf(s->error, sizeof(s->error), "snapshot paused: %s", why);
+            snprintf(s->remedy, sizeof(s->remedy),
+                     "free space under state_dir, or let forwarders catch up (walgate status); "
+                     "the snapshot goes on by itself");
+            log_warn(s->cfg.name, "%s", s->error);
+        }
+        said = true;
+        if (s->resyncing && s->repl && wg_now_ms() - s->last_status_ms >= s->status_ms) {
+            wg_error e = {0};
+            if (send_status(s, s->durable, false, &e) != 0)
+                s->main_lost = true;
+        }
+        status_write(s, false);
+        pthread_mutex_unlock(&s->snap_mu);
+        usleep(200 * 1000);
+    }
+    if (said) {
+        pthread_mutex_lock(&s->snap_mu);
+        if (strncmp(s->error, "snapshot paused: ", 17) == 0) {
+            log_info(s->cfg.name, "snapshot resumed: the change log has room again");
+            s->error[0] = s->remedy[0] = '\0';
+        }
+        pthread_mutex_unlock(&s->snap_mu);
+    }
+    return 0;
+}
+
 static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t rows,
                           const char *op, wg_error *err)
 {
@@ -1549,6 +1594,12 @@ static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64
     }
     pthread_mutex_unlock(&s->snap_mu);
     wg_buf_reset(b);
+    if (rc == 0 && s->stop && *s->stop)
+        return wg_error_set(err, WG_ERR_CANCELLED,
+                            "stopped during the snapshot of %s; it starts again on the next run",
+                            table);
+    if (rc == 0 && held(s, NULL, 0))
+        rc = snapshot_hold(s, table, err);
     return rc;
 }
 
@@ -2462,7 +2513,7 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
                 return -1;
             }
         }
-        if (!pending(s) && held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
+        if (held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
             return -1;
         status_write(s, false);
     }
@@ -2563,6 +2614,7 @@ int ingest_source_run(ingest_source *s, volatile int *stop)
     wg_backoff bo;
     wg_backoff_init(&bo, 250, 30000);
     bool first = true;
+    s->stop = stop;
     while (!*stop) {
         uint64_t before = s->durable;
         int rc = cycle(s, stop);
