@@ -12,7 +12,7 @@ PACKAGES=(
   libnats-dev libexpat1-dev
   # servers and tools the tests, demo and benchmarks run for real
   postgresql-15 postgresql-client-15 openssh-server openssh-client dnsmasq-base nats-server
-  python3 iperf3 procps util-linux
+  python3 iperf3 procps util-linux openssl
 )
 
 missing=()
