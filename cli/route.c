@@ -16,6 +16,14 @@ static struct {
 } g_endpoints[32];
 static pthread_mutex_t g_endpoints_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* So are tunnels: one SSH connection per [tunnel], one local forward per route through it. */
+static struct {
+    tunnel_t *t;
+    char name[80];
+    int refs;
+} g_tunnels[32];
+static pthread_mutex_t g_tunnels_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_route *out,
                             bool patient, wg_error *err)
 {
@@ -87,18 +95,43 @@ static int route_open(const cli_config *cfg, const cli_postgres *p, cli_route *o
     if (!t)
         return wg_error_set(err, WG_ERR_CONFIG, "[postgres %s] via = tunnel %s: no such tunnel",
                             p->name, p->via);
-    out->tunnel = tunnel_new(&t->cfg, err);
-    if (!out->tunnel)
-        return err->code;
-    if (tunnel_add_forward(out->tunnel, "127.0.0.1", 0, p->cfg.host,
-                           p->cfg.port > 0 ? p->cfg.port : 5432, &out->port, err) != 0 ||
-        tunnel_start(out->tunnel, err) != 0) {
+    int port = p->cfg.port > 0 ? p->cfg.port : 5432;
+    pthread_mutex_lock(&g_tunnels_mu);
+    size_t slot = WG_ARRAY_LEN(g_tunnels), i;
+    for (i = 0; i < WG_ARRAY_LEN(g_tunnels); i++) {
+        if (g_tunnels[i].t && strcmp(g_tunnels[i].name, t->name) == 0)
+            break;
+        if (!g_tunnels[i].t && slot == WG_ARRAY_LEN(g_tunnels))
+            slot = i;
+    }
+    int rc = 0;
+    if (i < WG_ARRAY_LEN(g_tunnels)) { /* running: one more forward through it */
+        if (tunnel_add_forward(g_tunnels[i].t, "127.0.0.1", 0, p->cfg.host, port, &out->port,
+                               err) != 0)
+            rc = err->code;
+        else {
+            g_tunnels[i].refs++;
+            out->tunnel = g_tunnels[i].t;
+        }
+    } else if (slot == WG_ARRAY_LEN(g_tunnels)) {
+        rc = wg_error_set(err, WG_ERR_CONFIG, "too many tunnels");
+    } else if (!(out->tunnel = tunnel_new(&t->cfg, err))) {
+        rc = err->code;
+    } else if (tunnel_add_forward(out->tunnel, "127.0.0.1", 0, p->cfg.host, port, &out->port,
+                                  err) != 0 ||
+               tunnel_start(out->tunnel, err) != 0) {
+        rc = err->code;
         tunnel_free(out->tunnel);
         out->tunnel = NULL;
-        return err->code;
+    } else {
+        g_tunnels[slot].t = out->tunnel;
+        g_tunnels[slot].refs = 1;
+        snprintf(g_tunnels[slot].name, sizeof(g_tunnels[slot].name), "%s", t->name);
     }
-    out->addr = "127.0.0.1";
-    return 0;
+    pthread_mutex_unlock(&g_tunnels_mu);
+    if (rc == 0)
+        out->addr = "127.0.0.1";
+    return rc;
 }
 
 int cli_route_open(const cli_config *cfg, const cli_postgres *p, cli_route *out, wg_error *err)
@@ -124,6 +157,15 @@ void cli_route_close(cli_route *r)
         }
         pthread_mutex_unlock(&g_endpoints_mu);
     }
-    tunnel_free(r->tunnel);
+    if (r->tunnel) {
+        pthread_mutex_lock(&g_tunnels_mu);
+        for (size_t i = 0; i < WG_ARRAY_LEN(g_tunnels); i++) {
+            if (g_tunnels[i].t == r->tunnel && --g_tunnels[i].refs == 0) {
+                tunnel_free(g_tunnels[i].t);
+                g_tunnels[i].t = NULL;
+            }
+        }
+        pthread_mutex_unlock(&g_tunnels_mu);
+    }
     memset(r, 0, sizeof(*r));
 }

@@ -8,7 +8,9 @@
 - sshd killed (with its sessions) and restarted on the same port: a new connection through
   the same local port works within 2 s of sshd listening again;
 - sshd frozen with SIGSTOP (a silent network): the watchdog notices, and once sshd is back the
-  tunnel serves again.
+  tunnel serves again;
+- `walgate run` with two sources through the same [tunnel]: one SSH connection carries both,
+  and both change logs get their publication's rows.
 """
 import os
 import signal
@@ -191,8 +193,66 @@ def test_sshd_restart_and_silent_drop(pg, sshd):
     s.stop()
 
 
+def ssh_connections(port):
+    """Established TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            rem, st = parts[2], parts[3]
+            if st == "01" and int(rem.split(":")[1], 16) == port and \
+                    rem.split(":")[0] == "0100007F":
+                n += 1
+    return n
+
+
+def test_two_sources_share_one_tunnel(pg, sshd):
+    import json
+    work = fixture.tempdir("walgate-tun2-")
+    pg.sql("CREATE TABLE t_one (id int PRIMARY KEY); CREATE TABLE t_two (id int PRIMARY KEY);"
+           "CREATE PUBLICATION p_one FOR TABLE t_one; CREATE PUBLICATION p_two FOR TABLE t_two")
+    s = Setup(sshd, work)
+    sshd.authorize(s.keys())
+    state = work  # where Setup generated the keys of [tunnel b]
+    cfg = fixture.write_file(os.path.join(work, "run.ini"), fixture.ini([
+        ("walgate", {"state_dir": state}),
+        ("tunnel b", {"host": sshd.host, "port": sshd.port, "user": sshd.user,
+                      "known_hosts": s.kh, "keepalive_interval": "1s", "connect_timeout": "5s"}),
+        ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
+                           "dbname": "postgres", "sslmode": "disable", "via": "tunnel b"}),
+        ("source one", {"connection": "main", "publication": "p_one"}),
+        ("source two", {"connection": "main", "publication": "p_two"}),
+    ]))
+    wg = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
+                               stderr=open(os.path.join(work, "run.log"), "w"))
+    try:
+        pg.sql("INSERT INTO t_one SELECT generate_series(1, 100);"
+               "INSERT INTO t_two SELECT generate_series(1, 200)")
+        deadline = time.time() + 60
+        docs = []
+        while time.time() < deadline:
+            out = fixture.walgate("status", "--json", config=cfg).stdout
+            docs = json.loads(out) if out.strip() else []
+            rows = {d["source"]: d.get("rows", 0) for d in docs}
+            if rows.get("one", 0) >= 100 and rows.get("two", 0) >= 200:
+                break
+            time.sleep(0.3)
+        assert rows.get("one", 0) >= 100 and rows.get("two", 0) >= 200, \
+            (docs, open(os.path.join(work, "run.log")).read()[-3000:])
+        conns = ssh_connections(sshd.port)
+        assert conns == 1, f"{conns} SSH connections for one [tunnel]"
+        txt = fixture.walgate("status", config=cfg).stdout
+        assert txt.count("via tunnel b: up") == 2, txt
+    finally:
+        wg.send_signal(signal.SIGTERM)
+        assert wg.wait(timeout=30) == 0
+    print(f"two sources through [tunnel b]: {conns} SSH connection, both logs filled "
+          f"(100 and 200 rows)")
+
+
 def main():
     with fixture.Postgres() as pg, fixture.Sshd() as sshd:
+        test_two_sources_share_one_tunnel(pg, sshd)
         test_psql_concurrency_and_1gib(pg, sshd)
         test_host_keys(pg, sshd)
         test_secondary_only(pg, sshd)
