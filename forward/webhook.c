@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,7 +45,12 @@ typedef struct wh_sink {
     char logctx[96]; /* "sink NAME", the log context */
     int64_t timeout_ms;
     wh_sigmode sigmode;
-    wg_secret *key;                /* HMAC key bytes; NULL when unsigned */
+    wg_secret *keys[WH_KEYS_MAX]; /* HMAC keys, one signature each; none when unsigned */
+    int n_keys;
+    char *key_path;     /* hmac_secret_file, re-read when it changes */
+    struct stat key_st; /* what it was when last read */
+    bool key_warned;    /* a changed file that could not be read was reported */
+    size_t n_redact;
     struct curl_slist *fixed_hdrs; /* Content-Type, Expect:, extra headers */
     char **redact;                 /* NULL-terminated strings never to show */
     CURL *curl;
@@ -54,6 +60,8 @@ typedef struct wh_sink {
     char reason[64];       /* reason phrase of the final response */
     char errbuf[CURL_ERROR_SIZE];
 } wh_sink;
+
+static void reload_keys(wh_sink *s);
 
 /* ---- Pure pieces (webhook_internal.h) ------------------------------------------------------ */
 
@@ -431,7 +439,9 @@ static void wh_free(fwd_sink *base)
         }
         free(s->redact);
     }
-    wg_secret_free(s->key);
+    for (int i = 0; i < s->n_keys; i++)
+        wg_secret_free(s->keys[i]);
+    free(s->key_path);
     if (s->body.data)
         explicit_bzero(s->body.data, s->body.len);
     wg_buf_free(&s->body);
@@ -513,19 +523,29 @@ static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_aft
     ADD_HDR("Walgate-Last-Lsn: %s", last_lsn);
     ADD_HDR("Walgate-Batches: %zu", b->n_items);
     ADD_HDR("Walgate-Records: %zu", b->n_records);
+    if (s->sigmode != WH_SIG_NONE)
+        reload_keys(s);
     if (s->sigmode == WH_SIG_WALGATE) {
-        char hs[WH_SIG_WALGATE_MAX];
-        if (wh_sign_walgate((const uint8_t *)wg_secret_reveal(s->key), wg_secret_len(s->key),
-                            s->body.data, s->body.len, hs) != 0)
-            goto signfail;
-        ADD_HDR("Walgate-Signature: %s", hs);
+        /* One signature per key ("sha256=A, sha256=B"), so a receiver rotating its secret
+         * accepts the requests with either. */
+        for (int k = 0; k < s->n_keys; k++) {
+            char hs[WH_SIG_WALGATE_MAX];
+            if (wh_sign_walgate((const uint8_t *)wg_secret_reveal(s->keys[k]),
+                                wg_secret_len(s->keys[k]), s->body.data, s->body.len, hs) != 0 ||
+                (k && wg_buf_puts(&sig, ", ") != 0) || wg_buf_puts(&sig, hs) != 0)
+                goto signfail;
+        }
+        ADD_HDR("Walgate-Signature: %s", sig.data);
     } else if (s->sigmode == WH_SIG_STANDARD) {
         char id[WH_MSG_ID_MAX];
         wh_message_id(idem, id);
         int64_t ts = wg_wall_ms() / 1000;
-        if (wh_sign_standard((const uint8_t *)wg_secret_reveal(s->key), wg_secret_len(s->key), id,
-                             ts, s->body.data, s->body.len, &sig) != 0)
-            goto signfail;
+        for (int k = 0; k < s->n_keys; k++)
+            if ((k && wg_buf_putc(&sig, ' ') != 0) ||
+                wh_sign_standard((const uint8_t *)wg_secret_reveal(s->keys[k]),
+                                 wg_secret_len(s->keys[k]), id, ts, s->body.data, s->body.len,
+                                 &sig) != 0)
+                goto signfail;
         ADD_HDR("webhook-id: %s", id);
         ADD_HDR("webhook-timestamp: %lld", (long long)ts);
         ADD_HDR("webhook-signature: %s", sig.data);
@@ -851,40 +871,115 @@ out:
     return rc;
 }
 
-static int load_key(wh_sink *s, size_t *nred, const fwd_webhook_config *cfg, wg_error *err)
+/*
+ * hmac_secret_file: one secret per line (blank lines skipped), at most WH_KEYS_MAX. Every
+ * request carries a signature made with each, so a secret is rotated by adding the new one on
+ * a second line, letting the receiver learn it, then removing the old line; the file is
+ * re-read when it changes. Fills keys[]/n_keys, or returns -1 with err.
+ */
+static int read_keys(wh_sink *s, const char *path, wg_secret **keys, int *n_keys, wg_error *err)
 {
-    wg_secret *raw = wg_secret_from_file(cfg->hmac_secret_file, err);
+    const char *name = s->base.name;
+    *n_keys = 0;
+    wg_secret *raw = wg_secret_from_file(path, err);
     if (!raw)
-        return wg_error_prefix(err, "[sink %s] hmac_secret_file", cfg->name);
-    int rc = 0;
-    const char *v = wg_secret_reveal(raw);
-    size_t vn = wg_secret_len(raw);
-    if (s->sigmode == WH_SIG_STANDARD) {
-        uint8_t key[256];
-        long kn = wh_decode_whsec(v, vn, key, sizeof(key));
-        if (kn <= 0) {
+        return wg_error_prefix(err, "[sink %s] hmac_secret_file", name);
+    int rc = 0, lineno = 0;
+    const char *p = wg_secret_reveal(raw), *end = p + wg_secret_len(raw);
+    while (rc == 0 && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        const char *v = p;
+        size_t vn = (size_t)(e - p);
+        p = nl ? nl + 1 : end;
+        lineno++;
+        if (vn > 0 && v[vn - 1] == '\r')
+            vn--;
+        if (vn == 0)
+            continue;
+        if (*n_keys == WH_KEYS_MAX) {
             rc = wg_error_set(err, WG_ERR_CONFIG,
-                              "[sink %s] hmac_secret_file %s: signature = standard needs a "
-                              "Standard Webhooks secret, \"whsec_\" followed by base64 of 24 to "
-                              "64 random bytes; generate one with: printf 'whsec_%%s' \"$(openssl "
-                              "rand -base64 32)\" > %s",
-                              cfg->name, cfg->hmac_secret_file, cfg->hmac_secret_file);
-        } else {
-            s->key = wg_secret_new(key, (size_t)kn);
-            if (!s->key)
-                rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                              "[sink %s] hmac_secret_file %s: more than %d secrets; keep the "
+                              "current one and the one replacing it",
+                              name, path, WH_KEYS_MAX);
+            break;
         }
-        explicit_bzero(key, sizeof(key));
-    } else {
-        s->key = wg_secret_new(v, vn);
-        if (!s->key)
+        wg_secret *k = NULL;
+        if (s->sigmode == WH_SIG_STANDARD) {
+            uint8_t key[256];
+            long kn = wh_decode_whsec(v, vn, key, sizeof(key));
+            if (kn <= 0) {
+                rc = wg_error_set(err, WG_ERR_CONFIG,
+                                  "[sink %s] hmac_secret_file %s line %d: signature = standard "
+                                  "needs a Standard Webhooks secret, \"whsec_\" followed by "
+                                  "base64 of 24 to 64 random bytes; generate one with: printf "
+                                  "'whsec_%%s' \"$(openssl rand -base64 32)\" > %s",
+                                  name, path, lineno, path);
+                explicit_bzero(key, sizeof(key));
+                break;
+            }
+            k = wg_secret_new(key, (size_t)kn);
+            explicit_bzero(key, sizeof(key));
+        } else {
+            k = wg_secret_new(v, vn);
+        }
+        /* The secret as written in the file, should a receiver ever echo it back. */
+        if (!k || add_redact(s, &s->n_redact, v, vn, 1) != 0) {
+            wg_secret_free(k);
             rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            break;
+        }
+        keys[(*n_keys)++] = k;
     }
-    /* The secret as written in the file, should a receiver ever echo it back. */
-    if (rc == 0 && add_redact(s, nred, v, vn, 1) != 0)
-        rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    if (rc == 0 && *n_keys == 0)
+        rc = wg_error_set(err, WG_ERR_CONFIG, "[sink %s] hmac_secret_file %s holds no secret", name,
+                          path);
+    if (rc != 0) {
+        for (int i = 0; i < *n_keys; i++)
+            wg_secret_free(keys[i]);
+        *n_keys = 0;
+    }
     wg_secret_free(raw);
     return rc;
+}
+
+static int load_keys(wh_sink *s, const char *path, wg_error *err)
+{
+    s->key_path = strdup(path);
+    if (!s->key_path)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    if (stat(path, &s->key_st) != 0)
+        memset(&s->key_st, 0, sizeof(s->key_st));
+    return read_keys(s, path, s->keys, &s->n_keys, err);
+}
+
+/* Before a request: take the secrets anew when the file changed (a rotation). A file that
+ * cannot be read is reported once and the secrets in use are kept. */
+static void reload_keys(wh_sink *s)
+{
+    struct stat st;
+    if (stat(s->key_path, &st) != 0)
+        memset(&st, 0, sizeof(st));
+    if (st.st_ino == s->key_st.st_ino && st.st_dev == s->key_st.st_dev &&
+        st.st_size == s->key_st.st_size && st.st_mtim.tv_sec == s->key_st.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == s->key_st.st_mtim.tv_nsec)
+        return;
+    wg_secret *keys[WH_KEYS_MAX];
+    int n = 0;
+    wg_error err = {0};
+    if (read_keys(s, s->key_path, keys, &n, &err) != 0) {
+        if (!s->key_warned)
+            log_warn(s->logctx, "%s; signing with the secrets read before", err.msg);
+        s->key_warned = true;
+        return;
+    }
+    for (int i = 0; i < s->n_keys; i++)
+        wg_secret_free(s->keys[i]);
+    memcpy(s->keys, keys, sizeof(keys));
+    s->n_keys = n;
+    s->key_st = st;
+    s->key_warned = false;
+    log_info(s->logctx, "hmac_secret_file changed: signing with %d secret%s", n, n == 1 ? "" : "s");
 }
 
 /* header_file: "Name: value" lines (blank lines and # comments skipped), mode 0600. */
@@ -934,7 +1029,6 @@ static int check_readable(const char *name, const char *field, const char *path,
 
 fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err)
 {
-    size_t nred = 0;
     const char *name = cfg && cfg->name ? cfg->name : "?";
     if (!cfg || !cfg->url || !*cfg->url) {
         wg_error_set(err, WG_ERR_CONFIG, "[sink %s] url is missing; set url = https://...", name);
@@ -975,10 +1069,10 @@ fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err)
             goto fail;
         }
         s->sigmode = WH_SIG_NONE;
-    } else if (load_key(s, &nred, cfg, err) != 0) {
+    } else if (load_keys(s, cfg->hmac_secret_file, err) != 0) {
         goto fail;
     }
-    if (parse_url(s, &nred, cfg->url, err) != 0)
+    if (parse_url(s, &s->n_redact, cfg->url, err) != 0)
         goto fail;
     if (check_readable(name, "ca_file", cfg->ca_file, err) != 0 ||
         check_readable(name, "client_cert", cfg->client_cert, err) != 0 ||
@@ -1000,10 +1094,10 @@ fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err)
         goto fail;
     }
     for (size_t i = 0; cfg->headers && cfg->headers[i]; i++) {
-        if (add_extra_header(s, &nred, cfg->headers[i], err) != 0)
+        if (add_extra_header(s, &s->n_redact, cfg->headers[i], err) != 0)
             goto fail;
     }
-    if (cfg->header_file && load_header_file(s, &nred, cfg, err) != 0)
+    if (cfg->header_file && load_header_file(s, &s->n_redact, cfg, err) != 0)
         goto fail;
 
     s->curl = curl_easy_init();

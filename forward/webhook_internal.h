@@ -10,6 +10,8 @@
 
 /* Room for "sha256=" + 64 hex digits + NUL. */
 #define WH_SIG_WALGATE_MAX 72
+/* Secrets an hmac_secret_file may hold at once (a rotation needs two). */
+#define WH_KEYS_MAX 4
 /* Room for an Idempotency-Key: two batch keys joined by "..". */
 #define WH_IDEM_KEY_MAX 200
 /* Room for a Standard Webhooks webhook-id: "msg_" + 32 hex digits + NUL. */

@@ -283,7 +283,9 @@ class WebhookServer:
             got = headers.get("walgate-signature", "")
             if not got:
                 return False, "no Walgate-Signature header"
-            if not hmac.compare_digest(got, sign_walgate(self.key, body)):
+            # One signature per secret walgate holds ("sha256=A, sha256=B" while rotating).
+            want = sign_walgate(self.key, body)
+            if not any(hmac.compare_digest(g.strip(), want) for g in got.split(",")):
                 return False, "Walgate-Signature does not match the body"
             return True, ""
         msg_id = headers.get("webhook-id", "")

@@ -59,6 +59,7 @@ class Driver:
                 f.write(secret + b"\n")
             os.chmod(path, 0o600)
             env["WH_SECRET_FILE"] = path
+            self.secret_path = path
         if signature:
             env["WH_SIGNATURE"] = signature
         if header:
@@ -273,6 +274,56 @@ def test_standard_webhooks():
         check(want in q["headers"]["webhook-signature"].split(" "), "spec signature", q["headers"])
         check("walgate-signature" not in q["headers"], "one signature scheme at a time")
         d.close()
+
+
+def write_secret(path, text, mode=0o600):
+    """Replace the secret file the way an operator would: a new file renamed over it."""
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+def test_secret_rotation():
+    old, new = b"old-secret-0123456789", b"new-secret-9876543210"
+    with WebhookServer(secret=old) as hook, Driver(hook.url, secret=old) as d:
+        check(d.send("src", (0x1000, 0, 1))[0] == "OK", "before the rotation")
+        # The rotation begins: both secrets, every request signed with each.
+        write_secret(d.secret_path, f"{old.decode()}\n{new.decode()}\n")
+        check(d.send("src", (0x2000, 0, 1))[0] == "OK", "receiver still on the old secret")
+        hook.key = new
+        check(d.send("src", (0x3000, 0, 1))[0] == "OK", "receiver moved to the new secret")
+        q = hook.requests()[-1]
+        sigs = [s.strip() for s in q["headers"]["walgate-signature"].split(",")]
+        body = q["body"].encode()
+        check(sigs == [sign_walgate(old, body), sign_walgate(new, body)], "two signatures", sigs)
+        # The rotation ends: the old line removed.
+        write_secret(d.secret_path, new.decode() + "\n")
+        check(d.send("src", (0x4000, 0, 1))[0] == "OK", "after the rotation")
+        q = hook.requests()[-1]
+        check(q["headers"]["walgate-signature"] == sign_walgate(new, q["body"].encode()),
+              "one signature again", q["headers"])
+        # A file walgate may not read (mode 0644) keeps the secrets in use, reported once.
+        write_secret(d.secret_path, "leaked-secret-000\n", 0o644)
+        check(d.send("src", (0x5000, 0, 1))[0] == "OK", "the bad file is not used")
+        check(d.send("src", (0x6000, 0, 1))[0] == "OK", "the bad file is not used")
+        check(all(q["verified"] for q in hook.requests()), "every request verified")
+        err = d.close()
+        check(err.count("signing with the secrets read before") == 1, "reported once", err)
+        check(all(s not in err for s in ("old-secret", "new-secret", "leaked-secret")),
+              "no secret on stderr", err)
+    # Standard Webhooks: one v1 signature per secret in the header, space-separated.
+    whsec2 = "whsec_" + __import__("base64").b64encode(b"another-key-of-24-bytes!").decode()
+    with WebhookServer(secret=whsec2, signature="standard") as hook, \
+            Driver(hook.url, secret=f"{WHSEC}\n{whsec2}".encode(), signature="standard") as d:
+        check(d.send("src", (0x7000, 0, 1))[0] == "OK", "standard, two secrets")
+        q = hook.requests()[-1]
+        check(len(q["headers"]["webhook-signature"].split(" ")) == 2, "two v1 signatures",
+              q["headers"])
+        d.close()
+    print("secret rotation: two signatures while both secrets are in the file, reloaded on "
+          "change without a restart; an unreadable file keeps the secrets in use")
 
 
 def test_tls_with_ca_file():
