@@ -56,6 +56,8 @@ typedef struct cli_sink {
     uint64_t batch_max_bytes;
     int64_t batch_max_delay_ms, timeout_ms;
     int create_stream, replicas, max_pending, insecure_skip_verify;
+    int64_t stream_max_age_ms, stream_duplicate_window_ms;
+    uint64_t stream_max_bytes;
     int line;
 } cli_sink;
 

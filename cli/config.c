@@ -157,6 +157,10 @@ static const key_spec g_keys[] = {
     {SECT_SINK, "create_stream", KT_ENUM, "false", K(create_stream), 0, 0, g_bool_choices,
      g_bool_values},
     {SECT_SINK, "replicas", KT_COUNT, "1", K(replicas), 1, 5, 0, 0},
+    {SECT_SINK, "stream_max_age", KT_DURATION, "0", K(stream_max_age_ms), 0, 3650 * MS_DAY, 0, 0},
+    {SECT_SINK, "stream_max_bytes", KT_SIZE, "0", K(stream_max_bytes), 0, 0, 0, 0},
+    {SECT_SINK, "stream_duplicate_window", KT_DURATION, "2m", K(stream_duplicate_window_ms), 100,
+     MS_DAY, 0, 0},
     {SECT_SINK, "subject_prefix", KT_STRING, "walgate", K(subject_prefix), 0, 0, 0, 0},
     {SECT_SINK, "max_pending", KT_COUNT, "4096", K(max_pending), 1, 1000000, 0, 0},
 
@@ -905,6 +909,9 @@ static void finish_sink(parse_state *ps, cli_sink *k)
         n->stream = k->stream;
         n->create_stream = k->create_stream != 0;
         n->replicas = k->replicas;
+        n->max_age_ms = k->stream_max_age_ms;
+        n->max_bytes = k->stream_max_bytes;
+        n->duplicate_window_ms = k->stream_duplicate_window_ms;
         n->subject_prefix = k->subject_prefix;
         n->max_pending = k->max_pending;
         n->timeout_ms = k->timeout_ms;

@@ -97,12 +97,15 @@ typedef struct fwd_nats_config {
     const char *creds_file; /* NATS .creds (user JWT + nkey seed) */
     const char *user, *password_file, *token_file;
     const char *ca_file, *client_cert, *client_key;
-    const char *stream;         /* JetStream stream name */
-    bool create_stream;         /* create it when missing */
-    int replicas;               /* for create_stream, default 1 */
-    const char *subject_prefix; /* default "walgate": subjects PREFIX.SCHEMA.TABLE */
-    int max_pending;            /* published but unacknowledged messages, default 4096 */
-    int64_t timeout_ms;         /* ack wait, default 10s */
+    const char *stream;          /* JetStream stream name */
+    bool create_stream;          /* create it when missing */
+    int replicas;                /* for create_stream, default 1 */
+    int64_t max_age_ms;          /* for create_stream: 0 = no limit */
+    uint64_t max_bytes;          /* for create_stream: 0 = no limit */
+    int64_t duplicate_window_ms; /* for create_stream: 0 = 2 minutes */
+    const char *subject_prefix;  /* default "walgate": subjects PREFIX.SCHEMA.TABLE */
+    int max_pending;             /* published but unacknowledged messages, default 4096 */
+    int64_t timeout_ms;          /* ack wait, default 10s */
 } fwd_nats_config;
 
 /* A sink, or NULL with `err` naming the [sink] and field at fault. Everything is copied. */

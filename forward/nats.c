@@ -396,6 +396,8 @@ typedef struct nats_sink {
     bool no_skip;                  /* the last skip found nothing to skip to: send it all */
     bool create_stream;
     int replicas;
+    int64_t max_age_ms, duplicate_window_ms; /* for a stream walgate creates */
+    uint64_t max_bytes;
     int max_pending;
     int64_t timeout_ms;
     char servers_text[512]; /* for messages */
@@ -641,6 +643,18 @@ static int keep_subjects(nats_sink *s, const jsStreamInfo *si)
     return 0;
 }
 
+/* "max age 7d, max bytes 10.0 GiB, duplicate window 2m" for a stream walgate creates. */
+static void stream_limits_text(const nats_sink *s, char *out, size_t cap)
+{
+    char age[32] = "none", bytes[32] = "none", dup[32];
+    if (s->max_age_ms > 0)
+        wg_format_duration(s->max_age_ms, age, sizeof(age));
+    if (s->max_bytes > 0)
+        wg_format_size(s->max_bytes, bytes, sizeof(bytes));
+    wg_format_duration(s->duplicate_window_ms, dup, sizeof(dup));
+    snprintf(out, cap, "max age %s, max bytes %s, duplicate window %s", age, bytes, dup);
+}
+
 /* Make sure the stream exists (creating it when allowed) and learn its subjects. */
 static fwd_result ensure_stream(nats_sink *s, wg_error *err)
 {
@@ -667,12 +681,18 @@ static fwd_result ensure_stream(nats_sink *s, wg_error *err)
         cfg.SubjectsLen = 1;
         cfg.Storage = js_FileStorage;
         cfg.Replicas = s->replicas;
-        cfg.Duplicates = (int64_t)NATS_DUP_WINDOW_MS * 1000000; /* nanoseconds */
+        cfg.Duplicates = s->duplicate_window_ms * 1000000; /* nanoseconds */
+        if (s->max_age_ms > 0)
+            cfg.MaxAge = s->max_age_ms * 1000000;
+        if (s->max_bytes > 0)
+            cfg.MaxBytes = s->max_bytes > INT64_MAX ? INT64_MAX : (int64_t)s->max_bytes;
         jerr = 0;
         st = js_AddStream(&si, s->js, &cfg, NULL, &jerr);
         if (st == NATS_OK) {
-            log_info(s->sh->ctx, "created JetStream stream %s (subjects %s, %d replica%s)",
-                     s->stream, subj, s->replicas, s->replicas == 1 ? "" : "s");
+            char limits[96];
+            stream_limits_text(s, limits, sizeof(limits));
+            log_info(s->sh->ctx, "created JetStream stream %s (subjects %s, %d replica%s, %s)",
+                     s->stream, subj, s->replicas, s->replicas == 1 ? "" : "s", limits);
         } else if (jerr == JSStreamNameExistErr) {
             /* Someone else created it meanwhile; look again next time. */
             wg_error_set(err, WG_ERR_AGAIN, "[%s] stream %s was created concurrently", s->sh->ctx,
@@ -1275,12 +1295,19 @@ static int nats_check(fwd_sink *base, wg_checks *out)
     char subj[NATS_SUBJECT_MAX];
     snprintf(subj, sizeof(subj), "%s.x.y", s->prefix);
     if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-        if (s->create_stream)
+        if (s->create_stream) {
+            char limits[96];
+            stream_limits_text(s, limits, sizeof(limits));
             wg_checks_add(out, target, "stream", WG_CHECK_OK, NULL,
                           "stream %s does not exist yet; walgate creates it (subjects %s.>, %d "
-                          "replica%s)",
-                          s->stream, s->prefix, s->replicas, s->replicas == 1 ? "" : "s");
-        else {
+                          "replica%s, %s)",
+                          s->stream, s->prefix, s->replicas, s->replicas == 1 ? "" : "s", limits);
+            if (s->max_age_ms <= 0 && s->max_bytes == 0)
+                wg_checks_add(out, target, "stream limits", WG_CHECK_WARN,
+                              "set stream_max_age or stream_max_bytes",
+                              "the stream walgate creates keeps every message forever: it grows "
+                              "until the servers' disks fill");
+        } else {
             wg_checks_add(out, target, "stream", WG_CHECK_FAIL,
                           "create it (subjects PREFIX.>) or set create_stream = true",
                           "JetStream stream %s does not exist", s->stream);
@@ -1307,6 +1334,13 @@ static int nats_check(fwd_sink *base, wg_checks *out)
                               "set a duplicate window on the stream (e.g. 2m)",
                               "stream %s has no duplicate window: re-sends after a crash are "
                               "stored twice",
+                              s->stream);
+            if (si->Config && si->Config->Retention == js_LimitsPolicy && si->Config->MaxAge <= 0 &&
+                si->Config->MaxBytes <= 0 && si->Config->MaxMsgs <= 0)
+                wg_checks_add(out, target, "stream limits", WG_CHECK_WARN,
+                              "give the stream a max age or max bytes (nats stream edit)",
+                              "stream %s keeps every message forever: it grows until the "
+                              "servers' disks fill",
                               s->stream);
         }
         jsStreamInfo_Destroy(si);
@@ -1383,6 +1417,14 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
         return NULL;
     }
     int64_t timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
+    int64_t dup_ms = cfg->duplicate_window_ms > 0 ? cfg->duplicate_window_ms : NATS_DUP_WINDOW_MS;
+    if (cfg->max_age_ms > 0 && dup_ms > cfg->max_age_ms) {
+        wg_error_set(err, WG_ERR_CONFIG,
+                     "[%s] stream_duplicate_window is longer than stream_max_age; JetStream "
+                     "refuses that: shorten stream_duplicate_window or lengthen stream_max_age",
+                     ctx);
+        return NULL;
+    }
     if (cfg->creds_file && (cfg->user || cfg->token_file)) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] creds_file cannot be combined with user or token_file: pick one", ctx);
@@ -1424,6 +1466,9 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
         goto nomem;
     s->create_stream = cfg->create_stream;
     s->replicas = replicas;
+    s->max_age_ms = cfg->max_age_ms;
+    s->max_bytes = cfg->max_bytes;
+    s->duplicate_window_ms = dup_ms;
     s->max_pending = max_pending;
     s->timeout_ms = timeout_ms;
     s->ca_file = cfg->ca_file != NULL;

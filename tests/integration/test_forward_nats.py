@@ -89,7 +89,8 @@ def main():
             ("sink js", {"type": "nats", "servers": ", ".join(nats.urls), "stream": "CDC",
                          "create_stream": "true", "replicas": "3", "subject_prefix": "cdc",
                          "batch_max_bytes": "64KiB", "batch_max_delay": "20ms",
-                         "timeout": "5s"}),
+                         "timeout": "5s", "stream_max_age": "1h", "stream_max_bytes": "1GiB",
+                         "stream_duplicate_window": "90s"}),
         ]))
         logs = []
 
@@ -100,7 +101,13 @@ def main():
 
         v = fixture.walgate("validate", "js", config=cfg)
         assert "sink js" in v.stdout and "walgate creates it" in v.stdout, v.stdout + v.stderr
+        assert "max age 1h, max bytes 1.0 GiB, duplicate window 90s" in v.stdout, v.stdout
         assert v.returncode == 0, v.stdout
+        bad = fixture.write_file(os.path.join(work, "bad.ini"), open(cfg).read().replace(
+            "stream_max_age = 1h", "stream_max_age = 1m"))
+        b = fixture.walgate("validate", "js", config=bad)
+        assert b.returncode != 0 and "stream_duplicate_window is longer than stream_max_age" \
+            in b.stdout + b.stderr, b.stdout + b.stderr
         wg = start()
         load = Load(pg).start()
         events = ["kill"] * 4 + ["node"]
@@ -143,6 +150,9 @@ def main():
                     raise
         assert any(r.get("new", {}).get("id") == 9999999 for r in recs), "marker not in the stream"
         assert info["config"]["num_replicas"] == 3, info["config"]
+        assert info["config"]["max_age"] == 3600 * 10**9, info["config"]
+        assert info["config"]["max_bytes"] == 1 << 30, info["config"]
+        assert info["config"]["duplicate_window"] == 90 * 10**9, info["config"]
         st = logreplay.replay(recs)
         for t, key in TABLES.items():
             d = logreplay.diff(logreplay.source_rows(pg, t, key), st.tables.get(t, {}))
