@@ -348,13 +348,7 @@ class Sshd(Server):
             self.logf.close()
 
     def stop(self, cleanup=True):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
         if getattr(self, "logf", None):
             self.logf.close()
@@ -482,6 +476,31 @@ class Dnsmasq(Server):
 NATS_SERVER = os.environ.get("WALGATE_NATS_SERVER", "nats-server")
 
 
+def terminate(proc, timeout=10):
+    """SIGTERM a child, SIGKILL it after `timeout` seconds; wait for it."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def http_get(host, port, path, timeout=3):
+    """(status, body) of a plain HTTP GET, or (None, "") when it fails."""
+    import http.client
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=timeout)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        c.close()
+        return r.status, body
+    except OSError:
+        return None, ""
+
+
 class NatsCluster(Server):
     """`nodes` (1 or 3) nats-server processes with JetStream on 127.0.0.1:<free ports>.
 
@@ -571,16 +590,7 @@ class NatsCluster(Server):
 
     def _http(self, i, path):
         """(status, body) of a monitoring request to node i, or (None, "") when it fails."""
-        import http.client
-        try:
-            c = http.client.HTTPConnection(self.host, self.nodes[i]["http"], timeout=2)
-            c.request("GET", path)
-            r = c.getresponse()
-            body = r.read().decode("utf-8", "replace")
-            c.close()
-            return r.status, body
-        except OSError:
-            return None, ""
+        return http_get(self.host, self.nodes[i]["http"], path)
 
     def jsz(self, i):
         import json

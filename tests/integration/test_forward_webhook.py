@@ -107,15 +107,15 @@ def main():
                "INSERT INTO orders SELECT -g, g, 'seed' FROM generate_series(1, 300) g;"
                "CREATE PUBLICATION fwd_pub FOR TABLE orders, items")
 
-        def config(**walgate):
-            w = {"state_dir": state, "log_segment_bytes": "64KiB", "log_level": "info"}
+        def config(source="app", state_dir=state, file="walgate.ini", **walgate):
+            w = {"state_dir": state_dir, "log_segment_bytes": "64KiB", "log_level": "info"}
             w.update(walgate)
-            return fixture.write_file(os.path.join(work, "walgate.ini"), fixture.ini([
+            return fixture.write_file(os.path.join(work, file), fixture.ini([
                 ("walgate", w),
                 ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
                                    "dbname": "postgres", "sslmode": "disable"}),
-                ("source app", {"connection": "main", "publication": "fwd_pub",
-                                "status_interval": "200ms", "forward": "hook"}),
+                (f"source {source}", {"connection": "main", "publication": "fwd_pub",
+                                      "status_interval": "200ms", "forward": "hook"}),
                 ("sink hook", {"type": "webhook", "url": hook.url + "/cdc",
                                "hmac_secret_file": secret_file, "batch_max_bytes": "16KiB",
                                "batch_max_delay": "50ms", "timeout": "1s",
@@ -264,17 +264,7 @@ def main():
         pg.sql("INSERT INTO orders SELECT 20000000 + g, g, repeat('s', 60) "
                "FROM generate_series(1, 150000) g")
         state2 = os.path.join(work, "state2")
-        cfg = fixture.write_file(os.path.join(work, "snap.ini"), fixture.ini([
-            ("walgate", {"state_dir": state2, "log_segment_bytes": "64KiB", "log_level": "info",
-                         "log_max_disk": "512KiB"}),
-            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable"}),
-            ("source snap", {"connection": "main", "publication": "fwd_pub",
-                             "status_interval": "200ms", "forward": "hook"}),
-            ("sink hook", {"type": "webhook", "url": hook.url + "/cdc",
-                           "hmac_secret_file": secret_file, "batch_max_bytes": "16KiB",
-                           "batch_max_delay": "50ms", "timeout": "1s"}),
-        ]))
+        cfg = config("snap", state2, "snap.ini", log_max_disk="512KiB")
         hook.reset()
         hook.inject({"status": 503, "count": -1})
         wg = start()

@@ -31,7 +31,6 @@ password, a wrong token, a .creds of an account the server does not know). The t
    or `walgate status`.
 """
 import base64
-import http.client
 import json
 import os
 import signal
@@ -207,15 +206,7 @@ class Nats(fixture.Server):
             time.sleep(0.1)
 
     def _get(self, path):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", self.http, timeout=3)
-            c.request("GET", path)
-            r = c.getresponse()
-            body = r.read().decode("utf-8", "replace")
-            c.close()
-            return r.status, body
-        except OSError:
-            return None, ""
+        return fixture.http_get("127.0.0.1", self.http, path)
 
     def stream_msgs(self, stream):
         """Messages in `stream` (from /jsz), or None when it does not exist."""
@@ -228,13 +219,7 @@ class Nats(fixture.Server):
         return None
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        fixture.terminate(self.proc)
         self.proc = None
         if self.logf:
             self.logf.close()
