@@ -1579,6 +1579,13 @@ static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64
     put_str(b, "table", table);
     put_lsn(b, "lsn", s->snap_lsn);
     wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
+    /* Under the disk guard the chunk waits here, so nothing more is written while held. */
+    if (s->stop && *s->stop)
+        return wg_error_set(err, WG_ERR_CANCELLED,
+                            "stopped during the snapshot of %s; it starts again on the next run",
+                            table);
+    if (held(s, NULL, 0) && snapshot_hold(s, table, err) != 0)
+        return -1;
     pthread_mutex_lock(&s->snap_mu);
     int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
     s->bytes += b->len;
@@ -1594,12 +1601,6 @@ static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64
     }
     pthread_mutex_unlock(&s->snap_mu);
     wg_buf_reset(b);
-    if (rc == 0 && s->stop && *s->stop)
-        return wg_error_set(err, WG_ERR_CANCELLED,
-                            "stopped during the snapshot of %s; it starts again on the next run",
-                            table);
-    if (rc == 0 && held(s, NULL, 0))
-        rc = snapshot_hold(s, table, err);
     return rc;
 }
 

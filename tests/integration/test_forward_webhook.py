@@ -282,7 +282,11 @@ def main():
 
         def log_bytes():
             return sum(os.path.getsize(os.path.join(logdir, f)) for f in os.listdir(logdir))
-        used = log_bytes()
+        # every snapshot worker reaches the pause (each finishes the chunk it copies)
+        used, deadline = -1, time.time() + 20
+        while log_bytes() != used and time.time() < deadline:
+            used = log_bytes()
+            time.sleep(1)
         time.sleep(2)
         assert log_bytes() == used, f"the paused snapshot's log grew from {used} bytes"
         t_term = time.time()
