@@ -7,8 +7,13 @@
 
 #include <nats/nats.h>
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 static bool named(char **names, int n, const char *name)
 {
@@ -124,6 +129,57 @@ static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **
     cli_route_close(&route);
 }
 
+/* [walgate]: state_dir usable, room on its file system, a disk budget the logs can keep to. */
+static void check_walgate(const cli_config *cfg, wg_checks *out)
+{
+    /* The directory, or the nearest existing parent walgate would create it under. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", cfg->state_dir);
+    struct stat st;
+    while (stat(dir, &st) != 0 && errno == ENOENT) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) {
+            snprintf(dir, sizeof(dir), "/");
+            break;
+        }
+        *slash = '\0';
+    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(dir, W_OK | X_OK) != 0) {
+        wg_checks_add(out, "walgate", "state_dir", WG_CHECK_FAIL,
+                      "point state_dir at a directory walgate's user may write, or create it",
+                      "state_dir %s: %s is not a writable directory", cfg->state_dir, dir);
+        return;
+    }
+    wg_checks_add(out, "walgate", "state_dir", WG_CHECK_OK, NULL, "%s is writable",
+                  strcmp(dir, cfg->state_dir) == 0 ? cfg->state_dir : dir);
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) == 0) {
+        uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+        char a[32];
+        wg_format_size(avail, a, sizeof(a));
+        if (avail < (1ull << 30))
+            wg_checks_add(out, "walgate", "free space", WG_CHECK_WARN,
+                          "free space there or move state_dir: ingest pauses below 256 MiB free",
+                          "%s free under %s", a, dir);
+        else
+            wg_checks_add(out, "walgate", "free space", WG_CHECK_OK, NULL, "%s free under %s", a,
+                          dir);
+    }
+    /* Each source's newest segment stays until it is full: a budget below two segments per
+     * source leaves no room for what forwarders have not delivered. */
+    uint64_t floor = 2 * (uint64_t)cfg->n_sources * cfg->log_segment_bytes;
+    if (cfg->log_max_disk && cfg->n_sources && cfg->log_max_disk < floor) {
+        char b[32], f[32];
+        wg_format_size(cfg->log_max_disk, b, sizeof(b));
+        wg_format_size(floor, f, sizeof(f));
+        wg_checks_add(out, "walgate", "log_max_disk", WG_CHECK_WARN,
+                      "raise log_max_disk or lower log_segment_bytes",
+                      "log_max_disk %s is under 2 segments per source (%s): ingest would pause "
+                      "often, snapshots in small steps",
+                      b, f);
+    }
+}
+
 int cmd_validate(int argc, char **argv, const cli_opts *opts)
 {
     bool json = false;
@@ -147,9 +203,9 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
         return 2;
     log_set_level(LOG_LEVEL_ERROR); /* the checks say it all; tunnel retries would be noise */
     for (int i = 0; i < nn; i++) {
-        if (!cli_config_tunnel(cfg, names[i]) && !cli_config_postgres(cfg, names[i]) &&
-            !cli_config_source(cfg, names[i]) && !cli_config_privatelink(cfg, names[i]) &&
-            !cli_config_sink(cfg, names[i])) {
+        if (strcmp(names[i], "walgate") != 0 && !cli_config_tunnel(cfg, names[i]) &&
+            !cli_config_postgres(cfg, names[i]) && !cli_config_source(cfg, names[i]) &&
+            !cli_config_privatelink(cfg, names[i]) && !cli_config_sink(cfg, names[i])) {
             fprintf(
                 stderr,
                 "walgate: validate: %s names no [tunnel], [postgres], [source], [privatelink] or "
@@ -173,6 +229,8 @@ int cmd_validate(int argc, char **argv, const cli_opts *opts)
     }
 
     wg_checks out = {0};
+    if (nn == 0 || named(names, nn, "walgate"))
+        check_walgate(cfg, &out);
     for (size_t i = 0; i < cfg->n_tunnels; i++) {
         const cli_tunnel *t = &cfg->tunnels[i];
         const char *th = NULL;

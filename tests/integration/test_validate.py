@@ -33,7 +33,7 @@ class Env:
         self.kh = fixture.write_file(os.path.join(self.dir, "kh"),
                                      sshd.known_hosts_line() + "\n", 0o600)
 
-    def config(self, pg=None, src=None, tunnel=None, via_tunnel=False):
+    def config(self, pg=None, src=None, tunnel=None, via_tunnel=False, walgate=None):
         pgsec = {"host": "127.0.0.1", "port": self.pg.port, "user": "repl", "dbname": "postgres",
                  "password_file": self.pwfile, "sslmode": "disable"}
         pgsec.update(pg or {})
@@ -44,7 +44,7 @@ class Env:
             pgsec["via"] = "tunnel b"
         s = {"connection": "main", "publication": "pub"}
         s.update(src or {})
-        secs = [("walgate", {"state_dir": self.dir})]
+        secs = [("walgate", dict({"state_dir": self.dir}, **(walgate or {})))]
         if via_tunnel:
             secs.append(("tunnel b", tsec))
         secs += [("postgres main", pgsec), ("source app", s)]
@@ -151,6 +151,15 @@ def main():
         _, out = env.run()
         assert status_of(out, "postgres main", "replication slots")[0]["status"] == "FAIL"
         assert status_of(out, "postgres main", "max_slot_wal_keep_size")[0]["status"] == "warn"
+        print(p.stdout)
+
+        # [walgate]: state_dir under a regular file fails; a tiny disk budget warns.
+        expect_fail(env, "state_dir", target="walgate", needle="writable directory",
+                    walgate={"state_dir": os.path.join(env.pwfile, "state")})
+        p, out = env.run("walgate", walgate={"log_max_disk": "100MiB"})
+        w = status_of(out, "walgate", "log_max_disk")
+        assert w and w[0]["status"] == "warn" and "log_segment_bytes" in w[0]["remedy"], p.stdout
+        assert status_of(out, "walgate", "state_dir")[0]["status"] == "ok", p.stdout
         print(p.stdout)
 
         # Names: unknown -> exit 2 with the known ones.
