@@ -687,7 +687,25 @@ static void strip_nl(char *m)
 /* ---- Relations ---------------------------------------------------------------------------- */
 
 /* Build (or rebuild) the rendering of a relation from its Relation message and the catalog. */
-static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
+/* Drop rels[i] (its rendering is prepared afresh when the table is next seen). */
+static void rel_drop(ingest_source *s, size_t i)
+{
+    rel_info *ri = &s->rels[i];
+    rel_free_columns(ri);
+    free(ri->qname);
+    free(ri->types);
+    free(ri->excluded);
+    free(ri->key_json);
+    free(ri->error);
+    s->rels[i] = s->rels[--s->n_rels];
+}
+
+/*
+ * How to render a relation: names, types (domains resolved) and key columns from the catalog.
+ * NULL with err when memory or the catalog query fails: a key guessed without the catalog
+ * would name other columns than the snapshot's, so the cycle ends and starts over instead.
+ */
+static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
 {
     rel_info *ri = NULL;
     for (size_t i = 0; i < s->n_rels; i++)
@@ -727,8 +745,11 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
     ri->excluded = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->excluded));
     ri->names = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->names));
     ri->toids = calloc((size_t)(r->ncols ? r->ncols : 1), sizeof(*ri->toids));
-    if (!ri->qname || !ri->types || !ri->excluded || !ri->names || !ri->toids)
+    if (!ri->qname || !ri->types || !ri->excluded || !ri->names || !ri->toids) {
+        rel_drop(s, (size_t)(ri - s->rels));
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         return NULL;
+    }
     for (int i = 0; i < r->ncols; i++) {
         ri->names[i] = strdup(r->cols[i].name);
         ri->toids[i] = r->cols[i].type_oid;
@@ -746,7 +767,13 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
         "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = $1::oid "
         "AND a.attnum > 0 AND NOT a.attisdropped",
         1, NULL, p, NULL, NULL, 0);
-    bool have_cat = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "reading the catalog for %s: %s", ri->qname,
+                     PQerrorMessage(s->cat));
+        PQclear(res);
+        rel_drop(s, (size_t)(ri - s->rels));
+        return NULL;
+    }
     wg_buf key = {0};
     int nkeys = 0;
     wg_buf_putc(&key, '[');
@@ -755,7 +782,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r)
         const pgout_column *c = &r->cols[i];
         uint32_t oid = c->type_oid;
         bool pk = false;
-        for (int k = 0; have_cat && k < PQntuples(res); k++)
+        for (int k = 0; k < PQntuples(res); k++)
             if (strcmp(PQgetvalue(res, k, 0), c->name) == 0) {
                 oid = (uint32_t)strtoul(PQgetvalue(res, k, 1), NULL, 10);
                 pk = PQgetvalue(res, k, 2)[0] == 't';
@@ -919,13 +946,7 @@ static void rel_forget(ingest_source *s, const char *qname)
         rel_info *ri = &s->rels[i];
         if (!ri->qname || strcmp(ri->qname, qname) != 0)
             continue;
-        rel_free_columns(ri);
-        free(ri->qname);
-        free(ri->types);
-        free(ri->excluded);
-        free(ri->key_json);
-        free(ri->error);
-        s->rels[i] = s->rels[--s->n_rels];
+        rel_drop(s, i);
         return;
     }
 }
@@ -1004,8 +1025,8 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
                               : m->type == PGOUT_UPDATE ? m->u.update.rel
                                                         : m->u.delete_.rel;
     rel_info *ri = rel_find(s, r->oid);
-    if (!ri && !(ri = rel_prepare(s, r)))
-        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    if (!ri && !(ri = rel_prepare(s, r, err)))
+        return -1;
     if (ri->error || ri->skip)
         return 0; /* the table is failed, or not ingested */
     if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
@@ -1352,9 +1373,7 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             else
                 table_fail_name(s, qn, why);
         }
-        if (!rel_prepare(s, r))
-            return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-        return 0;
+        return rel_prepare(s, r, err) ? 0 : -1;
     }
     case PGOUT_INSERT:
     case PGOUT_UPDATE:
@@ -1372,8 +1391,8 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
             const pgout_relation *r = m->u.truncate.rels[i];
             rel_info *ri = rel_find(s, r->oid);
-            if (!ri && !(ri = rel_prepare(s, r)))
-                return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            if (!ri && !(ri = rel_prepare(s, r, err)))
+                return -1;
             if (ri->skip || ri->error)
                 continue;
             if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
@@ -2172,6 +2191,11 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
         rc = snapshot_table(s, c, PQgetvalue(tl, 0, 0), PQgetvalue(tl, 0, 1), &e);
         s->resyncing = false;
         s->state = SRC_RUNNING;
+        if (rc != 0) {
+            /* The log ends with an unfinished snapshot of the table: its changes wait for the
+             * next attempt's snapshot rather than land on rows a reader does not have. */
+            ts->cut = CUT_PENDING;
+        }
         if (rc != 0 && e.code == WG_ERR_IO) {
             *err = e;
         } else if (rc != 0) {
@@ -2192,15 +2216,22 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     return rc;
 }
 
-/* Pick up resync requests: every named table waits (CUT_PENDING); the oldest is done now. */
-static int resync_requests(ingest_source *s, wg_error *err)
+/*
+ * Every table named by a resync request waits (CUT_PENDING: its changes are dropped until the
+ * new snapshot's LSN is known). Done before streaming starts, too: after a crash in the middle
+ * of a resync copy the log ends with an unfinished snapshot of the table, and a change streamed
+ * before the copy is redone would land on rows a reader does not have. Fills `first` (path)
+ * and `first_table` with the oldest request, or leaves them empty.
+ */
+static void requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
+                          size_t table_len)
 {
     char dir[4200], path[4600];
     requests_dir(s, dir, sizeof(dir));
+    first[0] = first_table[0] = '\0';
     DIR *d = opendir(dir);
     if (!d)
-        return 0;
-    char first[4600] = "", first_table[600] = "";
+        return;
     time_t first_mtime = 0;
     for (struct dirent *e; (e = readdir(d));) {
         if (strncmp(e->d_name, "resync-", 7) != 0)
@@ -2224,13 +2255,20 @@ static int resync_requests(ingest_source *s, wg_error *err)
             status_write(s, true);
         }
         if (ts && (!first[0] || st.st_mtime < first_mtime)) {
-            snprintf(first, sizeof(first), "%s", path);
-            snprintf(first_table, sizeof(first_table), "%s", t.data);
+            snprintf(first, first_len, "%s", path);
+            snprintf(first_table, table_len, "%s", t.data);
             first_mtime = st.st_mtime;
         }
         wg_buf_free(&t);
     }
     closedir(d);
+}
+
+/* Pick up resync requests: every named table waits (CUT_PENDING); the oldest is done now. */
+static int resync_requests(ingest_source *s, wg_error *err)
+{
+    char first[4600], first_table[600];
+    requests_scan(s, first, sizeof(first), first_table, sizeof(first_table));
     if (!first[0] || s->in_txn)
         return 0;
     bool retry = false;
@@ -2596,6 +2634,8 @@ static int cycle(ingest_source *s, volatile int *stop)
         s->skip_upto = s->durable > cp ? s->durable : cp;
     }
     check_membership(s);
+    char req[4600], req_table[600];
+    requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
     if (start_streaming(s, from, &err) != 0)
         return classify(s, err.msg);

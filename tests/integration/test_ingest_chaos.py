@@ -193,7 +193,9 @@ def chaos(route):
             wg = Walgate(config, work)
             load.start()
             wg.start()
-            rnd = random.Random(int(os.environ.get("WALGATE_CHAOS_SEED", "0")) or None)
+            seed = int(os.environ.get("WALGATE_CHAOS_SEED", "0")) or random.randrange(1, 1 << 30)
+            print(f"{route}: WALGATE_CHAOS_SEED={seed}", flush=True)
+            rnd = random.Random(seed)
             kills = 10 if route == "direct" else 3
             events = ["kill"] * kills + (["pg"] * (2 if route == "direct" else 1))
             events += ["sshd"] * (2 if route == "tunnel" else 0)
@@ -240,10 +242,16 @@ def chaos(route):
                   f"{load.rounds} pgbench rounds, "
                   f"{st.txns} transactions, {st.rows} row changes, "
                   f"{sum(len(t) for t in st.tables.values())} rows compared: equal")
+        except BaseException:
+            if os.environ.get("WALGATE_KEEP_TEMP"):
+                print(f"{route}: the change log and walgate's logs are kept in {work}", flush=True)
+                work = None
+            raise
         finally:
             if sshd:
                 sshd.stop()
-            fixture.run(["rm", "-rf", work], check=False)
+            if work:
+                fixture.run(["rm", "-rf", work], check=False)
 
 
 def main():
