@@ -158,7 +158,7 @@ static bool low_on_space(const cli_config *cfg)
 }
 
 /*
- * Retention and the disk budget, every few seconds from the main thread: remove the segments
+ * Retention and the disk budget, every second from the main thread: remove the segments
  * every forwarder of a source has passed once log_retention has expired, and hold ingest while
  * the change logs take more than log_max_disk (or the file system is nearly full). The budget
  * comes first: when it is reached, segments every forwarder has passed go before their

@@ -735,6 +735,9 @@ static int add_redact(wh_sink *s, size_t *n, const char *v, size_t len, size_t m
 {
     if (len < min) /* too short to be a credential; redacting it would mangle messages */
         return 0;
+    for (size_t i = 0; i < *n; i++) /* known already (a secret file read again) */
+        if (strlen(s->redact[i]) == len && memcmp(s->redact[i], v, len) == 0)
+            return 0;
     char **r = realloc(s->redact, (*n + 2) * sizeof(*r));
     if (!r)
         return -1;
