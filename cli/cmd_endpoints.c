@@ -15,7 +15,8 @@ static void endpoints_usage(FILE *f)
 {
     fprintf(f, "usage: walgate [-c FILE] endpoints NAME [--watch] [--json]\n"
                "\n"
-               "  --watch   keep resolving and print each drift event as it happens\n"
+               "  --watch   keep resolving and print each drift event as it happens (and each\n"
+               "            change of the endpoint's AWS state, asked every api_interval)\n"
                "  --json    JSON instead of text (with --watch: one JSON object per line)\n");
 }
 
@@ -52,6 +53,35 @@ static void print_drift(void *arg, const pl_drift *ev)
     } else {
         printf("%s drift in zone %s: [%s] -> [%s]\n", when, ev->zones[0] ? ev->zones : "?",
                ev->old_set, ev->new_set);
+    }
+    fflush(stdout);
+}
+
+/* --watch: the AWS API reported another state for the endpoint. */
+static void print_aws_state(const watch_ctx *w, const char *was, const char *now)
+{
+    char when[40];
+    wg_format_time(wg_wall_ms(), when, sizeof(when));
+    if (w->json) {
+        wg_buf b = {0};
+        wg_json j;
+        wg_json_init(&j, &b);
+        wg_json_object_begin(&j);
+        wg_json_key(&j, "event");
+        wg_json_string(&j, "aws_state");
+        wg_json_key(&j, "endpoint");
+        wg_json_string(&j, w->name);
+        wg_json_key(&j, "time");
+        wg_json_int(&j, wg_wall_ms());
+        wg_json_key(&j, "old");
+        wg_json_string(&j, was);
+        wg_json_key(&j, "new");
+        wg_json_string(&j, now);
+        wg_json_object_end(&j);
+        printf("%s\n", b.data);
+        wg_buf_free(&b);
+    } else {
+        printf("%s aws state %s -> %s\n", when, was[0] ? was : "?", now);
     }
     fflush(stdout);
 }
@@ -160,8 +190,9 @@ int cmd_endpoints(int argc, char **argv, const cli_opts *opts)
         cli_stop_on_signals();
         pl_endpoint_on_drift(ep, print_drift, &w);
         uint64_t failures = st.failures;
-        char last_err[WG_ERROR_MSG_MAX];
+        char last_err[WG_ERROR_MSG_MAX], aws_state[sizeof(st.aws_state)];
         snprintf(last_err, sizeof(last_err), "%s", st.last_error);
+        snprintf(aws_state, sizeof(aws_state), "%s", st.aws_state);
         if (pl_endpoint_start(ep, &err) != 0) {
             cli_report(&err);
             rc = 1;
@@ -170,6 +201,10 @@ int cmd_endpoints(int argc, char **argv, const cli_opts *opts)
             while (!cli_stop_requested) {
                 usleep(100 * 1000);
                 pl_endpoint_status(ep, &st);
+                if (strcmp(st.aws_state, aws_state) != 0) {
+                    print_aws_state(&w, aws_state, st.aws_state);
+                    snprintf(aws_state, sizeof(aws_state), "%s", st.aws_state);
+                }
                 if (st.failures != failures || strcmp(st.last_error, last_err) != 0) {
                     failures = st.failures;
                     snprintf(last_err, sizeof(last_err), "%s", st.last_error);

@@ -171,6 +171,8 @@ static const key_spec g_keys[] = {
     {SECT_PRIVATELINK, "availability_zones", KT_LIST, NULL, L(availability_zones), 0, 0, 0, 0},
     {SECT_PRIVATELINK, "resolve_interval", KT_DURATION, "30s", L(cfg.resolve_interval_ms), 1000,
      MS_DAY, 0, 0},
+    {SECT_PRIVATELINK, "api_interval", KT_DURATION, "5m", L(cfg.api_interval_ms), 5000, MS_DAY, 0,
+     0},
     {SECT_PRIVATELINK, "dns_servers", KT_STRING, NULL, L(dns_servers), 0, 0, 0, 0},
     {SECT_PRIVATELINK, "dns_timeout", KT_DURATION, "2s", L(cfg.dns_timeout_ms), 100, 60000, 0, 0},
     {SECT_PRIVATELINK, "dns_tries", KT_COUNT, "3", L(cfg.dns_tries), 1, 10, 0, 0},

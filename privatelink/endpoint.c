@@ -48,6 +48,8 @@ struct pl_endpoint {
     void *cb_arg;
     int64_t last_drift_log_ms;
     int drift_log_suppressed;
+    int64_t next_api_ms; /* when the watcher asks the AWS API for the endpoint's state */
+    char api_error[256]; /* the last refresh's failure, logged once */
 };
 
 const char *pl_state_name(pl_state s)
@@ -153,6 +155,20 @@ static int setup_names(pl_endpoint_t *ep, wg_error *err)
             }
         }
     }
+    /* A zone AWS lists by name that was configured by ID is one zone: keep the first (the
+     * configured order is the preference), so that no name is resolved twice. */
+    for (size_t k = 1; k < ep->n_zones;) {
+        bool dup = false;
+        for (size_t i = 0; i < k && !dup; i++)
+            dup = (ep->zones[k].name[0] && strcmp(ep->zones[k].name, ep->zones[i].name) == 0) ||
+                  (ep->zones[k].id[0] && strcmp(ep->zones[k].id, ep->zones[i].id) == 0);
+        if (!dup) {
+            k++;
+            continue;
+        }
+        memmove(&ep->zones[k], &ep->zones[k + 1], (ep->n_zones - k - 1) * sizeof(ep->zones[0]));
+        ep->n_zones--;
+    }
     for (size_t k = 0; k < ep->n_zones; k++)
         if (ep->zones[k].name[0])
             pl_zonal_name(ep->regional, ep->zones[k].name, ep->zones[k].zonal,
@@ -197,6 +213,9 @@ pl_endpoint_t *pl_endpoint_new(const pl_config *cfg, wg_error *err)
     ep->cfg.endpoint = NULL;
     if (ep->cfg.resolve_interval_ms <= 0)
         ep->cfg.resolve_interval_ms = 30000;
+    if (ep->cfg.api_interval_ms <= 0)
+        ep->cfg.api_interval_ms = 5 * 60 * 1000;
+    ep->next_api_ms = wg_now_ms() + ep->cfg.api_interval_ms;
     if (ep->cfg.dns_timeout_ms <= 0)
         ep->cfg.dns_timeout_ms = 2000;
     if (ep->cfg.dns_tries <= 0)
@@ -577,14 +596,55 @@ int pl_endpoint_resolve(pl_endpoint_t *ep, wg_error *err)
 
 /* ---- Watcher thread --------------------------------------------------------------------- */
 
+/*
+ * With endpoint_id: ask DescribeVpcEndpoints for the endpoint's state again, so that status
+ * shows an endpoint rejected, expired or being deleted while walgate runs. A failed lookup
+ * keeps the state last known and is logged once.
+ */
+static void refresh_aws_state(pl_endpoint_t *ep)
+{
+    ep->next_api_ms = wg_now_ms() + ep->cfg.api_interval_ms;
+    pl_vpce_info info;
+    wg_error e = {0};
+    if (pl_aws_describe_endpoint(ep->region, ep->aws_profile, ep->endpoint_id, &info, &e) != 0) {
+        if (strcmp(ep->api_error, e.msg) != 0)
+            log_warn(ep->name,
+                     "looking endpoint %s up in the AWS API: %s (state last known: "
+                     "%s)",
+                     ep->endpoint_id, e.msg, ep->st.aws_state[0] ? ep->st.aws_state : "?");
+        snprintf(ep->api_error, sizeof(ep->api_error), "%s", e.msg);
+        return;
+    }
+    ep->api_error[0] = '\0';
+    pthread_mutex_lock(&ep->mu);
+    char was[sizeof(ep->st.aws_state)];
+    snprintf(was, sizeof(was), "%s", ep->st.aws_state);
+    snprintf(ep->st.aws_state, sizeof(ep->st.aws_state), "%s", info.state);
+    pthread_mutex_unlock(&ep->mu);
+    if (strcmp(was, info.state) == 0)
+        return;
+    if (strcmp(info.state, "available") == 0)
+        log_info(ep->name, "endpoint %s is available again (was %s)", ep->endpoint_id, was);
+    else
+        log_warn(ep->name,
+                 "endpoint %s is now %s (was %s): new connections through it will fail; see "
+                 "the endpoint in the AWS console or `aws ec2 describe-vpc-endpoints "
+                 "--vpc-endpoint-ids %s`",
+                 ep->endpoint_id, info.state, was[0] ? was : "unknown", ep->endpoint_id);
+}
+
 static void *watch_thread(void *arg)
 {
     pl_endpoint_t *ep = arg;
     for (;;) {
+        if (ep->endpoint_id && wg_now_ms() >= ep->next_api_ms)
+            refresh_aws_state(ep);
         wg_error e = {0};
         int rc = pl_endpoint_resolve(ep, &e);
         pthread_mutex_lock(&ep->mu);
         int64_t wait = ep->cfg.resolve_interval_ms;
+        if (ep->endpoint_id && ep->next_api_ms - wg_now_ms() < wait)
+            wait = ep->next_api_ms - wg_now_ms() > 0 ? ep->next_api_ms - wg_now_ms() : 0;
         if (rc != 0 && wait > 5000)
             wait = 5000; /* come back soon after a failure, so a fix is seen quickly */
         if (ep->st.ttl_s >= 0 && rc == 0 && (int64_t)ep->st.ttl_s * 1000 < wait)

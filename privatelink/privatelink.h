@@ -42,6 +42,7 @@ typedef struct pl_config {
      */
     char **availability_zones;
     int64_t resolve_interval_ms; /* default 30s */
+    int64_t api_interval_ms;     /* with endpoint_id: DescribeVpcEndpoints again; default 5m */
     const char *dns_servers;     /* "host:port, …"; NULL = /etc/resolv.conf */
     int64_t dns_timeout_ms;      /* per try; default 2s */
     int dns_tries;               /* default 3 */

@@ -17,7 +17,9 @@ pointing at loopback addresses (127.0.0.2, 127.0.0.3, ...) where a real PostgreS
   ingest resumes.
 - AWS API: a loopback HTTP server replays recorded EC2/STS bodies (success,
   pendingAcceptance, throttling, expired credentials, malformed XML), checks the SigV4
-  signature of every request it receives with its own implementation, and serves IMDSv2.
+  signature of every request it receives with its own implementation, and serves IMDSv2;
+  `endpoints --watch` asks the API again every api_interval and prints the endpoint turning
+  `rejected` and back.
 """
 import datetime
 import hashlib
@@ -623,6 +625,33 @@ def test_aws_api():
             p = fixture.walgate("endpoints", "pl", config=cfg, env=ienv)
             assert p.returncode == 0 and len(aws.requests) > n0 and \
                 all(v is None for _, _, v in aws.requests[n0:]), (p.stdout, p.stderr)
+
+            # the watcher asks the API again every api_interval: a state change is printed
+            wcfg = config(work, dict(sec, api_interval="5s"))
+            out = os.path.join(work, "aws-watch.out")
+            w = fixture.walgate_popen("endpoints", "pl", "--watch", "--json", config=wcfg,
+                                      env=env(**keys), stdout=open(out, "w"),
+                                      stderr=subprocess.STDOUT)
+            time.sleep(1.0)
+            t0 = time.time()
+            aws.describe = (200, describe_body("rejected", [REGIONAL, Z1, Z2]))
+            seen, took = [], None
+            while time.time() - t0 < 12 and not any(e.get("new") == "available" for e in seen):
+                seen = [json.loads(l) for l in open(out) if l.startswith('{"event":"aws_state"')]
+                if took is None and seen and seen[-1]["new"] == "rejected":
+                    took = time.time() - t0
+                    aws.describe = (200, describe_body("available", [REGIONAL, Z1, Z2]))
+                time.sleep(0.1)
+            w.terminate()
+            assert w.wait(timeout=10) == 0
+            assert [(e["old"], e["new"]) for e in seen] == \
+                [("available", "rejected"), ("rejected", "available")], open(out).read()
+            assert took <= 5 + 2.5, (took, open(out).read())
+            # a zone configured by ID and listed by AWS by name is one zone, resolved once
+            names = [n["name"] for n in json.loads(open(out).readline())["names"]]
+            assert len(names) == len(set(names)) == 3, names
+            print(f"aws state: rejected printed {took:.1f}s after the change (api_interval 5s), "
+                  f"then available again")
 
             # pendingAcceptance: validate FAILs with the command that accepts it
             aws.describe = (200, describe_body("pendingAcceptance", [REGIONAL, Z1, Z2]))
