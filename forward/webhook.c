@@ -525,9 +525,12 @@ static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_aft
     ADD_HDR("Walgate-Records: %zu", b->n_records);
     if (s->sigmode != WH_SIG_NONE)
         reload_keys(s);
+    /* The signature header is built whole in `sig` (one signature per key can outgrow `line`). */
     if (s->sigmode == WH_SIG_WALGATE) {
         /* One signature per key ("sha256=A, sha256=B"), so a receiver rotating its secret
          * accepts the requests with either. */
+        if (wg_buf_puts(&sig, "Walgate-Signature: ") != 0)
+            goto signfail;
         for (int k = 0; k < s->n_keys; k++) {
             char hs[WH_SIG_WALGATE_MAX];
             if (wh_sign_walgate((const uint8_t *)wg_secret_reveal(s->keys[k]),
@@ -535,20 +538,26 @@ static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_aft
                 (k && wg_buf_puts(&sig, ", ") != 0) || wg_buf_puts(&sig, hs) != 0)
                 goto signfail;
         }
-        ADD_HDR("Walgate-Signature: %s", sig.data);
     } else if (s->sigmode == WH_SIG_STANDARD) {
         char id[WH_MSG_ID_MAX];
         wh_message_id(idem, id);
         int64_t ts = wg_wall_ms() / 1000;
+        ADD_HDR("webhook-id: %s", id);
+        ADD_HDR("webhook-timestamp: %lld", (long long)ts);
+        if (wg_buf_puts(&sig, "webhook-signature: ") != 0)
+            goto signfail;
         for (int k = 0; k < s->n_keys; k++)
             if ((k && wg_buf_putc(&sig, ' ') != 0) ||
                 wh_sign_standard((const uint8_t *)wg_secret_reveal(s->keys[k]),
                                  wg_secret_len(s->keys[k]), id, ts, s->body.data, s->body.len,
                                  &sig) != 0)
                 goto signfail;
-        ADD_HDR("webhook-id: %s", id);
-        ADD_HDR("webhook-timestamp: %lld", (long long)ts);
-        ADD_HDR("webhook-signature: %s", sig.data);
+    }
+    if (sig.len) {
+        struct curl_slist *nl = curl_slist_append(dyn, sig.data);
+        if (!nl)
+            goto nomem;
+        dyn = nl;
     }
 #undef ADD_HDR
     for (tail = dyn; tail->next; tail = tail->next)

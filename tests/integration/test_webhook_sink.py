@@ -298,6 +298,15 @@ def test_secret_rotation():
         sigs = [s.strip() for s in q["headers"]["walgate-signature"].split(",")]
         body = q["body"].encode()
         check(sigs == [sign_walgate(old, body), sign_walgate(new, body)], "two signatures", sigs)
+        # The most a file may hold: four secrets, four whole signatures.
+        four = [b"s1-secret-aaaaaaaaaaaa", b"s2-secret-bbbbbbbbbbbb", b"s3-secret-cccccccccccc",
+                new]
+        write_secret(d.secret_path, "\n".join(k.decode() for k in four) + "\n")
+        check(d.send("src", (0x3800, 0, 1))[0] == "OK", "four secrets")
+        q = hook.requests()[-1]
+        sigs = [s.strip() for s in q["headers"]["walgate-signature"].split(",")]
+        check(sigs == [sign_walgate(k, q["body"].encode()) for k in four], "four signatures",
+              sigs)
         # The rotation ends: the old line removed.
         write_secret(d.secret_path, new.decode() + "\n")
         check(d.send("src", (0x4000, 0, 1))[0] == "OK", "after the rotation")
