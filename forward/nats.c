@@ -51,10 +51,13 @@ int nats_escape_token(const char *name, size_t len, wg_buf *out)
     return 0;
 }
 
-int nats_table_subject(const char *prefix, const char *qname, size_t len, char *out, size_t cap)
+int nats_table_subject(const char *prefix, const char *qname, size_t len, long schema_len,
+                       char *out, size_t cap)
 {
     wg_buf b = {0};
-    const char *dot = memchr(qname, '.', len);
+    const char *dot = schema_len >= 0 && (size_t)schema_len < len && qname[schema_len] == '.'
+                          ? qname + schema_len
+                          : memchr(qname, '.', len);
     int rc = -1;
     if (wg_buf_puts(&b, prefix) < 0 || wg_buf_putc(&b, '.') < 0)
         goto out;
@@ -785,11 +788,12 @@ static size_t record_fanout(nats_op op, const rec_span *r)
 }
 
 /* The j-th string of the truncate record's "tables" array, raw; -1 when absent. */
-static int truncate_table(const rec_span *r, size_t j, const char **tv, size_t *tlen)
+static int array_elem(const rec_span *r, const char *member, size_t j, const char **tv,
+                      size_t *tlen)
 {
     const char *v;
     size_t vlen;
-    if (nats_json_member(r->p, r->len, "tables", &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+    if (nats_json_member(r->p, r->len, member, &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
         return -1;
     size_t n = 0, i = 1;
     while (i < vlen) {
@@ -828,6 +832,21 @@ static void member_text(const rec_span *r, const char *name, char *out, size_t c
     }
 }
 
+/* Where the schema ends in `name`: the record names it ("schema", or "schemas"[j] for a
+ * truncate) only when it holds a '.'; -1 otherwise (split at the first '.'). */
+static long schema_end(const rec_span *r, bool truncate, size_t j, const char *name, size_t n)
+{
+    const char *v;
+    size_t vlen;
+    char schema[NATS_SUBJECT_MAX];
+    int rc = truncate ? array_elem(r, "schemas", j, &v, &vlen)
+                      : nats_json_member(r->p, r->len, "schema", &v, &vlen);
+    long sl = rc < 0 ? -1 : nats_json_string(v, vlen, schema, sizeof(schema));
+    if (sl < 0 || (size_t)sl >= n || name[sl] != '.' || memcmp(name, schema, (size_t)sl) != 0)
+        return -1;
+    return sl;
+}
+
 /* The subject of message j of record r. Returns 0, or -1 when it cannot be named. */
 static int record_subject(const char *prefix, nats_op op, const rec_span *r, size_t j, char *subj,
                           size_t cap)
@@ -842,13 +861,15 @@ static int record_subject(const char *prefix, nats_op op, const rec_span *r, siz
             return -1;
         if ((n = nats_json_string(v, vlen, name, sizeof(name))) < 0)
             return -1;
-        return nats_table_subject(prefix, name, (size_t)n, subj, cap);
+        return nats_table_subject(prefix, name, (size_t)n, schema_end(r, false, 0, name, (size_t)n),
+                                  subj, cap);
     case NATS_OP_TRUNCATE:
-        if (truncate_table(r, j, &v, &vlen) < 0)
+        if (array_elem(r, "tables", j, &v, &vlen) < 0)
             return snprintf(subj, cap, "%s._truncate", prefix) < (int)cap ? 0 : -1;
         if ((n = nats_json_string(v, vlen, name, sizeof(name))) < 0)
             return -1;
-        return nats_table_subject(prefix, name, (size_t)n, subj, cap);
+        return nats_table_subject(prefix, name, (size_t)n, schema_end(r, true, j, name, (size_t)n),
+                                  subj, cap);
     case NATS_OP_COMMIT:
         return snprintf(subj, cap, "%s._txn", prefix) < (int)cap ? 0 : -1;
     case NATS_OP_SNAPSHOT:

@@ -26,12 +26,14 @@
 int nats_escape_token(const char *name, size_t len, wg_buf *out);
 
 /*
- * The subject of a row of table `qname` ("schema.table", as records write it; split at its
- * first '.'; a name without a '.' is taken as a table in schema "_"): "PREFIX.SCHEMA.TABLE"
- * with both names escaped by nats_escape_token. Writes a NUL-terminated string; returns 0, or
- * -1 when it does not fit in `cap` bytes.
+ * The subject of a row of table `qname` ("schema.table", as records write it): split after
+ * `schema_len` bytes when it is >= 0 (the record named its schema, which holds a '.'), else
+ * at the first '.'; a name without a '.' is taken as a table in schema "_".
+ * "PREFIX.SCHEMA.TABLE" with both names escaped by nats_escape_token. Writes a NUL-terminated
+ * string; returns 0, or -1 when it does not fit in `cap` bytes.
  */
-int nats_table_subject(const char *prefix, const char *qname, size_t len, char *out, size_t cap);
+int nats_table_subject(const char *prefix, const char *qname, size_t len, long schema_len,
+                       char *out, size_t cap);
 
 /* True when `subject` (no wildcards) is matched by `filter` ('*' one token, '>' the rest). */
 bool nats_subject_match(const char *filter, const char *subject);

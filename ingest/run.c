@@ -1044,6 +1044,8 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
                                                : "delete";
     wg_buf_printf(b, "{\"op\":\"%s\"", op);
     put_str(b, "table", ri->qname);
+    if (strchr(r->schema, '.')) /* "a.b.c" alone would not say where the schema ends */
+        put_str(b, "schema", r->schema);
     if (m->type == PGOUT_INSERT) {
         wg_buf_puts(b, ",\"new\":");
         rc = put_row(b, r, ri, &m->u.insert.new_tuple, NULL, &rerr);
@@ -1387,12 +1389,16 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         wg_buf *b = &tb->mem;
         size_t mark = b->len;
         int n = 0;
+        wg_buf schemas = {0}; /* written when a schema holds a '.' */
+        bool dotted = false;
         wg_buf_puts(b, "{\"op\":\"truncate\",\"tables\":[");
         for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
             const pgout_relation *r = m->u.truncate.rels[i];
             rel_info *ri = rel_find(s, r->oid);
-            if (!ri && !(ri = rel_prepare(s, r, err)))
+            if (!ri && !(ri = rel_prepare(s, r, err))) {
+                wg_buf_free(&schemas);
                 return -1;
+            }
             if (ri->skip || ri->error)
                 continue;
             if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
@@ -1403,6 +1409,7 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
                 if (!n2 || !(n2[st->n_truncated] = strdup(ri->qname))) {
                     if (n2)
                         st->truncated = n2;
+                    wg_buf_free(&schemas);
                     return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
                 }
                 st->truncated = n2;
@@ -1410,13 +1417,21 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             } else {
                 truncate_fail(s, ri->qname, s->final_lsn);
             }
+            wg_buf_puts(&schemas, n ? ",\"" : "\"");
+            wg_json_escape(&schemas, r->schema, strlen(r->schema));
+            wg_buf_putc(&schemas, '"');
+            dotted = dotted || strchr(r->schema, '.');
             wg_buf_puts(b, n++ ? ",\"" : "\"");
             wg_json_escape(b, r->schema, strlen(r->schema));
             wg_buf_putc(b, '.');
             wg_json_escape(b, r->name, strlen(r->name));
             wg_buf_putc(b, '"');
         }
-        wg_buf_printf(b, "],\"cascade\":%s,\"restart_identity\":%s}\n",
+        wg_buf_putc(b, ']');
+        if (dotted)
+            wg_buf_printf(b, ",\"schemas\":[%s]", schemas.data);
+        wg_buf_free(&schemas);
+        wg_buf_printf(b, ",\"cascade\":%s,\"restart_identity\":%s}\n",
                       (m->u.truncate.options & 1) ? "true" : "false",
                       (m->u.truncate.options & 2) ? "true" : "false");
         if (n == 0) { /* only tables that are not ingested */
@@ -1763,6 +1778,8 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
             len--;
         wg_buf_puts(&b, "{\"op\":\"read\"");
         put_str(&b, "table", qname);
+        if (strchr(schema, '.'))
+            put_str(&b, "schema", schema);
         wg_buf_puts(&b, ",\"new\":{");
         char *p = line, *end = line + len;
         for (int i = 0; i < ncols; i++) {

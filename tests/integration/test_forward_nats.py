@@ -79,7 +79,9 @@ def main():
                "CREATE TABLE items (id int PRIMARY KEY, order_id int, name text);"
                "ALTER TABLE orders REPLICA IDENTITY FULL; ALTER TABLE items REPLICA IDENTITY FULL;"
                "INSERT INTO orders SELECT -g, g, 'seed' FROM generate_series(1, 500) g;"
-               "CREATE PUBLICATION n_pub FOR TABLE orders, items")
+               "CREATE SCHEMA \"acme.eu\"; CREATE TABLE \"acme.eu\".\"t.x\" (id int PRIMARY KEY);"
+               "INSERT INTO \"acme.eu\".\"t.x\" VALUES (0);"
+               "CREATE PUBLICATION n_pub FOR TABLE orders, items, \"acme.eu\".\"t.x\"")
         cfg = fixture.write_file(os.path.join(work, "walgate.ini"), fixture.ini([
             ("walgate", {"state_dir": state, "log_level": "info"}),
             ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
@@ -125,6 +127,9 @@ def main():
         time.sleep(2)
         nats.restart(killed_node)
         load.stop()
+        # a schema holding a '.': records name it, so the subject splits right
+        pg.sql("INSERT INTO \"acme.eu\".\"t.x\" VALUES (1), (2), (3);"
+               "TRUNCATE \"acme.eu\".\"t.x\"")
         pg.sql("INSERT INTO orders VALUES (9999999, 0, 'marker')")
         target = logreplay.parse_lsn(pg.sql("SELECT pg_current_wal_lsn()"))
         deadline = time.time() + 120
@@ -153,6 +158,12 @@ def main():
         assert info["config"]["max_age"] == 3600 * 10**9, info["config"]
         assert info["config"]["max_bytes"] == 1 << 30, info["config"]
         assert info["config"]["duplicate_window"] == 90 * 10**9, info["config"]
+        dotted = [m for m in msgs if m.subject == "cdc.acme%2Eeu.t%2Ex"]
+        ops = [json.loads(m.data)["op"] for m in dotted]  # (a kill may repeat the snapshot)
+        assert "read" in ops and [o for o in ops if o != "read"] == ["insert"] * 3 + ["truncate"], \
+            [(m.subject, m.data) for m in msgs if b"acme" in m.data][:8]
+        assert all(json.loads(m.data).get("schema", json.loads(m.data).get("schemas", [""])[0])
+                   == "acme.eu" for m in dotted)
         st = logreplay.replay(recs)
         for t, key in TABLES.items():
             d = logreplay.diff(logreplay.source_rows(pg, t, key), st.tables.get(t, {}))

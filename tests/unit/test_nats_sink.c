@@ -28,7 +28,7 @@
 static const char *subject_of(const char *prefix, const char *qname)
 {
     static char buf[NATS_SUBJECT_MAX];
-    if (nats_table_subject(prefix, qname, strlen(qname), buf, sizeof(buf)) < 0)
+    if (nats_table_subject(prefix, qname, strlen(qname), -1, buf, sizeof(buf)) < 0)
         return "(error)";
     return buf;
 }
@@ -46,7 +46,13 @@ TEST(table_subjects)
     CHECK_EQ_STR(subject_of("w", "s.\xc3\xa9t\xc3\xa9"), "w.s.\xc3\xa9t\xc3\xa9");
     CHECK_EQ_STR(subject_of("w", "s."), "w.s._");
     char small[8];
-    CHECK_EQ_INT(nats_table_subject("walgate", "public.orders", 13, small, sizeof(small)), -1);
+    CHECK_EQ_INT(nats_table_subject("walgate", "public.orders", 13, -1, small, sizeof(small)), -1);
+    /* A schema holding a '.' (the record names it): split after it. */
+    char buf[NATS_SUBJECT_MAX];
+    CHECK_EQ_INT(nats_table_subject("w", "a.b.c", 5, 3, buf, sizeof(buf)), 0);
+    CHECK_EQ_STR(buf, "w.a%2Eb.c");
+    CHECK_EQ_INT(nats_table_subject("w", "a.b.c", 5, 1, buf, sizeof(buf)), 0);
+    CHECK_EQ_STR(buf, "w.a.b%2Ec");
 }
 
 TEST(subject_match)
@@ -172,6 +178,25 @@ TEST(plan_transaction)
     plan_log stop = {.stop_after = 2};
     CHECK_EQ_INT(nats_plan_item("w", &it, collect, &stop, NULL), 7);
     CHECK_EQ_INT(stop.n, 2);
+}
+
+TEST(plan_dotted_schema)
+{
+    /* Records name the schema when it holds a '.', and the subject splits after it. */
+    const char *data =
+        "{\"op\":\"begin\",\"xid\":5,\"lsn\":\"0/10\",\"commit_time\":\"T\"}\n"
+        "{\"op\":\"insert\",\"table\":\"a.b.c\",\"schema\":\"a.b\",\"new\":{\"id\":1}}\n"
+        "{\"op\":\"insert\",\"table\":\"a.b.c\",\"new\":{\"id\":2}}\n"
+        "{\"op\":\"truncate\",\"tables\":[\"p.t\",\"x.y.z\"],\"schemas\":[\"p\",\"x.y\"]}\n"
+        "{\"op\":\"commit\",\"lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"xid\":5}\n";
+    fwd_item it = item_of(data, 0x20);
+    plan_log pl = {0};
+    CHECK_EQ_INT(nats_plan_item("w", &it, collect, &pl, NULL), 0);
+    CHECK_EQ_INT(pl.n, 5);
+    CHECK(strncmp(pl.lines[0], "w.a%2Eb.c|", 10) == 0);
+    CHECK(strncmp(pl.lines[1], "w.a.b%2Ec|", 10) == 0); /* no "schema": the first '.' */
+    CHECK(strncmp(pl.lines[2], "w.p.t|", 6) == 0);
+    CHECK(strncmp(pl.lines[3], "w.x%2Ey.z|", 10) == 0);
 }
 
 TEST(plan_snapshot_and_bad_records)
