@@ -25,65 +25,65 @@ typedef struct watch_ctx {
     const char *name;
 } watch_ctx;
 
-static void print_drift(void *arg, const pl_drift *ev)
+/*
+ * One --watch event: with --json {"event":EVENT,"endpoint":…,"time":…, then the `n` KEY,
+ * VALUE string pairs of `kv`}, else "TIME TEXT".
+ */
+static void print_event(const watch_ctx *w, const char *event, int64_t wall_ms,
+                        const char *const *kv, size_t n, const char *text)
 {
-    watch_ctx *w = arg;
-    char when[40];
-    wg_format_time(ev->wall_ms, when, sizeof(when));
     if (w->json) {
         wg_buf b = {0};
         wg_json j;
         wg_json_init(&j, &b);
         wg_json_object_begin(&j);
         wg_json_key(&j, "event");
-        wg_json_string(&j, "drift");
+        wg_json_string(&j, event);
         wg_json_key(&j, "endpoint");
         wg_json_string(&j, w->name);
         wg_json_key(&j, "time");
-        wg_json_int(&j, ev->wall_ms);
-        wg_json_key(&j, "old");
-        wg_json_string(&j, ev->old_set);
-        wg_json_key(&j, "new");
-        wg_json_string(&j, ev->new_set);
-        wg_json_key(&j, "zones");
-        wg_json_string(&j, ev->zones);
+        wg_json_int(&j, wall_ms);
+        for (size_t i = 0; i + 1 < 2 * n; i += 2) {
+            wg_json_key(&j, kv[i]);
+            wg_json_string(&j, kv[i + 1]);
+        }
         wg_json_object_end(&j);
         printf("%s\n", b.data);
         wg_buf_free(&b);
     } else {
-        printf("%s drift in zone %s: [%s] -> [%s]\n", when, ev->zones[0] ? ev->zones : "?",
-               ev->old_set, ev->new_set);
+        char when[40];
+        wg_format_time(wall_ms, when, sizeof(when));
+        printf("%s %s\n", when, text);
     }
     fflush(stdout);
+}
+
+static void print_drift(void *arg, const pl_drift *ev)
+{
+    const char *kv[] = {"old", ev->old_set, "new", ev->new_set, "zones", ev->zones};
+    char text[1200];
+    snprintf(text, sizeof(text), "drift in zone %s: [%s] -> [%s]", ev->zones[0] ? ev->zones : "?",
+             ev->old_set, ev->new_set);
+    print_event(arg, "drift", ev->wall_ms, kv, 3, text);
 }
 
 /* --watch: the AWS API reported another state for the endpoint. */
 static void print_aws_state(const watch_ctx *w, const char *was, const char *now)
 {
-    char when[40];
-    wg_format_time(wg_wall_ms(), when, sizeof(when));
-    if (w->json) {
-        wg_buf b = {0};
-        wg_json j;
-        wg_json_init(&j, &b);
-        wg_json_object_begin(&j);
-        wg_json_key(&j, "event");
-        wg_json_string(&j, "aws_state");
-        wg_json_key(&j, "endpoint");
-        wg_json_string(&j, w->name);
-        wg_json_key(&j, "time");
-        wg_json_int(&j, wg_wall_ms());
-        wg_json_key(&j, "old");
-        wg_json_string(&j, was);
-        wg_json_key(&j, "new");
-        wg_json_string(&j, now);
-        wg_json_object_end(&j);
-        printf("%s\n", b.data);
-        wg_buf_free(&b);
-    } else {
-        printf("%s aws state %s -> %s\n", when, was[0] ? was : "?", now);
-    }
-    fflush(stdout);
+    const char *kv[] = {"old", was, "new", now};
+    char text[200];
+    snprintf(text, sizeof(text), "aws state %s -> %s", was[0] ? was : "?", now);
+    print_event(w, "aws_state", wg_wall_ms(), kv, 2, text);
+}
+
+/* --watch: the resolution state or its error changed. */
+static void print_state(const watch_ctx *w, const pl_status *st)
+{
+    const char *kv[] = {"state", pl_state_name(st->state), "error", st->last_error};
+    char text[WG_ERROR_MSG_MAX + 64];
+    snprintf(text, sizeof(text), "%s%s%s", pl_state_name(st->state), st->last_error[0] ? ": " : "",
+             st->last_error);
+    print_event(w, "state", wg_wall_ms(), kv, 2, text);
 }
 
 static void print_text(const char *name, const pl_status *st)
@@ -208,27 +208,7 @@ int cmd_endpoints(int argc, char **argv, const cli_opts *opts)
                 if (st.failures != failures || strcmp(st.last_error, last_err) != 0) {
                     failures = st.failures;
                     snprintf(last_err, sizeof(last_err), "%s", st.last_error);
-                    char when[40];
-                    wg_format_time(wg_wall_ms(), when, sizeof(when));
-                    if (json) {
-                        wg_buf b = {0};
-                        wg_json j;
-                        wg_json_init(&j, &b);
-                        wg_json_object_begin(&j);
-                        wg_json_key(&j, "event");
-                        wg_json_string(&j, "state");
-                        wg_json_key(&j, "state");
-                        wg_json_string(&j, pl_state_name(st.state));
-                        wg_json_key(&j, "error");
-                        wg_json_string(&j, st.last_error);
-                        wg_json_object_end(&j);
-                        printf("%s\n", b.data);
-                        wg_buf_free(&b);
-                    } else {
-                        printf("%s %s%s%s\n", when, pl_state_name(st.state),
-                               st.last_error[0] ? ": " : "", st.last_error);
-                    }
-                    fflush(stdout);
+                    print_state(&w, &st);
                 }
             }
         }

@@ -98,21 +98,6 @@ static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_o
     return 0;
 }
 
-/* The oldest segment a source's forwarders still need (UINT32_MAX without forwarders). */
-static uint32_t forwarded_before(const cli_config *cfg, const cli_source *s)
-{
-    uint32_t before = UINT32_MAX;
-    for (size_t k = 0; s->forward && s->forward[k]; k++) {
-        changelog_pos c;
-        wg_error err = {0};
-        if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
-            c.seq = 0;
-        if (c.seq < before)
-            before = c.seq;
-    }
-    return before;
-}
-
 /* Remove the segments of source s its forwarders have passed and that were last written
  * before `older_than` (wall ms). Adds the log's remaining size to *total and, to *waiting,
  * what waiting can free: the bytes its slowest forwarder has not delivered, or the whole log
@@ -122,32 +107,34 @@ static void prune_source(const cli_config *cfg, const cli_source *s, int64_t old
 {
     char logdir[4200];
     snprintf(logdir, sizeof(logdir), "%s/log/%s", cfg->state_dir, s->name);
+    /* The slowest forwarder's cursor: what it still needs is kept and counted as waiting. */
+    changelog_pos slowest = {0};
+    bool forwarded = s->forward && s->forward[0];
+    for (size_t k = 0; forwarded && s->forward[k]; k++) {
+        changelog_pos c;
+        wg_error err = {0};
+        if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
+            memset(&c, 0, sizeof(c));
+        if (k == 0 || c.seq < slowest.seq || (c.seq == slowest.seq && c.offset < slowest.offset))
+            slowest = c;
+    }
     wg_error err = {0};
     uint64_t freed = 0;
-    int removed = changelog_prune(logdir, forwarded_before(cfg, s), older_than, &freed, &err);
+    int removed =
+        changelog_prune(logdir, forwarded ? slowest.seq : UINT32_MAX, older_than, &freed, &err);
     if (removed > 0)
         log_info(s->name, "%s: removed %d change-log segment%s (%llu bytes)", why, removed,
                  removed == 1 ? "" : "s", (unsigned long long)freed);
     else if (removed < 0 && err.code != WG_ERR_NOTFOUND)
         log_warn(s->name, "%s: %s", why, err.msg);
-    changelog_usage_info u;
+    changelog_usage_info u, a;
     if (changelog_usage(logdir, NULL, &u, &err) != 0)
         return;
     *total += u.bytes;
-    if (!s->forward || !s->forward[0]) {
+    if (!forwarded)
         *waiting += u.bytes;
-        return;
-    }
-    uint64_t behind = 0;
-    for (size_t k = 0; s->forward[k]; k++) {
-        changelog_pos c;
-        changelog_usage_info a;
-        if (fwd_cursor_load(cfg->state_dir, s->name, s->forward[k], &c, &err) != 0)
-            memset(&c, 0, sizeof(c));
-        if (changelog_usage(logdir, c.seq ? &c : NULL, &a, &err) == 0 && a.bytes_after > behind)
-            behind = a.bytes_after;
-    }
-    *waiting += behind;
+    else if (changelog_usage(logdir, slowest.seq ? &slowest : NULL, &a, &err) == 0)
+        *waiting += a.bytes_after;
 }
 
 static bool low_on_space(const cli_config *cfg)

@@ -285,6 +285,18 @@ int wg_buf_put_sshstr(wg_buf *b, const void *data, size_t len);
 int wg_base64_encode(wg_buf *out, const uint8_t *data, size_t len, bool pad);
 long wg_base64_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap);
 
+/* The value of one hex digit (either case), or -1. */
+static inline int wg_hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Check results (walgate validate)                                                            */
 /* ------------------------------------------------------------------------------------------ */

@@ -221,24 +221,13 @@ int nats_json_member(const char *rec, size_t len, const char *name, const char *
     return -1;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int read_u16(const char *p, size_t avail, unsigned *out)
 {
     if (avail < 4)
         return -1;
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
-        int h = hexval(p[k]);
+        int h = wg_hex_value(p[k]);
         if (h < 0)
             return -1;
         v = v << 4 | (unsigned)h;

@@ -193,17 +193,6 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool eq_nocase(const char *s, size_t len, const char *lit)
 {
     size_t n = strlen(lit);
@@ -451,7 +440,7 @@ static bool valid_uuid(const char *s, size_t len)
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (s[i] != '-')
                 return false;
-        } else if (hex_val(s[i]) < 0) {
+        } else if (wg_hex_value(s[i]) < 0) {
             return false;
         }
     }
@@ -515,7 +504,7 @@ static int render_bytea(jw *out, const rctx *c, const char *s, size_t len, wg_er
         if ((len - 2) % 2 != 0)
             return bad(err, c, len, "odd number of hex digits");
         for (size_t i = 2; i < len; i += 2) {
-            int hi = hex_val(s[i]), lo = hex_val(s[i + 1]);
+            int hi = wg_hex_value(s[i]), lo = wg_hex_value(s[i + 1]);
             if (hi < 0 || lo < 0)
                 return bad(err, c, len, "invalid hex digit");
             b64_byte(out, &st, (uint8_t)(hi << 4 | lo));
@@ -569,7 +558,7 @@ static bool json_string(jw *out, const char *s, size_t len, size_t *i)
                 if (j + 6 > len)
                     return false;
                 for (size_t k = j + 2; k < j + 6; k++)
-                    if (hex_val(s[k]) < 0)
+                    if (wg_hex_value(s[k]) < 0)
                         return false;
                 j += 6;
             } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||

@@ -247,6 +247,22 @@ static bool have_ip(const pl_addr *a, size_t n, const char *ip)
     return false;
 }
 
+/* Append the addresses of one name's answer not taken yet, tagged with its zone. */
+static size_t take_addrs(const pl_name_result *r, bool preferred, pl_addr *out, size_t n,
+                         size_t max)
+{
+    for (size_t i = 0; i < r->n && n < max; i++) {
+        if (have_ip(out, n, r->addrs[i].ip))
+            continue;
+        out[n] = r->addrs[i];
+        snprintf(out[n].zone_id, sizeof(out[n].zone_id), "%s", r->zone_id);
+        snprintf(out[n].zone_name, sizeof(out[n].zone_name), "%s", r->zone_name);
+        out[n].preferred = preferred;
+        n++;
+    }
+    return n;
+}
+
 size_t pl_merge_addrs(const pl_name_result *res, size_t nres, char *const *azs, pl_addr *out,
                       size_t max)
 {
@@ -256,35 +272,16 @@ size_t pl_merge_addrs(const pl_name_result *res, size_t nres, char *const *azs, 
         char id[64], name[64];
         if (pl_az_split(*z, id, sizeof(id), name, sizeof(name)) != 0)
             continue;
-        for (size_t r = 0; r < nres; r++) {
-            if (strcmp(res[r].zone_id, id) != 0)
-                continue;
-            for (size_t i = 0; i < res[r].n && n < max; i++) {
-                if (have_ip(out, n, res[r].addrs[i].ip))
-                    continue;
-                out[n] = res[r].addrs[i];
-                snprintf(out[n].zone_id, sizeof(out[n].zone_id), "%s", res[r].zone_id);
-                snprintf(out[n].zone_name, sizeof(out[n].zone_name), "%s", res[r].zone_name);
-                out[n].preferred = true;
-                n++;
-            }
-        }
+        for (size_t r = 0; r < nres; r++)
+            if (strcmp(res[r].zone_id, id) == 0)
+                n = take_addrs(&res[r], true, out, n, max);
     }
     /* 2. Other zones' names, then 3. the regional name (zone from a zonal answer if any). */
     for (int pass = 0; pass < 2; pass++) {
         for (size_t r = 0; r < nres; r++) {
             bool zonal = res[r].zone_id[0] || res[r].zone_name[0];
-            if ((pass == 0) != zonal)
-                continue;
-            for (size_t i = 0; i < res[r].n && n < max; i++) {
-                if (have_ip(out, n, res[r].addrs[i].ip))
-                    continue;
-                out[n] = res[r].addrs[i];
-                snprintf(out[n].zone_id, sizeof(out[n].zone_id), "%s", res[r].zone_id);
-                snprintf(out[n].zone_name, sizeof(out[n].zone_name), "%s", res[r].zone_name);
-                out[n].preferred = false;
-                n++;
-            }
+            if ((pass == 0) == zonal)
+                n = take_addrs(&res[r], false, out, n, max);
         }
     }
     return n;

@@ -32,24 +32,13 @@ static bool unreserved(unsigned char c)
            c == '_' || c == '.' || c == '~';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decode %XX in s[0..n) then encode everything but unreserved characters as %XX. */
 static int uri_reencode(wg_buf *out, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            c = (unsigned char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (c == '%' && i + 2 < n && wg_hex_value(s[i + 1]) >= 0 && wg_hex_value(s[i + 2]) >= 0) {
+            c = (unsigned char)(wg_hex_value(s[i + 1]) * 16 + wg_hex_value(s[i + 2]));
             i += 2;
         }
         if (unreserved(c)) {

@@ -453,13 +453,7 @@ class Dnsmasq(Server):
             time.sleep(0.2)
 
     def stop(self, cleanup=True):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
         if getattr(self, "logf", None):
             self.logf.close()
