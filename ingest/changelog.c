@@ -2,22 +2,25 @@
  * changelog.c — the durable change log: per source a directory of append-only segment files
  * of JSON Lines, each with a small binary index of its complete batches. One writer (holding
  * an flock on DIR/LOCK), any number of readers in any process. docs/changelog.md documents
- * the on-disk format (version 1) and the guarantees; this comment explains the design.
+ * the on-disk format (version 2; version 1 is still read) and the guarantees; this comment
+ * explains the design.
  *
  * Why an index file: the log does not parse records, yet it must know where each batch ends
  * and at which LSN, both to cut a torn tail and to let readers start "after LSN X". Each
- * segment SEG.jsonl has SEG.idx, a sequence of 24-byte entries {end offset, LSN, magic, CRC},
- * one per batch.
+ * segment SEG.jsonl has SEG.idx, a sequence of 32-byte entries {end offset, LSN, magic, CRC-32C
+ * of the batch's bytes, 0, CRC of the entry}, one per batch (version 1: 24 bytes, no CRC of the
+ * batch). Readers verify each batch against its CRC before handing out any line of it.
  *
  * Why this ordering: changelog_sync() fdatasyncs the segment first and only then writes and
  * fdatasyncs the index entries of the batches written since the last sync. So an index entry
  * only ever points at bytes that are already durable, and a batch is "in the log" exactly
  * when its index entry is. Consequences:
  *   - after a crash the index is the truth: recovery keeps the longest prefix of well-formed
- *     entries that fit in the segment (and whose last batch ends in a terminal line), cuts the
- *     segment back to the end of the last kept batch and drops the rest. Bytes beyond it were
- *     never confirmed to the server (confirmation follows changelog_sync), so the source
- *     resends them;
+ *     entries and cuts the segment back to the end of the last kept batch. Bytes beyond it
+ *     were never confirmed to the server (confirmation follows changelog_sync), so the source
+ *     resends them. What a crash cannot leave — an entry pointing past the data, a batch that
+ *     fails its CRC, a missing index next to data — is damage to confirmed data: open refuses
+ *     and changes nothing;
  *   - readers, which follow the index, only ever see complete and fsynced batches, in this
  *     process or any other, without any further coordination with the writer.
  * A segment is synced completely before the next one is created, so only the newest segment
@@ -29,7 +32,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,14 +42,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <nmmintrin.h>
+#endif
+
 #define CL_DEFAULT_SEGMENT_BYTES (64ULL << 20)
-#define CL_ENTRY_SIZE 24
+#define CL_ENTRY1_SIZE 24 /* format version 1: no checksum of the batch's bytes */
+#define CL_ENTRY2_SIZE 32 /* format version 2: with the batch's CRC-32C */
+#define CL_ENTRY_MAX 32
 #define CL_NAME_LEN 31 /* "%016llX-%08u.jsonl" */
 #define CL_MAX_SEQ 99999999u
 #define CL_READ_CHUNK (1u << 20)
 #define CL_COPY_CHUNK (1u << 20)
 
-static const uint8_t CL_ENTRY_MAGIC[4] = {'W', 'G', 'I', '1'};
+static const uint8_t CL_MAGIC1[4] = {'W', 'G', 'I', '1'};
+static const uint8_t CL_MAGIC2[4] = {'W', 'G', 'I', '2'};
 static const char CL_TERM_COMMIT[] = "{\"op\":\"commit\"";
 static const char CL_TERM_SNAPSHOT[] = "{\"op\":\"snapshot";
 #define CL_TERM_PREFIX_MAX 16
@@ -112,16 +124,94 @@ static int seg_path(const char *dir, seg_key k, const char *ext, char *buf, size
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-/* CRC-32C (Castagnoli), bitwise: it only ever covers 20 bytes of an index entry. */
-static uint32_t crc32c(const uint8_t *p, size_t n)
+/*
+ * CRC-32C (Castagnoli), chainable: crc32c(crc32c(0, a), b) == crc32c(0, a ++ b). It covers
+ * every byte written to and read from the log, so it has to be fast: the SSE4.2 crc32
+ * instruction when the CPU has it (checked once at run time), otherwise slicing-by-8 tables.
+ */
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static bool crc_have_hw;
+
+static void crc_init(void)
 {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
     }
-    return ~c;
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+    __builtin_cpu_init();
+    crc_have_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n)
+{
+    while (n > 0 && ((uintptr_t)p & 7) != 0) {
+        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        uint32_t lo = (uint32_t)w ^ c, hi = (uint32_t)(w >> 32);
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^
+            crc_table[5][(lo >> 16) & 0xFF] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^
+            crc_table[2][(hi >> 8) & 0xFF] ^ crc_table[1][(hi >> 16) & 0xFF] ^
+            crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n-- > 0)
+        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
+    return c;
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define CL_CRC_HW 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
+{
+    while (n > 0 && ((uintptr_t)p & 7) != 0) {
+        c = _mm_crc32_u8(c, *p++);
+        n--;
+    }
+    uint64_t c64 = c;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c64 = _mm_crc32_u64(c64, w);
+        p += 8;
+        n -= 8;
+    }
+    c = (uint32_t)c64;
+    while (n-- > 0)
+        c = _mm_crc32_u8(c, *p++);
+    return c;
+}
+#endif
+
+uint32_t changelog_crc32c_sw(uint32_t crc, const void *data, size_t n)
+{
+    pthread_once(&crc_once, crc_init);
+    return ~crc_sw(~crc, data, n);
+}
+
+uint32_t changelog_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    pthread_once(&crc_once, crc_init);
+#ifdef CL_CRC_HW
+    if (crc_have_hw)
+        return ~crc_hw(~crc, data, n);
+#endif
+    return ~crc_sw(~crc, data, n);
 }
 
 static void put_le64(uint8_t *p, uint64_t v)
@@ -141,26 +231,66 @@ static uint64_t get_le64(const uint8_t *p)
 typedef struct cl_entry {
     uint64_t end; /* offset just past the batch's last '\n' */
     uint64_t lsn;
+    uint32_t crc; /* CRC-32C of the batch's bytes (version 2) */
+    bool has_crc; /* false in a version-1 segment */
 } cl_entry;
 
-static void entry_encode(uint8_t out[CL_ENTRY_SIZE], uint64_t end, uint64_t lsn)
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A version-2 entry: {end, LSN, "WGI2", batch CRC, reserved 0, CRC of bytes 0-27}. */
+static void entry_encode(uint8_t out[CL_ENTRY2_SIZE], uint64_t end, uint64_t lsn, uint32_t crc)
 {
     put_le64(out, end);
     put_le64(out + 8, lsn);
-    memcpy(out + 16, CL_ENTRY_MAGIC, 4);
-    uint32_t crc = crc32c(out, 20);
-    for (int i = 0; i < 4; i++)
-        out[20 + i] = (uint8_t)(crc >> (8 * i));
+    memcpy(out + 16, CL_MAGIC2, 4);
+    put_le32(out + 20, crc);
+    put_le32(out + 24, 0);
+    put_le32(out + 28, changelog_crc32c(0, out, 28));
 }
 
-static bool entry_decode(const uint8_t in[CL_ENTRY_SIZE], cl_entry *e)
+/*
+ * The format version of an index, from the magic of its first entry (both versions keep it at
+ * bytes 16-19): 1 or 2, 0 when `in` (n bytes) is too short to tell or holds neither.
+ */
+static int entry_version(const uint8_t *in, size_t n)
 {
-    if (memcmp(in + 16, CL_ENTRY_MAGIC, 4) != 0)
-        return false;
-    uint32_t crc =
-        (uint32_t)in[20] | (uint32_t)in[21] << 8 | (uint32_t)in[22] << 16 | (uint32_t)in[23] << 24;
-    if (crc != crc32c(in, 20))
-        return false;
+    if (n < 20)
+        return 0;
+    if (memcmp(in + 16, CL_MAGIC1, 4) == 0)
+        return 1;
+    if (memcmp(in + 16, CL_MAGIC2, 4) == 0)
+        return 2;
+    return 0;
+}
+
+static size_t entry_size(int version)
+{
+    return version == 1 ? CL_ENTRY1_SIZE : CL_ENTRY2_SIZE;
+}
+
+/* Decode one entry of a version-`version` index: false when its magic or checksum is wrong. */
+static bool entry_decode(const uint8_t *in, int version, cl_entry *e)
+{
+    if (version == 1) {
+        if (memcmp(in + 16, CL_MAGIC1, 4) != 0 || get_le32(in + 20) != changelog_crc32c(0, in, 20))
+            return false;
+        e->crc = 0;
+        e->has_crc = false;
+    } else {
+        if (memcmp(in + 16, CL_MAGIC2, 4) != 0 || get_le32(in + 28) != changelog_crc32c(0, in, 28))
+            return false;
+        e->crc = get_le32(in + 20);
+        e->has_crc = true;
+    }
     e->end = get_le64(in);
     e->lsn = get_le64(in + 8);
     return true;
@@ -362,36 +492,283 @@ static int lock_dir(changelog *log, wg_error *err)
     return 0;
 }
 
+/* The source's name: the last component of its log directory STATE_DIR/log/SOURCE. */
+static const char *dir_source(const char *dir)
+{
+    const char *s = strrchr(dir, '/');
+    return s && s[1] ? s + 1 : dir;
+}
+
+/*
+ * Fill `err` with "what is wrong" plus the remedy for a damaged log: damage is never repaired
+ * by guessing, because the bytes in question may already be confirmed to PostgreSQL.
+ */
+static int damage(wg_error *err, const char *dir, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int damage(wg_error *err, const char *dir, const char *fmt, ...)
+{
+    char what[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return wg_error_set(err, WG_ERR_PROTO,
+                        "%s. Restore the change log from a backup, or move %s aside and run "
+                        "`walgate slots drop %s` so that the next run takes a new snapshot into a "
+                        "new log",
+                        what, dir, dir_source(dir));
+}
+
+/*
+ * CRC-32C of bytes [start, end) of fd, read in chunks through `buf` (cap bytes); 0 or -1 with
+ * errno (EIO when the file ends early).
+ */
+static int fd_crc(int fd, uint64_t start, uint64_t end, uint8_t *buf, size_t cap, uint32_t *crc)
+{
+    uint32_t c = 0;
+    while (start < end) {
+        size_t want = end - start > cap ? cap : (size_t)(end - start);
+        ssize_t r = pread_full(fd, buf, want, start);
+        if (r < 0)
+            return -1;
+        if ((size_t)r != want) {
+            errno = EIO;
+            return -1;
+        }
+        c = changelog_crc32c(c, buf, want);
+        start += want;
+    }
+    *crc = c;
+    return 0;
+}
+
+/* The message for a batch whose bytes do not match their checksum. */
+static int batch_crc_error(wg_error *err, const char *dir, const char *path, uint64_t start,
+                           uint64_t end, uint64_t lsn, uint32_t want, uint32_t got,
+                           const char *what_now)
+{
+    char l[32];
+    fmt_lsn(lsn, l, sizeof(l));
+    return damage(err, dir,
+                  "change log segment %s is damaged: the batch at byte offset %" PRIu64 " (%" PRIu64
+                  " bytes, position %s) does not match its checksum (CRC-32C "
+                  "%08" PRIX32 " in the index, %08" PRIX32 " computed); %s",
+                  path, start, end - start, l, want, got, what_now);
+}
+
+/*
+ * An index whose first entry is neither version: a torn first entry (nothing indexed yet) when
+ * nothing after it decodes either, damage otherwise. 0 or -1 with `err`.
+ */
+static int probe_damaged_first(const char *dir, int ifd, const char *ipath, uint64_t isize,
+                               wg_error *err)
+{
+    uint8_t e[CL_ENTRY_MAX];
+    for (int v = 2; v >= 1; v--) {
+        size_t esz = entry_size(v);
+        cl_entry ce;
+        for (uint64_t off = esz; off + esz <= isize; off += esz) {
+            ssize_t r = pread_full(ifd, e, esz, off);
+            if (r < 0)
+                return wg_error_set(err, WG_ERR_IO,
+                                    "could not read change log index %s at offset %" PRIu64 ": %s",
+                                    ipath, off, strerror(errno));
+            if ((size_t)r == esz && entry_decode(e, v, &ce))
+                return damage(err, dir,
+                              "change log index %s is damaged: its first entry is invalid but a "
+                              "valid entry follows at offset %" PRIu64 "; walgate changed nothing",
+                              ipath, off);
+        }
+    }
+    return 0;
+}
+
+/* What a segment's index holds: its version and the longest prefix of valid entries. */
+typedef struct idx_scan {
+    int version; /* 1 or 2; 0 when the index holds no complete entry of either */
+    cl_entry *ents;
+    size_t n;
+    uint64_t isize;
+} idx_scan;
+
+/*
+ * Read the index of segment k (open as ifd) and keep its longest prefix of valid entries. An
+ * invalid entry ends the index when nothing after it decodes: that is a torn tail (entries
+ * written but not synced before a crash). A decodable entry after it, or a decodable entry that
+ * breaks the order, cannot come from a crash (the writer only appends whole, ordered entries and
+ * recovery cuts the index back to its valid prefix) and is reported as damage.
+ */
+static int scan_index(const char *dir, int ifd, const char *ipath, seg_key k, idx_scan *sc,
+                      wg_error *err)
+{
+    uint8_t buf[CL_ENTRY2_SIZE * 1024];
+    struct stat st;
+    size_t cap = 0;
+    memset(sc, 0, sizeof(*sc));
+    if (fstat(ifd, &st) != 0)
+        return wg_error_set(err, WG_ERR_IO, "could not stat change log index %s: %s", ipath,
+                            strerror(errno));
+    sc->isize = (uint64_t)st.st_size;
+    uint64_t off = 0, prev_end = 0, prev_lsn = k.lsn, bad = UINT64_MAX;
+    size_t esz = CL_ENTRY2_SIZE;
+    while (off < sc->isize) {
+        ssize_t r = pread_full(ifd, buf, sizeof(buf), off);
+        if (r < 0)
+            return wg_error_set(err, WG_ERR_IO,
+                                "could not read change log index %s at offset %" PRIu64 ": %s",
+                                ipath, off, strerror(errno));
+        if (off == 0) {
+            sc->version = entry_version(buf, (size_t)r);
+            if (sc->version == 0)
+                return probe_damaged_first(dir, ifd, ipath, sc->isize, err);
+            esz = entry_size(sc->version);
+        }
+        size_t cnt = (size_t)r / esz;
+        if (cnt == 0)
+            break;
+        for (size_t i = 0; i < cnt; i++, off += esz) {
+            cl_entry e;
+            bool ok = entry_decode(buf + i * esz, sc->version, &e);
+            if (bad != UINT64_MAX) {
+                if (ok)
+                    return damage(err, dir,
+                                  "change log index %s is damaged: its entry %" PRIu64
+                                  " (offset %" PRIu64 ") is invalid but a valid entry follows "
+                                  "at offset %" PRIu64 "; walgate changed nothing",
+                                  ipath, bad / esz, bad, off);
+                continue;
+            }
+            if (!ok) {
+                bad = off;
+                continue;
+            }
+            /* The first batch's position is in the segment's name; readers rely on that. */
+            if (e.end <= prev_end || (sc->n == 0 ? e.lsn != k.lsn : e.lsn < prev_lsn))
+                return damage(err, dir,
+                              "change log index %s is damaged: its entry %" PRIu64
+                              " (offset %" PRIu64 ") %s; walgate changed nothing",
+                              ipath, off / esz, off,
+                              e.end <= prev_end ? "does not end after the one before it"
+                              : sc->n == 0      ? "does not hold the position in the file's name"
+                                                : "goes back in position");
+            if (sc->n == cap) {
+                size_t ncap = cap ? cap * 2 : 256;
+                cl_entry *p = realloc(sc->ents, ncap * sizeof(*p));
+                if (!p)
+                    return wg_error_set(err, WG_ERR_NOMEM, "out of memory recovering %s", ipath);
+                sc->ents = p;
+                cap = ncap;
+            }
+            sc->ents[sc->n++] = e;
+            prev_end = e.end;
+            prev_lsn = e.lsn;
+        }
+    }
+    return 0;
+}
+
+/* Remove the newest segment k, which holds no complete batch (a crash before its first sync). */
 static int remove_segment(changelog *log, seg_key k, wg_error *err)
 {
     char jpath[PATH_MAX], ipath[PATH_MAX];
+    struct stat st;
     if (seg_path(log->dir, k, "jsonl", jpath, sizeof(jpath)) != 0 ||
         seg_path(log->dir, k, "idx", ipath, sizeof(ipath)) != 0)
         return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
+    uint64_t bytes = stat(jpath, &st) == 0 ? (uint64_t)st.st_size : 0;
     if (unlink(jpath) != 0 && errno != ENOENT)
         return wg_error_set(err, WG_ERR_IO, "could not remove empty change log segment %s: %s",
                             jpath, strerror(errno));
     if (unlink(ipath) != 0 && errno != ENOENT)
         return wg_error_set(err, WG_ERR_IO, "could not remove change log index %s: %s", ipath,
                             strerror(errno));
-    log_warn(log->dir, "removed change log segment %s: it held no complete batch", jpath);
+    log_info(log->dir,
+             "removed change log segment %s: it held no complete batch (%" PRIu64
+             " bytes written after the last sync, never confirmed)",
+             jpath, bytes);
     return wg_fsync_dir(log->dir, err);
 }
 
 /*
- * Recover segment k (the newest): keep the longest prefix of valid index entries, cut the
- * segment and the index back to it, fsync. Leaves the segment open as the current one when it
- * holds at least one batch; *entries = 0 tells the caller to remove it.
+ * The checks at open of a segment that is not the newest: it was synced completely before the
+ * next one was created, so its index must exist, hold whole valid entries, and not point past
+ * the end of its data. Cheap (a stat and two small reads): the batches' bytes are verified by
+ * readers. 0, or -1 with `err` for damage.
  */
-static int recover_segment(changelog *log, seg_key k, uint64_t *entries, wg_error *err)
+static int check_older_segment(const char *dir, seg_key k, wg_error *err)
+{
+    char jpath[PATH_MAX], ipath[PATH_MAX];
+    uint8_t e[CL_ENTRY_MAX];
+    struct stat st;
+    int rc = -1, ifd = -1;
+    if (seg_path(dir, k, "jsonl", jpath, sizeof(jpath)) != 0 ||
+        seg_path(dir, k, "idx", ipath, sizeof(ipath)) != 0)
+        return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", dir);
+    if (stat(jpath, &st) != 0)
+        return errno == ENOENT
+                   ? 0
+                   : wg_error_set(err, WG_ERR_IO, "could not stat %s: %s", jpath, strerror(errno));
+    uint64_t size = (uint64_t)st.st_size;
+    ifd = open(ipath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (ifd < 0 && errno != ENOENT)
+        return wg_error_set(err, WG_ERR_IO, "could not open change log index %s: %s", ipath,
+                            strerror(errno));
+    if (ifd < 0 || fstat(ifd, &st) != 0 || st.st_size == 0) {
+        rc = size == 0 ? 0
+                       : damage(err, dir,
+                                "change log index %s is %s, but its segment holds %" PRIu64
+                                " bytes of batches that are no longer placed in the log; "
+                                "walgate changed nothing",
+                                ipath, ifd < 0 ? "missing" : "empty", size);
+        goto out;
+    }
+    uint64_t isize = (uint64_t)st.st_size;
+    ssize_t r = pread_full(ifd, e, 20, 0);
+    int ver = r < 0 ? 0 : entry_version(e, (size_t)r);
+    size_t esz = entry_size(ver);
+    cl_entry last;
+    if (ver == 0 || isize % esz != 0 || pread_full(ifd, e, esz, isize - esz) != (ssize_t)esz ||
+        !entry_decode(e, ver, &last)) {
+        rc = damage(err, dir,
+                    "change log index %s is damaged (%" PRIu64 " bytes, not whole valid "
+                    "entries); walgate changed nothing",
+                    ipath, isize);
+        goto out;
+    }
+    if (last.end > size) {
+        rc = damage(err, dir,
+                    "change log segment %s is %" PRIu64 " bytes but its index says its batches "
+                    "run to %" PRIu64 ": %" PRIu64 " bytes of confirmed data are missing (was "
+                    "the file truncated?); walgate changed nothing",
+                    jpath, size, last.end, last.end - size);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (ifd >= 0)
+        close(ifd);
+    return rc;
+}
+
+/*
+ * Recover segment k, the newest: keep the longest prefix of valid index entries, verify the
+ * batches they cover, and cut the segment and the index back to them (the torn tail a crash
+ * leaves), then fsync. Damage that a crash cannot explain (a missing index next to data, an
+ * entry pointing past the end of the data, a batch that fails its checksum or does not end in
+ * a terminal record) fails with `err` and changes nothing. Leaves the segment open as the
+ * current one when it holds at least one batch; *entries = 0 (nothing changed) tells the
+ * caller to remove it, which is allowed only for the real newest segment (`newest`) or an
+ * empty one.
+ */
+static int recover_segment(changelog *log, seg_key k, bool newest, uint64_t *entries, wg_error *err)
 {
     char *jpath = log->seg_path, *ipath = log->idx_path;
     int sfd = -1, ifd = -1, rc = -1;
-    cl_entry *ents = NULL;
-    size_t n = 0, cap = 0;
-    uint8_t buf[CL_ENTRY_SIZE * 1024];
+    idx_scan sc = {0};
+    uint8_t *buf = NULL;
     struct stat st;
 
+    *entries = 0;
     if (seg_path(log->dir, k, "jsonl", jpath, PATH_MAX) != 0 ||
         seg_path(log->dir, k, "idx", ipath, PATH_MAX) != 0) {
         wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
@@ -404,69 +781,105 @@ static int recover_segment(changelog *log, seg_key k, uint64_t *entries, wg_erro
         goto out;
     }
     uint64_t size = (uint64_t)st.st_size;
-    ifd = open(ipath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (ifd < 0 || fstat(ifd, &st) != 0) {
+    ifd = open(ipath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (ifd < 0 && errno == ENOENT && size == 0) {
+        rc = 0; /* created just before a crash: nothing in it */
+        goto out;
+    }
+    if (ifd < 0 && errno == ENOENT) {
+        /* The index is created (and the directory fsynced) before any byte is appended, so a
+         * crash cannot leave data without it. */
+        damage(err, log->dir,
+               "change log index %s is missing, but its segment holds %" PRIu64
+               " bytes of batches that may already be confirmed to PostgreSQL; walgate changed "
+               "nothing",
+               ipath, size);
+        goto out;
+    }
+    if (ifd < 0) {
         wg_error_set(err, WG_ERR_IO, "could not open change log index %s: %s", ipath,
                      strerror(errno));
         goto out;
     }
-    uint64_t isize = (uint64_t)st.st_size, off = 0, prev_end = 0, prev_lsn = k.lsn;
-    bool stop = false;
-    while (!stop && off + CL_ENTRY_SIZE <= isize) {
-        ssize_t r = pread_full(ifd, buf, sizeof(buf), off);
-        if (r < 0) {
-            wg_error_set(err, WG_ERR_IO,
-                         "could not read change log index %s at offset %" PRIu64 ": %s", ipath, off,
-                         strerror(errno));
+    if (scan_index(log->dir, ifd, ipath, k, &sc, err) != 0)
+        goto out;
+    size_t n = sc.n;
+    /* Index entries are written only after the data they point at is fsynced: data ending
+     * before an entry's end was lost after it was confirmed. */
+    for (size_t i = 0; i < n; i++) {
+        if (sc.ents[i].end <= size)
+            continue;
+        char a[32], b[32];
+        fmt_lsn(sc.ents[i].lsn, a, sizeof(a));
+        fmt_lsn(sc.ents[n - 1].lsn, b, sizeof(b));
+        damage(err, log->dir,
+               "change log segment %s is %" PRIu64 " bytes but its index %s says its batches "
+               "run to %" PRIu64 ": %" PRIu64 " bytes of confirmed data (%zu batches, positions "
+               "%s to %s) are missing (was the file truncated?); walgate changed nothing",
+               jpath, size, ipath, sc.ents[n - 1].end, sc.ents[n - 1].end - size, n - i, a, b);
+        goto out;
+    }
+    if (n == 0 && size > 0 && !newest) {
+        damage(err, log->dir,
+               "change log index %s holds no valid entry, but its segment (not the newest when "
+               "walgate stopped) holds %" PRIu64 " bytes; walgate changed nothing",
+               ipath, size);
+        goto out;
+    }
+    /* Verify what the index vouches for: every batch of a version-2 segment against its
+     * checksum (this is the segment a crash touches; at most segment_bytes to read), and
+     * that the last batch ends in a terminal record. */
+    if (sc.version == 2 && n > 0) {
+        buf = malloc(CL_READ_CHUNK);
+        if (!buf) {
+            wg_error_set(err, WG_ERR_NOMEM, "out of memory recovering %s", jpath);
             goto out;
         }
-        size_t cnt = (size_t)r / CL_ENTRY_SIZE;
-        if (cnt == 0)
-            break;
-        for (size_t i = 0; i < cnt; i++) {
-            cl_entry e;
-            /* The first batch's position is in the segment's name; readers rely on that. */
-            if (!entry_decode(buf + i * CL_ENTRY_SIZE, &e) || e.end <= prev_end || e.end > size ||
-                (n == 0 ? e.lsn != k.lsn : e.lsn < prev_lsn)) {
-                stop = true;
-                break;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t start = i ? sc.ents[i - 1].end : 0;
+            uint32_t got;
+            if (fd_crc(sfd, start, sc.ents[i].end, buf, CL_READ_CHUNK, &got) != 0) {
+                wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
+                             strerror(errno));
+                goto out;
             }
-            if (n == cap) {
-                size_t ncap = cap ? cap * 2 : 256;
-                cl_entry *p = realloc(ents, ncap * sizeof(*p));
-                if (!p) {
-                    wg_error_set(err, WG_ERR_NOMEM, "out of memory recovering %s", jpath);
-                    goto out;
-                }
-                ents = p;
-                cap = ncap;
+            if (got != sc.ents[i].crc) {
+                batch_crc_error(err, log->dir, jpath, start, sc.ents[i].end, sc.ents[i].lsn,
+                                sc.ents[i].crc, got, "walgate changed nothing");
+                goto out;
             }
-            ents[n++] = e;
-            prev_end = e.end;
-            prev_lsn = e.lsn;
         }
-        off += cnt * CL_ENTRY_SIZE;
     }
-    /* The last kept batch must end in a terminal record; a checksum-valid entry pointing
-     * elsewhere means the segment was damaged, so fall back to the previous batch. */
-    while (n > 0) {
-        int t = fd_ends_with_terminal(sfd, n > 1 ? ents[n - 2].end : 0, ents[n - 1].end);
+    if (n > 0) {
+        uint64_t start = n > 1 ? sc.ents[n - 2].end : 0;
+        int t = fd_ends_with_terminal(sfd, start, sc.ents[n - 1].end);
         if (t < 0) {
             wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
                          strerror(errno));
             goto out;
         }
-        if (t == 1)
-            break;
-        n--;
+        if (t == 0) {
+            damage(err, log->dir,
+                   "change log segment %s is damaged: its last indexed batch (bytes %" PRIu64
+                   " to %" PRIu64 ") does not end with a commit or snapshot record; walgate "
+                   "changed nothing",
+                   jpath, start, sc.ents[n - 1].end);
+            goto out;
+        }
     }
-    uint64_t keep = n ? ents[n - 1].end : 0, ikeep = (uint64_t)n * CL_ENTRY_SIZE;
-    if (size != keep || isize != ikeep) {
-        if (n > 0)
-            log_warn(log->dir,
-                     "cut the torn tail of change log segment %s back from %" PRIu64 " to %" PRIu64
-                     " bytes (%" PRIu64 " bytes of index entries dropped)",
-                     jpath, size, keep, isize - ikeep);
+    uint64_t keep = n ? sc.ents[n - 1].end : 0, ikeep = (uint64_t)n * entry_size(sc.version);
+    *entries = n;
+    if (n == 0) {
+        rc = 0; /* the caller removes it */
+        goto out;
+    }
+    /* Bytes after the last valid entry were never synced, so never confirmed: the source
+     * sends them again. Cutting them is routine, not a loss. */
+    if (size != keep || sc.isize != ikeep) {
+        log_info(log->dir,
+                 "cut the unsynced tail of change log segment %s back from %" PRIu64 " to %" PRIu64
+                 " bytes (%" PRIu64 " bytes of index entries dropped); it was never confirmed",
+                 jpath, size, keep, sc.isize - ikeep);
         if (ftruncate(sfd, (off_t)keep) != 0 || fdatasync(sfd) != 0) {
             wg_error_set(err, WG_ERR_IO,
                          "could not cut change log segment %s back to offset %" PRIu64 ": %s",
@@ -480,8 +893,10 @@ static int recover_segment(changelog *log, seg_key k, uint64_t *entries, wg_erro
             goto out;
         }
     }
-    *entries = n;
-    if (n > 0) {
+    log->last_lsn = log->durable_lsn = sc.ents[n - 1].lsn;
+    /* A version-1 segment gets no more batches: the next one starts a version-2 segment, so
+     * that everything written from now on is checksummed. */
+    if (sc.version == 2) {
         log->have_seg = true;
         log->seg = k;
         log->seg_fd = sfd;
@@ -489,7 +904,6 @@ static int recover_segment(changelog *log, seg_key k, uint64_t *entries, wg_erro
         sfd = ifd = -1;
         log->seg_size = keep;
         log->idx_size = ikeep;
-        log->last_lsn = log->durable_lsn = ents[n - 1].lsn;
     }
     rc = 0;
 out:
@@ -497,7 +911,8 @@ out:
         close(sfd);
     if (ifd >= 0)
         close(ifd);
-    free(ents);
+    free(sc.ents);
+    free(buf);
     return rc;
 }
 
@@ -521,18 +936,29 @@ changelog *changelog_open(const char *dir, const changelog_options *opts, wg_err
         list_segments(dir, &list, err) != 0)
         goto fail;
     log->next_seq = list.max_seq + 1;
+    /* Damage anywhere is reported before anything is cut. */
+    for (size_t i = 0; i + 1 < list.n; i++)
+        if (check_older_segment(dir, list.keys[i], err) != 0)
+            goto fail;
     /* Only the newest segment can have a torn tail (see the comment at the top); one that
-     * holds no complete batch at all is removed and the one before becomes the newest. */
+     * holds no complete batch at all (created just before a crash) is removed and the one
+     * before becomes the newest. */
+    /* Empty newest segments are removed only once the one to go on with has passed its
+     * checks: a refusal changes nothing. */
+    bool newest = true;
+    size_t top = list.n;
     while (list.n > 0) {
         uint64_t entries = 0;
-        if (recover_segment(log, list.keys[list.n - 1], &entries, err) != 0)
+        if (recover_segment(log, list.keys[list.n - 1], newest, &entries, err) != 0)
             goto fail;
         if (entries > 0)
             break;
-        if (remove_segment(log, list.keys[list.n - 1], err) != 0)
-            goto fail;
         list.n--;
+        newest = false;
     }
+    for (size_t i = top; i > list.n; i--)
+        if (remove_segment(log, list.keys[i - 1], err) != 0)
+            goto fail;
     seg_list_free(&list);
     return log;
 fail:
@@ -678,10 +1104,10 @@ static int prepare_segment(changelog *log, uint64_t len, uint64_t lsn, wg_error 
     return 0;
 }
 
-static int batch_written(changelog *log, uint64_t len, uint64_t lsn, wg_error *err)
+static int batch_written(changelog *log, uint64_t len, uint64_t lsn, uint32_t crc, wg_error *err)
 {
-    uint8_t e[CL_ENTRY_SIZE];
-    entry_encode(e, log->seg_size + len, lsn);
+    uint8_t e[CL_ENTRY2_SIZE];
+    entry_encode(e, log->seg_size + len, lsn, crc);
     if (wg_buf_append(&log->pending, e, sizeof(e)) != 0) {
         log->broken = true;
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory appending to change log %s",
@@ -716,7 +1142,7 @@ int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_
         truncate_back(log);
         return set_broken(log, err, "write", log->seg_path, log->seg_size, e);
     }
-    return batch_written(log, len, lsn, err);
+    return batch_written(log, len, lsn, changelog_crc32c(0, records, len), err);
 }
 
 int changelog_append_fd(changelog *log, int fd, uint64_t len, uint64_t lsn, wg_error *err)
@@ -751,55 +1177,35 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
     if (prepare_segment(log, len, lsn, err) != 0)
         return -1;
 
-    loff_t in = (loff_t)off, out = (loff_t)log->seg_size;
-    uint64_t left = len;
-    bool fallback = false;
-    while (left > 0 && !fallback) {
-        size_t want = left > (1u << 30) ? (1u << 30) : (size_t)left;
-        ssize_t n = copy_file_range(fd, &in, log->seg_fd, &out, want, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
-                      errno == EBADF)) {
-            fallback = true; /* other file system, old kernel, odd fd: copy by hand */
-            break;
+    /* Copied through a buffer rather than with copy_file_range: the batch's checksum is
+     * computed on the way, so its bytes are read once. */
+    buf = malloc(CL_COPY_CHUNK);
+    if (!buf) {
+        log->broken = true;
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory appending to change log %s",
+                            log->dir);
+    }
+    uint64_t in = off, out = log->seg_size, left = len;
+    uint32_t crc = 0;
+    while (left > 0) {
+        size_t want = left > CL_COPY_CHUNK ? CL_COPY_CHUNK : (size_t)left;
+        ssize_t r = pread_full(fd, buf, want, in);
+        int e = r < 0 ? errno : EIO; /* short: the spill file shrank meanwhile */
+        if (r == (ssize_t)want) {
+            crc = changelog_crc32c(crc, buf, want);
+            e = pwrite_all(log->seg_fd, buf, want, out) != 0 ? errno : 0;
         }
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO;
+        if (e != 0) {
+            free(buf);
             truncate_back(log);
-            return set_broken(log, err, "append a spilled batch to", log->seg_path, (uint64_t)out,
-                              e);
+            return set_broken(log, err, "append a spilled batch to", log->seg_path, out, e);
         }
-        left -= (uint64_t)n;
+        in += want;
+        out += want;
+        left -= want;
     }
-    if (fallback) {
-        buf = malloc(CL_COPY_CHUNK);
-        if (!buf) {
-            log->broken = true;
-            return wg_error_set(err, WG_ERR_NOMEM, "out of memory appending to change log %s",
-                                log->dir);
-        }
-        while (left > 0) {
-            size_t want = left > CL_COPY_CHUNK ? CL_COPY_CHUNK : (size_t)left;
-            ssize_t r = pread_full(fd, buf, want, (uint64_t)in);
-            int e = r < 0 ? errno : EIO; /* r == 0: the spill file shrank meanwhile */
-            if (r > 0 && pwrite_all(log->seg_fd, buf, (size_t)r, (uint64_t)out) != 0)
-                e = errno;
-            else if (r > 0)
-                e = 0;
-            if (e != 0) {
-                free(buf);
-                truncate_back(log);
-                return set_broken(log, err, "append a spilled batch to", log->seg_path,
-                                  (uint64_t)out, e);
-            }
-            in += r;
-            out += r;
-            left -= (uint64_t)r;
-        }
-        free(buf);
-    }
-    return batch_written(log, len, lsn, err);
+    free(buf);
+    return batch_written(log, len, lsn, crc, err);
 }
 
 int changelog_sync(changelog *log, wg_error *err)
@@ -828,6 +1234,8 @@ int changelog_sync(changelog *log, wg_error *err)
 /* A batch the reader will return, by where it ends (for changelog_reader_batch_end). */
 typedef struct rd_batch {
     uint64_t end, lsn;
+    uint32_t crc;
+    bool has_crc;
 } rd_batch;
 
 struct changelog_reader {
@@ -846,6 +1254,11 @@ struct changelog_reader {
     seg_key prev; /* the segment finished before the current one */
     char path[PATH_MAX], ipath[PATH_MAX];
     int fd, idx_fd;
+    int version;           /* of the segment's index: 1, 2, or 0 while it has no entry yet */
+    size_t esz;            /* its entry size */
+    size_t ver_idx;        /* ends[ver_idx] is the next batch to verify */
+    uint64_t verified_end; /* bytes below this offset passed their batch's checksum */
+    uint8_t *vbuf;         /* scratch for verifying a batch larger than buf */
     dev_t dev;
     ino_t ino;
     uint64_t file_size;    /* of the segment, as last seen */
@@ -867,7 +1280,7 @@ static void reader_close_segment(changelog_reader *r)
     r->fd = r->idx_fd = -1;
     r->have_seg = false;
     r->pos = r->len = 0;
-    r->n_ends = r->head_end = 0;
+    r->n_ends = r->head_end = r->ver_idx = 0;
 }
 
 /* Open segment k at its start: 0, 1 when it has gone (removed meanwhile), -1 on error. */
@@ -897,7 +1310,10 @@ static int reader_open_segment(changelog_reader *r, seg_key k, wg_error *err)
     r->idx_fd = open(r->ipath, O_RDONLY | O_CLOEXEC); /* may not exist yet: retried */
     r->have_seg = true;
     r->seg = k;
-    r->idx_off = r->last_end = r->readable_end = r->file_off = 0;
+    r->idx_off = r->last_end = r->readable_end = r->file_off = r->verified_end = 0;
+    r->version = 0;
+    r->esz = CL_ENTRY2_SIZE;
+    r->ver_idx = 0;
     r->last_lsn = k.lsn;
     r->pos = r->len = 0;
     return 0;
@@ -947,10 +1363,29 @@ static int reader_choose_segment(changelog_reader *r, wg_error *err)
     return rc;
 }
 
+/* An entry at `off` that does not decode: damage when a valid entry follows it and it still
+ * does not decode when read again (a writer appends entries in order, so once the later one
+ * is visible the earlier one is complete). 0 when it may still be being written. */
+static int reader_check_invalid(changelog_reader *r, uint64_t off, wg_error *err)
+{
+    uint8_t e[CL_ENTRY_MAX];
+    cl_entry ce;
+    if (r->version == 0 || pread_full(r->idx_fd, e, r->esz, off + r->esz) != (ssize_t)r->esz ||
+        !entry_decode(e, r->version, &ce))
+        return 0;
+    if (pread_full(r->idx_fd, e, r->esz, off) == (ssize_t)r->esz &&
+        entry_decode(e, r->version, &ce))
+        return 0;
+    return damage(err, r->dir,
+                  "change log index %s is damaged: its entry %" PRIu64 " (offset %" PRIu64
+                  ") is invalid but a valid entry follows it",
+                  r->ipath, off / r->esz, off);
+}
+
 /* Read index entries added since the last call. 1 when there is more to read, 0 if not. */
 static int reader_refresh_index(changelog_reader *r, wg_error *err)
 {
-    uint8_t ebuf[CL_ENTRY_SIZE * 512];
+    uint8_t ebuf[CL_ENTRY2_SIZE * 384]; /* a multiple of both entry sizes */
     bool more = false;
     if (!r->have_seg)
         return 0;
@@ -969,26 +1404,47 @@ static int reader_refresh_index(changelog_reader *r, wg_error *err)
             return wg_error_set(err, WG_ERR_IO,
                                 "could not read change log index %s at offset %" PRIu64 ": %s",
                                 r->ipath, r->idx_off, strerror(errno));
-        size_t cnt = (size_t)n / CL_ENTRY_SIZE;
+        if (r->version == 0) {
+            r->version = entry_version(ebuf, (size_t)n);
+            if (r->version == 0)
+                return more; /* nothing yet, or damage: reported once the segment is done */
+            r->esz = entry_size(r->version);
+        }
+        size_t cnt = (size_t)n / r->esz;
         for (size_t i = 0; i < cnt; i++) {
             cl_entry e;
-            if (!entry_decode(ebuf + i * CL_ENTRY_SIZE, &e) || e.end <= r->last_end ||
+            if (!entry_decode(ebuf + i * r->esz, r->version, &e))
+                return reader_check_invalid(r, r->idx_off, err) < 0 ? -1 : more;
+            /* A valid entry out of order, or pointing past the data (which is always written
+             * and fsynced before its entry), cannot come from the writer or a crash. */
+            if (e.end <= r->last_end ||
                 (r->idx_off == 0 ? e.lsn != r->seg.lsn : e.lsn < r->last_lsn))
-                return more; /* damaged: the caller reports it once the segment is done */
+                return damage(err, r->dir,
+                              "change log index %s is damaged: its entry %" PRIu64
+                              " (offset %" PRIu64 ") %s",
+                              r->ipath, r->idx_off / r->esz, r->idx_off,
+                              e.end <= r->last_end ? "does not end after the one before it"
+                              : r->idx_off == 0    ? "does not hold the position in the file's name"
+                                                   : "goes back in position");
             if (e.end > r->file_size) {
                 struct stat st;
                 if (fstat(r->fd, &st) == 0)
                     r->file_size = (uint64_t)st.st_size;
                 if (e.end > r->file_size)
-                    return more;
+                    return damage(err, r->dir,
+                                  "change log segment %s is %" PRIu64 " bytes but its index %s "
+                                  "says a batch ends at %" PRIu64 ": confirmed data is missing "
+                                  "(was the file truncated?)",
+                                  r->path, r->file_size, r->ipath, e.end);
             }
-            r->idx_off += CL_ENTRY_SIZE;
+            r->idx_off += r->esz;
             r->last_end = e.end;
             r->last_lsn = e.lsn;
             bool skip = r->by_pos ? r->seg.seq == r->after.seq && e.end <= r->after.offset
                                   : e.lsn <= r->after_lsn;
             if (r->skipping && skip) {
-                r->file_off = r->readable_end = e.end; /* nothing was buffered while skipping */
+                /* nothing was buffered while skipping; skipped batches are not verified */
+                r->file_off = r->readable_end = r->verified_end = e.end;
             } else {
                 r->skipping = false;
                 r->readable_end = e.end;
@@ -1000,7 +1456,7 @@ static int reader_refresh_index(changelog_reader *r, wg_error *err)
                     r->ends = p;
                     r->cap_ends = cap;
                 }
-                r->ends[r->n_ends++] = (rd_batch){e.end, e.lsn};
+                r->ends[r->n_ends++] = (rd_batch){e.end, e.lsn, e.crc, e.has_crc};
                 more = true;
             }
         }
@@ -1045,17 +1501,25 @@ static int reader_advance(changelog_reader *r, wg_error *err)
     if (rc != 0 || r->file_off < r->readable_end)
         goto out;
     if (r->pos < r->len) {
-        rc = wg_error_set(err, WG_ERR_PROTO,
-                          "change log segment %s is damaged: it ends inside a record at offset "
-                          "%" PRIu64,
-                          r->path, r->file_off);
+        rc = damage(err, r->dir,
+                    "change log segment %s is damaged: it ends inside a record at offset %" PRIu64,
+                    r->path, r->file_off);
         goto out;
     }
     if (r->idx_fd >= 0 && fstat(r->idx_fd, &st) == 0 && (uint64_t)st.st_size > r->idx_off) {
-        rc = wg_error_set(err, WG_ERR_PROTO,
-                          "change log index %s is damaged at offset %" PRIu64 " (entry %" PRIu64
-                          "); the batches after it cannot be read",
-                          r->ipath, r->idx_off, r->idx_off / CL_ENTRY_SIZE);
+        rc = damage(err, r->dir,
+                    "change log index %s is damaged at offset %" PRIu64 " (entry %" PRIu64
+                    "); the batches after it cannot be read",
+                    r->ipath, r->idx_off, r->idx_off / r->esz);
+        goto out;
+    }
+    /* Every byte of a finished segment belongs to an indexed batch. */
+    if (fstat(r->fd, &st) == 0 && (uint64_t)st.st_size > r->readable_end) {
+        rc = damage(err, r->dir,
+                    "change log segment %s holds %" PRIu64 " bytes after offset %" PRIu64
+                    " that its index %s %s; the batches in them cannot be read",
+                    r->path, (uint64_t)st.st_size - r->readable_end, r->readable_end, r->ipath,
+                    r->idx_fd < 0 ? "(missing) cannot place" : "does not cover");
         goto out;
     }
     r->prev = r->seg;
@@ -1125,6 +1589,58 @@ fail:
     return NULL;
 }
 
+/* How many bytes of buf may be handed out: those of verified batches. */
+static size_t reader_deliverable(const changelog_reader *r)
+{
+    if (r->verified_end >= r->file_off)
+        return r->len;
+    return (size_t)(r->verified_end - (r->file_off - r->len));
+}
+
+/*
+ * Verify the batches that are now wholly in buf (or carry no checksum: version 1). A batch
+ * larger than buf is verified straight from the file before any of it is handed out (its bytes
+ * are then read twice; every other batch once). 1 when more bytes became deliverable, 0 when
+ * not, -1 on a checksum mismatch or a read error.
+ */
+static int reader_verify(changelog_reader *r, wg_error *err)
+{
+    bool progress = false;
+    while (r->ver_idx < r->n_ends) {
+        const rd_batch *b = &r->ends[r->ver_idx];
+        uint64_t start = r->verified_end, buf_start = r->file_off - r->len;
+        if (b->has_crc && b->end <= r->file_off) {
+            uint32_t got = changelog_crc32c(0, r->buf + (start - buf_start), b->end - start);
+            if (got != b->crc && progress)
+                return 1; /* hand out the good batches before it first */
+            if (got != b->crc)
+                return batch_crc_error(err, r->dir, r->path, start, b->end, b->lsn, b->crc, got,
+                                       "none of it was delivered");
+        } else if (b->has_crc && b->end - buf_start > r->cap) {
+            uint32_t got;
+            if (!r->vbuf && !(r->vbuf = malloc(CL_READ_CHUNK)))
+                return wg_error_set(err, WG_ERR_NOMEM, "out of memory reading change log %s",
+                                    r->dir);
+            if (fd_crc(r->fd, start, b->end, r->vbuf, CL_READ_CHUNK, &got) != 0)
+                return wg_error_set(err, WG_ERR_IO,
+                                    "could not read change log segment %s at offset %" PRIu64
+                                    ": %s",
+                                    r->path, start, strerror(errno));
+            if (got != b->crc && progress)
+                return 1; /* hand out the good batches before it first */
+            if (got != b->crc)
+                return batch_crc_error(err, r->dir, r->path, start, b->end, b->lsn, b->crc, got,
+                                       "none of it was delivered");
+        } else if (b->has_crc) {
+            break; /* read more of it first */
+        }
+        r->verified_end = b->end;
+        r->ver_idx++;
+        progress = true;
+    }
+    return progress ? 1 : 0;
+}
+
 /* Read more of the current segment (never beyond readable_end) into buf. */
 static int reader_fill(changelog_reader *r, wg_error *err)
 {
@@ -1133,6 +1649,11 @@ static int reader_fill(changelog_reader *r, wg_error *err)
         r->len -= r->pos;
         r->pos = 0;
     }
+    int v = reader_verify(r, err);
+    if (v != 0)
+        return v < 0 ? -1 : 0;
+    if (r->file_off >= r->readable_end)
+        return 0;
     if (r->len == r->cap) { /* a line longer than the buffer */
         size_t cap = r->cap * 2;
         char *p = cap > r->cap ? realloc(r->buf, cap) : NULL;
@@ -1151,22 +1672,23 @@ static int reader_fill(changelog_reader *r, wg_error *err)
                             "could not read change log segment %s at offset %" PRIu64 ": %s",
                             r->path, r->file_off, strerror(errno));
     if (n == 0)
-        return wg_error_set(err, WG_ERR_PROTO,
-                            "change log segment %s is shorter (%" PRIu64
-                            " bytes) than its index says (%" PRIu64 ")",
-                            r->path, r->file_off, r->readable_end);
+        return damage(err, r->dir,
+                      "change log segment %s is shorter (%" PRIu64
+                      " bytes) than its index says (%" PRIu64 "): confirmed data is missing",
+                      r->path, r->file_off, r->readable_end);
     r->len += (size_t)n;
     r->file_off += (uint64_t)n;
-    return 0;
+    return reader_verify(r, err) < 0 ? -1 : 0;
 }
 
 int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err)
 {
     wg_buf_reset(line);
     for (;;) {
-        if (r->pos < r->len) {
+        size_t avail = reader_deliverable(r);
+        if (r->pos < avail) {
             char *s = r->buf + r->pos;
-            char *nl = memchr(s, '\n', r->len - r->pos);
+            char *nl = memchr(s, '\n', avail - r->pos);
             if (nl) {
                 if (wg_buf_append(line, s, (size_t)(nl - s)) != 0)
                     return wg_error_set(err, WG_ERR_NOMEM, "out of memory reading change log %s",
@@ -1182,12 +1704,13 @@ int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err)
                     }
                     r->head_end++;
                 }
+                /* every batch returned whole was verified first: ver_idx == n_ends too */
                 if (r->head_end == r->n_ends)
-                    r->head_end = r->n_ends = 0;
+                    r->head_end = r->n_ends = r->ver_idx = 0;
                 return 1;
             }
         }
-        if (r->have_seg && r->file_off < r->readable_end) {
+        if (r->have_seg && (r->file_off < r->readable_end || r->verified_end < r->file_off)) {
             if (reader_fill(r, err) != 0)
                 return -1;
             continue;
@@ -1211,6 +1734,7 @@ void changelog_reader_free(changelog_reader *r)
         return;
     reader_close_segment(r);
     free(r->buf);
+    free(r->vbuf);
     free(r->dir);
     free(r->ends);
     free(r);
@@ -1245,25 +1769,32 @@ int changelog_usage(const char *dir, const changelog_pos *after, changelog_usage
         uint64_t isz = stat(ipath, &ist) == 0 ? (uint64_t)ist.st_size : 0;
         out->segments++;
         out->bytes += (uint64_t)st.st_size + isz;
-        if (!after || list.keys[i].seq > after->seq) {
+        bool whole = !after || list.keys[i].seq > after->seq;
+        if (!whole && list.keys[i].seq != after->seq)
+            continue;
+        if (whole)
             out->bytes_after += (uint64_t)st.st_size;
-            out->batches_after += isz / CL_ENTRY_SIZE;
-        } else if (list.keys[i].seq == after->seq) {
-            if ((uint64_t)st.st_size > after->offset)
-                out->bytes_after += (uint64_t)st.st_size - after->offset;
+        else if ((uint64_t)st.st_size > after->offset)
+            out->bytes_after += (uint64_t)st.st_size - after->offset;
+        int fd = isz > 0 ? open(ipath, O_RDONLY | O_CLOEXEC) : -1;
+        uint8_t e[CL_ENTRY_MAX];
+        ssize_t r = fd >= 0 ? pread_full(fd, e, 20, 0) : -1;
+        int ver = r > 0 ? entry_version(e, (size_t)r) : 0;
+        size_t esz = entry_size(ver);
+        if (ver != 0 && whole) {
+            out->batches_after += isz / esz;
+        } else if (ver != 0) {
             /* batches after the cursor in its own segment: entries ending past the offset */
-            int fd = open(ipath, O_RDONLY | O_CLOEXEC);
-            uint8_t e[CL_ENTRY_SIZE];
-            for (uint64_t k = isz / CL_ENTRY_SIZE; fd >= 0 && k > 0; k--) {
+            for (uint64_t k = isz / esz; k > 0; k--) {
                 cl_entry ce;
-                if (pread_full(fd, e, sizeof(e), (k - 1) * CL_ENTRY_SIZE) != CL_ENTRY_SIZE ||
-                    !entry_decode(e, &ce) || ce.end <= after->offset)
+                if (pread_full(fd, e, esz, (k - 1) * esz) != (ssize_t)esz ||
+                    !entry_decode(e, ver, &ce) || ce.end <= after->offset)
                     break;
                 out->batches_after++;
             }
-            if (fd >= 0)
-                close(fd);
         }
+        if (fd >= 0)
+            close(fd);
     }
     seg_list_free(&list);
     return 0;

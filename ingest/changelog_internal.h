@@ -33,8 +33,13 @@ typedef struct changelog_options {
 
 /*
  * Open (creating directories 0700 as needed) the log in `dir` for writing, recovering a torn
- * tail. The writer holds an exclusive lock on the directory; a second writer is refused with a
- * message naming the directory. Returns a new log or NULL with `err`.
+ * tail (bytes after the last index entry: never synced, so never confirmed). Damage that a
+ * crash cannot explain — a missing index next to data, data shorter than its index says, an
+ * index entry out of order, a batch of the newest segment failing its CRC — fails with
+ * WG_ERR_PROTO, a message naming the file and the remedy, and changes nothing. The writer holds
+ * an exclusive lock on the directory; a second writer is refused with a message naming the
+ * directory. Afterwards changelog_durable_lsn() is the position of the last batch the log
+ * holds. Returns a new log or NULL with `err`.
  */
 changelog *changelog_open(const char *dir, const changelog_options *opts, wg_error *err);
 
@@ -75,6 +80,14 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
  * the next one is started. Afterwards changelog_durable_lsn() == changelog_last_lsn().
  */
 int changelog_sync(changelog *log, wg_error *err);
+
+/*
+ * CRC-32C (Castagnoli) of n bytes, chainable: pass 0 to start, the previous result to go on.
+ * The SSE4.2 instruction when the CPU has it, else slicing-by-8; _sw is always the latter
+ * (exposed so that tests can compare the two).
+ */
+uint32_t changelog_crc32c(uint32_t crc, const void *data, size_t n);
+uint32_t changelog_crc32c_sw(uint32_t crc, const void *data, size_t n);
 
 /* Reading (changelog_reader_*) is public: see ingest/ingest.h. */
 

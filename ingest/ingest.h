@@ -130,7 +130,10 @@ changelog_reader *changelog_reader_open(const char *dir, uint64_t after_lsn, wg_
 /*
  * The next record line (without its newline) into `line` (reset first). Returns 1 when a
  * line was read, 0 at the current end of the log (call again later to follow), negative on
- * error.
+ * error. Each batch is verified against its CRC-32C (format version 2) before any line of it
+ * is returned; damage (a checksum mismatch, data shorter than the index says, a damaged
+ * index) is an error with code WG_ERR_PROTO naming the segment, the byte offset and the
+ * remedy, and is never skipped: calling again returns the same error.
  */
 int changelog_reader_next(changelog_reader *r, wg_buf *line, wg_error *err);
 

@@ -171,6 +171,69 @@ static void test_entry(uint8_t out[24], uint64_t end, uint64_t lsn)
         out[20 + i] = (uint8_t)(crc >> (8 * i));
 }
 
+/* A version-2 entry: {end, LSN, "WGI2", CRC-32C of the batch's bytes, 0, CRC of bytes 0-27}. */
+static void test_entry2(uint8_t out[32], uint64_t end, uint64_t lsn, const void *batch, size_t len)
+{
+    for (int i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(end >> (8 * i));
+        out[8 + i] = (uint8_t)(lsn >> (8 * i));
+    }
+    memcpy(out + 16, "WGI2", 4);
+    uint32_t dcrc = test_crc32c(batch, len);
+    for (int i = 0; i < 4; i++) {
+        out[20 + i] = (uint8_t)(dcrc >> (8 * i));
+        out[24 + i] = 0;
+    }
+    uint32_t crc = test_crc32c(out, 28);
+    for (int i = 0; i < 4; i++)
+        out[28 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+/* Every segment and index file of `dir`, names and bytes, to prove that nothing changed. */
+static void snapshot_files(const char *dir, wg_buf *out)
+{
+    char names[64][64];
+    wg_buf_reset(out);
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.' && strcmp(de->d_name, "LOCK") != 0 && n < 64)
+            snprintf(names[n++], 64, "%s", de->d_name);
+    if (d)
+        closedir(d);
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (strcmp(names[j], names[i]) < 0) {
+                char t[64];
+                memcpy(t, names[i], 64);
+                memcpy(names[i], names[j], 64);
+                memcpy(names[j], t, 64);
+            }
+    for (int i = 0; i < n; i++) {
+        char path[256], chunk[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        wg_buf_printf(out, "%s:", names[i]);
+        int fd = open(path, O_RDONLY);
+        ssize_t r;
+        while (fd >= 0 && (r = read(fd, chunk, sizeof(chunk))) > 0)
+            wg_buf_append(out, chunk, (size_t)r);
+        if (fd >= 0)
+            close(fd);
+        wg_buf_putc(out, '\n');
+    }
+}
+
+/* Overwrite bytes of a file at `off`. */
+static void patch_file(const char *path, long off, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY);
+    if (fd < 0 || pwrite(fd, data, len, off) != (ssize_t)len)
+        perror(path);
+    if (fd >= 0)
+        close(fd);
+}
+
 static void append_file(const char *path, const void *data, size_t len)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0600);
@@ -231,7 +294,7 @@ TEST(append_sync_reopen)
     CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0600);
     CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700);
     snprintf(p, sizeof(p), "%s/0000000000000100-00000001.idx", dir);
-    CHECK_EQ_INT(file_size(p), 4 * 24);
+    CHECK_EQ_INT(file_size(p), 4 * 32); /* version-2 entries */
 out:
     wg_buf_free(&all);
     rm_rf(base);
@@ -255,20 +318,23 @@ TEST(torn_tail_is_cut_back)
     changelog_close(log);
     long good = file_size(seg), igood = file_size(idx);
     CHECK(good > 0);
-    CHECK_EQ_INT(igood, 48);
+    CHECK_EQ_INT(igood, 64);
 
+    /* Only what a crash can leave: bytes after the last index entry (never synced, so never
+     * confirmed) and an index entry torn or not flushed. */
     /* 1: a partial batch (no commit, last line torn) and half an index entry. */
     const char *torn =
         "{\"op\":\"begin\",\"xid\":3}\n{\"op\":\"insert\",\"table\":\"public.t\",\"ne";
     append_file(seg, torn, strlen(torn));
-    uint8_t e[24];
-    test_entry(e, (uint64_t)good + strlen(torn), 0x30);
+    uint8_t e[32];
+    test_entry2(e, (uint64_t)good + strlen(torn), 0x30, torn, strlen(torn));
     append_file(idx, e, 10);
     log = open_log(dir, 0);
     CHECK(log != NULL);
     if (!log)
         goto out;
     CHECK_EQ_INT(changelog_last_lsn(log), 0x20);
+    CHECK_EQ_INT(changelog_durable_lsn(log), 0x20);
     CHECK_EQ_INT(file_size(seg), good);
     CHECK_EQ_INT(file_size(idx), igood);
     changelog_close(log);
@@ -281,43 +347,17 @@ TEST(torn_tail_is_cut_back)
     CHECK_EQ_INT(file_size(seg), good);
     changelog_close(log);
 
-    /* 3: a well-formed index entry pointing past the end of the segment. */
-    make_batch(&b, 3, 0x30, 1);
-    append_file(seg, b.data, b.len - 5);
-    test_entry(e, (uint64_t)good + b.len, 0x30);
-    append_file(idx, e, 24);
+    /* 3: an entry that was not flushed whole: its checksum fails, nothing valid follows. */
+    append_file(seg, b.data, b.len);
+    test_entry2(e, (uint64_t)good + b.len, 0x30, b.data, b.len);
+    e[3] ^= 1;
+    append_file(idx, e, 32);
+    memset(e, 0, sizeof(e)); /* and a zeroed block after it, as file systems leave */
+    append_file(idx, e, 32);
     log = open_log(dir, 0);
     CHECK(log && changelog_last_lsn(log) == 0x20);
     CHECK_EQ_INT(file_size(seg), good);
     CHECK_EQ_INT(file_size(idx), igood);
-    changelog_close(log);
-
-    /* 4: a well-formed entry that ends on a row, not on a commit. */
-    const char *rows = "{\"op\":\"begin\",\"xid\":3}\n{\"op\":\"insert\",\"table\":\"public.t\"}\n";
-    append_file(seg, rows, strlen(rows));
-    test_entry(e, (uint64_t)good + strlen(rows), 0x30);
-    append_file(idx, e, 24);
-    log = open_log(dir, 0);
-    CHECK(log && changelog_last_lsn(log) == 0x20);
-    CHECK_EQ_INT(file_size(seg), good);
-    changelog_close(log);
-
-    /* 5: an entry with a bad checksum, and one whose position goes backwards. */
-    make_batch(&b, 3, 0x30, 1);
-    append_file(seg, b.data, b.len);
-    test_entry(e, (uint64_t)good + b.len, 0x30);
-    e[3] ^= 1;
-    append_file(idx, e, 24);
-    log = open_log(dir, 0);
-    CHECK(log && changelog_last_lsn(log) == 0x20);
-    CHECK_EQ_INT(file_size(seg), good);
-    changelog_close(log);
-    append_file(seg, b.data, b.len);
-    test_entry(e, (uint64_t)good + b.len, 0x5);
-    append_file(idx, e, 24);
-    log = open_log(dir, 0);
-    CHECK(log && changelog_last_lsn(log) == 0x20);
-    CHECK_EQ_INT(file_size(seg), good);
     if (!log)
         goto out;
 
@@ -335,15 +375,319 @@ TEST(torn_tail_is_cut_back)
     make_batch(&b, 4, 0x40, 0);
     long sz = file_size(seg);
     append_file(seg, b.data, b.len);
-    test_entry(e, (uint64_t)sz + b.len, 0x40);
-    append_file(idx, e, 24);
+    test_entry2(e, (uint64_t)sz + b.len, 0x40, b.data, b.len);
+    append_file(idx, e, 32);
     log = open_log(dir, 0);
     CHECK(log && changelog_last_lsn(log) == 0x40);
+    changelog_close(log);
+    CHECK_EQ_INT(read_all(dir, 0x30, &all), 2);
+
+    /* 4: a new segment created just before a crash, with bytes but no synced entry yet. */
+    char seg2[256], idx2[256];
+    snprintf(seg2, sizeof(seg2), "%s/0000000000000050-00000002.jsonl", dir);
+    snprintf(idx2, sizeof(idx2), "%s/0000000000000050-00000002.idx", dir);
+    append_file(seg2, b.data, b.len);
+    append_file(idx2, "", 0);
+    log = open_log(dir, 0);
+    CHECK(log && changelog_last_lsn(log) == 0x40);
+    CHECK(file_size(seg2) == -1 && file_size(idx2) == -1);
     changelog_close(log);
 out:
     wg_buf_free(&all);
     wg_buf_free(&b);
     rm_rf(base);
+}
+
+/* Open must fail with a message holding every `want` (NULL-terminated), changing nothing. */
+static void check_refused(const char *dir, const char *const *want)
+{
+    wg_buf before = {0}, after = {0};
+    wg_error err = {0};
+    snapshot_files(dir, &before);
+    changelog *log = changelog_open(dir, NULL, &err);
+    CHECK(log == NULL);
+    changelog_close(log);
+    CHECK_EQ_INT(err.code, WG_ERR_PROTO);
+    for (int i = 0; want[i]; i++)
+        CHECK_CONTAINS(err.msg, want[i]);
+    CHECK_CONTAINS(err.msg, "walgate slots drop log");
+    CHECK_CONTAINS(err.msg, "walgate changed nothing");
+    snapshot_files(dir, &after);
+    CHECK(before.len == after.len && memcmp(before.data, after.data, before.len) == 0);
+    wg_buf_free(&before);
+    wg_buf_free(&after);
+}
+
+/* A fresh log of two segments (batches 1-3, then 4-6, 3 rows each); returns the segment
+ * paths. */
+static bool two_segments(const char *dir, char seg[2][256], char idx[2][256])
+{
+    wg_error err = {0};
+    changelog *log = open_log(dir, 900);
+    if (!log)
+        return false;
+    for (int i = 1; i <= 6; i++)
+        append_batch(log, i, (uint64_t)i * 0x10, 3);
+    changelog_sync(log, &err);
+    changelog_close(log);
+    char names[8][64];
+    if (list_jsonl(dir, names, 8) != 2)
+        return false;
+    for (int i = 0; i < 2; i++) {
+        snprintf(seg[i], 256, "%s/%s", dir, names[i]);
+        snprintf(idx[i], 256, "%s/%.25s.idx", dir, names[i]);
+    }
+    return true;
+}
+
+TEST(damage_is_refused_at_open_and_nothing_is_cut)
+{
+    char base[64], dir[80], seg[2][256], idx[2][256];
+    wg_buf b = {0}, all = {0};
+    uint8_t e[32];
+    make_dir(base, sizeof(base), dir, sizeof(dir));
+    CHECK(two_segments(dir, seg, idx));
+    long size1 = file_size(seg[1]);
+    char tmp[300];
+
+    /* The newest index deleted: its segment's confirmed batches are not "no complete batch". */
+    snprintf(tmp, sizeof(tmp), "%s.moved", idx[1]);
+    rename(idx[1], tmp);
+    check_refused(dir, (const char *[]){idx[1], "is missing", "holds", NULL});
+    rename(tmp, idx[1]);
+
+    /* An older index deleted. */
+    snprintf(tmp, sizeof(tmp), "%s.moved", idx[0]);
+    rename(idx[0], tmp);
+    check_refused(dir, (const char *[]){idx[0], "is missing", NULL});
+    rename(tmp, idx[0]);
+
+    /* The newest segment truncated inside indexed (confirmed) data. */
+    int fd = open(seg[1], O_RDONLY);
+    char chunk[4096];
+    ssize_t r;
+    while ((r = read(fd, chunk, sizeof(chunk))) > 0)
+        wg_buf_append(&b, chunk, (size_t)r);
+    close(fd);
+    CHECK(truncate(seg[1], size1 - 100) == 0);
+    check_refused(dir, (const char *[]){seg[1], "100 bytes of confirmed data", "truncated", NULL});
+    /* ... and an older one */
+    append_file(seg[1], b.data + size1 - 100, 100);
+    CHECK_EQ_INT(file_size(seg[1]), size1);
+    long size0 = file_size(seg[0]);
+    CHECK(truncate(seg[0], size0 - 1) == 0);
+    check_refused(dir, (const char *[]){seg[0], "1 bytes of confirmed data", NULL});
+    append_file(seg[0], "\n", 1);
+
+    /* A flipped byte inside a batch of the newest segment fails its checksum. */
+    char c;
+    fd = open(seg[1], O_RDONLY);
+    CHECK(pread(fd, &c, 1, 40) == 1);
+    close(fd);
+    char x = (char)(c ^ 0x20);
+    patch_file(seg[1], 40, &x, 1);
+    check_refused(dir, (const char *[]){seg[1], "byte offset 0 ", "checksum", NULL});
+    patch_file(seg[1], 40, &c, 1);
+
+    /* A valid entry going back in position, and an invalid entry before a valid one: no
+     * crash leaves either (the writer appends ordered, whole entries). */
+    long isize = file_size(idx[1]);
+    make_batch(&b, 7, 0x5, 0);
+    append_file(seg[1], b.data, b.len);
+    test_entry2(e, (uint64_t)size1 + b.len, 0x5, b.data, b.len);
+    append_file(idx[1], e, 32);
+    check_refused(dir, (const char *[]){idx[1], "goes back in position", NULL});
+    CHECK(truncate(idx[1], isize) == 0);
+    fd = open(idx[1], O_RDONLY);
+    CHECK(pread(fd, e, 32, 0) == 32);
+    close(fd);
+    e[0] ^= 1;
+    patch_file(idx[1], 0, e, 1);
+    check_refused(dir, (const char *[]){idx[1], "entry 0", "valid entry follows", NULL});
+    e[0] ^= 1;
+    patch_file(idx[1], 0, e, 1);
+    CHECK(truncate(seg[1], size1) == 0);
+
+    /* Repaired, the log opens with every batch. */
+    changelog *log = open_log(dir, 900);
+    CHECK(log && changelog_durable_lsn(log) == 0x60);
+    changelog_close(log);
+    CHECK_EQ_INT(read_all(dir, 0, &all), 6 * 5);
+    wg_buf_free(&b);
+    wg_buf_free(&all);
+    rm_rf(base);
+}
+
+/* Every line after `after` until the end or an error; the error message in `msg`. */
+static long read_until_error(const char *dir, wg_buf *out, char *msg, size_t len)
+{
+    wg_error err = {0};
+    wg_buf line = {0};
+    long n = 0;
+    int rc;
+    msg[0] = '\0';
+    wg_buf_reset(out);
+    changelog_reader *r = changelog_reader_open(dir, 0, &err);
+    if (!r) {
+        snprintf(msg, len, "%s", err.msg);
+        return -1;
+    }
+    while ((rc = changelog_reader_next(r, &line, &err)) == 1) {
+        wg_buf_append(out, line.data, line.len);
+        wg_buf_putc(out, '\n');
+        n++;
+    }
+    if (rc < 0)
+        snprintf(msg, len, "%s", err.msg);
+    wg_buf_free(&line);
+    changelog_reader_free(r);
+    return n;
+}
+
+TEST(readers_verify_every_batch_before_handing_out_a_line)
+{
+    char base[64], dir[80], seg[2][256], idx[2][256], msg[1024], want[300], ids[256];
+    wg_buf all = {0}, big = {0};
+    wg_error err = {0};
+    make_dir(base, sizeof(base), dir, sizeof(dir));
+    CHECK(two_segments(dir, seg, idx));
+
+    /* 16 bytes flipped in the middle of the second batch of the older segment: the writer
+     * opens (it verifies only the newest segment), readers stop at that batch. */
+    wg_buf first = {0};
+    make_batch(&first, 1, 0x10, 3);
+    long off = (long)first.len + 30;
+    uint8_t junk[16];
+    memset(junk, 0xFF, 8);
+    memset(junk + 8, 0, 8);
+    patch_file(seg[0], off, junk, 16);
+    changelog *log = open_log(dir, 900);
+    CHECK(log != NULL);
+    changelog_close(log);
+    CHECK_EQ_INT(read_until_error(dir, &all, msg, sizeof(msg)), 5); /* batch 1 only */
+    commit_ids(all.data, ids, sizeof(ids));
+    CHECK_EQ_STR(ids, "1");
+    CHECK(memchr(all.data, 0xFF, all.len) == NULL);
+    CHECK_CONTAINS(msg, seg[0]);
+    snprintf(want, sizeof(want), "batch at byte offset %zu ", first.len);
+    CHECK_CONTAINS(msg, want);
+    CHECK_CONTAINS(msg, "position 0/20");
+    CHECK_CONTAINS(msg, "walgate slots drop log");
+    /* Starting after it skips it (not verified, not delivered); the rest reads. */
+    CHECK_EQ_INT(read_all(dir, 0x20, &all), 4 * 5);
+    rm_rf(base);
+
+    /* A batch bigger than the reader's buffer (1 MiB) is verified before any of it is read. */
+    make_dir(base, sizeof(base), dir, sizeof(dir));
+    log = open_log(dir, 0);
+    if (!log)
+        goto out;
+    append_batch(log, 1, 0x10, 1);
+    make_batch(&big, 2, 0x20, 30000); /* ~2 MiB */
+    CHECK(big.len > (2u << 20) - (1u << 19));
+    CHECK_EQ_INT(changelog_append(log, (const uint8_t *)big.data, big.len, 0x20, &err), 0);
+    append_batch(log, 3, 0x30, 1);
+    CHECK_EQ_INT(changelog_sync(log, &err), 0);
+    changelog_close(log);
+    CHECK_EQ_INT(read_all(dir, 0, &all), 3 + 30002 + 3);
+    char names[4][64], path[256];
+    CHECK_EQ_INT(list_jsonl(dir, names, 4), 1);
+    snprintf(path, sizeof(path), "%s/%s", dir, names[0]);
+    make_batch(&first, 1, 0x10, 1);
+    char x = 'X';
+    patch_file(path, (long)(first.len + big.len - 100), &x, 1); /* near the end of batch 2 */
+    CHECK_EQ_INT(read_until_error(dir, &all, msg, sizeof(msg)), 3);
+    snprintf(want, sizeof(want), "batch at byte offset %zu (%zu bytes", first.len, big.len);
+    CHECK_CONTAINS(msg, want);
+    /* ... and the writer refuses to open over it (the newest segment is verified whole). */
+    check_refused(dir, (const char *[]){path, want, NULL});
+out:
+    wg_buf_free(&first);
+    wg_buf_free(&big);
+    wg_buf_free(&all);
+    rm_rf(base);
+}
+
+TEST(version_1_logs_are_still_read_and_continued_in_version_2)
+{
+    char base[64], dir[80], seg[256], idx[256], ids[256];
+    wg_buf b = {0}, all = {0};
+    wg_error err = {0};
+    uint8_t e[24];
+    make_dir(base, sizeof(base), dir, sizeof(dir));
+    mkdir(dir, 0700);
+    snprintf(seg, sizeof(seg), "%s/0000000000000010-00000001.jsonl", dir);
+    snprintf(idx, sizeof(idx), "%s/0000000000000010-00000001.idx", dir);
+    long size = 0;
+    for (int i = 1; i <= 3; i++) { /* a log as walgate wrote it before checksums */
+        make_batch(&b, i, (uint64_t)i * 0x10, 2);
+        append_file(seg, b.data, b.len);
+        size += (long)b.len;
+        test_entry(e, (uint64_t)size, (uint64_t)i * 0x10);
+        append_file(idx, e, 24);
+    }
+    append_file(seg, b.data, 10); /* and a torn tail */
+    CHECK_EQ_INT(read_all(dir, 0, &all), 12);
+    CHECK_EQ_INT(read_all(dir, 0x10, &all), 8);
+
+    changelog *log = open_log(dir, 0);
+    CHECK(log && changelog_durable_lsn(log) == 0x30 && changelog_last_lsn(log) == 0x30);
+    if (!log)
+        goto out;
+    CHECK_EQ_INT(file_size(seg), size);
+    /* New batches go to a new, version-2 segment; the old one stays as it was. */
+    CHECK_EQ_INT(append_batch(log, 4, 0x40, 1), 0);
+    CHECK_EQ_INT(changelog_sync(log, &err), 0);
+    changelog_close(log);
+    CHECK_EQ_INT(file_size(idx), 3 * 24);
+    char names[4][64], p[256];
+    CHECK_EQ_INT(list_jsonl(dir, names, 4), 2);
+    CHECK_EQ_STR(names[1], "0000000000000040-00000002.jsonl");
+    snprintf(p, sizeof(p), "%s/0000000000000040-00000002.idx", dir);
+    CHECK_EQ_INT(file_size(p), 32);
+    CHECK_EQ_INT(read_all(dir, 0, &all), 15);
+    commit_ids(all.data, ids, sizeof(ids));
+    CHECK_EQ_STR(ids, "1,2,3,4");
+    changelog_usage_info u;
+    CHECK_EQ_INT(changelog_usage(dir, NULL, &u, &err), 0);
+    CHECK_EQ_INT((int)u.batches_after, 4);
+    /* Reopening goes on in the version-2 segment. */
+    log = open_log(dir, 0);
+    CHECK(log && changelog_durable_lsn(log) == 0x40);
+    CHECK_EQ_INT(append_batch(log, 5, 0x50, 1), 0);
+    changelog_close(log);
+    CHECK_EQ_INT(list_jsonl(dir, names, 4), 2);
+    CHECK_EQ_INT(file_size(p), 64);
+out:
+    wg_buf_free(&b);
+    wg_buf_free(&all);
+    rm_rf(base);
+}
+
+TEST(crc32c_matches_the_reference_at_every_length_and_alignment)
+{
+    static const char check[] = "123456789"; /* the standard check value */
+    CHECK_EQ_INT(changelog_crc32c(0, check, 9), 0xE3069283u);
+    CHECK_EQ_INT(changelog_crc32c_sw(0, check, 9), 0xE3069283u);
+    uint8_t data[600];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(data); i++) {
+        x = x * 1103515245u + 12345u;
+        data[i] = (uint8_t)(x >> 16);
+    }
+    int bad = 0;
+    for (size_t off = 0; off < 9; off++)
+        for (size_t n = 0; n + off <= sizeof(data); n += (n < 40 ? 1 : 37)) {
+            uint32_t want = test_crc32c(data + off, n);
+            if (changelog_crc32c(0, data + off, n) != want ||
+                changelog_crc32c_sw(0, data + off, n) != want)
+                bad++;
+            /* chained in two parts */
+            size_t h = n / 3;
+            if (changelog_crc32c(changelog_crc32c(0, data + off, h), data + off + h, n - h) != want)
+                bad++;
+        }
+    CHECK_EQ_INT(bad, 0);
 }
 
 TEST(crash_before_sync_loses_only_unsynced_batches)
@@ -581,7 +925,7 @@ out:
 
 TEST(reader_survives_removal_of_an_empty_newest_segment)
 {
-    char base[64], dir[80], orphan[256];
+    char base[64], dir[80], orphan[256], orphan_idx[256];
     wg_error err = {0};
     wg_buf line = {0};
     make_dir(base, sizeof(base), dir, sizeof(dir));
@@ -593,6 +937,8 @@ TEST(reader_survives_removal_of_an_empty_newest_segment)
     /* A segment created just before a crash: no index entry, so no complete batch. */
     snprintf(orphan, sizeof(orphan), "%s/0000000000000050-00000007.jsonl", dir);
     append_file(orphan, "{\"op\":\"begin\"", 13);
+    snprintf(orphan_idx, sizeof(orphan_idx), "%s/0000000000000050-00000007.idx", dir);
+    append_file(orphan_idx, "", 0);
 
     changelog_reader *r = changelog_reader_open(dir, 0, &err);
     CHECK(r != NULL);
@@ -682,6 +1028,35 @@ TEST(spilled_batch_is_appended_from_a_file)
     CHECK_EQ_STR(ids, "1,2,3");
     CHECK_EQ_INT(read_all(dir, 0x10, &all), 502 + 3);
     CHECK(strncmp(all.data, b.data, b.len) == 0);
+
+    /* The spilled batch is checksummed like any other: its index entry (version 2) carries
+     * the CRC-32C of its bytes, and a flipped byte in it stops readers. */
+    char names[8][64], path[256], msg[1024];
+    int n = list_jsonl(dir, names, 8);
+    CHECK(n >= 2);
+    bool found = false;
+    for (int i = 0; i < n && !found; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if (file_size(path) < (long)b.len)
+            continue;
+        found = true;
+        char ipath[256];
+        snprintf(ipath, sizeof(ipath), "%s/%.25s.idx", dir, names[i]);
+        uint8_t e[32];
+        int ifd = open(ipath, O_RDONLY);
+        CHECK(ifd >= 0 && pread(ifd, e, 32, 0) == 32);
+        if (ifd >= 0)
+            close(ifd);
+        uint32_t crc =
+            (uint32_t)e[20] | (uint32_t)e[21] << 8 | (uint32_t)e[22] << 16 | (uint32_t)e[23] << 24;
+        CHECK(memcmp(e + 16, "WGI2", 4) == 0);
+        CHECK_EQ_INT(crc, test_crc32c((const uint8_t *)b.data, b.len));
+        patch_file(path, 1000, "#", 1);
+        CHECK(read_until_error(dir, &all, msg, sizeof(msg)) == 3);
+        CHECK_CONTAINS(msg, path);
+        CHECK_CONTAINS(msg, "batch at byte offset 0 ");
+    }
+    CHECK(found);
 out:
     wg_buf_free(&b);
     wg_buf_free(&all);
