@@ -1,11 +1,13 @@
 """test_log_cli.py — `walgate log tail` over a change log written by an independent Python
-implementation of docs/changelog.md (format version 1), so this test also checks that the
-documented format is the one walgate reads.
+implementation of docs/changelog.md (format versions 1 and 2), so this test also checks that
+the documented format is the one walgate reads.
 
 Covers: printing every record byte for byte, --from (equal positions, across segments),
 only indexed (durable) batches printed, --follow through a segment rollover until SIGTERM /
 SIGINT (exit 0), an unknown source (exit 1), usage errors (exit 2), -c with a config that
-does or does not name the source, and a reader that goes away (| head).
+does or does not name the source, a reader that goes away (| head), and checksums: a version-2 log (alone and after version-1
+segments) prints whole; 16 flipped bytes inside a batch stop `log tail` with exit 1 and the
+segment, offset and remedy, printing none of that batch.
 """
 import os
 import signal
@@ -34,8 +36,9 @@ def lsn_text(lsn):
 class PyLog:
     """A change log writer following docs/changelog.md: segment bytes first, index entry after."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, version=1):
         self.dir = directory
+        self.version = version
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.seq = 0
         self.seg = None
@@ -58,9 +61,15 @@ class PyLog:
             os.fsync(f.fileno())
         self.size += len(data)
         if index:
-            head = struct.pack("<QQ", self.size, lsn) + b"WGI1"
             with open(self.seg + ".idx", "ab") as f:
-                f.write(head + struct.pack("<I", crc32c(head)))
+                f.write(self.entry(self.size, lsn, data))
+
+    def entry(self, end, lsn, data):
+        if self.version == 1:
+            head = struct.pack("<QQ", end, lsn) + b"WGI1"
+            return head + struct.pack("<I", crc32c(head))
+        head = struct.pack("<QQ", end, lsn) + b"WGI2" + struct.pack("<II", crc32c(data), 0)
+        return head + struct.pack("<I", crc32c(head))
 
 
 def txn(xid, lsn, rows=1):
@@ -158,6 +167,51 @@ def test_config():
     check(p.returncode == 1 and "missing.ini" in p.stderr, "missing config", p)
 
 
+def test_checksums():
+    assert crc32c(b"123456789") == 0xE3069283  # the documented check value
+    state = fixture.tempdir()
+    log = PyLog(os.path.join(state, "log", "orders"), version=2)
+    batches = [txn(i, 0x100 * i, rows=3) for i in range(1, 7)]
+    for i, lines in enumerate(batches):
+        log.append(lines, 0x100 * (i + 1), new_segment=(i == 3))
+    want = "".join(l + "\n" for b in batches for l in b)
+    p = tail(state, "orders")
+    check(p.returncode == 0 and p.stderr == "" and p.stdout == want, "a version-2 log prints whole", p)
+
+    # 16 bytes flipped in the middle of the second batch of the first segment
+    first = os.path.join(state, "log", "orders", f"{0x100:016X}-00000001.jsonl")
+    b1 = len("".join(l + "\n" for l in batches[0]).encode())
+    with open(first, "r+b") as f:
+        f.seek(b1 + 40)
+        f.write(b"\xff" * 8 + b"\x00" * 8)
+    p = subprocess.run([fixture.WALGATE_BIN, "log", "tail", "orders", "--state-dir", state],
+                       capture_output=True, timeout=60)
+    out, err = p.stdout, p.stderr.decode(errors="replace")
+    check(p.returncode == 1, f"a damaged batch must fail log tail (exit {p.returncode}): {err}")
+    check(out == "".join(l + "\n" for l in batches[0]).encode(),
+          f"only the batch before the damage may be printed: {out[:300]!r}")
+    check(b"\xff" not in out and b"\x00" not in out, "damaged bytes printed")
+    for part in (first, f"byte offset {b1} ", "checksum", "walgate slots drop orders"):
+        check(part in err, f"message lacks {part!r}: {err}")
+    # --from past the damaged batch reads the rest
+    p = tail(state, "orders", "--from", lsn_text(0x200))
+    check(p.returncode == 0 and p.stdout == "".join(l + "\n" for b in batches[2:] for l in b),
+          "reading after the damaged batch", p)
+
+    # version-1 segments followed by version-2 ones (a log continued after an upgrade)
+    state = fixture.tempdir()
+    old = PyLog(os.path.join(state, "log", "orders"), version=1)
+    old.append(batches[0], 0x100)
+    old.append(batches[1], 0x200)
+    new = PyLog(os.path.join(state, "log", "orders"), version=2)
+    new.seq = old.seq
+    new.append(batches[2], 0x300)
+    new.append(batches[3], 0x400)
+    p = tail(state, "orders")
+    check(p.returncode == 0 and p.stdout == "".join(l + "\n" for b in batches[:4] for l in b),
+          "version 1 then version 2", p)
+
+
 def read_lines_until(proc, n, timeout):
     """Read n lines from proc.stdout within timeout (a thread, so a hang cannot block us)."""
     got = []
@@ -196,9 +250,8 @@ def test_follow():
             log.append(txn(xid + 1, base + 0x300), base + 0x300, new_segment=True, index=False)
             time.sleep(0.6)
             # ...and printed once it is; then a rollover to yet another segment
-            head = struct.pack("<QQ", log.size, base + 0x300) + b"WGI1"
             with open(log.seg + ".idx", "ab") as f:
-                f.write(head + struct.pack("<I", crc32c(head)))
+                f.write(log.entry(log.size, base + 0x300, b""))
             log.append(txn(xid + 2, base + 0x400), base + 0x400, new_segment=True)
             last = base + 0x400
             got = read_lines_until(proc, 6, 10)
