@@ -1413,12 +1413,17 @@ static int reader_refresh_index(changelog_reader *r, wg_error *err)
         size_t cnt = (size_t)n / r->esz;
         for (size_t i = 0; i < cnt; i++) {
             cl_entry e;
+            /* Damage is reported once the batches before it are handed out: the entry is
+             * read again (and found damaged again) on the next call. */
             if (!entry_decode(ebuf + i * r->esz, r->version, &e))
-                return reader_check_invalid(r, r->idx_off, err) < 0 ? -1 : more;
+                return more ? 1 : reader_check_invalid(r, r->idx_off, err);
             /* A valid entry out of order, or pointing past the data (which is always written
              * and fsynced before its entry), cannot come from the writer or a crash. */
-            if (e.end <= r->last_end ||
-                (r->idx_off == 0 ? e.lsn != r->seg.lsn : e.lsn < r->last_lsn))
+            bool disorder = e.end <= r->last_end ||
+                            (r->idx_off == 0 ? e.lsn != r->seg.lsn : e.lsn < r->last_lsn);
+            if (more && (disorder || e.end > r->file_size))
+                return 1;
+            if (disorder)
                 return damage(err, r->dir,
                               "change log index %s is damaged: its entry %" PRIu64
                               " (offset %" PRIu64 ") %s",

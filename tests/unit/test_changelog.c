@@ -573,6 +573,16 @@ TEST(readers_verify_every_batch_before_handing_out_a_line)
     CHECK_CONTAINS(msg, want);
     CHECK_CONTAINS(msg, "position 0/20");
     CHECK_CONTAINS(msg, "walgate slots drop log");
+    changelog_reader *r = changelog_reader_open(dir, 0, &err);
+    wg_buf line = {0};
+    int rc = 0, lines = 0;
+    while (r && (rc = changelog_reader_next(r, &line, &err)) == 1)
+        lines++;
+    CHECK(rc < 0 && lines == 5);
+    CHECK(r && changelog_reader_next(r, &line, &err) < 0); /* never skipped */
+    CHECK_CONTAINS(err.msg, want);
+    changelog_reader_free(r);
+    wg_buf_free(&line);
     /* Starting after it skips it (not verified, not delivered); the rest reads. */
     CHECK_EQ_INT(read_all(dir, 0x20, &all), 4 * 5);
     rm_rf(base);
@@ -604,6 +614,40 @@ TEST(readers_verify_every_batch_before_handing_out_a_line)
 out:
     wg_buf_free(&first);
     wg_buf_free(&big);
+    wg_buf_free(&all);
+    rm_rf(base);
+}
+
+TEST(readers_report_truncated_data_after_the_batches_before_it_and_again)
+{
+    char base[64], dir[80], seg[2][256], idx[2][256], ids[256];
+    wg_error err = {0};
+    wg_buf line = {0}, all = {0};
+    make_dir(base, sizeof(base), dir, sizeof(dir));
+    CHECK(two_segments(dir, seg, idx));
+    CHECK(truncate(seg[1], file_size(seg[1]) - 10) == 0); /* inside batch 6 */
+    changelog_reader *r = changelog_reader_open(dir, 0, &err);
+    CHECK(r != NULL);
+    if (!r)
+        goto out;
+    int rc;
+    while ((rc = changelog_reader_next(r, &line, &err)) == 1) {
+        wg_buf_append(&all, line.data, line.len);
+        wg_buf_putc(&all, '\n');
+    }
+    commit_ids(all.data, ids, sizeof(ids));
+    CHECK_EQ_STR(ids, "1,2,3,4,5");
+    CHECK(rc < 0);
+    CHECK_EQ_INT(err.code, WG_ERR_PROTO);
+    CHECK_CONTAINS(err.msg, seg[1]);
+    CHECK_CONTAINS(err.msg, "confirmed data is missing");
+    /* never skipped: the same error again */
+    wg_error err2 = {0};
+    CHECK(changelog_reader_next(r, &line, &err2) < 0);
+    CHECK_EQ_STR(err2.msg, err.msg);
+    changelog_reader_free(r);
+out:
+    wg_buf_free(&line);
     wg_buf_free(&all);
     rm_rf(base);
 }
