@@ -157,6 +157,9 @@ cli_config *cli_load_config_or_report(const cli_opts *opts);
 /* SIGINT and SIGTERM set cli_stop_requested (which commands poll) instead of killing. */
 extern volatile int cli_stop_requested;
 void cli_stop_on_signals(void);
+/* An eventfd that becomes readable when a stop signal arrived (after cli_stop_on_signals), for
+ * poll(); -1 when it could not be made. It stays readable. */
+int cli_stop_fd(void);
 
 /*
  * The value of the first "key" in JSON written by walgate (a status file), string unescaped

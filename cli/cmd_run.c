@@ -5,6 +5,7 @@
 #include "cli/cli.h"
 
 #include <nats/nats.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -47,8 +48,9 @@ fwd_sink *cli_sink_new(const cli_sink *k, wg_error *err)
                                        : fwd_nats_new(&k->nats, err);
 }
 
-/* Start a forwarder for every `forward = SINK` of every source. Returns how many, or -1. */
-static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_out)
+/* Start a forwarder for every `forward = SINK` of every source, woken by its source's `wakes`
+ * entry. Returns 0 or -1. */
+static int start_forwarders(const cli_config *cfg, wg_wake **wakes, fwd_runner **out, size_t *n_out)
 {
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_sources; i++)
@@ -67,7 +69,8 @@ static int start_forwarders(const cli_config *cfg, fwd_runner **out, size_t *n_o
             fwd_options o = {.source = s->name,
                              .state_dir = cfg->state_dir,
                              .batch_max_bytes = sk->batch_max_bytes,
-                             .batch_max_delay_ms = sk->batch_max_delay_ms};
+                             .batch_max_delay_ms = sk->batch_max_delay_ms,
+                             .wake = wakes[i]};
             fwd_runner *r = &(*out)[*n_out];
             if (!sink || !(r->fwd = fwd_forwarder_new(&o, sink, &err))) {
                 cli_report(&err);
@@ -292,9 +295,17 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
 
     runner *rs = calloc(cfg->n_sources, sizeof(*rs));
     cli_route *routes = calloc(cfg->n_sources, sizeof(*routes));
+    wg_wake **wakes = calloc(cfg->n_sources, sizeof(*wakes)); /* per source: log durable, stop */
     int rc = 0;
     size_t started = 0;
-    for (size_t i = 0; rs && routes && i < cfg->n_sources; i++) {
+    for (size_t i = 0; wakes && i < cfg->n_sources; i++)
+        if (!(wakes[i] = wg_wake_new()))
+            rc = 1;
+    if (!wakes || rc != 0) {
+        fprintf(stderr, "walgate: out of memory\n");
+        rc = 1;
+    }
+    for (size_t i = 0; rc == 0 && rs && routes && i < cfg->n_sources; i++) {
         const cli_source *s = &cfg->sources[i];
         const cli_postgres *p = cli_config_postgres(cfg, s->cfg.connection);
         wg_error err = {0};
@@ -307,6 +318,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         }
         if (routes[i].endpoint)
             ingest_source_set_dialer(rs[i].src, pl_endpoint_dialer, routes[i].endpoint);
+        ingest_source_set_wake(rs[i].src, wakes[i]);
         if (pthread_create(&rs[i].thread, NULL, run_thread, &rs[i]) != 0) {
             fprintf(stderr, "walgate: cannot start a thread for source %s\n", s->name);
             ingest_source_free(rs[i].src);
@@ -319,7 +331,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     }
     fwd_runner *fws = NULL;
     size_t n_fws = 0;
-    if (rc == 0 && start_forwarders(cfg, &fws, &n_fws) != 0)
+    if (rc == 0 && start_forwarders(cfg, wakes, &fws, &n_fws) != 0)
         rc = 1;
     if (rc != 0)
         cli_stop_requested = 1;
@@ -336,9 +348,15 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
                 const cli_postgres *p = cli_config_postgres(cfg, cfg->sources[i].cfg.connection);
                 tunnel_status_write(cfg, p->via, routes[i].tunnel);
             }
-        for (int k = 0; k < 10 && !cli_stop_requested; k++)
-            usleep(100 * 1000);
+        /* Until the next round of housekeeping, or a stop signal at once. */
+        int64_t left = next_house - wg_now_ms();
+        struct pollfd pfd = {.fd = cli_stop_fd(), .events = POLLIN};
+        if (!cli_stop_requested && left > 0)
+            poll(&pfd, pfd.fd >= 0 ? 1 : 0, (int)(pfd.fd >= 0 ? left : (left < 100 ? left : 100)));
     }
+    for (size_t i = 0; wakes && i < cfg->n_sources; i++)
+        if (wakes[i])
+            wg_wake_signal(wakes[i]); /* forwarders waiting for their log see the stop */
     for (size_t i = 0; i < n_fws; i++) {
         if (fws[i].started)
             pthread_join(fws[i].thread, NULL);
@@ -353,6 +371,9 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     }
     for (size_t i = 0; routes && i < cfg->n_sources; i++)
         cli_route_close(&routes[i]);
+    for (size_t i = 0; wakes && i < cfg->n_sources; i++)
+        wg_wake_free(wakes[i]);
+    free(wakes);
     free(rs);
     free(routes);
     cli_config_free(cfg);

@@ -137,7 +137,7 @@ static const key_spec g_keys[] = {
     {SECT_SINK, "type", KT_ENUM, NULL, K(type), 0, 0, g_sink_types, g_sink_type_values},
     {SECT_SINK, "url", KT_STRING, NULL, K(url), 0, 0, 0, 0},
     {SECT_SINK, "batch_max_bytes", KT_SIZE, "1MiB", K(batch_max_bytes), 1024, 0, 0, 0},
-    {SECT_SINK, "batch_max_delay", KT_DURATION, "200ms", K(batch_max_delay_ms), 0, 60000, 0, 0},
+    {SECT_SINK, "batch_max_delay", KT_DURATION, "0ms", K(batch_max_delay_ms), 0, 60000, 0, 0},
     {SECT_SINK, "timeout", KT_DURATION, "30s", K(timeout_ms), 100, 10 * 60 * 1000, 0, 0},
     {SECT_SINK, "hmac_secret_file", KT_PATH, NULL, K(hmac_secret_file), 0, 0, 0, 0},
     {SECT_SINK, "signature", KT_STRING, "walgate", K(signature), 0, 0, g_signature_choices, 0},

@@ -196,6 +196,29 @@ int64_t wg_backoff_next(wg_backoff *b);
 void wg_backoff_reset(wg_backoff *b);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Waking threads                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A wake-up between threads: a generation counter under a mutex and a condition variable.
+ * A producer signals when there is something new (a source's change log became durable, a
+ * stop was asked); a consumer notes the generation before it looks for work and then waits
+ * for the generation to change or for its own next deadline, so that neither new data nor a
+ * stop waits for a polling tick. Not for signal handlers (see cli's stop descriptor).
+ */
+typedef struct wg_wake wg_wake;
+
+wg_wake *wg_wake_new(void); /* NULL when out of memory */
+void wg_wake_free(wg_wake *w);
+void wg_wake_signal(wg_wake *w);
+uint64_t wg_wake_gen(wg_wake *w);
+/*
+ * Wait until the generation differs from `seen` (true) or until `deadline_ms` on the
+ * wg_now_ms() clock passes (false); a negative deadline waits without one.
+ */
+bool wg_wake_wait(wg_wake *w, uint64_t seen, int64_t deadline_ms);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Buffers and JSON                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 

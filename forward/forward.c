@@ -17,8 +17,8 @@
 
 #define FWD_DEFAULT_MAX_BYTES (1u << 20)
 #define FWD_DEFAULT_MAX_ITEMS 10000
-#define FWD_DEFAULT_DELAY_MS 200
-#define FWD_POLL_MS 50
+#define FWD_DEFAULT_DELAY_MS 0
+#define FWD_POLL_MS 50 /* without a wake-up: how often to look for new batches */
 #define FWD_STATUS_MS 1000
 #define FWD_COUNT_RECORDS_MAX (1u << 20) /* count records behind up to this; estimate beyond */
 
@@ -43,6 +43,7 @@ struct fwd_forwarder {
     uint64_t max_bytes;
     size_t max_items;
     int64_t delay_ms;
+    wg_wake *wake; /* not owned */
 
     changelog_pos cursor; /* durable: everything up to here is acknowledged */
     changelog_reader *reader;
@@ -59,6 +60,7 @@ struct fwd_forwarder {
     uint64_t records, batches, bytes, retries;
     int64_t last_ack_wall_ms;
     int64_t last_status_ms;
+    bool status_dirty;           /* a change is not in the status file yet */
     int64_t last_commit_time_ms; /* commit_time of the last acknowledged transaction */
 };
 
@@ -153,6 +155,7 @@ fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error 
     f->sink = sink;
     f->max_bytes = o->batch_max_bytes ? o->batch_max_bytes : FWD_DEFAULT_MAX_BYTES;
     f->max_items = o->batch_max_items ? o->batch_max_items : FWD_DEFAULT_MAX_ITEMS;
+    f->wake = o->wake;
     f->delay_ms = o->batch_max_delay_ms > 0 ? o->batch_max_delay_ms : 0;
     if (o->batch_max_delay_ms < 0)
         f->delay_ms = FWD_DEFAULT_DELAY_MS;
@@ -233,9 +236,12 @@ static int64_t records_behind(fwd_forwarder *f, uint64_t bytes_after, bool *esti
 static void status_write(fwd_forwarder *f, bool force)
 {
     int64_t now = wg_now_ms();
-    if (!force && now - f->last_status_ms < FWD_STATUS_MS)
+    if (!force && now - f->last_status_ms < FWD_STATUS_MS) {
+        f->status_dirty = true; /* written when FWD_STATUS_MS have passed (next_deadline) */
         return;
+    }
     f->last_status_ms = now;
+    f->status_dirty = false;
     changelog_usage_info u = {0};
     wg_error err = {0};
     bool have_usage = changelog_usage(f->logdir, &f->cursor, &u, &err) == 0;
@@ -422,10 +428,46 @@ static int64_t last_commit_time(const char *data, size_t len)
 
 /* ---- The loop ----------------------------------------------------------------------------- */
 
-static void sleep_ms(int64_t ms, volatile int *stop)
+/*
+ * Wait for new durable batches in the log (the generation of the wake-up moved past `seen`),
+ * for `deadline` (wg_now_ms clock; <0: none) or for a stop, whichever comes first.
+ */
+static void wait_for_log(fwd_forwarder *f, uint64_t seen, int64_t deadline, volatile int *stop)
 {
-    for (int64_t t = 0; t < ms && !*stop; t += FWD_POLL_MS)
-        usleep(FWD_POLL_MS * 1000);
+    if (*stop)
+        return;
+    if (!f->wake) {
+        int64_t left = deadline < 0 ? FWD_POLL_MS : deadline - wg_now_ms();
+        if (left > 0)
+            usleep((useconds_t)(left < FWD_POLL_MS ? left : FWD_POLL_MS) * 1000);
+        return;
+    }
+    wg_wake_wait(f->wake, seen, deadline);
+}
+
+/* Wait until `ms` have passed or a stop; new batches in the log do not end the wait. */
+static void sleep_ms(fwd_forwarder *f, int64_t ms, volatile int *stop)
+{
+    int64_t deadline = wg_now_ms() + ms;
+    while (!*stop && wg_now_ms() < deadline) {
+        uint64_t gen = f->wake ? wg_wake_gen(f->wake) : 0;
+        if (*stop)
+            break;
+        wait_for_log(f, gen, deadline, stop);
+    }
+}
+
+/* When fill() found no batch ready: the oldest item's batch_max_delay, an in-flight target's
+ * deadline, a status file to bring up to date, or nothing (wait for the log). */
+static int64_t next_deadline(const fwd_forwarder *f)
+{
+    int64_t d = f->status_dirty ? f->last_status_ms + FWD_STATUS_MS : -1;
+    if (f->n_items > 0 && f->cur_records == 0 && !f->have_target &&
+        (d < 0 || f->first_item_ms + f->delay_ms < d))
+        d = f->first_item_ms + f->delay_ms;
+    if (f->have_target && (d < 0 || f->target_deadline + 1 < d))
+        d = f->target_deadline + 1;
+    return d;
 }
 
 int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
@@ -438,6 +480,7 @@ int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
     status_write(f, true);
     while (!*stop) {
         wg_error err = {0};
+        uint64_t gen = f->wake ? wg_wake_gen(f->wake) : 0; /* before looking: no lost wake-up */
         int r = fill(f, &err);
         if (r < 0) {
             snprintf(f->error, sizeof(f->error), "reading the change log: %s", err.msg);
@@ -446,19 +489,19 @@ int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
             f->reader = NULL;
             items_clear(f);
             status_write(f, true);
-            sleep_ms(wg_backoff_next(&bo), stop);
+            sleep_ms(f, wg_backoff_next(&bo), stop);
             continue;
         }
         if (r == 0) {
             status_write(f, false);
-            sleep_ms(FWD_POLL_MS, stop);
+            wait_for_log(f, gen, next_deadline(f), stop);
             continue;
         }
         /* Send this exact batch until it is acknowledged (or cannot be). */
         if (f->n_items > items_cap) {
             fwd_item *p = realloc(items, f->n_items * sizeof(*p));
             if (!p) {
-                sleep_ms(1000, stop);
+                sleep_ms(f, 1000, stop);
                 continue;
             }
             items = p;
@@ -518,7 +561,7 @@ int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
                           f->sink->name, items[0].key, f->error);
                 status_write(f, true);
                 while (!*stop)
-                    sleep_ms(200, stop);
+                    sleep_ms(f, 60000, stop);
                 free(items);
                 f->state = FS_STOPPED;
                 status_write(f, true);
@@ -532,7 +575,7 @@ int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
             log_warn(f->source, "forward to %s: %s; retrying in %lld ms", f->sink->name, f->error,
                      (long long)wait);
             status_write(f, true);
-            sleep_ms(wait, stop);
+            sleep_ms(f, wait, stop);
             if (*stop)
                 break;
         }

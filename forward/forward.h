@@ -126,6 +126,10 @@ typedef struct fwd_options {
     uint64_t batch_max_bytes;   /* 0: 1 MiB (a single bigger log batch is sent alone) */
     size_t batch_max_items;     /* 0: 10,000 log batches */
     int64_t batch_max_delay_ms; /* how long the oldest item may wait for company; <0: 200ms */
+    /* Signalled whenever the source's change log became durable further, and on stop (the
+     * forwarder then wakes at once); NULL: the forwarder looks every 50 ms instead. Must
+     * outlive the forwarder. */
+    wg_wake *wake;
 } fwd_options;
 
 typedef struct fwd_forwarder fwd_forwarder;
@@ -139,8 +143,8 @@ struct changelog_pos; /* ingest/ingest.h */
 fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error *err);
 
 /*
- * Forward until *stop: read whole log batches after the cursor, hand them to the sink in
- * order, advance and fsync the cursor after each acknowledgement. A batch the sink could not
+ * Forward until *stop (signal the options' `wake` after setting it): read whole log batches
+ * after the cursor, hand them to the sink in order, advance and fsync the cursor after each acknowledgement. A batch the sink could not
  * deliver is sent again, exactly the same, with capped exponential backoff (or the sink's
  * Retry-After); FWD_FATAL stops the forwarder with the error in its status file until
  * restart. Nothing is ever skipped. Returns 0.

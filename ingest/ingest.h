@@ -103,6 +103,9 @@ int ingest_source_run(ingest_source *s, volatile int *stop);
  */
 typedef int (*ingest_dial_fn)(void *arg, bool after_failure, char *addr, size_t len, int *port);
 void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg);
+/* Signalled whenever new batches of the change log became durable (forwarders wait on it). Set it
+ * before ingest_source_run; `w` must outlive the run. */
+void ingest_source_set_wake(ingest_source *s, wg_wake *w);
 void ingest_source_free(ingest_source *s);
 
 /*

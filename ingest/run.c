@@ -97,6 +97,7 @@ struct ingest_source {
     ingest_pg_config pg;
     char *dial_addr;
     ingest_dial_fn dialer; /* NULL: always dial_addr */
+    wg_wake *wake;         /* signalled when the log became durable further; may be NULL */
     void *dialer_arg;
     bool dialed_once;
     int dial_port;
@@ -1084,6 +1085,8 @@ static int log_sync(ingest_source *s, wg_error *err)
     s->durable = changelog_durable_lsn(s->log);
     s->unsynced = false;
     s->last_sync_ms = wg_now_ms();
+    if (s->wake) /* new batches are visible to readers (snapshot chunks share one LSN) */
+        wg_wake_signal(s->wake);
     return 0;
 }
 
@@ -2592,6 +2595,11 @@ static void check_sender_timeout(ingest_source *s)
         }
     }
     PQclear(r);
+}
+
+void ingest_source_set_wake(ingest_source *s, wg_wake *w)
+{
+    s->wake = w;
 }
 
 void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg)

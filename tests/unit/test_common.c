@@ -2,6 +2,7 @@
 #include "common/common.h"
 #include "test.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,6 +144,33 @@ TEST(hostport)
     CHECK(wg_parse_hostport("db:0", h, sizeof(h), &port, 5432) != 0);
     CHECK(wg_parse_hostport("db:99999", h, sizeof(h), &port, 5432) != 0);
     CHECK(wg_parse_hostport(":5432", h, sizeof(h), &port, 5432) != 0);
+}
+
+/* A waiter that noted the generation before a signal sees it however late it starts waiting. */
+static void *signal_later(void *arg)
+{
+    usleep(20 * 1000);
+    wg_wake_signal(arg);
+    return NULL;
+}
+
+TEST(wake_wakes_and_times_out)
+{
+    wg_wake *w = wg_wake_new();
+    CHECK(w != NULL);
+    uint64_t g = wg_wake_gen(w);
+    int64_t t0 = wg_now_ms();
+    CHECK(!wg_wake_wait(w, g, t0 + 30)); /* nothing: the deadline ends it */
+    CHECK(wg_now_ms() >= t0 + 30);
+    wg_wake_signal(w);
+    CHECK(wg_wake_wait(w, g, wg_now_ms() + 60000)); /* signalled before the wait: no wait */
+    g = wg_wake_gen(w);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, signal_later, w) == 0);
+    CHECK(wg_wake_wait(w, g, -1)); /* no deadline: only the signal ends it */
+    pthread_join(th, NULL);
+    CHECK(wg_wake_gen(w) == g + 1);
+    wg_wake_free(w);
 }
 
 TEST_MAIN()
