@@ -115,6 +115,23 @@ size_t wg_secret_len(const wg_secret *s);
 void wg_secret_free(wg_secret *s);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Text from peers                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* wg_sanitize flags. */
+#define WG_SANITIZE_FOLD 1u /* CR/LF runs become one space; trailing blanks are dropped */
+
+/*
+ * Make text a peer sent (an SSH banner or disconnect message, a PostgreSQL error or notice,
+ * an HTTP response body) safe for one log line or status field: control bytes, DEL, C1
+ * controls and bytes that are not valid UTF-8 are written as \xNN; valid UTF-8 is kept.
+ * `out` (outlen > 0) always ends up NUL-terminated; text that does not fit is cut on a
+ * character boundary and ends in "...". Idempotent: sanitized text passes through unchanged.
+ * Returns out. `in` need not be NUL-terminated (inlen bytes are read); NULL reads as "".
+ */
+char *wg_sanitize(char *out, size_t outlen, const char *in, size_t inlen, unsigned flags);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Durations, sizes, time                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
