@@ -119,7 +119,7 @@ void wg_secret_free(wg_secret *s);
 /* ------------------------------------------------------------------------------------------ */
 
 /* wg_sanitize flags. */
-#define WG_SANITIZE_FOLD 1u /* CR/LF runs become one space; trailing blanks are dropped */
+#define WG_SANITIZE_FOLD 1u /* CR/LF/tab runs become one space; trailing blanks are dropped */
 
 /*
  * Make text a peer sent (an SSH banner or disconnect message, a PostgreSQL error or notice,
@@ -189,6 +189,12 @@ int wg_parse_hostport(const char *s, char *host, size_t hostlen, int *port, int 
  * the host, the port and every address tried.
  */
 int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err);
+/*
+ * The same, but `timeout_ms` bounds the whole attempt over every address, and a non-NULL
+ * *stop that becomes non-zero ends it within 100 ms (WG_ERR_CANCELLED).
+ */
+int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const volatile int *stop,
+                         wg_error *err);
 
 /* Listen on addr:port (port 0 picks a free one); returns the fd, *bound_port set. */
 int wg_tcp_listen(const char *addr, int port, int *bound_port, wg_error *err);

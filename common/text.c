@@ -30,9 +30,11 @@ char *wg_sanitize(char *out, size_t outlen, const char *in, size_t inlen, unsign
         char tmp[16];
         size_t tn = 0, used = 1;
         unsigned char c = p[i];
-        if ((flags & WG_SANITIZE_FOLD) && (c == '\n' || c == '\r')) {
-            /* A run of line ends becomes one space: the text stays on one line. */
-            while (used < inlen - i && (p[i + used] == '\n' || p[i + used] == '\r'))
+        if ((flags & WG_SANITIZE_FOLD) && (c == '\n' || c == '\r' || c == '\t')) {
+            /* A run of line ends and tabs (libpq indents its continuation lines) becomes one
+             * space: the text stays on one line. */
+            while (used < inlen - i &&
+                   (p[i + used] == '\n' || p[i + used] == '\r' || p[i + used] == '\t'))
                 used++;
             tmp[0] = ' ';
             tn = 1;

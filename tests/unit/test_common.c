@@ -160,6 +160,10 @@ TEST(sanitize_peer_text)
     CHECK_EQ_STR(out, "a\\x0D\\x0Ab\\x0A");
     wg_sanitize(out, sizeof(out), "ERROR: x\nDETAIL: y\n", 19, WG_SANITIZE_FOLD);
     CHECK_EQ_STR(out, "ERROR: x DETAIL: y");
+    wg_sanitize(out, sizeof(out), "unexpectedly\n\tThis\tmeans\n", 25, WG_SANITIZE_FOLD);
+    CHECK_EQ_STR(out, "unexpectedly This means");
+    wg_sanitize(out, sizeof(out), "a\tb", 3, 0);
+    CHECK_EQ_STR(out, "a\\x09b");
     /* A forged log line cannot start: "\n2026-... ERROR" stays on the same line. */
     wg_sanitize(out, sizeof(out), "ok\n2026-01-01T00:00:00Z ERROR fake", 34, WG_SANITIZE_FOLD);
     CHECK(strchr(out, '\n') == NULL);
