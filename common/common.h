@@ -93,9 +93,10 @@ void log_msg(log_level level, const char *ctx, const char *fmt, ...)
 /* ------------------------------------------------------------------------------------------ */
 
 /*
- * A secret (password, HMAC key) held in memory that is wiped on free. The type is opaque so
- * that it cannot be passed to a printf-style function by mistake; wg_secret_reveal() is the
- * one explicit way to get at the bytes, for handing them to a library.
+ * A secret (password, HMAC key) held in memory that is excluded from core dumps (its own
+ * page-aligned mapping with MADV_DONTDUMP) and wiped with explicit_bzero on free. The type is
+ * opaque so that it cannot be passed to a printf-style function by mistake; wg_secret_reveal()
+ * is the one explicit way to get at the bytes, for handing them to a library.
  */
 typedef struct wg_secret wg_secret;
 
@@ -113,6 +114,8 @@ wg_secret *wg_secret_new(const void *data, size_t len);
 const char *wg_secret_reveal(const wg_secret *s);
 size_t wg_secret_len(const wg_secret *s);
 void wg_secret_free(wg_secret *s);
+/* For tests: called by wg_secret_free with the storage after wiping it, before unmapping it. */
+extern void (*wg_secret_wipe_hook)(const void *data, size_t len);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Text from peers                                                                             */

@@ -2,6 +2,7 @@
 #include "common/common.h"
 #include "test.h"
 
+#include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -194,6 +195,54 @@ TEST(errors_and_logs_stay_one_printable_line)
     CHECK_EQ_STR(err.msg, "connect: FATAL:  bad\\x1B]0;owned\\x07 DETAIL: \\xFE");
     wg_error_prefix(&err, "source %s", "s1");
     CHECK_EQ_STR(err.msg, "source s1: connect: FATAL:  bad\\x1B]0;owned\\x07 DETAIL: \\xFE");
+}
+
+static int g_wiped_checked, g_wiped_nonzero;
+static void check_wiped(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    g_wiped_checked++;
+    for (size_t i = 0; i < len; i++)
+        g_wiped_nonzero += p[i] != 0;
+}
+
+/* Whether the mapping holding `addr` carries the "dd" (MADV_DONTDUMP) flag in smaps. */
+static int mapping_dontdump(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int in = 0, found = -1;
+    uintptr_t a = (uintptr_t)addr;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = a >= lo && a < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            found = strstr(line, " dd") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+TEST(secret_storage_dontdump_and_wiped)
+{
+    static const char pw[] = "correct horse battery staple";
+    wg_secret *s = wg_secret_new(pw, sizeof(pw) - 1);
+    CHECK(s != NULL);
+    CHECK_EQ_STR(wg_secret_reveal(s), pw);
+    CHECK_EQ_INT(wg_secret_len(s), sizeof(pw) - 1);
+    CHECK(((uintptr_t)wg_secret_reveal(s) % 4096) == 0); /* its own page-aligned mapping */
+    CHECK_EQ_INT(mapping_dontdump(wg_secret_reveal(s)), 1);
+    wg_secret_wipe_hook = check_wiped;
+    wg_secret_free(s);
+    wg_secret_wipe_hook = NULL;
+    CHECK_EQ_INT(g_wiped_checked, 1);
+    CHECK_EQ_INT(g_wiped_nonzero, 0);
+    wg_secret_free(NULL);
 }
 
 TEST_MAIN()
