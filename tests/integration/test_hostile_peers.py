@@ -234,6 +234,10 @@ def test_postgres_error_text_escaped():
                        timeout=30)
     assert v.returncode == 1 and b"\\x1B[2J\\x07\\xFF" in v.stdout, v.stdout
     assert b"\x1b" not in v.stdout + v.stderr and b"\xff" not in v.stdout + v.stderr, v.stdout
+    sl = subprocess.run([fixture.WALGATE_BIN, "-c", cfg, "slots", "list"], capture_output=True,
+                        timeout=30)
+    assert sl.returncode != 0 and b"\\x1B[2J\\x07\\xFF" in sl.stderr, sl.stderr
+    assert b"\x1b" not in sl.stdout + sl.stderr and b"\xff" not in sl.stdout + sl.stderr, sl
     log = os.path.join(work, "run.log")
     p = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     try:
@@ -255,8 +259,8 @@ def test_postgres_error_text_escaped():
         assert b"\x1b" not in out and b"\x07" not in out and b"\xff" not in out, out
     forged = [l for l in logtext.splitlines() if l.startswith(b"2099-")]
     assert not forged, forged
-    print("a PostgreSQL error with ESC, BEL, 0xFF and a line end: escaped in validate, status "
-          "and log")
+    print("a PostgreSQL error with ESC, BEL, 0xFF and a line end: escaped in validate, slots "
+          "list, status and log")
 
 
 def test_rsa_only_bastion():
