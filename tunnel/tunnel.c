@@ -4,7 +4,7 @@
  *
  * Life of the thread:
  *
- *   connect (session.c, blocking, bounded by connect_timeout)
+ *   connect (session.c, non-blocking, every phase bounded by connect_timeout and tunnel_stop)
  *     -> serve: non-blocking session; poll over the SSH socket, the listeners, every client
  *        socket and a wake pipe; channels opened one at a time (libssh2 allows one open in
  *        flight); each channel has a buffer per direction so a slow client or a full SSH
@@ -616,7 +616,7 @@ static void *tunnel_thread(void *arg)
     while (!t->stop) {
         set_state(t, TUNNEL_STATE_CONNECTING, NULL);
         wg_error err = {0};
-        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->conn, &err) == 0) {
+        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->stop, &t->conn, &err) == 0) {
             int64_t up_at = wg_now_ms();
             pthread_mutex_lock(&t->mu);
             t->st.connects++;
@@ -634,14 +634,18 @@ static void *tunnel_thread(void *arg)
                      first ? "connected" : "reconnected", t->cfg.user ? t->cfg.user : "",
                      t->cfg.host, t->cfg.port, t->conn.host_fp, t->conn.auth_key);
             first = false;
-            libssh2_session_set_timeout(t->conn.session, (long)t->cfg.connect_timeout_ms);
-            t->hb = libssh2_channel_open_session(t->conn.session);
-            if (!t->hb)
+            ssh_conn_deadline(&t->conn, t->cfg.connect_timeout_ms, &t->stop);
+            while (!(t->hb = libssh2_channel_open_session(t->conn.session)) &&
+                   libssh2_session_last_errno(t->conn.session) == LIBSSH2_ERROR_EAGAIN)
+                if (ssh_conn_wait(&t->conn) != 0)
+                    break;
+            if (!t->hb && !t->stop)
                 log_debug(t->cfg.name,
                           "no heartbeat channel (%s); dead sessions are found by "
                           "TCP keepalive when no client is connected",
-                          ssh_errmsg_of(t->conn.session));
-            libssh2_session_set_timeout(t->conn.session, 0);
+                          t->conn.io.timed_out ? "no answer within connect_timeout"
+                                               : ssh_errmsg_of(t->conn.session));
+            ssh_conn_deadline(&t->conn, 0, NULL);
             serve(t, &err);
             t->hb = NULL; /* freed with the session */
             close_all_channels(t);
