@@ -11,11 +11,7 @@
  *   - a snapshot is complete or it is redone: an interrupted one is marked abandoned in the
  *     log (snapshot_abort) and the slot is made again, so two snapshots never mix.
  */
-#include "ingest/changelog_internal.h"
-#include "ingest/ingest.h"
-#include "ingest/pgoutput_internal.h"
-#include "ingest/render_internal.h"
-#include "ingest/txn_internal.h"
+#include "ingest/source_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,138 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SNAPSHOT_CHUNK_ROWS 5000
-#define SNAPSHOT_CHUNK_BYTES (4u << 20)
-#define SYNC_MAX_DELAY_MS 200
-#define CATALOG_CHECK_MS 10000
-
-/* Outcomes of one connection cycle. */
-enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3 };
-
-typedef enum src_state {
-    SRC_STARTING,
-    SRC_SNAPSHOTTING,
-    SRC_RUNNING,
-    SRC_STALLED,
-    SRC_FAILED
-} src_state;
-
 static const char *const g_state_names[] = {"starting", "snapshotting", "running", "stalled",
                                             "failed"};
-
-/* How to render each column of a relation (by relation OID). */
-typedef struct rel_info {
-    uint32_t oid;
-    char *qname; /* "schema.table" */
-    int ncols;
-    render_type *types;
-    bool *excluded;
-    char *key_json; /* ["id"] */
-    char **names;   /* column names and types as last seen, to tell compatible changes */
-    uint32_t *toids;
-    char *error; /* the table is failed: why, and the remedy */
-    bool skip;   /* published but not among the configured `tables` */
-} rel_info;
-
-/* A transaction streamed in progress (protocol 2). */
-typedef struct stream_txn {
-    uint32_t xid;
-    txn_buf buf;
-    uint64_t rows;
-    struct {
-        uint32_t xid;
-        uint64_t at;   /* length of buf before the subtransaction's first record */
-        uint64_t rows; /* rows before it */
-    } * subs;
-    size_t n_subs;
-    char **truncated; /* tables it truncated: they fail at its commit, not before */
-    size_t n_truncated;
-} stream_txn;
-
-typedef struct table_status {
-    char *name;
-    bool snapshot_committed;
-    uint64_t rows;
-    char *error;
-    /* Re-snapshot (walgate source resync): changes committed before `cut` are in the new
-     * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
-    uint64_t cut;
-    char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
-} table_status;
-
-#define CUT_PENDING UINT64_MAX
-#define REQUEST_CHECK_MS 1000
-
-struct ingest_source {
-    ingest_source_config cfg;
-    ingest_pg_config pg;
-    char *dial_addr;
-    ingest_dial_fn dialer; /* NULL: always dial_addr */
-    void *dialer_arg;
-    bool dialed_once;
-    int dial_port;
-    char *state_dir, *dir, *logdir;
-    char **owned; /* strings copied for cfg/pg */
-    size_t n_owned;
-
-    changelog *log;
-    PGconn *repl, *cat; /* replication and catalog connections */
-    pgout_decoder *dec;
-    rel_info *rels;
-    size_t n_rels;
-    table_status *tables;
-    size_t n_tables;
-
-    /* Transaction assembly: the open ordinary transaction (Begin ... Commit). */
-    bool in_txn;
-    uint32_t xid;
-    uint64_t final_lsn;
-    int64_t commit_time;
-    txn_buf txn;
-    uint64_t txn_rows;
-    size_t txn_head_len; /* its begin record */
-
-    /* Protocol 2: large transactions streamed while in progress, by xid, each in its own
-     * (spilled) buffer until Stream Commit or Abort; `streaming` is the one whose block
-     * (Stream Start ... Stream Stop) is open. */
-    int proto;
-    stream_txn **streams;
-    size_t n_streams;
-    stream_txn *streaming;
-
-    /* Positions. */
-    uint64_t skip_upto; /* transactions ending at or below this are in the log already */
-    uint64_t durable;   /* the log's durable position */
-    uint64_t confirmed; /* what we told the server */
-    uint64_t consistent_point;
-    bool unsynced;
-    int64_t last_sync_ms;
-
-    /* Status. */
-    src_state state;
-    char error[WG_ERROR_MSG_MAX];
-    char remedy[1024];
-    uint64_t rows, bytes, txns, reconnects;
-    uint64_t server_lsn;
-    int64_t status_ms; /* status_interval, kept under half of the server's wal_sender_timeout */
-    int64_t last_status_file_ms;
-    bool snap_done;    /* the initial snapshot is complete (state file) */
-    size_t n_cuts;     /* tables with a resync cut */
-    uint64_t snap_pos; /* position of snapshot batches in the log */
-    uint64_t snap_lsn; /* the snapshot's LSN, written in its records */
-    bool resyncing;    /* a resync copy runs while the stream waits: keep it alive */
-    bool main_lost;    /* ... and sending it failed */
-    int64_t next_request_ms;
-    int64_t last_status_ms; /* when the last standby status went out */
-    /* Set by another thread (the disk guard): pause ingest, confirm nothing new. */
-    pthread_mutex_t hold_mu;
-    char hold[512];
-    pthread_mutex_t snap_mu; /* snapshot workers share the log and the counters */
-    volatile int *stop;      /* ingest_source_run's: a snapshot gives up when it is set */
-};
-
-static void requests_clear(ingest_source *s);
-static bool held(ingest_source *s, char *why, size_t len);
 
 /* ---- Small helpers ------------------------------------------------------------------------ */
 
@@ -212,7 +78,7 @@ static char **own_list(ingest_source *s, char *const *list)
     return out;
 }
 
-static bool in_list(char *const *list, const char *qname, const char *col)
+bool src_col_listed(char *const *list, const char *qname, const char *col)
 {
     char full[512];
     snprintf(full, sizeof(full), "%s.%s", qname, col);
@@ -222,14 +88,14 @@ static bool in_list(char *const *list, const char *qname, const char *col)
     return false;
 }
 
-static void put_lsn(wg_buf *b, const char *key, uint64_t lsn)
+void rec_put_lsn(wg_buf *b, const char *key, uint64_t lsn)
 {
     char t[32];
     pgout_format_lsn(lsn, t, sizeof(t));
     wg_buf_printf(b, ",\"%s\":\"%s\"", key, t);
 }
 
-static void put_time(wg_buf *b, const char *key, int64_t pg_us)
+void rec_put_time(wg_buf *b, const char *key, int64_t pg_us)
 {
     int64_t us = pg_us + PGOUT_EPOCH_OFFSET_US;
     time_t secs = (time_t)(us / 1000000);
@@ -240,16 +106,14 @@ static void put_time(wg_buf *b, const char *key, int64_t pg_us)
     wg_buf_printf(b, ",\"%s\":\"%s.%03dZ\"", key, t, (int)((us % 1000000) / 1000));
 }
 
-static void put_str(wg_buf *b, const char *key, const char *v)
+void rec_put_str(wg_buf *b, const char *key, const char *v)
 {
     wg_buf_printf(b, ",\"%s\":\"", key);
     wg_json_escape(b, v, strlen(v));
     wg_buf_putc(b, '"');
 }
 
-static void set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
+void state_set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -263,7 +127,7 @@ static void set_error(ingest_source *s, src_state st, const char *remedy, const 
         log_warn(s->cfg.name, "%s", s->error);
 }
 
-static table_status *table_get(ingest_source *s, const char *name)
+table_status *state_table_get(ingest_source *s, const char *name)
 {
     for (size_t i = 0; i < s->n_tables; i++)
         if (strcmp(s->tables[i].name, name) == 0)
@@ -281,7 +145,7 @@ static table_status *table_get(ingest_source *s, const char *name)
 /* ---- State and status files --------------------------------------------------------------- */
 
 /* STATE_DIR/sources/NAME/state: "snapshot done|in_progress" and the consistent point. */
-static int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
+int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
 {
     char path[4096];
     wg_buf b = {0};
@@ -303,7 +167,7 @@ static int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
         else if (strncmp(line, "consistent_point ", 17) == 0)
             pgout_parse_lsn(line + 17, cp);
         else if (strncmp(line, "table ", 6) == 0) {
-            table_status *t = table_get(s, line + 6);
+            table_status *t = state_table_get(s, line + 6);
             if (t)
                 t->snapshot_committed = true;
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
@@ -313,7 +177,7 @@ static int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
             char *tab = strchr(sp + 1, '\t');
             if (tab) {
                 *tab = '\0';
-                table_status *t = table_get(s, sp + 1);
+                table_status *t = state_table_get(s, sp + 1);
                 if (t && line[0] == 'e') {
                     free(t->error);
                     t->error = strdup(tab + 1);
@@ -335,7 +199,7 @@ static int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
     return 0;
 }
 
-static int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
+int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
 {
     wg_buf b = {0};
     char cp[32];
@@ -368,14 +232,14 @@ static int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
 }
 
 /* Write the state file after a table's state changed (failed, schema seen, resynced). */
-static void state_save(ingest_source *s)
+void state_save(ingest_source *s)
 {
     wg_error err = {0};
     if (state_write(s, s->snap_done, &err) != 0)
         log_warn(s->cfg.name, "%s", err.msg);
 }
 
-static void status_write(ingest_source *s, bool force)
+void state_status_write(ingest_source *s, bool force)
 {
     int64_t now = wg_now_ms();
     if (!force && now - s->last_status_file_ms < 1000)
@@ -520,7 +384,7 @@ static void rel_free_columns(rel_info *ri)
     ri->toids = NULL;
 }
 
-static void rels_clear(ingest_source *s)
+void rel_clear_all(ingest_source *s)
 {
     for (size_t i = 0; i < s->n_rels; i++) {
         rel_free_columns(&s->rels[i]);
@@ -535,7 +399,7 @@ static void rels_clear(ingest_source *s)
     s->n_rels = 0;
 }
 
-static void txn_reset(ingest_source *s)
+void apply_txn_reset(ingest_source *s)
 {
     s->in_txn = false;
     txn_buf_reset(&s->txn);
@@ -543,7 +407,7 @@ static void txn_reset(ingest_source *s)
     s->txn_head_len = 0;
 }
 
-static void stream_free(stream_txn *st)
+static void st_free(stream_txn *st)
 {
     if (!st)
         return;
@@ -555,7 +419,7 @@ static void stream_free(stream_txn *st)
     free(st);
 }
 
-static stream_txn *stream_find(ingest_source *s, uint32_t xid)
+static stream_txn *st_find(ingest_source *s, uint32_t xid)
 {
     for (size_t i = 0; i < s->n_streams; i++)
         if (s->streams[i]->xid == xid)
@@ -563,7 +427,7 @@ static stream_txn *stream_find(ingest_source *s, uint32_t xid)
     return NULL;
 }
 
-static void stream_drop(ingest_source *s, stream_txn *st)
+static void st_drop(ingest_source *s, stream_txn *st)
 {
     for (size_t i = 0; i < s->n_streams; i++)
         if (s->streams[i] == st) {
@@ -572,20 +436,20 @@ static void stream_drop(ingest_source *s, stream_txn *st)
         }
     if (s->streaming == st)
         s->streaming = NULL;
-    stream_free(st);
+    st_free(st);
 }
 
-static void streams_clear(ingest_source *s)
+void streams_clear(ingest_source *s)
 {
     for (size_t i = 0; i < s->n_streams; i++)
-        stream_free(s->streams[i]);
+        st_free(s->streams[i]);
     free(s->streams);
     s->streams = NULL;
     s->n_streams = 0;
     s->streaming = NULL;
 }
 
-static void disconnect(ingest_source *s)
+static void src_disconnect(ingest_source *s)
 {
     if (s->repl)
         PQfinish(s->repl);
@@ -594,8 +458,8 @@ static void disconnect(ingest_source *s)
     s->repl = s->cat = NULL;
     pgout_decoder_free(s->dec);
     s->dec = NULL;
-    rels_clear(s);
-    txn_reset(s);
+    rel_clear_all(s);
+    apply_txn_reset(s);
     streams_clear(s); /* the server streams them again from the start after a reconnect */
 }
 
@@ -603,7 +467,7 @@ void ingest_source_free(ingest_source *s)
 {
     if (!s)
         return;
-    disconnect(s);
+    src_disconnect(s);
     changelog_close(s->log);
     txn_buf_free(&s->txn);
     for (size_t i = 0; i < s->n_tables; i++) {
@@ -627,7 +491,7 @@ void ingest_source_free(ingest_source *s)
 /* ---- Errors from the server --------------------------------------------------------------- */
 
 /* Classify a server error: CYCLE_FATAL (with status and remedy set) or CYCLE_RETRY. */
-static int classify(ingest_source *s, const char *msg)
+static int src_classify(ingest_source *s, const char *msg)
 {
     char remedy[1024];
     if (strstr(msg, "has already been removed") || strstr(msg, "can no longer get changes") ||
@@ -638,10 +502,11 @@ static int classify(ingest_source *s, const char *msg)
                  "a new snapshot; raise max_slot_wal_keep_size (or keep walgate running) to "
                  "avoid it",
                  s->cfg.name);
-        set_error(s, SRC_FAILED, remedy,
-                  "replication slot %s is invalidated (overcompacted): requested LSN no longer "
-                  "available: %s",
-                  s->cfg.slot, msg);
+        state_set_error(
+            s, SRC_FAILED, remedy,
+            "replication slot %s is invalidated (overcompacted): requested LSN no longer "
+            "available: %s",
+            s->cfg.slot, msg);
         return CYCLE_FATAL;
     }
     if (strstr(msg, "replication slot") && strstr(msg, "does not exist")) {
@@ -650,7 +515,8 @@ static int classify(ingest_source *s, const char *msg)
                  "lost to it. Run `walgate slots drop %s` (clears walgate's state) and restart "
                  "walgate run to take a new snapshot",
                  s->cfg.name);
-        set_error(s, SRC_FAILED, remedy, "replication slot %s was dropped: %s", s->cfg.slot, msg);
+        state_set_error(s, SRC_FAILED, remedy, "replication slot %s was dropped: %s", s->cfg.slot,
+                        msg);
         return CYCLE_FATAL;
     }
     if (strstr(msg, "publication") && strstr(msg, "does not exist")) {
@@ -659,18 +525,19 @@ static int classify(ingest_source *s, const char *msg)
                  "cannot decode past the drop: drop it with `walgate slots drop %s` and "
                  "resnapshot if the error persists)",
                  s->cfg.publication, s->cfg.name);
-        set_error(s, SRC_FAILED, remedy, "publication %s was dropped: %s", s->cfg.publication, msg);
+        state_set_error(s, SRC_FAILED, remedy, "publication %s was dropped: %s", s->cfg.publication,
+                        msg);
         return CYCLE_FATAL;
     }
     if (strstr(msg, "is active for PID")) {
-        set_error(s, SRC_STALLED,
-                  "stop the other consumer of the slot (another walgate?), or "
-                  "SELECT pg_terminate_backend(PID)",
-                  "replication slot %s is in use by another backend: %s", s->cfg.slot, msg);
+        state_set_error(s, SRC_STALLED,
+                        "stop the other consumer of the slot (another walgate?), or "
+                        "SELECT pg_terminate_backend(PID)",
+                        "replication slot %s is in use by another backend: %s", s->cfg.slot, msg);
         return CYCLE_RETRY;
     }
-    set_error(s, SRC_STALLED, "walgate retries with backoff; check the server and the route", "%s",
-              msg);
+    state_set_error(s, SRC_STALLED, "walgate retries with backoff; check the server and the route",
+                    "%s", msg);
     return CYCLE_RETRY;
 }
 
@@ -688,7 +555,7 @@ static void strip_nl(char *m)
 
 /* Build (or rebuild) the rendering of a relation from its Relation message and the catalog. */
 /* Drop rels[i] (its rendering is prepared afresh when the table is next seen). */
-static void rel_drop(ingest_source *s, size_t i)
+void rel_drop(ingest_source *s, size_t i)
 {
     rel_info *ri = &s->rels[i];
     rel_free_columns(ri);
@@ -705,7 +572,7 @@ static void rel_drop(ingest_source *s, size_t i)
  * NULL with err when memory or the catalog query fails: a key guessed without the catalog
  * would name other columns than the snapshot's, so the cycle ends and starts over instead.
  */
-static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
+rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
 {
     rel_info *ri = NULL;
     for (size_t i = 0; i < s->n_rels; i++)
@@ -787,10 +654,10 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error
                 oid = (uint32_t)strtoul(PQgetvalue(res, k, 1), NULL, 10);
                 pk = PQgetvalue(res, k, 2)[0] == 't';
             }
-        ri->excluded[i] = in_list(s->cfg.exclude_columns, ri->qname, c->name);
+        ri->excluded[i] = src_col_listed(s->cfg.exclude_columns, ri->qname, c->name);
         if (ri->excluded[i])
             continue;
-        if (in_list(s->cfg.text_columns, ri->qname, c->name))
+        if (src_col_listed(s->cfg.text_columns, ri->qname, c->name))
             render_type_text(&ri->types[i]);
         else if (render_type_for_oid(oid, &ri->types[i]) != 0) {
             if (errs.len)
@@ -825,7 +692,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error
                       errs.data, s->cfg.name, s->cfg.name, ri->qname);
         ri->error = strdup(m.data);
         wg_buf_free(&m);
-        table_status *ts = table_get(s, ri->qname);
+        table_status *ts = state_table_get(s, ri->qname);
         if (ts && !ts->error)
             ts->error = strdup(ri->error);
         log_error(s->cfg.name, "table %s failed: %s", ri->qname, ri->error);
@@ -833,7 +700,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error
     }
     wg_buf_free(&errs);
     if (!ri->skip) {
-        table_status *ts = table_get(s, ri->qname);
+        table_status *ts = state_table_get(s, ri->qname);
         if (ts && ts->error && !ri->error)
             ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
         if (ts && !ri->error) {            /* remember the ingested columns */
@@ -853,7 +720,7 @@ static rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error
     return ri;
 }
 
-static rel_info *rel_find(ingest_source *s, uint32_t oid)
+rel_info *rel_find(ingest_source *s, uint32_t oid)
 {
     for (size_t i = 0; i < s->n_rels; i++)
         if (s->rels[i].oid == oid)
@@ -864,8 +731,8 @@ static rel_info *rel_find(ingest_source *s, uint32_t oid)
 /* ---- Rows --------------------------------------------------------------------------------- */
 
 /* Append {"col":value,...} for a tuple; unchanged TOAST values come from `old`. */
-static int put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
-                   const pgout_tuple *old, wg_error *err)
+int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
+                const pgout_tuple *old, wg_error *err)
 {
     wg_buf_putc(b, '{');
     bool first = true;
@@ -900,12 +767,12 @@ static int put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const
     return wg_buf_putc(b, '}');
 }
 
-static void table_fail(ingest_source *s, rel_info *ri, const char *why)
+void apply_table_fail(ingest_source *s, rel_info *ri, const char *why)
 {
     if (ri->error)
         return;
     ri->error = strdup(why);
-    table_status *ts = table_get(s, ri->qname);
+    table_status *ts = state_table_get(s, ri->qname);
     if (ts && !ts->error)
         ts->error = strdup(why);
     log_error(s->cfg.name, "table %s failed (other tables continue): %s", ri->qname, why);
@@ -913,14 +780,14 @@ static void table_fail(ingest_source *s, rel_info *ri, const char *why)
 }
 
 /* Fail a table by name (whether or not its relation was seen on this connection). */
-static void table_fail_name(ingest_source *s, const char *qname, const char *why)
+void apply_table_fail_name(ingest_source *s, const char *qname, const char *why)
 {
     for (size_t i = 0; i < s->n_rels; i++)
         if (s->rels[i].qname && strcmp(s->rels[i].qname, qname) == 0) {
-            table_fail(s, &s->rels[i], why);
+            apply_table_fail(s, &s->rels[i], why);
             return;
         }
-    table_status *ts = table_get(s, qname);
+    table_status *ts = state_table_get(s, qname);
     if (!ts || ts->error)
         return;
     ts->error = strdup(why);
@@ -929,7 +796,7 @@ static void table_fail_name(ingest_source *s, const char *qname, const char *why
 }
 
 /* True when a change of `qname` committed at `commit_lsn` is covered by a resync snapshot. */
-static bool cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn)
+bool apply_cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn)
 {
     if (s->n_cuts == 0)
         return false;
@@ -940,7 +807,7 @@ static bool cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn)
 }
 
 /* Forget how to render a table, so that its next change prepares it afresh. */
-static void rel_forget(ingest_source *s, const char *qname)
+void rel_forget(ingest_source *s, const char *qname)
 {
     for (size_t i = 0; i < s->n_rels; i++) {
         rel_info *ri = &s->rels[i];
@@ -956,8 +823,8 @@ static void rel_forget(ingest_source *s, const char *qname)
  * table_status.columns) and a relation's new shape: an ingested column dropped, renamed or
  * retyped. Added columns are compatible. Returns true with `why` filled.
  */
-static bool schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r,
-                                char *why, size_t len)
+bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
+                             size_t len)
 {
     char *copy = strdup(old), *save = NULL;
     bool bad = false;
@@ -992,7 +859,8 @@ static bool schema_incompatible(ingest_source *s, const char *old, const pgout_r
  * block (noting where a subtransaction's records begin, so that its abort can cut them back),
  * else the ordinary transaction's.
  */
-static txn_buf *txn_target(ingest_source *s, const pgout_msg *m, uint64_t **rows, wg_error *err)
+static txn_buf *apply_txn_target(ingest_source *s, const pgout_msg *m, uint64_t **rows,
+                                 wg_error *err)
 {
     stream_txn *st = s->streaming;
     if (!st) {
@@ -1019,7 +887,7 @@ static txn_buf *txn_target(ingest_source *s, const pgout_msg *m, uint64_t **rows
     return &st->buf;
 }
 
-static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
+static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     const pgout_relation *r = m->type == PGOUT_INSERT   ? m->u.insert.rel
                               : m->type == PGOUT_UPDATE ? m->u.update.rel
@@ -1029,10 +897,10 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
         return -1;
     if (ri->error || ri->skip)
         return 0; /* the table is failed, or not ingested */
-    if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
+    if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
         return 0; /* in the table's new snapshot already (resync) */
     uint64_t *nrows;
-    txn_buf *tb = txn_target(s, m, &nrows, err);
+    txn_buf *tb = apply_txn_target(s, m, &nrows, err);
     if (!tb)
         return -1;
     wg_buf *b = &tb->mem;
@@ -1043,29 +911,29 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
                      : m->type == PGOUT_UPDATE ? "update"
                                                : "delete";
     wg_buf_printf(b, "{\"op\":\"%s\"", op);
-    put_str(b, "table", ri->qname);
+    rec_put_str(b, "table", ri->qname);
     if (strchr(r->schema, '.')) /* "a.b.c" alone would not say where the schema ends */
-        put_str(b, "schema", r->schema);
+        rec_put_str(b, "schema", r->schema);
     if (m->type == PGOUT_INSERT) {
         wg_buf_puts(b, ",\"new\":");
-        rc = put_row(b, r, ri, &m->u.insert.new_tuple, NULL, &rerr);
+        rc = rec_put_row(b, r, ri, &m->u.insert.new_tuple, NULL, &rerr);
     } else if (m->type == PGOUT_UPDATE) {
         const pgout_tuple *old = m->u.update.old_kind == 'O' ? &m->u.update.old_tuple : NULL;
         wg_buf_puts(b, ",\"new\":");
-        rc = put_row(b, r, ri, &m->u.update.new_tuple, old, &rerr);
+        rc = rec_put_row(b, r, ri, &m->u.update.new_tuple, old, &rerr);
         if (rc == 0 && m->u.update.old_kind) {
             wg_buf_puts(b, ",\"old\":");
-            rc = put_row(b, r, ri, &m->u.update.old_tuple, NULL, &rerr);
+            rc = rec_put_row(b, r, ri, &m->u.update.old_tuple, NULL, &rerr);
         }
     } else {
         wg_buf_puts(b, ",\"old\":");
-        rc = put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, &rerr);
+        rc = rec_put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, &rerr);
     }
     if (rc != 0) {
         /* Nothing is emitted with a silently missing or unrenderable value: the table fails. */
         b->len = mark;
         b->data[mark] = '\0';
-        table_fail(s, ri, rerr.msg);
+        apply_table_fail(s, ri, rerr.msg);
         return 0;
     }
     wg_buf_printf(b, ",\"key\":%s}\n", ri->key_json);
@@ -1075,7 +943,7 @@ static int on_change(ingest_source *s, const pgout_msg *m, wg_error *err)
 
 /* ---- Log writes and feedback -------------------------------------------------------------- */
 
-static int log_sync(ingest_source *s, wg_error *err)
+int stream_log_sync(ingest_source *s, wg_error *err)
 {
     if (!s->unsynced)
         return 0;
@@ -1087,7 +955,7 @@ static int log_sync(ingest_source *s, wg_error *err)
     return 0;
 }
 
-static int send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err)
+int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err)
 {
     if (flush < s->confirmed)
         flush = s->confirmed;
@@ -1105,27 +973,27 @@ static int send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *e
 }
 
 /* The commit record (terminal) of a transaction. */
-static void put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid)
+void rec_put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid)
 {
     wg_buf_printf(b, "{\"op\":\"commit\"");
-    put_lsn(b, "lsn", m->u.commit.commit_lsn);
-    put_lsn(b, "end_lsn", m->u.commit.end_lsn);
+    rec_put_lsn(b, "lsn", m->u.commit.commit_lsn);
+    rec_put_lsn(b, "end_lsn", m->u.commit.end_lsn);
     wg_buf_printf(b, ",\"xid\":%u", xid);
-    put_time(b, "commit_time", m->u.commit.commit_time);
+    rec_put_time(b, "commit_time", m->u.commit.commit_time);
     wg_buf_puts(b, "}\n");
 }
 
-static void put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time)
+void rec_put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time)
 {
     wg_buf_puts(b, "{\"op\":\"begin\"");
     wg_buf_printf(b, ",\"xid\":%u", xid);
-    put_lsn(b, "lsn", final_lsn);
-    put_time(b, "commit_time", commit_time);
+    rec_put_lsn(b, "lsn", final_lsn);
+    rec_put_time(b, "commit_time", commit_time);
     wg_buf_puts(b, "}\n");
 }
 
 /* After a transaction's batch was appended (not yet synced). */
-static void committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows)
+void apply_committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows)
 {
     s->unsynced = true;
     s->skip_upto = end;
@@ -1134,28 +1002,28 @@ static void committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t r
     s->bytes += bytes;
 }
 
-static int on_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
+static int apply_handle_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     uint64_t end = m->u.commit.end_lsn;
     /* In the log already (a resend after a restart), or nothing of it is ingested (every
      * change was to a table not ingested or failed): nothing to write. */
     if (end <= s->skip_upto || txn_buf_len(&s->txn) <= s->txn_head_len) {
-        txn_reset(s);
+        apply_txn_reset(s);
         return 0;
     }
-    put_commit(&s->txn.mem, m, s->xid);
+    rec_put_commit(&s->txn.mem, m, s->xid);
     uint64_t len = txn_buf_len(&s->txn);
     if (txn_buf_commit(&s->txn, NULL, 0, s->log, end, err) != 0)
         return -1;
-    committed(s, end, len, s->txn_rows);
-    txn_reset(s);
+    apply_committed(s, end, len, s->txn_rows);
+    apply_txn_reset(s);
     return 0;
 }
 
 /* A truncated table fails: its rows downstream no longer match what the change log says. */
-static void truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn)
+void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn)
 {
-    if (cut_drops(s, qname, commit_lsn))
+    if (apply_cut_drops(s, qname, commit_lsn))
         return;
     for (size_t i = 0; i < s->n_rels; i++) {
         rel_info *ri = &s->rels[i];
@@ -1167,14 +1035,14 @@ static void truncate_fail(ingest_source *s, const char *qname, uint64_t commit_l
                      "ingested until you run: walgate source resync %s %s (use DELETE FROM "
                      "instead of TRUNCATE on replicated tables)",
                      (unsigned)(commit_lsn >> 32), (unsigned)commit_lsn, s->cfg.name, qname);
-            table_fail(s, ri, why);
+            apply_table_fail(s, ri, why);
             return;
         }
     }
 }
 
 /* The table a record line is about ("table" member right after "op"), escaped as written. */
-static bool line_table(const char *line, size_t len, const char **name, size_t *nlen)
+bool rec_line_table(const char *line, size_t len, const char **name, size_t *nlen)
 {
     const char *end = line + len, *p = memchr(line, ',', len < 24 ? len : 24);
     if (!p || (size_t)(end - p) < 10 || memcmp(p, ",\"table\":\"", 10) != 0)
@@ -1188,29 +1056,23 @@ static bool line_table(const char *line, size_t len, const char **name, size_t *
     return q < end;
 }
 
-typedef struct cut_filter {
-    ingest_source *s;
-    uint64_t commit_lsn;
-    uint64_t dropped;
-} cut_filter;
-
-static bool cut_name_drops(cut_filter *f, const char *name, size_t nlen)
+static bool cut_name_drops(apply_cut_filter *f, const char *name, size_t nlen)
 {
     char qn[600];
     if (nlen >= sizeof(qn))
         return false;
     memcpy(qn, name, nlen);
     qn[nlen] = '\0';
-    return cut_drops(f->s, qn, f->commit_lsn);
+    return apply_cut_drops(f->s, qn, f->commit_lsn);
 }
 
 /* txn_buf_filter callback: drop what a resync snapshot already holds. */
-static bool cut_keep(const char *line, size_t len, void *ctx)
+bool apply_cut_keep(const char *line, size_t len, void *ctx)
 {
-    cut_filter *f = ctx;
+    apply_cut_filter *f = ctx;
     const char *name;
     size_t nlen;
-    if (line_table(line, len, &name, &nlen)) {
+    if (rec_line_table(line, len, &name, &nlen)) {
         if (!cut_name_drops(f, name, nlen))
             return true;
         f->dropped++;
@@ -1235,14 +1097,14 @@ static bool cut_keep(const char *line, size_t len, void *ctx)
 }
 
 /* Protocol 2: Stream Start, Stop, Abort and Commit. */
-static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
+int streams_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     switch (m->type) {
     case PGOUT_STREAM_START: {
         uint32_t xid = m->u.stream_start.xid;
-        stream_txn *st = stream_find(s, xid);
+        stream_txn *st = st_find(s, xid);
         if (st && m->u.stream_start.first_segment) {
-            stream_drop(s, st); /* a fresh start of a transaction we had begun: start over */
+            st_drop(s, st); /* a fresh start of a transaction we had begun: start over */
             st = NULL;
         }
         if (!st && !m->u.stream_start.first_segment)
@@ -1274,12 +1136,12 @@ static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
         s->streaming = NULL;
         return 0;
     case PGOUT_STREAM_ABORT: {
-        stream_txn *st = stream_find(s, m->u.stream_abort.xid);
+        stream_txn *st = st_find(s, m->u.stream_abort.xid);
         if (!st)
             return 0; /* nothing of it was received */
         uint32_t sub = m->u.stream_abort.subxid;
         if (sub == 0 || sub == st->xid) {
-            stream_drop(s, st);
+            st_drop(s, st);
             return 0;
         }
         /* A subtransaction rolled back: every record since its first one belongs to it or to
@@ -1295,7 +1157,7 @@ static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
         return 0;
     }
     case PGOUT_STREAM_COMMIT: {
-        stream_txn *st = stream_find(s, m->stream_xid);
+        stream_txn *st = st_find(s, m->stream_xid);
         if (!st)
             return wg_error_set(err, WG_ERR_PROTO,
                                 "Stream Commit of transaction %u, which this connection did "
@@ -1303,33 +1165,33 @@ static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
                                 m->stream_xid);
         uint64_t end = m->u.commit.end_lsn;
         if (end <= s->skip_upto || txn_buf_len(&st->buf) == 0) {
-            stream_drop(s, st);
+            st_drop(s, st);
             return 0;
         }
         /* Tables it truncated fail now that it committed (unless a resync covers it), and
          * changes that a resync snapshot already holds are taken out. */
         for (size_t i = 0; i < st->n_truncated; i++)
-            truncate_fail(s, st->truncated[i], m->u.commit.commit_lsn);
+            apply_truncate_fail(s, st->truncated[i], m->u.commit.commit_lsn);
         if (s->n_cuts > 0) {
-            cut_filter f = {.s = s, .commit_lsn = m->u.commit.commit_lsn};
-            if (txn_buf_filter(&st->buf, cut_keep, &f, err) != 0)
+            apply_cut_filter f = {.s = s, .commit_lsn = m->u.commit.commit_lsn};
+            if (txn_buf_filter(&st->buf, apply_cut_keep, &f, err) != 0)
                 return -1;
             st->rows -= f.dropped < st->rows ? f.dropped : st->rows;
             if (txn_buf_len(&st->buf) == 0) {
-                stream_drop(s, st);
+                st_drop(s, st);
                 return 0;
             }
         }
         wg_buf head = {0};
-        put_begin(&head, st->xid, m->u.commit.commit_lsn, m->u.commit.commit_time);
-        put_commit(&st->buf.mem, m, st->xid);
+        rec_put_begin(&head, st->xid, m->u.commit.commit_lsn, m->u.commit.commit_time);
+        rec_put_commit(&st->buf.mem, m, st->xid);
         uint64_t len = txn_buf_len(&st->buf) + head.len;
         int rc = txn_buf_commit(&st->buf, head.data, head.len, s->log, end, err);
         wg_buf_free(&head);
         if (rc != 0)
             return -1;
-        committed(s, end, len, st->rows);
-        stream_drop(s, st);
+        apply_committed(s, end, len, st->rows);
+        st_drop(s, st);
         return 0;
     }
     default:
@@ -1337,25 +1199,25 @@ static int on_stream(ingest_source *s, const pgout_msg *m, wg_error *err)
     }
 }
 
-static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
+int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     switch (m->type) {
     case PGOUT_BEGIN:
-        txn_reset(s);
+        apply_txn_reset(s);
         s->in_txn = true;
         s->xid = m->u.begin.xid;
         s->final_lsn = m->u.begin.final_lsn;
         s->commit_time = m->u.begin.commit_time;
-        put_begin(&s->txn.mem, s->xid, s->final_lsn, s->commit_time);
+        rec_put_begin(&s->txn.mem, s->xid, s->final_lsn, s->commit_time);
         s->txn_head_len = s->txn.mem.len;
         return 0;
     case PGOUT_COMMIT:
-        return on_commit(s, m, err);
+        return apply_handle_commit(s, m, err);
     case PGOUT_STREAM_START:
     case PGOUT_STREAM_STOP:
     case PGOUT_STREAM_ABORT:
     case PGOUT_STREAM_COMMIT:
-        return on_stream(s, m, err);
+        return streams_dispatch(s, m, err);
     case PGOUT_RELATION: {
         /* A changed relation: an ingested column dropped, renamed or retyped is an
          * incompatible change for that table; an added column is fine. Compared with the
@@ -1369,21 +1231,21 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             if (strcmp(s->tables[i].name, qn) == 0)
                 ts = &s->tables[i];
         if (ts && !ts->error && ts->columns && !(old && old->skip) &&
-            schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
+            rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
             if (old)
-                table_fail(s, old, why);
+                apply_table_fail(s, old, why);
             else
-                table_fail_name(s, qn, why);
+                apply_table_fail_name(s, qn, why);
         }
         return rel_prepare(s, r, err) ? 0 : -1;
     }
     case PGOUT_INSERT:
     case PGOUT_UPDATE:
     case PGOUT_DELETE:
-        return on_change(s, m, err);
+        return apply_handle_change(s, m, err);
     case PGOUT_TRUNCATE: {
         uint64_t *nrows;
-        txn_buf *tb = txn_target(s, m, &nrows, err);
+        txn_buf *tb = apply_txn_target(s, m, &nrows, err);
         if (!tb)
             return -1;
         wg_buf *b = &tb->mem;
@@ -1401,7 +1263,7 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
             }
             if (ri->skip || ri->error)
                 continue;
-            if (!s->streaming && cut_drops(s, ri->qname, s->final_lsn))
+            if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
                 continue;
             if (s->streaming) { /* decided at its commit: it may yet abort */
                 stream_txn *st = s->streaming;
@@ -1415,7 +1277,7 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
                 st->truncated = n2;
                 st->n_truncated++;
             } else {
-                truncate_fail(s, ri->qname, s->final_lsn);
+                apply_truncate_fail(s, ri->qname, s->final_lsn);
             }
             wg_buf_puts(&schemas, n ? ",\"" : "\"");
             wg_json_escape(&schemas, r->schema, strlen(r->schema));
@@ -1444,12 +1306,12 @@ static int on_message(ingest_source *s, const pgout_msg *m, wg_error *err)
         if (!m->u.message.transactional)
             return 0; /* non-transactional messages have no place between begin and commit */
         uint64_t *nrows;
-        txn_buf *tb = txn_target(s, m, &nrows, err);
+        txn_buf *tb = apply_txn_target(s, m, &nrows, err);
         if (!tb)
             return -1;
         wg_buf *b = &tb->mem;
         wg_buf_puts(b, "{\"op\":\"message\"");
-        put_str(b, "prefix", m->u.message.prefix);
+        rec_put_str(b, "prefix", m->u.message.prefix);
         size_t mark = b->len;
         wg_buf_puts(b, ",\"content\":");
         wg_error e2 = {0};
@@ -1567,11 +1429,11 @@ static size_t copy_unescape(char *s, size_t len)
  * The disk guard during a snapshot: stop copying (the server waits on the COPY; the exported
  * snapshot stays valid) until the log has room again. A resync keeps the paused stream alive.
  */
-static int snapshot_hold(ingest_source *s, const char *table, wg_error *err)
+static int snap_hold(ingest_source *s, const char *table, wg_error *err)
 {
     char why[512];
     bool said = false;
-    while (held(s, why, sizeof(why))) {
+    while (stream_held(s, why, sizeof(why))) {
         if (s->stop && *s->stop)
             return wg_error_set(err, WG_ERR_CANCELLED,
                                 "stopped during the snapshot of %s; it starts again on the next "
@@ -1588,10 +1450,10 @@ static int snapshot_hold(ingest_source *s, const char *table, wg_error *err)
         said = true;
         if (s->resyncing && s->repl && wg_now_ms() - s->last_status_ms >= s->status_ms) {
             wg_error e = {0};
-            if (send_status(s, s->durable, false, &e) != 0)
+            if (stream_send_status(s, s->durable, false, &e) != 0)
                 s->main_lost = true;
         }
-        status_write(s, false);
+        state_status_write(s, false);
         pthread_mutex_unlock(&s->snap_mu);
         usleep(200 * 1000);
     }
@@ -1606,31 +1468,31 @@ static int snapshot_hold(ingest_source *s, const char *table, wg_error *err)
     return 0;
 }
 
-static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t rows,
-                          const char *op, wg_error *err)
+static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t rows, const char *op,
+                      wg_error *err)
 {
     wg_buf_printf(b, "{\"op\":\"%s\"", op);
-    put_str(b, "table", table);
-    put_lsn(b, "lsn", s->snap_lsn);
+    rec_put_str(b, "table", table);
+    rec_put_lsn(b, "lsn", s->snap_lsn);
     wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
     /* Under the disk guard the chunk waits here, so nothing more is written while held. */
     if (s->stop && *s->stop)
         return wg_error_set(err, WG_ERR_CANCELLED,
                             "stopped during the snapshot of %s; it starts again on the next run",
                             table);
-    if (held(s, NULL, 0) && snapshot_hold(s, table, err) != 0)
+    if (stream_held(s, NULL, 0) && snap_hold(s, table, err) != 0)
         return -1;
     pthread_mutex_lock(&s->snap_mu);
     int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
     s->bytes += b->len;
     if (rc == 0) {
         s->unsynced = true;
-        rc = log_sync(s, err);
+        rc = stream_log_sync(s, err);
     }
     /* A resync copies while the stream waits: tell the server we are alive. */
     if (rc == 0 && s->resyncing && s->repl && wg_now_ms() - s->last_status_ms >= s->status_ms) {
         wg_error e = {0};
-        if (send_status(s, s->durable, false, &e) != 0)
+        if (stream_send_status(s, s->durable, false, &e) != 0)
             s->main_lost = true; /* the stream reconnects once the copy is done */
     }
     pthread_mutex_unlock(&s->snap_mu);
@@ -1639,8 +1501,7 @@ static int snapshot_flush(ingest_source *s, wg_buf *b, const char *table, uint64
 }
 
 /* Copy one table under the imported snapshot into the log. */
-static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const char *table,
-                          wg_error *err)
+int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err)
 {
     char q[600];
     snprintf(q, sizeof(q), "%s.%s", schema, table);
@@ -1703,13 +1564,13 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
     wg_buf_putc(&key, '[');
     for (int i = 0; i < n; i++) {
         const char *col = PQgetvalue(res, i, 0);
-        if (in_list(s->cfg.exclude_columns, qname, col))
+        if (src_col_listed(s->cfg.exclude_columns, qname, col))
             continue;
         if (pub && PQntuples(pub) == 1 && !in_pg_array(PQgetvalue(pub, 0, 0), col))
             continue; /* not in the publication's column list: the stream never has it */
         wg_buf_printf(&seen, "%s%s\t%s", seen.len ? "\t" : "", col, PQgetvalue(res, i, 3));
         uint32_t oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-        bool text = in_list(s->cfg.text_columns, qname, col);
+        bool text = src_col_listed(s->cfg.text_columns, qname, col);
         char *ci = PQescapeIdentifier(c, col, strlen(col));
         wg_buf_printf(&cols, "%s%s%s", ncols ? ", " : "", ci, text ? "::text" : "");
         PQfreemem(ci);
@@ -1741,7 +1602,7 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
                       "exclude_columns in [source %s]",
                       unsupported.data, s->cfg.name);
         pthread_mutex_lock(&s->snap_mu);
-        table_status *ts = table_get(s, qname);
+        table_status *ts = state_table_get(s, qname);
         if (ts && !ts->error)
             ts->error = strdup(m.data);
         pthread_mutex_unlock(&s->snap_mu);
@@ -1777,9 +1638,9 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
         if (len > 0 && line[len - 1] == '\n')
             len--;
         wg_buf_puts(&b, "{\"op\":\"read\"");
-        put_str(&b, "table", qname);
+        rec_put_str(&b, "table", qname);
         if (strchr(schema, '.'))
-            put_str(&b, "schema", schema);
+            rec_put_str(&b, "schema", schema);
         wg_buf_puts(&b, ",\"new\":{");
         char *p = line, *end = line + len;
         for (int i = 0; i < ncols; i++) {
@@ -1810,7 +1671,7 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
         rows++;
         chunk_rows++;
         if (chunk_rows >= SNAPSHOT_CHUNK_ROWS || b.len >= SNAPSHOT_CHUNK_BYTES) {
-            if (snapshot_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
+            if (snap_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
                 goto out;
             chunk_rows = 0;
         }
@@ -1822,12 +1683,12 @@ static int snapshot_table(ingest_source *s, PGconn *c, const char *schema, const
         goto out;
     }
     PQclear(res);
-    if (chunk_rows && snapshot_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
+    if (chunk_rows && snap_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
         goto out;
-    if (snapshot_flush(s, &b, qname, rows, "snapshot_done", err) != 0)
+    if (snap_flush(s, &b, qname, rows, "snapshot_done", err) != 0)
         goto out;
     pthread_mutex_lock(&s->snap_mu);
-    table_status *ts = table_get(s, qname);
+    table_status *ts = state_table_get(s, qname);
     if (ts) {
         ts->snapshot_committed = true;
         ts->rows = rows;
@@ -1856,7 +1717,7 @@ out:
 }
 
 /* Mark the tables of an abandoned snapshot attempt in the log, so readers discard them. */
-static int snapshot_abandon(ingest_source *s, wg_error *err)
+static int snap_abandon(ingest_source *s, wg_error *err)
 {
     uint64_t at = changelog_last_lsn(s->log);
     if (at == 0)
@@ -1864,8 +1725,8 @@ static int snapshot_abandon(ingest_source *s, wg_error *err)
     wg_buf b = {0};
     for (size_t i = 0; i < s->n_tables; i++) {
         wg_buf_puts(&b, "{\"op\":\"snapshot_abort\"");
-        put_str(&b, "table", s->tables[i].name);
-        put_lsn(&b, "lsn", at);
+        rec_put_str(&b, "table", s->tables[i].name);
+        rec_put_lsn(&b, "lsn", at);
         wg_buf_puts(&b, ",\"reason\":\"the snapshot was interrupted and is taken again\"}\n");
     }
     /* Also tables that were partly copied but not recorded: abort every table named in the
@@ -1875,14 +1736,14 @@ static int snapshot_abandon(ingest_source *s, wg_error *err)
         rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, at, err);
         s->unsynced = rc == 0;
         if (rc == 0)
-            rc = log_sync(s, err);
+            rc = stream_log_sync(s, err);
     }
     wg_buf_free(&b);
     return rc;
 }
 
 /* Drop the slot if it exists (it belongs to an interrupted snapshot). */
-static int drop_slot_if_exists(ingest_source *s, wg_error *err)
+int cat_drop_slot(ingest_source *s, wg_error *err)
 {
     const char *p[1] = {s->cfg.slot};
     PGresult *r = PQexecParams(s->cat,
@@ -1938,8 +1799,7 @@ static void *snap_worker(void *arg)
         pthread_mutex_unlock(&s->snap_mu);
         if (i >= PQntuples(job->tables))
             break;
-        rc = snapshot_table(s, c, PQgetvalue(job->tables, i, 0), PQgetvalue(job->tables, i, 1),
-                            &err);
+        rc = snap_table(s, c, PQgetvalue(job->tables, i, 0), PQgetvalue(job->tables, i, 1), &err);
     }
     if (c) {
         PQclear(PQexec(c, "COMMIT"));
@@ -1955,10 +1815,10 @@ static void *snap_worker(void *arg)
     return NULL;
 }
 
-static int do_snapshot(ingest_source *s, wg_error *err)
+int snap_initial(ingest_source *s, wg_error *err)
 {
     s->state = SRC_SNAPSHOTTING;
-    status_write(s, true);
+    state_status_write(s, true);
     /* Every published table gets an abort record when an earlier attempt left rows. */
     const char *pp[1] = {s->cfg.publication};
     PGresult *tl = PQexecParams(s->cat,
@@ -1989,7 +1849,7 @@ static int do_snapshot(ingest_source *s, wg_error *err)
         for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++)
             want |= strcmp(s->cfg.tables[k], q) == 0;
         if (want) {
-            table_status *ts = table_get(s, q);
+            table_status *ts = state_table_get(s, q);
             if (ts) { /* a new slot: nothing of an earlier one applies */
                 ts->snapshot_committed = false;
                 free(ts->error);
@@ -2003,12 +1863,12 @@ static int do_snapshot(ingest_source *s, wg_error *err)
     s->n_cuts = 0;
     for (size_t i = 0; i < s->n_tables; i++)
         s->tables[i].cut = 0;
-    requests_clear(s);
-    if (changelog_last_lsn(s->log) > 0 && snapshot_abandon(s, err) != 0) {
+    resync_requests_clear(s);
+    if (changelog_last_lsn(s->log) > 0 && snap_abandon(s, err) != 0) {
         PQclear(tl);
         return -1;
     }
-    if (drop_slot_if_exists(s, err) != 0) {
+    if (cat_drop_slot(s, err) != 0) {
         PQclear(tl);
         return -1;
     }
@@ -2090,7 +1950,7 @@ static void requests_dir(const ingest_source *s, char *buf, size_t len)
 }
 
 /* Drop every resync request (a whole new snapshot covers them). */
-static void requests_clear(ingest_source *s)
+void resync_requests_clear(ingest_source *s)
 {
     char dir[4200], path[4600];
     requests_dir(s, dir, sizeof(dir));
@@ -2114,7 +1974,7 @@ static void requests_clear(ingest_source *s)
  */
 static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_error *err)
 {
-    table_status *ts = table_get(s, qname);
+    table_status *ts = state_table_get(s, qname);
     if (!ts)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     *retry = true;
@@ -2183,29 +2043,29 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     ts->rows = 0;
     rel_forget(s, qname);
 
-    int rc = log_sync(s, err);
+    int rc = stream_log_sync(s, err);
     uint64_t pos = changelog_last_lsn(s->log);
     s->snap_lsn = x;
     s->snap_pos = pos ? pos : s->consistent_point;
     wg_buf b = {0};
     wg_buf_puts(&b, "{\"op\":\"snapshot_start\"");
-    put_str(&b, "table", qname);
-    put_lsn(&b, "lsn", x);
+    rec_put_str(&b, "table", qname);
+    rec_put_lsn(&b, "lsn", x);
     wg_buf_puts(&b, ",\"reason\":\"resync\"}\n");
     if (rc == 0)
         rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, s->snap_pos, err);
     wg_buf_free(&b);
     s->unsynced = s->unsynced || rc == 0;
     if (rc == 0)
-        rc = log_sync(s, err);
+        rc = stream_log_sync(s, err);
     char xs[32];
     pgout_format_lsn(x, xs, sizeof(xs));
     if (rc == 0) {
         log_info(s->cfg.name, "resync of %s: snapshot at %s", qname, xs);
         s->resyncing = true;
         s->state = SRC_SNAPSHOTTING;
-        status_write(s, true);
-        rc = snapshot_table(s, c, PQgetvalue(tl, 0, 0), PQgetvalue(tl, 0, 1), &e);
+        state_status_write(s, true);
+        rc = snap_table(s, c, PQgetvalue(tl, 0, 0), PQgetvalue(tl, 0, 1), &e);
         s->resyncing = false;
         s->state = SRC_RUNNING;
         if (rc != 0) {
@@ -2240,7 +2100,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
  * before the copy is redone would land on rows a reader does not have. Fills `first` (path)
  * and `first_table` with the oldest request, or leaves them empty.
  */
-static void requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
+void resync_requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
                           size_t table_len)
 {
     char dir[4200], path[4600];
@@ -2263,13 +2123,13 @@ static void requests_scan(ingest_source *s, char *first, size_t first_len, char 
         }
         while (t.len && (t.data[t.len - 1] == '\n' || t.data[t.len - 1] == ' '))
             t.data[--t.len] = '\0';
-        table_status *ts = t.len ? table_get(s, t.data) : NULL;
+        table_status *ts = t.len ? state_table_get(s, t.data) : NULL;
         if (ts && ts->cut != CUT_PENDING) {
             if (ts->cut == 0)
                 s->n_cuts++;
             ts->cut = CUT_PENDING; /* changes wait for the new snapshot */
             ts->snapshot_committed = false;
-            status_write(s, true);
+            state_status_write(s, true);
         }
         if (ts && (!first[0] || st.st_mtime < first_mtime)) {
             snprintf(first, first_len, "%s", path);
@@ -2282,10 +2142,10 @@ static void requests_scan(ingest_source *s, char *first, size_t first_len, char 
 }
 
 /* Pick up resync requests: every named table waits (CUT_PENDING); the oldest is done now. */
-static int resync_requests(ingest_source *s, wg_error *err)
+int resync_poll(ingest_source *s, wg_error *err)
 {
     char first[4600], first_table[600];
-    requests_scan(s, first, sizeof(first), first_table, sizeof(first_table));
+    resync_requests_scan(s, first, sizeof(first), first_table, sizeof(first_table));
     if (!first[0] || s->in_txn)
         return 0;
     bool retry = false;
@@ -2293,13 +2153,13 @@ static int resync_requests(ingest_source *s, wg_error *err)
         return -1;
     if (!retry) {
         unlink(first);
-        table_status *ts = table_get(s, first_table);
+        table_status *ts = state_table_get(s, first_table);
         if (ts && ts->cut == CUT_PENDING) { /* not done (not in the publication) */
             ts->cut = 0;
             s->n_cuts--;
         }
         state_save(s);
-        status_write(s, true);
+        state_status_write(s, true);
     } else {
         s->next_request_ms = wg_now_ms() + 5000;
     }
@@ -2308,7 +2168,7 @@ static int resync_requests(ingest_source *s, wg_error *err)
 
 /* ---- Streaming ---------------------------------------------------------------------------- */
 
-static int start_streaming(ingest_source *s, uint64_t from, wg_error *err)
+int stream_start(ingest_source *s, uint64_t from, wg_error *err)
 {
     char lsn[32];
     pgout_format_lsn(from, lsn, sizeof(lsn));
@@ -2339,7 +2199,7 @@ static int start_streaming(ingest_source *s, uint64_t from, wg_error *err)
     return rc;
 }
 
-static void poll_server_lsn(ingest_source *s)
+void stream_poll_server_lsn(ingest_source *s)
 {
     PGresult *r = PQexec(s->cat, "SELECT pg_current_wal_lsn()");
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
@@ -2348,7 +2208,7 @@ static void poll_server_lsn(ingest_source *s)
 }
 
 /* Tables that left the publication fail (their changes no longer arrive). */
-static void check_membership(ingest_source *s)
+void stream_check_membership(ingest_source *s)
 {
     const char *p[1] = {s->cfg.publication};
     PGresult *r = PQexecParams(s->cat,
@@ -2372,7 +2232,7 @@ static void check_membership(ingest_source *s)
                      "the table was removed from publication %s; its changes no longer arrive. "
                      "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
-            table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, why);
         }
     }
     /* A configured table the publication does not have: its changes would never arrive. */
@@ -2380,7 +2240,7 @@ static void check_membership(ingest_source *s)
         bool found = false;
         for (int i = 0; i < PQntuples(r) && !found; i++)
             found = strcmp(PQgetvalue(r, i, 0), s->cfg.tables[k]) == 0;
-        table_status *t = found ? NULL : table_get(s, s->cfg.tables[k]);
+        table_status *t = found ? NULL : state_table_get(s, s->cfg.tables[k]);
         if (t && !t->error && !t->snapshot_committed) {
             char why[700];
             snprintf(why, sizeof(why),
@@ -2388,7 +2248,7 @@ static void check_membership(ingest_source *s)
                      "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
                      s->cfg.name, s->cfg.tables[k]);
-            table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, why);
         }
     }
     PQclear(r);
@@ -2433,7 +2293,7 @@ void ingest_source_set_hold(ingest_source *s, const char *why)
     pthread_mutex_unlock(&s->hold_mu);
 }
 
-static bool held(ingest_source *s, char *why, size_t len)
+bool stream_held(ingest_source *s, char *why, size_t len)
 {
     pthread_mutex_lock(&s->hold_mu);
     bool h = s->hold[0] != '\0';
@@ -2450,16 +2310,17 @@ static bool held(ingest_source *s, char *why, size_t len)
 static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
 {
     char why[512];
-    while (!*stop && held(s, why, sizeof(why))) {
+    while (!*stop && stream_held(s, why, sizeof(why))) {
         if (s->state != SRC_STALLED || strcmp(s->error, why) != 0)
-            set_error(s, SRC_STALLED,
-                      "free space under state_dir, or let forwarders catch up (walgate status); "
-                      "ingest resumes by itself",
-                      "%s", why);
-        if (log_sync(s, err) != 0 || send_status(s, s->durable, false, err) != 0)
+            state_set_error(
+                s, SRC_STALLED,
+                "free space under state_dir, or let forwarders catch up (walgate status); "
+                "ingest resumes by itself",
+                "%s", why);
+        if (stream_log_sync(s, err) != 0 || stream_send_status(s, s->durable, false, err) != 0)
             return -1;
-        status_write(s, false);
-        for (int64_t t = 0; t < s->status_ms && !*stop && held(s, NULL, 0); t += 100)
+        state_status_write(s, false);
+        for (int64_t t = 0; t < s->status_ms && !*stop && stream_held(s, NULL, 0); t += 100)
             usleep(100 * 1000);
     }
     if (s->state == SRC_STALLED) {
@@ -2469,7 +2330,7 @@ static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
     return 0;
 }
 
-static int stream(ingest_source *s, volatile int *stop, wg_error *err)
+int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
 {
     int64_t next_status = 0, next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
     uint64_t idle_lsn = 0; /* a keepalive position we may confirm once nothing is pending */
@@ -2478,11 +2339,11 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
     bool reply = false;
     for (;;) {
         if (*stop) {
-            if (log_sync(s, err) != 0)
+            if (stream_log_sync(s, err) != 0)
                 return -1;
-            send_status(s,
-                        pending(s) ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable),
-                        false, err);
+            stream_send_status(
+                s, pending(s) ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable), false,
+                err);
             return CYCLE_STOP;
         }
         char *buf = NULL;
@@ -2497,7 +2358,7 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
                 pgout_msg m;
                 int rc = pgout_decode(s->dec, cp.data, cp.len, &m, err);
                 if (rc == 0)
-                    rc = on_message(s, &m, err);
+                    rc = apply_dispatch(s, &m, err);
                 PQfreemem(buf);
                 if (rc != 0)
                     return -1;
@@ -2511,13 +2372,13 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
                 PQfreemem(buf);
             }
             if (s->unsynced && wg_now_ms() - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
-                log_sync(s, err) != 0)
+                stream_log_sync(s, err) != 0)
                 return -1;
             if (!reply && wg_now_ms() < next_status)
                 continue;
         } else if (n == 0) {
             /* Nothing buffered: make what we have durable, then wait for the socket. */
-            if (log_sync(s, err) != 0)
+            if (stream_log_sync(s, err) != 0)
                 return -1;
             if (!reply && wg_now_ms() < next_status) {
                 struct pollfd pfd = {.fd = PQsocket(s->repl), .events = POLLIN};
@@ -2542,24 +2403,24 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
         }
 
         /* Status update: the durable position, or a keepalive's when nothing is pending. */
-        if (log_sync(s, err) != 0)
+        if (stream_log_sync(s, err) != 0)
             return -1;
         uint64_t flush = s->durable;
         if (!pending(s) && !s->unsynced && idle_lsn > flush)
             flush = idle_lsn;
-        if (send_status(s, flush, reply, err) != 0)
+        if (stream_send_status(s, flush, reply, err) != 0)
             return -1;
         reply = false;
         next_status = wg_now_ms() + s->status_ms;
         if (wg_now_ms() >= next_catalog) {
-            poll_server_lsn(s);
-            check_membership(s);
+            stream_poll_server_lsn(s);
+            stream_check_membership(s);
             cuts_prune(s);
             next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
         }
         if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
             s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
-            if (resync_requests(s, err) != 0)
+            if (resync_poll(s, err) != 0)
                 return -1;
             if (s->main_lost) {
                 s->main_lost = false;
@@ -2569,14 +2430,14 @@ static int stream(ingest_source *s, volatile int *stop, wg_error *err)
                 return -1;
             }
         }
-        if (held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
+        if (stream_held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
             return -1;
-        status_write(s, false);
+        state_status_write(s, false);
     }
 }
 
 /* The server drops a receiver silent for wal_sender_timeout: report at least twice as often. */
-static void check_sender_timeout(ingest_source *s)
+void stream_check_sender_timeout(ingest_source *s)
 {
     s->status_ms = s->cfg.status_interval_ms;
     PGresult *r = PQexec(s->cat, "SELECT setting::bigint FROM pg_settings WHERE name = "
@@ -2627,36 +2488,36 @@ static int cycle(ingest_source *s, volatile int *stop)
 {
     wg_error err = {0};
     if (refresh_dial(s) != 0)
-        return classify(s, "no address is known for the PrivateLink endpoint yet (its names do "
-                           "not resolve; see walgate status and walgate endpoints); retrying");
+        return src_classify(s, "no address is known for the PrivateLink endpoint yet (its names do "
+                               "not resolve; see walgate status and walgate endpoints); retrying");
     s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
     s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
     if (!s->cat)
-        return classify(s, err.msg);
+        return src_classify(s, err.msg);
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
-        return classify(s, err.msg);
-    poll_server_lsn(s);
-    check_sender_timeout(s);
+        return src_classify(s, err.msg);
+    stream_poll_server_lsn(s);
+    stream_check_sender_timeout(s);
 
     bool done;
     uint64_t cp;
     state_read(s, &done, &cp);
     s->snap_done = done;
     if (!done) {
-        if (do_snapshot(s, &err) != 0)
-            return classify(s, err.msg);
+        if (snap_initial(s, &err) != 0)
+            return src_classify(s, err.msg);
     } else {
         s->consistent_point = cp;
         s->skip_upto = s->durable > cp ? s->durable : cp;
     }
-    check_membership(s);
+    stream_check_membership(s);
     char req[4600], req_table[600];
-    requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
+    resync_requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
-    if (start_streaming(s, from, &err) != 0)
-        return classify(s, err.msg);
-    int rc = stream(s, stop, &err);
+    if (stream_start(s, from, &err) != 0)
+        return src_classify(s, err.msg);
+    int rc = stream_run(s, stop, &err);
     if (rc == CYCLE_STOP)
         return rc;
     if (err.code == WG_ERR_IO)
@@ -2664,7 +2525,7 @@ static int cycle(ingest_source *s, volatile int *stop)
     char msg[WG_ERROR_MSG_MAX];
     snprintf(msg, sizeof(msg), "%s", err.msg);
     strip_nl(msg);
-    return classify(s, msg);
+    return src_classify(s, msg);
 }
 
 int ingest_source_run(ingest_source *s, volatile int *stop)
@@ -2676,19 +2537,20 @@ int ingest_source_run(ingest_source *s, volatile int *stop)
     while (!*stop) {
         uint64_t before = s->durable;
         int rc = cycle(s, stop);
-        disconnect(s);
+        src_disconnect(s);
         if (rc == CYCLE_STOP)
             break;
         if (s->unsynced) {
             wg_error e = {0};
-            if (log_sync(s, &e) != 0) {
-                set_error(s, SRC_FAILED, "check the disk under state_dir, then restart walgate",
-                          "the change log failed: %s", e.msg);
+            if (stream_log_sync(s, &e) != 0) {
+                state_set_error(s, SRC_FAILED,
+                                "check the disk under state_dir, then restart walgate",
+                                "the change log failed: %s", e.msg);
                 rc = CYCLE_FATAL;
             }
         }
         if (rc == CYCLE_FATAL) {
-            status_write(s, true);
+            state_status_write(s, true);
             while (!*stop)
                 usleep(200 * 1000);
             break;
@@ -2698,12 +2560,12 @@ int ingest_source_run(ingest_source *s, volatile int *stop)
         if (!first)
             s->reconnects++;
         first = false;
-        status_write(s, true);
+        state_status_write(s, true);
         int64_t wait = wg_backoff_next(&bo);
         log_warn(s->cfg.name, "reconnecting in %lld ms", (long long)wait);
         for (int64_t t = 0; t < wait && !*stop; t += 50)
             usleep(50 * 1000);
     }
-    status_write(s, true);
+    state_status_write(s, true);
     return 0;
 }
