@@ -1,0 +1,329 @@
+/*
+ * stream.c — the replication stream: START_REPLICATION, the receive loop, durable syncs and
+ * standby status (feedback), periodic catalog checks, and the disk hold.
+ */
+#include "ingest/source_internal.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int stream_log_sync(ingest_source *s, wg_error *err)
+{
+    if (!s->unsynced)
+        return 0;
+    if (changelog_sync(s->log, err) != 0)
+        return -1;
+    s->durable = changelog_durable_lsn(s->log);
+    s->unsynced = false;
+    s->last_sync_ms = wg_now_ms();
+    return 0;
+}
+
+int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err)
+{
+    if (flush < s->confirmed)
+        flush = s->confirmed;
+    wg_buf b = {0};
+    pgout_build_status(&b, flush, flush, flush, (int64_t)time(NULL) * 1000000, false);
+    (void)reply;
+    int rc = 0;
+    if (PQputCopyData(s->repl, b.data, (int)b.len) <= 0 || PQflush(s->repl) < 0)
+        rc = wg_error_set(err, WG_ERR_PG, "sending a status update: %s", PQerrorMessage(s->repl));
+    else
+        s->confirmed = flush;
+    s->last_status_ms = wg_now_ms();
+    wg_buf_free(&b);
+    return rc;
+}
+
+int stream_start(ingest_source *s, uint64_t from, wg_error *err)
+{
+    char lsn[32];
+    pgout_format_lsn(from, lsn, sizeof(lsn));
+    char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
+    char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
+    wg_buf q = {0};
+    /* Protocol 2 (PostgreSQL 14+) streams large transactions while they are in progress, so
+     * the server does not have to spill them and they arrive sooner; they are held here until
+     * their Stream Commit. */
+    s->proto = PQserverVersion(s->repl) >= 140000 ? 2 : 1;
+    wg_buf_printf(&q,
+                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '%d', publication_names "
+                  "'%s', messages 'true'%s)",
+                  sl, lsn, s->proto, pub, s->proto >= 2 ? ", streaming 'on'" : "");
+    PQfreemem(sl);
+    PQfreemem(pub);
+    PGresult *r = PQexec(s->repl, q.data);
+    wg_buf_free(&q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COPY_BOTH)
+        rc = wg_error_set(err, WG_ERR_PG, "START_REPLICATION: %s", PQerrorMessage(s->repl));
+    PQclear(r);
+    if (rc == 0) {
+        s->dec = pgout_decoder_new(s->proto);
+        log_info(s->cfg.name, "streaming from %s (slot %s, publication %s, protocol %d)", lsn,
+                 s->cfg.slot, s->cfg.publication, s->proto);
+    }
+    return rc;
+}
+
+void stream_poll_server_lsn(ingest_source *s)
+{
+    PGresult *r = PQexec(s->cat, "SELECT pg_current_wal_lsn()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        pgout_parse_lsn(PQgetvalue(r, 0, 0), &s->server_lsn);
+    PQclear(r);
+}
+
+/* Tables that left the publication fail (their changes no longer arrive). */
+void stream_check_membership(ingest_source *s)
+{
+    const char *p[1] = {s->cfg.publication};
+    PGresult *r = PQexecParams(s->cat,
+                               "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
+                               "WHERE pubname = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return;
+    }
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->error || !t->snapshot_committed)
+            continue;
+        bool found = false;
+        for (int k = 0; k < PQntuples(r) && !found; k++)
+            found = strcmp(PQgetvalue(r, k, 0), t->name) == 0;
+        if (!found) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table was removed from publication %s; its changes no longer arrive. "
+                     "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
+                     s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
+            apply_table_fail_name(s, t->name, why);
+        }
+    }
+    /* A configured table the publication does not have: its changes would never arrive. */
+    for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++) {
+        bool found = false;
+        for (int i = 0; i < PQntuples(r) && !found; i++)
+            found = strcmp(PQgetvalue(r, i, 0), s->cfg.tables[k]) == 0;
+        table_status *t = found ? NULL : state_table_get(s, s->cfg.tables[k]);
+        if (t && !t->error && !t->snapshot_committed) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table is in `tables` of [source %s] but not in publication %s: "
+                     "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
+                     s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
+                     s->cfg.name, s->cfg.tables[k]);
+            apply_table_fail_name(s, t->name, why);
+        }
+    }
+    PQclear(r);
+}
+
+/*
+ * A cut matters while transactions committed before it can still arrive: until the durable
+ * position passes it (commits come in order) and no streamed transaction that began before
+ * it is open.
+ */
+static void cuts_prune(ingest_source *s)
+{
+    if (s->n_cuts == 0 || s->n_streams > 0)
+        return;
+    bool changed = false;
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->cut && t->cut != CUT_PENDING && s->durable > t->cut) {
+            t->cut = 0;
+            s->n_cuts--;
+            changed = true;
+        }
+    }
+    if (changed)
+        state_save(s);
+}
+
+/* A transaction is open (ordinary or streamed): a keepalive's position cannot be confirmed. */
+static bool pending(const ingest_source *s)
+{
+    return s->in_txn || s->n_streams > 0;
+}
+
+void ingest_source_set_hold(ingest_source *s, const char *why)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    if (why && !s->hold[0])
+        log_warn(s->cfg.name, "ingest paused: %s", why);
+    else if (!why && s->hold[0])
+        log_info(s->cfg.name, "ingest resumes: the change log has room again");
+    snprintf(s->hold, sizeof(s->hold), "%s", why ? why : "");
+    pthread_mutex_unlock(&s->hold_mu);
+}
+
+bool stream_held(ingest_source *s, char *why, size_t len)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    bool h = s->hold[0] != '\0';
+    if (h && why)
+        snprintf(why, len, "%s", s->hold);
+    pthread_mutex_unlock(&s->hold_mu);
+    return h;
+}
+
+/*
+ * While held: read nothing more (the server keeps the changes and the slot keeps their WAL),
+ * confirm only what is durable, and keep the connection alive with status updates.
+ */
+static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
+{
+    char why[512];
+    while (!*stop && stream_held(s, why, sizeof(why))) {
+        if (s->state != SRC_STALLED || strcmp(s->error, why) != 0)
+            state_set_error(
+                s, SRC_STALLED,
+                "free space under state_dir, or let forwarders catch up (walgate status); "
+                "ingest resumes by itself",
+                "%s", why);
+        if (stream_log_sync(s, err) != 0 || stream_send_status(s, s->durable, false, err) != 0)
+            return -1;
+        state_status_write(s, false);
+        for (int64_t t = 0; t < s->status_ms && !*stop && stream_held(s, NULL, 0); t += 100)
+            usleep(100 * 1000);
+    }
+    if (s->state == SRC_STALLED) {
+        s->state = SRC_RUNNING;
+        s->error[0] = s->remedy[0] = '\0';
+    }
+    return 0;
+}
+
+int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
+{
+    int64_t next_status = 0, next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+    uint64_t idle_lsn = 0; /* a keepalive position we may confirm once nothing is pending */
+    s->state = SRC_RUNNING;
+    s->error[0] = s->remedy[0] = '\0';
+    bool reply = false;
+    for (;;) {
+        if (*stop) {
+            if (stream_log_sync(s, err) != 0)
+                return -1;
+            stream_send_status(
+                s, pending(s) ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable), false,
+                err);
+            return CYCLE_STOP;
+        }
+        char *buf = NULL;
+        int n = PQgetCopyData(s->repl, &buf, 1);
+        if (n > 0) {
+            pgout_copy cp;
+            if (pgout_parse_copy((const uint8_t *)buf, (size_t)n, &cp, err) != 0) {
+                PQfreemem(buf);
+                return -1;
+            }
+            if (cp.kind == PGOUT_COPY_XLOGDATA) {
+                pgout_msg m;
+                int rc = pgout_decode(s->dec, cp.data, cp.len, &m, err);
+                if (rc == 0)
+                    rc = apply_dispatch(s, &m, err);
+                PQfreemem(buf);
+                if (rc != 0)
+                    return -1;
+                idle_lsn = 0;
+            } else {
+                if (cp.wal_end > s->server_lsn)
+                    s->server_lsn = cp.wal_end;
+                if (!pending(s))
+                    idle_lsn = cp.wal_end;
+                reply = reply || cp.reply_requested;
+                PQfreemem(buf);
+            }
+            if (s->unsynced && wg_now_ms() - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
+                stream_log_sync(s, err) != 0)
+                return -1;
+            if (!reply && wg_now_ms() < next_status)
+                continue;
+        } else if (n == 0) {
+            /* Nothing buffered: make what we have durable, then wait for the socket. */
+            if (stream_log_sync(s, err) != 0)
+                return -1;
+            if (!reply && wg_now_ms() < next_status) {
+                struct pollfd pfd = {.fd = PQsocket(s->repl), .events = POLLIN};
+                int64_t wait = next_status - wg_now_ms();
+                poll(&pfd, 1, (int)(wait < 1 ? 1 : wait > 250 ? 250 : wait));
+                if (PQconsumeInput(s->repl) == 0) {
+                    wg_error_set(err, WG_ERR_PG, "connection lost: %s", PQerrorMessage(s->repl));
+                    return -1;
+                }
+                continue;
+            }
+        } else {
+            if (n == -2)
+                wg_error_set(err, WG_ERR_PG, "replication stream: %s", PQerrorMessage(s->repl));
+            else {
+                PGresult *r = PQgetResult(s->repl);
+                wg_error_set(err, WG_ERR_PG, "replication stream ended: %s",
+                             r ? PQresultErrorMessage(r) : PQerrorMessage(s->repl));
+                PQclear(r);
+            }
+            return -1;
+        }
+
+        /* Status update: the durable position, or a keepalive's when nothing is pending. */
+        if (stream_log_sync(s, err) != 0)
+            return -1;
+        uint64_t flush = s->durable;
+        if (!pending(s) && !s->unsynced && idle_lsn > flush)
+            flush = idle_lsn;
+        if (stream_send_status(s, flush, reply, err) != 0)
+            return -1;
+        reply = false;
+        next_status = wg_now_ms() + s->status_ms;
+        if (wg_now_ms() >= next_catalog) {
+            stream_poll_server_lsn(s);
+            stream_check_membership(s);
+            cuts_prune(s);
+            next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+        }
+        if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
+            s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
+            if (resync_poll(s, err) != 0)
+                return -1;
+            if (s->main_lost) {
+                s->main_lost = false;
+                wg_error_set(err, WG_ERR_PG,
+                             "the replication connection was lost during a "
+                             "resync copy");
+                return -1;
+            }
+        }
+        if (stream_held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
+            return -1;
+        state_status_write(s, false);
+    }
+}
+
+/* The server drops a receiver silent for wal_sender_timeout: report at least twice as often. */
+void stream_check_sender_timeout(ingest_source *s)
+{
+    s->status_ms = s->cfg.status_interval_ms;
+    PGresult *r = PQexec(s->cat, "SELECT setting::bigint FROM pg_settings WHERE name = "
+                                 "'wal_sender_timeout'");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        long long t = strtoll(PQgetvalue(r, 0, 0), NULL, 10); /* ms; 0 = no timeout */
+        if (t > 0 && s->status_ms * 2 >= t) {
+            s->status_ms = t / 3 > 50 ? t / 3 : 50;
+            log_warn(s->cfg.name,
+                     "status_interval %lld ms is not under half of the server's "
+                     "wal_sender_timeout (%lld ms); sending status every %lld ms instead",
+                     (long long)s->cfg.status_interval_ms, t, (long long)s->status_ms);
+        }
+    }
+    PQclear(r);
+}
