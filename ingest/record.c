@@ -104,3 +104,76 @@ bool rec_line_table(const char *line, size_t len, const char **name, size_t *nle
     *nlen = (size_t)(q - p);
     return q < end;
 }
+
+/* The "key" member's value: ["a","b"] naming the columns with pk set, or every column when
+ * none has (no primary key: every ingested column identifies the row). Owned by the caller;
+ * NULL when out of memory. */
+char *rec_key_json(const char *const *names, const bool *pk, int n)
+{
+    wg_buf key = {0};
+    int nkeys = 0;
+    wg_buf_putc(&key, '[');
+    for (int pass = 0; pass < 2 && nkeys == 0; pass++)
+        for (int i = 0; i < n; i++) {
+            if (pass == 0 && !pk[i])
+                continue;
+            wg_buf_puts(&key, nkeys++ ? ",\"" : "\"");
+            wg_json_escape(&key, names[i], strlen(names[i]));
+            wg_buf_putc(&key, '"');
+        }
+    wg_buf_putc(&key, ']');
+    char *out = key.data ? strdup(key.data) : NULL;
+    wg_buf_free(&key);
+    return out;
+}
+
+/* A snapshot read record: {"op":"read","table":...,"new":{...},"key":[...]}. fields[i] NULL is
+ * SQL NULL; otherwise lens[i] bytes of the column's text value. */
+int rec_read(wg_buf *b, const char *qname, const char *schema, const char *const *names,
+             const render_type *types, int ncols, const char *const *fields, const size_t *lens,
+             const char *key_json, wg_error *err)
+{
+    wg_buf_puts(b, "{\"op\":\"read\"");
+    rec_put_str(b, "table", qname);
+    if (strchr(schema, '.')) /* "a.b.c" alone would not say where the schema ends */
+        rec_put_str(b, "schema", schema);
+    wg_buf_puts(b, ",\"new\":{");
+    for (int i = 0; i < ncols; i++) {
+        wg_buf_puts(b, i ? ",\"" : "\"");
+        wg_json_escape(b, names[i], strlen(names[i]));
+        wg_buf_puts(b, "\":");
+        if (!fields[i])
+            wg_buf_puts(b, "null");
+        else if (render_value(b, &types[i], fields[i], lens[i], err) != 0)
+            return wg_error_prefix(err, "snapshot of %s.%s", qname, names[i]);
+    }
+    wg_buf_printf(b, "},\"key\":%s}\n", key_json);
+    return 0;
+}
+
+/* A snapshot chunk's or table's end: {"op":"snapshot"|"snapshot_done","table","lsn","rows"}. */
+void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows)
+{
+    wg_buf_printf(b, "{\"op\":\"%s\"", op);
+    rec_put_str(b, "table", table);
+    rec_put_lsn(b, "lsn", lsn);
+    wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
+}
+
+/* An abandoned snapshot attempt's table: readers discard what they hold of it. */
+void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn)
+{
+    wg_buf_puts(b, "{\"op\":\"snapshot_abort\"");
+    rec_put_str(b, "table", table);
+    rec_put_lsn(b, "lsn", lsn);
+    wg_buf_puts(b, ",\"reason\":\"the snapshot was interrupted and is taken again\"}\n");
+}
+
+/* A resync of one table starts: readers drop what they hold of it. */
+void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn)
+{
+    wg_buf_puts(b, "{\"op\":\"snapshot_start\"");
+    rec_put_str(b, "table", table);
+    rec_put_lsn(b, "lsn", lsn);
+    wg_buf_puts(b, ",\"reason\":\"resync\"}\n");
+}

@@ -46,17 +46,14 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     if (!ts)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     *retry = true;
-    const char *pp[2] = {s->cfg.publication, qname};
-    PGresult *tl = PQexecParams(s->cat,
-                                "SELECT schemaname, tablename FROM pg_publication_tables WHERE "
-                                "pubname = $1 AND schemaname || '.' || tablename = $2",
-                                2, NULL, pp, NULL, NULL, 0);
-    if (PQresultStatus(tl) != PGRES_TUPLES_OK) {
-        log_warn(s->cfg.name, "resync of %s: %s", qname, PQerrorMessage(s->cat));
-        PQclear(tl);
+    cat_tables tl;
+    wg_error le = {0};
+    if (cat_publication_tables(s->cat, s->cfg.publication, &tl, &le) != 0) {
+        log_warn(s->cfg.name, "resync of %s: %s", qname, le.msg);
         return 0;
     }
-    if (PQntuples(tl) == 0) {
+    int at = cat_tables_find(&tl, qname);
+    if (at < 0) {
         char why[800];
         snprintf(why, sizeof(why),
                  "resync: the table is not in publication %s: ALTER PUBLICATION %s ADD TABLE "
@@ -65,7 +62,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
         free(ts->error);
         ts->error = strdup(why);
         log_error(s->cfg.name, "table %s: %s", qname, why);
-        PQclear(tl);
+        cat_tables_free(&tl);
         *retry = false;
         return 0;
     }
@@ -73,7 +70,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &e);
     if (!c) {
         log_warn(s->cfg.name, "resync of %s: %s", qname, e.msg);
-        PQclear(tl);
+        cat_tables_free(&tl);
         return 0;
     }
     char slot[64];
@@ -95,7 +92,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
                  PQerrorMessage(c));
         PQclear(r);
         PQfinish(c);
-        PQclear(tl);
+        cat_tables_free(&tl);
         return 0;
     }
     PQclear(r);
@@ -116,10 +113,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     s->snap_lsn = x;
     s->snap_pos = pos ? pos : s->consistent_point;
     wg_buf b = {0};
-    wg_buf_puts(&b, "{\"op\":\"snapshot_start\"");
-    rec_put_str(&b, "table", qname);
-    rec_put_lsn(&b, "lsn", x);
-    wg_buf_puts(&b, ",\"reason\":\"resync\"}\n");
+    rec_snapshot_start(&b, qname, x);
     if (rc == 0)
         rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, s->snap_pos, err);
     wg_buf_free(&b);
@@ -133,7 +127,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
         s->resyncing = true;
         s->state = SRC_SNAPSHOTTING;
         state_status_write(s, true);
-        rc = snap_table(s, c, PQgetvalue(tl, 0, 0), PQgetvalue(tl, 0, 1), &e);
+        rc = snap_table(s, c, tl.v[at].schema, tl.v[at].table, &e);
         s->resyncing = false;
         s->state = SRC_RUNNING;
         if (rc != 0) {
@@ -152,7 +146,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     }
     PQclear(PQexec(c, "COMMIT"));
     PQfinish(c); /* drops the temporary slot */
-    PQclear(tl);
+    cat_tables_free(&tl);
     if (rc == 0 && !*retry) {
         state_save(s);
         log_info(s->cfg.name, "resync of %s done: %llu rows at %s", qname,

@@ -151,10 +151,7 @@ static int snap_hold(ingest_source *s, const char *table, wg_error *err)
 static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t rows, const char *op,
                       wg_error *err)
 {
-    wg_buf_printf(b, "{\"op\":\"%s\"", op);
-    rec_put_str(b, "table", table);
-    rec_put_lsn(b, "lsn", s->snap_lsn);
-    wg_buf_printf(b, ",\"rows\":%llu}\n", (unsigned long long)rows);
+    rec_snapshot_mark(b, op, table, s->snap_lsn, rows);
     /* Under the disk guard the chunk waits here, so nothing more is written while held. */
     if (s->stop && *s->stop)
         return wg_error_set(err, WG_ERR_CANCELLED,
@@ -180,220 +177,215 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
     return rc;
 }
 
-/* Copy one table under the imported snapshot into the log. */
-int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err)
-{
-    char q[600];
-    snprintf(q, sizeof(q), "%s.%s", schema, table);
-    char *qname = strdup(q);
-    char *qi = PQescapeIdentifier(c, schema, strlen(schema));
-    char *ti = PQescapeIdentifier(c, table, strlen(table));
-    wg_buf sql = {0}, cols = {0}, b = {0};
-    int rc = -1;
-    uint64_t rows = 0, chunk_rows = 0;
-    int ncols = 0;
-    char **names = NULL;
-    render_type *types = NULL;
-    char *key_json = NULL;
-    PGresult *pub = NULL; /* the publication's column list and row filter (PostgreSQL 15+) */
-    wg_buf seen = {0};    /* the ingested columns "name\toid...", as the stream will see them */
+/* What a table's copy needs: its ingested columns (in attnum order) and how to render them. */
+typedef struct snap_plan {
+    char *qname;
+    const char *schema;
+    int ncols;
+    char **names;
+    render_type *types;
+    char *key_json;
+    wg_buf cols;      /* the COPY's select list */
+    wg_buf seen;      /* the ingested columns "name\toid...", as the stream will see them */
+    cat_pubshape pub; /* the publication's column list and row filter (PostgreSQL 15+) */
+    const char **fields;
+    size_t *lens;
+} snap_plan;
 
-    /* Columns in attnum order, minus excluded ones, with types (domains resolved). */
-    wg_buf_printf(&sql,
-                  "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
-                  "a.atttypid END, coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM "
-                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false), "
-                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE "
-                  "a.attrelid "
-                  "= '%s.%s'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY "
-                  "a.attnum",
-                  qi, ti);
-    if (PQserverVersion(c) >= 150000) {
-        /* simple protocol: a resync copies on a replication connection */
-        char *lp = PQescapeLiteral(c, s->cfg.publication, strlen(s->cfg.publication));
-        char *ls = PQescapeLiteral(c, schema, strlen(schema));
-        char *lt = PQescapeLiteral(c, table, strlen(table));
-        wg_buf pq = {0};
-        wg_buf_printf(&pq,
-                      "SELECT coalesce(attnames::text[], '{}'), coalesce(rowfilter, '') FROM "
-                      "pg_publication_tables WHERE pubname = %s AND schemaname = %s AND "
-                      "tablename = %s",
-                      lp ? lp : "''", ls ? ls : "''", lt ? lt : "''");
-        pub = PQexec(c, pq.data);
-        wg_buf_free(&pq);
-        PQfreemem(lp);
-        PQfreemem(ls);
-        PQfreemem(lt);
-        if (PQresultStatus(pub) != PGRES_TUPLES_OK) {
-            wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
-            goto out;
-        }
-    }
-    PGresult *res = PQexec(c, sql.data);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
-        PQclear(res);
-        goto out;
-    }
-    int n = PQntuples(res);
-    names = calloc((size_t)n + 1, sizeof(*names));
-    types = calloc((size_t)n + 1, sizeof(*types));
-    wg_buf key = {0};
-    int nkeys = 0;
+static void snap_plan_free(snap_plan *pl)
+{
+    for (int i = 0; pl->names && i < pl->ncols; i++)
+        free(pl->names[i]);
+    free(pl->names);
+    free(pl->types);
+    free(pl->key_json);
+    wg_buf_free(&pl->cols);
+    wg_buf_free(&pl->seen);
+    cat_pubshape_free(&pl->pub);
+    free(pl->fields);
+    free(pl->lens);
+    free(pl->qname);
+}
+
+/* A table with columns of types walgate cannot render is not copied: it fails, the others go
+ * on. */
+static void snap_unsupported(ingest_source *s, const char *qname, const char *cols)
+{
+    wg_buf m = {0};
+    rel_unsupported_text(&m, s, qname, cols);
+    pthread_mutex_lock(&s->snap_mu);
+    table_status *ts = state_table_get(s, qname);
+    if (ts && !ts->error)
+        ts->error = strdup(m.data);
+    pthread_mutex_unlock(&s->snap_mu);
+    log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
+    wg_buf_free(&m);
+}
+
+/* The plan from the catalog: columns minus excluded ones and those outside the publication's
+ * column list, with types (domains resolved) and key. 1 when the table has unsupported
+ * columns (it failed), 0, or negative with err. */
+static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const char *table,
+                          snap_plan *pl, wg_error *err)
+{
+    cat_relation desc = {0};
+    cat_handle h = cat_pg(c);
+    cat_relref ref = {.schema = schema, .table = table};
+    if (cat_publication_shape(c, s->cfg.publication, schema, table, &pl->pub, err) != 0 ||
+        cat_describe(&h, &ref, &desc, err) != 0)
+        return wg_error_prefix(err, "snapshot of %s", pl->qname);
+    int n = desc.ncols;
+    pl->names = calloc((size_t)n + 1, sizeof(*pl->names));
+    pl->types = calloc((size_t)n + 1, sizeof(*pl->types));
+    bool *pk = calloc((size_t)n + 1, sizeof(*pk));
+    pl->fields = calloc((size_t)n + 1, sizeof(*pl->fields));
+    pl->lens = calloc((size_t)n + 1, sizeof(*pl->lens));
     wg_buf unsupported = {0};
-    wg_buf_putc(&key, '[');
-    for (int i = 0; i < n; i++) {
-        const char *col = PQgetvalue(res, i, 0);
-        if (src_col_listed(s->cfg.exclude_columns, qname, col))
+    for (int i = 0; pl->names && pl->types && pk && pl->fields && pl->lens && i < n; i++) {
+        const cat_column *col = &desc.cols[i];
+        if (src_col_listed(s->cfg.exclude_columns, pl->qname, col->name))
             continue;
-        if (pub && PQntuples(pub) == 1 && !in_pg_array(PQgetvalue(pub, 0, 0), col))
+        if (pl->pub.found && !in_pg_array(pl->pub.attnames, col->name))
             continue; /* not in the publication's column list: the stream never has it */
-        wg_buf_printf(&seen, "%s%s\t%s", seen.len ? "\t" : "", col, PQgetvalue(res, i, 3));
-        uint32_t oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-        bool text = src_col_listed(s->cfg.text_columns, qname, col);
-        char *ci = PQescapeIdentifier(c, col, strlen(col));
-        wg_buf_printf(&cols, "%s%s%s", ncols ? ", " : "", ci, text ? "::text" : "");
+        wg_buf_printf(&pl->seen, "%s%s\t%u", pl->seen.len ? "\t" : "", col->name, col->type_oid);
+        bool text = src_col_listed(s->cfg.text_columns, pl->qname, col->name);
+        char *ci = PQescapeIdentifier(c, col->name, strlen(col->name));
+        wg_buf_printf(&pl->cols, "%s%s%s", pl->ncols ? ", " : "", ci, text ? "::text" : "");
         PQfreemem(ci);
         if (text)
-            render_type_text(&types[ncols]);
-        else if (render_type_for_oid(oid, &types[ncols]) != 0)
-            wg_buf_printf(&unsupported, "%s%s.%s", unsupported.len ? ", " : "", qname, col);
-        if (PQgetvalue(res, i, 2)[0] == 't') {
-            wg_buf_puts(&key, nkeys++ ? ",\"" : "\"");
-            wg_json_escape(&key, col, strlen(col));
-            wg_buf_putc(&key, '"');
-        }
-        names[ncols++] = strdup(col);
+            render_type_text(&pl->types[pl->ncols]);
+        else if (render_type_for_oid(col->base_oid, &pl->types[pl->ncols]) != 0)
+            wg_buf_printf(&unsupported, "%s%s.%s (type oid %u)", unsupported.len ? ", " : "",
+                          pl->qname, col->name, col->type_oid);
+        pk[pl->ncols] = col->pk;
+        pl->names[pl->ncols++] = strdup(col->name);
     }
-    if (nkeys == 0)
-        for (int i = 0; i < ncols; i++) {
-            wg_buf_puts(&key, i ? ",\"" : "\"");
-            wg_json_escape(&key, names[i], strlen(names[i]));
-            wg_buf_putc(&key, '"');
-        }
-    wg_buf_putc(&key, ']');
-    key_json = strdup(key.data);
-    wg_buf_free(&key);
-    PQclear(res);
-    if (unsupported.len) {
-        wg_buf m = {0};
-        wg_buf_printf(&m,
-                      "unsupported column type: %s; add the column to text_columns or "
-                      "exclude_columns in [source %s]",
-                      unsupported.data, s->cfg.name);
-        pthread_mutex_lock(&s->snap_mu);
-        table_status *ts = state_table_get(s, qname);
-        if (ts && !ts->error)
-            ts->error = strdup(m.data);
-        pthread_mutex_unlock(&s->snap_mu);
-        log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
-        wg_buf_free(&m);
-        wg_buf_free(&unsupported);
-        rc = 0; /* the other tables go on */
-        goto out;
+    cat_relation_free(&desc);
+    int rc = 0;
+    if (pl->names && pk)
+        pl->key_json = rec_key_json((const char *const *)pl->names, pk, pl->ncols);
+    if (!pl->key_json || !pl->types || !pl->fields || !pl->lens)
+        rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    else if (unsupported.len) {
+        snap_unsupported(s, pl->qname, unsupported.data);
+        rc = 1;
     }
+    free(pk);
     wg_buf_free(&unsupported);
+    return rc;
+}
 
-    wg_buf_reset(&sql);
-    const char *filter = pub && PQntuples(pub) == 1 ? PQgetvalue(pub, 0, 1) : "";
-    wg_buf_printf(&sql, "COPY (SELECT %s FROM ONLY %s.%s%s%s%s) TO STDOUT",
-                  cols.len ? cols.data : "", qi, ti, filter[0] ? " WHERE (" : "", filter,
-                  filter[0] ? ")" : "");
-    res = PQexec(c, sql.data);
-    if (PQresultStatus(res) != PGRES_COPY_OUT) {
-        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
-        PQclear(res);
-        goto out;
+/* One COPY text line into a read record (fields split and unescaped; \N is NULL). */
+static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *err)
+{
+    char *p = line, *end = line + len;
+    for (int i = 0; i < pl->ncols; i++) {
+        char *f = p;
+        while (p < end && *p != '\t')
+            p++;
+        size_t fl = (size_t)(p - f);
+        if (p < end)
+            p++;
+        if (fl == 2 && f[0] == '\\' && f[1] == 'N') {
+            pl->fields[i] = NULL;
+            continue;
+        }
+        pl->fields[i] = f;
+        pl->lens[i] = copy_unescape(f, fl);
     }
+    return rec_read(b, pl->qname, pl->schema, (const char *const *)pl->names, pl->types, pl->ncols,
+                    pl->fields, pl->lens, pl->key_json, err);
+}
+
+/* COPY the table's rows into the log in chunks; *rows counts them. */
+static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *table, uint64_t *rows,
+                     wg_error *err)
+{
+    char *qi = PQescapeIdentifier(c, pl->schema, strlen(pl->schema));
+    char *ti = PQescapeIdentifier(c, table, strlen(table));
+    const char *filter = pl->pub.found ? pl->pub.rowfilter : "";
+    wg_buf sql = {0}, b = {0};
+    wg_buf_printf(&sql, "COPY (SELECT %s FROM ONLY %s.%s%s%s%s) TO STDOUT",
+                  pl->cols.len ? pl->cols.data : "", qi, ti, filter[0] ? " WHERE (" : "", filter,
+                  filter[0] ? ")" : "");
+    PQfreemem(qi);
+    PQfreemem(ti);
+    PGresult *res = PQexec(c, sql.data);
+    wg_buf_free(&sql);
+    int rc = PQresultStatus(res) == PGRES_COPY_OUT ? 0 : -1;
     PQclear(res);
+    if (rc != 0)
+        return wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", pl->qname, PQerrorMessage(c));
+    uint64_t chunk_rows = 0;
     for (;;) {
         char *line = NULL;
         int len = PQgetCopyData(c, &line, 0);
         if (len == -1)
             break;
         if (len < 0) {
-            wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
-            goto out;
+            rc = wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", pl->qname, PQerrorMessage(c));
+            break;
         }
         if (len > 0 && line[len - 1] == '\n')
             len--;
-        wg_buf_puts(&b, "{\"op\":\"read\"");
-        rec_put_str(&b, "table", qname);
-        if (strchr(schema, '.'))
-            rec_put_str(&b, "schema", schema);
-        wg_buf_puts(&b, ",\"new\":{");
-        char *p = line, *end = line + len;
-        for (int i = 0; i < ncols; i++) {
-            char *f = p;
-            while (p < end && *p != '\t')
-                p++;
-            size_t fl = (size_t)(p - f);
-            if (p < end)
-                p++;
-            wg_buf_puts(&b, i ? ",\"" : "\"");
-            wg_json_escape(&b, names[i], strlen(names[i]));
-            wg_buf_puts(&b, "\":");
-            if (fl == 2 && f[0] == '\\' && f[1] == 'N') {
-                wg_buf_puts(&b, "null");
-                continue;
-            }
-            fl = copy_unescape(f, fl);
-            if (render_value(&b, &types[i], f, fl, err) != 0) {
-                wg_error_prefix(err, "snapshot of %s.%s", qname, names[i]);
-                PQfreemem(line);
-                while (PQgetCopyData(c, &line, 0) >= 0)
-                    PQfreemem(line);
-                goto out;
-            }
-        }
-        wg_buf_printf(&b, "},\"key\":%s}\n", key_json);
+        rc = snap_row(pl, &b, line, (size_t)len, err);
         PQfreemem(line);
-        rows++;
-        chunk_rows++;
-        if (chunk_rows >= SNAPSHOT_CHUNK_ROWS || b.len >= SNAPSHOT_CHUNK_BYTES) {
-            if (snap_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
-                goto out;
+        if (rc != 0) {
+            while (PQgetCopyData(c, &line, 0) >= 0)
+                PQfreemem(line);
+            break;
+        }
+        (*rows)++;
+        if (++chunk_rows >= SNAPSHOT_CHUNK_ROWS || b.len >= SNAPSHOT_CHUNK_BYTES) {
+            if ((rc = snap_flush(s, &b, pl->qname, chunk_rows, "snapshot", err)) != 0)
+                break;
             chunk_rows = 0;
         }
     }
-    res = PQgetResult(c);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, PQerrorMessage(c));
+    if (rc == 0) {
+        res = PQgetResult(c);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", pl->qname, PQerrorMessage(c));
         PQclear(res);
-        goto out;
     }
-    PQclear(res);
-    if (chunk_rows && snap_flush(s, &b, qname, chunk_rows, "snapshot", err) != 0)
-        goto out;
-    if (snap_flush(s, &b, qname, rows, "snapshot_done", err) != 0)
-        goto out;
+    if (rc == 0 && chunk_rows)
+        rc = snap_flush(s, &b, pl->qname, chunk_rows, "snapshot", err);
+    if (rc == 0)
+        rc = snap_flush(s, &b, pl->qname, *rows, "snapshot_done", err);
+    wg_buf_free(&b);
+    return rc;
+}
+
+/* Copy one table under the imported snapshot into the log. */
+int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err)
+{
+    char q[600];
+    snprintf(q, sizeof(q), "%s.%s", schema, table);
+    snap_plan pl = {.qname = strdup(q), .schema = schema};
+    uint64_t rows = 0;
+    int rc = pl.qname ? snap_plan_make(s, c, schema, table, &pl, err)
+                      : wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    if (rc != 0) {
+        snap_plan_free(&pl);
+        return rc > 0 ? 0 : -1; /* unsupported columns: the other tables go on */
+    }
+    if (snap_copy(s, c, &pl, table, &rows, err) != 0) {
+        snap_plan_free(&pl);
+        return -1;
+    }
     pthread_mutex_lock(&s->snap_mu);
-    table_status *ts = state_table_get(s, qname);
+    table_status *ts = state_table_get(s, pl.qname);
     if (ts) {
         ts->snapshot_committed = true;
         ts->rows = rows;
-        if (seen.data && !ts->columns) /* the shape the first Relation message is held to */
-            ts->columns = strdup(seen.data);
+        if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
+            ts->columns = strdup(pl.seen.data);
     }
     s->rows += rows;
     pthread_mutex_unlock(&s->snap_mu);
-    log_info(s->cfg.name, "snapshot of %s: %llu rows", qname, (unsigned long long)rows);
-    rc = 0;
-out:
-    PQclear(pub);
-    wg_buf_free(&seen);
-    for (int i = 0; names && i < ncols; i++)
-        free(names[i]);
-    free(names);
-    free(types);
-    free(key_json);
-    wg_buf_free(&sql);
-    wg_buf_free(&cols);
-    wg_buf_free(&b);
-    PQfreemem(qi);
-    PQfreemem(ti);
-    free(qname);
-    return rc;
+    log_info(s->cfg.name, "snapshot of %s: %llu rows", pl.qname, (unsigned long long)rows);
+    snap_plan_free(&pl);
+    return 0;
 }
 
 /* Mark the tables of an abandoned snapshot attempt in the log, so readers discard them. */
@@ -404,10 +396,7 @@ static int snap_abandon(ingest_source *s, wg_error *err)
         return 0;
     wg_buf b = {0};
     for (size_t i = 0; i < s->n_tables; i++) {
-        wg_buf_puts(&b, "{\"op\":\"snapshot_abort\"");
-        rec_put_str(&b, "table", s->tables[i].name);
-        rec_put_lsn(&b, "lsn", at);
-        wg_buf_puts(&b, ",\"reason\":\"the snapshot was interrupted and is taken again\"}\n");
+        rec_snapshot_abort(&b, s->tables[i].name, at);
     }
     /* Also tables that were partly copied but not recorded: abort every table named in the
      * publication is done by the caller passing them in s->tables. */
@@ -427,12 +416,24 @@ static int snap_abandon(ingest_source *s, wg_error *err)
 typedef struct snap_job {
     ingest_source *s;
     const char *snapname;
-    PGresult *tables; /* schemaname, tablename */
+    const cat_tables *tables;
     bool *want;
     int next; /* guarded by s->snap_mu */
     int failed;
     wg_error err; /* the first error */
 } snap_job;
+
+/* The next wanted table for a worker, or -1 when none is left (or a worker failed). */
+static int snap_next(snap_job *job)
+{
+    pthread_mutex_lock(&job->s->snap_mu);
+    int i = job->failed ? job->tables->n : job->next;
+    while (i < job->tables->n && !job->want[i])
+        i++;
+    job->next = i + 1;
+    pthread_mutex_unlock(&job->s->snap_mu);
+    return i < job->tables->n ? i : -1;
+}
 
 static void *snap_worker(void *arg)
 {
@@ -454,17 +455,8 @@ static void *snap_worker(void *arg)
                               PQerrorMessage(c));
         PQclear(r);
     }
-    while (rc == 0) {
-        pthread_mutex_lock(&s->snap_mu);
-        int i = job->failed ? PQntuples(job->tables) : job->next;
-        while (i < PQntuples(job->tables) && !job->want[i])
-            i++;
-        job->next = i + 1;
-        pthread_mutex_unlock(&s->snap_mu);
-        if (i >= PQntuples(job->tables))
-            break;
-        rc = snap_table(s, c, PQgetvalue(job->tables, i, 0), PQgetvalue(job->tables, i, 1), &err);
-    }
+    for (int i; rc == 0 && (i = snap_next(job)) >= 0;)
+        rc = snap_table(s, c, job->tables->v[i].schema, job->tables->v[i].table, &err);
     if (c) {
         PQclear(PQexec(c, "COMMIT"));
         PQfinish(c);
@@ -479,48 +471,30 @@ static void *snap_worker(void *arg)
     return NULL;
 }
 
-int snap_initial(ingest_source *s, wg_error *err)
+/*
+ * The publication's tables, and a clean slate for a new slot: the configured ones forget
+ * what an earlier slot left (snapshot, error, columns, cut), resync requests are dropped, and
+ * an earlier attempt's rows are marked abandoned in the log.
+ */
+static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
 {
-    s->state = SRC_SNAPSHOTTING;
-    state_status_write(s, true);
-    /* Every published table gets an abort record when an earlier attempt left rows. */
-    const char *pp[1] = {s->cfg.publication};
-    PGresult *tl = PQexecParams(s->cat,
-                                "SELECT schemaname, tablename FROM pg_publication_tables WHERE "
-                                "pubname = $1 ORDER BY 1, 2",
-                                1, NULL, pp, NULL, NULL, 0);
-    if (PQresultStatus(tl) != PGRES_TUPLES_OK) {
-        wg_error_set(err, WG_ERR_PG, "listing the tables of publication %s: %s", s->cfg.publication,
-                     PQerrorMessage(s->cat));
-        PQclear(tl);
+    if (cat_publication_tables(s->cat, s->cfg.publication, tl, err) != 0)
         return -1;
+    if (tl->n == 0 && !cat_publication_exists(s->cat, s->cfg.publication)) {
+        cat_tables_free(tl);
+        return wg_error_set(err, WG_ERR_NOTFOUND, "publication %s does not exist",
+                            s->cfg.publication);
     }
-    if (PQntuples(tl) == 0) {
-        PGresult *e = PQexecParams(s->cat, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1,
-                                   NULL, pp, NULL, NULL, 0);
-        bool exists = PQntuples(e) > 0;
-        PQclear(e);
-        if (!exists) {
-            PQclear(tl);
-            return wg_error_set(err, WG_ERR_NOTFOUND, "publication %s does not exist",
-                                s->cfg.publication);
-        }
-    }
-    for (int i = 0; i < PQntuples(tl); i++) {
+    for (int i = 0; i < tl->n; i++) {
         char q[600];
-        snprintf(q, sizeof(q), "%s.%s", PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1));
-        bool want = !s->cfg.tables;
-        for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++)
-            want |= strcmp(s->cfg.tables[k], q) == 0;
-        if (want) {
-            table_status *ts = state_table_get(s, q);
-            if (ts) { /* a new slot: nothing of an earlier one applies */
-                ts->snapshot_committed = false;
-                free(ts->error);
-                free(ts->columns);
-                ts->error = ts->columns = NULL;
-                ts->cut = 0;
-            }
+        snprintf(q, sizeof(q), "%s.%s", tl->v[i].schema, tl->v[i].table);
+        table_status *ts = src_table_configured(s, q) ? state_table_get(s, q) : NULL;
+        if (ts) { /* a new slot: nothing of an earlier one applies */
+            ts->snapshot_committed = false;
+            free(ts->error);
+            free(ts->columns);
+            ts->error = ts->columns = NULL;
+            ts->cut = 0;
         }
     }
     /* A whole new snapshot: resync requests and cuts of an earlier slot do not apply. */
@@ -528,16 +502,17 @@ int snap_initial(ingest_source *s, wg_error *err)
     for (size_t i = 0; i < s->n_tables; i++)
         s->tables[i].cut = 0;
     resync_requests_clear(s);
-    if (changelog_last_lsn(s->log) > 0 && snap_abandon(s, err) != 0) {
-        PQclear(tl);
+    if ((changelog_last_lsn(s->log) > 0 && snap_abandon(s, err) != 0) ||
+        cat_drop_slot(s->cat, s->cfg.slot, err) != 0) {
+        cat_tables_free(tl);
         return -1;
     }
-    if (cat_drop_slot(s, err) != 0) {
-        PQclear(tl);
-        return -1;
-    }
+    return 0;
+}
 
-    /* The slot, with an exported snapshot. */
+/* The slot, with an exported snapshot (its name in snapname) and the consistent point. */
+static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_error *err)
+{
     char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
     wg_buf q = {0};
     wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')", sl);
@@ -548,37 +523,34 @@ int snap_initial(ingest_source *s, wg_error *err)
         wg_error_set(err, WG_ERR_PG, "CREATE_REPLICATION_SLOT %s: %s", s->cfg.slot,
                      PQerrorMessage(s->repl));
         PQclear(r);
-        PQclear(tl);
         return -1;
     }
     pgout_parse_lsn(PQgetvalue(r, 0, 1), &s->consistent_point);
     s->snap_lsn = s->snap_pos = s->consistent_point;
-    char snapname[128];
-    snprintf(snapname, sizeof(snapname), "%s", PQgetvalue(r, 0, 2));
+    snprintf(snapname, len, "%s", PQgetvalue(r, 0, 2));
     PQclear(r);
-    if (state_write(s, false, err) != 0) {
-        PQclear(tl);
+    if (state_write(s, false, err) != 0)
         return -1;
-    }
     char cpt[32];
     pgout_format_lsn(s->consistent_point, cpt, sizeof(cpt));
     log_info(s->cfg.name, "created slot %s, consistent point %s; snapshot %s", s->cfg.slot, cpt,
              snapname);
+    return 0;
+}
 
-    /* Copy the tables, each worker in a transaction importing the snapshot. */
+/* Copy the configured tables, each worker in a transaction importing the snapshot. */
+static int snap_copy_all(ingest_source *s, const cat_tables *tl, const char *snapname,
+                         wg_error *err)
+{
     snap_job job = {.s = s, .snapname = snapname, .tables = tl};
-    int ntl = PQntuples(tl), nwant = 0;
-    job.want = calloc((size_t)(ntl ? ntl : 1), sizeof(*job.want));
-    if (!job.want) {
-        PQclear(tl);
+    int nwant = 0;
+    job.want = calloc((size_t)(tl->n ? tl->n : 1), sizeof(*job.want));
+    if (!job.want)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < ntl; i++) {
+    for (int i = 0; i < tl->n; i++) {
         char qn[600];
-        snprintf(qn, sizeof(qn), "%s.%s", PQgetvalue(tl, i, 0), PQgetvalue(tl, i, 1));
-        job.want[i] = !s->cfg.tables;
-        for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++)
-            job.want[i] |= strcmp(s->cfg.tables[k], qn) == 0;
+        snprintf(qn, sizeof(qn), "%s.%s", tl->v[i].schema, tl->v[i].table);
+        job.want[i] = src_table_configured(s, qn);
         nwant += job.want[i];
     }
     int nworkers = s->cfg.snapshot_workers > 0 ? s->cfg.snapshot_workers : 1;
@@ -594,12 +566,27 @@ int snap_initial(ingest_source *s, wg_error *err)
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
     free(job.want);
-    PQclear(tl);
     if (job.failed) {
         *err = job.err;
         return -1;
     }
-    if (state_write(s, true, err) != 0)
+    return 0;
+}
+
+/* The initial snapshot: a new slot and every configured table copied under its snapshot. */
+int snap_initial(ingest_source *s, wg_error *err)
+{
+    s->state = SRC_SNAPSHOTTING;
+    state_status_write(s, true);
+    cat_tables tl;
+    if (snap_reset(s, &tl, err) != 0)
+        return -1;
+    char snapname[128];
+    int rc = snap_create_slot(s, snapname, sizeof(snapname), err);
+    if (rc == 0)
+        rc = snap_copy_all(s, &tl, snapname, err);
+    cat_tables_free(&tl);
+    if (rc != 0 || state_write(s, true, err) != 0)
         return -1;
     s->skip_upto = s->consistent_point > s->durable ? s->consistent_point : s->durable;
     return 0;

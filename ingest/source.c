@@ -68,6 +68,18 @@ bool src_col_listed(char *const *list, const char *qname, const char *col)
     return false;
 }
 
+/* Whether a table ("schema.table") is ingested: every published table when `tables` is not
+ * configured, else those it names. */
+bool src_table_configured(const ingest_source *s, const char *qname)
+{
+    if (!s->cfg.tables)
+        return true;
+    for (size_t k = 0; s->cfg.tables[k]; k++)
+        if (strcmp(s->cfg.tables[k], qname) == 0)
+            return true;
+    return false;
+}
+
 ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_pg_config *pg,
                                  const char *dial_addr, int dial_port, const char *state_dir,
                                  wg_error *err)
@@ -128,6 +140,8 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
 
 static void src_disconnect(ingest_source *s)
 {
+    if (s->catalog.ctx && s->catalog.ctx == s->cat)
+        s->catalog = (cat_handle){0};
     if (s->repl)
         PQfinish(s->repl);
     if (s->cat)
@@ -265,6 +279,7 @@ static int cycle(ingest_source *s, volatile int *stop)
     s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
     if (!s->cat)
         return src_classify(s, err.msg);
+    s->catalog = cat_pg(s->cat);
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
         return src_classify(s, err.msg);

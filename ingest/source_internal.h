@@ -92,6 +92,51 @@ typedef struct table_status {
 
 #define CUT_PENDING UINT64_MAX
 
+/* ---- catalog.c types: relation descriptions behind a handle (a stub in unit tests) ------- */
+
+/* One column of a relation, as the catalog describes it. */
+typedef struct cat_column {
+    char *name;
+    uint32_t base_oid; /* its type, a domain resolved to its base type */
+    uint32_t type_oid; /* pg_attribute.atttypid: what Relation messages carry */
+    bool pk;           /* part of the primary key */
+} cat_column;
+
+/* A relation's live columns in attnum order; free with cat_relation_free. */
+typedef struct cat_relation {
+    cat_column *cols;
+    int ncols;
+} cat_relation;
+
+/* Which relation: by OID when oid is set, else by schema and table name. */
+typedef struct cat_relref {
+    uint32_t oid;
+    const char *schema, *table;
+} cat_relref;
+
+/* Where relation descriptions come from: cat_pg(conn), or a stub. describe fills `out`
+ * (owned by the caller) or returns negative with err set to the server's message. */
+typedef struct cat_handle {
+    int (*describe)(void *ctx, const cat_relref *ref, cat_relation *out, wg_error *err);
+    void *ctx;
+} cat_handle;
+
+/* A publication's tables, ordered by schema and name. */
+typedef struct cat_tables {
+    struct {
+        char *schema, *table;
+    } * v;
+    int n;
+} cat_tables;
+
+/* A table's column list and row filter in a publication (PostgreSQL 15+); found is false when
+ * the server is older or the table is not in the publication. */
+typedef struct cat_pubshape {
+    bool found;
+    char *attnames;  /* text[] literal, "{}" for every column */
+    char *rowfilter; /* "" for none */
+} cat_pubshape;
+
 struct ingest_source {
     /* Configuration (source.c). Written by ingest_source_new, read-only afterwards, read by
      * every thread. dial_addr/dial_port change between cycles (refresh_dial), on the source
@@ -113,6 +158,7 @@ struct ingest_source {
     struct {
         changelog *log;     /* appended by workers under snap_mu */
         PGconn *repl, *cat; /* replication and catalog connections */
+        cat_handle catalog; /* relation descriptions for relcache.c: cat_pg(cat), or a stub */
         pgout_decoder *dec;
         rel_info *rels; /* relcache.c */
         size_t n_rels;
@@ -197,6 +243,7 @@ struct ingest_source {
 
 /* Whether "qname.col" is in a configured column list (text_columns, exclude_columns). */
 bool src_col_listed(char *const *list, const char *qname, const char *col);
+bool src_table_configured(const ingest_source *s, const char *qname);
 
 /* ---- state.c: the state file, status.json, table status ---------------------------------- */
 
@@ -218,6 +265,13 @@ int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pg
                 const pgout_tuple *old, wg_error *err);
 void rec_put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid);
 void rec_put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time);
+char *rec_key_json(const char *const *names, const bool *pk, int n);
+int rec_read(wg_buf *b, const char *qname, const char *schema, const char *const *names,
+             const render_type *types, int ncols, const char *const *fields, const size_t *lens,
+             const char *key_json, wg_error *err);
+void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows);
+void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn);
+void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
 bool rec_line_table(const char *line, size_t len, const char **name, size_t *nlen);
 
 /* ---- relcache.c: how to render each relation --------------------------------------------- */
@@ -227,6 +281,7 @@ void rel_drop(ingest_source *s, size_t i);
 rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err);
 rel_info *rel_find(ingest_source *s, uint32_t oid);
 void rel_forget(ingest_source *s, const char *qname);
+void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
 bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
                              size_t len);
 
@@ -277,6 +332,22 @@ void stream_check_sender_timeout(ingest_source *s);
 
 /* ---- catalog.c: every catalog query ------------------------------------------------------ */
 
-int cat_drop_slot(ingest_source *s, wg_error *err);
+cat_handle cat_pg(PGconn *c);
+int cat_describe(const cat_handle *h, const cat_relref *ref, cat_relation *out, wg_error *err);
+void cat_relation_free(cat_relation *r);
+/* The publication's tables; negative with err ("listing the tables of publication ..."). */
+int cat_publication_tables(PGconn *c, const char *pub, cat_tables *out, wg_error *err);
+void cat_tables_free(cat_tables *t);
+/* Index of "schema.table" in t, or -1. */
+int cat_tables_find(const cat_tables *t, const char *qname);
+bool cat_publication_exists(PGconn *c, const char *pub);
+int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
+                          cat_pubshape *out, wg_error *err);
+void cat_pubshape_free(cat_pubshape *p);
+/* 0 with *lsn set, or -1 (left unchanged). */
+int cat_current_wal_lsn(PGconn *c, uint64_t *lsn);
+/* The server's wal_sender_timeout in ms (0: none), or -1 when it cannot be read. */
+long long cat_wal_sender_timeout(PGconn *c);
+int cat_drop_slot(PGconn *c, const char *slot, wg_error *err);
 
 #endif

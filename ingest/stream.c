@@ -74,32 +74,21 @@ int stream_start(ingest_source *s, uint64_t from, wg_error *err)
 
 void stream_poll_server_lsn(ingest_source *s)
 {
-    PGresult *r = PQexec(s->cat, "SELECT pg_current_wal_lsn()");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        pgout_parse_lsn(PQgetvalue(r, 0, 0), &s->server_lsn);
-    PQclear(r);
+    cat_current_wal_lsn(s->cat, &s->server_lsn);
 }
 
 /* Tables that left the publication fail (their changes no longer arrive). */
 void stream_check_membership(ingest_source *s)
 {
-    const char *p[1] = {s->cfg.publication};
-    PGresult *r = PQexecParams(s->cat,
-                               "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
-                               "WHERE pubname = $1",
-                               1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
+    cat_tables r;
+    wg_error err = {0};
+    if (cat_publication_tables(s->cat, s->cfg.publication, &r, &err) != 0)
         return;
-    }
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
         if (t->error || !t->snapshot_committed)
             continue;
-        bool found = false;
-        for (int k = 0; k < PQntuples(r) && !found; k++)
-            found = strcmp(PQgetvalue(r, k, 0), t->name) == 0;
-        if (!found) {
+        if (cat_tables_find(&r, t->name) < 0) {
             char why[700];
             snprintf(why, sizeof(why),
                      "the table was removed from publication %s; its changes no longer arrive. "
@@ -110,9 +99,7 @@ void stream_check_membership(ingest_source *s)
     }
     /* A configured table the publication does not have: its changes would never arrive. */
     for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++) {
-        bool found = false;
-        for (int i = 0; i < PQntuples(r) && !found; i++)
-            found = strcmp(PQgetvalue(r, i, 0), s->cfg.tables[k]) == 0;
+        bool found = cat_tables_find(&r, s->cfg.tables[k]) >= 0;
         table_status *t = found ? NULL : state_table_get(s, s->cfg.tables[k]);
         if (t && !t->error && !t->snapshot_committed) {
             char why[700];
@@ -124,7 +111,7 @@ void stream_check_membership(ingest_source *s)
             apply_table_fail_name(s, t->name, why);
         }
     }
-    PQclear(r);
+    cat_tables_free(&r);
 }
 
 /*
@@ -313,17 +300,12 @@ int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
 void stream_check_sender_timeout(ingest_source *s)
 {
     s->status_ms = s->cfg.status_interval_ms;
-    PGresult *r = PQexec(s->cat, "SELECT setting::bigint FROM pg_settings WHERE name = "
-                                 "'wal_sender_timeout'");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        long long t = strtoll(PQgetvalue(r, 0, 0), NULL, 10); /* ms; 0 = no timeout */
-        if (t > 0 && s->status_ms * 2 >= t) {
-            s->status_ms = t / 3 > 50 ? t / 3 : 50;
-            log_warn(s->cfg.name,
-                     "status_interval %lld ms is not under half of the server's "
-                     "wal_sender_timeout (%lld ms); sending status every %lld ms instead",
-                     (long long)s->cfg.status_interval_ms, t, (long long)s->status_ms);
-        }
+    long long t = cat_wal_sender_timeout(s->cat); /* ms; 0 = no timeout */
+    if (t > 0 && s->status_ms * 2 >= t) {
+        s->status_ms = t / 3 > 50 ? t / 3 : 50;
+        log_warn(s->cfg.name,
+                 "status_interval %lld ms is not under half of the server's "
+                 "wal_sender_timeout (%lld ms); sending status every %lld ms instead",
+                 (long long)s->cfg.status_interval_ms, t, (long long)s->status_ms);
     }
-    PQclear(r);
 }
