@@ -106,40 +106,12 @@ static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *e
     txn_buf *tb = apply_txn_target(s, m, &nrows, err);
     if (!tb)
         return -1;
-    wg_buf *b = &tb->mem;
-    size_t mark = b->len;
     wg_error rerr = {0};
-    int rc = 0;
-    const char *op = m->type == PGOUT_INSERT   ? "insert"
-                     : m->type == PGOUT_UPDATE ? "update"
-                                               : "delete";
-    wg_buf_printf(b, "{\"op\":\"%s\"", op);
-    rec_put_str(b, "table", ri->qname);
-    if (strchr(r->schema, '.')) /* "a.b.c" alone would not say where the schema ends */
-        rec_put_str(b, "schema", r->schema);
-    if (m->type == PGOUT_INSERT) {
-        wg_buf_puts(b, ",\"new\":");
-        rc = rec_put_row(b, r, ri, &m->u.insert.new_tuple, NULL, &rerr);
-    } else if (m->type == PGOUT_UPDATE) {
-        const pgout_tuple *old = m->u.update.old_kind == 'O' ? &m->u.update.old_tuple : NULL;
-        wg_buf_puts(b, ",\"new\":");
-        rc = rec_put_row(b, r, ri, &m->u.update.new_tuple, old, &rerr);
-        if (rc == 0 && m->u.update.old_kind) {
-            wg_buf_puts(b, ",\"old\":");
-            rc = rec_put_row(b, r, ri, &m->u.update.old_tuple, NULL, &rerr);
-        }
-    } else {
-        wg_buf_puts(b, ",\"old\":");
-        rc = rec_put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, &rerr);
-    }
-    if (rc != 0) {
+    if (rec_change(&tb->mem, m, ri, &rerr) != 0) {
         /* Nothing is emitted with a silently missing or unrenderable value: the table fails. */
-        b->len = mark;
-        b->data[mark] = '\0';
         apply_table_fail(s, ri, rerr.msg);
         return 0;
     }
-    wg_buf_printf(b, ",\"key\":%s}\n", ri->key_json);
     (*nrows)++;
     return txn_buf_spill(tb, false, err);
 }
@@ -193,8 +165,9 @@ void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_ls
     }
 }
 
-static bool cut_name_drops(apply_cut_filter *f, const char *name, size_t nlen)
+static bool cut_name_drops(void *ctx, const char *name, size_t nlen)
 {
+    apply_cut_filter *f = ctx;
     char qn[600];
     if (nlen >= sizeof(qn))
         return false;
@@ -215,36 +188,112 @@ bool apply_cut_keep(const char *line, size_t len, void *ctx)
         f->dropped++;
         return false;
     }
-    static const char tr[] = "{\"op\":\"truncate\",\"tables\":[";
-    if (len < sizeof(tr) - 1 || memcmp(line, tr, sizeof(tr) - 1) != 0)
-        return true;
     /* A truncate naming a table under resync goes (the table fails at the commit anyway). */
-    const char *p = line + sizeof(tr) - 1, *end = line + len;
-    while (p < end && *p == '"') {
-        const char *q = ++p;
-        while (q < end && *q != '"')
-            q += *q == '\\' ? 2 : 1;
-        if (cut_name_drops(f, p, (size_t)(q - p)))
-            return false;
-        p = q + 1;
-        if (p < end && *p == ',')
-            p++;
-    }
-    return true;
+    return !rec_truncate_names_any(line, len, cut_name_drops, f);
 }
 
+static int apply_handle_begin(ingest_source *s, const pgout_msg *m)
+{
+    apply_txn_reset(s);
+    s->in_txn = true;
+    s->xid = m->u.begin.xid;
+    s->final_lsn = m->u.begin.final_lsn;
+    s->commit_time = m->u.begin.commit_time;
+    rec_put_begin(&s->txn.mem, s->xid, s->final_lsn, s->commit_time);
+    s->txn_head_len = s->txn.mem.len;
+    return 0;
+}
+
+/*
+ * A changed relation: an ingested column dropped, renamed or retyped is an incompatible change
+ * for that table; an added column is fine. Compared with the columns last seen, which the
+ * state file keeps across restarts.
+ */
+static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    const pgout_relation *r = m->u.relation;
+    rel_info *old = rel_find(s, r->oid);
+    char qn[600], why[800];
+    snprintf(qn, sizeof(qn), "%s.%s", r->schema, r->name);
+    table_status *ts = NULL;
+    for (size_t i = 0; i < s->n_tables && !ts; i++)
+        if (strcmp(s->tables[i].name, qn) == 0)
+            ts = &s->tables[i];
+    if (ts && !ts->error && ts->columns && !(old && old->skip) &&
+        rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
+        if (old)
+            apply_table_fail(s, old, why);
+        else
+            apply_table_fail_name(s, qn, why);
+    }
+    return rel_prepare(s, r, err) ? 0 : -1;
+}
+
+/* A table truncated inside a streamed transaction fails at its commit: it may yet abort. */
+static int apply_defer_truncate(stream_txn *st, const char *qname, wg_error *err)
+{
+    char **n2 = realloc(st->truncated, (st->n_truncated + 1) * sizeof(*n2));
+    if (n2)
+        st->truncated = n2;
+    if (!n2 || !(n2[st->n_truncated] = strdup(qname)))
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    st->n_truncated++;
+    return 0;
+}
+
+/* The ingested tables of a Truncate are written in one record, and each of them fails. */
+static int apply_handle_truncate(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    uint64_t *nrows;
+    txn_buf *tb = apply_txn_target(s, m, &nrows, err);
+    if (!tb)
+        return -1;
+    const pgout_relation **rels = calloc(m->u.truncate.nrels + 1, sizeof(*rels));
+    if (!rels)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    uint32_t n = 0;
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < m->u.truncate.nrels; i++) {
+        const pgout_relation *r = m->u.truncate.rels[i];
+        rel_info *ri = rel_find(s, r->oid);
+        if (!ri && !(ri = rel_prepare(s, r, err))) {
+            rc = -1;
+            break;
+        }
+        if (ri->skip || ri->error)
+            continue;
+        if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
+            continue;
+        if (s->streaming)
+            rc = apply_defer_truncate(s->streaming, ri->qname, err);
+        else
+            apply_truncate_fail(s, ri->qname, s->final_lsn);
+        rels[n++] = r;
+    }
+    if (rc == 0 && n > 0) /* none when only tables that are not ingested */
+        rec_truncate(&tb->mem, rels, n, m->u.truncate.options);
+    free(rels);
+    return rc == 0 ? txn_buf_spill(tb, false, err) : -1;
+}
+
+static int apply_handle_message(ingest_source *s, const pgout_msg *m, wg_error *err)
+{
+    if (!m->u.message.transactional)
+        return 0; /* non-transactional messages have no place between begin and commit */
+    uint64_t *nrows;
+    txn_buf *tb = apply_txn_target(s, m, &nrows, err);
+    if (!tb)
+        return -1;
+    rec_message(&tb->mem, m->u.message.prefix, m->u.message.content, m->u.message.len);
+    return txn_buf_spill(tb, false, err);
+}
+
+/* One decoded pgoutput message into the open transaction (or a streamed one's buffer). */
 int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     switch (m->type) {
     case PGOUT_BEGIN:
-        apply_txn_reset(s);
-        s->in_txn = true;
-        s->xid = m->u.begin.xid;
-        s->final_lsn = m->u.begin.final_lsn;
-        s->commit_time = m->u.begin.commit_time;
-        rec_put_begin(&s->txn.mem, s->xid, s->final_lsn, s->commit_time);
-        s->txn_head_len = s->txn.mem.len;
-        return 0;
+        return apply_handle_begin(s, m);
     case PGOUT_COMMIT:
         return apply_handle_commit(s, m, err);
     case PGOUT_STREAM_START:
@@ -252,113 +301,16 @@ int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err)
     case PGOUT_STREAM_ABORT:
     case PGOUT_STREAM_COMMIT:
         return streams_dispatch(s, m, err);
-    case PGOUT_RELATION: {
-        /* A changed relation: an ingested column dropped, renamed or retyped is an
-         * incompatible change for that table; an added column is fine. Compared with the
-         * columns last seen, which the state file keeps across restarts. */
-        const pgout_relation *r = m->u.relation;
-        rel_info *old = rel_find(s, r->oid);
-        char qn[600], why[800];
-        snprintf(qn, sizeof(qn), "%s.%s", r->schema, r->name);
-        table_status *ts = NULL;
-        for (size_t i = 0; i < s->n_tables && !ts; i++)
-            if (strcmp(s->tables[i].name, qn) == 0)
-                ts = &s->tables[i];
-        if (ts && !ts->error && ts->columns && !(old && old->skip) &&
-            rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
-            if (old)
-                apply_table_fail(s, old, why);
-            else
-                apply_table_fail_name(s, qn, why);
-        }
-        return rel_prepare(s, r, err) ? 0 : -1;
-    }
+    case PGOUT_RELATION:
+        return apply_handle_relation(s, m, err);
     case PGOUT_INSERT:
     case PGOUT_UPDATE:
     case PGOUT_DELETE:
         return apply_handle_change(s, m, err);
-    case PGOUT_TRUNCATE: {
-        uint64_t *nrows;
-        txn_buf *tb = apply_txn_target(s, m, &nrows, err);
-        if (!tb)
-            return -1;
-        wg_buf *b = &tb->mem;
-        size_t mark = b->len;
-        int n = 0;
-        wg_buf schemas = {0}; /* written when a schema holds a '.' */
-        bool dotted = false;
-        wg_buf_puts(b, "{\"op\":\"truncate\",\"tables\":[");
-        for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
-            const pgout_relation *r = m->u.truncate.rels[i];
-            rel_info *ri = rel_find(s, r->oid);
-            if (!ri && !(ri = rel_prepare(s, r, err))) {
-                wg_buf_free(&schemas);
-                return -1;
-            }
-            if (ri->skip || ri->error)
-                continue;
-            if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
-                continue;
-            if (s->streaming) { /* decided at its commit: it may yet abort */
-                stream_txn *st = s->streaming;
-                char **n2 = realloc(st->truncated, (st->n_truncated + 1) * sizeof(*n2));
-                if (!n2 || !(n2[st->n_truncated] = strdup(ri->qname))) {
-                    if (n2)
-                        st->truncated = n2;
-                    wg_buf_free(&schemas);
-                    return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-                }
-                st->truncated = n2;
-                st->n_truncated++;
-            } else {
-                apply_truncate_fail(s, ri->qname, s->final_lsn);
-            }
-            wg_buf_puts(&schemas, n ? ",\"" : "\"");
-            wg_json_escape(&schemas, r->schema, strlen(r->schema));
-            wg_buf_putc(&schemas, '"');
-            dotted = dotted || strchr(r->schema, '.');
-            wg_buf_puts(b, n++ ? ",\"" : "\"");
-            wg_json_escape(b, r->schema, strlen(r->schema));
-            wg_buf_putc(b, '.');
-            wg_json_escape(b, r->name, strlen(r->name));
-            wg_buf_putc(b, '"');
-        }
-        wg_buf_putc(b, ']');
-        if (dotted)
-            wg_buf_printf(b, ",\"schemas\":[%s]", schemas.data);
-        wg_buf_free(&schemas);
-        wg_buf_printf(b, ",\"cascade\":%s,\"restart_identity\":%s}\n",
-                      (m->u.truncate.options & 1) ? "true" : "false",
-                      (m->u.truncate.options & 2) ? "true" : "false");
-        if (n == 0) { /* only tables that are not ingested */
-            b->len = mark;
-            b->data[mark] = '\0';
-        }
-        return txn_buf_spill(tb, false, err);
-    }
-    case PGOUT_MESSAGE: {
-        if (!m->u.message.transactional)
-            return 0; /* non-transactional messages have no place between begin and commit */
-        uint64_t *nrows;
-        txn_buf *tb = apply_txn_target(s, m, &nrows, err);
-        if (!tb)
-            return -1;
-        wg_buf *b = &tb->mem;
-        wg_buf_puts(b, "{\"op\":\"message\"");
-        rec_put_str(b, "prefix", m->u.message.prefix);
-        size_t mark = b->len;
-        wg_buf_puts(b, ",\"content\":");
-        wg_error e2 = {0};
-        if (render_json_string(b, (const char *)m->u.message.content, m->u.message.len, &e2) != 0) {
-            b->len = mark;
-            b->data[mark] = '\0';
-            wg_buf_puts(b, ",\"content_base64\":\"");
-            wg_base64_encode(b, m->u.message.content, m->u.message.len, true);
-            wg_buf_putc(b, '"');
-        }
-        wg_buf_puts(b, ",\"transactional\":true}\n");
-        return txn_buf_spill(tb, false, err);
-    }
+    case PGOUT_TRUNCATE:
+        return apply_handle_truncate(s, m, err);
+    case PGOUT_MESSAGE:
+        return apply_handle_message(s, m, err);
     default:
         return 0; /* Origin, Type: nothing to write */
     }

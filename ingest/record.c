@@ -177,3 +177,110 @@ void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn)
     rec_put_lsn(b, "lsn", lsn);
     wg_buf_puts(b, ",\"reason\":\"resync\"}\n");
 }
+
+/* An insert, update or delete record; on failure (a value missing or unrenderable) nothing
+ * is left in b and err says which column. */
+int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err)
+{
+    const pgout_relation *r = m->type == PGOUT_INSERT   ? m->u.insert.rel
+                              : m->type == PGOUT_UPDATE ? m->u.update.rel
+                                                        : m->u.delete_.rel;
+    size_t mark = b->len;
+    int rc = 0;
+    const char *op = m->type == PGOUT_INSERT   ? "insert"
+                     : m->type == PGOUT_UPDATE ? "update"
+                                               : "delete";
+    wg_buf_printf(b, "{\"op\":\"%s\"", op);
+    rec_put_str(b, "table", ri->qname);
+    if (strchr(r->schema, '.')) /* "a.b.c" alone would not say where the schema ends */
+        rec_put_str(b, "schema", r->schema);
+    if (m->type == PGOUT_INSERT) {
+        wg_buf_puts(b, ",\"new\":");
+        rc = rec_put_row(b, r, ri, &m->u.insert.new_tuple, NULL, err);
+    } else if (m->type == PGOUT_UPDATE) {
+        const pgout_tuple *old = m->u.update.old_kind == 'O' ? &m->u.update.old_tuple : NULL;
+        wg_buf_puts(b, ",\"new\":");
+        rc = rec_put_row(b, r, ri, &m->u.update.new_tuple, old, err);
+        if (rc == 0 && m->u.update.old_kind) {
+            wg_buf_puts(b, ",\"old\":");
+            rc = rec_put_row(b, r, ri, &m->u.update.old_tuple, NULL, err);
+        }
+    } else {
+        wg_buf_puts(b, ",\"old\":");
+        rc = rec_put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, err);
+    }
+    if (rc != 0) {
+        b->len = mark;
+        b->data[mark] = '\0';
+        return -1;
+    }
+    wg_buf_printf(b, ",\"key\":%s}\n", ri->key_json);
+    return 0;
+}
+
+/* A truncate record naming rels (n > 0); "schemas" only when a schema holds a '.'. */
+void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint8_t options)
+{
+    wg_buf schemas = {0};
+    bool dotted = false;
+    wg_buf_puts(b, "{\"op\":\"truncate\",\"tables\":[");
+    for (uint32_t i = 0; i < n; i++) {
+        const pgout_relation *r = rels[i];
+        wg_buf_puts(&schemas, i ? ",\"" : "\"");
+        wg_json_escape(&schemas, r->schema, strlen(r->schema));
+        wg_buf_putc(&schemas, '"');
+        dotted = dotted || strchr(r->schema, '.');
+        wg_buf_puts(b, i ? ",\"" : "\"");
+        wg_json_escape(b, r->schema, strlen(r->schema));
+        wg_buf_putc(b, '.');
+        wg_json_escape(b, r->name, strlen(r->name));
+        wg_buf_putc(b, '"');
+    }
+    wg_buf_putc(b, ']');
+    if (dotted)
+        wg_buf_printf(b, ",\"schemas\":[%s]", schemas.data);
+    wg_buf_free(&schemas);
+    wg_buf_printf(b, ",\"cascade\":%s,\"restart_identity\":%s}\n", (options & 1) ? "true" : "false",
+                  (options & 2) ? "true" : "false");
+}
+
+/* A transactional logical message: its content as a JSON string when it is UTF-8 text, else
+ * base64 in content_base64. */
+void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t len)
+{
+    wg_buf_puts(b, "{\"op\":\"message\"");
+    rec_put_str(b, "prefix", prefix);
+    size_t mark = b->len;
+    wg_buf_puts(b, ",\"content\":");
+    wg_error e2 = {0};
+    if (render_json_string(b, (const char *)content, len, &e2) != 0) {
+        b->len = mark;
+        b->data[mark] = '\0';
+        wg_buf_puts(b, ",\"content_base64\":\"");
+        wg_base64_encode(b, content, len, true);
+        wg_buf_putc(b, '"');
+    }
+    wg_buf_puts(b, ",\"transactional\":true}\n");
+}
+
+/* Whether line is a truncate record and pred holds for one of its table names (escaped as
+ * written). */
+bool rec_truncate_names_any(const char *line, size_t len,
+                            bool (*pred)(void *ctx, const char *name, size_t nlen), void *ctx)
+{
+    static const char tr[] = "{\"op\":\"truncate\",\"tables\":[";
+    if (len < sizeof(tr) - 1 || memcmp(line, tr, sizeof(tr) - 1) != 0)
+        return false;
+    const char *p = line + sizeof(tr) - 1, *end = line + len;
+    while (p < end && *p == '"') {
+        const char *q = ++p;
+        while (q < end && *q != '"')
+            q += *q == '\\' ? 2 : 1;
+        if (pred(ctx, p, (size_t)(q - p)))
+            return true;
+        p = q + 1;
+        if (p < end && *p == ',')
+            p++;
+    }
+    return false;
+}

@@ -272,7 +272,13 @@ int rec_read(wg_buf *b, const char *qname, const char *schema, const char *const
 void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows);
 void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn);
 void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
+int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err);
+void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint8_t options);
+void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t len);
+/* The table a record line is about ("table" member right after "op"), escaped as written. */
 bool rec_line_table(const char *line, size_t len, const char **name, size_t *nlen);
+bool rec_truncate_names_any(const char *line, size_t len,
+                            bool (*pred)(void *ctx, const char *name, size_t nlen), void *ctx);
 
 /* ---- relcache.c: how to render each relation --------------------------------------------- */
 
