@@ -40,38 +40,15 @@ void resync_requests_clear(ingest_source *s)
  * snapshot holds, and keeps those after. Returns 0 (done, or retried later: `*retry`), or
  * negative when the change log failed.
  */
-static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_error *err)
+/* A connection in a repeatable-read transaction holding a temporary slot's snapshot, at *x;
+ * NULL (logged; retried later) when that cannot be had. */
+static PGconn *resync_snapshot(ingest_source *s, const char *qname, uint64_t *x)
 {
-    table_status *ts = state_table_get(s, qname);
-    if (!ts)
-        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-    *retry = true;
-    cat_tables tl;
-    wg_error le = {0};
-    if (cat_publication_tables(s->cat, s->cfg.publication, &tl, &le) != 0) {
-        log_warn(s->cfg.name, "resync of %s: %s", qname, le.msg);
-        return 0;
-    }
-    int at = cat_tables_find(&tl, qname);
-    if (at < 0) {
-        char why[800];
-        snprintf(why, sizeof(why),
-                 "resync: the table is not in publication %s: ALTER PUBLICATION %s ADD TABLE "
-                 "%s; then walgate source resync %s %s",
-                 s->cfg.publication, s->cfg.publication, qname, s->cfg.name, qname);
-        free(ts->error);
-        ts->error = strdup(why);
-        log_error(s->cfg.name, "table %s: %s", qname, why);
-        cat_tables_free(&tl);
-        *retry = false;
-        return 0;
-    }
     wg_error e = {0};
     PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &e);
     if (!c) {
         log_warn(s->cfg.name, "resync of %s: %s", qname, e.msg);
-        cat_tables_free(&tl);
-        return 0;
+        return NULL;
     }
     char slot[64];
     snprintf(slot, sizeof(slot), "%.50s_resync", s->cfg.slot);
@@ -85,19 +62,24 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     PQclear(r);
     r = ok ? PQexec(c, q.data) : NULL;
     wg_buf_free(&q);
-    uint64_t x = 0;
+    *x = 0;
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-        pgout_parse_lsn(PQgetvalue(r, 0, 1), &x) != 0 || x == 0) {
+        pgout_parse_lsn(PQgetvalue(r, 0, 1), x) != 0 || *x == 0) {
         log_warn(s->cfg.name, "resync of %s: creating a temporary slot: %s", qname,
                  PQerrorMessage(c));
         PQclear(r);
         PQfinish(c);
-        cat_tables_free(&tl);
-        return 0;
+        return NULL;
     }
     PQclear(r);
+    return c;
+}
 
-    /* From here the stream keeps the table's changes committed at or after x. */
+/* From here the stream keeps the table's changes committed at or after x; the log gets
+ * snapshot_start. */
+static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uint64_t x,
+                      wg_error *err)
+{
     if (ts->cut == 0)
         s->n_cuts++;
     ts->cut = x;
@@ -120,29 +102,80 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     s->unsynced = s->unsynced || rc == 0;
     if (rc == 0)
         rc = stream_log_sync(s, err);
+    return rc;
+}
+
+/* The copy itself: 0 (done, or failed and to be retried: *retry) or negative when the change
+ * log failed. */
+static int resync_copy(ingest_source *s, PGconn *c, table_status *ts, const char *schema,
+                       const char *table, bool *retry, wg_error *err)
+{
+    wg_error e = {0};
+    s->resyncing = true;
+    s->state = SRC_SNAPSHOTTING;
+    state_status_write(s, true);
+    int rc = snap_table(s, c, schema, table, &e);
+    s->resyncing = false;
+    s->state = SRC_RUNNING;
+    if (rc == 0) {
+        *retry = false;
+        return 0;
+    }
+    /* The log ends with an unfinished snapshot of the table: its changes wait for the next
+     * attempt's snapshot rather than land on rows a reader does not have. */
+    ts->cut = CUT_PENDING;
+    if (e.code == WG_ERR_IO) {
+        *err = e;
+        return rc;
+    }
+    log_warn(s->cfg.name, "resync of %s failed, retrying: %s", ts->name, e.msg);
+    return 0; /* the request stays; the next attempt starts over with a new snapshot */
+}
+
+/* The table is not in the publication: it fails with the remedy, and the request is done. */
+static void resync_not_published(ingest_source *s, table_status *ts, const char *qname)
+{
+    char why[800];
+    snprintf(why, sizeof(why),
+             "resync: the table is not in publication %s: ALTER PUBLICATION %s ADD TABLE "
+             "%s; then walgate source resync %s %s",
+             s->cfg.publication, s->cfg.publication, qname, s->cfg.name, qname);
+    free(ts->error);
+    ts->error = strdup(why);
+    log_error(s->cfg.name, "table %s: %s", qname, why);
+}
+
+static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_error *err)
+{
+    table_status *ts = state_table_get(s, qname);
+    if (!ts)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    *retry = true;
+    cat_tables tl;
+    wg_error le = {0};
+    if (cat_publication_tables(s->cat, s->cfg.publication, &tl, &le) != 0) {
+        log_warn(s->cfg.name, "resync of %s: %s", qname, le.msg);
+        return 0;
+    }
+    int at = cat_tables_find(&tl, qname);
+    uint64_t x = 0;
+    PGconn *c = NULL;
+    if (at < 0) {
+        resync_not_published(s, ts, qname);
+        *retry = false;
+    } else {
+        c = resync_snapshot(s, qname, &x);
+    }
+    if (!c) {
+        cat_tables_free(&tl);
+        return 0;
+    }
     char xs[32];
     pgout_format_lsn(x, xs, sizeof(xs));
+    int rc = resync_cut(s, ts, qname, x, err);
     if (rc == 0) {
         log_info(s->cfg.name, "resync of %s: snapshot at %s", qname, xs);
-        s->resyncing = true;
-        s->state = SRC_SNAPSHOTTING;
-        state_status_write(s, true);
-        rc = snap_table(s, c, tl.v[at].schema, tl.v[at].table, &e);
-        s->resyncing = false;
-        s->state = SRC_RUNNING;
-        if (rc != 0) {
-            /* The log ends with an unfinished snapshot of the table: its changes wait for the
-             * next attempt's snapshot rather than land on rows a reader does not have. */
-            ts->cut = CUT_PENDING;
-        }
-        if (rc != 0 && e.code == WG_ERR_IO) {
-            *err = e;
-        } else if (rc != 0) {
-            log_warn(s->cfg.name, "resync of %s failed, retrying: %s", qname, e.msg);
-            rc = 0; /* the request stays; the next attempt starts over with a new snapshot */
-        } else {
-            *retry = false;
-        }
+        rc = resync_copy(s, c, ts, tl.v[at].schema, tl.v[at].table, retry, err);
     }
     PQclear(PQexec(c, "COMMIT"));
     PQfinish(c); /* drops the temporary slot */

@@ -190,109 +190,125 @@ static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
     return 0;
 }
 
+/* The receive loop's timers and what it may confirm. */
+typedef struct stream_loop {
+    int64_t next_status, next_catalog;
+    uint64_t idle_lsn; /* a keepalive position we may confirm once nothing is pending */
+    bool reply;        /* the server asked for a status update */
+} stream_loop;
+
+/* One CopyData message: XLogData is decoded and applied; a keepalive moves the server's
+ * position (and what may be confirmed when nothing is pending). */
+static int stream_receive(ingest_source *s, stream_loop *lp, char *buf, int n, wg_error *err)
+{
+    pgout_copy cp;
+    int rc = pgout_parse_copy((const uint8_t *)buf, (size_t)n, &cp, err);
+    if (rc == 0 && cp.kind == PGOUT_COPY_XLOGDATA) {
+        pgout_msg m;
+        rc = pgout_decode(s->dec, cp.data, cp.len, &m, err);
+        if (rc == 0)
+            rc = apply_dispatch(s, &m, err);
+        lp->idle_lsn = 0;
+    } else if (rc == 0) {
+        if (cp.wal_end > s->server_lsn)
+            s->server_lsn = cp.wal_end;
+        if (!pending(s))
+            lp->idle_lsn = cp.wal_end;
+        lp->reply = lp->reply || cp.reply_requested;
+    }
+    PQfreemem(buf);
+    return rc;
+}
+
+/* PQgetCopyData returned n < 0: the stream failed or ended. */
+static int stream_ended(ingest_source *s, int n, wg_error *err)
+{
+    if (n == -2)
+        return wg_error_set(err, WG_ERR_PG, "replication stream: %s", PQerrorMessage(s->repl));
+    PGresult *r = PQgetResult(s->repl);
+    wg_error_set(err, WG_ERR_PG, "replication stream ended: %s",
+                 r ? PQresultErrorMessage(r) : PQerrorMessage(s->repl));
+    PQclear(r);
+    return -1;
+}
+
+/* Status update (the durable position, or a keepalive's when nothing is pending), then the
+ * periodic work: catalog checks, resync requests, the disk hold, status.json. */
+static int stream_tick(ingest_source *s, stream_loop *lp, volatile int *stop, wg_error *err)
+{
+    if (stream_log_sync(s, err) != 0)
+        return -1;
+    uint64_t flush = s->durable;
+    if (!pending(s) && !s->unsynced && lp->idle_lsn > flush)
+        flush = lp->idle_lsn;
+    if (stream_send_status(s, flush, lp->reply, err) != 0)
+        return -1;
+    lp->reply = false;
+    lp->next_status = wg_now_ms() + s->status_ms;
+    if (wg_now_ms() >= lp->next_catalog) {
+        stream_poll_server_lsn(s);
+        stream_check_membership(s);
+        cuts_prune(s);
+        lp->next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+    }
+    if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
+        s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
+        if (resync_poll(s, err) != 0)
+            return -1;
+        if (s->main_lost) {
+            s->main_lost = false;
+            return wg_error_set(err, WG_ERR_PG,
+                                "the replication connection was lost during a resync copy");
+        }
+    }
+    if (stream_held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
+        return -1;
+    state_status_write(s, false);
+    return 0;
+}
+
+/* The stream until stop (CYCLE_STOP) or an error (-1, err set). */
 int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
 {
-    int64_t next_status = 0, next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
-    uint64_t idle_lsn = 0; /* a keepalive position we may confirm once nothing is pending */
+    stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS};
     s->state = SRC_RUNNING;
     s->error[0] = s->remedy[0] = '\0';
-    bool reply = false;
     for (;;) {
         if (*stop) {
             if (stream_log_sync(s, err) != 0)
                 return -1;
-            stream_send_status(
-                s, pending(s) ? s->durable : (idle_lsn > s->durable ? idle_lsn : s->durable), false,
-                err);
+            uint64_t last = lp.idle_lsn > s->durable ? lp.idle_lsn : s->durable;
+            stream_send_status(s, pending(s) ? s->durable : last, false, err);
             return CYCLE_STOP;
         }
         char *buf = NULL;
         int n = PQgetCopyData(s->repl, &buf, 1);
         if (n > 0) {
-            pgout_copy cp;
-            if (pgout_parse_copy((const uint8_t *)buf, (size_t)n, &cp, err) != 0) {
-                PQfreemem(buf);
+            if (stream_receive(s, &lp, buf, n, err) != 0)
                 return -1;
-            }
-            if (cp.kind == PGOUT_COPY_XLOGDATA) {
-                pgout_msg m;
-                int rc = pgout_decode(s->dec, cp.data, cp.len, &m, err);
-                if (rc == 0)
-                    rc = apply_dispatch(s, &m, err);
-                PQfreemem(buf);
-                if (rc != 0)
-                    return -1;
-                idle_lsn = 0;
-            } else {
-                if (cp.wal_end > s->server_lsn)
-                    s->server_lsn = cp.wal_end;
-                if (!pending(s))
-                    idle_lsn = cp.wal_end;
-                reply = reply || cp.reply_requested;
-                PQfreemem(buf);
-            }
             if (s->unsynced && wg_now_ms() - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
                 stream_log_sync(s, err) != 0)
                 return -1;
-            if (!reply && wg_now_ms() < next_status)
+            if (!lp.reply && wg_now_ms() < lp.next_status)
                 continue;
         } else if (n == 0) {
             /* Nothing buffered: make what we have durable, then wait for the socket. */
             if (stream_log_sync(s, err) != 0)
                 return -1;
-            if (!reply && wg_now_ms() < next_status) {
+            if (!lp.reply && wg_now_ms() < lp.next_status) {
                 struct pollfd pfd = {.fd = PQsocket(s->repl), .events = POLLIN};
-                int64_t wait = next_status - wg_now_ms();
+                int64_t wait = lp.next_status - wg_now_ms();
                 poll(&pfd, 1, (int)(wait < 1 ? 1 : wait > 250 ? 250 : wait));
-                if (PQconsumeInput(s->repl) == 0) {
-                    wg_error_set(err, WG_ERR_PG, "connection lost: %s", PQerrorMessage(s->repl));
-                    return -1;
-                }
+                if (PQconsumeInput(s->repl) == 0)
+                    return wg_error_set(err, WG_ERR_PG, "connection lost: %s",
+                                        PQerrorMessage(s->repl));
                 continue;
             }
         } else {
-            if (n == -2)
-                wg_error_set(err, WG_ERR_PG, "replication stream: %s", PQerrorMessage(s->repl));
-            else {
-                PGresult *r = PQgetResult(s->repl);
-                wg_error_set(err, WG_ERR_PG, "replication stream ended: %s",
-                             r ? PQresultErrorMessage(r) : PQerrorMessage(s->repl));
-                PQclear(r);
-            }
-            return -1;
+            return stream_ended(s, n, err);
         }
-
-        /* Status update: the durable position, or a keepalive's when nothing is pending. */
-        if (stream_log_sync(s, err) != 0)
+        if (stream_tick(s, &lp, stop, err) != 0)
             return -1;
-        uint64_t flush = s->durable;
-        if (!pending(s) && !s->unsynced && idle_lsn > flush)
-            flush = idle_lsn;
-        if (stream_send_status(s, flush, reply, err) != 0)
-            return -1;
-        reply = false;
-        next_status = wg_now_ms() + s->status_ms;
-        if (wg_now_ms() >= next_catalog) {
-            stream_poll_server_lsn(s);
-            stream_check_membership(s);
-            cuts_prune(s);
-            next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
-        }
-        if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
-            s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
-            if (resync_poll(s, err) != 0)
-                return -1;
-            if (s->main_lost) {
-                s->main_lost = false;
-                wg_error_set(err, WG_ERR_PG,
-                             "the replication connection was lost during a "
-                             "resync copy");
-                return -1;
-            }
-        }
-        if (stream_held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
-            return -1;
-        state_status_write(s, false);
     }
 }
 
