@@ -870,17 +870,12 @@ static int record_subject(const char *prefix, nats_op op, const rec_span *r, siz
     }
 }
 
-static void format_lsn(uint64_t lsn, char *buf, size_t len)
-{
-    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
-}
-
 int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, void *arg,
                    size_t *bad_record)
 {
     const char *end = item->data + item->len;
     char lsn[24], xid[32] = "", ctime[48] = "", total_txt[24];
-    format_lsn(item->lsn, lsn, sizeof(lsn));
+    wg_lsn_format(item->lsn, lsn, sizeof(lsn));
 
     /* First pass: how many messages, and the transaction's xid and commit time. */
     size_t total = 0;

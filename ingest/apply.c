@@ -152,13 +152,14 @@ void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_ls
     for (size_t i = 0; i < s->n_rels; i++) {
         rel_info *ri = &s->rels[i];
         if (ri->qname && strcmp(ri->qname, qname) == 0 && !ri->skip) {
-            char why[800];
+            char why[800], at[32];
+            wg_lsn_format(commit_lsn, at, sizeof(at));
             snprintf(why, sizeof(why),
-                     "the table was truncated upstream (TRUNCATE, committed at LSN %X/%X); a "
+                     "the table was truncated upstream (TRUNCATE, committed at LSN %s); a "
                      "truncate record is in the change log and its later changes are not "
                      "ingested until you run: walgate source resync %s %s (use DELETE FROM "
                      "instead of TRUNCATE on replicated tables)",
-                     (unsigned)(commit_lsn >> 32), (unsigned)commit_lsn, s->cfg.name, qname);
+                     at, s->cfg.name, qname);
             apply_table_fail(s, ri, why);
             return;
         }

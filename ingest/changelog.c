@@ -73,11 +73,6 @@ static int key_qsort_cmp(const void *a, const void *b)
     return key_cmp(*(const seg_key *)a, *(const seg_key *)b);
 }
 
-static void fmt_lsn(uint64_t lsn, char *buf, size_t len)
-{
-    snprintf(buf, len, "%" PRIX32 "/%" PRIX32, (uint32_t)(lsn >> 32), (uint32_t)lsn);
-}
-
 static bool parse_seg_name(const char *name, seg_key *k)
 {
     if (strlen(name) != CL_NAME_LEN || name[16] != '-' || strcmp(name + 25, ".jsonl") != 0)
@@ -618,8 +613,8 @@ static int check_position(const changelog *log, uint64_t lsn, wg_error *err)
                             "change log %s: a batch needs a position, and 0/0 is not one",
                             log->dir);
     if (lsn < log->last_lsn) {
-        fmt_lsn(lsn, a, sizeof(a));
-        fmt_lsn(log->last_lsn, b, sizeof(b));
+        wg_lsn_format(lsn, a, sizeof(a));
+        wg_lsn_format(log->last_lsn, b, sizeof(b));
         return wg_error_set(err, WG_ERR_INTERNAL,
                             "change log %s: batch position %s is before the last batch's %s; "
                             "positions must not go backwards",

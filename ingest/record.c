@@ -11,7 +11,7 @@
 void rec_put_lsn(wg_buf *b, const char *key, uint64_t lsn)
 {
     char t[32];
-    pgout_format_lsn(lsn, t, sizeof(t));
+    wg_lsn_format(lsn, t, sizeof(t));
     wg_buf_printf(b, ",\"%s\":\"%s\"", key, t);
 }
 

@@ -171,7 +171,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
         return 0;
     }
     char xs[32];
-    pgout_format_lsn(x, xs, sizeof(xs));
+    wg_lsn_format(x, xs, sizeof(xs));
     int rc = resync_cut(s, ts, qname, x, err);
     if (rc == 0) {
         log_info(s->cfg.name, "resync of %s: snapshot at %s", qname, xs);

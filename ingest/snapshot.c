@@ -532,7 +532,7 @@ static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_err
     if (state_write(s, false, err) != 0)
         return -1;
     char cpt[32];
-    pgout_format_lsn(s->consistent_point, cpt, sizeof(cpt));
+    wg_lsn_format(s->consistent_point, cpt, sizeof(cpt));
     log_info(s->cfg.name, "created slot %s, consistent point %s; snapshot %s", s->cfg.slot, cpt,
              snapname);
     return 0;

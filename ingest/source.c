@@ -11,11 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-void ingest_lsn_format(uint64_t lsn, char *buf, size_t len)
-{
-    pgout_format_lsn(lsn, buf, len);
-}
-
 int ingest_lsn_parse(const char *text, uint64_t *lsn)
 {
     return pgout_parse_lsn(text, lsn);

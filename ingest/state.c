@@ -103,7 +103,7 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
 {
     wg_buf b = {0};
     char cp[32];
-    pgout_format_lsn(s->consistent_point, cp, sizeof(cp));
+    wg_lsn_format(s->consistent_point, cp, sizeof(cp));
     wg_buf_printf(&b, "walgate-source-state 1\nslot %s\nsnapshot %s\nconsistent_point %s\n",
                   s->cfg.slot, snapshot_done ? "done" : "in_progress", cp);
     for (size_t i = 0; i < s->n_tables; i++) {
@@ -117,7 +117,7 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
             wg_buf_putc(&b, '\n');
         }
         if (t->cut && t->cut != CUT_PENDING) {
-            pgout_format_lsn(t->cut, cp, sizeof(cp));
+            wg_lsn_format(t->cut, cp, sizeof(cp));
             wg_buf_printf(&b, "cut %s\t%s\n", t->name, cp);
         }
         if (t->columns)
@@ -162,10 +162,10 @@ void state_status_write(ingest_source *s, bool force)
     wg_json_string(&j, s->cfg.slot);
     wg_json_key(&j, "publication");
     wg_json_string(&j, s->cfg.publication);
-    pgout_format_lsn(s->confirmed, t, sizeof(t));
+    wg_lsn_format(s->confirmed, t, sizeof(t));
     wg_json_key(&j, "confirmed_lsn");
     wg_json_string(&j, t);
-    pgout_format_lsn(s->durable, t, sizeof(t));
+    wg_lsn_format(s->durable, t, sizeof(t));
     wg_json_key(&j, "durable_lsn");
     wg_json_string(&j, t);
     wg_json_key(&j, "lag_bytes");

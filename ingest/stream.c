@@ -44,7 +44,7 @@ int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *e
 int stream_start(ingest_source *s, uint64_t from, wg_error *err)
 {
     char lsn[32];
-    pgout_format_lsn(from, lsn, sizeof(lsn));
+    wg_lsn_format(from, lsn, sizeof(lsn));
     char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
     char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
     wg_buf q = {0};
