@@ -476,11 +476,6 @@ static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, v
     natsMsg_Destroy(msg);
 }
 
-static char *xstrdup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 static void free_subjects(nats_sink *s)
 {
     for (int i = 0; i < s->n_stream_subjects; i++)
@@ -1464,7 +1459,7 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
     pthread_mutex_init(&s->sh->mu, NULL);
     s->sh->refs = 1;
     snprintf(s->sh->ctx, sizeof(s->sh->ctx), "%s", ctx);
-    s->base.name = xstrdup_or_null(ctx_name);
+    s->base.name = wg_dup_or_null(ctx_name, NULL);
     s->stream = strdup(cfg->stream);
     s->prefix = strdup(prefix);
     if (!s->base.name || !s->stream || !s->prefix)
