@@ -18,7 +18,7 @@ void apply_txn_reset(ingest_source *s)
     s->txn_head_len = 0;
 }
 
-void apply_table_fail(ingest_source *s, rel_info *ri, const char *why)
+static void apply_table_fail(ingest_source *s, rel_info *ri, const char *why)
 {
     if (ri->error)
         return;
@@ -47,7 +47,7 @@ void apply_table_fail_name(ingest_source *s, const char *qname, const char *why)
 }
 
 /* True when a change of `qname` committed at `commit_lsn` is covered by a resync snapshot. */
-bool apply_cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn)
+static bool apply_cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn)
 {
     if (s->n_cuts == 0)
         return false;

@@ -8,14 +8,14 @@
 #include <string.h>
 #include <time.h>
 
-void rec_put_lsn(wg_buf *b, const char *key, uint64_t lsn)
+static void rec_put_lsn(wg_buf *b, const char *key, uint64_t lsn)
 {
     char t[32];
     wg_lsn_format(lsn, t, sizeof(t));
     wg_buf_printf(b, ",\"%s\":\"%s\"", key, t);
 }
 
-void rec_put_time(wg_buf *b, const char *key, int64_t pg_us)
+static void rec_put_time(wg_buf *b, const char *key, int64_t pg_us)
 {
     int64_t us = pg_us + PGOUT_EPOCH_OFFSET_US;
     time_t secs = (time_t)(us / 1000000);
@@ -26,7 +26,7 @@ void rec_put_time(wg_buf *b, const char *key, int64_t pg_us)
     wg_buf_printf(b, ",\"%s\":\"%s.%03dZ\"", key, t, (int)((us % 1000000) / 1000));
 }
 
-void rec_put_str(wg_buf *b, const char *key, const char *v)
+static void rec_put_str(wg_buf *b, const char *key, const char *v)
 {
     wg_buf_printf(b, ",\"%s\":\"", key);
     wg_json_escape(b, v, strlen(v));
@@ -34,8 +34,8 @@ void rec_put_str(wg_buf *b, const char *key, const char *v)
 }
 
 /* Append {"col":value,...} for a tuple; unchanged TOAST values come from `old`. */
-int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
-                const pgout_tuple *old, wg_error *err)
+static int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
+                       const pgout_tuple *old, wg_error *err)
 {
     wg_buf_putc(b, '{');
     bool first = true;

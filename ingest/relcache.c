@@ -34,7 +34,7 @@ void rel_clear_all(ingest_source *s)
 }
 
 /* Drop rels[i] (its rendering is prepared afresh when the table is next seen). */
-void rel_drop(ingest_source *s, size_t i)
+static void rel_drop(ingest_source *s, size_t i)
 {
     rel_info *ri = &s->rels[i];
     rel_free_columns(ri);

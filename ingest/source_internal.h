@@ -258,11 +258,6 @@ void state_status_write(ingest_source *s, bool force);
 
 /* ---- record.c: the change-record writer -------------------------------------------------- */
 
-void rec_put_lsn(wg_buf *b, const char *key, uint64_t lsn);
-void rec_put_time(wg_buf *b, const char *key, int64_t pg_us);
-void rec_put_str(wg_buf *b, const char *key, const char *v);
-int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
-                const pgout_tuple *old, wg_error *err);
 void rec_put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid);
 void rec_put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time);
 char *rec_key_json(const char *const *names, const bool *pk, int n);
@@ -283,7 +278,6 @@ bool rec_truncate_names_any(const char *line, size_t len,
 /* ---- relcache.c: how to render each relation --------------------------------------------- */
 
 void rel_clear_all(ingest_source *s);
-void rel_drop(ingest_source *s, size_t i);
 rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err);
 rel_info *rel_find(ingest_source *s, uint32_t oid);
 void rel_forget(ingest_source *s, const char *qname);
@@ -301,9 +295,7 @@ typedef struct apply_cut_filter {
 
 int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err);
 void apply_txn_reset(ingest_source *s);
-void apply_table_fail(ingest_source *s, rel_info *ri, const char *why);
 void apply_table_fail_name(ingest_source *s, const char *qname, const char *why);
-bool apply_cut_drops(ingest_source *s, const char *qname, uint64_t commit_lsn);
 bool apply_cut_keep(const char *line, size_t len, void *ctx);
 void apply_committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows);
 void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn);
