@@ -149,6 +149,10 @@ int wg_parse_size(const char *s, uint64_t *bytes);
 void wg_format_duration(int64_t ms, char *buf, size_t len);
 /* Human-readable size ("1.5 GiB"). */
 void wg_format_size(uint64_t bytes, char *buf, size_t len);
+/* A WAL position in PostgreSQL's notation, "16/B374D848"; buf >= 18 bytes. */
+void wg_lsn_format(uint64_t lsn, char *buf, size_t len);
+/* strdup(s), or NULL for NULL; when the copy fails and oom is not NULL, *oom is set. */
+char *wg_dup_or_null(const char *s, bool *oom);
 
 /* Monotonic clock in milliseconds / microseconds; wall clock in milliseconds since epoch. */
 int64_t wg_now_ms(void);

@@ -103,11 +103,6 @@ const char *tunnel_state_name(tunnel_state s)
     return "?";
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
 {
     tunnel_t *t = calloc(1, sizeof(*t));
@@ -116,11 +111,11 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
         return NULL;
     }
     t->cfg = *cfg;
-    t->cfg.name = t->s_name = dup_or_null(cfg->name);
-    t->cfg.host = t->s_host = dup_or_null(cfg->host);
-    t->cfg.user = t->s_user = dup_or_null(cfg->user);
-    t->cfg.known_hosts = t->s_known_hosts = dup_or_null(cfg->known_hosts);
-    t->cfg.state_dir = t->s_state_dir = dup_or_null(cfg->state_dir);
+    t->cfg.name = t->s_name = wg_dup_or_null(cfg->name, NULL);
+    t->cfg.host = t->s_host = wg_dup_or_null(cfg->host, NULL);
+    t->cfg.user = t->s_user = wg_dup_or_null(cfg->user, NULL);
+    t->cfg.known_hosts = t->s_known_hosts = wg_dup_or_null(cfg->known_hosts, NULL);
+    t->cfg.state_dir = t->s_state_dir = wg_dup_or_null(cfg->state_dir, NULL);
     if (t->cfg.port <= 0)
         t->cfg.port = 22;
     if (t->cfg.connect_timeout_ms <= 0)
