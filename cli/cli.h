@@ -14,6 +14,8 @@
 #include "privatelink/privatelink.h"
 #include "tunnel/tunnel.h"
 
+#include <signal.h>
+
 #define WALGATE_DEFAULT_CONFIG "/etc/walgate/walgate.ini"
 #define WALGATE_DEFAULT_STATE_DIR "/var/lib/walgate"
 
@@ -78,6 +80,7 @@ typedef struct cli_config {
     int64_t log_retention_ms;   /* [walgate] log_retention: keep forwarded segments this long */
     uint64_t log_max_disk;      /* [walgate] log_max_disk: 0 = no limit but the disk's */
     uint64_t log_segment_bytes; /* [walgate] log_segment_bytes: change-log segment size */
+    int allow_core_dumps;       /* [walgate] allow_core_dumps: 0 = non-dumpable (default) */
 } cli_config;
 
 /*
@@ -160,6 +163,19 @@ void cli_stop_on_signals(void);
 /* An eventfd that becomes readable when a stop signal arrived (after cli_stop_on_signals), for
  * poll(); -1 when it could not be made. It stays readable. */
 int cli_stop_fd(void);
+/*
+ * `walgate run`: SIGHUP sets cli_hup_received instead of killing the process. Call with true
+ * before starting threads (they inherit SIGHUP blocked) and with false once they run, so only
+ * the main thread takes it.
+ */
+extern volatile sig_atomic_t cli_hup_received;
+void cli_hup_catch(bool block_in_new_threads);
+/*
+ * Unless `allow` ([walgate] allow_core_dumps), mark the process non-dumpable: no core file, and
+ * no ptrace or /proc/PID/mem access by other processes of the same user. Logs a warning when
+ * the kernel refuses.
+ */
+void cli_protect_core_dumps(bool allow);
 
 /*
  * The value of the first "key" in JSON written by walgate (a status file), string unescaped

@@ -292,6 +292,10 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         return 2;
     }
     cli_stop_on_signals();
+    cli_hup_catch(true);
+    if (cfg->allow_core_dumps)
+        log_info(NULL, "allow_core_dumps = true: a crash may write a core file holding the "
+                       "passwords, HMAC secrets and tokens walgate uses");
 
     runner *rs = calloc(cfg->n_sources, sizeof(*rs));
     cli_route *routes = calloc(cfg->n_sources, sizeof(*routes));
@@ -335,10 +339,18 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         rc = 1;
     if (rc != 0)
         cli_stop_requested = 1;
+    cli_hup_catch(false); /* the workers run with SIGHUP blocked; the main thread takes it */
     /* The main thread reports the routes and keeps house while the sources run. */
     bool held = false;
     int64_t next_house = 0;
     while (!cli_stop_requested) {
+        if (cli_hup_received) {
+            cli_hup_received = 0;
+            log_info(NULL,
+                     "SIGHUP received: reloading the configuration is not supported yet; "
+                     "walgate keeps running with the configuration it started with (%s)",
+                     cfg->path);
+        }
         if (wg_now_ms() >= next_house) {
             housekeeping(cfg, rs, started, &held);
             next_house = wg_now_ms() + 1000;

@@ -58,7 +58,10 @@ static int slots_list(const cli_config *cfg)
                 owner ? "  source " : "  (not a configured source)", owner ? owner : "");
         }
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            fprintf(stderr, "walgate: postgres %s: %s", p->name, PQerrorMessage(c));
+            char msg[WG_ERROR_MSG_MAX];
+            const char *pe = PQerrorMessage(c);
+            fprintf(stderr, "walgate: postgres %s: %s\n", p->name,
+                    wg_sanitize(msg, sizeof(msg), pe, strlen(pe), WG_SANITIZE_FOLD));
             rc = 1;
         }
         PQclear(r);
@@ -90,7 +93,10 @@ static int slots_drop(const cli_config *cfg, const char *name)
                    PQntuples(r) ? "" : " (it did not exist)");
             rc = 0;
         } else {
-            fprintf(stderr, "walgate: dropping slot %s: %s", s->cfg.slot, PQerrorMessage(c));
+            char msg[WG_ERROR_MSG_MAX];
+            const char *pe = PQerrorMessage(c);
+            fprintf(stderr, "walgate: dropping slot %s: %s\n", s->cfg.slot,
+                    wg_sanitize(msg, sizeof(msg), pe, strlen(pe), WG_SANITIZE_FOLD));
         }
         PQclear(r);
         PQfinish(c);

@@ -86,6 +86,8 @@ static const key_spec g_keys[] = {
     {SECT_WALGATE, "log_retention", KT_DURATION, "7d", W(log_retention_ms), 0, 3650 * MS_DAY, 0, 0},
     {SECT_WALGATE, "log_segment_bytes", KT_SIZE, "64MiB", W(log_segment_bytes), 64 * 1024, 0, 0, 0},
     {SECT_WALGATE, "log_max_disk", KT_SIZE, "0", W(log_max_disk), 0, 0, 0, 0},
+    {SECT_WALGATE, "allow_core_dumps", KT_ENUM, "false", W(allow_core_dumps), 0, 0, g_bool_choices,
+     g_bool_values},
 
     {SECT_TUNNEL, "host", KT_STRING, NULL, T(host), 0, 0, 0, 0},
     {SECT_TUNNEL, "port", KT_PORT, "22", T(cfg.port), 1, 65535, 0, 0},
@@ -1218,6 +1220,8 @@ cli_config *cli_load_config_or_report(const cli_opts *opts)
     cli_config *cfg = cli_config_load(opts->config_path, &err);
     if (!cfg)
         cli_report(&err);
+    else /* before any secret is read: the configuration names them */
+        cli_protect_core_dumps(cfg->allow_core_dumps);
     return cfg;
 }
 

@@ -5,11 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 int wg_checks_add(wg_checks *c, const char *target, const char *name, wg_check_status status,
                   const char *remedy, const char *found_fmt, ...)
 {
@@ -27,11 +22,11 @@ int wg_checks_add(wg_checks *c, const char *target, const char *name, wg_check_s
     vsnprintf(found, sizeof(found), found_fmt, ap);
     va_end(ap);
     wg_check *k = &c->items[c->n];
-    k->target = dup_or_null(target);
-    k->name = dup_or_null(name);
+    k->target = wg_dup_or_null(target, NULL);
+    k->name = wg_dup_or_null(name, NULL);
     k->status = status;
     k->found = strdup(found);
-    k->remedy = dup_or_null(remedy);
+    k->remedy = wg_dup_or_null(remedy, NULL);
     if (!k->target || !k->name || !k->found || (remedy && !k->remedy)) {
         free(k->target);
         free(k->name);

@@ -93,9 +93,10 @@ void log_msg(log_level level, const char *ctx, const char *fmt, ...)
 /* ------------------------------------------------------------------------------------------ */
 
 /*
- * A secret (password, HMAC key) held in memory that is wiped on free. The type is opaque so
- * that it cannot be passed to a printf-style function by mistake; wg_secret_reveal() is the
- * one explicit way to get at the bytes, for handing them to a library.
+ * A secret (password, HMAC key) held in memory that is excluded from core dumps (its own
+ * page-aligned mapping with MADV_DONTDUMP) and wiped with explicit_bzero on free. The type is
+ * opaque so that it cannot be passed to a printf-style function by mistake; wg_secret_reveal()
+ * is the one explicit way to get at the bytes, for handing them to a library.
  */
 typedef struct wg_secret wg_secret;
 
@@ -113,6 +114,25 @@ wg_secret *wg_secret_new(const void *data, size_t len);
 const char *wg_secret_reveal(const wg_secret *s);
 size_t wg_secret_len(const wg_secret *s);
 void wg_secret_free(wg_secret *s);
+/* For tests: called by wg_secret_free with the storage after wiping it, before unmapping it. */
+extern void (*wg_secret_wipe_hook)(const void *data, size_t len);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Text from peers                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* wg_sanitize flags. */
+#define WG_SANITIZE_FOLD 1u /* CR/LF/tab runs become one space; trailing blanks are dropped */
+
+/*
+ * Make text a peer sent (an SSH banner or disconnect message, a PostgreSQL error or notice,
+ * an HTTP response body) safe for one log line or status field: control bytes, DEL, C1
+ * controls and bytes that are not valid UTF-8 are written as \xNN; valid UTF-8 is kept.
+ * `out` (outlen > 0) always ends up NUL-terminated; text that does not fit is cut on a
+ * character boundary and ends in "...". Idempotent: sanitized text passes through unchanged.
+ * Returns out. `in` need not be NUL-terminated (inlen bytes are read); NULL reads as "".
+ */
+char *wg_sanitize(char *out, size_t outlen, const char *in, size_t inlen, unsigned flags);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Durations, sizes, time                                                                      */
@@ -129,6 +149,10 @@ int wg_parse_size(const char *s, uint64_t *bytes);
 void wg_format_duration(int64_t ms, char *buf, size_t len);
 /* Human-readable size ("1.5 GiB"). */
 void wg_format_size(uint64_t bytes, char *buf, size_t len);
+/* A WAL position in PostgreSQL's notation, "16/B374D848"; buf >= 18 bytes. */
+void wg_lsn_format(uint64_t lsn, char *buf, size_t len);
+/* strdup(s), or NULL for NULL; when the copy fails and oom is not NULL, *oom is set. */
+char *wg_dup_or_null(const char *s, bool *oom);
 
 /* Monotonic clock in milliseconds / microseconds; wall clock in milliseconds since epoch. */
 int64_t wg_now_ms(void);
@@ -172,6 +196,12 @@ int wg_parse_hostport(const char *s, char *host, size_t hostlen, int *port, int 
  * the host, the port and every address tried.
  */
 int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err);
+/*
+ * The same, but `timeout_ms` bounds the whole attempt over every address, and a non-NULL
+ * *stop that becomes non-zero ends it within 100 ms (WG_ERR_CANCELLED).
+ */
+int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const volatile int *stop,
+                         wg_error *err);
 
 /* Listen on addr:port (port 0 picks a free one); returns the fd, *bound_port set. */
 int wg_tcp_listen(const char *addr, int port, int *bound_port, wg_error *err);

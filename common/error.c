@@ -8,7 +8,11 @@ int wg_error_setv(wg_error *err, int code, const char *fmt, va_list ap)
 {
     if (err) {
         err->code = code;
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        /* Messages quote what peers said (PostgreSQL errors, SSH and HTTP replies): whatever
+         * the caller passed, the message stays one line of printable text. */
+        char raw[WG_ERROR_MSG_MAX];
+        vsnprintf(raw, sizeof(raw), fmt, ap);
+        wg_sanitize(err->msg, sizeof(err->msg), raw, strlen(raw), WG_SANITIZE_FOLD);
     }
     return code;
 }
@@ -33,7 +37,9 @@ int wg_error_prefix(wg_error *err, const char *fmt, ...)
     vsnprintf(pre, sizeof(pre), fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old);
+    char raw[2 * WG_ERROR_MSG_MAX + 4];
+    snprintf(raw, sizeof(raw), "%s: %s", pre, old);
+    wg_sanitize(err->msg, sizeof(err->msg), raw, strlen(raw), WG_SANITIZE_FOLD);
     return err->code;
 }
 

@@ -44,11 +44,13 @@ void log_msg(log_level level, const char *ctx, const char *fmt, ...)
         return;
     char ts[40];
     wg_format_time(wg_wall_ms(), ts, sizeof(ts));
-    char line[2048];
+    char raw[2048], line[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    /* One event, one line: text a peer sent cannot start a forged line or drive a terminal. */
+    wg_sanitize(line, sizeof(line), raw, strlen(raw), WG_SANITIZE_FOLD);
     /* One write per line under a lock, so lines from threads never interleave. */
     pthread_mutex_lock(&g_lock);
     if (ctx)

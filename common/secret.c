@@ -1,28 +1,42 @@
-/* secret.c — secrets read from a 0600 file or the environment, wiped on free. */
+/* secret.c — secrets read from a 0600 file or the environment: kept out of core dumps, wiped on
+ * free. */
 #include "common/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 struct wg_secret {
     size_t len;
-    char *data; /* len bytes plus a NUL */
+    size_t map_len; /* the page-aligned mapping `data` lives in */
+    char *data;     /* len bytes plus a NUL */
 };
 
+void (*wg_secret_wipe_hook)(const void *data, size_t len);
+
+/*
+ * The bytes live in their own anonymous mapping, marked MADV_DONTDUMP so that a core file
+ * (when allowed at all) leaves them out, and wiped with explicit_bzero before it is unmapped.
+ */
 wg_secret *wg_secret_new(const void *data, size_t len)
 {
     wg_secret *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->data = malloc(len + 1);
-    if (!s->data) {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t pg = page > 0 ? (size_t)page : 4096;
+    s->map_len = (len + 1 + pg - 1) / pg * pg;
+    void *m = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
         free(s);
         return NULL;
     }
+    (void)madvise(m, s->map_len, MADV_DONTDUMP); /* best effort: old kernels lack it */
+    s->data = m;
     memcpy(s->data, data, len);
     s->data[len] = '\0';
     s->len = len;
@@ -118,7 +132,9 @@ void wg_secret_free(wg_secret *s)
 {
     if (!s)
         return;
-    explicit_bzero(s->data, s->len);
-    free(s->data);
+    explicit_bzero(s->data, s->map_len);
+    if (wg_secret_wipe_hook)
+        wg_secret_wipe_hook(s->data, s->map_len);
+    munmap(s->data, s->map_len);
     free(s);
 }

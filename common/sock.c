@@ -103,8 +103,9 @@ int wg_parse_hostport(const char *s, char *host, size_t hostlen, int *port, int 
     return 0;
 }
 
-/* Connect one address with a timeout; returns the fd or -1 with errno set. */
-static int connect_one(const struct addrinfo *ai, int64_t timeout_ms)
+/* Connect one address by `deadline_ms` (monotonic), giving up early when *stop is set
+ * (checked every 100 ms); returns the fd or -1 with errno set (ETIMEDOUT, ECANCELED, ...). */
+static int connect_one(const struct addrinfo *ai, int64_t deadline_ms, const volatile int *stop)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0)
@@ -113,19 +114,22 @@ static int connect_one(const struct addrinfo *ai, int64_t timeout_ms)
     int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int64_t deadline = wg_now_ms() + timeout_ms;
         for (;;) {
-            int64_t left = deadline - wg_now_ms();
+            if (stop && *stop) {
+                errno = ECANCELED;
+                rc = -1;
+                break;
+            }
+            int64_t left = deadline_ms - wg_now_ms();
             if (left <= 0) {
                 errno = ETIMEDOUT;
                 rc = -1;
                 break;
             }
-            int pr = poll(&pfd, 1, (int)left);
-            if (pr < 0 && errno == EINTR)
+            int pr = poll(&pfd, 1, (int)(left < 100 ? left : 100));
+            if (pr == 0 || (pr < 0 && errno == EINTR))
                 continue;
-            if (pr <= 0) {
-                errno = pr == 0 ? ETIMEDOUT : errno;
+            if (pr < 0) {
                 rc = -1;
                 break;
             }
@@ -147,7 +151,9 @@ static int connect_one(const struct addrinfo *ai, int64_t timeout_ms)
     return fd;
 }
 
-int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err)
+/* Both connects: every address in turn, each by its own deadline (per_address) or all by one. */
+static int tcp_connect(const char *host, int port, int64_t timeout_ms, bool per_address,
+                       const volatile int *stop, wg_error *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
@@ -161,12 +167,13 @@ int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err
     }
     char tried[700] = "";
     size_t off = 0;
-    int fd = -1;
+    int fd = -1, last = 0;
+    int64_t deadline = wg_now_ms() + timeout_ms;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = connect_one(ai, timeout_ms);
+        fd = connect_one(ai, per_address ? wg_now_ms() + timeout_ms : deadline, stop);
         if (fd >= 0)
             break;
-        int e = errno;
+        int e = last = errno;
         char addr[INET6_ADDRSTRLEN] = "?";
         const void *a = ai->ai_family == AF_INET6
                             ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
@@ -174,15 +181,30 @@ int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err
         inet_ntop(ai->ai_family, a, addr, sizeof(addr));
         if (off < sizeof(tried)) {
             int n = snprintf(tried + off, sizeof(tried) - off, "%s%s (%s)", off ? ", " : "", addr,
-                             strerror(e));
+                             e == ETIMEDOUT ? "no answer in time" : strerror(e));
             off += n > 0 ? (size_t)n : 0;
         }
+        if (e == ECANCELED || (!per_address && wg_now_ms() >= deadline))
+            break;
     }
     freeaddrinfo(res);
-    if (fd < 0)
+    if (fd < 0 && last == ECANCELED)
+        wg_error_set(err, WG_ERR_CANCELLED, "stopped while connecting to %s port %d", host, port);
+    else if (fd < 0)
         wg_error_set(err, WG_ERR_NET, "could not connect to %s port %d: tried %s", host, port,
                      tried);
     return fd;
+}
+
+int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err)
+{
+    return tcp_connect(host, port, timeout_ms, true, NULL, err);
+}
+
+int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const volatile int *stop,
+                         wg_error *err)
+{
+    return tcp_connect(host, port, timeout_ms, false, stop, err);
 }
 
 int wg_tcp_listen(const char *addr, int port, int *bound_port, wg_error *err)

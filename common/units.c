@@ -1,4 +1,4 @@
-/* units.c — durations, sizes and clocks. */
+/* units.c — durations, sizes, clocks, LSNs, and string copies that keep NULL. */
 #include "common/common.h"
 
 #include <ctype.h>
@@ -139,4 +139,19 @@ void wg_format_time(int64_t wall_ms, char *buf, size_t len)
     gmtime_r(&secs, &tm);
     snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+}
+
+void wg_lsn_format(uint64_t lsn, char *buf, size_t len)
+{
+    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+}
+
+char *wg_dup_or_null(const char *s, bool *oom)
+{
+    if (!s)
+        return NULL;
+    char *c = strdup(s);
+    if (!c && oom)
+        *oom = true;
+    return c;
 }

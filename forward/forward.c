@@ -101,7 +101,7 @@ int fwd_cursor_load(const char *state_dir, const char *source, const char *sink,
 static int cursor_save(fwd_forwarder *f, const changelog_pos *pos, wg_error *err)
 {
     char text[200], lsn[32];
-    ingest_lsn_format(pos->lsn, lsn, sizeof(lsn));
+    wg_lsn_format(pos->lsn, lsn, sizeof(lsn));
     int n = snprintf(text, sizeof(text), "walgate-cursor 1\nseq %u\noffset %" PRIu64 "\nlsn %s\n",
                      pos->seq, pos->offset, lsn);
     return wg_write_file_atomic(f->cursor_path, text, (size_t)n, 0600, err);
@@ -258,7 +258,7 @@ static void status_write(fwd_forwarder *f, bool force)
     wg_json_string(&j, g_fwd_states[f->state]);
     wg_json_key(&j, "error");
     wg_json_string(&j, f->error);
-    ingest_lsn_format(f->cursor.lsn, lsn, sizeof(lsn));
+    wg_lsn_format(f->cursor.lsn, lsn, sizeof(lsn));
     wg_json_key(&j, "cursor_lsn");
     wg_json_string(&j, lsn);
     wg_json_key(&j, "cursor_segment");

@@ -476,11 +476,6 @@ static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, v
     natsMsg_Destroy(msg);
 }
 
-static char *xstrdup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 static void free_subjects(nats_sink *s)
 {
     for (int i = 0; i < s->n_stream_subjects; i++)
@@ -870,17 +865,12 @@ static int record_subject(const char *prefix, nats_op op, const rec_span *r, siz
     }
 }
 
-static void format_lsn(uint64_t lsn, char *buf, size_t len)
-{
-    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
-}
-
 int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, void *arg,
                    size_t *bad_record)
 {
     const char *end = item->data + item->len;
     char lsn[24], xid[32] = "", ctime[48] = "", total_txt[24];
-    format_lsn(item->lsn, lsn, sizeof(lsn));
+    wg_lsn_format(item->lsn, lsn, sizeof(lsn));
 
     /* First pass: how many messages, and the transaction's xid and commit time. */
     size_t total = 0;
@@ -1469,7 +1459,7 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
     pthread_mutex_init(&s->sh->mu, NULL);
     s->sh->refs = 1;
     snprintf(s->sh->ctx, sizeof(s->sh->ctx), "%s", ctx);
-    s->base.name = xstrdup_or_null(ctx_name);
+    s->base.name = wg_dup_or_null(ctx_name, NULL);
     s->stream = strdup(cfg->stream);
     s->prefix = strdup(prefix);
     if (!s->base.name || !s->stream || !s->prefix)

@@ -65,11 +65,6 @@ static void reload_keys(wh_sink *s);
 
 /* ---- Pure pieces (webhook_internal.h) ------------------------------------------------------ */
 
-void wh_format_lsn(uint64_t lsn, char *buf, size_t len)
-{
-    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
-}
-
 /* Append the records of one item, separated by commas, each line without its '\n'. */
 static int append_records(wg_buf *out, const char *data, size_t len)
 {
@@ -104,7 +99,7 @@ int wh_build_body(wg_buf *out, const fwd_batch *b)
     for (size_t i = 0; i < b->n_items && rc == 0; i++) {
         const fwd_item *it = &b->items[i];
         char lsn[24];
-        wh_format_lsn(it->lsn, lsn, sizeof(lsn));
+        wg_lsn_format(it->lsn, lsn, sizeof(lsn));
         rc |= wg_buf_puts(out, i ? ",{\"key\":\"" : "{\"key\":\"");
         rc |= wg_json_escape(out, it->key, strnlen(it->key, sizeof(it->key)));
         rc |= wg_buf_printf(out, "\",\"lsn\":\"%s\",\"records\":[", lsn);
@@ -505,8 +500,8 @@ static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_aft
         res = FWD_FATAL;
         goto out;
     }
-    wh_format_lsn(b->items[0].lsn, first_lsn, sizeof(first_lsn));
-    wh_format_lsn(b->items[b->n_items - 1].lsn, last_lsn, sizeof(last_lsn));
+    wg_lsn_format(b->items[0].lsn, first_lsn, sizeof(first_lsn));
+    wg_lsn_format(b->items[b->n_items - 1].lsn, last_lsn, sizeof(last_lsn));
 
     /* Per-request headers, in a list whose tail is linked to the fixed ones while curl runs. */
 #define ADD_HDR(...)                                                                               \

@@ -18,7 +18,6 @@
 #define WH_MSG_ID_MAX 40
 
 /* Format an LSN the PostgreSQL way, "16/B374D848"; buf >= 20 bytes. */
-void wh_format_lsn(uint64_t lsn, char *buf, size_t len);
 
 /*
  * The request body (docs/forward.md, "Webhook"):

@@ -85,11 +85,6 @@ static int key_qsort_cmp(const void *a, const void *b)
     return key_cmp(*(const seg_key *)a, *(const seg_key *)b);
 }
 
-static void fmt_lsn(uint64_t lsn, char *buf, size_t len)
-{
-    snprintf(buf, len, "%" PRIX32 "/%" PRIX32, (uint32_t)(lsn >> 32), (uint32_t)lsn);
-}
-
 static bool parse_seg_name(const char *name, seg_key *k)
 {
     if (strlen(name) != CL_NAME_LEN || name[16] != '-' || strcmp(name + 25, ".jsonl") != 0)
@@ -548,7 +543,7 @@ static int batch_crc_error(wg_error *err, const char *dir, const char *path, uin
                            const char *what_now)
 {
     char l[32];
-    fmt_lsn(lsn, l, sizeof(l));
+    wg_lsn_format(lsn, l, sizeof(l));
     return damage(err, dir,
                   "change log segment %s is damaged: the batch at byte offset %" PRIu64 " (%" PRIu64
                   " bytes, position %s) does not match its checksum (CRC-32C "
@@ -810,8 +805,8 @@ static int recover_segment(changelog *log, seg_key k, bool newest, uint64_t *ent
         if (sc.ents[i].end <= size)
             continue;
         char a[32], b[32];
-        fmt_lsn(sc.ents[i].lsn, a, sizeof(a));
-        fmt_lsn(sc.ents[n - 1].lsn, b, sizeof(b));
+        wg_lsn_format(sc.ents[i].lsn, a, sizeof(a));
+        wg_lsn_format(sc.ents[n - 1].lsn, b, sizeof(b));
         damage(err, log->dir,
                "change log segment %s is %" PRIu64 " bytes but its index %s says its batches "
                "run to %" PRIu64 ": %" PRIu64 " bytes of confirmed data (%zu batches, positions "
@@ -1044,8 +1039,8 @@ static int check_position(const changelog *log, uint64_t lsn, wg_error *err)
                             "change log %s: a batch needs a position, and 0/0 is not one",
                             log->dir);
     if (lsn < log->last_lsn) {
-        fmt_lsn(lsn, a, sizeof(a));
-        fmt_lsn(log->last_lsn, b, sizeof(b));
+        wg_lsn_format(lsn, a, sizeof(a));
+        wg_lsn_format(log->last_lsn, b, sizeof(b));
         return wg_error_set(err, WG_ERR_INTERNAL,
                             "change log %s: batch position %s is before the last batch's %s; "
                             "positions must not go backwards",

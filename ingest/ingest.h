@@ -179,7 +179,6 @@ int changelog_prune(const char *dir, uint32_t before_seq, int64_t older_than_wal
 void changelog_reader_free(changelog_reader *r);
 
 /* LSNs in PostgreSQL's X/Y notation. */
-void ingest_lsn_format(uint64_t lsn, char *buf, size_t len);
 int ingest_lsn_parse(const char *text, uint64_t *lsn);
 
 #endif /* WALGATE_INGEST_H */

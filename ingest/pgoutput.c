@@ -95,11 +95,6 @@ int pgout_build_status(wg_buf *out, uint64_t write_lsn, uint64_t flush_lsn, uint
     return 0;
 }
 
-void pgout_format_lsn(uint64_t lsn, char *buf, size_t len)
-{
-    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
-}
-
 /* Up to 8 hex digits; returns the number of characters consumed, 0 on none or too many. */
 static size_t parse_hex32(const char *s, uint32_t *v)
 {

@@ -49,7 +49,6 @@ int pgout_build_status(wg_buf *out, uint64_t write_lsn, uint64_t flush_lsn, uint
                        int64_t now_unix_us, bool reply_requested);
 
 /* "16/B374D848" for an LSN, and back. */
-void pgout_format_lsn(uint64_t lsn, char *buf, size_t len);
 int pgout_parse_lsn(const char *text, uint64_t *lsn);
 
 /* ---- pgoutput logical messages ------------------------------------------------------ */

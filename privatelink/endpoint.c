@@ -58,16 +58,6 @@ const char *pl_state_name(pl_state s)
     return (unsigned)s < WG_ARRAY_LEN(n) ? n[s] : "?";
 }
 
-static char *dup_or_null(const char *s, bool *oom)
-{
-    if (!s)
-        return NULL;
-    char *c = strdup(s);
-    if (!c)
-        *oom = true;
-    return c;
-}
-
 /* The AZ name in a zonal DNS name, given the regional name's first label. */
 static bool zonal_az_name(const char *regional, const char *name, char *az, size_t len)
 {
@@ -188,20 +178,20 @@ pl_endpoint_t *pl_endpoint_new(const pl_config *cfg, wg_error *err)
     }
     bool oom = false;
     ep->cfg = *cfg;
-    ep->name = dup_or_null(cfg->name ? cfg->name : "?", &oom);
-    ep->service_name = dup_or_null(cfg->service_name, &oom);
-    ep->endpoint_id = dup_or_null(cfg->endpoint_id, &oom);
-    ep->region = dup_or_null(cfg->region, &oom);
-    ep->dns_servers = dup_or_null(cfg->dns_servers, &oom);
-    ep->aws_profile = dup_or_null(cfg->aws_profile, &oom);
-    ep->state_dir = dup_or_null(cfg->state_dir, &oom);
+    ep->name = wg_dup_or_null(cfg->name ? cfg->name : "?", &oom);
+    ep->service_name = wg_dup_or_null(cfg->service_name, &oom);
+    ep->endpoint_id = wg_dup_or_null(cfg->endpoint_id, &oom);
+    ep->region = wg_dup_or_null(cfg->region, &oom);
+    ep->dns_servers = wg_dup_or_null(cfg->dns_servers, &oom);
+    ep->aws_profile = wg_dup_or_null(cfg->aws_profile, &oom);
+    ep->state_dir = wg_dup_or_null(cfg->state_dir, &oom);
     size_t nz = 0;
     for (char **z = cfg->availability_zones; z && *z; z++)
         nz++;
     ep->azs = calloc(nz + 1, sizeof(char *));
     oom |= !ep->azs;
     for (size_t i = 0; ep->azs && i < nz; i++)
-        ep->azs[i] = dup_or_null(cfg->availability_zones[i], &oom);
+        ep->azs[i] = wg_dup_or_null(cfg->availability_zones[i], &oom);
     ep->cfg.name = ep->name;
     ep->cfg.service_name = ep->service_name;
     ep->cfg.endpoint_id = ep->endpoint_id;

@@ -273,12 +273,14 @@ class Postgres(Server):
 
 
 class Sshd(Server):
-    """OpenSSH sshd on 127.0.0.1:<free port> with its own ed25519 host key and authorized_keys.
+    """OpenSSH sshd on 127.0.0.1:<free port> with its own host key (ed25519 unless
+    host_key_type says otherwise, e.g. "rsa") and authorized_keys.
 
     The login user is whoever runs the tests (root in CI). TCP forwarding is allowed.
     """
 
-    def __init__(self, port=None, listen="127.0.0.1", extra_config=None):
+    def __init__(self, port=None, listen="127.0.0.1", extra_config=None, host_key_type="ed25519"):
+        self.host_key_type = host_key_type
         self.port = port or free_port()
         self.listen = listen
         self.host = "127.0.0.1"
@@ -293,11 +295,11 @@ class Sshd(Server):
 
     @property
     def host_key(self):
-        return os.path.join(self.dir, "host_ed25519")
+        return os.path.join(self.dir, f"host_{self.host_key_type}")
 
     def _setup(self):
         self.dir = tempdir("walgate-sshd-")
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "walgate-test-host",
+        run(["ssh-keygen", "-q", "-t", self.host_key_type, "-N", "", "-C", "walgate-test-host",
              "-f", self.host_key])
         write_file(self.authorized_keys, "", 0o600)
         self.write_config()

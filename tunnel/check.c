@@ -57,7 +57,7 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
     ssh_conn c;
     wg_error_clear(&err);
     keys_pair none = {0};
-    int rc = ssh_conn_open(&cfg, have_keys ? &kp : &none, false, &c, &err);
+    int rc = ssh_conn_open(&cfg, have_keys ? &kp : &none, false, NULL, &c, &err);
     int failed = 0;
 
     /* TCP */
@@ -77,8 +77,12 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
 
     /* Handshake + host key */
     if (c.reached == SSH_STEP_HANDSHAKE) {
+        /* The message says what the server did and the fix when walgate knows it. */
         wg_checks_add(out, target, "ssh host key", WG_CHECK_FAIL,
-                      "check that host/port point at an SSH server", "%s", err.msg);
+                      err.code == WG_ERR_SSH && strstr(err.msg, "walgate accepts")
+                          ? "see the message"
+                          : "check that host/port point at an SSH server",
+                      "%s", err.msg);
         wg_checks_add(out, target, "ssh auth", WG_CHECK_SKIP, NULL, "not checked");
         keys_pair_free(&kp);
         return -1;
@@ -133,9 +137,13 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
 
     /* Port forward */
     if (target_host) {
-        libssh2_session_set_timeout(c.session, (long)cfg.connect_timeout_ms);
-        LIBSSH2_CHANNEL *ch =
-            libssh2_channel_direct_tcpip_ex(c.session, target_host, target_port, "127.0.0.1", 0);
+        ssh_conn_deadline(&c, cfg.connect_timeout_ms, NULL);
+        LIBSSH2_CHANNEL *ch;
+        while (!(ch = libssh2_channel_direct_tcpip_ex(c.session, target_host, target_port,
+                                                      "127.0.0.1", 0)) &&
+               libssh2_session_last_errno(c.session) == LIBSSH2_ERROR_EAGAIN)
+            if (ssh_conn_wait(&c) != 0)
+                break;
         if (ch) {
             wg_checks_add(out, target, "port-forward", WG_CHECK_OK, NULL,
                           "the bastion opened a channel to %s:%d", target_host, target_port);
@@ -143,6 +151,7 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
         } else {
             char *m = NULL;
             libssh2_session_last_error(c.session, &m, NULL, 0);
+            const char *why = c.io.timed_out ? "no answer within connect_timeout" : m ? m : "?";
             snprintf(remedy, sizeof(remedy),
                      "allow forwarding on the bastion (sshd_config: AllowTcpForwarding yes, and "
                      "PermitOpen %s:%d if PermitOpen is used) and check that %s:%d is reachable "
@@ -150,7 +159,7 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
                      target_host, target_port, target_host, target_port);
             wg_checks_add(out, target, "port-forward", WG_CHECK_FAIL, remedy,
                           "the bastion refused to forward to %s:%d: %s", target_host, target_port,
-                          m ? m : "?");
+                          why);
             failed = 1;
         }
     }

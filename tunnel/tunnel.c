@@ -4,7 +4,7 @@
  *
  * Life of the thread:
  *
- *   connect (session.c, blocking, bounded by connect_timeout)
+ *   connect (session.c, non-blocking, every phase bounded by connect_timeout and tunnel_stop)
  *     -> serve: non-blocking session; poll over the SSH socket, the listeners, every client
  *        socket and a wake pipe; channels opened one at a time (libssh2 allows one open in
  *        flight); each channel has a buffer per direction so a slow client or a full SSH
@@ -103,11 +103,6 @@ const char *tunnel_state_name(tunnel_state s)
     return "?";
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
 {
     tunnel_t *t = calloc(1, sizeof(*t));
@@ -116,11 +111,11 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
         return NULL;
     }
     t->cfg = *cfg;
-    t->cfg.name = t->s_name = dup_or_null(cfg->name);
-    t->cfg.host = t->s_host = dup_or_null(cfg->host);
-    t->cfg.user = t->s_user = dup_or_null(cfg->user);
-    t->cfg.known_hosts = t->s_known_hosts = dup_or_null(cfg->known_hosts);
-    t->cfg.state_dir = t->s_state_dir = dup_or_null(cfg->state_dir);
+    t->cfg.name = t->s_name = wg_dup_or_null(cfg->name, NULL);
+    t->cfg.host = t->s_host = wg_dup_or_null(cfg->host, NULL);
+    t->cfg.user = t->s_user = wg_dup_or_null(cfg->user, NULL);
+    t->cfg.known_hosts = t->s_known_hosts = wg_dup_or_null(cfg->known_hosts, NULL);
+    t->cfg.state_dir = t->s_state_dir = wg_dup_or_null(cfg->state_dir, NULL);
     if (t->cfg.port <= 0)
         t->cfg.port = 22;
     if (t->cfg.connect_timeout_ms <= 0)
@@ -616,7 +611,7 @@ static void *tunnel_thread(void *arg)
     while (!t->stop) {
         set_state(t, TUNNEL_STATE_CONNECTING, NULL);
         wg_error err = {0};
-        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->conn, &err) == 0) {
+        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->stop, &t->conn, &err) == 0) {
             int64_t up_at = wg_now_ms();
             pthread_mutex_lock(&t->mu);
             t->st.connects++;
@@ -634,14 +629,18 @@ static void *tunnel_thread(void *arg)
                      first ? "connected" : "reconnected", t->cfg.user ? t->cfg.user : "",
                      t->cfg.host, t->cfg.port, t->conn.host_fp, t->conn.auth_key);
             first = false;
-            libssh2_session_set_timeout(t->conn.session, (long)t->cfg.connect_timeout_ms);
-            t->hb = libssh2_channel_open_session(t->conn.session);
-            if (!t->hb)
+            ssh_conn_deadline(&t->conn, t->cfg.connect_timeout_ms, &t->stop);
+            while (!(t->hb = libssh2_channel_open_session(t->conn.session)) &&
+                   libssh2_session_last_errno(t->conn.session) == LIBSSH2_ERROR_EAGAIN)
+                if (ssh_conn_wait(&t->conn) != 0)
+                    break;
+            if (!t->hb && !t->stop)
                 log_debug(t->cfg.name,
                           "no heartbeat channel (%s); dead sessions are found by "
                           "TCP keepalive when no client is connected",
-                          ssh_errmsg_of(t->conn.session));
-            libssh2_session_set_timeout(t->conn.session, 0);
+                          t->conn.io.timed_out ? "no answer within connect_timeout"
+                                               : ssh_errmsg_of(t->conn.session));
+            ssh_conn_deadline(&t->conn, 0, NULL);
             serve(t, &err);
             t->hb = NULL; /* freed with the session */
             close_all_channels(t);

@@ -3,6 +3,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -171,6 +172,105 @@ TEST(wake_wakes_and_times_out)
     pthread_join(th, NULL);
     CHECK(wg_wake_gen(w) == g + 1);
     wg_wake_free(w);
+}
+
+TEST(sanitize_peer_text)
+{
+    char out[64];
+    /* Control bytes, DEL, an ANSI escape and a raw 0xFF from a hostile server. */
+    static const char banner[] = "SSH-2.0-x\x1b[31m\x07\x7f\xff!";
+    wg_sanitize(out, sizeof(out), banner, sizeof(banner) - 1, 0);
+    CHECK_EQ_STR(out, "SSH-2.0-x\\x1B[31m\\x07\\x7F\\xFF!");
+    /* Valid UTF-8 stays; a C1 control (U+009B, CSI) and a truncated sequence do not. */
+    wg_sanitize(out, sizeof(out), "caf\xc3\xa9 \xc2\x9b \xe2\x82", 11, 0);
+    CHECK_EQ_STR(out, "caf\xc3\xa9 \\xC2\\x9B \\xE2\\x82");
+    /* Strict mode escapes line ends; fold mode makes them one space and drops the tail. */
+    wg_sanitize(out, sizeof(out), "a\r\nb\n", 5, 0);
+    CHECK_EQ_STR(out, "a\\x0D\\x0Ab\\x0A");
+    wg_sanitize(out, sizeof(out), "ERROR: x\nDETAIL: y\n", 19, WG_SANITIZE_FOLD);
+    CHECK_EQ_STR(out, "ERROR: x DETAIL: y");
+    wg_sanitize(out, sizeof(out), "unexpectedly\n\tThis\tmeans\n", 25, WG_SANITIZE_FOLD);
+    CHECK_EQ_STR(out, "unexpectedly This means");
+    wg_sanitize(out, sizeof(out), "a\tb", 3, 0);
+    CHECK_EQ_STR(out, "a\\x09b");
+    /* A forged log line cannot start: "\n2026-... ERROR" stays on the same line. */
+    wg_sanitize(out, sizeof(out), "ok\n2026-01-01T00:00:00Z ERROR fake", 34, WG_SANITIZE_FOLD);
+    CHECK(strchr(out, '\n') == NULL);
+    /* Bounded: long input is cut on a character boundary and marked. */
+    char big[300];
+    memset(big, 'A', sizeof(big));
+    wg_sanitize(out, sizeof(out), big, sizeof(big), 0);
+    CHECK_EQ_INT(strlen(out), sizeof(out) - 1);
+    CHECK(strcmp(out + strlen(out) - 3, "...") == 0);
+    char small[8];
+    wg_sanitize(small, sizeof(small), "\x01\x02\x03", 3, 0); /* "\x01" needs 4 bytes each */
+    CHECK_EQ_STR(small, "\\x01...");
+    wg_sanitize(small, sizeof(small), "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 8, 0);
+    CHECK_EQ_STR(small, "\xc3\xa9\xc3\xa9...");
+    /* Idempotent: sanitized text passes through unchanged. */
+    char again[64];
+    wg_sanitize(out, sizeof(out), "x\x1b\xff\n", 4, 0);
+    wg_sanitize(again, sizeof(again), out, strlen(out), WG_SANITIZE_FOLD);
+    CHECK_EQ_STR(again, out);
+    wg_sanitize(out, sizeof(out), NULL, 5, 0);
+    CHECK_EQ_STR(out, "");
+}
+
+TEST(errors_and_logs_stay_one_printable_line)
+{
+    wg_error err = {0};
+    wg_error_set(&err, WG_ERR_PG, "connect: %s", "FATAL:  bad\x1b]0;owned\x07\nDETAIL: \xfe\n");
+    CHECK_EQ_STR(err.msg, "connect: FATAL:  bad\\x1B]0;owned\\x07 DETAIL: \\xFE");
+    wg_error_prefix(&err, "source %s", "s1");
+    CHECK_EQ_STR(err.msg, "source s1: connect: FATAL:  bad\\x1B]0;owned\\x07 DETAIL: \\xFE");
+}
+
+static int g_wiped_checked, g_wiped_nonzero;
+static void check_wiped(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    g_wiped_checked++;
+    for (size_t i = 0; i < len; i++)
+        g_wiped_nonzero += p[i] != 0;
+}
+
+/* Whether the mapping holding `addr` carries the "dd" (MADV_DONTDUMP) flag in smaps. */
+static int mapping_dontdump(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int in = 0, found = -1;
+    uintptr_t a = (uintptr_t)addr;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = a >= lo && a < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            found = strstr(line, " dd") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+TEST(secret_storage_dontdump_and_wiped)
+{
+    static const char pw[] = "correct horse battery staple";
+    wg_secret *s = wg_secret_new(pw, sizeof(pw) - 1);
+    CHECK(s != NULL);
+    CHECK_EQ_STR(wg_secret_reveal(s), pw);
+    CHECK_EQ_INT(wg_secret_len(s), sizeof(pw) - 1);
+    CHECK(((uintptr_t)wg_secret_reveal(s) % 4096) == 0); /* its own page-aligned mapping */
+    CHECK_EQ_INT(mapping_dontdump(wg_secret_reveal(s)), 1);
+    wg_secret_wipe_hook = check_wiped;
+    wg_secret_free(s);
+    wg_secret_wipe_hook = NULL;
+    CHECK_EQ_INT(g_wiped_checked, 1);
+    CHECK_EQ_INT(g_wiped_nonzero, 0);
+    wg_secret_free(NULL);
 }
 
 TEST_MAIN()

@@ -182,11 +182,11 @@ TEST(lsn_format_and_parse)
 {
     char buf[32];
     uint64_t lsn = 1;
-    pgout_format_lsn(UINT64_C(0x16B374D848), buf, sizeof(buf));
+    wg_lsn_format(UINT64_C(0x16B374D848), buf, sizeof(buf));
     CHECK_EQ_STR(buf, "16/B374D848");
-    pgout_format_lsn(0, buf, sizeof(buf));
+    wg_lsn_format(0, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "0/0");
-    pgout_format_lsn(UINT64_MAX, buf, sizeof(buf));
+    wg_lsn_format(UINT64_MAX, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "FFFFFFFF/FFFFFFFF");
     CHECK_EQ_INT(pgout_parse_lsn("16/B374D848", &lsn), 0);
     CHECK(lsn == UINT64_C(0x16B374D848));
@@ -867,7 +867,7 @@ static int describe(wg_buf *out, const pgout_msg *m)
     case PGOUT_TYPE:
         return wg_buf_printf(out, "Y %s.%s", m->u.type.schema, m->u.type.name);
     case PGOUT_ORIGIN:
-        pgout_format_lsn(m->u.origin.lsn, lsn, sizeof(lsn));
+        wg_lsn_format(m->u.origin.lsn, lsn, sizeof(lsn));
         return wg_buf_printf(out, "O %s %s", m->u.origin.name, lsn);
     case PGOUT_MESSAGE:
         wg_buf_printf(out, "M %c %s ", m->u.message.transactional ? 't' : 'f', m->u.message.prefix);

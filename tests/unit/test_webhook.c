@@ -57,9 +57,9 @@ static void tbatch_done(tbatch *t)
 TEST(lsn_format)
 {
     char buf[24];
-    wh_format_lsn(0x16B374D848ULL, buf, sizeof(buf));
+    wg_lsn_format(0x16B374D848ULL, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "16/B374D848");
-    wh_format_lsn(0, buf, sizeof(buf));
+    wg_lsn_format(0, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "0/0");
 }
 
@@ -401,7 +401,7 @@ static int drive(void)
                 continue;
             wg_buf recs = {0};
             char l[24];
-            wh_format_lsn(lsn, l, sizeof(l));
+            wg_lsn_format(lsn, l, sizeof(l));
             for (unsigned i = 0; i < nrec; i++)
                 wg_buf_printf(&recs,
                               "{\"op\":\"insert\",\"lsn\":\"%s\",\"table\":\"public.t\","

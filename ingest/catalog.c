@@ -1,0 +1,234 @@
+/*
+ * catalog.c — every query walgate sends to the source's catalog: how a relation is made
+ * (columns, types with domains resolved, primary key), what a publication holds (its tables,
+ * a table's column list and row filter), the server's WAL position and wal_sender_timeout,
+ * and dropping a slot left by an interrupted snapshot.
+ *
+ * Queries that may run on a replication connection (a resync copies on one) use the simple
+ * query protocol. Relation descriptions go through a cat_handle, so that a unit test can
+ * describe relations without a server.
+ */
+#include "ingest/source_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cat_relation_free(cat_relation *r)
+{
+    for (int i = 0; r->cols && i < r->ncols; i++)
+        free(r->cols[i].name);
+    free(r->cols);
+    r->cols = NULL;
+    r->ncols = 0;
+}
+
+/* cat_handle.describe for a libpq connection (ctx). */
+static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_error *err)
+{
+    PGconn *c = ctx;
+    wg_buf rel = {0}, sql = {0};
+    if (ref->oid) {
+        wg_buf_printf(&rel, "'%u'::oid", ref->oid);
+    } else {
+        char *qi = PQescapeIdentifier(c, ref->schema, strlen(ref->schema));
+        char *ti = PQescapeIdentifier(c, ref->table, strlen(ref->table));
+        wg_buf_printf(&rel, "'%s.%s'::regclass", qi ? qi : "", ti ? ti : "");
+        PQfreemem(qi);
+        PQfreemem(ti);
+    }
+    /* In attnum order, with the type's base type when it is a domain, and whether the column
+     * is part of the primary key. */
+    wg_buf_printf(&sql,
+                  "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
+                  "a.atttypid END, coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM "
+                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false), "
+                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE "
+                  "a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                  rel.data);
+    wg_buf_free(&rel);
+    PGresult *res = PQexec(c, sql.data);
+    wg_buf_free(&sql);
+    memset(out, 0, sizeof(*out));
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
+        PQclear(res);
+        return -1;
+    }
+    int n = PQntuples(res);
+    out->cols = calloc((size_t)n + 1, sizeof(*out->cols));
+    if (!out->cols) {
+        PQclear(res);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        cat_column *col = &out->cols[out->ncols];
+        if (!(col->name = strdup(PQgetvalue(res, i, 0)))) {
+            PQclear(res);
+            cat_relation_free(out);
+            return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        }
+        col->base_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+        col->pk = PQgetvalue(res, i, 2)[0] == 't';
+        col->type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 3), NULL, 10);
+        out->ncols++;
+    }
+    PQclear(res);
+    return 0;
+}
+
+cat_handle cat_pg(PGconn *c)
+{
+    return (cat_handle){.describe = pg_describe, .ctx = c};
+}
+
+int cat_describe(const cat_handle *h, const cat_relref *ref, cat_relation *out, wg_error *err)
+{
+    if (!h->describe) {
+        memset(out, 0, sizeof(*out));
+        return wg_error_set(err, WG_ERR_INTERNAL, "no catalog connection");
+    }
+    return h->describe(h->ctx, ref, out, err);
+}
+
+void cat_tables_free(cat_tables *t)
+{
+    for (int i = 0; t->v && i < t->n; i++) {
+        free(t->v[i].schema);
+        free(t->v[i].table);
+    }
+    free(t->v);
+    t->v = NULL;
+    t->n = 0;
+}
+
+int cat_publication_tables(PGconn *c, const char *pub, cat_tables *out, wg_error *err)
+{
+    const char *pp[1] = {pub};
+    memset(out, 0, sizeof(*out));
+    PGresult *r = PQexecParams(c,
+                               "SELECT schemaname, tablename FROM pg_publication_tables WHERE "
+                               "pubname = $1 ORDER BY 1, 2",
+                               1, NULL, pp, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "listing the tables of publication %s: %s", pub,
+                     PQerrorMessage(c));
+        PQclear(r);
+        return -1;
+    }
+    int n = PQntuples(r);
+    bool oom = !(out->v = calloc((size_t)n + 1, sizeof(*out->v)));
+    for (int i = 0; !oom && i < n; i++) {
+        out->n++;
+        out->v[i].schema = strdup(PQgetvalue(r, i, 0));
+        out->v[i].table = strdup(PQgetvalue(r, i, 1));
+        oom = !out->v[i].schema || !out->v[i].table;
+    }
+    PQclear(r);
+    if (oom) {
+        cat_tables_free(out);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    return 0;
+}
+
+int cat_tables_find(const cat_tables *t, const char *qname)
+{
+    char q[600];
+    for (int i = 0; i < t->n; i++) {
+        snprintf(q, sizeof(q), "%s.%s", t->v[i].schema, t->v[i].table);
+        if (strcmp(q, qname) == 0)
+            return i;
+    }
+    return -1;
+}
+
+bool cat_publication_exists(PGconn *c, const char *pub)
+{
+    const char *pp[1] = {pub};
+    PGresult *e = PQexecParams(c, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, NULL, pp,
+                               NULL, NULL, 0);
+    bool exists = PQntuples(e) > 0;
+    PQclear(e);
+    return exists;
+}
+
+int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
+                          cat_pubshape *out, wg_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (PQserverVersion(c) < 150000)
+        return 0; /* no column lists or row filters before PostgreSQL 15 */
+    /* simple protocol: a resync copies on a replication connection */
+    char *lp = PQescapeLiteral(c, pub, strlen(pub));
+    char *ls = PQescapeLiteral(c, schema, strlen(schema));
+    char *lt = PQescapeLiteral(c, table, strlen(table));
+    wg_buf pq = {0};
+    wg_buf_printf(&pq,
+                  "SELECT coalesce(attnames::text[], '{}'), coalesce(rowfilter, '') FROM "
+                  "pg_publication_tables WHERE pubname = %s AND schemaname = %s AND "
+                  "tablename = %s",
+                  lp ? lp : "''", ls ? ls : "''", lt ? lt : "''");
+    PGresult *r = PQexec(c, pq.data);
+    wg_buf_free(&pq);
+    PQfreemem(lp);
+    PQfreemem(ls);
+    PQfreemem(lt);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
+    } else if (PQntuples(r) == 1) {
+        out->found = true;
+        out->attnames = strdup(PQgetvalue(r, 0, 0));
+        out->rowfilter = strdup(PQgetvalue(r, 0, 1));
+        if (!out->attnames || !out->rowfilter) {
+            cat_pubshape_free(out);
+            rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        }
+    }
+    PQclear(r);
+    return rc;
+}
+
+void cat_pubshape_free(cat_pubshape *p)
+{
+    free(p->attnames);
+    free(p->rowfilter);
+    memset(p, 0, sizeof(*p));
+}
+
+int cat_current_wal_lsn(PGconn *c, uint64_t *lsn)
+{
+    PGresult *r = PQexec(c, "SELECT pg_current_wal_lsn()");
+    int rc = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        rc = pgout_parse_lsn(PQgetvalue(r, 0, 0), lsn);
+    PQclear(r);
+    return rc;
+}
+
+long long cat_wal_sender_timeout(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT setting::bigint FROM pg_settings WHERE name = "
+                            "'wal_sender_timeout'");
+    long long t = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        t = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return t;
+}
+
+/* Drop the slot if it exists (it belongs to an interrupted snapshot). */
+int cat_drop_slot(PGconn *c, const char *slot, wg_error *err)
+{
+    const char *p[1] = {slot};
+    PGresult *r = PQexecParams(c,
+                               "SELECT pg_drop_replication_slot(slot_name) FROM "
+                               "pg_replication_slots WHERE slot_name = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = wg_error_set(err, WG_ERR_PG, "dropping slot %s: %s", slot, PQerrorMessage(c));
+    PQclear(r);
+    return rc;
+}

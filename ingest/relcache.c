@@ -1,0 +1,264 @@
+/*
+ * relcache.c — how to render each relation seen on the replication connection (by OID):
+ * columns, types, key, exclusions, and whether the table is ingested or failed; schema changes.
+ */
+#include "ingest/source_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void rel_free_columns(rel_info *ri)
+{
+    for (int i = 0; ri->names && i < ri->ncols; i++)
+        free(ri->names[i]);
+    free(ri->names);
+    free(ri->toids);
+    ri->names = NULL;
+    ri->toids = NULL;
+}
+
+void rel_clear_all(ingest_source *s)
+{
+    for (size_t i = 0; i < s->n_rels; i++) {
+        rel_free_columns(&s->rels[i]);
+        free(s->rels[i].qname);
+        free(s->rels[i].types);
+        free(s->rels[i].excluded);
+        free(s->rels[i].key_json);
+        free(s->rels[i].error);
+    }
+    free(s->rels);
+    s->rels = NULL;
+    s->n_rels = 0;
+}
+
+/* Drop rels[i] (its rendering is prepared afresh when the table is next seen). */
+static void rel_drop(ingest_source *s, size_t i)
+{
+    rel_info *ri = &s->rels[i];
+    rel_free_columns(ri);
+    free(ri->qname);
+    free(ri->types);
+    free(ri->excluded);
+    free(ri->key_json);
+    free(ri->error);
+    s->rels[i] = s->rels[--s->n_rels];
+}
+
+/* The entry for relation `oid`, added or emptied for a fresh preparation (a failure it
+ * had is kept); NULL when out of memory. */
+static rel_info *rel_slot(ingest_source *s, uint32_t oid)
+{
+    rel_info *ri = NULL;
+    for (size_t i = 0; i < s->n_rels; i++)
+        if (s->rels[i].oid == oid)
+            ri = &s->rels[i];
+    if (!ri) {
+        rel_info *n = realloc(s->rels, (s->n_rels + 1) * sizeof(*n));
+        if (!n)
+            return NULL;
+        s->rels = n;
+        ri = &s->rels[s->n_rels++];
+        memset(ri, 0, sizeof(*ri));
+        ri->oid = oid;
+        return ri;
+    }
+    rel_free_columns(ri);
+    free(ri->qname);
+    free(ri->types);
+    free(ri->excluded);
+    free(ri->key_json);
+    char *keep_err = ri->error;
+    memset(ri, 0, sizeof(*ri));
+    ri->oid = oid;
+    ri->error = keep_err;
+    return ri;
+}
+
+/* The remedy for columns of types walgate cannot render (`cols`: "schema.table.col (type oid
+ * N), ..."), for the relation cache and the snapshot alike. */
+void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols)
+{
+    wg_buf_printf(m,
+                  "unsupported column type: %s; add the column to text_columns or "
+                  "exclude_columns in [source %s], restart walgate run, then: walgate "
+                  "source resync %s %s",
+                  cols, s->cfg.name, s->cfg.name, qname);
+}
+
+/* Types, exclusions and key of ri from the Relation message and the catalog's description;
+ * columns of unsupported types are listed in `errs`. NULL-free key_json on success. */
+static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
+                      const cat_relation *desc, wg_buf *errs)
+{
+    const char **names = calloc((size_t)r->ncols + 1, sizeof(*names));
+    bool *pk = calloc((size_t)r->ncols + 1, sizeof(*pk));
+    int n = 0;
+    for (int i = 0; names && pk && i < r->ncols; i++) {
+        const pgout_column *c = &r->cols[i];
+        uint32_t oid = c->type_oid;
+        bool key = false;
+        for (int k = 0; k < desc->ncols; k++)
+            if (strcmp(desc->cols[k].name, c->name) == 0) {
+                oid = desc->cols[k].base_oid;
+                key = desc->cols[k].pk;
+            }
+        ri->excluded[i] = src_col_listed(s->cfg.exclude_columns, ri->qname, c->name);
+        if (ri->excluded[i])
+            continue;
+        if (src_col_listed(s->cfg.text_columns, ri->qname, c->name))
+            render_type_text(&ri->types[i]);
+        else if (render_type_for_oid(oid, &ri->types[i]) != 0)
+            wg_buf_printf(errs, "%s%s.%s (type oid %u)", errs->len ? ", " : "", ri->qname, c->name,
+                          c->type_oid);
+        names[n] = c->name;
+        pk[n++] = key;
+    }
+    ri->key_json = names && pk ? rec_key_json(names, pk, n) : NULL;
+    free(names);
+    free(pk);
+    return ri->key_json ? 0 : -1;
+}
+
+/* After preparing: a failure (unsupported type now, or one kept in the state file) sticks to
+ * the table; otherwise its ingested columns are remembered to tell schema changes later. */
+static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs)
+{
+    if (errs->len && !ri->error && !ri->skip) {
+        wg_buf m = {0};
+        rel_unsupported_text(&m, s, ri->qname, errs->data);
+        ri->error = strdup(m.data);
+        wg_buf_free(&m);
+        table_status *ts = state_table_get(s, ri->qname);
+        if (ts && !ts->error)
+            ts->error = strdup(ri->error);
+        log_error(s->cfg.name, "table %s failed: %s", ri->qname, ri->error);
+        state_save(s);
+    }
+    if (ri->skip)
+        return;
+    table_status *ts = state_table_get(s, ri->qname);
+    if (ts && ts->error && !ri->error)
+        ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
+    if (!ts || ri->error)
+        return;
+    wg_buf c = {0};
+    for (int i = 0; i < r->ncols; i++)
+        if (!ri->excluded[i])
+            wg_buf_printf(&c, "%s%s\t%u", c.len ? "\t" : "", r->cols[i].name, r->cols[i].type_oid);
+    if (c.data && (!ts->columns || strcmp(ts->columns, c.data) != 0)) {
+        free(ts->columns);
+        ts->columns = strdup(c.data);
+        state_save(s);
+    }
+    wg_buf_free(&c);
+}
+
+/*
+ * How to render a relation: names, types (domains resolved) and key columns from the catalog.
+ * NULL with err when memory or the catalog query fails: a key guessed without the catalog
+ * would name other columns than the snapshot's, so the cycle ends and starts over instead.
+ */
+rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
+{
+    rel_info *ri = rel_slot(s, r->oid);
+    if (!ri)
+        return NULL;
+    wg_buf q = {0};
+    wg_buf_printf(&q, "%s.%s", r->schema, r->name);
+    ri->qname = strdup(q.data);
+    wg_buf_free(&q);
+    ri->skip = ri->qname && !src_table_configured(s, ri->qname);
+    size_t n = (size_t)(r->ncols ? r->ncols : 1);
+    ri->ncols = r->ncols;
+    ri->types = calloc(n, sizeof(*ri->types));
+    ri->excluded = calloc(n, sizeof(*ri->excluded));
+    ri->names = calloc(n, sizeof(*ri->names));
+    ri->toids = calloc(n, sizeof(*ri->toids));
+    if (!ri->qname || !ri->types || !ri->excluded || !ri->names || !ri->toids) {
+        rel_drop(s, (size_t)(ri - s->rels));
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < r->ncols; i++) {
+        ri->names[i] = strdup(r->cols[i].name);
+        ri->toids[i] = r->cols[i].type_oid;
+    }
+    /* Primary key columns and domain base types from the catalog. */
+    cat_relation desc;
+    cat_relref ref = {.oid = r->oid};
+    if (cat_describe(&s->catalog, &ref, &desc, err) != 0) {
+        wg_error_prefix(err, "reading the catalog for %s", ri->qname);
+        rel_drop(s, (size_t)(ri - s->rels));
+        return NULL;
+    }
+    wg_buf errs = {0};
+    int rc = rel_render(s, ri, r, &desc, &errs);
+    cat_relation_free(&desc);
+    if (rc != 0) {
+        wg_buf_free(&errs);
+        rel_drop(s, (size_t)(ri - s->rels));
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    rel_settle(s, ri, r, &errs);
+    wg_buf_free(&errs);
+    return ri;
+}
+
+rel_info *rel_find(ingest_source *s, uint32_t oid)
+{
+    for (size_t i = 0; i < s->n_rels; i++)
+        if (s->rels[i].oid == oid)
+            return &s->rels[i];
+    return NULL;
+}
+
+/* Forget how to render a table, so that its next change prepares it afresh. */
+void rel_forget(ingest_source *s, const char *qname)
+{
+    for (size_t i = 0; i < s->n_rels; i++) {
+        rel_info *ri = &s->rels[i];
+        if (!ri->qname || strcmp(ri->qname, qname) != 0)
+            continue;
+        rel_drop(s, i);
+        return;
+    }
+}
+
+/*
+ * The incompatible change, if any, between the ingested columns last seen (`old`, as kept in
+ * table_status.columns) and a relation's new shape: an ingested column dropped, renamed or
+ * retyped. Added columns are compatible. Returns true with `why` filled.
+ */
+bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
+                             size_t len)
+{
+    char *copy = strdup(old), *save = NULL;
+    bool bad = false;
+    for (char *name = copy ? strtok_r(copy, "\t", &save) : NULL; name && !bad;
+         name = strtok_r(NULL, "\t", &save)) {
+        char *oid = strtok_r(NULL, "\t", &save);
+        uint32_t toid = oid ? (uint32_t)strtoul(oid, NULL, 10) : 0;
+        int k = 0;
+        while (k < r->ncols && strcmp(r->cols[k].name, name) != 0)
+            k++;
+        if (k == r->ncols) {
+            snprintf(why, len,
+                     "incompatible schema change: ingested column %s was dropped or renamed "
+                     "upstream; to ingest the table's new shape: walgate source resync %s %s.%s",
+                     name, s->cfg.name, r->schema, r->name);
+            bad = true;
+        } else if (r->cols[k].type_oid != toid) {
+            snprintf(why, len,
+                     "incompatible schema change: ingested column %s changed type (oid %u to "
+                     "%u) upstream; to ingest the table's new shape: walgate source resync %s "
+                     "%s.%s",
+                     name, toid, r->cols[k].type_oid, s->cfg.name, r->schema, r->name);
+            bad = true;
+        }
+    }
+    free(copy);
+    return bad;
+}

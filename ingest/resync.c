@@ -1,0 +1,262 @@
+/*
+ * resync.c — `walgate source resync`: requests (files under STATE_DIR/sources/NAME/requests)
+ * and the re-snapshot of one table while the stream waits.
+ */
+#include "ingest/source_internal.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Requests are files STATE_DIR/sources/NAME/requests/resync-* holding a table name. */
+static void requests_dir(const ingest_source *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/requests", s->dir);
+}
+
+/* Drop every resync request (a whole new snapshot covers them). */
+void resync_requests_clear(ingest_source *s)
+{
+    char dir[4200], path[4600];
+    requests_dir(s, dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strncmp(e->d_name, "resync-", 7) == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    if (d)
+        closedir(d);
+}
+
+/*
+ * Copy one table again while the stream waits (the other tables' changes queue up on the
+ * server and follow): a temporary slot gives a snapshot and its LSN X in one step; the log
+ * gets `snapshot_start` (readers drop what they hold of the table), the rows, and
+ * `snapshot_done`; the stream then drops the table's changes committed before X, which the
+ * snapshot holds, and keeps those after. Returns 0 (done, or retried later: `*retry`), or
+ * negative when the change log failed.
+ */
+/* A connection in a repeatable-read transaction holding a temporary slot's snapshot, at *x;
+ * NULL (logged; retried later) when that cannot be had. */
+static PGconn *resync_snapshot(ingest_source *s, const char *qname, uint64_t *x)
+{
+    wg_error e = {0};
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &e);
+    if (!c) {
+        log_warn(s->cfg.name, "resync of %s: %s", qname, e.msg);
+        return NULL;
+    }
+    char slot[64];
+    snprintf(slot, sizeof(slot), "%.50s_resync", s->cfg.slot);
+    char *sl = PQescapeIdentifier(c, slot, strlen(slot));
+    wg_buf q = {0};
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')",
+                  sl ? sl : "x");
+    PQfreemem(sl);
+    PGresult *r = PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    r = ok ? PQexec(c, q.data) : NULL;
+    wg_buf_free(&q);
+    *x = 0;
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        pgout_parse_lsn(PQgetvalue(r, 0, 1), x) != 0 || *x == 0) {
+        log_warn(s->cfg.name, "resync of %s: creating a temporary slot: %s", qname,
+                 PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        return NULL;
+    }
+    PQclear(r);
+    return c;
+}
+
+/* From here the stream keeps the table's changes committed at or after x; the log gets
+ * snapshot_start. */
+static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uint64_t x,
+                      wg_error *err)
+{
+    if (ts->cut == 0)
+        s->n_cuts++;
+    ts->cut = x;
+    free(ts->error);
+    free(ts->columns);
+    ts->error = ts->columns = NULL;
+    ts->snapshot_committed = false;
+    ts->rows = 0;
+    rel_forget(s, qname);
+
+    int rc = stream_log_sync(s, err);
+    uint64_t pos = changelog_last_lsn(s->log);
+    s->snap_lsn = x;
+    s->snap_pos = pos ? pos : s->consistent_point;
+    wg_buf b = {0};
+    rec_snapshot_start(&b, qname, x);
+    if (rc == 0)
+        rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, s->snap_pos, err);
+    wg_buf_free(&b);
+    s->unsynced = s->unsynced || rc == 0;
+    if (rc == 0)
+        rc = stream_log_sync(s, err);
+    return rc;
+}
+
+/* The copy itself: 0 (done, or failed and to be retried: *retry) or negative when the change
+ * log failed. */
+static int resync_copy(ingest_source *s, PGconn *c, table_status *ts, const char *schema,
+                       const char *table, bool *retry, wg_error *err)
+{
+    wg_error e = {0};
+    s->resyncing = true;
+    s->state = SRC_SNAPSHOTTING;
+    state_status_write(s, true);
+    int rc = snap_table(s, c, schema, table, &e);
+    s->resyncing = false;
+    s->state = SRC_RUNNING;
+    if (rc == 0) {
+        *retry = false;
+        return 0;
+    }
+    /* The log ends with an unfinished snapshot of the table: its changes wait for the next
+     * attempt's snapshot rather than land on rows a reader does not have. */
+    ts->cut = CUT_PENDING;
+    if (e.code == WG_ERR_IO) {
+        *err = e;
+        return rc;
+    }
+    log_warn(s->cfg.name, "resync of %s failed, retrying: %s", ts->name, e.msg);
+    return 0; /* the request stays; the next attempt starts over with a new snapshot */
+}
+
+/* The table is not in the publication: it fails with the remedy, and the request is done. */
+static void resync_not_published(ingest_source *s, table_status *ts, const char *qname)
+{
+    char why[800];
+    snprintf(why, sizeof(why),
+             "resync: the table is not in publication %s: ALTER PUBLICATION %s ADD TABLE "
+             "%s; then walgate source resync %s %s",
+             s->cfg.publication, s->cfg.publication, qname, s->cfg.name, qname);
+    free(ts->error);
+    ts->error = strdup(why);
+    log_error(s->cfg.name, "table %s: %s", qname, why);
+}
+
+static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_error *err)
+{
+    table_status *ts = state_table_get(s, qname);
+    if (!ts)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    *retry = true;
+    cat_tables tl;
+    wg_error le = {0};
+    if (cat_publication_tables(s->cat, s->cfg.publication, &tl, &le) != 0) {
+        log_warn(s->cfg.name, "resync of %s: %s", qname, le.msg);
+        return 0;
+    }
+    int at = cat_tables_find(&tl, qname);
+    uint64_t x = 0;
+    PGconn *c = NULL;
+    if (at < 0) {
+        resync_not_published(s, ts, qname);
+        *retry = false;
+    } else {
+        c = resync_snapshot(s, qname, &x);
+    }
+    if (!c) {
+        cat_tables_free(&tl);
+        return 0;
+    }
+    char xs[32];
+    wg_lsn_format(x, xs, sizeof(xs));
+    int rc = resync_cut(s, ts, qname, x, err);
+    if (rc == 0) {
+        log_info(s->cfg.name, "resync of %s: snapshot at %s", qname, xs);
+        rc = resync_copy(s, c, ts, tl.v[at].schema, tl.v[at].table, retry, err);
+    }
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c); /* drops the temporary slot */
+    cat_tables_free(&tl);
+    if (rc == 0 && !*retry) {
+        state_save(s);
+        log_info(s->cfg.name, "resync of %s done: %llu rows at %s", qname,
+                 (unsigned long long)ts->rows, xs);
+    }
+    return rc;
+}
+
+/*
+ * Every table named by a resync request waits (CUT_PENDING: its changes are dropped until the
+ * new snapshot's LSN is known). Done before streaming starts, too: after a crash in the middle
+ * of a resync copy the log ends with an unfinished snapshot of the table, and a change streamed
+ * before the copy is redone would land on rows a reader does not have. Fills `first` (path)
+ * and `first_table` with the oldest request, or leaves them empty.
+ */
+void resync_requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
+                          size_t table_len)
+{
+    char dir[4200], path[4600];
+    requests_dir(s, dir, sizeof(dir));
+    first[0] = first_table[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    time_t first_mtime = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, "resync-", 7) != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        wg_buf t = {0};
+        wg_error re = {0};
+        struct stat st;
+        if (stat(path, &st) != 0 || wg_read_file(path, 1024, &t, &re) != 0) {
+            wg_buf_free(&t);
+            continue;
+        }
+        while (t.len && (t.data[t.len - 1] == '\n' || t.data[t.len - 1] == ' '))
+            t.data[--t.len] = '\0';
+        table_status *ts = t.len ? state_table_get(s, t.data) : NULL;
+        if (ts && ts->cut != CUT_PENDING) {
+            if (ts->cut == 0)
+                s->n_cuts++;
+            ts->cut = CUT_PENDING; /* changes wait for the new snapshot */
+            ts->snapshot_committed = false;
+            state_status_write(s, true);
+        }
+        if (ts && (!first[0] || st.st_mtime < first_mtime)) {
+            snprintf(first, first_len, "%s", path);
+            snprintf(first_table, table_len, "%s", t.data);
+            first_mtime = st.st_mtime;
+        }
+        wg_buf_free(&t);
+    }
+    closedir(d);
+}
+
+/* Pick up resync requests: every named table waits (CUT_PENDING); the oldest is done now. */
+int resync_poll(ingest_source *s, wg_error *err)
+{
+    char first[4600], first_table[600];
+    resync_requests_scan(s, first, sizeof(first), first_table, sizeof(first_table));
+    if (!first[0] || s->in_txn)
+        return 0;
+    bool retry = false;
+    if (resync_table(s, first_table, &retry, err) != 0)
+        return -1;
+    if (!retry) {
+        unlink(first);
+        table_status *ts = state_table_get(s, first_table);
+        if (ts && ts->cut == CUT_PENDING) { /* not done (not in the publication) */
+            ts->cut = 0;
+            s->n_cuts--;
+        }
+        state_save(s);
+        state_status_write(s, true);
+    } else {
+        s->next_request_ms = wg_now_ms() + 5000;
+    }
+    return 0;
+}

@@ -1,0 +1,357 @@
+/*
+ * source.c — one source from slot to change log: construction (a private copy of the
+ * configuration), the dialer, one connection cycle (connect, snapshot when needed, stream),
+ * reconnection with backoff, and the classification of server errors.
+ */
+#include "ingest/source_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int ingest_lsn_parse(const char *text, uint64_t *lsn)
+{
+    return pgout_parse_lsn(text, lsn);
+}
+
+int ingest_source_dir(const char *state_dir, const char *name, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/sources/%s", state_dir, name);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static char *own(ingest_source *s, const char *v)
+{
+    if (!v)
+        return NULL;
+    char **n = realloc(s->owned, (s->n_owned + 1) * sizeof(*n));
+    if (!n)
+        return NULL;
+    s->owned = n;
+    return s->owned[s->n_owned++] = strdup(v);
+}
+
+static char **own_list(ingest_source *s, char *const *list)
+{
+    if (!list)
+        return NULL;
+    size_t n = 0;
+    while (list[n])
+        n++;
+    char **out = calloc(n + 1, sizeof(*out));
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = own(s, list[i]);
+    char **o = realloc(s->owned, (s->n_owned + 1) * sizeof(*o));
+    if (o) {
+        s->owned = o;
+        s->owned[s->n_owned++] = (char *)out;
+    }
+    return out;
+}
+
+bool src_col_listed(char *const *list, const char *qname, const char *col)
+{
+    char full[512];
+    snprintf(full, sizeof(full), "%s.%s", qname, col);
+    for (size_t i = 0; list && list[i]; i++)
+        if (strcmp(list[i], full) == 0)
+            return true;
+    return false;
+}
+
+/* Whether a table ("schema.table") is ingested: every published table when `tables` is not
+ * configured, else those it names. */
+bool src_table_configured(const ingest_source *s, const char *qname)
+{
+    if (!s->cfg.tables)
+        return true;
+    for (size_t k = 0; s->cfg.tables[k]; k++)
+        if (strcmp(s->cfg.tables[k], qname) == 0)
+            return true;
+    return false;
+}
+
+ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_pg_config *pg,
+                                 const char *dial_addr, int dial_port, const char *state_dir,
+                                 wg_error *err)
+{
+    ingest_source *s = calloc(1, sizeof(*s));
+    if (!s) {
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    s->cfg = *src;
+    s->cfg.name = own(s, src->name);
+    s->cfg.connection = own(s, src->connection);
+    s->cfg.publication = own(s, src->publication);
+    s->cfg.slot = own(s, src->slot);
+    s->cfg.tables = own_list(s, src->tables);
+    s->cfg.text_columns = own_list(s, src->text_columns);
+    s->cfg.exclude_columns = own_list(s, src->exclude_columns);
+    if (s->cfg.status_interval_ms <= 0)
+        s->cfg.status_interval_ms = 1000;
+    if (s->cfg.max_txn_memory == 0)
+        s->cfg.max_txn_memory = 64u << 20;
+    s->status_ms = s->cfg.status_interval_ms;
+    s->pg = *pg;
+    s->pg.name = own(s, pg->name);
+    s->pg.host = own(s, pg->host);
+    s->pg.user = own(s, pg->user);
+    s->pg.dbname = own(s, pg->dbname);
+    s->pg.password_file = own(s, pg->password_file);
+    s->pg.password_env = own(s, pg->password_env);
+    s->pg.sslmode = own(s, pg->sslmode);
+    s->pg.sslrootcert = own(s, pg->sslrootcert);
+    s->pg.via = own(s, pg->via);
+    s->dial_addr = wg_dup_or_null(dial_addr, NULL);
+    s->dial_port = dial_port;
+    s->state_dir = strdup(state_dir);
+    pthread_mutex_init(&s->snap_mu, NULL);
+    pthread_mutex_init(&s->hold_mu, NULL);
+    char buf[4096];
+    ingest_source_dir(state_dir, src->name, buf, sizeof(buf));
+    s->dir = strdup(buf);
+    snprintf(buf, sizeof(buf), "%s/log/%s", state_dir, src->name);
+    s->logdir = strdup(buf);
+    txn_buf_init(&s->txn, s->dir, s->cfg.max_txn_memory);
+    if (!s->dir || !s->logdir || !s->state_dir || wg_mkdir_p(s->dir, 0700, err) != 0) {
+        ingest_source_free(s);
+        return NULL;
+    }
+    changelog_options lo = {.segment_bytes = s->cfg.log_segment_bytes};
+    s->log = changelog_open(s->logdir, &lo, err);
+    if (!s->log) {
+        ingest_source_free(s);
+        return NULL;
+    }
+    s->durable = changelog_durable_lsn(s->log);
+    s->confirmed = s->durable;
+    return s;
+}
+
+static void src_disconnect(ingest_source *s)
+{
+    if (s->catalog.ctx && s->catalog.ctx == s->cat)
+        s->catalog = (cat_handle){0};
+    if (s->repl)
+        PQfinish(s->repl);
+    if (s->cat)
+        PQfinish(s->cat);
+    s->repl = s->cat = NULL;
+    pgout_decoder_free(s->dec);
+    s->dec = NULL;
+    rel_clear_all(s);
+    apply_txn_reset(s);
+    streams_clear(s); /* the server streams them again from the start after a reconnect */
+}
+
+void ingest_source_free(ingest_source *s)
+{
+    if (!s)
+        return;
+    src_disconnect(s);
+    changelog_close(s->log);
+    txn_buf_free(&s->txn);
+    for (size_t i = 0; i < s->n_tables; i++) {
+        free(s->tables[i].name);
+        free(s->tables[i].error);
+        free(s->tables[i].columns);
+    }
+    free(s->tables);
+    for (size_t i = 0; i < s->n_owned; i++)
+        free(s->owned[i]);
+    free(s->owned);
+    free(s->dial_addr);
+    free(s->state_dir);
+    free(s->dir);
+    free(s->logdir);
+    pthread_mutex_destroy(&s->snap_mu);
+    pthread_mutex_destroy(&s->hold_mu);
+    free(s);
+}
+
+/* Classify a server error: CYCLE_FATAL (with status and remedy set) or CYCLE_RETRY. */
+static int src_classify(ingest_source *s, const char *msg)
+{
+    char remedy[1024];
+    if (strstr(msg, "has already been removed") || strstr(msg, "can no longer get changes") ||
+        strstr(msg, "invalidated") || strstr(msg, "is not available")) {
+        snprintf(remedy, sizeof(remedy),
+                 "the slot is overcompacted: the WAL it needs is gone, so changes since LSN "
+                 "were lost to it. Run `walgate slots drop %s` and restart walgate run to take "
+                 "a new snapshot; raise max_slot_wal_keep_size (or keep walgate running) to "
+                 "avoid it",
+                 s->cfg.name);
+        state_set_error(
+            s, SRC_FAILED, remedy,
+            "replication slot %s is invalidated (overcompacted): requested LSN no longer "
+            "available: %s",
+            s->cfg.slot, msg);
+        return CYCLE_FATAL;
+    }
+    if (strstr(msg, "replication slot") && strstr(msg, "does not exist")) {
+        snprintf(remedy, sizeof(remedy),
+                 "the slot was dropped while walgate depended on it; changes made since are "
+                 "lost to it. Run `walgate slots drop %s` (clears walgate's state) and restart "
+                 "walgate run to take a new snapshot",
+                 s->cfg.name);
+        state_set_error(s, SRC_FAILED, remedy, "replication slot %s was dropped: %s", s->cfg.slot,
+                        msg);
+        return CYCLE_FATAL;
+    }
+    if (strstr(msg, "publication") && strstr(msg, "does not exist")) {
+        snprintf(remedy, sizeof(remedy),
+                 "CREATE PUBLICATION %s FOR TABLE ...; then restart walgate run (the slot "
+                 "cannot decode past the drop: drop it with `walgate slots drop %s` and "
+                 "resnapshot if the error persists)",
+                 s->cfg.publication, s->cfg.name);
+        state_set_error(s, SRC_FAILED, remedy, "publication %s was dropped: %s", s->cfg.publication,
+                        msg);
+        return CYCLE_FATAL;
+    }
+    if (strstr(msg, "is active for PID")) {
+        state_set_error(s, SRC_STALLED,
+                        "stop the other consumer of the slot (another walgate?), or "
+                        "SELECT pg_terminate_backend(PID)",
+                        "replication slot %s is in use by another backend: %s", s->cfg.slot, msg);
+        return CYCLE_RETRY;
+    }
+    state_set_error(s, SRC_STALLED, "walgate retries with backoff; check the server and the route",
+                    "%s", msg);
+    return CYCLE_RETRY;
+}
+
+static void strip_nl(char *m)
+{
+    size_t l = strlen(m);
+    while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
+        m[--l] = '\0';
+    for (; *m; m++)
+        if (*m == '\n')
+            *m = ' ';
+}
+
+void ingest_source_set_wake(ingest_source *s, wg_wake *w)
+{
+    s->wake = w;
+}
+
+void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg)
+{
+    s->dialer = fn;
+    s->dialer_arg = arg;
+}
+
+/* Ask the dialer (if any) where to connect this cycle; -1 when it knows no address yet. */
+static int refresh_dial(ingest_source *s)
+{
+    if (!s->dialer)
+        return 0;
+    char a[256];
+    int p = s->dial_port;
+    if (s->dialer(s->dialer_arg, s->dialed_once, a, sizeof(a), &p) == 0 &&
+        (!s->dial_addr || strcmp(a, s->dial_addr) != 0 || p != s->dial_port)) {
+        char *c = strdup(a);
+        if (c) {
+            log_info(s->cfg.name, "dialing %s port %d (was %s)", a, p,
+                     s->dial_addr ? s->dial_addr : "none");
+            free(s->dial_addr);
+            s->dial_addr = c;
+            s->dial_port = p;
+        }
+    }
+    s->dialed_once = true;
+    return s->dial_addr ? 0 : -1;
+}
+
+/* One connection cycle: connect, snapshot when needed, stream. */
+static int cycle(ingest_source *s, volatile int *stop)
+{
+    wg_error err = {0};
+    if (refresh_dial(s) != 0)
+        return src_classify(s, "no address is known for the PrivateLink endpoint yet (its names do "
+                               "not resolve; see walgate status and walgate endpoints); retrying");
+    s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
+    s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
+    if (!s->cat)
+        return src_classify(s, err.msg);
+    s->catalog = cat_pg(s->cat);
+    s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
+    if (!s->repl)
+        return src_classify(s, err.msg);
+    stream_poll_server_lsn(s);
+    stream_check_sender_timeout(s);
+
+    bool done;
+    uint64_t cp;
+    state_read(s, &done, &cp);
+    s->snap_done = done;
+    if (!done) {
+        if (snap_initial(s, &err) != 0)
+            return src_classify(s, err.msg);
+    } else {
+        s->consistent_point = cp;
+        s->skip_upto = s->durable > cp ? s->durable : cp;
+    }
+    stream_check_membership(s);
+    char req[4600], req_table[600];
+    resync_requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
+    uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
+    if (stream_start(s, from, &err) != 0)
+        return src_classify(s, err.msg);
+    int rc = stream_run(s, stop, &err);
+    if (rc == CYCLE_STOP)
+        return rc;
+    if (err.code == WG_ERR_IO)
+        return CYCLE_FATAL; /* the change log: status says why */
+    char msg[WG_ERROR_MSG_MAX];
+    snprintf(msg, sizeof(msg), "%s", err.msg);
+    strip_nl(msg);
+    return src_classify(s, msg);
+}
+
+int ingest_source_run(ingest_source *s, volatile int *stop)
+{
+    wg_backoff bo;
+    wg_backoff_init(&bo, 250, 30000);
+    bool first = true;
+    s->stop = stop;
+    while (!*stop) {
+        uint64_t before = s->durable;
+        int rc = cycle(s, stop);
+        src_disconnect(s);
+        if (rc == CYCLE_STOP)
+            break;
+        if (s->unsynced) {
+            wg_error e = {0};
+            if (stream_log_sync(s, &e) != 0) {
+                state_set_error(s, SRC_FAILED,
+                                "check the disk under state_dir, then restart walgate",
+                                "the change log failed: %s", e.msg);
+                rc = CYCLE_FATAL;
+            }
+        }
+        if (rc == CYCLE_FATAL) {
+            state_status_write(s, true);
+            while (!*stop)
+                usleep(200 * 1000);
+            break;
+        }
+        if (s->durable > before)
+            wg_backoff_reset(&bo);
+        if (!first)
+            s->reconnects++;
+        first = false;
+        state_status_write(s, true);
+        int64_t wait = wg_backoff_next(&bo);
+        log_warn(s->cfg.name, "reconnecting in %lld ms", (long long)wait);
+        for (int64_t t = 0; t < wait && !*stop; t += 50)
+            usleep(50 * 1000);
+    }
+    state_status_write(s, true);
+    return 0;
+}

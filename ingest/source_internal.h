@@ -1,0 +1,352 @@
+/*
+ * source_internal.h — one source from slot to change log: the shared `struct ingest_source`
+ * and the functions its files call across (docs/architecture.md has the file map).
+ *
+ * Threads. A source runs on one thread, its *source thread* (ingest_source_run → cycle →
+ * snapshot / stream). Two other kinds of thread touch it:
+ *   - the *disk guard* (cli/) calls ingest_source_set_hold: only `hold`, under hold_mu;
+ *   - *snapshot workers* (snap_initial, while the source thread waits in pthread_join) copy
+ *     tables in parallel: they share the change log, the counters, the table list and the
+ *     status text, under snap_mu (see each group below). A resync copies on the source thread
+ *     itself, but takes snap_mu the same way.
+ * Everything not said otherwise is owned by the source thread and takes no lock.
+ *
+ * The rules that keep the log equal to the source:
+ *   - a transaction is appended to the change log whole, at its Commit, and the position sent
+ *     to the server as flushed is the end LSN of the last commit whose batch is fsynced —
+ *     never more (or, when nothing is pending, the WAL position of a server keepalive);
+ *   - after any restart streaming resumes from the log's durable position and transactions
+ *     whose end LSN is at or below it are skipped, so none is written twice;
+ *   - a snapshot is complete or it is redone: an interrupted one is marked abandoned in the
+ *     log (snapshot_abort) and the slot is made again, so two snapshots never mix.
+ */
+#ifndef WALGATE_INGEST_SOURCE_INTERNAL_H
+#define WALGATE_INGEST_SOURCE_INTERNAL_H
+
+#include "ingest/changelog_internal.h"
+#include "ingest/ingest.h"
+#include "ingest/pgoutput_internal.h"
+#include "ingest/render_internal.h"
+#include "ingest/txn_internal.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SNAPSHOT_CHUNK_ROWS 5000
+#define SNAPSHOT_CHUNK_BYTES (4u << 20)
+#define SYNC_MAX_DELAY_MS 200
+#define CATALOG_CHECK_MS 10000
+#define REQUEST_CHECK_MS 1000
+
+/* Outcomes of one connection cycle. */
+enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3 };
+
+typedef enum src_state {
+    SRC_STARTING,
+    SRC_SNAPSHOTTING,
+    SRC_RUNNING,
+    SRC_STALLED,
+    SRC_FAILED
+} src_state;
+
+/* How to render each column of a relation (by relation OID). */
+typedef struct rel_info {
+    uint32_t oid;
+    char *qname; /* "schema.table" */
+    int ncols;
+    render_type *types;
+    bool *excluded;
+    char *key_json; /* ["id"] */
+    char **names;   /* column names and types as last seen, to tell compatible changes */
+    uint32_t *toids;
+    char *error; /* the table is failed: why, and the remedy */
+    bool skip;   /* published but not among the configured `tables` */
+} rel_info;
+
+/* A transaction streamed in progress (protocol 2). */
+typedef struct stream_txn {
+    uint32_t xid;
+    txn_buf buf;
+    uint64_t rows;
+    struct {
+        uint32_t xid;
+        uint64_t at;   /* length of buf before the subtransaction's first record */
+        uint64_t rows; /* rows before it */
+    } * subs;
+    size_t n_subs;
+    char **truncated; /* tables it truncated: they fail at its commit, not before */
+    size_t n_truncated;
+} stream_txn;
+
+typedef struct table_status {
+    char *name;
+    bool snapshot_committed;
+    uint64_t rows;
+    char *error;
+    /* Re-snapshot (walgate source resync): changes committed before `cut` are in the new
+     * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
+    uint64_t cut;
+    char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
+} table_status;
+
+#define CUT_PENDING UINT64_MAX
+
+/* ---- catalog.c types: relation descriptions behind a handle (a stub in unit tests) ------- */
+
+/* One column of a relation, as the catalog describes it. */
+typedef struct cat_column {
+    char *name;
+    uint32_t base_oid; /* its type, a domain resolved to its base type */
+    uint32_t type_oid; /* pg_attribute.atttypid: what Relation messages carry */
+    bool pk;           /* part of the primary key */
+} cat_column;
+
+/* A relation's live columns in attnum order; free with cat_relation_free. */
+typedef struct cat_relation {
+    cat_column *cols;
+    int ncols;
+} cat_relation;
+
+/* Which relation: by OID when oid is set, else by schema and table name. */
+typedef struct cat_relref {
+    uint32_t oid;
+    const char *schema, *table;
+} cat_relref;
+
+/* Where relation descriptions come from: cat_pg(conn), or a stub. describe fills `out`
+ * (owned by the caller) or returns negative with err set to the server's message. */
+typedef struct cat_handle {
+    int (*describe)(void *ctx, const cat_relref *ref, cat_relation *out, wg_error *err);
+    void *ctx;
+} cat_handle;
+
+/* A publication's tables, ordered by schema and name. */
+typedef struct cat_tables {
+    struct {
+        char *schema, *table;
+    } * v;
+    int n;
+} cat_tables;
+
+/* A table's column list and row filter in a publication (PostgreSQL 15+); found is false when
+ * the server is older or the table is not in the publication. */
+typedef struct cat_pubshape {
+    bool found;
+    char *attnames;  /* text[] literal, "{}" for every column */
+    char *rowfilter; /* "" for none */
+} cat_pubshape;
+
+struct ingest_source {
+    /* Configuration (source.c). Written by ingest_source_new, read-only afterwards, read by
+     * every thread. dial_addr/dial_port change between cycles (refresh_dial), on the source
+     * thread, while no worker runs. */
+    struct {
+        ingest_source_config cfg;
+        ingest_pg_config pg;
+        char *dial_addr;
+        ingest_dial_fn dialer; /* NULL: always dial_addr */
+        void *dialer_arg;
+        wg_wake *wake; /* signalled when new batches are durable (forwarders); may be NULL */
+        bool dialed_once;
+        int dial_port;
+        char *state_dir, *dir, *logdir;
+        char **owned; /* strings copied for cfg/pg */
+        size_t n_owned;
+    };
+
+    /* Connections and decoding (source thread only; workers open their own connections). */
+    struct {
+        changelog *log;     /* appended by workers under snap_mu */
+        PGconn *repl, *cat; /* replication and catalog connections */
+        cat_handle catalog; /* relation descriptions for relcache.c: cat_pg(cat), or a stub */
+        pgout_decoder *dec;
+        rel_info *rels; /* relcache.c */
+        size_t n_rels;
+    };
+
+    /* Tables (state.c: table_status, state file). Source thread; during a snapshot the
+     * workers add and update entries under snap_mu. */
+    struct {
+        table_status *tables;
+        size_t n_tables;
+        size_t n_cuts; /* tables with a resync cut */
+    };
+
+    /* Transaction assembly (apply.c): the open ordinary transaction (Begin ... Commit).
+     * Source thread only. */
+    struct {
+        bool in_txn;
+        uint32_t xid;
+        uint64_t final_lsn;
+        int64_t commit_time;
+        txn_buf txn;
+        uint64_t txn_rows;
+        size_t txn_head_len; /* its begin record */
+    };
+
+    /* Protocol 2 (streams.c): large transactions streamed while in progress, by xid, each in
+     * its own (spilled) buffer until Stream Commit or Abort; `streaming` is the one whose
+     * block (Stream Start ... Stream Stop) is open. Source thread only. */
+    struct {
+        int proto;
+        stream_txn **streams;
+        size_t n_streams;
+        stream_txn *streaming;
+    };
+
+    /* Positions (stream.c). Source thread; durable/unsynced/last_sync_ms are also written by
+     * snapshot workers under snap_mu (stream_log_sync). snap_pos/snap_lsn are set before the
+     * workers start and only read by them. */
+    struct {
+        uint64_t skip_upto; /* transactions ending at or below this are in the log already */
+        uint64_t durable;   /* the log's durable position */
+        uint64_t confirmed; /* what we told the server */
+        uint64_t consistent_point;
+        bool unsynced;
+        int64_t last_sync_ms;
+        uint64_t snap_pos; /* position of snapshot batches in the log */
+        uint64_t snap_lsn; /* the snapshot's LSN, written in its records */
+        bool snap_done;    /* the initial snapshot is complete (state file) */
+    };
+
+    /* Status (state.c: status.json). Source thread; error/remedy, rows and bytes are also
+     * written by snapshot workers under snap_mu. */
+    struct {
+        src_state state;
+        char error[WG_ERROR_MSG_MAX];
+        char remedy[1024];
+        uint64_t rows, bytes, txns, reconnects;
+        uint64_t server_lsn;
+        int64_t status_ms; /* status_interval, kept under half of wal_sender_timeout */
+        int64_t last_status_file_ms;
+        int64_t last_status_ms; /* when the last standby status went out */
+        int64_t next_request_ms;
+        bool resyncing; /* a resync copy runs while the stream waits: keep it alive */
+        bool main_lost; /* ... and sending it failed */
+    };
+
+    /* Locks and the stop flag. */
+    struct {
+        /* Guards `hold` only: set by the disk guard thread, read by the source thread and
+         * the snapshot workers (stream_held). */
+        pthread_mutex_t hold_mu;
+        char hold[512];
+        /* Guards, while snapshot workers run: the change log appends and syncs, the
+         * positions and counters they touch, `tables`, error/remedy, and the job's table
+         * cursor (snapshot.c). */
+        pthread_mutex_t snap_mu;
+        volatile int *stop; /* ingest_source_run's: a snapshot gives up when it is set */
+    };
+};
+
+/* ---- source.c: the object, its configuration, the cycle ---------------------------------- */
+
+/* Whether "qname.col" is in a configured column list (text_columns, exclude_columns). */
+bool src_col_listed(char *const *list, const char *qname, const char *col);
+bool src_table_configured(const ingest_source *s, const char *qname);
+
+/* ---- state.c: the state file, status.json, table status ---------------------------------- */
+
+void state_set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The table's status entry, created when missing; NULL when out of memory. */
+table_status *state_table_get(ingest_source *s, const char *name);
+int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp);
+int state_write(ingest_source *s, bool snapshot_done, wg_error *err);
+void state_save(ingest_source *s);
+void state_status_write(ingest_source *s, bool force);
+
+/* ---- record.c: the change-record writer -------------------------------------------------- */
+
+void rec_put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid);
+void rec_put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time);
+char *rec_key_json(const char *const *names, const bool *pk, int n);
+int rec_read(wg_buf *b, const char *qname, const char *schema, const char *const *names,
+             const render_type *types, int ncols, const char *const *fields, const size_t *lens,
+             const char *key_json, wg_error *err);
+void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows);
+void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn);
+void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
+int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err);
+void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint8_t options);
+void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t len);
+/* The table a record line is about ("table" member right after "op"), escaped as written. */
+bool rec_line_table(const char *line, size_t len, const char **name, size_t *nlen);
+bool rec_truncate_names_any(const char *line, size_t len,
+                            bool (*pred)(void *ctx, const char *name, size_t nlen), void *ctx);
+
+/* ---- relcache.c: how to render each relation --------------------------------------------- */
+
+void rel_clear_all(ingest_source *s);
+rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err);
+rel_info *rel_find(ingest_source *s, uint32_t oid);
+void rel_forget(ingest_source *s, const char *qname);
+void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
+bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
+                             size_t len);
+
+/* ---- apply.c: decoded messages into the open transaction --------------------------------- */
+
+typedef struct apply_cut_filter {
+    ingest_source *s;
+    uint64_t commit_lsn;
+    uint64_t dropped;
+} apply_cut_filter;
+
+int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err);
+void apply_txn_reset(ingest_source *s);
+void apply_table_fail_name(ingest_source *s, const char *qname, const char *why);
+bool apply_cut_keep(const char *line, size_t len, void *ctx);
+void apply_committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows);
+void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn);
+
+/* ---- streams.c: protocol-2 transactions streamed in progress ----------------------------- */
+
+int streams_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err);
+void streams_clear(ingest_source *s);
+
+/* ---- snapshot.c: the initial snapshot, and one table's copy ------------------------------ */
+
+int snap_initial(ingest_source *s, wg_error *err);
+int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err);
+
+/* ---- resync.c: walgate source resync ----------------------------------------------------- */
+
+void resync_requests_clear(ingest_source *s);
+void resync_requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
+                          size_t table_len);
+int resync_poll(ingest_source *s, wg_error *err);
+
+/* ---- stream.c: the stream loop, feedback, the disk hold ---------------------------------- */
+
+int stream_start(ingest_source *s, uint64_t from, wg_error *err);
+int stream_run(ingest_source *s, volatile int *stop, wg_error *err);
+int stream_log_sync(ingest_source *s, wg_error *err);
+int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err);
+bool stream_held(ingest_source *s, char *why, size_t len);
+void stream_poll_server_lsn(ingest_source *s);
+void stream_check_membership(ingest_source *s);
+void stream_check_sender_timeout(ingest_source *s);
+
+/* ---- catalog.c: every catalog query ------------------------------------------------------ */
+
+cat_handle cat_pg(PGconn *c);
+int cat_describe(const cat_handle *h, const cat_relref *ref, cat_relation *out, wg_error *err);
+void cat_relation_free(cat_relation *r);
+/* The publication's tables; negative with err ("listing the tables of publication ..."). */
+int cat_publication_tables(PGconn *c, const char *pub, cat_tables *out, wg_error *err);
+void cat_tables_free(cat_tables *t);
+/* Index of "schema.table" in t, or -1. */
+int cat_tables_find(const cat_tables *t, const char *qname);
+bool cat_publication_exists(PGconn *c, const char *pub);
+int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
+                          cat_pubshape *out, wg_error *err);
+void cat_pubshape_free(cat_pubshape *p);
+/* 0 with *lsn set, or -1 (left unchanged). */
+int cat_current_wal_lsn(PGconn *c, uint64_t *lsn);
+/* The server's wal_sender_timeout in ms (0: none), or -1 when it cannot be read. */
+long long cat_wal_sender_timeout(PGconn *c);
+int cat_drop_slot(PGconn *c, const char *slot, wg_error *err);
+
+#endif

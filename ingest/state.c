@@ -1,0 +1,215 @@
+/*
+ * state.c — the source's state file (STATE_DIR/sources/NAME/state: snapshot done, consistent
+ * point, per-table snapshot, error, resync cut and columns), its status.json, the per-table
+ * status list and the source's error state.
+ */
+#include "ingest/source_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const g_state_names[] = {"starting", "snapshotting", "running", "stalled",
+                                            "failed"};
+
+void state_set_error(ingest_source *s, src_state st, const char *remedy, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->error, sizeof(s->error), fmt, ap);
+    va_end(ap);
+    snprintf(s->remedy, sizeof(s->remedy), "%s", remedy ? remedy : "");
+    s->state = st;
+    if (st == SRC_FAILED)
+        log_error(s->cfg.name, "%s%s%s", s->error, remedy ? " — " : "", remedy ? remedy : "");
+    else
+        log_warn(s->cfg.name, "%s", s->error);
+}
+
+table_status *state_table_get(ingest_source *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_tables; i++)
+        if (strcmp(s->tables[i].name, name) == 0)
+            return &s->tables[i];
+    table_status *n = realloc(s->tables, (s->n_tables + 1) * sizeof(*n));
+    if (!n)
+        return NULL;
+    s->tables = n;
+    table_status *t = &s->tables[s->n_tables++];
+    memset(t, 0, sizeof(*t));
+    t->name = strdup(name);
+    return t;
+}
+
+/* STATE_DIR/sources/NAME/state: "snapshot done|in_progress" and the consistent point. */
+int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
+{
+    char path[4096];
+    wg_buf b = {0};
+    wg_error err = {0};
+    snprintf(path, sizeof(path), "%s/state", s->dir);
+    *snapshot_done = false;
+    *cp = 0;
+    if (access(path, F_OK) != 0)
+        return 0;
+    if (wg_read_file(path, 65536, &b, &err) != 0)
+        return -1;
+    char *line = b.data;
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (strcmp(line, "snapshot done") == 0)
+            *snapshot_done = true;
+        else if (strncmp(line, "consistent_point ", 17) == 0)
+            pgout_parse_lsn(line + 17, cp);
+        else if (strncmp(line, "table ", 6) == 0) {
+            table_status *t = state_table_get(s, line + 6);
+            if (t)
+                t->snapshot_committed = true;
+        } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
+                   strncmp(line, "columns ", 8) == 0) {
+            /* "KIND NAME\tVALUE" */
+            char *sp = strchr(line, ' ');
+            char *tab = strchr(sp + 1, '\t');
+            if (tab) {
+                *tab = '\0';
+                table_status *t = state_table_get(s, sp + 1);
+                if (t && line[0] == 'e') {
+                    free(t->error);
+                    t->error = strdup(tab + 1);
+                } else if (t && line[0] == 'c' && line[1] == 'u') {
+                    uint64_t cut = 0;
+                    if (pgout_parse_lsn(tab + 1, &cut) == 0 && cut && !t->cut) {
+                        t->cut = cut;
+                        s->n_cuts++;
+                    }
+                } else if (t) {
+                    free(t->columns);
+                    t->columns = strdup(tab + 1);
+                }
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    wg_buf_free(&b);
+    return 0;
+}
+
+int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
+{
+    wg_buf b = {0};
+    char cp[32];
+    wg_lsn_format(s->consistent_point, cp, sizeof(cp));
+    wg_buf_printf(&b, "walgate-source-state 1\nslot %s\nsnapshot %s\nconsistent_point %s\n",
+                  s->cfg.slot, snapshot_done ? "done" : "in_progress", cp);
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->snapshot_committed)
+            wg_buf_printf(&b, "table %s\n", t->name);
+        if (t->error) { /* one line: newlines in a message become spaces */
+            wg_buf_printf(&b, "error %s\t", t->name);
+            for (const char *c = t->error; *c; c++)
+                wg_buf_putc(&b, *c == '\n' ? ' ' : *c);
+            wg_buf_putc(&b, '\n');
+        }
+        if (t->cut && t->cut != CUT_PENDING) {
+            wg_lsn_format(t->cut, cp, sizeof(cp));
+            wg_buf_printf(&b, "cut %s\t%s\n", t->name, cp);
+        }
+        if (t->columns)
+            wg_buf_printf(&b, "columns %s\t%s\n", t->name, t->columns);
+    }
+    s->snap_done = snapshot_done;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/state", s->dir);
+    int rc = wg_write_file_atomic(path, b.data, b.len, 0600, err);
+    wg_buf_free(&b);
+    return rc;
+}
+
+/* Write the state file after a table's state changed (failed, schema seen, resynced). */
+void state_save(ingest_source *s)
+{
+    wg_error err = {0};
+    if (state_write(s, s->snap_done, &err) != 0)
+        log_warn(s->cfg.name, "%s", err.msg);
+}
+
+void state_status_write(ingest_source *s, bool force)
+{
+    int64_t now = wg_now_ms();
+    if (!force && now - s->last_status_file_ms < 1000)
+        return;
+    s->last_status_file_ms = now;
+    wg_buf b = {0};
+    wg_json j;
+    char t[32];
+    wg_json_init(&j, &b);
+    wg_json_object_begin(&j);
+    wg_json_key(&j, "source");
+    wg_json_string(&j, s->cfg.name);
+    wg_json_key(&j, "state");
+    wg_json_string(&j, g_state_names[s->state]);
+    wg_json_key(&j, "error");
+    wg_json_string(&j, s->error);
+    wg_json_key(&j, "remedy");
+    wg_json_string(&j, s->remedy);
+    wg_json_key(&j, "slot");
+    wg_json_string(&j, s->cfg.slot);
+    wg_json_key(&j, "publication");
+    wg_json_string(&j, s->cfg.publication);
+    wg_lsn_format(s->confirmed, t, sizeof(t));
+    wg_json_key(&j, "confirmed_lsn");
+    wg_json_string(&j, t);
+    wg_lsn_format(s->durable, t, sizeof(t));
+    wg_json_key(&j, "durable_lsn");
+    wg_json_string(&j, t);
+    wg_json_key(&j, "lag_bytes");
+    if (s->server_lsn >= s->confirmed && s->server_lsn)
+        wg_json_uint(&j, s->server_lsn - s->confirmed);
+    else
+        wg_json_null(&j);
+    wg_json_key(&j, "rows");
+    wg_json_uint(&j, s->rows);
+    wg_json_key(&j, "bytes");
+    wg_json_uint(&j, s->bytes);
+    wg_json_key(&j, "transactions");
+    wg_json_uint(&j, s->txns);
+    wg_json_key(&j, "reconnects");
+    wg_json_uint(&j, s->reconnects);
+    wg_json_key(&j, "updated");
+    wg_json_int(&j, wg_wall_ms());
+    wg_json_key(&j, "pid");
+    wg_json_int(&j, getpid());
+    wg_json_key(&j, "tables");
+    wg_json_array_begin(&j);
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *ts = &s->tables[i];
+        wg_json_object_begin(&j);
+        wg_json_key(&j, "table");
+        wg_json_string(&j, ts->name);
+        wg_json_key(&j, "snapshot_committed");
+        wg_json_bool(&j, ts->snapshot_committed);
+        wg_json_key(&j, "resync");
+        wg_json_string(&j, ts->cut == CUT_PENDING ? "pending" : "");
+        wg_json_key(&j, "error");
+        if (ts->error)
+            wg_json_string(&j, ts->error);
+        else
+            wg_json_null(&j);
+        wg_json_object_end(&j);
+    }
+    wg_json_array_end(&j);
+    wg_json_object_end(&j);
+    wg_buf_putc(&b, '\n');
+    char path[4096];
+    wg_error err = {0};
+    snprintf(path, sizeof(path), "%s/status.json", s->dir);
+    if (wg_write_file_atomic(path, b.data, b.len, 0600, &err) != 0)
+        log_warn(s->cfg.name, "%s", err.msg);
+    wg_buf_free(&b);
+}

@@ -1,0 +1,329 @@
+/*
+ * stream.c — the replication stream: START_REPLICATION, the receive loop, durable syncs and
+ * standby status (feedback), periodic catalog checks, and the disk hold.
+ */
+#include "ingest/source_internal.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int stream_log_sync(ingest_source *s, wg_error *err)
+{
+    if (!s->unsynced)
+        return 0;
+    if (changelog_sync(s->log, err) != 0)
+        return -1;
+    s->durable = changelog_durable_lsn(s->log);
+    s->unsynced = false;
+    s->last_sync_ms = wg_now_ms();
+    if (s->wake) /* new batches are visible to readers (snapshot chunks share one LSN) */
+        wg_wake_signal(s->wake);
+    return 0;
+}
+
+int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err)
+{
+    if (flush < s->confirmed)
+        flush = s->confirmed;
+    wg_buf b = {0};
+    pgout_build_status(&b, flush, flush, flush, (int64_t)time(NULL) * 1000000, false);
+    (void)reply;
+    int rc = 0;
+    if (PQputCopyData(s->repl, b.data, (int)b.len) <= 0 || PQflush(s->repl) < 0)
+        rc = wg_error_set(err, WG_ERR_PG, "sending a status update: %s", PQerrorMessage(s->repl));
+    else
+        s->confirmed = flush;
+    s->last_status_ms = wg_now_ms();
+    wg_buf_free(&b);
+    return rc;
+}
+
+int stream_start(ingest_source *s, uint64_t from, wg_error *err)
+{
+    char lsn[32];
+    wg_lsn_format(from, lsn, sizeof(lsn));
+    char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
+    char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
+    wg_buf q = {0};
+    /* Protocol 2 (PostgreSQL 14+) streams large transactions while they are in progress, so
+     * the server does not have to spill them and they arrive sooner; they are held here until
+     * their Stream Commit. */
+    s->proto = PQserverVersion(s->repl) >= 140000 ? 2 : 1;
+    wg_buf_printf(&q,
+                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '%d', publication_names "
+                  "'%s', messages 'true'%s)",
+                  sl, lsn, s->proto, pub, s->proto >= 2 ? ", streaming 'on'" : "");
+    PQfreemem(sl);
+    PQfreemem(pub);
+    PGresult *r = PQexec(s->repl, q.data);
+    wg_buf_free(&q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COPY_BOTH)
+        rc = wg_error_set(err, WG_ERR_PG, "START_REPLICATION: %s", PQerrorMessage(s->repl));
+    PQclear(r);
+    if (rc == 0) {
+        s->dec = pgout_decoder_new(s->proto);
+        log_info(s->cfg.name, "streaming from %s (slot %s, publication %s, protocol %d)", lsn,
+                 s->cfg.slot, s->cfg.publication, s->proto);
+    }
+    return rc;
+}
+
+void stream_poll_server_lsn(ingest_source *s)
+{
+    cat_current_wal_lsn(s->cat, &s->server_lsn);
+}
+
+/* Tables that left the publication fail (their changes no longer arrive). */
+void stream_check_membership(ingest_source *s)
+{
+    cat_tables r;
+    wg_error err = {0};
+    if (cat_publication_tables(s->cat, s->cfg.publication, &r, &err) != 0)
+        return;
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->error || !t->snapshot_committed)
+            continue;
+        if (cat_tables_find(&r, t->name) < 0) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table was removed from publication %s; its changes no longer arrive. "
+                     "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
+                     s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
+            apply_table_fail_name(s, t->name, why);
+        }
+    }
+    /* A configured table the publication does not have: its changes would never arrive. */
+    for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++) {
+        bool found = cat_tables_find(&r, s->cfg.tables[k]) >= 0;
+        table_status *t = found ? NULL : state_table_get(s, s->cfg.tables[k]);
+        if (t && !t->error && !t->snapshot_committed) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table is in `tables` of [source %s] but not in publication %s: "
+                     "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
+                     s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
+                     s->cfg.name, s->cfg.tables[k]);
+            apply_table_fail_name(s, t->name, why);
+        }
+    }
+    cat_tables_free(&r);
+}
+
+/*
+ * A cut matters while transactions committed before it can still arrive: until the durable
+ * position passes it (commits come in order) and no streamed transaction that began before
+ * it is open.
+ */
+static void cuts_prune(ingest_source *s)
+{
+    if (s->n_cuts == 0 || s->n_streams > 0)
+        return;
+    bool changed = false;
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->cut && t->cut != CUT_PENDING && s->durable > t->cut) {
+            t->cut = 0;
+            s->n_cuts--;
+            changed = true;
+        }
+    }
+    if (changed)
+        state_save(s);
+}
+
+/* A transaction is open (ordinary or streamed): a keepalive's position cannot be confirmed. */
+static bool pending(const ingest_source *s)
+{
+    return s->in_txn || s->n_streams > 0;
+}
+
+void ingest_source_set_hold(ingest_source *s, const char *why)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    if (why && !s->hold[0])
+        log_warn(s->cfg.name, "ingest paused: %s", why);
+    else if (!why && s->hold[0])
+        log_info(s->cfg.name, "ingest resumes: the change log has room again");
+    snprintf(s->hold, sizeof(s->hold), "%s", why ? why : "");
+    pthread_mutex_unlock(&s->hold_mu);
+}
+
+bool stream_held(ingest_source *s, char *why, size_t len)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    bool h = s->hold[0] != '\0';
+    if (h && why)
+        snprintf(why, len, "%s", s->hold);
+    pthread_mutex_unlock(&s->hold_mu);
+    return h;
+}
+
+/*
+ * While held: read nothing more (the server keeps the changes and the slot keeps their WAL),
+ * confirm only what is durable, and keep the connection alive with status updates.
+ */
+static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
+{
+    char why[512];
+    while (!*stop && stream_held(s, why, sizeof(why))) {
+        if (s->state != SRC_STALLED || strcmp(s->error, why) != 0)
+            state_set_error(
+                s, SRC_STALLED,
+                "free space under state_dir, or let forwarders catch up (walgate status); "
+                "ingest resumes by itself",
+                "%s", why);
+        if (stream_log_sync(s, err) != 0 || stream_send_status(s, s->durable, false, err) != 0)
+            return -1;
+        state_status_write(s, false);
+        for (int64_t t = 0; t < s->status_ms && !*stop && stream_held(s, NULL, 0); t += 100)
+            usleep(100 * 1000);
+    }
+    if (s->state == SRC_STALLED) {
+        s->state = SRC_RUNNING;
+        s->error[0] = s->remedy[0] = '\0';
+    }
+    return 0;
+}
+
+/* The receive loop's timers and what it may confirm. */
+typedef struct stream_loop {
+    int64_t next_status, next_catalog;
+    uint64_t idle_lsn; /* a keepalive position we may confirm once nothing is pending */
+    bool reply;        /* the server asked for a status update */
+} stream_loop;
+
+/* One CopyData message: XLogData is decoded and applied; a keepalive moves the server's
+ * position (and what may be confirmed when nothing is pending). */
+static int stream_receive(ingest_source *s, stream_loop *lp, char *buf, int n, wg_error *err)
+{
+    pgout_copy cp;
+    int rc = pgout_parse_copy((const uint8_t *)buf, (size_t)n, &cp, err);
+    if (rc == 0 && cp.kind == PGOUT_COPY_XLOGDATA) {
+        pgout_msg m;
+        rc = pgout_decode(s->dec, cp.data, cp.len, &m, err);
+        if (rc == 0)
+            rc = apply_dispatch(s, &m, err);
+        lp->idle_lsn = 0;
+    } else if (rc == 0) {
+        if (cp.wal_end > s->server_lsn)
+            s->server_lsn = cp.wal_end;
+        if (!pending(s))
+            lp->idle_lsn = cp.wal_end;
+        lp->reply = lp->reply || cp.reply_requested;
+    }
+    PQfreemem(buf);
+    return rc;
+}
+
+/* PQgetCopyData returned n < 0: the stream failed or ended. */
+static int stream_ended(ingest_source *s, int n, wg_error *err)
+{
+    if (n == -2)
+        return wg_error_set(err, WG_ERR_PG, "replication stream: %s", PQerrorMessage(s->repl));
+    PGresult *r = PQgetResult(s->repl);
+    wg_error_set(err, WG_ERR_PG, "replication stream ended: %s",
+                 r ? PQresultErrorMessage(r) : PQerrorMessage(s->repl));
+    PQclear(r);
+    return -1;
+}
+
+/* Status update (the durable position, or a keepalive's when nothing is pending), then the
+ * periodic work: catalog checks, resync requests, the disk hold, status.json. */
+static int stream_tick(ingest_source *s, stream_loop *lp, volatile int *stop, wg_error *err)
+{
+    if (stream_log_sync(s, err) != 0)
+        return -1;
+    uint64_t flush = s->durable;
+    if (!pending(s) && !s->unsynced && lp->idle_lsn > flush)
+        flush = lp->idle_lsn;
+    if (stream_send_status(s, flush, lp->reply, err) != 0)
+        return -1;
+    lp->reply = false;
+    lp->next_status = wg_now_ms() + s->status_ms;
+    if (wg_now_ms() >= lp->next_catalog) {
+        stream_poll_server_lsn(s);
+        stream_check_membership(s);
+        cuts_prune(s);
+        lp->next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+    }
+    if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
+        s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
+        if (resync_poll(s, err) != 0)
+            return -1;
+        if (s->main_lost) {
+            s->main_lost = false;
+            return wg_error_set(err, WG_ERR_PG,
+                                "the replication connection was lost during a resync copy");
+        }
+    }
+    if (stream_held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
+        return -1;
+    state_status_write(s, false);
+    return 0;
+}
+
+/* The stream until stop (CYCLE_STOP) or an error (-1, err set). */
+int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
+{
+    stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS};
+    s->state = SRC_RUNNING;
+    s->error[0] = s->remedy[0] = '\0';
+    for (;;) {
+        if (*stop) {
+            if (stream_log_sync(s, err) != 0)
+                return -1;
+            uint64_t last = lp.idle_lsn > s->durable ? lp.idle_lsn : s->durable;
+            stream_send_status(s, pending(s) ? s->durable : last, false, err);
+            return CYCLE_STOP;
+        }
+        char *buf = NULL;
+        int n = PQgetCopyData(s->repl, &buf, 1);
+        if (n > 0) {
+            if (stream_receive(s, &lp, buf, n, err) != 0)
+                return -1;
+            if (s->unsynced && wg_now_ms() - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
+                stream_log_sync(s, err) != 0)
+                return -1;
+            if (!lp.reply && wg_now_ms() < lp.next_status)
+                continue;
+        } else if (n == 0) {
+            /* Nothing buffered: make what we have durable, then wait for the socket. */
+            if (stream_log_sync(s, err) != 0)
+                return -1;
+            if (!lp.reply && wg_now_ms() < lp.next_status) {
+                struct pollfd pfd = {.fd = PQsocket(s->repl), .events = POLLIN};
+                int64_t wait = lp.next_status - wg_now_ms();
+                poll(&pfd, 1, (int)(wait < 1 ? 1 : wait > 250 ? 250 : wait));
+                if (PQconsumeInput(s->repl) == 0)
+                    return wg_error_set(err, WG_ERR_PG, "connection lost: %s",
+                                        PQerrorMessage(s->repl));
+                continue;
+            }
+        } else {
+            return stream_ended(s, n, err);
+        }
+        if (stream_tick(s, &lp, stop, err) != 0)
+            return -1;
+    }
+}
+
+/* The server drops a receiver silent for wal_sender_timeout: report at least twice as often. */
+void stream_check_sender_timeout(ingest_source *s)
+{
+    s->status_ms = s->cfg.status_interval_ms;
+    long long t = cat_wal_sender_timeout(s->cat); /* ms; 0 = no timeout */
+    if (t > 0 && s->status_ms * 2 >= t) {
+        s->status_ms = t / 3 > 50 ? t / 3 : 50;
+        log_warn(s->cfg.name,
+                 "status_interval %lld ms is not under half of the server's "
+                 "wal_sender_timeout (%lld ms); sending status every %lld ms instead",
+                 (long long)s->cfg.status_interval_ms, t, (long long)s->status_ms);
+    }
+}
