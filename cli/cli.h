@@ -79,6 +79,7 @@ typedef struct cli_config {
     size_t n_sinks;
     int64_t log_retention_ms;   /* [walgate] log_retention: keep forwarded segments this long */
     uint64_t log_max_disk;      /* [walgate] log_max_disk: 0 = no limit but the disk's */
+    uint64_t min_free_space;    /* [walgate] min_free_space: 0 = min(256 MiB, 5 % of the disk) */
     uint64_t log_segment_bytes; /* [walgate] log_segment_bytes: change-log segment size */
     int allow_core_dumps;       /* [walgate] allow_core_dumps: 0 = non-dumpable (default) */
 } cli_config;

@@ -86,6 +86,7 @@ static const key_spec g_keys[] = {
     {SECT_WALGATE, "log_retention", KT_DURATION, "7d", W(log_retention_ms), 0, 3650 * MS_DAY, 0, 0},
     {SECT_WALGATE, "log_segment_bytes", KT_SIZE, "64MiB", W(log_segment_bytes), 64 * 1024, 0, 0, 0},
     {SECT_WALGATE, "log_max_disk", KT_SIZE, "0", W(log_max_disk), 0, 0, 0, 0},
+    {SECT_WALGATE, "min_free_space", KT_SIZE, "0", W(min_free_space), 0, 0, 0, 0},
     {SECT_WALGATE, "allow_core_dumps", KT_ENUM, "false", W(allow_core_dumps), 0, 0, g_bool_choices,
      g_bool_values},
 

@@ -137,7 +137,8 @@ static int apply_handle_commit(ingest_source *s, const pgout_msg *m, wg_error *e
     }
     rec_put_commit(&s->txn.mem, m, s->xid);
     uint64_t len = txn_buf_len(&s->txn);
-    if (txn_buf_commit(&s->txn, NULL, 0, s->log, end, err) != 0)
+    if (stream_guard(s, len, s->txn.spilled, err) != 0 ||
+        txn_buf_commit(&s->txn, NULL, 0, s->log, end, err) != 0)
         return -1;
     apply_committed(s, end, len, s->txn_rows);
     apply_txn_reset(s);

@@ -109,12 +109,18 @@ void ingest_source_set_wake(ingest_source *s, wg_wake *w);
 void ingest_source_free(ingest_source *s);
 
 /*
- * Pause (why != NULL, said in status) or resume (NULL) a running source from another thread:
- * the disk guard holds sources while the change logs are over log_max_disk. A held source
- * finishes the transaction it is receiving, then reads nothing more and confirms nothing new,
- * so the slot keeps the WAL upstream; it resumes where it stopped.
+ * The disk guard, asked before every batch is appended to the change log (a transaction at its
+ * commit, a chunk of snapshot rows): `bytes` to be written, of which `reclaim` come from a
+ * spill file removed right after. It returns true when the batch may be written, or false with
+ * `why` filled (said in status and the log): the source then holds — reads nothing more,
+ * confirms nothing new (so the slot keeps the WAL upstream), keeps its connection alive — and
+ * asks again about once a second until it may go on, or until stopped. Called from the
+ * source's thread and its snapshot workers at once: it must be thread-safe. Set it before
+ * ingest_source_run; `arg` must outlive the run. Without one every batch is written.
  */
-void ingest_source_set_hold(ingest_source *s, const char *why);
+typedef bool (*ingest_guard_fn)(void *arg, const char *source, uint64_t bytes, uint64_t reclaim,
+                                char *why, size_t len);
+void ingest_source_set_guard(ingest_source *s, ingest_guard_fn fn, void *arg);
 
 /* The directory of a source's state files (status.json, state) under state_dir. */
 int ingest_source_dir(const char *state_dir, const char *name, char *buf, size_t len);

@@ -107,13 +107,14 @@ static size_t copy_unescape(char *s, size_t len)
 
 /*
  * The disk guard during a snapshot: stop copying (the server waits on the COPY; the exported
- * snapshot stays valid) until the log has room again. A resync keeps the paused stream alive.
+ * snapshot stays valid) until the log has room for the chunk. A resync keeps the paused stream
+ * alive.
  */
-static int snap_hold(ingest_source *s, const char *table, wg_error *err)
+static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_error *err)
 {
     char why[512];
     bool said = false;
-    while (stream_held(s, why, sizeof(why))) {
+    while (!stream_guard_ok(s, bytes, 0, why, sizeof(why))) {
         if (s->stop && *s->stop)
             return wg_error_set(err, WG_ERR_CANCELLED,
                                 "stopped during the snapshot of %s; it starts again on the next "
@@ -152,12 +153,12 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
                       wg_error *err)
 {
     rec_snapshot_mark(b, op, table, s->snap_lsn, rows);
-    /* Under the disk guard the chunk waits here, so nothing more is written while held. */
+    /* The disk guard is asked for this chunk: while it says no, nothing more is written. */
     if (s->stop && *s->stop)
         return wg_error_set(err, WG_ERR_CANCELLED,
                             "stopped during the snapshot of %s; it starts again on the next run",
                             table);
-    if (stream_held(s, NULL, 0) && snap_hold(s, table, err) != 0)
+    if (snap_hold(s, table, b->len, err) != 0)
         return -1;
     pthread_mutex_lock(&s->snap_mu);
     int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);

@@ -4,7 +4,8 @@
  *
  * Threads. A source runs on one thread, its *source thread* (ingest_source_run → cycle →
  * snapshot / stream). Two other kinds of thread touch it:
- *   - the *disk guard* (cli/) calls ingest_source_set_hold: only `hold`, under hold_mu;
+ *   - the *disk guard* (supervise/) is asked before every append, from the source thread and
+ *     the snapshot workers; what it said is kept in `hold`, under hold_mu;
  *   - *snapshot workers* (snap_initial, while the source thread waits in pthread_join) copy
  *     tables in parallel: they share the change log, the counters, the table list and the
  *     status text, under snap_mu (see each group below). A resync copies on the source thread
@@ -228,8 +229,11 @@ struct ingest_source {
 
     /* Locks and the stop flag. */
     struct {
-        /* Guards `hold` only: set by the disk guard thread, read by the source thread and
-         * the snapshot workers (stream_held). */
+        /* The disk guard (set before the run) and `hold`: why the guard last said no, "" when
+         * it said yes; hold_mu guards `hold` only (the source thread and the snapshot workers
+         * ask the guard at once). */
+        ingest_guard_fn guard;
+        void *guard_arg;
         pthread_mutex_t hold_mu;
         char hold[512];
         /* Guards, while snapshot workers run: the change log appends and syncs, the
@@ -324,7 +328,12 @@ int stream_start(ingest_source *s, uint64_t from, wg_error *err);
 int stream_run(ingest_source *s, volatile int *stop, wg_error *err);
 int stream_log_sync(ingest_source *s, wg_error *err);
 int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err);
-bool stream_held(ingest_source *s, char *why, size_t len);
+/* The disk guard for a batch of `bytes` (`reclaim` of them spilled): true when it may be
+ * appended now; false with the reason kept for status (`why` gets it too when not NULL). */
+bool stream_guard_ok(ingest_source *s, uint64_t bytes, uint64_t reclaim, char *why, size_t len);
+/* On the source thread, before appending a streamed batch: hold (connection alive, nothing
+ * new confirmed) until the guard lets it go. 0, or -1 with err on a stop or a failure. */
+int stream_guard(ingest_source *s, uint64_t bytes, uint64_t reclaim, wg_error *err);
 void stream_poll_server_lsn(ingest_source *s);
 void stream_check_membership(ingest_source *s);
 void stream_check_sender_timeout(ingest_source *s);

@@ -144,35 +144,38 @@ static bool pending(const ingest_source *s)
     return s->in_txn || s->n_streams > 0;
 }
 
-void ingest_source_set_hold(ingest_source *s, const char *why)
+void ingest_source_set_guard(ingest_source *s, ingest_guard_fn fn, void *arg)
 {
-    pthread_mutex_lock(&s->hold_mu);
-    if (why && !s->hold[0])
-        log_warn(s->cfg.name, "ingest paused: %s", why);
-    else if (!why && s->hold[0])
-        log_info(s->cfg.name, "ingest resumes: the change log has room again");
-    snprintf(s->hold, sizeof(s->hold), "%s", why ? why : "");
-    pthread_mutex_unlock(&s->hold_mu);
+    s->guard = fn;
+    s->guard_arg = arg;
 }
 
-bool stream_held(ingest_source *s, char *why, size_t len)
+bool stream_guard_ok(ingest_source *s, uint64_t bytes, uint64_t reclaim, char *why, size_t len)
 {
+    char w[512] = "";
+    bool ok = !s->guard || s->guard(s->guard_arg, s->cfg.name, bytes, reclaim, w, sizeof(w));
     pthread_mutex_lock(&s->hold_mu);
-    bool h = s->hold[0] != '\0';
-    if (h && why)
+    snprintf(s->hold, sizeof(s->hold), "%s", ok ? "" : w[0] ? w : "the disk guard holds ingest");
+    if (why)
         snprintf(why, len, "%s", s->hold);
     pthread_mutex_unlock(&s->hold_mu);
-    return h;
+    return ok;
 }
 
-/*
- * While held: read nothing more (the server keeps the changes and the slot keeps their WAL),
- * confirm only what is durable, and keep the connection alive with status updates.
- */
-static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
+/* Wait about a second (less when the server needs a status update sooner), or a stop. */
+static void hold_pause(ingest_source *s)
+{
+    int64_t ms = s->status_ms < 1000 ? s->status_ms : 1000;
+    for (int64_t until = wg_now_ms() + ms; !*s->stop && wg_now_ms() < until;)
+        usleep(50 * 1000);
+}
+
+int stream_guard(ingest_source *s, uint64_t bytes, uint64_t reclaim, wg_error *err)
 {
     char why[512];
-    while (!*stop && stream_held(s, why, sizeof(why))) {
+    if (stream_guard_ok(s, bytes, reclaim, why, sizeof(why)))
+        return 0;
+    while (!*s->stop) {
         if (s->state != SRC_STALLED || strcmp(s->error, why) != 0)
             state_set_error(
                 s, SRC_STALLED,
@@ -182,14 +185,16 @@ static int hold_wait(ingest_source *s, volatile int *stop, wg_error *err)
         if (stream_log_sync(s, err) != 0 || stream_send_status(s, s->durable, false, err) != 0)
             return -1;
         state_status_write(s, false);
-        for (int64_t t = 0; t < s->status_ms && !*stop && stream_held(s, NULL, 0); t += 100)
-            usleep(100 * 1000);
+        hold_pause(s);
+        if (stream_guard_ok(s, bytes, reclaim, why, sizeof(why))) {
+            log_info(s->cfg.name, "ingest resumes: the change log has room again");
+            s->state = SRC_RUNNING;
+            s->error[0] = s->remedy[0] = '\0';
+            state_status_write(s, true);
+            return 0;
+        }
     }
-    if (s->state == SRC_STALLED) {
-        s->state = SRC_RUNNING;
-        s->error[0] = s->remedy[0] = '\0';
-    }
-    return 0;
+    return wg_error_set(err, WG_ERR_CANCELLED, "stopped while ingest was held: %s", why);
 }
 
 /* The receive loop's timers and what it may confirm. */
@@ -263,8 +268,6 @@ static int stream_tick(ingest_source *s, stream_loop *lp, volatile int *stop, wg
                                 "the replication connection was lost during a resync copy");
         }
     }
-    if (stream_held(s, NULL, 0) && hold_wait(s, stop, err) != 0)
-        return -1;
     state_status_write(s, false);
     return 0;
 }

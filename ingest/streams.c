@@ -143,7 +143,9 @@ static int streams_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
     rec_put_begin(&head, st->xid, m->u.commit.commit_lsn, m->u.commit.commit_time);
     rec_put_commit(&st->buf.mem, m, st->xid);
     uint64_t len = txn_buf_len(&st->buf) + head.len;
-    int rc = txn_buf_commit(&st->buf, head.data, head.len, s->log, end, err);
+    int rc = stream_guard(s, len, st->buf.spilled, err);
+    if (rc == 0)
+        rc = txn_buf_commit(&st->buf, head.data, head.len, s->log, end, err);
     wg_buf_free(&head);
     if (rc != 0)
         return -1;

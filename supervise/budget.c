@@ -175,6 +175,14 @@ static bool budget_room(sup_t *d, uint64_t bytes, char *why, size_t len)
         return true;
     }
     over_budget_why(d, &u, why, len);
+    if (bytes > d->o.log_max_disk) {
+        char a[32], b[32];
+        wg_format_size(bytes, a, sizeof(a));
+        wg_format_size(d->o.log_max_disk, b, sizeof(b));
+        size_t n = strlen(why);
+        snprintf(why + n, len - n,
+                 "; the next batch alone (%s) is larger than log_max_disk (%s): raise it", a, b);
+    }
     return false;
 }
 

@@ -22,6 +22,8 @@ sup_t *sup_new(const sup_options *o, wg_error *err)
     d->o.log_retention_ms = o->log_retention_ms;
     d->o.log_max_disk = o->log_max_disk;
     d->o.min_free_space = o->min_free_space;
+    d->o.on_round = o->on_round;
+    d->o.round_arg = o->round_arg;
     pthread_mutex_init(&d->budget_mu, NULL);
     return d;
 }
@@ -163,6 +165,8 @@ int sup_run(sup_t *d, volatile int *stop, int stop_fd, wg_error *err)
         *stop = 1;
     while (!*stop) {
         int64_t next = wg_now_ms() + SUP_HOUSEKEEPING_MS;
+        if (d->o.on_round)
+            d->o.on_round(d->o.round_arg);
         sup_budget_housekeeping(d);
         sup_tunnels_write_status(d);
         wait_round(d, stop_fd, next);
