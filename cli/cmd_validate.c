@@ -159,7 +159,8 @@ static void check_walgate(const cli_config *cfg, wg_checks *out)
         wg_format_size(avail, a, sizeof(a));
         if (avail < (1ull << 30))
             wg_checks_add(out, "walgate", "free space", WG_CHECK_WARN,
-                          "free space there or move state_dir: ingest pauses below 256 MiB free",
+                          "free space there or move state_dir: ingest pauses below min_free_space "
+                          "(default 5 % of the file system, at most 256 MiB)",
                           "%s free under %s", a, dir);
         else
             wg_checks_add(out, "walgate", "free space", WG_CHECK_OK, NULL, "%s free under %s", a,
