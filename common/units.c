@@ -141,9 +141,31 @@ void wg_format_time(int64_t wall_ms, char *buf, size_t len)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
 }
 
+/* Upper-case hex of v without leading zeros ("0" for 0) at p; returns the end. */
+static char *put_hex32(char *p, uint32_t v)
+{
+    static const char digits[] = "0123456789ABCDEF";
+    int shift = 28;
+    while (shift > 0 && ((v >> shift) & 0xf) == 0)
+        shift -= 4;
+    for (; shift >= 0; shift -= 4)
+        *p++ = digits[(v >> shift) & 0xf];
+    return p;
+}
+
 void wg_lsn_format(uint64_t lsn, char *buf, size_t len)
 {
-    snprintf(buf, len, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
+    char t[20]; /* the hot path of every record: no printf */
+    char *p = put_hex32(t, (uint32_t)(lsn >> 32));
+    *p++ = '/';
+    p = put_hex32(p, (uint32_t)lsn);
+    size_t n = (size_t)(p - t);
+    if (len == 0)
+        return;
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, t, n);
+    buf[n] = '\0';
 }
 
 char *wg_dup_or_null(const char *s, bool *oom)

@@ -47,8 +47,9 @@
 #endif
 
 #define CL_DEFAULT_SEGMENT_BYTES (64ULL << 20)
-#define CL_ENTRY1_SIZE 24 /* format version 1: no checksum of the batch's bytes */
-#define CL_ENTRY2_SIZE 32 /* format version 2: with the batch's CRC-32C */
+#define CL_ENTRY1_SIZE 24      /* format version 1: no checksum of the batch's bytes */
+#define CL_ENTRY2_SIZE 32      /* format version 2: with the batch's CRC-32C */
+#define CL_WBUF_MAX (1u << 20) /* batches smaller than this are gathered before writing */
 #define CL_ENTRY_MAX 32
 #define CL_NAME_LEN 31 /* "%016llX-%08u.jsonl" */
 #define CL_MAX_SEQ 99999999u
@@ -445,6 +446,11 @@ struct changelog {
     uint64_t seg_size; /* bytes in the segment, synced or not */
     uint64_t idx_size; /* bytes written to its index */
     wg_buf pending;    /* index entries of batches written since the last sync */
+    /* Batches appended but not yet written to the segment: bytes [wbuf_off, seg_size). Small
+     * batches are gathered here and written together (at the latest by changelog_sync), so a
+     * burst of small transactions costs one write instead of one each. */
+    wg_buf wbuf;
+    uint64_t wbuf_off;
     uint32_t next_seq;
     uint64_t last_lsn, durable_lsn;
     bool broken; /* a write or fsync failed: refuse everything until reopened */
@@ -985,6 +991,7 @@ void changelog_close(changelog *log)
     if (log->lock_fd >= 0)
         close(log->lock_fd); /* releases the flock */
     wg_buf_free(&log->pending);
+    wg_buf_free(&log->wbuf);
     free(log->dir);
     free(log);
 }
@@ -1099,6 +1106,18 @@ static int prepare_segment(changelog *log, uint64_t len, uint64_t lsn, wg_error 
     return 0;
 }
 
+/* Write the gathered batches to the segment (before a sync, a direct write, a new segment). */
+static int flush_wbuf(changelog *log, wg_error *err)
+{
+    if (log->wbuf.len == 0)
+        return 0;
+    if (pwrite_all(log->seg_fd, log->wbuf.data, log->wbuf.len, log->wbuf_off) != 0)
+        return set_broken(log, err, "write", log->seg_path, log->wbuf_off, errno);
+    log->wbuf_off += log->wbuf.len;
+    wg_buf_reset(&log->wbuf);
+    return 0;
+}
+
 static int batch_written(changelog *log, uint64_t len, uint64_t lsn, uint32_t crc, wg_error *err)
 {
     uint8_t e[CL_ENTRY2_SIZE];
@@ -1132,6 +1151,16 @@ int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_
                             log->dir, (const char *)records + start);
     if (prepare_segment(log, len, lsn, err) != 0)
         return -1;
+    if (len < CL_WBUF_MAX) { /* gathered with its neighbours; written by the next sync at last */
+        if (log->wbuf.len + len > CL_WBUF_MAX && flush_wbuf(log, err) != 0)
+            return -1;
+        if (log->wbuf.len == 0)
+            log->wbuf_off = log->seg_size;
+        if (wg_buf_append(&log->wbuf, records, len) == 0)
+            return batch_written(log, len, lsn, changelog_crc32c(0, records, len), err);
+    }
+    if (flush_wbuf(log, err) != 0)
+        return -1;
     if (pwrite_all(log->seg_fd, records, len, log->seg_size) != 0) {
         int e = errno;
         truncate_back(log);
@@ -1150,7 +1179,8 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
 {
     struct stat st;
     char *buf = NULL;
-    if (check_usable(log, err) != 0 || check_position(log, lsn, err) != 0)
+    if (check_usable(log, err) != 0 || check_position(log, lsn, err) != 0 ||
+        flush_wbuf(log, err) != 0)
         return -1;
     if (fstat(fd, &st) != 0)
         return wg_error_set(err, WG_ERR_IO, "change log %s: could not stat a spilled batch: %s",
@@ -1210,6 +1240,8 @@ int changelog_sync(changelog *log, wg_error *err)
     if (!log->have_seg || log->pending.len == 0)
         return 0;
     /* Segment first, then the index entries that point into it: see the top of the file. */
+    if (flush_wbuf(log, err) != 0)
+        return -1;
     if (fdatasync(log->seg_fd) != 0)
         return set_broken(log, err, "fsync", log->seg_path, log->seg_size, errno);
     if (pwrite_all(log->idx_fd, log->pending.data, log->pending.len, log->idx_size) != 0)

@@ -202,6 +202,7 @@ typedef struct stream_loop {
     int64_t next_status, next_catalog;
     uint64_t idle_lsn; /* a keepalive position we may confirm once nothing is pending */
     bool reply;        /* the server asked for a status update */
+    bool drained;      /* libpq's buffer ran empty and the socket was read once more since */
 } stream_loop;
 
 /* One CopyData message: XLogData is decoded and applied; a keepalive moves the server's
@@ -289,15 +290,28 @@ int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
         char *buf = NULL;
         int n = PQgetCopyData(s->repl, &buf, 1);
         if (n > 0) {
+            lp.drained = false;
             if (stream_receive(s, &lp, buf, n, err) != 0)
                 return -1;
-            if (s->unsynced && wg_now_ms() - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
+            int64_t now = wg_now_ms();
+            if (s->unsynced && now - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
                 stream_log_sync(s, err) != 0)
                 return -1;
-            if (!lp.reply && wg_now_ms() < lp.next_status)
+            if (!lp.reply && now < lp.next_status)
                 continue;
         } else if (n == 0) {
-            /* Nothing buffered: make what we have durable, then wait for the socket. */
+            /* Nothing buffered in libpq. More may already wait on the socket: read it before
+             * syncing, so that a burst of transactions shares one sync (group commit). Only
+             * when the socket is really idle (or SYNC_MAX_DELAY_MS passed, above) is what we
+             * have made durable and confirmed, before waiting for the socket. */
+            if (!lp.drained) {
+                lp.drained = true;
+                if (PQconsumeInput(s->repl) == 0)
+                    return wg_error_set(err, WG_ERR_PG, "connection lost: %s",
+                                        PQerrorMessage(s->repl));
+                continue;
+            }
+            lp.drained = false;
             if (stream_log_sync(s, err) != 0)
                 return -1;
             if (!lp.reply && wg_now_ms() < lp.next_status) {
