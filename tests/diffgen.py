@@ -227,7 +227,7 @@ class Opts:
         o = cls(**kw)
         if os.environ.get("WALGATE_DIFF_DDL") is not None:
             o.ddl = os.environ["WALGATE_DIFF_DDL"] not in ("0", "off", "no")
-        if os.environ.get("WALGATE_DIFF_FAULTS") is not None:
+        if os.environ.get("WALGATE_DIFF_FAULTS") is not None and "faults" not in kw:
             o.faults = os.environ["WALGATE_DIFF_FAULTS"] not in ("0", "off", "no")
         if os.environ.get("WALGATE_DIFF_KNOWN"):
             o.known = {k.strip() for k in os.environ["WALGATE_DIFF_KNOWN"].split(",") if k.strip()}

@@ -100,7 +100,7 @@ def replay(lines, strict=True, bags=False):
             if txn is not None:
                 fail("snapshot row inside a transaction")
             t = st.table(rec["table"])
-            k = _key(rec["new"], rec.get("key"))
+            k = _bag_key(rec["new"], rec.get("key")) if bags else _key(rec["new"], rec.get("key"))
             if bags:
                 t.setdefault(k, []).append(rec["new"])
             else:
@@ -161,6 +161,15 @@ def _apply(st, rec, fail):
         t.pop(ko, None)
 
 
+def _bag_key(row, key_cols):
+    """A table without a primary key is keyed by every column; a column added upstream is then
+    in the key of later records only, and absent from earlier rows (docs/ingest.md). Leaving
+    out NULL members makes both the same key (the workloads add columns without a default)."""
+    if key_cols and set(key_cols) != set(row):
+        return _key(row, key_cols)
+    return json.dumps({c: v for c, v in row.items() if v is not None}, sort_keys=True)
+
+
 def _apply_bag(st, t, rec, key_cols):
     """Bags mode: key -> [rows]. A keyless table's key is every column, so equal rows stack."""
     op = rec["op"]
@@ -171,7 +180,7 @@ def _apply_bag(st, t, rec, key_cols):
         st.anomalies.setdefault(name, []).append(f"{why}: {json.dumps(rec)[:300]}")
 
     def remove(row):
-        k = _key(row, key_cols)
+        k = _bag_key(row, key_cols)
         rows = t.get(k)
         if not rows:
             note(f"{op} of a row that does not exist (key {k})")
@@ -183,7 +192,7 @@ def _apply_bag(st, t, rec, key_cols):
     if op in ("update", "delete"):
         remove(rec.get("old") or rec["new"])
     if op in ("insert", "update"):
-        k = _key(rec["new"], key_cols)
+        k = _bag_key(rec["new"], key_cols)
         if keyed and t.get(k):
             note(f"{op} to a key that already exists (key {k})")
             t[k] = []
