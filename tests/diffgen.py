@@ -616,6 +616,19 @@ class Runner:
             for c in conns:
                 c.close()
             conns = []
+            # Touch one row of every table (an update to the same value), so that walgate
+            # sees each table's current shape in a Relation message: a column dropped, renamed
+            # or retyped by the workload's last DDL is then noticed, as it would be by the next
+            # change of a live application, instead of being invisible to it.
+            touch = pg.sql("SELECT format('UPDATE %I SET %I = %I WHERE ctid = (SELECT ctid FROM "
+                           "%I LIMIT 1)', c.relname, a.attname, a.attname, c.relname) FROM "
+                           "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN "
+                           "pg_attribute a ON a.attrelid = c.oid AND a.attnum = (SELECT min(attnum) "
+                           "FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 AND NOT "
+                           "attisdropped) WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') "
+                           "AND NOT c.relispartition AND c.relname <> '_diff_marker'", db=db)
+            if touch:
+                pg.sql("; ".join(touch.split("\n")), db=db)
             # The marker: committed after everything else, so once it is in the log every
             # earlier commit is too (the log is in commit order).
             pg.sql("INSERT INTO _diff_marker VALUES (1)", db=db)

@@ -7,6 +7,7 @@ fixed ones) plus one random seed: about 15 s, a minute at most under ASan.
 Locally: WALGATE_DIFF_SECONDS=3600 keeps running random seeds for an hour after the fixed ones.
 
   WALGATE_DIFF_SEED=N        run only this seed
+  WALGATE_DIFF_REPLAY=F.json run exactly this (shrunk) workload, as written on a mismatch
   WALGATE_DIFF_DDL=0         no DDL (default on: add/drop/rename/retype a column)
   WALGATE_DIFF_FAULTS=1      kill -9 walgate and restart PostgreSQL (-m immediate) mid-workload
   WALGATE_DIFF_KNOWN=a,b     also the known divergences of issue 12: partitions (a partitioned
@@ -95,6 +96,10 @@ def main():
             sopts = diffgen.Opts.from_env(**over) if over else opts
             runner.opts = sopts
             wl = diffgen.generate(seed, sopts)
+            if os.environ.get("WALGATE_DIFF_REPLAY"):
+                with open(os.environ["WALGATE_DIFF_REPLAY"]) as f:
+                    wl = json.load(f)
+                wl["faults"] = [tuple(x) for x in wl["faults"]]
             print(f"seed {seed}: {len(wl['txns'])} transactions, {len(wl['initial'])} initial "
                   f"rows, faults {wl['faults']} ({wl['opts']})", flush=True)
             ts = time.time()
