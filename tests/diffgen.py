@@ -631,6 +631,9 @@ class Runner:
                 pg.sql("; ".join(touch.split("\n")), db=db)
             # The marker: committed after everything else, so once it is in the log every
             # earlier commit is too (the log is in commit order).
+            # ... streamed, not copied: when faults made the snapshot start over until after
+            # the workload, the marker would be a snapshot row, so first wait for the snapshot.
+            self._wait_snapshot(cfg, proc, walgate_log, timeout)
             pg.sql("INSERT INTO _diff_marker VALUES (1)", db=db)
             lines, marker_end = self._wait_marker(src, state, proc, walgate_log, timeout)
             status = self._wait_status(cfg, marker_end, proc, walgate_log, timeout)
@@ -723,6 +726,18 @@ class Runner:
             if time.time() > deadline:
                 raise AssertionError(f"the marker transaction did not reach the log within "
                                      f"{timeout}s\n{walgate_log()}")
+            time.sleep(0.2)
+
+    def _wait_snapshot(self, cfg, proc, walgate_log, timeout):
+        deadline = time.time() + timeout
+        while True:
+            p = fixture.walgate("status", "--json", config=cfg)
+            st = json.loads(p.stdout)[0] if p.stdout.strip().startswith("[") else {}
+            if st.get("state") == "running":  # streaming: the snapshot is done and recorded
+                return
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"the snapshot did not finish within {timeout}s: {st}\n"
+                                     f"{walgate_log()}")
             time.sleep(0.2)
 
     def _wait_status(self, cfg, lsn, proc, walgate_log, timeout):
