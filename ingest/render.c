@@ -8,7 +8,8 @@
  * into the JSON without any lossy conversion. Arrays and ranges are parsed from their text
  * form and their elements or bounds rendered by their element type. Nothing here recurses on
  * input-controlled depth: arrays are walked with a depth counter (PostgreSQL allows at most 6
- * dimensions) and JSON is validated with an explicit bit stack.
+ * dimensions) and JSON is validated with an explicit bit stack (json and jsonb values are then
+ * written as a JSON string of their text).
  *
  * On error nothing is left appended to `out`.
  */
@@ -679,17 +680,29 @@ static const char *json_copy(jw *out, const char *s, size_t len)
     }
 }
 
+/*
+ * json and jsonb are written as a JSON string holding the document text exactly as PostgreSQL
+ * printed it (format version 2, docs/types.md): SQL NULL stays `null` and the document `null`
+ * becomes "null", so a reader can tell them apart. The text is validated first (json_copy into
+ * the output, then cut back), so a value that is not JSON still fails its table.
+ */
 static int render_json(jw *out, const rctx *c, const char *s, size_t len, wg_error *err)
 {
+    size_t start = out->b->len;
     if (jw_reserve(out, len) != 0)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory rendering a json value");
     const char *why = json_copy(out, s, len);
+    out->b->len = start;
+    if (out->b->data)
+        out->b->data[start] = '\0';
     if (why) {
         char msg[128];
         snprintf(msg, sizeof(msg), "not a valid JSON value: %s", why);
         return bad(err, c, len, msg);
     }
-    return 0;
+    if (out->oom)
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory rendering a json value");
+    return render_json_string(out->b, s, len, err);
 }
 
 /* ---- Values of one type --------------------------------------------------------------- */

@@ -20,7 +20,7 @@ typedef enum render_kind {
     RENDER_NUMERIC,     /* numeric */
     RENDER_TEXT,        /* text, varchar, bpchar, "char" */
     RENDER_BYTEA,       /* bytea */
-    RENDER_JSON,        /* json, jsonb: embedded as JSON */
+    RENDER_JSON,        /* json, jsonb: a JSON string of the document text */
     RENDER_DATE,        /* date */
     RENDER_TIME,        /* time */
     RENDER_TIMESTAMP,   /* timestamp */

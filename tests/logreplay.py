@@ -12,6 +12,11 @@ outside a transaction; an insert never hits an existing key and an update or del
 finds the old row (a lost transaction shows up here, as the next one touching the same row
 will not find it in the state it expects).
 
+With ``bags=True`` (tests/diffgen.py) a table maps each key to a *list* of rows, so a table
+without a primary key (whose key is every column) can hold equal rows more than once, and
+problems with rows are collected in ``State.anomalies`` (per table) instead of raised; the
+transaction structure is still checked strictly.
+
 Only the standard library is used.
 """
 import json
@@ -41,14 +46,18 @@ class State:
         self.snapshot_rows = {}  # table -> rows read in the snapshot
         self.truncates = 0
         self.messages = []
+        self.bags = False
+        self.anomalies = {}  # table -> [why] (bags mode)
+        self.commit_lsns = set()
 
     def table(self, name):
         return self.tables.setdefault(name, {})
 
 
-def replay(lines, strict=True):
+def replay(lines, strict=True, bags=False):
     """Apply the records in `lines` (strings or dicts). Returns a State."""
     st = State()
+    st.bags = bags
     txn = None  # (xid, [records]) while inside begin..commit
     for n, line in enumerate(lines, 1):
         rec = json.loads(line) if isinstance(line, str) else line
@@ -60,7 +69,7 @@ def replay(lines, strict=True):
         if op == "begin":
             if txn is not None:
                 fail("begin inside a transaction")
-            txn = (rec.get("xid"), [])
+            txn = (rec.get("xid"), [], rec.get("lsn"))
         elif op == "commit":
             if txn is None:
                 fail("commit without begin")
@@ -70,6 +79,11 @@ def replay(lines, strict=True):
             if end <= st.last_end_lsn:
                 fail("commit end_lsn does not increase (a duplicated or reordered transaction)")
             st.last_end_lsn = end
+            if rec.get("lsn") in st.commit_lsns:
+                fail("commit lsn seen twice (a duplicated transaction)")
+            st.commit_lsns.add(rec.get("lsn"))
+            if txn[2] is not None and txn[2] != rec.get("lsn"):
+                fail(f"begin lsn {txn[2]} differs from the commit lsn")
             for r in txn[1]:
                 _apply(st, r, fail if strict else None)
             st.txns += 1
@@ -86,10 +100,13 @@ def replay(lines, strict=True):
             if txn is not None:
                 fail("snapshot row inside a transaction")
             t = st.table(rec["table"])
-            k = _key(rec["new"], rec.get("key"))
-            if strict and k in t:
-                fail("snapshot row read twice")
-            t[k] = rec["new"]
+            k = _bag_key(rec["new"], rec.get("key")) if bags else _key(rec["new"], rec.get("key"))
+            if bags:
+                t.setdefault(k, []).append(rec["new"])
+            else:
+                if strict and k in t:
+                    fail("snapshot row read twice")
+                t[k] = rec["new"]
             st.snapshot_rows[rec["table"]] = st.snapshot_rows.get(rec["table"], 0) + 1
         elif op in ("snapshot_abort", "snapshot_start"):
             # abandoned rows, or a new snapshot of the table begins (walgate source resync)
@@ -122,6 +139,9 @@ def _apply(st, rec, fail):
     t = st.table(rec["table"])
     key_cols = rec.get("key")
     st.rows += 1
+    if st.bags:
+        _apply_bag(st, t, rec, key_cols)
+        return
     if op == "insert":
         k = _key(rec["new"], key_cols)
         if fail and k in t:
@@ -139,6 +159,44 @@ def _apply(st, rec, fail):
         if fail and ko not in t:
             fail("delete of a row that does not exist (a lost transaction?)")
         t.pop(ko, None)
+
+
+def _bag_key(row, key_cols):
+    """A table without a primary key is keyed by every column; a column added upstream is then
+    in the key of later records only, and absent from earlier rows (docs/ingest.md). Leaving
+    out NULL members makes both the same key (the workloads add columns without a default)."""
+    if key_cols and set(key_cols) != set(row):
+        return _key(row, key_cols)
+    return json.dumps({c: v for c, v in row.items() if v is not None}, sort_keys=True)
+
+
+def _apply_bag(st, t, rec, key_cols):
+    """Bags mode: key -> [rows]. A keyless table's key is every column, so equal rows stack."""
+    op = rec["op"]
+    name = rec["table"]
+    keyed = key_cols and set(key_cols) != set(rec.get("new") or rec.get("old") or {})
+
+    def note(why):
+        st.anomalies.setdefault(name, []).append(f"{why}: {json.dumps(rec)[:300]}")
+
+    def remove(row):
+        k = _bag_key(row, key_cols)
+        rows = t.get(k)
+        if not rows:
+            note(f"{op} of a row that does not exist (key {k})")
+            return
+        rows.pop()
+        if not rows:
+            del t[k]
+
+    if op in ("update", "delete"):
+        remove(rec.get("old") or rec["new"])
+    if op in ("insert", "update"):
+        k = _bag_key(rec["new"], key_cols)
+        if keyed and t.get(k):
+            note(f"{op} to a key that already exists (key {k})")
+            t[k] = []
+        t.setdefault(k, []).append(rec["new"])
 
 
 def source_rows(pg, table, key_cols, db="postgres", columns=None):

@@ -4,7 +4,7 @@
  * Input: byte 0 picks the type from the table below (every supported type and its array, and
  * the text_columns rendering); the rest is the value's text. A rendering must either fail
  * with a message and leave the output as it was, or produce one line of valid JSON (checked
- * by rendering it again as a json value).
+ * by rendering it again as a json value, which validates it and wraps it in a JSON string).
  */
 #include "ingest/render_internal.h"
 
@@ -54,8 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (render_value(&check, &json, out.data + 1, out.len - 1, &err) != 0)
             abort();
-        /* json re-rendering of compact JSON is the identity */
-        if (check.len != out.len - 1 || memcmp(check.data, out.data + 1, check.len) != 0)
+        /* a json value is written as a JSON string of its text: quoted, never shorter */
+        if (check.len < out.len + 1 || check.data[0] != '"' || check.data[check.len - 1] != '"')
             abort();
     }
     wg_buf_free(&out);

@@ -198,18 +198,26 @@ TEST(bytea_is_base64)
     CHECK_EQ_STR(R(17, "a\\"), "ERR");
 }
 
-TEST(json_is_embedded_on_one_line)
+TEST(json_is_a_string_of_its_text)
 {
+    /* Format version 2: the document text, exactly as printed (whitespace, duplicate keys and
+     * key order of json kept), as one JSON string; SQL NULL and the document null differ. */
     CHECK_EQ_STR(R(114, " {\"a\": [1, 2.5e-3, \"x\"],\n \"b\": null, \"c\": {}} "),
-                 "{\"a\":[1,2.5e-3,\"x\"],\"b\":null,\"c\":{}}");
+                 "\" {\\\"a\\\": [1, 2.5e-3, \\\"x\\\"],\\n \\\"b\\\": null, \\\"c\\\": {}} \"");
     CHECK_EQ_STR(R(3802, "{\"s\": \"sp ace \\\" \\u00e9 \\n\", \"t\": true, \"f\": false}"),
-                 "{\"s\":\"sp ace \\\" \\u00e9 \\n\",\"t\":true,\"f\":false}");
-    CHECK_EQ_STR(R(3802, "[]"), "[]");
-    CHECK_EQ_STR(R(3802, "\"str\""), "\"str\"");
-    CHECK_EQ_STR(R(114, "-0.5E+10"), "-0.5E+10");
-    CHECK_EQ_STR(R(114, "null"), "null");
-    CHECK_EQ_STR(R(114, "{\"dup\": 1, \"dup\": 2}"), "{\"dup\":1,\"dup\":2}");
-    CHECK_EQ_STR(R(114, "[[[[[]]]]]"), "[[[[[]]]]]");
+                 "\"{\\\"s\\\": \\\"sp ace \\\\\\\" \\\\u00e9 \\\\n\\\", \\\"t\\\": true, "
+                 "\\\"f\\\": false}\"");
+    CHECK_EQ_STR(R(3802, "[]"), "\"[]\"");
+    CHECK_EQ_STR(R(3802, "\"str\""), "\"\\\"str\\\"\"");
+    CHECK_EQ_STR(R(114, "-0.5E+10"), "\"-0.5E+10\"");
+    CHECK_EQ_STR(R(114, "null"), "\"null\"");
+    CHECK_EQ_STR(R(3802, "null"), "\"null\"");
+    CHECK_EQ_STR(R(114, "{\"dup\": 1, \"dup\": 2}"), "\"{\\\"dup\\\": 1, \\\"dup\\\": 2}\"");
+    CHECK_EQ_STR(R(114, "[[[[[]]]]]"), "\"[[[[[]]]]]\"");
+    CHECK_EQ_STR(R(3802, "\"\\u2028 😀\""), "\"\\\"\\\\u2028 😀\\\"\"");
+    /* arrays of json: each element is a string too, a NULL element stays null */
+    CHECK_EQ_STR(R(3807, "{\"{\\\"x\\\": 1}\",NULL,\"null\",\"\\\"null\\\"\"}"),
+                 "[\"{\\\"x\\\": 1}\",null,\"null\",\"\\\"null\\\"\"]");
     const char *bad[] = {"",         "{",        "[1,]",       "{\"a\"}",     "{\"a\":}",
                          "01",       "tru",      "[1] 2",      "{1:2}",       "[}",
                          "{]",       "\"\x01\"", "\"\\x\"",    "\"\\u12g4\"", "\"abc",
@@ -330,7 +338,7 @@ TEST(arrays)
     CHECK_EQ_STR(R(1009, "{\"\xff\"}"), "ERR");
     CHECK_EQ_STR(R(1001, "{\"\\\\x01ff\",NULL}"), "[\"Af8=\",null]");
     CHECK_EQ_STR(R(199, "{\"{\\\"k\\\": \\\"v\\\"}\",\"[1, 2]\",\"null\",NULL}"),
-                 "[{\"k\":\"v\"},[1,2],null,null]");
+                 "[\"{\\\"k\\\": \\\"v\\\"}\",\"[1, 2]\",\"null\",null]");
     CHECK_EQ_STR(R(1022, "{NaN,Infinity,-Infinity,1.25,-0}"),
                  "[\"NaN\",\"Infinity\",\"-Infinity\",1.25,-0]");
     CHECK_EQ_STR(R(1231, "{1.5,NaN,NULL}"), "[\"1.5\",\"NaN\",null]");
