@@ -111,6 +111,15 @@ static void rec_put_str(wg_buf *b, const char *key, const char *v)
     wg_buf_putc(b, '"');
 }
 
+char *rec_member_key(const char *name)
+{
+    wg_buf b = {0};
+    wg_buf_putc(&b, '"');
+    wg_json_escape(&b, name, strlen(name));
+    wg_buf_puts(&b, "\":");
+    return b.data; /* NULL when out of memory */
+}
+
 /* Append {"col":value,...} for a tuple; unchanged TOAST values come from `old`. */
 static int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
                        const pgout_tuple *old, wg_error *err)
@@ -131,12 +140,12 @@ static int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, c
                                     "FULL, then: walgate source resync SOURCE %s",
                                     ri->qname, r->cols[i].name, ri->qname, ri->qname);
         }
-        wg_buf_puts(b, first ? "\"" : ",\"");
+        if (!first)
+            wg_buf_putc(b, ',');
         first = false;
-        wg_json_escape(b, r->cols[i].name, strlen(r->cols[i].name));
-        wg_buf_puts(b, "\":");
+        wg_buf_puts(b, ri->jkeys[i]);
         if (v->kind == PGOUT_VALUE_NULL) {
-            wg_buf_puts(b, "null");
+            wg_buf_append(b, "null", 4);
         } else if (v->kind == PGOUT_VALUE_TEXT) {
             if (render_value(b, &ri->types[i], (const char *)v->data, v->len, err) != 0)
                 return wg_error_prefix(err, "%s.%s", ri->qname, r->cols[i].name);
@@ -207,28 +216,36 @@ char *rec_key_json(const char *const *names, const bool *pk, int n)
     return out;
 }
 
-/* A snapshot read record: {"op":"read","table":...,"new":{...},"key":[...]}. fields[i] NULL is
- * SQL NULL; otherwise lens[i] bytes of the column's text value. */
-int rec_read(wg_buf *b, const char *qname, const char *schema, const char *const *names,
-             const render_type *types, int ncols, const char *const *fields, const size_t *lens,
-             const char *key_json, wg_error *err)
+/* The start of a table's read records, {"op":"read","table":...[,"schema":...],"new":{,
+ * built once per table. NULL when out of memory. */
+char *rec_read_head(const char *qname, const char *schema)
 {
-    wg_buf_puts(b, "{\"op\":\"read\"");
-    rec_put_str(b, "table", qname);
+    wg_buf b = {0};
+    wg_buf_puts(&b, "{\"op\":\"read\"");
+    rec_put_str(&b, "table", qname);
     if (strchr(schema, '.')) /* "a.b.c" alone would not say where the schema ends */
-        rec_put_str(b, "schema", schema);
-    wg_buf_puts(b, ",\"new\":{");
-    for (int i = 0; i < ncols; i++) {
-        wg_buf_puts(b, i ? ",\"" : "\"");
-        wg_json_escape(b, names[i], strlen(names[i]));
-        wg_buf_puts(b, "\":");
+        rec_put_str(&b, "schema", schema);
+    wg_buf_puts(&b, ",\"new\":{");
+    return b.data;
+}
+
+/* A snapshot read record: `head` (rec_read_head), then for each column its `jkeys` entry
+ * (rec_member_key) and value: fields[i] NULL is SQL NULL, else lens[i] bytes of its text. */
+int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *const *fields,
+             const size_t *lens, wg_error *err)
+{
+    wg_buf_puts(b, head);
+    for (int i = 0; i < c->ncols; i++) {
+        if (i)
+            wg_buf_putc(b, ',');
+        wg_buf_puts(b, c->jkeys[i]);
         if (!fields[i])
-            wg_buf_puts(b, "null");
-        else if (render_value(b, &types[i], fields[i], lens[i], err) != 0)
-            return wg_error_prefix(err, "snapshot of %s.%s", qname, names[i]);
+            wg_buf_append(b, "null", 4);
+        else if (render_value(b, &c->types[i], fields[i], lens[i], err) != 0)
+            return wg_error_prefix(err, "snapshot of %s.%s", c->qname, c->names[i]);
     }
     wg_buf_puts(b, "},\"key\":");
-    wg_buf_puts(b, key_json);
+    wg_buf_puts(b, c->key_json);
     wg_buf_puts(b, "}\n");
     return 0;
 }

@@ -12,9 +12,12 @@ static void rel_free_columns(rel_info *ri)
 {
     for (int i = 0; ri->names && i < ri->ncols; i++)
         free(ri->names[i]);
+    for (int i = 0; ri->jkeys && i < ri->ncols; i++)
+        free(ri->jkeys[i]);
     free(ri->names);
+    free(ri->jkeys);
     free(ri->toids);
-    ri->names = NULL;
+    ri->names = ri->jkeys = NULL;
     ri->toids = NULL;
 }
 
@@ -175,15 +178,22 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
     ri->types = calloc(n, sizeof(*ri->types));
     ri->excluded = calloc(n, sizeof(*ri->excluded));
     ri->names = calloc(n, sizeof(*ri->names));
+    ri->jkeys = calloc(n, sizeof(*ri->jkeys));
     ri->toids = calloc(n, sizeof(*ri->toids));
-    if (!ri->qname || !ri->types || !ri->excluded || !ri->names || !ri->toids) {
+    if (!ri->qname || !ri->types || !ri->excluded || !ri->names || !ri->jkeys || !ri->toids) {
         rel_drop(s, (size_t)(ri - s->rels));
         wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         return NULL;
     }
     for (int i = 0; i < r->ncols; i++) {
         ri->names[i] = strdup(r->cols[i].name);
+        ri->jkeys[i] = rec_member_key(r->cols[i].name);
         ri->toids[i] = r->cols[i].type_oid;
+        if (!ri->names[i] || !ri->jkeys[i]) {
+            rel_drop(s, (size_t)(ri - s->rels));
+            wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            return NULL;
+        }
     }
     /* Primary key columns and domain base types from the catalog. */
     cat_relation desc;

@@ -191,13 +191,20 @@ typedef struct snap_plan {
     cat_pubshape pub; /* the publication's column list and row filter (PostgreSQL 15+) */
     const char **fields;
     size_t *lens;
+    char **jkeys; /* "name": per column, escaped once */
+    char *head;   /* {"op":"read","table":...,"new":{ */
+    rec_columns rc;
 } snap_plan;
 
 static void snap_plan_free(snap_plan *pl)
 {
     for (int i = 0; pl->names && i < pl->ncols; i++)
         free(pl->names[i]);
+    for (int i = 0; pl->jkeys && i < pl->ncols; i++)
+        free(pl->jkeys[i]);
     free(pl->names);
+    free(pl->jkeys);
+    free(pl->head);
     free(pl->types);
     free(pl->key_json);
     wg_buf_free(&pl->cols);
@@ -237,12 +244,14 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
         return wg_error_prefix(err, "snapshot of %s", pl->qname);
     int n = desc.ncols;
     pl->names = calloc((size_t)n + 1, sizeof(*pl->names));
+    pl->jkeys = calloc((size_t)n + 1, sizeof(*pl->jkeys));
     pl->types = calloc((size_t)n + 1, sizeof(*pl->types));
     bool *pk = calloc((size_t)n + 1, sizeof(*pk));
     pl->fields = calloc((size_t)n + 1, sizeof(*pl->fields));
     pl->lens = calloc((size_t)n + 1, sizeof(*pl->lens));
     wg_buf unsupported = {0};
-    for (int i = 0; pl->names && pl->types && pk && pl->fields && pl->lens && i < n; i++) {
+    for (int i = 0; pl->names && pl->jkeys && pl->types && pk && pl->fields && pl->lens && i < n;
+         i++) {
         const cat_column *col = &desc.cols[i];
         if (src_col_listed(s->cfg.exclude_columns, pl->qname, col->name))
             continue;
@@ -259,13 +268,24 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
             wg_buf_printf(&unsupported, "%s%s.%s (type oid %u)", unsupported.len ? ", " : "",
                           pl->qname, col->name, col->type_oid);
         pk[pl->ncols] = col->pk;
+        pl->jkeys[pl->ncols] = rec_member_key(col->name);
         pl->names[pl->ncols++] = strdup(col->name);
     }
     cat_relation_free(&desc);
     int rc = 0;
     if (pl->names && pk)
         pl->key_json = rec_key_json((const char *const *)pl->names, pk, pl->ncols);
-    if (!pl->key_json || !pl->types || !pl->fields || !pl->lens)
+    pl->head = rec_read_head(pl->qname, pl->schema);
+    bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->head;
+    for (int i = 0; !oom && i < pl->ncols; i++)
+        oom = !pl->names[i] || !pl->jkeys[i];
+    pl->rc = (rec_columns){.qname = pl->qname,
+                           .ncols = pl->ncols,
+                           .names = (const char *const *)pl->names,
+                           .jkeys = (const char *const *)pl->jkeys,
+                           .types = pl->types,
+                           .key_json = pl->key_json};
+    if (oom)
         rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     else if (unsupported.len) {
         snap_unsupported(s, pl->qname, unsupported.data);
@@ -294,8 +314,7 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
         pl->fields[i] = f;
         pl->lens[i] = copy_unescape(f, fl);
     }
-    return rec_read(b, pl->qname, pl->schema, (const char *const *)pl->names, pl->types, pl->ncols,
-                    pl->fields, pl->lens, pl->key_json, err);
+    return rec_read(b, pl->head, &pl->rc, pl->fields, pl->lens, err);
 }
 
 /* COPY the table's rows into the log in chunks; *rows counts them. */

@@ -60,6 +60,7 @@ typedef struct rel_info {
     bool *excluded;
     char *key_json; /* ["id"] */
     char **names;   /* column names and types as last seen, to tell compatible changes */
+    char **jkeys;   /* each name as a record member's start, "name": (escaped once) */
     uint32_t *toids;
     char *error; /* the table is failed: why, and the remedy */
     bool skip;   /* published but not among the configured `tables` */
@@ -266,9 +267,21 @@ void state_status_write(ingest_source *s, bool force);
 void rec_put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid);
 void rec_put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time);
 char *rec_key_json(const char *const *names, const bool *pk, int n);
-int rec_read(wg_buf *b, const char *qname, const char *schema, const char *const *names,
-             const render_type *types, int ncols, const char *const *fields, const size_t *lens,
-             const char *key_json, wg_error *err);
+/* "name": — a column name as the start of a record member, escaped; NULL when out of memory. */
+char *rec_member_key(const char *name);
+/* How a table's read records render its columns (names for errors, jkeys from
+ * rec_member_key, types, the key member). */
+typedef struct rec_columns {
+    const char *qname;
+    int ncols;
+    const char *const *names;
+    const char *const *jkeys;
+    const render_type *types;
+    const char *key_json;
+} rec_columns;
+char *rec_read_head(const char *qname, const char *schema);
+int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *const *fields,
+             const size_t *lens, wg_error *err);
 void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows);
 void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn);
 void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
