@@ -37,6 +37,25 @@ int wg_error_prefix(wg_error *err, const char *fmt, ...)
     return err->code;
 }
 
+void wg_text_oneline(char *s)
+{
+    if (!s)
+        return;
+    char *w = s;
+    bool space = false;
+    for (const unsigned char *r = (const unsigned char *)s; *r; r++) {
+        if (*r < 0x20 || *r == 0x7f || *r == ' ') {
+            space = true;
+            continue;
+        }
+        if (space && w != s)
+            *w++ = ' ';
+        space = false;
+        *w++ = (char)*r;
+    }
+    *w = '\0';
+}
+
 void wg_error_clear(wg_error *err)
 {
     if (err) {
