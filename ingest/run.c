@@ -14,6 +14,7 @@
 #include "ingest/changelog_internal.h"
 #include "ingest/ingest.h"
 #include "ingest/pgoutput_internal.h"
+#include "ingest/pgversion_internal.h"
 #include "ingest/render_internal.h"
 #include "ingest/txn_internal.h"
 
@@ -255,6 +256,7 @@ static void set_error(ingest_source *s, src_state st, const char *remedy, const 
     va_start(ap, fmt);
     vsnprintf(s->error, sizeof(s->error), fmt, ap);
     va_end(ap);
+    wg_text_oneline(s->error); /* libpq's messages end in a newline and may span lines */
     snprintf(s->remedy, sizeof(s->remedy), "%s", remedy ? remedy : "");
     s->state = st;
     if (st == SRC_FAILED)
@@ -2016,7 +2018,8 @@ static int do_snapshot(ingest_source *s, wg_error *err)
     /* The slot, with an exported snapshot. */
     char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
     wg_buf q = {0};
-    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')", sl);
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", sl,
+                  pgver_slot_snapshot_option(PQserverVersion(s->repl), PGVER_SNAPSHOT_EXPORT));
     PQfreemem(sl);
     PGresult *r = PQexec(s->repl, q.data);
     wg_buf_free(&q);
@@ -2152,8 +2155,8 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
     snprintf(slot, sizeof(slot), "%.50s_resync", s->cfg.slot);
     char *sl = PQescapeIdentifier(c, slot, strlen(slot));
     wg_buf q = {0};
-    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')",
-                  sl ? sl : "x");
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput %s", sl ? sl : "x",
+                  pgver_slot_snapshot_option(PQserverVersion(c), PGVER_SNAPSHOT_USE));
     PQfreemem(sl);
     PGresult *r = PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -2312,19 +2315,13 @@ static int start_streaming(ingest_source *s, uint64_t from, wg_error *err)
 {
     char lsn[32];
     pgout_format_lsn(from, lsn, sizeof(lsn));
-    char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
-    char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
     wg_buf q = {0};
     /* Protocol 2 (PostgreSQL 14+) streams large transactions while they are in progress, so
      * the server does not have to spill them and they arrive sooner; they are held here until
      * their Stream Commit. */
-    s->proto = PQserverVersion(s->repl) >= 140000 ? 2 : 1;
-    wg_buf_printf(&q,
-                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '%d', publication_names "
-                  "'%s', messages 'true'%s)",
-                  sl, lsn, s->proto, pub, s->proto >= 2 ? ", streaming 'on'" : "");
-    PQfreemem(sl);
-    PQfreemem(pub);
+    s->proto = pgver_pgoutput_proto(PQserverVersion(s->repl));
+    pgver_start_replication(&q, PQserverVersion(s->repl), s->cfg.slot, lsn, s->cfg.publication,
+                            s->proto);
     PGresult *r = PQexec(s->repl, q.data);
     wg_buf_free(&q);
     int rc = 0;
@@ -2633,6 +2630,10 @@ static int cycle(ingest_source *s, volatile int *stop)
     s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
     if (!s->cat)
         return classify(s, err.msg);
+    if (pgver_check_supported(PQserverVersion(s->cat), s->pg.name, &err) != 0) {
+        set_error(s, SRC_FAILED, "upgrade the server to PostgreSQL 11 or later", "%s", err.msg);
+        return CYCLE_FATAL;
+    }
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
         return classify(s, err.msg);
