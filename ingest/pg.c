@@ -70,7 +70,7 @@ static void pg_notice(void *arg, const PGresult *res)
     wg_buf b = {0};
     wg_buf_puts(&b, "server ");
     put_escaped(&b, loc ? loc : sev);
-    if (code) {
+    if (code && strcmp(code, "00000") != 0) {
         wg_buf_puts(&b, " ");
         put_escaped(&b, code);
     }
