@@ -60,8 +60,9 @@ int wg_error_prefix(wg_error *err, const char *fmt, ...) __attribute__((format(p
 void wg_error_clear(wg_error *err);
 /*
  * Make a message (e.g. libpq's, which ends in "\n" and may hold DETAIL lines) one clean line
- * in place: trailing whitespace removed, each run of line breaks, tabs and other control
- * bytes inside turned into one space. For text that goes into status files and single-line
+ * in place: control bytes at either end and trailing spaces removed, each run of line breaks,
+ * tabs and other control bytes inside turned into one space (none next to a space). Text
+ * without control bytes or trailing spaces is left as it is. For status files and one-line
  * output.
  */
 void wg_text_oneline(char *s);

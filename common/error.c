@@ -42,17 +42,19 @@ void wg_text_oneline(char *s)
     if (!s)
         return;
     char *w = s;
-    bool space = false;
+    bool gap = false; /* control bytes were skipped since the last character kept */
     for (const unsigned char *r = (const unsigned char *)s; *r; r++) {
-        if (*r < 0x20 || *r == 0x7f || *r == ' ') {
-            space = true;
+        if (*r < 0x20 || *r == 0x7f) {
+            gap = true;
             continue;
         }
-        if (space && w != s)
+        if (gap && w != s && w[-1] != ' ' && *r != ' ')
             *w++ = ' ';
-        space = false;
+        gap = false;
         *w++ = (char)*r;
     }
+    while (w > s && w[-1] == ' ')
+        w--;
     *w = '\0';
 }
 

@@ -76,13 +76,19 @@ TEST(server_messages_become_one_line)
 {
     char m[128] = "ERROR:  syntax error at or near \"(\"\nLINE 1: x\n\t^\n";
     wg_text_oneline(m);
-    CHECK_EQ_STR(m, "ERROR: syntax error at or near \"(\" LINE 1: x ^");
+    CHECK_EQ_STR(m, "ERROR:  syntax error at or near \"(\" LINE 1: x ^");
+    char k[64] = "a  b: c";
+    wg_text_oneline(k);
+    CHECK_EQ_STR(k, "a  b: c");
     char e[8] = "\n\r \n";
     wg_text_oneline(e);
     CHECK_EQ_STR(e, "");
     char u[32] = "h\xc3\xa9llo\x1b[31m";
     wg_text_oneline(u);
     CHECK_EQ_STR(u, "h\xc3\xa9llo [31m");
+    char t[32] = "end \n";
+    wg_text_oneline(t);
+    CHECK_EQ_STR(t, "end");
 }
 
 TEST(status_fields_decode_escapes)
