@@ -2295,7 +2295,6 @@ static int resync_requests(ingest_source *s, wg_error *err)
     if (resync_table(s, first_table, &retry, err) != 0)
         return -1;
     if (!retry) {
-        unlink(first);
         table_status *ts = table_get(s, first_table);
         if (ts && ts->cut == CUT_PENDING) { /* not done (not in the publication) */
             ts->cut = 0;
@@ -2303,6 +2302,8 @@ static int resync_requests(ingest_source *s, wg_error *err)
         }
         state_save(s);
         status_write(s, true);
+        /* Last: `source resync --wait` reads the outcome from status once the request is gone */
+        unlink(first);
     } else {
         s->next_request_ms = wg_now_ms() + 5000;
     }
