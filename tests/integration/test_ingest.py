@@ -516,7 +516,8 @@ def test_notices(pg):
     assert any("walgate_notice" in l for l in got), log  # "starting logical decoding for slot"
     raw = [l for l in log.splitlines() if l.split(":")[0] in ("LOG", "NOTICE", "WARNING", "DETAIL")]
     assert not raw, raw
-    print(f"notices: {len(got)} server notices logged under [postgres main], none raw")
+    print(f"notices: {len(got)} server notices logged under [postgres main], none raw, e.g.\n"
+          f"  {got[0]}")
 
 
 def main():
