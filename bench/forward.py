@@ -252,7 +252,7 @@ def main():
                     pass
                 time.sleep(0.1)
             since[0] = recv.since = time.time() * 1000
-            subprocess.run([os.path.join(fixture.PG_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
+            subprocess.run([os.path.join(fixture.PG_CLIENT_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
                             str(pg.port), "-U", "postgres", "-c", "4", "-j", "2", "-R",
                             str(args.rate), "-T", str(args.seconds), "-f", bench_sql, "postgres"],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

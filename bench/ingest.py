@@ -84,7 +84,7 @@ def run_walgate(config, pg, target, logdir):
 
 def run_recvlogical(pg, target, out):
     t0 = time.monotonic()
-    subprocess.run([os.path.join(fixture.PG_BIN, "pg_recvlogical"), "-h", pg.host, "-p",
+    subprocess.run([os.path.join(fixture.PG_CLIENT_BIN, "pg_recvlogical"), "-h", pg.host, "-p",
                     str(pg.port), "-U", "postgres", "-d", "postgres", "--slot", "bench_recv",
                     "--start", "-o", "proto_version=1", "-o", "publication_names=bench_pub",
                     "-E", f"{target >> 32:X}/{target & 0xFFFFFFFF:X}", "-f", out, "--no-loop"],

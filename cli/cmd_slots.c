@@ -36,13 +36,27 @@ static int slots_list(const cli_config *cfg)
             cli_route_close(&route);
             continue;
         }
+        /* wal_status and max_slot_wal_keep_size are PostgreSQL 13+ */
+        bool has_wal_status = ingest_pg_has_wal_status(PQserverVersion(c));
         PGresult *r =
-            PQexec(c, "SELECT slot_name, plugin, database, active, "
-                      "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
-                      "''), coalesce(wal_status, ''), coalesce(pg_size_pretty("
-                      "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
-                      "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1");
-        printf("postgres %s:\n", p->name);
+            PQexec(c, has_wal_status
+                          ? "SELECT slot_name, plugin, database, active, "
+                            "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
+                            "''), coalesce(wal_status, ''), coalesce(pg_size_pretty("
+                            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
+                            "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1"
+                          : "SELECT slot_name, plugin, database, active, "
+                            "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
+                            "''), '-', coalesce(pg_size_pretty("
+                            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
+                            "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1");
+        char ver[32];
+        ingest_pg_version_format(PQserverVersion(c), ver, sizeof(ver));
+        printf("postgres %s (PostgreSQL %s):\n", p->name, ver);
+        if (!has_wal_status)
+            printf("  (no wal_status or max_slot_wal_keep_size before PostgreSQL 13: a slot is "
+                   "never invalidated; it keeps the WAL it retains until it is dropped, so watch "
+                   "`retains` and the disk)\n");
         for (int k = 0; PQresultStatus(r) == PGRES_TUPLES_OK && k < PQntuples(r); k++) {
             const char *name = PQgetvalue(r, k, 0);
             const char *owner = NULL;

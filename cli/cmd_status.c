@@ -23,9 +23,37 @@ void cli_json_field(const char *json, const char *key, char *buf, size_t len)
     size_t n = 0;
     if (*p == '"') {
         for (p++; *p && *p != '"' && n + 1 < len; p++) {
-            if (*p == '\\' && p[1])
-                p++;
-            buf[n++] = *p;
+            if (*p != '\\' || !p[1]) {
+                buf[n++] = *p;
+                continue;
+            }
+            /* An escape: the character it stands for; a line break or other control character
+             * becomes a space, so a field prints as one line (it printed as a letter: \n as n). */
+            char e = *++p;
+            if (e == 'u') {
+                unsigned cp = 0;
+                int k = 0;
+                for (; k < 4 && wg_hex_value(p[1]) >= 0; k++)
+                    cp = cp * 16 + (unsigned)wg_hex_value(*++p);
+                if (k < 4 || cp < 0x20 || cp == 0x7f || (cp >= 0xd800 && cp < 0xe000)) {
+                    buf[n++] = ' ';
+                } else if (cp < 0x80) {
+                    buf[n++] = (char)cp;
+                } else if (cp < 0x800 && n + 2 < len) {
+                    buf[n++] = (char)(0xc0 | cp >> 6);
+                    buf[n++] = (char)(0x80 | (cp & 0x3f));
+                } else if (cp >= 0x800 && n + 3 < len) {
+                    buf[n++] = (char)(0xe0 | cp >> 12);
+                    buf[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
+                    buf[n++] = (char)(0x80 | (cp & 0x3f));
+                } else {
+                    break; /* no room for the whole character */
+                }
+            } else if (e == '"' || e == '\\' || e == '/') {
+                buf[n++] = e;
+            } else {
+                buf[n++] = ' '; /* \n \r \t \b \f */
+            }
         }
     } else {
         while (*p && *p != ',' && *p != '}' && n + 1 < len)

@@ -58,6 +58,14 @@ int wg_error_setv(wg_error *err, int code, const char *fmt, va_list ap);
 /* Prefix an already filled error with more context: "ctx: <old message>". */
 int wg_error_prefix(wg_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void wg_error_clear(wg_error *err);
+/*
+ * Make a message (e.g. libpq's, which ends in "\n" and may hold DETAIL lines) one clean line
+ * in place: control bytes at either end and trailing spaces removed, each run of line breaks,
+ * tabs and other control bytes inside turned into one space (none next to a space). Text
+ * without control bytes or trailing spaces is left as it is. For status files and one-line
+ * output.
+ */
+void wg_text_oneline(char *s);
 /* A short name of the error class, e.g. "host key" for WG_ERR_HOSTKEY. */
 const char *wg_strerror(int code);
 

@@ -43,6 +43,27 @@ int wg_error_prefix(wg_error *err, const char *fmt, ...)
     return err->code;
 }
 
+void wg_text_oneline(char *s)
+{
+    if (!s)
+        return;
+    char *w = s;
+    bool gap = false; /* control bytes were skipped since the last character kept */
+    for (const unsigned char *r = (const unsigned char *)s; *r; r++) {
+        if (*r < 0x20 || *r == 0x7f) {
+            gap = true;
+            continue;
+        }
+        if (gap && w != s && w[-1] != ' ' && *r != ' ')
+            *w++ = ' ';
+        gap = false;
+        *w++ = (char)*r;
+    }
+    while (w > s && w[-1] == ' ')
+        w--;
+    *w = '\0';
+}
+
 void wg_error_clear(wg_error *err)
 {
     if (err) {

@@ -3,6 +3,7 @@
  * SQL or setting that fixes anything short of ok (docs/validate.md describes each).
  */
 #include "ingest/ingest.h"
+#include "ingest/pgversion_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +12,31 @@
 
 #define ADD(st, name, remedy, ...) wg_checks_add(out, target, name, st, remedy, __VA_ARGS__)
 
-/* One value of a one-row query, copied into buf; false when the query failed. */
-static bool query1(PGconn *c, const char *sql, char *buf, size_t len)
+/* libpq's message for the last failure on c, as one line (into buf). */
+static const char *pg_msg(PGconn *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", PQerrorMessage(c));
+    wg_text_oneline(buf);
+    return buf;
+}
+
+/*
+ * One value of a one-row query, copied into buf; false when the query failed or returned no
+ * row. A failed query is reported under `check` (with the server's message), so that it is
+ * never taken for a missing object and the checks after it still run.
+ */
+static bool query1(PGconn *c, const char *sql, char *buf, size_t len, const char *target,
+                   const char *check, wg_checks *out)
 {
     PGresult *r = PQexec(c, sql);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     if (ok)
         snprintf(buf, len, "%s", PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
+    else if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char m[512];
+        ADD(WG_CHECK_FAIL, check, "check that the role may read the catalog (pg_catalog grants)",
+            "could not query the server: %s", pg_msg(c, m, sizeof(m)));
+    }
     PQclear(r);
     return ok;
 }
@@ -92,14 +111,16 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
     ADD(WG_CHECK_OK, "authentication", NULL, "logged in as %s to database %s", PQuser(c), PQdb(c));
 
     int ver = PQserverVersion(c);
-    if (ver >= 110000)
-        ADD(WG_CHECK_OK, "server version", NULL, "PostgreSQL %d.%d", ver / 10000, ver % 10000);
+    char vs[32];
+    ingest_pg_version_format(ver, vs, sizeof(vs));
+    wg_error verr = {0};
+    if (pgver_check_supported(ver, cfg->name, &verr) == 0)
+        ADD(WG_CHECK_OK, "server version", NULL, "PostgreSQL %s", vs);
     else
-        ADD(WG_CHECK_FAIL, "server version", "upgrade to PostgreSQL 11 or later",
-            "PostgreSQL %d.%d is older than 11 (pgoutput needs 10, walgate 11)", ver / 10000,
-            ver % 10000);
+        ADD(WG_CHECK_FAIL, "server version", "upgrade the server to PostgreSQL 11 or later", "%s",
+            verr.msg);
 
-    if (query1(c, "SHOW wal_level", v, sizeof(v))) {
+    if (query1(c, "SHOW wal_level", v, sizeof(v), target, "wal_level", out)) {
         if (strcmp(v, "logical") == 0)
             ADD(WG_CHECK_OK, "wal_level", NULL, "logical");
         else
@@ -112,7 +133,7 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
     if (query1(c,
                "SELECT CASE WHEN rolsuper THEN 'superuser' WHEN rolreplication THEN 'replication' "
                "ELSE 'no' END FROM pg_roles WHERE rolname = current_user",
-               v, sizeof(v))) {
+               v, sizeof(v), target, "replication role", out)) {
         if (strcmp(v, "no") != 0) {
             ADD(WG_CHECK_OK, "replication role", NULL, "%s has %s", PQuser(c),
                 strcmp(v, "superuser") == 0 ? "superuser (REPLICATION implied)" : "REPLICATION");
@@ -125,8 +146,9 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
         }
     }
 
-    if (query1(c, "SHOW max_wal_senders", v, sizeof(v)) &&
-        query1(c, "SELECT count(*) FROM pg_stat_replication", v2, sizeof(v2))) {
+    if (query1(c, "SHOW max_wal_senders", v, sizeof(v), target, "max_wal_senders", out) &&
+        query1(c, "SELECT count(*) FROM pg_stat_replication", v2, sizeof(v2), target,
+               "max_wal_senders", out)) {
         int max = atoi(v), used = atoi(v2);
         if (max - used >= 1)
             ADD(WG_CHECK_OK, "max_wal_senders", NULL, "%d, %d in use", max, used);
@@ -136,8 +158,9 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
                 "%d, all in use: no WAL sender left for walgate", max);
     }
 
-    if (query1(c, "SHOW max_replication_slots", v, sizeof(v)) &&
-        query1(c, "SELECT count(*) FROM pg_replication_slots", v2, sizeof(v2))) {
+    if (query1(c, "SHOW max_replication_slots", v, sizeof(v), target, "replication slots", out) &&
+        query1(c, "SELECT count(*) FROM pg_replication_slots", v2, sizeof(v2), target,
+               "replication slots", out)) {
         int max = atoi(v), used = atoi(v2);
         if (max - used >= 2)
             ADD(WG_CHECK_OK, "replication slots", NULL, "%d free of %d", max - used, max);
@@ -153,8 +176,20 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
         }
     }
 
-    if (query1(c, "SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'", v,
-               sizeof(v))) {
+    if (!ingest_pg_has_wal_status(ver)) {
+        /* Before 13 nothing caps a slot's WAL: the slot is never invalidated (so walgate never
+         * loses its place), and the disk is what runs out instead. */
+        snprintf(remedy, sizeof(remedy),
+                 "watch the WAL the slot retains (walgate slots list) and the disk's free space, "
+                 "keep walgate running, and drop slots no longer used (walgate slots drop); "
+                 "upgrade to PostgreSQL 13 or later to cap it");
+        ADD(WG_CHECK_WARN, "max_slot_wal_keep_size", remedy,
+            "does not exist before PostgreSQL 13 (this is %s): nothing limits the WAL a slot "
+            "keeps, so the slot is never invalidated, but one that stops advancing keeps WAL "
+            "until the disk is full",
+            vs);
+    } else if (query1(c, "SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'", v,
+                      sizeof(v), target, "max_slot_wal_keep_size", out)) {
         if (strcmp(v, "-1") == 0)
             ADD(WG_CHECK_WARN, "max_slot_wal_keep_size",
                 "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();  "
@@ -226,11 +261,20 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         return;
     }
     const char *p1[1] = {pub};
+    char pm[512];
+    /* Columns that exist on every supported server (11+): pubviaroot is 13+. */
     PGresult *r = queryp(c,
-                         "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, "
-                         "pubviaroot FROM pg_publication WHERE pubname = $1",
+                         "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate "
+                         "FROM pg_publication WHERE pubname = $1",
                          1, p1);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        /* Not "does not exist": the query failed, so say why and go on with what can be
+         * checked without it. */
+        ADD(WG_CHECK_FAIL, "publication", "check that the role may read pg_catalog.pg_publication",
+            "cannot read publication %s: %s", pub, pg_msg(c, pm, sizeof(pm)));
+        PQclear(r);
+        r = NULL;
+    } else if (PQntuples(r) == 0) {
         snprintf(remedy, sizeof(remedy),
                  "CREATE PUBLICATION %s FOR TABLE schema.table, ...;  (or FOR ALL TABLES)", pub);
         ADD(WG_CHECK_FAIL, "publication", remedy, "publication %s does not exist in %s", pub,
@@ -238,15 +282,16 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         PQclear(r);
         return;
     }
-    bool all = PQgetvalue(r, 0, 0)[0] == 't';
-    bool ops = PQgetvalue(r, 0, 1)[0] == 't' && PQgetvalue(r, 0, 2)[0] == 't' &&
+    bool all = r && PQgetvalue(r, 0, 0)[0] == 't';
+    bool ops = r && PQgetvalue(r, 0, 1)[0] == 't' && PQgetvalue(r, 0, 2)[0] == 't' &&
                PQgetvalue(r, 0, 3)[0] == 't';
-    bool trunc = PQgetvalue(r, 0, 4)[0] == 't';
+    bool trunc = r && PQgetvalue(r, 0, 4)[0] == 't';
+    bool known = r != NULL;
     PQclear(r);
-    if (ops && trunc)
+    if (known && ops && trunc)
         ADD(WG_CHECK_OK, "publication", NULL, "%s exists (%s, insert/update/delete/truncate)", pub,
             all ? "all tables" : "listed tables");
-    else {
+    else if (known) {
         snprintf(remedy, sizeof(remedy),
                  "ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", pub);
         ADD(WG_CHECK_WARN, "publication", remedy,
@@ -263,14 +308,12 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
                "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
                "WHERE pt.pubname = $1 ORDER BY 1, 2",
                1, p1);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        ADD(WG_CHECK_FAIL, "tables", NULL, "cannot list the publication's tables: %s",
-            PQerrorMessage(c));
-        PQclear(r);
-        return;
-    }
+    bool listed_ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!listed_ok)
+        ADD(WG_CHECK_FAIL, "tables", "check that the role may read pg_publication_tables",
+            "cannot list the publication's tables: %s", pg_msg(c, pm, sizeof(pm)));
     int ntables = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
+    for (int i = 0; listed_ok && i < PQntuples(r); i++) {
         const char *sch = PQgetvalue(r, i, 0), *tab = PQgetvalue(r, i, 1);
         if (!table_configured(s, sch, tab))
             continue;
@@ -331,7 +374,10 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
                 "%s.%s.%s has type %s, which walgate does not support (docs/types.md)", sch, tab,
                 col, typ);
         }
-        if (bad == 0 && PQresultStatus(cr) == PGRES_TUPLES_OK)
+        if (PQresultStatus(cr) != PGRES_TUPLES_OK)
+            ADD(WG_CHECK_FAIL, "column types", NULL, "%s: cannot read its columns: %s", name,
+                pg_msg(c, pm, sizeof(pm)));
+        else if (bad == 0)
             ADD(WG_CHECK_OK, "column types", NULL, "%s: every column supported", name);
         PQclear(cr);
     }
@@ -352,10 +398,10 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         }
         PQclear(m);
     }
-    if (ntables == 0)
+    if (listed_ok && ntables == 0)
         ADD(WG_CHECK_WARN, "tables", "add tables: ALTER PUBLICATION ... ADD TABLE schema.table;",
             "publication %s has no tables to ingest", pub);
-    else
+    else if (listed_ok)
         ADD(WG_CHECK_OK, "tables", NULL, "%d table%s to ingest", ntables, ntables == 1 ? "" : "s");
 
     /* The slot, when it exists already. */
@@ -365,12 +411,21 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
     else
         snprintf(slot, sizeof(slot), "walgate_%s", s->name);
     const char *p4[1] = {slot};
+    bool has_wal_status = ingest_pg_has_wal_status(PQserverVersion(c));
+    /* wal_status is 13+; before, a slot is never invalidated (its WAL is kept). */
     r = queryp(c,
-               "SELECT plugin, database, active, active_pid, wal_status, "
-               "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
-               "FROM pg_replication_slots WHERE slot_name = $1",
+               has_wal_status
+                   ? "SELECT plugin, database, active, active_pid, wal_status, "
+                     "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+                     "FROM pg_replication_slots WHERE slot_name = $1"
+                   : "SELECT plugin, database, active, active_pid, NULL, "
+                     "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+                     "FROM pg_replication_slots WHERE slot_name = $1",
                1, p4);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 0) {
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        ADD(WG_CHECK_FAIL, "slot", "check that the role may read pg_replication_slots",
+            "cannot look up slot %s: %s", slot, pg_msg(c, pm, sizeof(pm)));
+    } else if (PQntuples(r) == 0) {
         ADD(WG_CHECK_OK, "slot", NULL, "%s does not exist yet; walgate run creates it", slot);
     } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
         const char *plugin = PQgetvalue(r, 0, 0), *db = PQgetvalue(r, 0, 1);
@@ -392,9 +447,12 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
                 "stop the other consumer (SELECT pg_terminate_backend(PID)) unless it is this "
                 "walgate",
                 "%s is in use by backend pid %s", slot, PQgetvalue(r, 0, 3));
-        else
+        else if (has_wal_status)
             ADD(WG_CHECK_OK, "slot", NULL, "%s exists (wal_status %s, %s of WAL retained)", slot,
                 wal, PQgetvalue(r, 0, 5));
+        else
+            ADD(WG_CHECK_OK, "slot", NULL, "%s exists (%s of WAL retained)", slot,
+                PQgetvalue(r, 0, 5));
     }
     PQclear(r);
 }

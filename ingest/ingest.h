@@ -51,6 +51,12 @@ typedef struct ingest_source_config {
     uint64_t log_segment_bytes; /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
 } ingest_source_config;
 
+/* The server version (PQserverVersion) as people write it: "11.22", "18.4"; "9.6.24" before
+ * 10. (ingest/pgversion.c, with the other version-dependent choices.) */
+void ingest_pg_version_format(int server_version, char *buf, size_t len);
+/* Whether pg_replication_slots.wal_status and max_slot_wal_keep_size exist (PostgreSQL 13+). */
+bool ingest_pg_has_wal_status(int server_version);
+
 /*
  * Open a connection described by `cfg`, dialing dial_addr:dial_port instead of host:port
  * when dial_addr is not NULL (host stays in the conninfo for TLS). The password, when

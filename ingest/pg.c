@@ -2,12 +2,14 @@
  * pg.c — opening PostgreSQL connections: keyword arrays (never a conninfo string holding a
  * password), `host` kept as the real server name for TLS while `hostaddr`/`port` say where to
  * dial, TCP keepalives and TCP_USER_TIMEOUT always on, and the session settings that fix the
- * text form of values (docs/types.md).
+ * text form of values (docs/types.md); server notices go to walgate's log, not to stderr.
  */
 #include "ingest/ingest.h"
 
 #include <arpa/inet.h>
+#include <libpq-events.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Session settings every walgate connection uses; render.c expects exactly these. */
@@ -28,6 +30,91 @@ static void fmt_secs(char *buf, size_t len, int64_t ms, int64_t min_s)
     if (s < min_s)
         s = min_s;
     snprintf(buf, len, "%lld", (long long)s);
+}
+
+/* Append s, with bytes below 0x20 and 0x7f escaped (\n, \t, \xNN): a log line stays one line
+ * and a server cannot put terminal escape sequences into walgate's log. */
+static void put_escaped(wg_buf *b, const char *s)
+{
+    size_t l = strlen(s);
+    while (l > 0 && (s[l - 1] == '\n' || s[l - 1] == ' '))
+        l--;
+    for (size_t i = 0; i < l; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n')
+            wg_buf_puts(b, "\\n");
+        else if (c == '\t')
+            wg_buf_puts(b, "\\t");
+        else if (c < 0x20 || c == 0x7f)
+            wg_buf_printf(b, "\\x%02x", c);
+        else
+            wg_buf_putc(b, (char)c);
+    }
+}
+
+/*
+ * Notices the server sends (WARNING from a walsender, NOTICE from a command) go to walgate's
+ * log, named by the connection, instead of libpq's default printing to stderr. `arg` is the
+ * log context ("postgres NAME"), owned by the connection (freed by pg_event at PQfinish).
+ */
+static void pg_notice(void *arg, const PGresult *res)
+{
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *loc = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (!sev)
+        sev = loc ? loc : "NOTICE";
+    wg_buf b = {0};
+    wg_buf_puts(&b, "server ");
+    put_escaped(&b, loc ? loc : sev);
+    if (code && strcmp(code, "00000") != 0) {
+        wg_buf_puts(&b, " ");
+        put_escaped(&b, code);
+    }
+    wg_buf_puts(&b, ": ");
+    put_escaped(&b, msg ? msg : PQresultErrorMessage(res));
+    if (detail && *detail) {
+        wg_buf_puts(&b, "; detail: ");
+        put_escaped(&b, detail);
+    }
+    if (hint && *hint) {
+        wg_buf_puts(&b, "; hint: ");
+        put_escaped(&b, hint);
+    }
+    log_level lvl = LOG_LEVEL_INFO;
+    if (strcmp(sev, "WARNING") == 0)
+        lvl = LOG_LEVEL_WARN;
+    else if (strncmp(sev, "DEBUG", 5) == 0)
+        lvl = LOG_LEVEL_DEBUG;
+    log_msg(lvl, (const char *)arg, "%s", b.data ? b.data : "server notice");
+    wg_buf_free(&b);
+}
+
+/* Frees the notice context when the connection goes (PQfinish). */
+static int pg_event(PGEventId id, void *info, void *pass)
+{
+    (void)info;
+    if (id == PGEVT_CONNDESTROY)
+        free(pass);
+    return 1;
+}
+
+/* Route the connection's notices to the log (see pg_notice); best effort. */
+static void pg_set_notices(PGconn *conn, const char *name)
+{
+    size_t n = strlen(name) + sizeof("postgres ");
+    char *ctx = malloc(n);
+    if (!ctx)
+        return;
+    snprintf(ctx, n, "postgres %s", name);
+    if (!PQregisterEventProc(conn, pg_event, "walgate-notices", ctx)) {
+        free(ctx);
+        return;
+    }
+    PQsetNoticeReceiver(conn, pg_notice, ctx);
 }
 
 PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
@@ -119,5 +206,6 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
         PQfinish(conn);
         return NULL;
     }
+    pg_set_notices(conn, cfg->name ? cfg->name : "?");
     return conn;
 }

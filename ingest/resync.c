@@ -54,8 +54,8 @@ static PGconn *resync_snapshot(ingest_source *s, const char *qname, uint64_t *x)
     snprintf(slot, sizeof(slot), "%.50s_resync", s->cfg.slot);
     char *sl = PQescapeIdentifier(c, slot, strlen(slot));
     wg_buf q = {0};
-    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput (SNAPSHOT 'use')",
-                  sl ? sl : "x");
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput %s", sl ? sl : "x",
+                  pgver_slot_snapshot_option(PQserverVersion(c), PGVER_SNAPSHOT_USE));
     PQfreemem(sl);
     PGresult *r = PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -247,7 +247,6 @@ int resync_poll(ingest_source *s, wg_error *err)
     if (resync_table(s, first_table, &retry, err) != 0)
         return -1;
     if (!retry) {
-        unlink(first);
         table_status *ts = state_table_get(s, first_table);
         if (ts && ts->cut == CUT_PENDING) { /* not done (not in the publication) */
             ts->cut = 0;
@@ -255,6 +254,8 @@ int resync_poll(ingest_source *s, wg_error *err)
         }
         state_save(s);
         state_status_write(s, true);
+        /* Last: `source resync --wait` reads the outcome from status once the request is gone */
+        unlink(first);
     } else {
         s->next_request_ms = wg_now_ms() + 5000;
     }

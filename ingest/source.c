@@ -280,6 +280,11 @@ static int cycle(ingest_source *s, volatile int *stop)
     if (!s->cat)
         return src_classify(s, err.msg);
     s->catalog = cat_pg(s->cat);
+    if (pgver_check_supported(PQserverVersion(s->cat), s->pg.name, &err) != 0) {
+        state_set_error(s, SRC_FAILED, "upgrade the server to PostgreSQL 11 or later", "%s",
+                        err.msg);
+        return CYCLE_FATAL;
+    }
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
         return src_classify(s, err.msg);

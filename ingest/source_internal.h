@@ -27,6 +27,7 @@
 #include "ingest/changelog_internal.h"
 #include "ingest/ingest.h"
 #include "ingest/pgoutput_internal.h"
+#include "ingest/pgversion_internal.h"
 #include "ingest/render_internal.h"
 #include "ingest/txn_internal.h"
 

@@ -21,6 +21,7 @@ void state_set_error(ingest_source *s, src_state st, const char *remedy, const c
     va_start(ap, fmt);
     vsnprintf(s->error, sizeof(s->error), fmt, ap);
     va_end(ap);
+    wg_text_oneline(s->error); /* libpq's messages end in a newline and may span lines */
     snprintf(s->remedy, sizeof(s->remedy), "%s", remedy ? remedy : "");
     s->state = st;
     if (st == SRC_FAILED)

@@ -47,19 +47,13 @@ int stream_start(ingest_source *s, uint64_t from, wg_error *err)
 {
     char lsn[32];
     wg_lsn_format(from, lsn, sizeof(lsn));
-    char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
-    char *pub = PQescapeIdentifier(s->repl, s->cfg.publication, strlen(s->cfg.publication));
     wg_buf q = {0};
     /* Protocol 2 (PostgreSQL 14+) streams large transactions while they are in progress, so
      * the server does not have to spill them and they arrive sooner; they are held here until
      * their Stream Commit. */
-    s->proto = PQserverVersion(s->repl) >= 140000 ? 2 : 1;
-    wg_buf_printf(&q,
-                  "START_REPLICATION SLOT %s LOGICAL %s (proto_version '%d', publication_names "
-                  "'%s', messages 'true'%s)",
-                  sl, lsn, s->proto, pub, s->proto >= 2 ? ", streaming 'on'" : "");
-    PQfreemem(sl);
-    PQfreemem(pub);
+    s->proto = pgver_pgoutput_proto(PQserverVersion(s->repl));
+    pgver_start_replication(&q, PQserverVersion(s->repl), s->cfg.slot, lsn, s->cfg.publication,
+                            s->proto);
     PGresult *r = PQexec(s->repl, q.data);
     wg_buf_free(&q);
     int rc = 0;

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Install what walgate needs to build, test and run its demo, from Debian 12 packages.
+# Install what walgate needs to build, test and run its demo, from Debian 12 packages, plus
+# the PostgreSQL majors other than 15 that the version tests run (scripts/pg-versions.sh, from
+# npm, cached outside the repository).
 # Idempotent and quiet: packages already installed are not touched, and apt-get update runs
 # only when something is missing. Needs root (or sudo).
 set -euo pipefail
+cd "$(dirname "$0")"
+
+# The majors tests/CMakeLists.txt runs the version tests on (PG_TEST_MAJORS there).
+PG_TEST_MAJORS=(11 14 17)
 
 PACKAGES=(
   # build
@@ -19,7 +25,12 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# node and npm fetch the other PostgreSQL majors (any install that provides both will do).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -eq 0 ]; then
+  ./pg-versions.sh "${PG_TEST_MAJORS[@]}"
+  exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -34,3 +45,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+./pg-versions.sh "${PG_TEST_MAJORS[@]}"

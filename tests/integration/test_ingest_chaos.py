@@ -32,7 +32,7 @@ import fixture  # noqa: E402
 import logreplay  # noqa: E402
 
 SECONDS = float(os.environ.get("WALGATE_CHAOS_SECONDS", "30"))
-PGBENCH = os.path.join(fixture.PG_BIN, "pgbench")
+PGBENCH = os.path.join(fixture.PG_CLIENT_BIN, "pgbench")
 TABLES = {"public.accounts": ["id"], "public.branches": ["id"], "public.history": ["id"]}
 
 SCHEMA = """

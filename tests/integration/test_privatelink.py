@@ -361,7 +361,7 @@ def test_ingest_drift_under_load():
         wait_for(lambda: "127.0.0.2" in walgate_peers(wg.pid, pg.port), 60,
                  "walgate connecting once the names resolve", wlog)
         script = fixture.write_file(os.path.join(work, "load.sql"), SCRIPT)
-        load = subprocess.Popen([os.path.join(fixture.PG_BIN, "pgbench"), "-n", "-h", pg.host,
+        load = subprocess.Popen([os.path.join(fixture.PG_CLIENT_BIN, "pgbench"), "-n", "-h", pg.host,
                                  "-p", str(pg.port), "-U", "postgres", "-c", "3", "-T", "12",
                                  "-f", script, "postgres"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,13 +1,16 @@
 """test_validate.py — `walgate validate` against real servers set up right, then wrong.
 
-One PostgreSQL 15 (scram passwords for the walgate role) and one sshd. A correct setup passes
+One PostgreSQL (WALGATE_TEST_PG: 15 by default, any of 11-18; scram passwords for the walgate
+role) and one sshd. A correct setup passes
 (exit 0) directly and through the tunnel; then each misconfiguration is made for real and must
 give FAIL (or warn) on the right check with the remedy, and exit 1:
 wrong password, role without REPLICATION, missing publication, a table without REPLICA
 IDENTITY FULL, a missing SELECT grant, an unsupported column type (fixed by text_columns), a
 configured table outside the publication, unreachable port, unknown host key, bastion without
 the keys, wal_level = replica and too few replication slots (server restarted),
-max_slot_wal_keep_size unlimited (warn). The password never appears in any output.
+max_slot_wal_keep_size unlimited (warn; before PostgreSQL 13, where it does not exist, a warn
+that says so), a catalog the role may not read (the real error, not "does not exist", and the
+other checks still run), an existing slot. The password never appears in any output.
 """
 import json
 import os
@@ -71,10 +74,14 @@ def expect_fail(env, check, target="source app", needle=None, **kw):
 
 
 def main():
+    major = fixture.pg_major()
+    keep = {"max_slot_wal_keep_size": "1GB"} if major >= 13 else {}  # a 13+ setting
+    keep["password_encryption"] = "scram-sha-256"  # the default from 14 only
     with fixture.Postgres(hba=["local all all trust",
                                "host all postgres 127.0.0.1/32 trust",
                                "host all all 127.0.0.1/32 scram-sha-256"],
-                          conf={"max_slot_wal_keep_size": "1GB"}) as pg, fixture.Sshd() as sshd:
+                          conf=keep) as pg, fixture.Sshd() as sshd:
+        print(f"PostgreSQL {pg.major} ({pg.bin})")
         pg.sql(f"CREATE ROLE repl WITH LOGIN REPLICATION PASSWORD '{PASSWORD}'")
         pg.sql("CREATE TABLE t1 (id int PRIMARY KEY, v text); "
                "ALTER TABLE t1 REPLICA IDENTITY FULL; GRANT SELECT ON t1 TO repl; "
@@ -89,7 +96,36 @@ def main():
             assert status_of(out, "postgres main", chk)[0]["status"] == "ok", (chk, p.stdout)
         assert status_of(out, "postgres main", "tls")[0]["status"] == "warn"
         assert status_of(out, "source app", "slot")[0]["status"] == "ok"
+        assert status_of(out, "postgres main", "server version")[0]["found"].startswith(
+            f"PostgreSQL {major}."), p.stdout
+        keep = status_of(out, "postgres main", "max_slot_wal_keep_size")
+        if major >= 13:
+            assert keep[0]["status"] == "ok" and keep[0]["found"] == "1024 MB", p.stdout
+        else:
+            assert keep[0]["status"] == "warn" and "before PostgreSQL 13" in keep[0]["found"], keep
         print(p.stdout)
+
+        # An existing slot is described (wal_status is 13+).
+        pg.sql("SELECT pg_create_logical_replication_slot('walgate_app', 'pgoutput')")
+        p, out = env.run()
+        slot = status_of(out, "source app", "slot")
+        assert p.returncode == 0 and slot[0]["status"] == "ok", p.stdout
+        assert "walgate_app exists" in slot[0]["found"] and "retained" in slot[0]["found"], slot
+        assert ("wal_status reserved" in slot[0]["found"]) == (major >= 13), slot
+        pg.sql("SELECT pg_drop_replication_slot('walgate_app')")
+
+        # A catalog the role may not read: the server's error, not "does not exist", and the
+        # checks that do not need it still run.
+        pg.sql("REVOKE SELECT ON pg_catalog.pg_publication FROM PUBLIC")
+        try:
+            p = expect_fail(env, "publication", needle="permission denied")
+            _, out = env.run()
+            pub = status_of(out, "source app", "publication")
+            assert "does not exist" not in pub[0]["found"], pub
+            for chk in ("replica identity", "tables", "slot"):
+                assert status_of(out, "source app", chk), (chk, p.stdout)
+        finally:
+            pg.sql("GRANT SELECT ON pg_catalog.pg_publication TO PUBLIC")
 
         # Through the tunnel.
         g = fixture.walgate("keys", "generate", "b", "--state-dir", env.dir)
@@ -145,7 +181,8 @@ def main():
         expect_fail(env, "tcp", target="postgres main", pg={"port": fixture.free_port()})
 
         # Server settings that need a restart.
-        pg.set_conf(wal_level="replica", max_replication_slots="1", max_slot_wal_keep_size="-1")
+        pg.set_conf(wal_level="replica", max_replication_slots="1",
+                    **({"max_slot_wal_keep_size": "-1"} if major >= 13 else {}))
         pg.restart()
         p = expect_fail(env, "wal_level", target="postgres main", needle="wal_level = logical")
         _, out = env.run()
