@@ -56,7 +56,8 @@ BIG = "INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series({}
 
 WORKLOAD = [
     # rows of every type, streamed (the snapshot holds the same rows with other ids)
-    "INSERT INTO types VALUES " + ", ".join(r.format(id=i + 101) for i, r in enumerate(ROWS)),
+    "INSERT INTO types VALUES " + ", ".join(r.format(id=i + 101, ninf="-Infinity")
+                                            for i, r in enumerate(ROWS)),
     "UPDATE types SET c_text = 'changed' WHERE id = 101",
     "DELETE FROM types WHERE id = 102",
     # a multi-table transaction, with an update (no old row: default identity) and a delete
@@ -142,7 +143,7 @@ def main():
     with fixture.Postgres(conf={"logical_decoding_work_mem": "64kB"}) as pg:
         pg.sql(SETUP)
         pg.sql("INSERT INTO types VALUES " +
-               ", ".join(r.format(id=i + 1) for i, r in enumerate(ROWS)))
+               ", ".join(r.format(id=i + 1, ninf="-Infinity") for i, r in enumerate(ROWS)))
         state = fixture.tempdir()
         cfg = fixture.write_file(os.path.join(state, "w.ini"), fixture.ini([
             ("walgate", {"state_dir": state}),
