@@ -13,25 +13,7 @@
 
 void cli_json_field(const char *json, const char *key, char *buf, size_t len)
 {
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(json, pat);
-    buf[0] = '\0';
-    if (!p)
-        return;
-    p += strlen(pat);
-    size_t n = 0;
-    if (*p == '"') {
-        for (p++; *p && *p != '"' && n + 1 < len; p++) {
-            if (*p == '\\' && p[1])
-                p++;
-            buf[n++] = *p;
-        }
-    } else {
-        while (*p && *p != ',' && *p != '}' && n + 1 < len)
-            buf[n++] = *p++;
-    }
-    buf[n] = '\0';
+    rec_member_text(json, strlen(json), key, buf, len);
 }
 
 /* A status document the daemon wrote (one JSON object), without its newline; false if none. */
@@ -182,11 +164,15 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             if (strcmp(st, "failed") == 0)
                 rc = 1;
             /* Per-table errors. */
-            for (const char *p = strstr(b.data, "\"table\":"); p; p = strstr(p + 1, "\"table\":")) {
+            const char *arr, *e;
+            size_t alen, elen;
+            if (rec_member(b.data, b.len, "tables", &arr, &alen) != 0)
+                alen = 0;
+            for (size_t k = 0; alen && rec_array_elem(arr, alen, k, &e, &elen) == 0; k++) {
                 char tn[300], te[1024], sc[8];
-                cli_json_field(p, "table", tn, sizeof(tn));
-                cli_json_field(p, "error", te, sizeof(te));
-                cli_json_field(p, "snapshot_committed", sc, sizeof(sc));
+                rec_member_text(e, elen, "table", tn, sizeof(tn));
+                rec_member_text(e, elen, "error", te, sizeof(te));
+                rec_member_text(e, elen, "snapshot_committed", sc, sizeof(sc));
                 printf("  table %s: snapshot_committed %s%s%s\n", tn, sc,
                        strcmp(te, "null") && te[0] ? ", error: " : "",
                        strcmp(te, "null") && te[0] ? te : "");

@@ -19,6 +19,7 @@
  * one acknowledged message at a time, without expectations.
  */
 #include "forward/nats_internal.h"
+#include "ingest/ingest.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -130,223 +131,30 @@ bool fwd_nats_stream_name_valid(const char *name)
     return true;
 }
 
-/* Skip blanks; returns the new position. */
-static size_t json_ws(const char *s, size_t len, size_t i)
-{
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* s[i] is '"': returns the index just past the closing quote, or 0 when unterminated. */
-static size_t json_skip_string(const char *s, size_t len, size_t i)
-{
-    for (i++; i < len; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return 0;
-}
-
-/* Skip one value starting at s[i]; returns the index past it, or 0 when malformed. */
-static size_t json_skip_value(const char *s, size_t len, size_t i)
-{
-    if (i >= len)
-        return 0;
-    if (s[i] == '"')
-        return json_skip_string(s, len, i);
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        while (i < len) {
-            char c = s[i];
-            if (c == '"') {
-                i = json_skip_string(s, len, i);
-                if (!i)
-                    return 0;
-                continue;
-            }
-            if (c == '{' || c == '[')
-                depth++;
-            else if (c == '}' || c == ']') {
-                if (--depth == 0)
-                    return i + 1;
-            }
-            i++;
-        }
-        return 0;
-    }
-    /* number, true, false, null */
-    size_t start = i;
-    while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n' &&
-           s[i] != '\t' && s[i] != '\r')
-        i++;
-    return i > start ? i : 0;
-}
-
-int fwd_nats_json_member(const char *rec, size_t len, const char *name, const char **val,
-                         size_t *vlen)
-{
-    size_t nlen = strlen(name);
-    size_t i = json_ws(rec, len, 0);
-    if (i >= len || rec[i] != '{')
-        return -1;
-    i = json_ws(rec, len, i + 1);
-    if (i < len && rec[i] == '}')
-        return -1;
-    while (i < len) {
-        if (rec[i] != '"')
-            return -1;
-        size_t kend = json_skip_string(rec, len, i);
-        if (!kend)
-            return -1;
-        /* Keys walgate writes have no escapes; compare the raw text. */
-        bool match = kend - i - 2 == nlen && memcmp(rec + i + 1, name, nlen) == 0;
-        i = json_ws(rec, len, kend);
-        if (i >= len || rec[i] != ':')
-            return -1;
-        i = json_ws(rec, len, i + 1);
-        size_t vend = json_skip_value(rec, len, i);
-        if (!vend)
-            return -1;
-        if (match) {
-            *val = rec + i;
-            *vlen = vend - i;
-            return 0;
-        }
-        i = json_ws(rec, len, vend);
-        if (i >= len || rec[i] != ',')
-            return -1;
-        i = json_ws(rec, len, i + 1);
-    }
-    return -1;
-}
-
-static int read_u16(const char *p, size_t avail, unsigned *out)
-{
-    if (avail < 4)
-        return -1;
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        int h = wg_hex_value(p[k]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | (unsigned)h;
-    }
-    *out = v;
-    return 0;
-}
-
-long fwd_nats_json_string(const char *val, size_t vlen, char *out, size_t cap)
-{
-    if (vlen < 2 || val[0] != '"' || val[vlen - 1] != '"' || cap == 0)
-        return -1;
-    size_t o = 0;
-    for (size_t i = 1; i + 1 < vlen; i++) {
-        char c = val[i];
-        char buf[4];
-        size_t n = 1;
-        buf[0] = c;
-        if (c == '\\') {
-            if (i + 2 >= vlen)
-                return -1;
-            c = val[++i];
-            switch (c) {
-            case 'b':
-                buf[0] = '\b';
-                break;
-            case 'f':
-                buf[0] = '\f';
-                break;
-            case 'n':
-                buf[0] = '\n';
-                break;
-            case 'r':
-                buf[0] = '\r';
-                break;
-            case 't':
-                buf[0] = '\t';
-                break;
-            case '"':
-            case '\\':
-            case '/':
-                buf[0] = c;
-                break;
-            case 'u': {
-                unsigned cp;
-                if (read_u16(val + i + 1, vlen - 1 - (i + 1), &cp) < 0)
-                    return -1;
-                i += 4;
-                if (cp >= 0xD800 && cp <= 0xDBFF) {
-                    unsigned lo;
-                    if (i + 6 >= vlen || val[i + 1] != '\\' || val[i + 2] != 'u' ||
-                        read_u16(val + i + 3, vlen - 1 - (i + 3), &lo) < 0 || lo < 0xDC00 ||
-                        lo > 0xDFFF)
-                        return -1;
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                }
-                if (cp < 0x80) {
-                    buf[0] = (char)cp;
-                } else if (cp < 0x800) {
-                    buf[0] = (char)(0xC0 | cp >> 6);
-                    buf[1] = (char)(0x80 | (cp & 0x3F));
-                    n = 2;
-                } else if (cp < 0x10000) {
-                    buf[0] = (char)(0xE0 | cp >> 12);
-                    buf[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    buf[2] = (char)(0x80 | (cp & 0x3F));
-                    n = 3;
-                } else {
-                    buf[0] = (char)(0xF0 | cp >> 18);
-                    buf[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                    buf[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    buf[3] = (char)(0x80 | (cp & 0x3F));
-                    n = 4;
-                }
-                break;
-            }
-            default:
-                return -1;
-            }
-        } else if (c == '"') {
-            return -1;
-        }
-        if (o + n + 1 > cap)
-            return -1;
-        memcpy(out + o, buf, n);
-        o += n;
-    }
-    out[o] = '\0';
-    return (long)o;
-}
-
 fwd_nats_op fwd_nats_record_op(const char *rec, size_t len, char *op, size_t cap)
 {
-    const char *v;
-    size_t vlen;
     char name[32];
-    if (fwd_nats_json_member(rec, len, "op", &v, &vlen) < 0 ||
-        fwd_nats_json_string(v, vlen, name, sizeof(name)) < 0)
-        name[0] = '\0';
-    if (op && cap) {
+    rec_kind kind = rec_op(rec, len, name, sizeof(name));
+    if (op && cap)
         snprintf(op, cap, "%s", name);
-    }
-    if (!strcmp(name, "insert") || !strcmp(name, "update") || !strcmp(name, "delete") ||
-        !strcmp(name, "read"))
+    switch (kind) {
+    case REC_INSERT:
+    case REC_UPDATE:
+    case REC_DELETE:
+    case REC_READ:
         return FWD_NATS_OP_ROW;
-    if (!strcmp(name, "begin"))
+    case REC_BEGIN:
         return FWD_NATS_OP_BEGIN;
-    if (!strcmp(name, "commit"))
+    case REC_COMMIT:
         return FWD_NATS_OP_COMMIT;
-    if (!strcmp(name, "truncate"))
+    case REC_TRUNCATE:
         return FWD_NATS_OP_TRUNCATE;
-    if (!strcmp(name, "message"))
+    case REC_MESSAGE:
         return FWD_NATS_OP_MESSAGE;
-    if (!strncmp(name, "snapshot", 8))
-        return FWD_NATS_OP_SNAPSHOT;
-    return FWD_NATS_OP_OTHER;
+    default:
+        /* the snapshot family, including ops added to it later */
+        return strncmp(name, "snapshot", 8) == 0 ? FWD_NATS_OP_SNAPSHOT : FWD_NATS_OP_OTHER;
+    }
 }
 
 /* ---- The sink ---------------------------------------------------------------------------- */
@@ -756,50 +564,21 @@ static size_t record_fanout(fwd_nats_op op, const rec_span *r)
         return 1;
     const char *v;
     size_t vlen;
-    if (fwd_nats_json_member(r->p, r->len, "tables", &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+    if (rec_member(r->p, r->len, "tables", &v, &vlen) < 0)
         return 1;
-    size_t n = 0, i = 1;
-    while (i < vlen) {
-        i = json_ws(v, vlen, i);
-        if (i >= vlen || v[i] == ']')
-            break;
-        size_t e = json_skip_value(v, vlen, i);
-        if (!e)
-            break;
-        n++;
-        i = json_ws(v, vlen, e);
-        if (i < vlen && v[i] == ',')
-            i++;
-    }
+    size_t n = rec_array_count(v, vlen);
     return n ? n : 1;
 }
 
-/* The j-th string of the truncate record's "tables" array, raw; -1 when absent. */
+/* The j-th element of the record's array member `member`, raw; -1 when absent. */
 static int array_elem(const rec_span *r, const char *member, size_t j, const char **tv,
                       size_t *tlen)
 {
     const char *v;
     size_t vlen;
-    if (fwd_nats_json_member(r->p, r->len, member, &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+    if (rec_member(r->p, r->len, member, &v, &vlen) < 0)
         return -1;
-    size_t n = 0, i = 1;
-    while (i < vlen) {
-        i = json_ws(v, vlen, i);
-        if (i >= vlen || v[i] == ']')
-            return -1;
-        size_t e = json_skip_value(v, vlen, i);
-        if (!e)
-            return -1;
-        if (n++ == j) {
-            *tv = v + i;
-            *tlen = e - i;
-            return 0;
-        }
-        i = json_ws(v, vlen, e);
-        if (i < vlen && v[i] == ',')
-            i++;
-    }
-    return -1;
+    return rec_array_elem(v, vlen, j, tv, tlen);
 }
 
 /* Copy a member's value as header text: strings decoded, other values as written. */
@@ -808,10 +587,10 @@ static void member_text(const rec_span *r, const char *name, char *out, size_t c
     const char *v;
     size_t vlen;
     out[0] = '\0';
-    if (fwd_nats_json_member(r->p, r->len, name, &v, &vlen) < 0)
+    if (rec_member(r->p, r->len, name, &v, &vlen) < 0)
         return;
     if (v[0] == '"') {
-        if (fwd_nats_json_string(v, vlen, out, cap) < 0)
+        if (rec_string(v, vlen, out, cap) < 0)
             out[0] = '\0';
     } else if (vlen < cap && !(vlen == 4 && !memcmp(v, "null", 4))) {
         memcpy(out, v, vlen);
@@ -827,8 +606,8 @@ static long schema_end(const rec_span *r, bool truncate, size_t j, const char *n
     size_t vlen;
     char schema[FWD_NATS_SUBJECT_MAX];
     int rc = truncate ? array_elem(r, "schemas", j, &v, &vlen)
-                      : fwd_nats_json_member(r->p, r->len, "schema", &v, &vlen);
-    long sl = rc < 0 ? -1 : fwd_nats_json_string(v, vlen, schema, sizeof(schema));
+                      : rec_member(r->p, r->len, "schema", &v, &vlen);
+    long sl = rc < 0 ? -1 : rec_string(v, vlen, schema, sizeof(schema));
     if (sl < 0 || (size_t)sl >= n || name[sl] != '.' || memcmp(name, schema, (size_t)sl) != 0)
         return -1;
     return sl;
@@ -844,16 +623,16 @@ static int record_subject(const char *prefix, fwd_nats_op op, const rec_span *r,
     long n;
     switch (op) {
     case FWD_NATS_OP_ROW:
-        if (fwd_nats_json_member(r->p, r->len, "table", &v, &vlen) < 0)
+        if (rec_member(r->p, r->len, "table", &v, &vlen) < 0)
             return -1;
-        if ((n = fwd_nats_json_string(v, vlen, name, sizeof(name))) < 0)
+        if ((n = rec_string(v, vlen, name, sizeof(name))) < 0)
             return -1;
         return fwd_nats_table_subject(prefix, name, (size_t)n,
                                       schema_end(r, false, 0, name, (size_t)n), subj, cap);
     case FWD_NATS_OP_TRUNCATE:
         if (array_elem(r, "tables", j, &v, &vlen) < 0)
             return snprintf(subj, cap, "%s._truncate", prefix) < (int)cap ? 0 : -1;
-        if ((n = fwd_nats_json_string(v, vlen, name, sizeof(name))) < 0)
+        if ((n = rec_string(v, vlen, name, sizeof(name))) < 0)
             return -1;
         return fwd_nats_table_subject(prefix, name, (size_t)n,
                                       schema_end(r, true, j, name, (size_t)n), subj, cap);

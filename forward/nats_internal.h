@@ -1,7 +1,7 @@
 /*
  * nats_internal.h — the pure pieces of the NATS JetStream sink (forward/nats.c), exposed for
- * the unit tests: subject naming, the scan of a change-log record for the members the sink
- * needs, and NATS subject matching. None of them does I/O.
+ * the unit tests: subject naming, the kind of a change-log record (read with record.c's
+ * readers, ingest.h), and NATS subject matching. None of them does I/O.
  */
 #ifndef WALGATE_NATS_INTERNAL_H
 #define WALGATE_NATS_INTERNAL_H
@@ -44,20 +44,6 @@ bool fwd_nats_subject_match(const char *filter, const char *subject);
  */
 bool fwd_nats_prefix_valid(const char *prefix);
 bool fwd_nats_stream_name_valid(const char *name);
-
-/*
- * Find the top-level member `name` of the JSON object in rec[0..len) and return its raw value
- * (for a string: with its quotes) in *val and *vlen. Returns 0, or -1 when the member is missing or
- * the text is not an object this scanner can walk.
- */
-int fwd_nats_json_member(const char *rec, size_t len, const char *name, const char **val,
-                         size_t *vlen);
-
-/*
- * Decode a raw JSON string value (with its quotes) into `out` (NUL-terminated, \u escapes as
- * UTF-8). Returns the decoded length, or -1 when it is not a string or does not fit.
- */
-long fwd_nats_json_string(const char *val, size_t vlen, char *out, size_t cap);
 
 /* The kind of a record, by its "op". */
 typedef enum fwd_nats_op {

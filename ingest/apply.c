@@ -166,31 +166,28 @@ void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_ls
     }
 }
 
-static bool cut_name_drops(void *ctx, const char *name, size_t nlen)
-{
-    apply_cut_filter *f = ctx;
-    char qn[600];
-    if (nlen >= sizeof(qn))
-        return false;
-    memcpy(qn, name, nlen);
-    qn[nlen] = '\0';
-    return apply_cut_drops(f->s, qn, f->commit_lsn);
-}
-
-/* txn_buf_filter callback: drop what a resync snapshot already holds. */
+/* txn_buf_filter callback: drop what a resync snapshot already holds. A row record names its
+ * table; a truncate naming a table under resync goes too (the table fails at the commit
+ * anyway). Everything else stays. */
 bool apply_cut_keep(const char *line, size_t len, void *ctx)
 {
     apply_cut_filter *f = ctx;
-    const char *name;
-    size_t nlen;
-    if (rec_line_table(line, len, &name, &nlen)) {
-        if (!cut_name_drops(f, name, nlen))
+    char qn[600];
+    if (rec_table(line, len, qn, sizeof(qn)) >= 0) {
+        if (!apply_cut_drops(f->s, qn, f->commit_lsn))
             return true;
         f->dropped++;
         return false;
     }
-    /* A truncate naming a table under resync goes (the table fails at the commit anyway). */
-    return !rec_truncate_names_any(line, len, cut_name_drops, f);
+    const char *tables, *v;
+    size_t tlen, vlen;
+    if (rec_op(line, len, NULL, 0) != REC_TRUNCATE ||
+        rec_member(line, len, "tables", &tables, &tlen) != 0)
+        return true;
+    for (size_t j = 0; rec_array_elem(tables, tlen, j, &v, &vlen) == 0; j++)
+        if (rec_string(v, vlen, qn, sizeof(qn)) >= 0 && apply_cut_drops(f->s, qn, f->commit_lsn))
+            return false;
+    return true;
 }
 
 static int apply_handle_begin(ingest_source *s, const pgout_msg *m)
