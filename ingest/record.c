@@ -108,7 +108,7 @@ char *rec_key_json(const char *const *names, const bool *pk, int n)
             wg_buf_putc(&key, '"');
         }
     wg_buf_putc(&key, ']');
-    char *out = key.data ? strdup(key.data) : NULL;
+    char *out = key.data && !wg_buf_failed(&key) ? strdup(key.data) : NULL;
     wg_buf_free(&key);
     return out;
 }
@@ -197,7 +197,8 @@ int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err)
     }
     if (rc != 0) {
         b->len = mark;
-        b->data[mark] = '\0';
+        if (b->data)
+            b->data[mark] = '\0';
         return -1;
     }
     wg_buf_printf(b, ",\"key\":%s}\n", ri->key_json);
@@ -223,6 +224,8 @@ void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint
         wg_buf_putc(b, '"');
     }
     wg_buf_putc(b, ']');
+    if (wg_buf_failed(&schemas))
+        wg_buf_fail(b); /* the record would lack its "schemas" */
     if (dotted)
         wg_buf_printf(b, ",\"schemas\":[%s]", schemas.data);
     wg_buf_free(&schemas);
@@ -241,7 +244,8 @@ void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t l
     wg_error e2 = {0};
     if (render_json_string(b, (const char *)content, len, &e2) != 0) {
         b->len = mark;
-        b->data[mark] = '\0';
+        if (b->data)
+            b->data[mark] = '\0';
         wg_buf_puts(b, ",\"content_base64\":\"");
         wg_base64_encode(b, content, len, true);
         wg_buf_putc(b, '"');
