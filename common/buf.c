@@ -1,6 +1,7 @@
 /* buf.c — growable byte buffers, the bounds-checked reader, base64. */
 #include "common/common.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +9,9 @@
 /* wg_buf_test_fail_alloc: allocations left before the one that fails (0: off). */
 static _Atomic long g_fail_countdown;
 
-void wg_buf_test_fail_alloc(long n)
+long wg_buf_test_fail_alloc(long n)
 {
-    g_fail_countdown = n;
+    return atomic_exchange(&g_fail_countdown, n);
 }
 
 int wg_buf_fail(wg_buf *b)

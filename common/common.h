@@ -278,9 +278,10 @@ static inline bool wg_buf_failed(const wg_buf *b)
 int wg_buf_fail(wg_buf *b);
 /*
  * Test hook: the n-th allocation by a wg_buf from now on fails (1 = the next one); 0 turns it
- * off. Process-wide, for unit tests only.
+ * off. Returns the count it replaces: 0 once the failure happened (or when it was off), else
+ * how many allocations were still to come. Process-wide, for unit tests only.
  */
-void wg_buf_test_fail_alloc(long n);
+long wg_buf_test_fail_alloc(long n);
 
 int wg_buf_reserve(wg_buf *b, size_t extra);
 int wg_buf_append(wg_buf *b, const void *data, size_t len);

@@ -245,6 +245,15 @@ struct ingest_source {
 /* Whether "qname.col" is in a configured column list (text_columns, exclude_columns). */
 bool src_col_listed(char *const *list, const char *qname, const char *col);
 bool src_table_configured(const ingest_source *s, const char *qname);
+/*
+ * A source that applies decoded messages without a server, for unit tests of the path from
+ * pgoutput bytes to the change log: ingest_source_new's object (its state files and change
+ * log under `state_dir`, a temporary directory), relation descriptions from `catalog` (a stub)
+ * and a pgoutput decoder for protocol `proto`. Feed it pgout_decode + apply_dispatch; free it
+ * with ingest_source_free. NULL with `err` on failure.
+ */
+ingest_source *src_new_offline(const ingest_source_config *cfg, const char *state_dir,
+                               cat_handle catalog, int proto, wg_error *err);
 
 /* ---- state.c: the state file, status.json, table status ---------------------------------- */
 
