@@ -189,29 +189,6 @@ static void log_text(fixture *f, wg_buf *out)
     log_text_sync(f, out, false);
 }
 
-static void compare_lines(const char *got, const char *want)
-{
-    int line = 1;
-    while (*got || *want) {
-        const char *ge = strchr(got, '\n'), *we = strchr(want, '\n');
-        size_t gl = ge ? (size_t)(ge - got) : strlen(got),
-               wl = we ? (size_t)(we - want) : strlen(want);
-        if (gl != wl || memcmp(got, want, gl) != 0) {
-            size_t k = 0;
-            while (k < gl && k < wl && got[k] == want[k])
-                k++;
-            fprintf(stderr, "record %d differs at column %zu:\n  got:  %.*s\n  want: %.*s\n", line,
-                    k, (int)(gl - k < 200 ? gl - k : 200), got + k,
-                    (int)(wl - k < 200 ? wl - k : 200), want + k);
-            g_failures++;
-            return;
-        }
-        got += gl + (ge ? 1 : 0);
-        want += wl + (we ? 1 : 0);
-        line++;
-    }
-}
-
 /* The records of `text` whose op is `kind` (and, when table is not NULL, of that table). */
 static int count_records(const char *text, rec_kind kind, const char *table)
 {
@@ -257,7 +234,7 @@ TEST(captured_types_become_the_expected_records)
         CHECK_EQ_INT(wg_write_file_atomic(path, got.data, got.len, 0644, &err), 0);
     }
     CHECK_EQ_INT(load("types_v1.records", &want), 0);
-    compare_lines(got.data ? got.data : "", want.data ? want.data : "");
+    CHECK_SAME_LINES(got.data, want.data);
 
     /* What a user relies on, said outright. */
     CHECK_EQ_INT(count_records(got.data, REC_BEGIN, NULL),
@@ -332,7 +309,7 @@ TEST(streamed_transactions_appear_whole_once_without_what_rolled_back)
         fx_close(&f);
     }
     CHECK(logs[0].len > 0);
-    compare_lines(logs[1].data ? logs[1].data : "", logs[0].data ? logs[0].data : "");
+    CHECK_SAME_LINES(logs[1].data, logs[0].data);
     wg_buf_free(&logs[0]);
     wg_buf_free(&logs[1]);
 }
