@@ -179,8 +179,8 @@ void cli_hup_catch(bool block_in_new_threads);
 void cli_protect_core_dumps(bool allow);
 
 /*
- * The value of the first "key" in JSON written by walgate (a status file), string unescaped
- * or scalar as written, into buf (empty when absent).
+ * The top-level member `key` of a JSON object walgate wrote (a status file; NUL-terminated),
+ * string decoded or other value as written, into buf (empty when absent); record.c's reader.
  */
 void cli_json_field(const char *json, const char *key, char *buf, size_t len);
 

@@ -255,25 +255,28 @@ void cli_endpoints_status(const cli_config *cfg, bool json, bool comma_first)
         wg_format_time(strtoll(upd, NULL, 10), when, sizeof(when));
         printf("endpoint %s: %s  generation %s  drifts %s  (as of %s)\n", l->name, st, gen, drifts,
                when);
-        const char *hist = strstr(b.data, "\"history\":");
-        for (const char *p = strstr(b.data, "\"ip\":"); p && (!hist || p < hist);
-             p = strstr(p + 1, "\"ip\":")) {
+        const char *arr, *e;
+        size_t alen, elen;
+        if (rec_member(b.data, b.len, "addresses", &arr, &alen) != 0)
+            alen = 0;
+        for (size_t k = 0; alen && rec_array_elem(arr, alen, k, &e, &elen) == 0; k++) {
             char ip[64], zid[40], zname[40];
-            cli_json_field(p, "ip", ip, sizeof(ip));
-            cli_json_field(p, "zone_id", zid, sizeof(zid));
-            cli_json_field(p, "zone_name", zname, sizeof(zname));
+            rec_member_text(e, elen, "ip", ip, sizeof(ip));
+            rec_member_text(e, elen, "zone_id", zid, sizeof(zid));
+            rec_member_text(e, elen, "zone_name", zname, sizeof(zname));
             printf("  address %-40s zone %s%s%s%s\n", ip, zid[0] ? zid : "?", zname[0] ? " (" : "",
                    zname, zname[0] ? ")" : "");
         }
         if (er[0] && strcmp(er, "null") != 0)
             printf("  error: %s\n", er);
-        for (const char *p = hist ? strstr(hist, "\"time\":") : NULL; p;
-             p = strstr(p + 1, "\"time\":")) {
+        if (rec_member(b.data, b.len, "history", &arr, &alen) != 0)
+            alen = 0;
+        for (size_t k = 0; alen && rec_array_elem(arr, alen, k, &e, &elen) == 0; k++) {
             char t[32], old[600], nw[600], zones[200], tw[40] = "?";
-            cli_json_field(p, "time", t, sizeof(t));
-            cli_json_field(p, "old", old, sizeof(old));
-            cli_json_field(p, "new", nw, sizeof(nw));
-            cli_json_field(p, "zones", zones, sizeof(zones));
+            rec_member_text(e, elen, "time", t, sizeof(t));
+            rec_member_text(e, elen, "old", old, sizeof(old));
+            rec_member_text(e, elen, "new", nw, sizeof(nw));
+            rec_member_text(e, elen, "zones", zones, sizeof(zones));
             wg_format_time(strtoll(t, NULL, 10), tw, sizeof(tw));
             printf("  drift %s zone %s: [%s] -> [%s]\n", tw, zones, old, nw);
         }

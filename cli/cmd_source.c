@@ -23,16 +23,20 @@ static int usage(void)
     return 2;
 }
 
-/* The status entry of `table` in status.json, as the text from its "table" member on. */
-static const char *table_entry(const char *json, const char *table)
+/* The status entry of `table` in status.json (an element of its "tables"); false if none. */
+static bool table_entry(const char *json, size_t len, const char *table, const char **e,
+                        size_t *elen)
 {
-    wg_buf pat = {0};
-    wg_buf_puts(&pat, "{\"table\":\"");
-    wg_json_escape(&pat, table, strlen(table));
-    wg_buf_puts(&pat, "\"");
-    const char *p = pat.data ? strstr(json, pat.data) : NULL;
-    wg_buf_free(&pat);
-    return p;
+    const char *arr;
+    size_t alen;
+    char name[600];
+    if (rec_member(json, len, "tables", &arr, &alen) != 0)
+        return false;
+    for (size_t k = 0; rec_array_elem(arr, alen, k, e, elen) == 0; k++)
+        if (rec_member_string(*e, *elen, "table", name, sizeof(name)) >= 0 &&
+            strcmp(name, table) == 0)
+            return true;
+    return false;
 }
 
 /* Whether the process that wrote the status file still runs. */
@@ -118,11 +122,12 @@ static int resync(const cli_config *cfg, const char *source, const char *table_a
         cli_report(&err);
         return 1;
     }
-    const char *e = table_entry(b.data, table);
+    const char *e;
+    size_t elen;
     char er[1024] = "", committed[16] = "";
-    if (e) {
-        cli_json_field(e, "error", er, sizeof(er));
-        cli_json_field(e, "snapshot_committed", committed, sizeof(committed));
+    if (table_entry(b.data, b.len, table, &e, &elen)) {
+        rec_member_text(e, elen, "error", er, sizeof(er));
+        rec_member_text(e, elen, "snapshot_committed", committed, sizeof(committed));
     }
     int rc = 0;
     if (er[0] && strcmp(er, "null") != 0) {

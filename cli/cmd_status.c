@@ -13,53 +13,10 @@
 
 void cli_json_field(const char *json, const char *key, char *buf, size_t len)
 {
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(json, pat);
-    buf[0] = '\0';
-    if (!p)
-        return;
-    p += strlen(pat);
-    size_t n = 0;
-    if (*p == '"') {
-        for (p++; *p && *p != '"' && n + 1 < len; p++) {
-            if (*p != '\\' || !p[1]) {
-                buf[n++] = *p;
-                continue;
-            }
-            /* An escape: the character it stands for; a line break or other control character
-             * becomes a space, so a field prints as one line (it printed as a letter: \n as n). */
-            char e = *++p;
-            if (e == 'u') {
-                unsigned cp = 0;
-                int k = 0;
-                for (; k < 4 && wg_hex_value(p[1]) >= 0; k++)
-                    cp = cp * 16 + (unsigned)wg_hex_value(*++p);
-                if (k < 4 || cp < 0x20 || cp == 0x7f || (cp >= 0xd800 && cp < 0xe000)) {
-                    buf[n++] = ' ';
-                } else if (cp < 0x80) {
-                    buf[n++] = (char)cp;
-                } else if (cp < 0x800 && n + 2 < len) {
-                    buf[n++] = (char)(0xc0 | cp >> 6);
-                    buf[n++] = (char)(0x80 | (cp & 0x3f));
-                } else if (cp >= 0x800 && n + 3 < len) {
-                    buf[n++] = (char)(0xe0 | cp >> 12);
-                    buf[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
-                    buf[n++] = (char)(0x80 | (cp & 0x3f));
-                } else {
-                    break; /* no room for the whole character */
-                }
-            } else if (e == '"' || e == '\\' || e == '/') {
-                buf[n++] = e;
-            } else {
-                buf[n++] = ' '; /* \n \r \t \b \f */
-            }
-        }
-    } else {
-        while (*p && *p != ',' && *p != '}' && n + 1 < len)
-            buf[n++] = *p++;
-    }
-    buf[n] = '\0';
+    rec_member_text(json, strlen(json), key, buf, len);
+    for (char *c = buf; *c; c++) /* a field prints as one line: a line break is a space */
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = ' ';
 }
 
 /* A status document the daemon wrote (one JSON object), without its newline; false if none. */
@@ -210,11 +167,15 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             if (strcmp(st, "failed") == 0)
                 rc = 1;
             /* Per-table errors. */
-            for (const char *p = strstr(b.data, "\"table\":"); p; p = strstr(p + 1, "\"table\":")) {
+            const char *arr, *e;
+            size_t alen, elen;
+            if (rec_member(b.data, b.len, "tables", &arr, &alen) != 0)
+                alen = 0;
+            for (size_t k = 0; alen && rec_array_elem(arr, alen, k, &e, &elen) == 0; k++) {
                 char tn[300], te[1024], sc[8];
-                cli_json_field(p, "table", tn, sizeof(tn));
-                cli_json_field(p, "error", te, sizeof(te));
-                cli_json_field(p, "snapshot_committed", sc, sizeof(sc));
+                rec_member_text(e, elen, "table", tn, sizeof(tn));
+                rec_member_text(e, elen, "error", te, sizeof(te));
+                rec_member_text(e, elen, "snapshot_committed", sc, sizeof(sc));
                 printf("  table %s: snapshot_committed %s%s%s\n", tn, sc,
                        strcmp(te, "null") && te[0] ? ", error: " : "",
                        strcmp(te, "null") && te[0] ? te : "");

@@ -1,23 +1,47 @@
 /* buf.c — growable byte buffers, the bounds-checked reader, base64. */
 #include "common/common.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* wg_buf_test_fail_alloc: allocations left before the one that fails (0: off). */
+static _Atomic long g_fail_countdown;
+
+long wg_buf_test_fail_alloc(long n)
+{
+    return atomic_exchange(&g_fail_countdown, n);
+}
+
+int wg_buf_fail(wg_buf *b)
+{
+    b->failed = true;
+    return -1;
+}
+
+static void *buf_realloc(void *p, size_t n)
+{
+    if (g_fail_countdown > 0 && --g_fail_countdown == 0)
+        return NULL;
+    return realloc(p, n);
+}
+
 int wg_buf_reserve(wg_buf *b, size_t extra)
 {
-    if (extra > SIZE_MAX - b->len - 1)
+    if (b->failed)
         return -1;
+    if (extra > SIZE_MAX - b->len - 1)
+        return wg_buf_fail(b);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return 0;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *p = realloc(b->data, cap);
+    char *p = buf_realloc(b->data, cap);
     if (!p)
-        return -1;
+        return wg_buf_fail(b);
     b->data = p;
     b->cap = cap;
     return 0;
@@ -41,7 +65,7 @@ int wg_buf_puts(wg_buf *b, const char *s)
 
 int wg_buf_putc(wg_buf *b, char c)
 {
-    if (b->len + 1 < b->cap) {
+    if (b->len + 1 < b->cap && !b->failed) {
         b->data[b->len++] = c;
         b->data[b->len] = '\0';
         return 0;
@@ -55,7 +79,9 @@ int wg_buf_printf(wg_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || wg_buf_reserve(b, (size_t)n) != 0)
+    if (n < 0)
+        return wg_buf_fail(b);
+    if (wg_buf_reserve(b, (size_t)n) != 0)
         return -1;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -67,6 +93,7 @@ int wg_buf_printf(wg_buf *b, const char *fmt, ...)
 void wg_buf_reset(wg_buf *b)
 {
     b->len = 0;
+    b->failed = false;
     if (b->data)
         b->data[0] = '\0';
 }
@@ -76,6 +103,7 @@ void wg_buf_free(wg_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->failed = false;
 }
 
 int wg_buf_put_u32(wg_buf *b, uint32_t v)

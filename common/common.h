@@ -260,12 +260,36 @@ bool wg_wake_wait(wg_wake *w, uint64_t seen, int64_t deadline_ms);
 /* Buffers and JSON                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A growable byte buffer; always NUL-terminated after its `len` bytes. Zero-init is valid. */
+/*
+ * A growable byte buffer; always NUL-terminated after its `len` bytes (once it holds any).
+ * Zero-init is valid.
+ *
+ * The error is sticky: once an append (or reserve) fails for lack of memory, the buffer is
+ * marked failed and every later append and reserve is a no-op returning -1, so a sequence of
+ * unchecked appends can be checked once at its end with wg_buf_failed(). A failed buffer holds
+ * a prefix of what was written (a half record): never write it anywhere durable. Reset and
+ * free clear the error.
+ */
 typedef struct wg_buf {
     char *data;
     size_t len;
     size_t cap;
+    bool failed; /* an append failed since the last reset (sticky) */
 } wg_buf;
+
+/* Whether an append failed since the buffer was last reset. */
+static inline bool wg_buf_failed(const wg_buf *b)
+{
+    return b->failed;
+}
+/* Mark b failed (a part built elsewhere could not be made). Returns -1. */
+int wg_buf_fail(wg_buf *b);
+/*
+ * Test hook: the n-th allocation by a wg_buf from now on fails (1 = the next one); 0 turns it
+ * off. Returns the count it replaces: 0 once the failure happened (or when it was off), else
+ * how many allocations were still to come. Process-wide, for unit tests only.
+ */
+long wg_buf_test_fail_alloc(long n);
 
 int wg_buf_reserve(wg_buf *b, size_t extra);
 int wg_buf_append(wg_buf *b, const void *data, size_t len);

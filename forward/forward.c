@@ -394,36 +394,18 @@ static int fill(fwd_forwarder *f, wg_error *err)
     return rc;
 }
 
-/* "2026-11-24T10:00:00.123Z" as milliseconds since the epoch (0 when it is not that). */
-static int64_t iso_ms(const char *t)
-{
-    struct tm tm = {0};
-    int ms = 0;
-    if (sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &ms) != 7)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
 /* The commit_time of the last transaction in the batch, for latency (0 when none). */
 static int64_t last_commit_time(const char *data, size_t len)
 {
-    const char *p = NULL;
     for (size_t i = len; i > 0; i--)
         if (i == 1 || data[i - 2] == '\n') {
-            if (strncmp(data + i - 1, "{\"op\":\"commit\"", 14) == 0) {
-                p = data + i - 1;
-                break;
-            }
+            const char *line = data + i - 1;
+            const char *nl = memchr(line, '\n', len - (i - 1));
+            size_t llen = nl ? (size_t)(nl - line) : len - (i - 1);
+            if (rec_op(line, llen, NULL, 0) == REC_COMMIT)
+                return rec_commit_time_ms(line, llen);
         }
-    if (!p)
-        return 0;
-    const char *t = strstr(p, "\"commit_time\":\"");
-    if (!t)
-        return 0;
-    return iso_ms(t + 15);
+    return 0;
 }
 
 /* ---- The loop ----------------------------------------------------------------------------- */

@@ -19,6 +19,7 @@
  * one acknowledged message at a time, without expectations.
  */
 #include "forward/nats_internal.h"
+#include "ingest/ingest.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -33,7 +34,7 @@
 
 /* ---- Pure pieces (nats_internal.h) ------------------------------------------------------- */
 
-int nats_escape_token(const char *name, size_t len, wg_buf *out)
+int fwd_nats_escape_token(const char *name, size_t len, wg_buf *out)
 {
     static const char hex[] = "0123456789ABCDEF";
     if (len == 0)
@@ -51,8 +52,8 @@ int nats_escape_token(const char *name, size_t len, wg_buf *out)
     return 0;
 }
 
-int nats_table_subject(const char *prefix, const char *qname, size_t len, long schema_len,
-                       char *out, size_t cap)
+int fwd_nats_table_subject(const char *prefix, const char *qname, size_t len, long schema_len,
+                           char *out, size_t cap)
 {
     wg_buf b = {0};
     const char *dot = schema_len >= 0 && (size_t)schema_len < len && qname[schema_len] == '.'
@@ -62,10 +63,11 @@ int nats_table_subject(const char *prefix, const char *qname, size_t len, long s
     if (wg_buf_puts(&b, prefix) < 0 || wg_buf_putc(&b, '.') < 0)
         goto out;
     if (dot) {
-        if (nats_escape_token(qname, (size_t)(dot - qname), &b) < 0 || wg_buf_putc(&b, '.') < 0 ||
-            nats_escape_token(dot + 1, len - (size_t)(dot - qname) - 1, &b) < 0)
+        if (fwd_nats_escape_token(qname, (size_t)(dot - qname), &b) < 0 ||
+            wg_buf_putc(&b, '.') < 0 ||
+            fwd_nats_escape_token(dot + 1, len - (size_t)(dot - qname) - 1, &b) < 0)
             goto out;
-    } else if (wg_buf_puts(&b, "_.") < 0 || nats_escape_token(qname, len, &b) < 0) {
+    } else if (wg_buf_puts(&b, "_.") < 0 || fwd_nats_escape_token(qname, len, &b) < 0) {
         goto out;
     }
     if (b.len + 1 > cap)
@@ -78,7 +80,7 @@ out:
     return rc;
 }
 
-bool nats_subject_match(const char *filter, const char *subject)
+bool fwd_nats_subject_match(const char *filter, const char *subject)
 {
     const char *f = filter, *s = subject;
     for (;;) {
@@ -96,7 +98,7 @@ bool nats_subject_match(const char *filter, const char *subject)
     }
 }
 
-bool nats_prefix_valid(const char *prefix)
+bool fwd_nats_prefix_valid(const char *prefix)
 {
     if (!prefix || !*prefix)
         return false;
@@ -117,7 +119,7 @@ bool nats_prefix_valid(const char *prefix)
     }
 }
 
-bool nats_stream_name_valid(const char *name)
+bool fwd_nats_stream_name_valid(const char *name)
 {
     if (!name || !*name)
         return false;
@@ -129,222 +131,30 @@ bool nats_stream_name_valid(const char *name)
     return true;
 }
 
-/* Skip blanks; returns the new position. */
-static size_t json_ws(const char *s, size_t len, size_t i)
+fwd_nats_op fwd_nats_record_op(const char *rec, size_t len, char *op, size_t cap)
 {
-    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* s[i] is '"': returns the index just past the closing quote, or 0 when unterminated. */
-static size_t json_skip_string(const char *s, size_t len, size_t i)
-{
-    for (i++; i < len; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return 0;
-}
-
-/* Skip one value starting at s[i]; returns the index past it, or 0 when malformed. */
-static size_t json_skip_value(const char *s, size_t len, size_t i)
-{
-    if (i >= len)
-        return 0;
-    if (s[i] == '"')
-        return json_skip_string(s, len, i);
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        while (i < len) {
-            char c = s[i];
-            if (c == '"') {
-                i = json_skip_string(s, len, i);
-                if (!i)
-                    return 0;
-                continue;
-            }
-            if (c == '{' || c == '[')
-                depth++;
-            else if (c == '}' || c == ']') {
-                if (--depth == 0)
-                    return i + 1;
-            }
-            i++;
-        }
-        return 0;
-    }
-    /* number, true, false, null */
-    size_t start = i;
-    while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n' &&
-           s[i] != '\t' && s[i] != '\r')
-        i++;
-    return i > start ? i : 0;
-}
-
-int nats_json_member(const char *rec, size_t len, const char *name, const char **val, size_t *vlen)
-{
-    size_t nlen = strlen(name);
-    size_t i = json_ws(rec, len, 0);
-    if (i >= len || rec[i] != '{')
-        return -1;
-    i = json_ws(rec, len, i + 1);
-    if (i < len && rec[i] == '}')
-        return -1;
-    while (i < len) {
-        if (rec[i] != '"')
-            return -1;
-        size_t kend = json_skip_string(rec, len, i);
-        if (!kend)
-            return -1;
-        /* Keys walgate writes have no escapes; compare the raw text. */
-        bool match = kend - i - 2 == nlen && memcmp(rec + i + 1, name, nlen) == 0;
-        i = json_ws(rec, len, kend);
-        if (i >= len || rec[i] != ':')
-            return -1;
-        i = json_ws(rec, len, i + 1);
-        size_t vend = json_skip_value(rec, len, i);
-        if (!vend)
-            return -1;
-        if (match) {
-            *val = rec + i;
-            *vlen = vend - i;
-            return 0;
-        }
-        i = json_ws(rec, len, vend);
-        if (i >= len || rec[i] != ',')
-            return -1;
-        i = json_ws(rec, len, i + 1);
-    }
-    return -1;
-}
-
-static int read_u16(const char *p, size_t avail, unsigned *out)
-{
-    if (avail < 4)
-        return -1;
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        int h = wg_hex_value(p[k]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | (unsigned)h;
-    }
-    *out = v;
-    return 0;
-}
-
-long nats_json_string(const char *val, size_t vlen, char *out, size_t cap)
-{
-    if (vlen < 2 || val[0] != '"' || val[vlen - 1] != '"' || cap == 0)
-        return -1;
-    size_t o = 0;
-    for (size_t i = 1; i + 1 < vlen; i++) {
-        char c = val[i];
-        char buf[4];
-        size_t n = 1;
-        buf[0] = c;
-        if (c == '\\') {
-            if (i + 2 >= vlen)
-                return -1;
-            c = val[++i];
-            switch (c) {
-            case 'b':
-                buf[0] = '\b';
-                break;
-            case 'f':
-                buf[0] = '\f';
-                break;
-            case 'n':
-                buf[0] = '\n';
-                break;
-            case 'r':
-                buf[0] = '\r';
-                break;
-            case 't':
-                buf[0] = '\t';
-                break;
-            case '"':
-            case '\\':
-            case '/':
-                buf[0] = c;
-                break;
-            case 'u': {
-                unsigned cp;
-                if (read_u16(val + i + 1, vlen - 1 - (i + 1), &cp) < 0)
-                    return -1;
-                i += 4;
-                if (cp >= 0xD800 && cp <= 0xDBFF) {
-                    unsigned lo;
-                    if (i + 6 >= vlen || val[i + 1] != '\\' || val[i + 2] != 'u' ||
-                        read_u16(val + i + 3, vlen - 1 - (i + 3), &lo) < 0 || lo < 0xDC00 ||
-                        lo > 0xDFFF)
-                        return -1;
-                    i += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                }
-                if (cp < 0x80) {
-                    buf[0] = (char)cp;
-                } else if (cp < 0x800) {
-                    buf[0] = (char)(0xC0 | cp >> 6);
-                    buf[1] = (char)(0x80 | (cp & 0x3F));
-                    n = 2;
-                } else if (cp < 0x10000) {
-                    buf[0] = (char)(0xE0 | cp >> 12);
-                    buf[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    buf[2] = (char)(0x80 | (cp & 0x3F));
-                    n = 3;
-                } else {
-                    buf[0] = (char)(0xF0 | cp >> 18);
-                    buf[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                    buf[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    buf[3] = (char)(0x80 | (cp & 0x3F));
-                    n = 4;
-                }
-                break;
-            }
-            default:
-                return -1;
-            }
-        } else if (c == '"') {
-            return -1;
-        }
-        if (o + n + 1 > cap)
-            return -1;
-        memcpy(out + o, buf, n);
-        o += n;
-    }
-    out[o] = '\0';
-    return (long)o;
-}
-
-nats_op nats_record_op(const char *rec, size_t len, char *op, size_t cap)
-{
-    const char *v;
-    size_t vlen;
     char name[32];
-    if (nats_json_member(rec, len, "op", &v, &vlen) < 0 ||
-        nats_json_string(v, vlen, name, sizeof(name)) < 0)
-        name[0] = '\0';
-    if (op && cap) {
+    rec_kind kind = rec_op(rec, len, name, sizeof(name));
+    if (op && cap)
         snprintf(op, cap, "%s", name);
+    switch (kind) {
+    case REC_INSERT:
+    case REC_UPDATE:
+    case REC_DELETE:
+    case REC_READ:
+        return FWD_NATS_OP_ROW;
+    case REC_BEGIN:
+        return FWD_NATS_OP_BEGIN;
+    case REC_COMMIT:
+        return FWD_NATS_OP_COMMIT;
+    case REC_TRUNCATE:
+        return FWD_NATS_OP_TRUNCATE;
+    case REC_MESSAGE:
+        return FWD_NATS_OP_MESSAGE;
+    default:
+        /* the snapshot family, including ops added to it later */
+        return strncmp(name, "snapshot", 8) == 0 ? FWD_NATS_OP_SNAPSHOT : FWD_NATS_OP_OTHER;
     }
-    if (!strcmp(name, "insert") || !strcmp(name, "update") || !strcmp(name, "delete") ||
-        !strcmp(name, "read"))
-        return NATS_OP_ROW;
-    if (!strcmp(name, "begin"))
-        return NATS_OP_BEGIN;
-    if (!strcmp(name, "commit"))
-        return NATS_OP_COMMIT;
-    if (!strcmp(name, "truncate"))
-        return NATS_OP_TRUNCATE;
-    if (!strcmp(name, "message"))
-        return NATS_OP_MESSAGE;
-    if (!strncmp(name, "snapshot", 8))
-        return NATS_OP_SNAPSHOT;
-    return NATS_OP_OTHER;
 }
 
 /* ---- The sink ---------------------------------------------------------------------------- */
@@ -353,7 +163,7 @@ nats_op nats_record_op(const char *rec, size_t len, char *op, size_t cap)
  * State the library's threads touch (PubAck handler, connection callbacks). It outlives the
  * sink until the connection's closed callback, the last callback libnats makes for it.
  */
-typedef struct nats_shared {
+typedef struct fwd_nats_shared {
     pthread_mutex_t mu;
     int refs;
     char ctx[160]; /* "sink NAME", for log lines */
@@ -363,20 +173,20 @@ typedef struct nats_shared {
     natsStatus fail_status;
     jsErrCode fail_code;
     char fail_text[256];
-    char fail_subject[NATS_SUBJECT_MAX];
+    char fail_subject[FWD_NATS_SUBJECT_MAX];
     /* Connection events. */
     bool disconnected;
     bool closing; /* the sink is closing the connection: not worth a warning */
     bool perm;
     char perm_text[256];
-} nats_shared;
+} fwd_nats_shared;
 
-typedef struct nats_sink {
+typedef struct fwd_nats_sink {
     fwd_sink base;
     natsOptions *opts;
     natsConnection *nc;
     jsCtx *js;
-    nats_shared *sh;
+    fwd_nats_shared *sh;
     char *stream, *prefix;
     char **stream_subjects; /* the stream's subjects when last checked */
     int n_stream_subjects;
@@ -384,8 +194,8 @@ typedef struct nats_sink {
     bool published; /* js_PublishAsyncGetPendingList crashes before the first async publish */
     bool careful;   /* publish the next attempt one message at a time, without expectations */
     bool synced;    /* last_id is the stream's last message id (false: ask the stream) */
-    char last_id[NATS_MSG_ID_MAX]; /* the id of the last message we know is stored */
-    bool no_skip;                  /* the last skip found nothing to skip to: send it all */
+    char last_id[FWD_NATS_MSG_ID_MAX]; /* the id of the last message we know is stored */
+    bool no_skip;                      /* the last skip found nothing to skip to: send it all */
     bool create_stream;
     int replicas;
     int64_t max_age_ms, duplicate_window_ms; /* for a stream walgate creates */
@@ -397,9 +207,9 @@ typedef struct nats_sink {
      * last failed connect (NULL: nothing known). */
     bool tls, ca_file, client_cert;
     const char *connect_fix;
-} nats_sink;
+} fwd_nats_sink;
 
-static void shared_unref(nats_shared *sh)
+static void shared_unref(fwd_nats_shared *sh)
 {
     pthread_mutex_lock(&sh->mu);
     int left = --sh->refs;
@@ -417,7 +227,7 @@ static void on_closed(natsConnection *nc, void *closure)
 
 static void on_disconnected(natsConnection *nc, void *closure)
 {
-    nats_shared *sh = closure;
+    fwd_nats_shared *sh = closure;
     pthread_mutex_lock(&sh->mu);
     sh->disconnected = true;
     sh->stop = true;
@@ -429,7 +239,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
 
 static void on_reconnected(natsConnection *nc, void *closure)
 {
-    nats_shared *sh = closure;
+    fwd_nats_shared *sh = closure;
     char url[256] = "";
     natsConnection_GetConnectedUrl(nc, url, sizeof(url));
     log_info(sh->ctx, "reconnected to NATS at %s", url);
@@ -437,7 +247,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
 
 static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
-    nats_shared *sh = closure;
+    fwd_nats_shared *sh = closure;
     const char *text = NULL;
     natsConnection_GetLastError(nc, &text);
     pthread_mutex_lock(&sh->mu);
@@ -453,7 +263,7 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
 
 static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
-    nats_shared *sh = closure;
+    fwd_nats_shared *sh = closure;
     pthread_mutex_lock(&sh->mu);
     if (pa && !pae) {
         sh->acked++;
@@ -476,7 +286,7 @@ static void on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, v
     natsMsg_Destroy(msg);
 }
 
-static void free_subjects(nats_sink *s)
+static void free_subjects(fwd_nats_sink *s)
 {
     for (int i = 0; i < s->n_stream_subjects; i++)
         free(s->stream_subjects[i]);
@@ -485,7 +295,7 @@ static void free_subjects(nats_sink *s)
     s->n_stream_subjects = 0;
 }
 
-static void disconnect(nats_sink *s)
+static void disconnect(fwd_nats_sink *s)
 {
     if (s->js) {
         natsMsgList pending = {0};
@@ -506,9 +316,9 @@ static void disconnect(nats_sink *s)
     s->stream_ok = false;
 }
 
-static void nats_sink_free(fwd_sink *base)
+static void fwd_nats_sink_free(fwd_sink *base)
 {
-    nats_sink *s = (nats_sink *)base;
+    fwd_nats_sink *s = (fwd_nats_sink *)base;
     if (!s)
         return;
     disconnect(s);
@@ -523,7 +333,7 @@ static void nats_sink_free(fwd_sink *base)
 }
 
 /* Everything libnats said last on this thread, for an error message. */
-static const char *nats_last_text(natsStatus st)
+static const char *fwd_nats_last_text(natsStatus st)
 {
     const char *t = nats_GetLastError(NULL);
     if (!t || !*t)
@@ -534,7 +344,7 @@ static const char *nats_last_text(natsStatus st)
 }
 
 /* What to change when a connect failed with `st` (libnats said `text`); NULL: nothing known. */
-static const char *connect_fix(const nats_sink *s, natsStatus st, const char *text)
+static const char *connect_fix(const fwd_nats_sink *s, natsStatus st, const char *text)
 {
     if (st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED)
         return "check creds_file, user and password_file, or token_file";
@@ -569,7 +379,7 @@ static const char *connect_fix(const nats_sink *s, natsStatus st, const char *te
 }
 
 /* Connect (once; libnats reconnects on its own afterwards). */
-static fwd_result ensure_connected(nats_sink *s, wg_error *err)
+static fwd_result ensure_connected(fwd_nats_sink *s, wg_error *err)
 {
     if (s->nc)
         return FWD_OK;
@@ -578,7 +388,7 @@ static fwd_result ensure_connected(nats_sink *s, wg_error *err)
     if (st != NATS_OK) {
         /* Wrong credentials do not fix themselves; say so instead of retrying forever. */
         bool auth = st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED;
-        const char *text = nats_last_text(st);
+        const char *text = fwd_nats_last_text(st);
         s->connect_fix = connect_fix(s, st, text);
         wg_error_set(err, auth ? WG_ERR_AUTH : WG_ERR_NET,
                      "[%s] could not connect to NATS (%s): %s%s%s", s->sh->ctx, s->servers_text,
@@ -602,7 +412,7 @@ static fwd_result ensure_connected(nats_sink *s, wg_error *err)
     st = natsConnection_JetStream(&s->js, nc, &jo);
     if (st != NATS_OK) {
         wg_error_set(err, WG_ERR_NET, "[%s] could not set up JetStream: %s", s->sh->ctx,
-                     nats_last_text(st));
+                     fwd_nats_last_text(st));
         disconnect(s);
         return FWD_RETRY;
     }
@@ -613,7 +423,7 @@ static fwd_result ensure_connected(nats_sink *s, wg_error *err)
 }
 
 /* Remember the stream's subjects (to refuse a record no subject of the stream takes). */
-static int keep_subjects(nats_sink *s, const jsStreamInfo *si)
+static int keep_subjects(fwd_nats_sink *s, const jsStreamInfo *si)
 {
     free_subjects(s);
     if (!si->Config || si->Config->SubjectsLen <= 0)
@@ -631,7 +441,7 @@ static int keep_subjects(nats_sink *s, const jsStreamInfo *si)
 }
 
 /* "max age 7d, max bytes 10.0 GiB, duplicate window 2m" for a stream walgate creates. */
-static void stream_limits_text(const nats_sink *s, char *out, size_t cap)
+static void stream_limits_text(const fwd_nats_sink *s, char *out, size_t cap)
 {
     char age[32] = "none", bytes[32] = "none", dup[32];
     if (s->max_age_ms > 0)
@@ -643,7 +453,7 @@ static void stream_limits_text(const nats_sink *s, char *out, size_t cap)
 }
 
 /* Make sure the stream exists (creating it when allowed) and learn its subjects. */
-static fwd_result ensure_stream(nats_sink *s, wg_error *err)
+static fwd_result ensure_stream(fwd_nats_sink *s, wg_error *err)
 {
     if (s->stream_ok)
         return FWD_OK;
@@ -658,7 +468,7 @@ static fwd_result ensure_stream(nats_sink *s, wg_error *err)
                          s->sh->ctx, s->stream, s->prefix);
             return FWD_FATAL;
         }
-        char subj[NATS_SUBJECT_MAX];
+        char subj[FWD_NATS_SUBJECT_MAX];
         snprintf(subj, sizeof(subj), "%s.>", s->prefix);
         const char *subjects[1] = {subj};
         jsStreamConfig cfg;
@@ -692,7 +502,8 @@ static fwd_result ensure_stream(nats_sink *s, wg_error *err)
             wg_error_set(err, fatal ? WG_ERR_CONFIG : WG_ERR_NET,
                          "[%s] could not create JetStream stream %s (subjects %s, replicas %d): "
                          "%s (error code %d)%s",
-                         s->sh->ctx, s->stream, subj, s->replicas, nats_last_text(st), (int)jerr,
+                         s->sh->ctx, s->stream, subj, s->replicas, fwd_nats_last_text(st),
+                         (int)jerr,
                          jerr == JSStreamSubjectOverlapErr
                              ? "; another stream takes these subjects: change subject_prefix or "
                                "use that stream"
@@ -704,7 +515,7 @@ static fwd_result ensure_stream(nats_sink *s, wg_error *err)
                      st == NATS_NOT_PERMITTED;
         wg_error_set(err, fatal ? WG_ERR_CONFIG : WG_ERR_NET,
                      "[%s] could not look up JetStream stream %s: %s (error code %d)", s->sh->ctx,
-                     s->stream, nats_last_text(st), (int)jerr);
+                     s->stream, fwd_nats_last_text(st), (int)jerr);
         return fatal ? FWD_FATAL : FWD_RETRY;
     }
     int rc = keep_subjects(s, si);
@@ -717,10 +528,10 @@ static fwd_result ensure_stream(nats_sink *s, wg_error *err)
     return FWD_OK;
 }
 
-static bool stream_takes(const nats_sink *s, const char *subject)
+static bool stream_takes(const fwd_nats_sink *s, const char *subject)
 {
     for (int i = 0; i < s->n_stream_subjects; i++)
-        if (nats_subject_match(s->stream_subjects[i], subject))
+        if (fwd_nats_subject_match(s->stream_subjects[i], subject))
             return true;
     return false;
 }
@@ -745,58 +556,29 @@ static bool next_line(const char **p, const char *end, rec_span *out)
 }
 
 /* How many messages a record becomes: rows 1, truncate one per table, begin none. */
-static size_t record_fanout(nats_op op, const rec_span *r)
+static size_t record_fanout(fwd_nats_op op, const rec_span *r)
 {
-    if (op == NATS_OP_BEGIN)
+    if (op == FWD_NATS_OP_BEGIN)
         return 0;
-    if (op != NATS_OP_TRUNCATE)
+    if (op != FWD_NATS_OP_TRUNCATE)
         return 1;
     const char *v;
     size_t vlen;
-    if (nats_json_member(r->p, r->len, "tables", &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+    if (rec_member(r->p, r->len, "tables", &v, &vlen) < 0)
         return 1;
-    size_t n = 0, i = 1;
-    while (i < vlen) {
-        i = json_ws(v, vlen, i);
-        if (i >= vlen || v[i] == ']')
-            break;
-        size_t e = json_skip_value(v, vlen, i);
-        if (!e)
-            break;
-        n++;
-        i = json_ws(v, vlen, e);
-        if (i < vlen && v[i] == ',')
-            i++;
-    }
+    size_t n = rec_array_count(v, vlen);
     return n ? n : 1;
 }
 
-/* The j-th string of the truncate record's "tables" array, raw; -1 when absent. */
+/* The j-th element of the record's array member `member`, raw; -1 when absent. */
 static int array_elem(const rec_span *r, const char *member, size_t j, const char **tv,
                       size_t *tlen)
 {
     const char *v;
     size_t vlen;
-    if (nats_json_member(r->p, r->len, member, &v, &vlen) < 0 || vlen < 2 || v[0] != '[')
+    if (rec_member(r->p, r->len, member, &v, &vlen) < 0)
         return -1;
-    size_t n = 0, i = 1;
-    while (i < vlen) {
-        i = json_ws(v, vlen, i);
-        if (i >= vlen || v[i] == ']')
-            return -1;
-        size_t e = json_skip_value(v, vlen, i);
-        if (!e)
-            return -1;
-        if (n++ == j) {
-            *tv = v + i;
-            *tlen = e - i;
-            return 0;
-        }
-        i = json_ws(v, vlen, e);
-        if (i < vlen && v[i] == ',')
-            i++;
-    }
-    return -1;
+    return rec_array_elem(v, vlen, j, tv, tlen);
 }
 
 /* Copy a member's value as header text: strings decoded, other values as written. */
@@ -805,10 +587,10 @@ static void member_text(const rec_span *r, const char *name, char *out, size_t c
     const char *v;
     size_t vlen;
     out[0] = '\0';
-    if (nats_json_member(r->p, r->len, name, &v, &vlen) < 0)
+    if (rec_member(r->p, r->len, name, &v, &vlen) < 0)
         return;
     if (v[0] == '"') {
-        if (nats_json_string(v, vlen, out, cap) < 0)
+        if (rec_string(v, vlen, out, cap) < 0)
             out[0] = '\0';
     } else if (vlen < cap && !(vlen == 4 && !memcmp(v, "null", 4))) {
         memcpy(out, v, vlen);
@@ -822,51 +604,51 @@ static long schema_end(const rec_span *r, bool truncate, size_t j, const char *n
 {
     const char *v;
     size_t vlen;
-    char schema[NATS_SUBJECT_MAX];
+    char schema[FWD_NATS_SUBJECT_MAX];
     int rc = truncate ? array_elem(r, "schemas", j, &v, &vlen)
-                      : nats_json_member(r->p, r->len, "schema", &v, &vlen);
-    long sl = rc < 0 ? -1 : nats_json_string(v, vlen, schema, sizeof(schema));
+                      : rec_member(r->p, r->len, "schema", &v, &vlen);
+    long sl = rc < 0 ? -1 : rec_string(v, vlen, schema, sizeof(schema));
     if (sl < 0 || (size_t)sl >= n || name[sl] != '.' || memcmp(name, schema, (size_t)sl) != 0)
         return -1;
     return sl;
 }
 
 /* The subject of message j of record r. Returns 0, or -1 when it cannot be named. */
-static int record_subject(const char *prefix, nats_op op, const rec_span *r, size_t j, char *subj,
-                          size_t cap)
+static int record_subject(const char *prefix, fwd_nats_op op, const rec_span *r, size_t j,
+                          char *subj, size_t cap)
 {
     const char *v;
     size_t vlen;
-    char name[NATS_SUBJECT_MAX];
+    char name[FWD_NATS_SUBJECT_MAX];
     long n;
     switch (op) {
-    case NATS_OP_ROW:
-        if (nats_json_member(r->p, r->len, "table", &v, &vlen) < 0)
+    case FWD_NATS_OP_ROW:
+        if (rec_member(r->p, r->len, "table", &v, &vlen) < 0)
             return -1;
-        if ((n = nats_json_string(v, vlen, name, sizeof(name))) < 0)
+        if ((n = rec_string(v, vlen, name, sizeof(name))) < 0)
             return -1;
-        return nats_table_subject(prefix, name, (size_t)n, schema_end(r, false, 0, name, (size_t)n),
-                                  subj, cap);
-    case NATS_OP_TRUNCATE:
+        return fwd_nats_table_subject(prefix, name, (size_t)n,
+                                      schema_end(r, false, 0, name, (size_t)n), subj, cap);
+    case FWD_NATS_OP_TRUNCATE:
         if (array_elem(r, "tables", j, &v, &vlen) < 0)
             return snprintf(subj, cap, "%s._truncate", prefix) < (int)cap ? 0 : -1;
-        if ((n = nats_json_string(v, vlen, name, sizeof(name))) < 0)
+        if ((n = rec_string(v, vlen, name, sizeof(name))) < 0)
             return -1;
-        return nats_table_subject(prefix, name, (size_t)n, schema_end(r, true, j, name, (size_t)n),
-                                  subj, cap);
-    case NATS_OP_COMMIT:
+        return fwd_nats_table_subject(prefix, name, (size_t)n,
+                                      schema_end(r, true, j, name, (size_t)n), subj, cap);
+    case FWD_NATS_OP_COMMIT:
         return snprintf(subj, cap, "%s._txn", prefix) < (int)cap ? 0 : -1;
-    case NATS_OP_SNAPSHOT:
+    case FWD_NATS_OP_SNAPSHOT:
         return snprintf(subj, cap, "%s._snapshot", prefix) < (int)cap ? 0 : -1;
-    case NATS_OP_MESSAGE:
+    case FWD_NATS_OP_MESSAGE:
         return snprintf(subj, cap, "%s._message", prefix) < (int)cap ? 0 : -1;
     default:
         return snprintf(subj, cap, "%s._other", prefix) < (int)cap ? 0 : -1;
     }
 }
 
-int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, void *arg,
-                   size_t *bad_record)
+int fwd_nats_plan_item(const char *prefix, const fwd_item *item, fwd_nats_emit_fn emit, void *arg,
+                       size_t *bad_record)
 {
     const char *end = item->data + item->len;
     char lsn[24], xid[32] = "", ctime[48] = "", total_txt[24];
@@ -877,8 +659,8 @@ int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, 
     const char *p = item->data;
     rec_span r;
     while (next_line(&p, end, &r)) {
-        nats_op op = nats_record_op(r.p, r.len, NULL, 0);
-        if ((op == NATS_OP_BEGIN || op == NATS_OP_COMMIT) && !xid[0]) {
+        fwd_nats_op op = fwd_nats_record_op(r.p, r.len, NULL, 0);
+        if ((op == FWD_NATS_OP_BEGIN || op == FWD_NATS_OP_COMMIT) && !xid[0]) {
             member_text(&r, "xid", xid, sizeof(xid));
             member_text(&r, "commit_time", ctime, sizeof(ctime));
         }
@@ -891,32 +673,32 @@ int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, 
     p = item->data;
     for (; next_line(&p, end, &r); rec_no++) {
         char opname[32];
-        nats_op op = nats_record_op(r.p, r.len, opname, sizeof(opname));
+        fwd_nats_op op = fwd_nats_record_op(r.p, r.len, opname, sizeof(opname));
         size_t fan = record_fanout(op, &r);
         for (size_t j = 0; j < fan; j++) {
-            char subj[NATS_SUBJECT_MAX], id[NATS_MSG_ID_MAX], idx_txt[24];
+            char subj[FWD_NATS_SUBJECT_MAX], id[FWD_NATS_MSG_ID_MAX], idx_txt[24];
             if (record_subject(prefix, op, &r, j, subj, sizeof(subj)) < 0) {
                 if (bad_record)
                     *bad_record = rec_no;
                 return -1;
             }
-            if (op == NATS_OP_TRUNCATE && fan > 1)
+            if (op == FWD_NATS_OP_TRUNCATE && fan > 1)
                 snprintf(id, sizeof(id), "%s-%zu-%zu", item->key, rec_no, j);
             else
                 snprintf(id, sizeof(id), "%s-%zu", item->key, rec_no);
             snprintf(idx_txt, sizeof(idx_txt), "%zu", ++index);
-            nats_out m = {.subject = subj,
-                          .msg_id = id,
-                          .op = opname,
-                          .body = r.p,
-                          .body_len = r.len,
-                          .lsn = lsn,
-                          .batch = item->key,
-                          .xid = xid,
-                          .commit_time = ctime,
-                          .index = idx_txt,
-                          .total = total_txt,
-                          .record = rec_no};
+            fwd_nats_out m = {.subject = subj,
+                              .msg_id = id,
+                              .op = opname,
+                              .body = r.p,
+                              .body_len = r.len,
+                              .lsn = lsn,
+                              .batch = item->key,
+                              .xid = xid,
+                              .commit_time = ctime,
+                              .index = idx_txt,
+                              .total = total_txt,
+                              .record = rec_no};
             int rc = emit(arg, &m);
             if (rc)
                 return rc;
@@ -926,7 +708,7 @@ int nats_plan_item(const char *prefix, const fwd_item *item, nats_emit_fn emit, 
 }
 
 /* Why publishing stopped, as a result and a message. */
-static fwd_result classify_failure(nats_sink *s, const nats_shared *snap, wg_error *err)
+static fwd_result classify_failure(fwd_nats_sink *s, const fwd_nats_shared *snap, wg_error *err)
 {
     if (snap->perm) {
         wg_error_set(err, WG_ERR_AUTH,
@@ -957,7 +739,7 @@ static fwd_result classify_failure(nats_sink *s, const nats_shared *snap, wg_err
 }
 
 /* Publish one message, waiting (up to the timeout without progress) while the window is full. */
-static natsStatus publish_one(nats_sink *s, natsMsg **msg, jsPubOptions *po)
+static natsStatus publish_one(fwd_nats_sink *s, natsMsg **msg, jsPubOptions *po)
 {
     int64_t deadline = wg_now_ms() + s->timeout_ms;
     for (;;) {
@@ -973,26 +755,26 @@ static natsStatus publish_one(nats_sink *s, natsMsg **msg, jsPubOptions *po)
     }
 }
 
-/* What nats_send's publishing callback needs and finds. */
+/* What fwd_nats_send's publishing callback needs and finds. */
 typedef struct send_ctx {
-    nats_sink *s;
+    fwd_nats_sink *s;
     const fwd_batch *b;
     wg_error *err;
     bool careful;
-    char prev_id[NATS_MSG_ID_MAX];
-    char skip_until[NATS_MSG_ID_MAX]; /* stored already: publish only what follows it */
+    char prev_id[FWD_NATS_MSG_ID_MAX];
+    char skip_until[FWD_NATS_MSG_ID_MAX]; /* stored already: publish only what follows it */
     uint64_t published;
     natsStatus pub_st;
-    char pub_subject[NATS_SUBJECT_MAX];
+    char pub_subject[FWD_NATS_SUBJECT_MAX];
     fwd_result res; /* FWD_FATAL when a message cannot go out at all (err filled) */
 } send_ctx;
 
-/* nats_emit_fn: publish one planned message. Returns 0 to go on, 1 to stop. */
-static int publish_planned(void *arg, const nats_out *m)
+/* fwd_nats_emit_fn: publish one planned message. Returns 0 to go on, 1 to stop. */
+static int publish_planned(void *arg, const fwd_nats_out *m)
 {
     send_ctx *c = arg;
-    nats_sink *s = c->s;
-    nats_shared *sh = s->sh;
+    fwd_nats_sink *s = c->s;
+    fwd_nats_shared *sh = s->sh;
     pthread_mutex_lock(&sh->mu);
     bool stop = sh->stop;
     pthread_mutex_unlock(&sh->mu);
@@ -1061,7 +843,7 @@ static int publish_planned(void *arg, const nats_out *m)
 }
 
 /* The Nats-Msg-Id of the stream's last message ("" when it is empty), or -1. */
-static int stream_last_id(nats_sink *s, char *id, size_t len)
+static int stream_last_id(fwd_nats_sink *s, char *id, size_t len)
 {
     id[0] = '\0';
     jsStreamInfo *si = NULL;
@@ -1104,7 +886,7 @@ static bool id_position(const char *id, const char *source, uint32_t *seq, uint6
  * publisher that keeps every change exactly once even past the duplicate window. Returns 1
  * when the whole batch is stored, else 0 (c->skip_until / c->prev_id set).
  */
-static int sync_with_stream(nats_sink *s, const fwd_batch *b, send_ctx *c)
+static int sync_with_stream(fwd_nats_sink *s, const fwd_batch *b, send_ctx *c)
 {
     if (!s->synced) {
         if (stream_last_id(s, s->last_id, sizeof(s->last_id)) != 0)
@@ -1136,11 +918,11 @@ static int sync_with_stream(nats_sink *s, const fwd_batch *b, send_ctx *c)
     return 0;
 }
 
-static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_after_ms,
-                            wg_error *err)
+static fwd_result fwd_nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_after_ms,
+                                wg_error *err)
 {
-    nats_sink *s = (nats_sink *)base;
-    nats_shared *sh = s->sh;
+    fwd_nats_sink *s = (fwd_nats_sink *)base;
+    fwd_nats_shared *sh = s->sh;
     fwd_result res = ensure_connected(s, err);
     if (res != FWD_OK)
         return res;
@@ -1191,7 +973,7 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
     s->synced = false; /* until this send is acknowledged whole */
     for (size_t it = 0; it < b->n_items; it++) {
         size_t bad = 0;
-        int rc = nats_plan_item(s->prefix, &b->items[it], publish_planned, &c, &bad);
+        int rc = fwd_nats_plan_item(s->prefix, &b->items[it], publish_planned, &c, &bad);
         if (rc < 0) {
             wg_error_set(err, WG_ERR_PROTO, "[%s] record %zu of batch %s has no usable table name",
                          sh->ctx, bad, b->items[it].key);
@@ -1228,7 +1010,7 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
             natsMsgList_Destroy(&pending);
         }
     }
-    nats_shared snap;
+    fwd_nats_shared snap;
     pthread_mutex_lock(&sh->mu);
     snap = *sh;
     pthread_mutex_unlock(&sh->mu);
@@ -1242,7 +1024,7 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
                             : FWD_RETRY;
         wg_error_set(err, r2 == FWD_FATAL ? WG_ERR_CONFIG : WG_ERR_NET,
                      "[%s] could not publish to %s: %s", sh->ctx, pub_subject,
-                     nats_last_text(pub_st));
+                     fwd_nats_last_text(pub_st));
         return r2;
     }
     if (snap.stop || snap.failed || pub_st != NATS_OK) {
@@ -1271,9 +1053,9 @@ static fwd_result nats_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_a
 }
 
 /* validate: connect, then look at the stream (never creating it). */
-static int nats_check(fwd_sink *base, wg_checks *out)
+static int fwd_nats_check(fwd_sink *base, wg_checks *out)
 {
-    nats_sink *s = (nats_sink *)base;
+    fwd_nats_sink *s = (fwd_nats_sink *)base;
     char target[128];
     snprintf(target, sizeof(target), "sink %s", base->name);
     wg_error err = {0};
@@ -1292,7 +1074,7 @@ static int nats_check(fwd_sink *base, wg_checks *out)
     jsErrCode jerr = 0;
     natsStatus st = js_GetStreamInfo(&si, s->js, s->stream, NULL, &jerr);
     int rc = 0;
-    char subj[NATS_SUBJECT_MAX];
+    char subj[FWD_NATS_SUBJECT_MAX];
     snprintf(subj, sizeof(subj), "%s.x.y", s->prefix);
     if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
         if (s->create_stream) {
@@ -1316,7 +1098,7 @@ static int nats_check(fwd_sink *base, wg_checks *out)
     } else if (st != NATS_OK) {
         wg_checks_add(out, target, "stream", WG_CHECK_FAIL,
                       "check that JetStream is enabled and the account may use it", "stream %s: %s",
-                      s->stream, nats_last_text(st));
+                      s->stream, fwd_nats_last_text(st));
         rc = -1;
     } else {
         keep_subjects(s, si);
@@ -1348,7 +1130,7 @@ static int nats_check(fwd_sink *base, wg_checks *out)
     return rc;
 }
 
-static const fwd_sink_ops nats_ops = {nats_send, nats_sink_free, nats_check};
+static const fwd_sink_ops fwd_nats_ops = {fwd_nats_send, fwd_nats_sink_free, fwd_nats_check};
 
 /*
  * libnats 3.4's exit handler frees OpenSSL's list of TLS compression methods (once TLS was used
@@ -1376,7 +1158,7 @@ static wg_secret *read_secret(const char *ctx, const char *field, const char *pa
 
 fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
 {
-    nats_sink *s = NULL;
+    fwd_nats_sink *s = NULL;
     wg_secret *password = NULL, *token = NULL;
     const char *ctx_name = cfg && cfg->name ? cfg->name : "?";
     char ctx[160];
@@ -1388,7 +1170,7 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
                      ctx);
         return NULL;
     }
-    if (!cfg->stream || !nats_stream_name_valid(cfg->stream)) {
+    if (!cfg->stream || !fwd_nats_stream_name_valid(cfg->stream)) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] stream %s%s%s: give a JetStream stream name without '.', '*', '>', "
                      "'/', '\\' or blanks",
@@ -1398,7 +1180,7 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
     }
     const char *prefix =
         cfg->subject_prefix && *cfg->subject_prefix ? cfg->subject_prefix : "walgate";
-    if (!nats_prefix_valid(prefix)) {
+    if (!fwd_nats_prefix_valid(prefix)) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] subject_prefix \"%s\" is not valid: use dot-separated tokens without "
                      "'*', '>' or blanks",
@@ -1417,7 +1199,8 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
         return NULL;
     }
     int64_t timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
-    int64_t dup_ms = cfg->duplicate_window_ms > 0 ? cfg->duplicate_window_ms : NATS_DUP_WINDOW_MS;
+    int64_t dup_ms =
+        cfg->duplicate_window_ms > 0 ? cfg->duplicate_window_ms : FWD_NATS_DUP_WINDOW_MS;
     if (cfg->max_age_ms > 0 && dup_ms > cfg->max_age_ms) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] stream_duplicate_window is longer than stream_max_age; JetStream "
@@ -1452,7 +1235,7 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
     s = calloc(1, sizeof(*s));
     if (!s)
         goto nomem;
-    s->base.ops = &nats_ops;
+    s->base.ops = &fwd_nats_ops;
     s->sh = calloc(1, sizeof(*s->sh));
     if (!s->sh)
         goto nomem;
@@ -1545,7 +1328,7 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
         st = natsOptions_SetToken(s->opts, wg_secret_reveal(token));
     }
     if (st != NATS_OK) {
-        wg_error_set(err, WG_ERR_CONFIG, "[%s] %s: %s", ctx, what, nats_last_text(st));
+        wg_error_set(err, WG_ERR_CONFIG, "[%s] %s: %s", ctx, what, fwd_nats_last_text(st));
         goto fail;
     }
     wg_secret_free(password);
@@ -1557,6 +1340,6 @@ nomem:
 fail:
     wg_secret_free(password);
     wg_secret_free(token);
-    nats_sink_free(s ? &s->base : NULL);
+    fwd_nats_sink_free(s ? &s->base : NULL);
     return NULL;
 }

@@ -90,6 +90,15 @@ static txn_buf *apply_txn_target(ingest_source *s, const pgout_msg *m, uint64_t 
     return &st->buf;
 }
 
+/* wg_buf's sticky error, checked once per record: a transaction whose records could not all be
+ * written (out of memory) ends the cycle instead of reaching the log. */
+static int apply_txn_check(const txn_buf *tb, uint32_t xid, wg_error *err)
+{
+    char what[48];
+    snprintf(what, sizeof(what), "transaction %u", xid);
+    return txn_buf_check(tb, what, err);
+}
+
 static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     const pgout_relation *r = m->type == PGOUT_INSERT   ? m->u.insert.rel
@@ -108,6 +117,8 @@ static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *e
         return -1;
     wg_error rerr = {0};
     if (rec_change(&tb->mem, m, ri, &rerr) != 0) {
+        if (wg_buf_failed(&tb->mem)) /* out of memory is not the table's fault */
+            return apply_txn_check(tb, s->streaming ? s->streaming->xid : s->xid, err);
         /* Nothing is emitted with a silently missing or unrenderable value: the table fails. */
         apply_table_fail(s, ri, rerr.msg);
         return 0;
@@ -129,6 +140,9 @@ void apply_committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t ro
 static int apply_handle_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     uint64_t end = m->u.commit.end_lsn;
+    if (apply_txn_check(&s->txn, s->xid, err) != 0) /* before "nothing of it": a failed
+                                                       buffer may look empty */
+        return -1;
     /* In the log already (a resend after a restart), or nothing of it is ingested (every
      * change was to a table not ingested or failed): nothing to write. */
     if (end <= s->skip_upto || txn_buf_len(&s->txn) <= s->txn_head_len) {
@@ -136,6 +150,8 @@ static int apply_handle_commit(ingest_source *s, const pgout_msg *m, wg_error *e
         return 0;
     }
     rec_put_commit(&s->txn.mem, m, s->xid);
+    if (apply_txn_check(&s->txn, s->xid, err) != 0)
+        return -1;
     uint64_t len = txn_buf_len(&s->txn);
     if (stream_guard(s, len, s->txn.spilled, err) != 0 ||
         txn_buf_commit(&s->txn, NULL, 0, s->log, end, err) != 0)
@@ -167,34 +183,31 @@ void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_ls
     }
 }
 
-static bool cut_name_drops(void *ctx, const char *name, size_t nlen)
-{
-    apply_cut_filter *f = ctx;
-    char qn[600];
-    if (nlen >= sizeof(qn))
-        return false;
-    memcpy(qn, name, nlen);
-    qn[nlen] = '\0';
-    return apply_cut_drops(f->s, qn, f->commit_lsn);
-}
-
-/* txn_buf_filter callback: drop what a resync snapshot already holds. */
+/* txn_buf_filter callback: drop what a resync snapshot already holds. A row record names its
+ * table; a truncate naming a table under resync goes too (the table fails at the commit
+ * anyway). Everything else stays. */
 bool apply_cut_keep(const char *line, size_t len, void *ctx)
 {
     apply_cut_filter *f = ctx;
-    const char *name;
-    size_t nlen;
-    if (rec_line_table(line, len, &name, &nlen)) {
-        if (!cut_name_drops(f, name, nlen))
+    char qn[600];
+    if (rec_table(line, len, qn, sizeof(qn)) >= 0) {
+        if (!apply_cut_drops(f->s, qn, f->commit_lsn))
             return true;
         f->dropped++;
         return false;
     }
-    /* A truncate naming a table under resync goes (the table fails at the commit anyway). */
-    return !rec_truncate_names_any(line, len, cut_name_drops, f);
+    const char *tables, *v;
+    size_t tlen, vlen;
+    if (rec_op(line, len, NULL, 0) != REC_TRUNCATE ||
+        rec_member(line, len, "tables", &tables, &tlen) != 0)
+        return true;
+    for (size_t j = 0; rec_array_elem(tables, tlen, j, &v, &vlen) == 0; j++)
+        if (rec_string(v, vlen, qn, sizeof(qn)) >= 0 && apply_cut_drops(f->s, qn, f->commit_lsn))
+            return false;
+    return true;
 }
 
-static int apply_handle_begin(ingest_source *s, const pgout_msg *m)
+static int apply_handle_begin(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     apply_txn_reset(s);
     s->in_txn = true;
@@ -203,7 +216,7 @@ static int apply_handle_begin(ingest_source *s, const pgout_msg *m)
     s->commit_time = m->u.begin.commit_time;
     rec_put_begin(&s->txn.mem, s->xid, s->final_lsn, s->commit_time);
     s->txn_head_len = s->txn.mem.len;
-    return 0;
+    return apply_txn_check(&s->txn, s->xid, err);
 }
 
 /*
@@ -295,7 +308,7 @@ int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     switch (m->type) {
     case PGOUT_BEGIN:
-        return apply_handle_begin(s, m);
+        return apply_handle_begin(s, m, err);
     case PGOUT_COMMIT:
         return apply_handle_commit(s, m, err);
     case PGOUT_STREAM_START:

@@ -761,139 +761,167 @@ out:
  * caller to remove it, which is allowed only for the real newest segment (`newest`) or an
  * empty one.
  */
-static int recover_segment(changelog *log, seg_key k, bool newest, uint64_t *entries, wg_error *err)
+/* Open segment k and its index for recovery (paths in log->seg_path and log->idx_path).
+ * Returns 0 with both open, 1 when the segment is empty and has no index (created just
+ * before a crash: nothing in it), or -1 with `err`. */
+static int recover_open(changelog *log, seg_key k, int *sfd, int *ifd, uint64_t *size,
+                        wg_error *err)
 {
     char *jpath = log->seg_path, *ipath = log->idx_path;
-    int sfd = -1, ifd = -1, rc = -1;
-    idx_scan sc = {0};
-    uint8_t *buf = NULL;
     struct stat st;
-
-    *entries = 0;
     if (seg_path(log->dir, k, "jsonl", jpath, PATH_MAX) != 0 ||
-        seg_path(log->dir, k, "idx", ipath, PATH_MAX) != 0) {
-        wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
-        goto out;
-    }
-    sfd = open(jpath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (sfd < 0 || fstat(sfd, &st) != 0) {
-        wg_error_set(err, WG_ERR_IO, "could not open change log segment %s: %s", jpath,
-                     strerror(errno));
-        goto out;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    ifd = open(ipath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (ifd < 0 && errno == ENOENT && size == 0) {
-        rc = 0; /* created just before a crash: nothing in it */
-        goto out;
-    }
-    if (ifd < 0 && errno == ENOENT) {
+        seg_path(log->dir, k, "idx", ipath, PATH_MAX) != 0)
+        return wg_error_set(err, WG_ERR_IO, "change log directory name too long: %s", log->dir);
+    *sfd = open(jpath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (*sfd < 0 || fstat(*sfd, &st) != 0)
+        return wg_error_set(err, WG_ERR_IO, "could not open change log segment %s: %s", jpath,
+                            strerror(errno));
+    *size = (uint64_t)st.st_size;
+    *ifd = open(ipath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (*ifd < 0 && errno == ENOENT && *size == 0)
+        return 1;
+    if (*ifd < 0 && errno == ENOENT) {
         /* The index is created (and the directory fsynced) before any byte is appended, so a
          * crash cannot leave data without it. */
         damage(err, log->dir,
                "change log index %s is missing, but its segment holds %" PRIu64
                " bytes of batches that may already be confirmed to PostgreSQL; walgate changed "
                "nothing",
-               ipath, size);
-        goto out;
+               ipath, *size);
+        return -1;
     }
-    if (ifd < 0) {
-        wg_error_set(err, WG_ERR_IO, "could not open change log index %s: %s", ipath,
-                     strerror(errno));
-        goto out;
-    }
-    if (scan_index(log->dir, ifd, ipath, k, &sc, err) != 0)
-        goto out;
-    size_t n = sc.n;
+    if (*ifd < 0)
+        return wg_error_set(err, WG_ERR_IO, "could not open change log index %s: %s", ipath,
+                            strerror(errno));
+    return 0;
+}
+
+/* Check what the index vouches for against the segment's `size` bytes: no entry past the end
+ * of the data, entries present when a segment that is not the newest holds data. */
+static int recover_check_extent(changelog *log, const idx_scan *sc, uint64_t size, bool newest,
+                                wg_error *err)
+{
+    const char *jpath = log->seg_path, *ipath = log->idx_path;
+    size_t n = sc->n;
     /* Index entries are written only after the data they point at is fsynced: data ending
      * before an entry's end was lost after it was confirmed. */
     for (size_t i = 0; i < n; i++) {
-        if (sc.ents[i].end <= size)
+        if (sc->ents[i].end <= size)
             continue;
         char a[32], b[32];
-        wg_lsn_format(sc.ents[i].lsn, a, sizeof(a));
-        wg_lsn_format(sc.ents[n - 1].lsn, b, sizeof(b));
+        wg_lsn_format(sc->ents[i].lsn, a, sizeof(a));
+        wg_lsn_format(sc->ents[n - 1].lsn, b, sizeof(b));
         damage(err, log->dir,
                "change log segment %s is %" PRIu64 " bytes but its index %s says its batches "
                "run to %" PRIu64 ": %" PRIu64 " bytes of confirmed data (%zu batches, positions "
                "%s to %s) are missing (was the file truncated?); walgate changed nothing",
-               jpath, size, ipath, sc.ents[n - 1].end, sc.ents[n - 1].end - size, n - i, a, b);
-        goto out;
+               jpath, size, ipath, sc->ents[n - 1].end, sc->ents[n - 1].end - size, n - i, a, b);
+        return -1;
     }
     if (n == 0 && size > 0 && !newest) {
         damage(err, log->dir,
                "change log index %s holds no valid entry, but its segment (not the newest when "
                "walgate stopped) holds %" PRIu64 " bytes; walgate changed nothing",
                ipath, size);
-        goto out;
+        return -1;
     }
-    /* Verify what the index vouches for: every batch of a version-2 segment against its
-     * checksum (this is the segment a crash touches; at most segment_bytes to read), and
-     * that the last batch ends in a terminal record. */
-    if (sc.version == 2 && n > 0) {
-        buf = malloc(CL_READ_CHUNK);
-        if (!buf) {
-            wg_error_set(err, WG_ERR_NOMEM, "out of memory recovering %s", jpath);
-            goto out;
-        }
+    return 0;
+}
+
+/* Verify the batches the index vouches for: every batch of a version-2 segment against its
+ * checksum (this is the segment a crash touches; at most segment_bytes to read), and that the
+ * last batch ends in a terminal record. */
+static int recover_check_batches(changelog *log, const idx_scan *sc, int sfd, wg_error *err)
+{
+    const char *jpath = log->seg_path;
+    size_t n = sc->n;
+    if (sc->version == 2 && n > 0) {
+        uint8_t *buf = malloc(CL_READ_CHUNK);
+        if (!buf)
+            return wg_error_set(err, WG_ERR_NOMEM, "out of memory recovering %s", jpath);
         for (size_t i = 0; i < n; i++) {
-            uint64_t start = i ? sc.ents[i - 1].end : 0;
+            uint64_t start = i ? sc->ents[i - 1].end : 0;
             uint32_t got;
-            if (fd_crc(sfd, start, sc.ents[i].end, buf, CL_READ_CHUNK, &got) != 0) {
-                wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
-                             strerror(errno));
-                goto out;
-            }
-            if (got != sc.ents[i].crc) {
-                batch_crc_error(err, log->dir, jpath, start, sc.ents[i].end, sc.ents[i].lsn,
-                                sc.ents[i].crc, got, "walgate changed nothing");
-                goto out;
+            int rc = 0;
+            if (fd_crc(sfd, start, sc->ents[i].end, buf, CL_READ_CHUNK, &got) != 0)
+                rc = wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
+                                  strerror(errno));
+            else if (got != sc->ents[i].crc)
+                rc = batch_crc_error(err, log->dir, jpath, start, sc->ents[i].end, sc->ents[i].lsn,
+                                     sc->ents[i].crc, got, "walgate changed nothing");
+            if (rc != 0) {
+                free(buf);
+                return -1;
             }
         }
+        free(buf);
     }
     if (n > 0) {
-        uint64_t start = n > 1 ? sc.ents[n - 2].end : 0;
-        int t = fd_ends_with_terminal(sfd, start, sc.ents[n - 1].end);
-        if (t < 0) {
-            wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
-                         strerror(errno));
-            goto out;
-        }
+        uint64_t start = n > 1 ? sc->ents[n - 2].end : 0;
+        int t = fd_ends_with_terminal(sfd, start, sc->ents[n - 1].end);
+        if (t < 0)
+            return wg_error_set(err, WG_ERR_IO, "could not read change log segment %s: %s", jpath,
+                                strerror(errno));
         if (t == 0) {
             damage(err, log->dir,
                    "change log segment %s is damaged: its last indexed batch (bytes %" PRIu64
                    " to %" PRIu64 ") does not end with a commit or snapshot record; walgate "
                    "changed nothing",
-                   jpath, start, sc.ents[n - 1].end);
-            goto out;
+                   jpath, start, sc->ents[n - 1].end);
+            return -1;
         }
     }
+    return 0;
+}
+
+/* Bytes after the last valid entry were never synced, so never confirmed: the source sends
+ * them again. Cutting them is routine, not a loss. */
+static int recover_cut_tail(changelog *log, int sfd, int ifd, uint64_t size, uint64_t keep,
+                            uint64_t isize, uint64_t ikeep, wg_error *err)
+{
+    const char *jpath = log->seg_path, *ipath = log->idx_path;
+    if (size == keep && isize == ikeep)
+        return 0;
+    log_info(log->dir,
+             "cut the unsynced tail of change log segment %s back from %" PRIu64 " to %" PRIu64
+             " bytes (%" PRIu64 " bytes of index entries dropped); it was never confirmed",
+             jpath, size, keep, isize - ikeep);
+    if (ftruncate(sfd, (off_t)keep) != 0 || fdatasync(sfd) != 0)
+        return wg_error_set(err, WG_ERR_IO,
+                            "could not cut change log segment %s back to offset %" PRIu64 ": %s",
+                            jpath, keep, strerror(errno));
+    if (ftruncate(ifd, (off_t)ikeep) != 0 || fdatasync(ifd) != 0)
+        return wg_error_set(err, WG_ERR_IO,
+                            "could not cut change log index %s back to offset %" PRIu64 ": %s",
+                            ipath, ikeep, strerror(errno));
+    return 0;
+}
+
+static int recover_segment(changelog *log, seg_key k, bool newest, uint64_t *entries, wg_error *err)
+{
+    int sfd = -1, ifd = -1, rc = -1;
+    idx_scan sc = {0};
+    uint64_t size = 0;
+
+    *entries = 0;
+    int o = recover_open(log, k, &sfd, &ifd, &size, err);
+    if (o != 0) {
+        rc = o > 0 ? 0 : -1;
+        goto out;
+    }
+    if (scan_index(log->dir, ifd, log->idx_path, k, &sc, err) != 0 ||
+        recover_check_extent(log, &sc, size, newest, err) != 0 ||
+        recover_check_batches(log, &sc, sfd, err) != 0)
+        goto out;
+    size_t n = sc.n;
     uint64_t keep = n ? sc.ents[n - 1].end : 0, ikeep = (uint64_t)n * entry_size(sc.version);
     *entries = n;
     if (n == 0) {
         rc = 0; /* the caller removes it */
         goto out;
     }
-    /* Bytes after the last valid entry were never synced, so never confirmed: the source
-     * sends them again. Cutting them is routine, not a loss. */
-    if (size != keep || sc.isize != ikeep) {
-        log_info(log->dir,
-                 "cut the unsynced tail of change log segment %s back from %" PRIu64 " to %" PRIu64
-                 " bytes (%" PRIu64 " bytes of index entries dropped); it was never confirmed",
-                 jpath, size, keep, sc.isize - ikeep);
-        if (ftruncate(sfd, (off_t)keep) != 0 || fdatasync(sfd) != 0) {
-            wg_error_set(err, WG_ERR_IO,
-                         "could not cut change log segment %s back to offset %" PRIu64 ": %s",
-                         jpath, keep, strerror(errno));
-            goto out;
-        }
-        if (ftruncate(ifd, (off_t)ikeep) != 0 || fdatasync(ifd) != 0) {
-            wg_error_set(err, WG_ERR_IO,
-                         "could not cut change log index %s back to offset %" PRIu64 ": %s", ipath,
-                         ikeep, strerror(errno));
-            goto out;
-        }
-    }
+    if (recover_cut_tail(log, sfd, ifd, size, keep, sc.isize, ikeep, err) != 0)
+        goto out;
     log->last_lsn = log->durable_lsn = sc.ents[n - 1].lsn;
     /* A version-1 segment gets no more batches: the next one starts a version-2 segment, so
      * that everything written from now on is checksummed. */
@@ -913,7 +941,6 @@ out:
     if (ifd >= 0)
         close(ifd);
     free(sc.ents);
-    free(buf);
     return rc;
 }
 

@@ -190,6 +190,73 @@ int changelog_prune(const char *dir, uint32_t before_seq, int64_t older_than_wal
                     uint64_t *removed_bytes, wg_error *err);
 void changelog_reader_free(changelog_reader *r);
 
+/* ---- Reading change records and walgate's own JSON documents (record.c) ----------------- */
+
+/*
+ * record.c owns the change-record format (docs/changelog.md): it writes every record and
+ * these readers are the only code that reads one back. A record is one JSON object on one
+ * line, first member "op"; readers find members by name, never by position, and ignore the
+ * members they do not know. The scanner is bounds-checked (it never reads past `len`, needs
+ * no NUL) and walks only the top level of the object; it also reads the status documents
+ * walgate writes (status.json, forwarder and endpoint status), which are JSON objects too.
+ */
+
+/* What a record is, by its "op". */
+typedef enum rec_kind {
+    REC_OTHER = 0, /* missing, not a string, or an op this walgate does not know */
+    REC_BEGIN,
+    REC_COMMIT,
+    REC_INSERT,
+    REC_UPDATE,
+    REC_DELETE,
+    REC_READ,
+    REC_TRUNCATE,
+    REC_MESSAGE,
+    REC_SNAPSHOT,
+    REC_SNAPSHOT_DONE,
+    REC_SNAPSHOT_START,
+    REC_SNAPSHOT_ABORT,
+} rec_kind;
+
+/*
+ * The top-level member `name` of the JSON object in json[0..len): its raw value (a string with
+ * its quotes, an object or array with its brackets) in *val, *vlen. Returns 0, or -1 when the
+ * member is missing or the text is not an object the scanner can walk up to that member.
+ */
+int rec_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen);
+
+/*
+ * Decode a raw JSON string value (with its quotes) into `out` (cap bytes, NUL-terminated; \u
+ * escapes become UTF-8). Returns the decoded length, or -1 when it is not a string, is
+ * malformed or does not fit.
+ */
+long rec_string(const char *val, size_t vlen, char *out, size_t cap);
+
+/* The member `name` as a decoded string (rec_member + rec_string); -1 when missing, not a
+ * string or too long for `cap`. */
+long rec_member_string(const char *json, size_t len, const char *name, char *out, size_t cap);
+
+/*
+ * The member `name` as text for display: a string decoded, any other value as written (number,
+ * true, null, object...), cut to fit `cap`. "" when missing. Returns out.
+ */
+char *rec_member_text(const char *json, size_t len, const char *name, char *out, size_t cap);
+
+/* Element j (0-based) of the raw JSON array arr[0..alen): its raw value. 0, or -1 when the
+ * array has no element j or is malformed before it. rec_array_count counts them. */
+int rec_array_elem(const char *arr, size_t alen, size_t j, const char **val, size_t *vlen);
+size_t rec_array_count(const char *arr, size_t alen);
+
+/* The kind of a record line; `name`, when not NULL, gets its "op" ("" when none; cut to cap). */
+rec_kind rec_op(const char *line, size_t len, char *name, size_t cap);
+
+/* The "table" of a row or snapshot record, decoded ("schema.table"); -1 when it has none. */
+long rec_table(const char *line, size_t len, char *out, size_t cap);
+
+/* The "commit_time" of a record ("2026-11-24T10:00:00.123Z") in milliseconds since the epoch;
+ * 0 when it has none or it is not in that form. */
+int64_t rec_commit_time_ms(const char *line, size_t len);
+
 /* LSNs in PostgreSQL's X/Y notation. */
 int ingest_lsn_parse(const char *text, uint64_t *lsn);
 

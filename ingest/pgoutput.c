@@ -524,18 +524,207 @@ static bool has_stream_xid(uint8_t t)
            t == PGOUT_DELETE || t == PGOUT_TRUNCATE || t == PGOUT_MESSAGE;
 }
 
-int pgout_decode(pgout_decoder *d, const uint8_t *data, size_t len, pgout_msg *out, wg_error *err)
+/* Begin: Int64 final LSN, Int64 commit time, Int32 xid. */
+static int decode_begin(wg_rd *r, pgout_msg *out, wg_error *err)
 {
-    wg_rd r;
-    uint8_t type, u8;
-    uint32_t oid;
-    const pgout_relation *rel;
+    const uint8_t type = PGOUT_BEGIN;
+    if (wg_rd_u64(r, &out->u.begin.final_lsn) != 0 || rd_u64s(r, &out->u.begin.commit_time) != 0 ||
+        wg_rd_u32(r, &out->u.begin.xid) != 0)
+        return short_msg(err, type, r, "its LSN, timestamp and xid (20 bytes)");
+    return check_end(r, type, err);
+}
+
+/* Commit: Int8 flags, Int64 commit LSN, Int64 end LSN, Int64 commit time. */
+static int decode_commit(wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_COMMIT;
+    if (wg_rd_u8(r, &out->u.commit.flags) != 0 || wg_rd_u64(r, &out->u.commit.commit_lsn) != 0 ||
+        wg_rd_u64(r, &out->u.commit.end_lsn) != 0 || rd_u64s(r, &out->u.commit.commit_time) != 0)
+        return short_msg(err, type, r, "its flags, LSNs and timestamp (25 bytes)");
+    return check_end(r, type, err);
+}
+
+/* Origin: Int64 origin commit LSN, String name. */
+static int decode_origin(wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_ORIGIN;
     size_t n;
     int rc;
+    if (wg_rd_u64(r, &out->u.origin.lsn) != 0)
+        return short_msg(err, type, r, "the origin's commit LSN");
+    if ((rc = read_cstr(r, type, "the origin name", &out->u.origin.name, &n, err)) != 0)
+        return rc;
+    return check_end(r, type, err);
+}
 
-    memset(out, 0, sizeof(*out));
-    wg_rd_init(&r, data, len);
-    if (wg_rd_u8(&r, &type) != 0)
+/* Type: Int32 OID, String namespace, String name. */
+static int decode_type(wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_TYPE;
+    size_t n;
+    int rc;
+    if (wg_rd_u32(r, &out->u.type.oid) != 0)
+        return short_msg(err, type, r, "the type OID");
+    if ((rc = read_cstr(r, type, "the schema name", &out->u.type.schema, &n, err)) != 0 ||
+        (rc = read_cstr(r, type, "the type name", &out->u.type.name, &n, err)) != 0)
+        return rc;
+    return check_end(r, type, err);
+}
+
+/* The Int32 relation OID that starts Insert, Update and Delete, looked up in the cache. */
+static int decode_rel(pgout_decoder *d, wg_rd *r, uint8_t type, const pgout_relation **rel,
+                      wg_error *err)
+{
+    uint32_t oid;
+    if (wg_rd_u32(r, &oid) != 0)
+        return short_msg(err, type, r, "the relation OID");
+    return find_rel(d, oid, type, rel, err);
+}
+
+/* Insert: relation OID, 'N', the new tuple. */
+static int decode_insert(pgout_decoder *d, wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_INSERT;
+    const pgout_relation *rel;
+    uint8_t u8;
+    int rc;
+    if ((rc = decode_rel(d, r, type, &rel, err)) != 0)
+        return rc;
+    if (wg_rd_u8(r, &u8) != 0)
+        return short_msg(err, type, r, "the 'N' tuple marker");
+    if (u8 != 'N')
+        return wg_error_set(err, WG_ERR_PROTO,
+                            "malformed pgoutput Insert message for %s.%s: tuple marker "
+                            "0x%02x, expected 'N'",
+                            rel->schema, rel->name, u8);
+    out->u.insert.rel = rel;
+    if ((rc = read_tuple(d, r, type, rel, 0, &out->u.insert.new_tuple, err)) != 0)
+        return rc;
+    return check_end(r, type, err);
+}
+
+/* Update: relation OID, optionally 'K' or 'O' and the old tuple, then 'N' and the new one. */
+static int decode_update(pgout_decoder *d, wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_UPDATE;
+    const pgout_relation *rel;
+    uint8_t u8;
+    int rc;
+    if ((rc = decode_rel(d, r, type, &rel, err)) != 0)
+        return rc;
+    out->u.update.rel = rel;
+    if (wg_rd_u8(r, &u8) != 0)
+        return short_msg(err, type, r, "the tuple marker");
+    if (u8 == 'K' || u8 == 'O') {
+        out->u.update.old_kind = (char)u8;
+        if ((rc = read_tuple(d, r, type, rel, 1, &out->u.update.old_tuple, err)) != 0)
+            return rc;
+        if (wg_rd_u8(r, &u8) != 0)
+            return short_msg(err, type, r, "the 'N' tuple marker");
+    }
+    if (u8 != 'N')
+        return wg_error_set(err, WG_ERR_PROTO,
+                            "malformed pgoutput Update message for %s.%s: tuple marker "
+                            "0x%02x, expected %s",
+                            rel->schema, rel->name, u8,
+                            out->u.update.old_kind ? "'N'" : "'K', 'O' or 'N'");
+    if ((rc = read_tuple(d, r, type, rel, 0, &out->u.update.new_tuple, err)) != 0)
+        return rc;
+    return check_end(r, type, err);
+}
+
+/* Delete: relation OID, 'K' or 'O', the old tuple. */
+static int decode_delete(pgout_decoder *d, wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_DELETE;
+    const pgout_relation *rel;
+    uint8_t u8;
+    int rc;
+    if ((rc = decode_rel(d, r, type, &rel, err)) != 0)
+        return rc;
+    out->u.delete_.rel = rel;
+    if (wg_rd_u8(r, &u8) != 0)
+        return short_msg(err, type, r, "the tuple marker");
+    if (u8 != 'K' && u8 != 'O')
+        return wg_error_set(err, WG_ERR_PROTO,
+                            "malformed pgoutput Delete message for %s.%s: tuple marker "
+                            "0x%02x, expected 'K' or 'O'",
+                            rel->schema, rel->name, u8);
+    out->u.delete_.old_kind = (char)u8;
+    if ((rc = read_tuple(d, r, type, rel, 1, &out->u.delete_.old_tuple, err)) != 0)
+        return rc;
+    return check_end(r, type, err);
+}
+
+/* Message: Int8 flags, Int64 LSN, String prefix, Int32 length, the content. */
+static int decode_message(wg_rd *r, pgout_msg *out, wg_error *err)
+{
+    const uint8_t type = PGOUT_MESSAGE;
+    uint8_t u8;
+    size_t n;
+    int rc;
+    if (wg_rd_u8(r, &u8) != 0 || wg_rd_u64(r, &out->u.message.lsn) != 0)
+        return short_msg(err, type, r, "its flags and LSN");
+    out->u.message.transactional = (u8 & 1) != 0;
+    if ((rc = read_cstr(r, type, "the prefix", &out->u.message.prefix, &n, err)) != 0)
+        return rc;
+    if (wg_rd_u32(r, &out->u.message.len) != 0)
+        return short_msg(err, type, r, "the content length");
+    if (wg_rd_bytes(r, out->u.message.len, &out->u.message.content) != 0)
+        return wg_error_set(err, WG_ERR_PROTO,
+                            "malformed pgoutput Message message: content of %" PRIu32
+                            " bytes claimed, but only %zu remain",
+                            out->u.message.len, wg_rd_left(r));
+    return check_end(r, type, err);
+}
+
+/* Protocol 2's Stream Start, Stop, Commit and Abort; Start and Stop open and close the block
+ * in which the messages carry their transaction's xid. */
+static int decode_stream_control(pgout_decoder *d, wg_rd *r, uint8_t type, pgout_msg *out,
+                                 wg_error *err)
+{
+    uint8_t u8;
+    int rc;
+    switch (type) {
+    case PGOUT_STREAM_START:
+        if (wg_rd_u32(r, &out->u.stream_start.xid) != 0 || wg_rd_u8(r, &u8) != 0)
+            return short_msg(err, type, r, "its xid and first-segment flag");
+        out->u.stream_start.first_segment = u8 != 0;
+        if ((rc = check_end(r, type, err)) != 0)
+            return rc;
+        d->in_stream = true;
+        d->stream_xid = out->u.stream_start.xid;
+        return 0;
+    case PGOUT_STREAM_STOP:
+        if (!d->in_stream)
+            return wg_error_set(err, WG_ERR_PROTO,
+                                "pgoutput Stream Stop message without a Stream Start");
+        if ((rc = check_end(r, type, err)) != 0)
+            return rc;
+        d->in_stream = false;
+        d->stream_xid = 0;
+        return 0;
+    case PGOUT_STREAM_COMMIT:
+        if (wg_rd_u32(r, &out->stream_xid) != 0 || wg_rd_u8(r, &out->u.commit.flags) != 0 ||
+            wg_rd_u64(r, &out->u.commit.commit_lsn) != 0 ||
+            wg_rd_u64(r, &out->u.commit.end_lsn) != 0 ||
+            rd_u64s(r, &out->u.commit.commit_time) != 0)
+            return short_msg(err, type, r, "its xid, flags, LSNs and timestamp (29 bytes)");
+        return check_end(r, type, err);
+    default: /* PGOUT_STREAM_ABORT */
+        if (wg_rd_u32(r, &out->u.stream_abort.xid) != 0 ||
+            wg_rd_u32(r, &out->u.stream_abort.subxid) != 0)
+            return short_msg(err, type, r, "its transaction and subtransaction xids");
+        return check_end(r, type, err);
+    }
+}
+
+/* The type byte, checked against the protocol version and the stream block, and inside a
+ * block the message's xid. */
+static int decode_header(pgout_decoder *d, wg_rd *r, pgout_msg *out, uint8_t *typep, wg_error *err)
+{
+    uint8_t type;
+    if (wg_rd_u8(r, &type) != 0)
         return wg_error_set(err, WG_ERR_PROTO, "empty pgoutput message");
     if (!msg_name(type)) {
         if (type >= 0x20 && type < 0x7f)
@@ -553,6 +742,7 @@ int pgout_decode(pgout_decoder *d, const uint8_t *data, size_t len, pgout_msg *o
                             "stream was started with version %d",
                             msg_name(type), type, d->proto);
     out->type = (pgout_msg_type)type;
+    *typep = type;
 
     if (d->in_stream &&
         (type == PGOUT_BEGIN || type == PGOUT_COMMIT || type == PGOUT_STREAM_START ||
@@ -563,154 +753,49 @@ int pgout_decode(pgout_decoder *d, const uint8_t *data, size_t len, pgout_msg *o
                             msg_name(type), d->stream_xid);
 
     if (d->in_stream && has_stream_xid(type)) {
-        if (wg_rd_u32(&r, &out->xid) != 0)
-            return short_msg(err, type, &r, "the streamed transaction's xid");
+        if (wg_rd_u32(r, &out->xid) != 0)
+            return short_msg(err, type, r, "the streamed transaction's xid");
     }
+    return 0;
+}
+
+int pgout_decode(pgout_decoder *d, const uint8_t *data, size_t len, pgout_msg *out, wg_error *err)
+{
+    wg_rd r;
+    uint8_t type = 0;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    wg_rd_init(&r, data, len);
+    if ((rc = decode_header(d, &r, out, &type, err)) != 0)
+        return rc;
 
     switch (type) {
     case PGOUT_BEGIN:
-        if (wg_rd_u64(&r, &out->u.begin.final_lsn) != 0 ||
-            rd_u64s(&r, &out->u.begin.commit_time) != 0 || wg_rd_u32(&r, &out->u.begin.xid) != 0)
-            return short_msg(err, type, &r, "its LSN, timestamp and xid (20 bytes)");
-        return check_end(&r, type, err);
-
+        return decode_begin(&r, out, err);
     case PGOUT_COMMIT:
-        if (wg_rd_u8(&r, &out->u.commit.flags) != 0 ||
-            wg_rd_u64(&r, &out->u.commit.commit_lsn) != 0 ||
-            wg_rd_u64(&r, &out->u.commit.end_lsn) != 0 ||
-            rd_u64s(&r, &out->u.commit.commit_time) != 0)
-            return short_msg(err, type, &r, "its flags, LSNs and timestamp (25 bytes)");
-        return check_end(&r, type, err);
-
+        return decode_commit(&r, out, err);
     case PGOUT_ORIGIN:
-        if (wg_rd_u64(&r, &out->u.origin.lsn) != 0)
-            return short_msg(err, type, &r, "the origin's commit LSN");
-        if ((rc = read_cstr(&r, type, "the origin name", &out->u.origin.name, &n, err)) != 0)
-            return rc;
-        return check_end(&r, type, err);
-
+        return decode_origin(&r, out, err);
     case PGOUT_RELATION:
         return decode_relation(d, &r, out, err);
-
     case PGOUT_TYPE:
-        if (wg_rd_u32(&r, &out->u.type.oid) != 0)
-            return short_msg(err, type, &r, "the type OID");
-        if ((rc = read_cstr(&r, type, "the schema name", &out->u.type.schema, &n, err)) != 0 ||
-            (rc = read_cstr(&r, type, "the type name", &out->u.type.name, &n, err)) != 0)
-            return rc;
-        return check_end(&r, type, err);
-
+        return decode_type(&r, out, err);
     case PGOUT_INSERT:
-        if (wg_rd_u32(&r, &oid) != 0)
-            return short_msg(err, type, &r, "the relation OID");
-        if ((rc = find_rel(d, oid, type, &rel, err)) != 0)
-            return rc;
-        if (wg_rd_u8(&r, &u8) != 0)
-            return short_msg(err, type, &r, "the 'N' tuple marker");
-        if (u8 != 'N')
-            return wg_error_set(err, WG_ERR_PROTO,
-                                "malformed pgoutput Insert message for %s.%s: tuple marker "
-                                "0x%02x, expected 'N'",
-                                rel->schema, rel->name, u8);
-        out->u.insert.rel = rel;
-        if ((rc = read_tuple(d, &r, type, rel, 0, &out->u.insert.new_tuple, err)) != 0)
-            return rc;
-        return check_end(&r, type, err);
-
+        return decode_insert(d, &r, out, err);
     case PGOUT_UPDATE:
-        if (wg_rd_u32(&r, &oid) != 0)
-            return short_msg(err, type, &r, "the relation OID");
-        if ((rc = find_rel(d, oid, type, &rel, err)) != 0)
-            return rc;
-        out->u.update.rel = rel;
-        if (wg_rd_u8(&r, &u8) != 0)
-            return short_msg(err, type, &r, "the tuple marker");
-        if (u8 == 'K' || u8 == 'O') {
-            out->u.update.old_kind = (char)u8;
-            if ((rc = read_tuple(d, &r, type, rel, 1, &out->u.update.old_tuple, err)) != 0)
-                return rc;
-            if (wg_rd_u8(&r, &u8) != 0)
-                return short_msg(err, type, &r, "the 'N' tuple marker");
-        }
-        if (u8 != 'N')
-            return wg_error_set(err, WG_ERR_PROTO,
-                                "malformed pgoutput Update message for %s.%s: tuple marker "
-                                "0x%02x, expected %s",
-                                rel->schema, rel->name, u8,
-                                out->u.update.old_kind ? "'N'" : "'K', 'O' or 'N'");
-        if ((rc = read_tuple(d, &r, type, rel, 0, &out->u.update.new_tuple, err)) != 0)
-            return rc;
-        return check_end(&r, type, err);
-
+        return decode_update(d, &r, out, err);
     case PGOUT_DELETE:
-        if (wg_rd_u32(&r, &oid) != 0)
-            return short_msg(err, type, &r, "the relation OID");
-        if ((rc = find_rel(d, oid, type, &rel, err)) != 0)
-            return rc;
-        out->u.delete_.rel = rel;
-        if (wg_rd_u8(&r, &u8) != 0)
-            return short_msg(err, type, &r, "the tuple marker");
-        if (u8 != 'K' && u8 != 'O')
-            return wg_error_set(err, WG_ERR_PROTO,
-                                "malformed pgoutput Delete message for %s.%s: tuple marker "
-                                "0x%02x, expected 'K' or 'O'",
-                                rel->schema, rel->name, u8);
-        out->u.delete_.old_kind = (char)u8;
-        if ((rc = read_tuple(d, &r, type, rel, 1, &out->u.delete_.old_tuple, err)) != 0)
-            return rc;
-        return check_end(&r, type, err);
-
+        return decode_delete(d, &r, out, err);
     case PGOUT_TRUNCATE:
         return decode_truncate(d, &r, out, err);
-
     case PGOUT_MESSAGE:
-        if (wg_rd_u8(&r, &u8) != 0 || wg_rd_u64(&r, &out->u.message.lsn) != 0)
-            return short_msg(err, type, &r, "its flags and LSN");
-        out->u.message.transactional = (u8 & 1) != 0;
-        if ((rc = read_cstr(&r, type, "the prefix", &out->u.message.prefix, &n, err)) != 0)
-            return rc;
-        if (wg_rd_u32(&r, &out->u.message.len) != 0)
-            return short_msg(err, type, &r, "the content length");
-        if (wg_rd_bytes(&r, out->u.message.len, &out->u.message.content) != 0)
-            return wg_error_set(err, WG_ERR_PROTO,
-                                "malformed pgoutput Message message: content of %" PRIu32
-                                " bytes claimed, but only %zu remain",
-                                out->u.message.len, wg_rd_left(&r));
-        return check_end(&r, type, err);
-
+        return decode_message(&r, out, err);
     case PGOUT_STREAM_START:
-        if (wg_rd_u32(&r, &out->u.stream_start.xid) != 0 || wg_rd_u8(&r, &u8) != 0)
-            return short_msg(err, type, &r, "its xid and first-segment flag");
-        out->u.stream_start.first_segment = u8 != 0;
-        if ((rc = check_end(&r, type, err)) != 0)
-            return rc;
-        d->in_stream = true;
-        d->stream_xid = out->u.stream_start.xid;
-        return 0;
-
     case PGOUT_STREAM_STOP:
-        if (!d->in_stream)
-            return wg_error_set(err, WG_ERR_PROTO,
-                                "pgoutput Stream Stop message without a Stream Start");
-        if ((rc = check_end(&r, type, err)) != 0)
-            return rc;
-        d->in_stream = false;
-        d->stream_xid = 0;
-        return 0;
-
     case PGOUT_STREAM_COMMIT:
-        if (wg_rd_u32(&r, &out->stream_xid) != 0 || wg_rd_u8(&r, &out->u.commit.flags) != 0 ||
-            wg_rd_u64(&r, &out->u.commit.commit_lsn) != 0 ||
-            wg_rd_u64(&r, &out->u.commit.end_lsn) != 0 ||
-            rd_u64s(&r, &out->u.commit.commit_time) != 0)
-            return short_msg(err, type, &r, "its xid, flags, LSNs and timestamp (29 bytes)");
-        return check_end(&r, type, err);
-
     case PGOUT_STREAM_ABORT:
-        if (wg_rd_u32(&r, &out->u.stream_abort.xid) != 0 ||
-            wg_rd_u32(&r, &out->u.stream_abort.subxid) != 0)
-            return short_msg(err, type, &r, "its transaction and subtransaction xids");
-        return check_end(&r, type, err);
+        return decode_stream_control(d, &r, type, out, err);
     }
     return wg_error_set(err, WG_ERR_INTERNAL, "pgoutput message type 0x%02x not handled", type);
 }

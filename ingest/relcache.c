@@ -170,7 +170,7 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
         return NULL;
     wg_buf q = {0};
     wg_buf_printf(&q, "%s.%s", r->schema, r->name);
-    ri->qname = strdup(q.data);
+    ri->qname = q.data && !wg_buf_failed(&q) ? strdup(q.data) : NULL;
     wg_buf_free(&q);
     ri->skip = ri->qname && !src_table_configured(s, ri->qname);
     size_t n = (size_t)(r->ncols ? r->ncols : 1);

@@ -977,10 +977,104 @@ static bool skip_dims(const char *s, size_t len, size_t *i)
     return true;
 }
 
+/* For an array of type t: refuse element types that cannot be rendered, and for an array of
+ * ranges find the range's element type. */
+static int array_elem_types(const render_type *t, const rctx *c, size_t len, render_kind *subkind,
+                            uint32_t *suboid, wg_error *err)
+{
+    if (t->elem_kind == RENDER_RANGE) {
+        render_type rt;
+        if (render_type_for_oid(t->elem_oid, &rt) != 0 || rt.kind != RENDER_RANGE)
+            return bad(err, c, len, "the element range type is not supported");
+        *subkind = rt.elem_kind;
+        *suboid = rt.elem_oid;
+    }
+    if (t->elem_kind == RENDER_ARRAY || t->elem_kind == RENDER_UNSUPPORTED)
+        return bad(err, c, len, "the element type is not supported");
+    return 0;
+}
+
+/* Skip blanks and an optional dimension decoration ("[1:2]="); *i is left on the '{'. */
+static int array_open(const rctx *c, const char *s, size_t len, size_t *i, wg_error *err)
+{
+    while (*i < len && is_space(s[*i]))
+        (*i)++;
+    if (*i < len && s[*i] == '[') {
+        if (!skip_dims(s, len, i))
+            return bad(err, c, len, "malformed dimension decoration before '='");
+        while (*i < len && is_space(s[*i]))
+            (*i)++;
+    }
+    if (*i >= len || s[*i] != '{')
+        return bad(err, c, len, "it does not start with '{'");
+    return 0;
+}
+
+/* One element's text at s[*i]: quoted, or unquoted up to ',' or '}' with trailing spaces
+ * trimmed. start and elen say where it is; quoted and escaped how it was written. */
+static int array_scan_elem(const rctx *c, const char *s, size_t len, size_t *i, size_t *start,
+                           size_t *elen, bool *quoted, bool *escaped, wg_error *err)
+{
+    *start = *i;
+    *quoted = s[*i] == '"';
+    *escaped = false;
+    if (*quoted) {
+        (*i)++;
+        *start = *i;
+        while (*i < len && s[*i] != '"') {
+            if (s[*i] == '\\') {
+                *escaped = true;
+                (*i)++;
+            }
+            (*i)++;
+        }
+        if (*i >= len)
+            return bad(err, c, len, "a quoted element is not terminated");
+        *elen = *i - *start;
+        (*i)++; /* the closing quote */
+        return 0;
+    }
+    size_t last = *i; /* one past the last non-space or escaped character */
+    while (*i < len && s[*i] != ',' && s[*i] != '}') {
+        if (s[*i] == '"' || s[*i] == '{')
+            return bad(err, c, len, "unexpected character in an unquoted element");
+        if (s[*i] == '\\') {
+            *escaped = true;
+            if (++*i >= len)
+                break;
+            last = *i + 1;
+        } else if (!is_space(s[*i])) {
+            last = *i + 1;
+        }
+        (*i)++;
+    }
+    if (*i >= len)
+        return bad(err, c, len, "it ends before its closing '}'");
+    *elen = last - *start;
+    return 0;
+}
+
+/* An element's text with its backslash escapes removed, in sc; NULL when out of memory. */
+static const char *array_unescape(scratch *sc, const char *s, size_t start, size_t *elen)
+{
+    char *b = scratch_get(sc, *elen);
+    size_t n = 0;
+    if (!b)
+        return NULL;
+    for (size_t k = start; k < start + *elen; k++) {
+        if (s[k] == '\\')
+            k++;
+        if (k < start + *elen)
+            b[n++] = s[k];
+    }
+    *elen = n;
+    return b;
+}
+
 static int render_array(jw *out, const render_type *t, const char *s, size_t len, wg_error *err)
 {
     rctx c = {t->oid, RENDER_ARRAY};
-    render_kind ekind = t->elem_kind, subkind = RENDER_UNSUPPORTED;
+    render_kind subkind = RENDER_UNSUPPORTED;
     uint32_t suboid = 0;
     scratch sc;
     size_t i = 0, nelem = 0;
@@ -990,26 +1084,9 @@ static int render_array(jw *out, const render_type *t, const char *s, size_t len
 
     sc.heap = NULL;
     sc.cap = 0;
-    if (ekind == RENDER_RANGE) {
-        render_type rt;
-        if (render_type_for_oid(t->elem_oid, &rt) != 0 || rt.kind != RENDER_RANGE)
-            return bad(err, &c, len, "the element range type is not supported");
-        subkind = rt.elem_kind;
-        suboid = rt.elem_oid;
-    }
-    if (ekind == RENDER_ARRAY || ekind == RENDER_UNSUPPORTED)
-        return bad(err, &c, len, "the element type is not supported");
-
-    while (i < len && is_space(s[i]))
-        i++;
-    if (i < len && s[i] == '[') {
-        if (!skip_dims(s, len, &i))
-            return bad(err, &c, len, "malformed dimension decoration before '='");
-        while (i < len && is_space(s[i]))
-            i++;
-    }
-    if (i >= len || s[i] != '{')
-        return bad(err, &c, len, "it does not start with '{'");
+    if ((rc = array_elem_types(t, &c, len, &subkind, &suboid, err)) != 0 ||
+        (rc = array_open(&c, s, len, &i, err)) != 0)
+        return rc;
 
     for (;;) {
         while (i < len && is_space(s[i]))
@@ -1055,71 +1132,20 @@ static int render_array(jw *out, const render_type *t, const char *s, size_t len
             goto out;
         }
 
-        /* An element: quoted, or unquoted up to ',' or '}' with trailing spaces trimmed. */
-        size_t start = i, elen;
-        bool quoted = ch == '"', escaped = false;
-        const char *e;
-        if (quoted) {
-            i++;
-            start = i;
-            while (i < len && s[i] != '"') {
-                if (s[i] == '\\') {
-                    escaped = true;
-                    i++;
-                }
-                i++;
-            }
-            if (i >= len) {
-                rc = bad(err, &c, len, "a quoted element is not terminated");
-                goto out;
-            }
-            elen = i - start;
-            i++; /* the closing quote */
-        } else {
-            size_t last = i; /* one past the last non-space or escaped character */
-            while (i < len && s[i] != ',' && s[i] != '}') {
-                if (s[i] == '"' || s[i] == '{') {
-                    rc = bad(err, &c, len, "unexpected character in an unquoted element");
-                    goto out;
-                }
-                if (s[i] == '\\') {
-                    escaped = true;
-                    if (++i >= len)
-                        break;
-                    last = i + 1;
-                } else if (!is_space(s[i])) {
-                    last = i + 1;
-                }
-                i++;
-            }
-            if (i >= len) {
-                rc = bad(err, &c, len, "it ends before its closing '}'");
-                goto out;
-            }
-            elen = last - start;
-        }
-        e = s + start;
-        if (escaped) {
-            char *b = scratch_get(&sc, elen);
-            size_t n = 0;
-            if (!b) {
-                rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory rendering an array");
-                goto out;
-            }
-            for (size_t k = start; k < start + elen; k++) {
-                if (s[k] == '\\')
-                    k++;
-                if (k < start + elen)
-                    b[n++] = s[k];
-            }
-            e = b;
-            elen = n;
+        size_t start, elen;
+        bool quoted, escaped;
+        if ((rc = array_scan_elem(&c, s, len, &i, &start, &elen, &quoted, &escaped, err)) != 0)
+            goto out;
+        const char *e = escaped ? array_unescape(&sc, s, start, &elen) : s + start;
+        if (!e) {
+            rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory rendering an array");
+            goto out;
         }
         nelem++;
         if (!quoted && !escaped && eq_nocase(e, elen, "null")) {
             rc = jw_puts(out, "null");
         } else {
-            rc = render_scalar(out, ekind, t->elem_oid, subkind, suboid, e, elen, err);
+            rc = render_scalar(out, t->elem_kind, t->elem_oid, subkind, suboid, e, elen, err);
             if (rc != 0) {
                 wg_error_prefix(err, "element %zu of an array", nelem);
                 goto out;

@@ -96,6 +96,8 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     s->snap_pos = pos ? pos : s->consistent_point;
     wg_buf b = {0};
     rec_snapshot_start(&b, qname, x);
+    if (rc == 0 && wg_buf_failed(&b))
+        rc = wg_error_set(err, WG_ERR_NOMEM, "resync of %s: out of memory", qname);
     if (rc == 0)
         rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, s->snap_pos, err);
     wg_buf_free(&b);

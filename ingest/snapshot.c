@@ -153,6 +153,11 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
                       wg_error *err)
 {
     rec_snapshot_mark(b, op, table, s->snap_lsn, rows);
+    if (wg_buf_failed(b)) /* a half-written chunk never reaches the log */
+        return wg_error_set(err, WG_ERR_NOMEM,
+                            "snapshot of %s: out of memory while writing a chunk of its rows; "
+                            "the snapshot starts again on the next run",
+                            table);
     /* The disk guard is asked for this chunk: while it says no, nothing more is written. */
     if (s->stop && *s->stop)
         return wg_error_set(err, WG_ERR_CANCELLED,
@@ -421,7 +426,9 @@ static int snap_abandon(ingest_source *s, wg_error *err)
     /* Also tables that were partly copied but not recorded: abort every table named in the
      * publication is done by the caller passing them in s->tables. */
     int rc = 0;
-    if (b.len) {
+    if (wg_buf_failed(&b))
+        rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory while marking an abandoned snapshot");
+    else if (b.len) {
         rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, at, err);
         s->unsynced = rc == 0;
         if (rc == 0)

@@ -133,6 +133,24 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     return s;
 }
 
+ingest_source *src_new_offline(const ingest_source_config *cfg, const char *state_dir,
+                               cat_handle catalog, int proto, wg_error *err)
+{
+    ingest_pg_config pg = {.name = cfg->connection};
+    ingest_source *s = ingest_source_new(cfg, &pg, NULL, 0, state_dir, err);
+    if (!s)
+        return NULL;
+    s->catalog = catalog;
+    s->proto = proto;
+    s->dec = pgout_decoder_new(proto);
+    if (!s->dec) {
+        ingest_source_free(s);
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    return s;
+}
+
 static void src_disconnect(ingest_source *s)
 {
     if (s->catalog.ctx && s->catalog.ctx == s->cat)

@@ -251,6 +251,15 @@ struct ingest_source {
 /* Whether "qname.col" is in a configured column list (text_columns, exclude_columns). */
 bool src_col_listed(char *const *list, const char *qname, const char *col);
 bool src_table_configured(const ingest_source *s, const char *qname);
+/*
+ * A source that applies decoded messages without a server, for unit tests of the path from
+ * pgoutput bytes to the change log: ingest_source_new's object (its state files and change
+ * log under `state_dir`, a temporary directory), relation descriptions from `catalog` (a stub)
+ * and a pgoutput decoder for protocol `proto`. Feed it pgout_decode + apply_dispatch; free it
+ * with ingest_source_free. NULL with `err` on failure.
+ */
+ingest_source *src_new_offline(const ingest_source_config *cfg, const char *state_dir,
+                               cat_handle catalog, int proto, wg_error *err);
 
 /* ---- state.c: the state file, status.json, table status ---------------------------------- */
 
@@ -263,7 +272,7 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err);
 void state_save(ingest_source *s);
 void state_status_write(ingest_source *s, bool force);
 
-/* ---- record.c: the change-record writer -------------------------------------------------- */
+/* ---- record.c: the change-record writers (its readers are in ingest.h) ----------------------- */
 
 void rec_put_commit(wg_buf *b, const pgout_msg *m, uint32_t xid);
 void rec_put_begin(wg_buf *b, uint32_t xid, uint64_t final_lsn, int64_t commit_time);
@@ -289,10 +298,6 @@ void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
 int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err);
 void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint8_t options);
 void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t len);
-/* The table a record line is about ("table" member right after "op"), escaped as written. */
-bool rec_line_table(const char *line, size_t len, const char **name, size_t *nlen);
-bool rec_truncate_names_any(const char *line, size_t len,
-                            bool (*pred)(void *ctx, const char *name, size_t nlen), void *ctx);
 
 /* ---- relcache.c: how to render each relation --------------------------------------------- */
 

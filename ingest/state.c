@@ -127,7 +127,10 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     s->snap_done = snapshot_done;
     char path[4096];
     snprintf(path, sizeof(path), "%s/state", s->dir);
-    int rc = wg_write_file_atomic(path, b.data, b.len, 0600, err);
+    int rc =
+        wg_buf_failed(&b) /* a cut-short state file would forget tables */
+            ? wg_error_set(err, WG_ERR_NOMEM, "%s: out of memory; the file is left as it was", path)
+            : wg_write_file_atomic(path, b.data, b.len, 0600, err);
     wg_buf_free(&b);
     return rc;
 }
@@ -210,7 +213,9 @@ void state_status_write(ingest_source *s, bool force)
     char path[4096];
     wg_error err = {0};
     snprintf(path, sizeof(path), "%s/status.json", s->dir);
-    if (wg_write_file_atomic(path, b.data, b.len, 0600, &err) != 0)
+    if (wg_buf_failed(&b)) /* the next write tries again */
+        log_warn(s->cfg.name, "%s: out of memory; not updated", path);
+    else if (wg_write_file_atomic(path, b.data, b.len, 0600, &err) != 0)
         log_warn(s->cfg.name, "%s", err.msg);
     wg_buf_free(&b);
 }

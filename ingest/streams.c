@@ -121,6 +121,10 @@ static int streams_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
                             "not receive",
                             m->stream_xid);
     uint64_t end = m->u.commit.end_lsn;
+    char what[64];
+    snprintf(what, sizeof(what), "streamed transaction %u", st->xid);
+    if (txn_buf_check(&st->buf, what, err) != 0) /* a failed buffer may look empty */
+        return -1;
     if (end <= s->skip_upto || txn_buf_len(&st->buf) == 0) {
         st_drop(s, st);
         return 0;
@@ -142,6 +146,12 @@ static int streams_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
     wg_buf head = {0};
     rec_put_begin(&head, st->xid, m->u.commit.commit_lsn, m->u.commit.commit_time);
     rec_put_commit(&st->buf.mem, m, st->xid);
+    if (wg_buf_failed(&head))
+        wg_buf_fail(&st->buf.mem); /* its first line is missing: the whole is not written */
+    if (txn_buf_check(&st->buf, what, err) != 0) {
+        wg_buf_free(&head);
+        return -1;
+    }
     uint64_t len = txn_buf_len(&st->buf) + head.len;
     int rc = stream_guard(s, len, st->buf.spilled, err);
     if (rc == 0)

@@ -59,8 +59,21 @@ static int open_spill(txn_buf *t, wg_error *err)
     return 0;
 }
 
+int txn_buf_check(const txn_buf *t, const char *what, wg_error *err)
+{
+    if (!wg_buf_failed(&t->mem))
+        return 0;
+    return wg_error_set(err, WG_ERR_NOMEM,
+                        "out of memory while writing the change records of %s; nothing of it "
+                        "was written and it is received again after the reconnect (raise the "
+                        "memory limit of walgate, or lower max_txn_memory)",
+                        what);
+}
+
 int txn_buf_spill(txn_buf *t, bool force, wg_error *err)
 {
+    if (txn_buf_check(t, "a transaction", err) != 0)
+        return -1;
     if (t->mem.len == 0 || (!force && t->mem.len < t->limit))
         return 0;
     if (t->fd < 0 && open_spill(t, err) != 0)
@@ -100,6 +113,8 @@ int txn_buf_commit(txn_buf *t, const char *head, size_t head_len, changelog *log
 {
     if (!head)
         head_len = 0;
+    if (txn_buf_check(t, "a transaction", err) != 0)
+        return -1;
     if (head_len > TXN_HEAD_ROOM)
         return wg_error_set(err, WG_ERR_INTERNAL,
                             "a transaction's first line is %zu bytes (at "

@@ -31,6 +31,14 @@ typedef struct txn_buf {
 /* An empty transaction buffer spilling beyond `limit` bytes into a file in `dir`. */
 void txn_buf_init(txn_buf *t, const char *dir, uint64_t limit);
 
+/*
+ * 0 while every record appended to the buffer is whole; -1 with `err` (WG_ERR_NOMEM) once an
+ * append to `mem` failed (wg_buf's sticky error): the transaction must then not reach the log
+ * nor its spill file, and the cycle ends (the server sends it again after the reconnect).
+ * `what` names the transaction for the message ("transaction 745").
+ */
+int txn_buf_check(const txn_buf *t, const char *what, wg_error *err);
+
 /* Bytes of records held, in memory and spilled. */
 uint64_t txn_buf_len(const txn_buf *t);
 

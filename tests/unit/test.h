@@ -71,6 +71,34 @@ static int g_failures; /* failed checks in the current test */
         }                                                                                          \
     } while (0)
 
+/* Two texts have the same lines; the first difference is reported with its line and column. */
+#define CHECK_SAME_LINES(got, want) check_same_lines_at(__FILE__, __LINE__, (got), (want))
+
+static inline void check_same_lines_at(const char *file, int at, const char *got, const char *want)
+{
+    int line = 1;
+    got = got ? got : "";
+    want = want ? want : "";
+    while (*got || *want) {
+        const char *ge = strchr(got, '\n'), *we = strchr(want, '\n');
+        size_t gl = ge ? (size_t)(ge - got) : strlen(got),
+               wl = we ? (size_t)(we - want) : strlen(want);
+        if (gl != wl || memcmp(got, want, gl) != 0) {
+            size_t k = 0;
+            while (k < gl && k < wl && got[k] == want[k])
+                k++;
+            fprintf(stderr, "%s:%d: line %d differs at column %zu:\n  got:  %.*s\n  want: %.*s\n",
+                    file, at, line, k, (int)(gl - k < 200 ? gl - k : 200), got + k,
+                    (int)(wl - k < 200 ? wl - k : 200), want + k);
+            g_failures++;
+            return;
+        }
+        got += gl + (ge ? 1 : 0);
+        want += wl + (we ? 1 : 0);
+        line++;
+    }
+}
+
 #define TEST_MAIN()                                                                                \
     int main(int argc, char **argv)                                                                \
     {                                                                                              \

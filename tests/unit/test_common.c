@@ -56,6 +56,49 @@ TEST(base64_round_trip)
     CHECK(wg_base64_decode("aGVsbG8gd29ybGQ=", 16, out, 4) < 0); /* too small */
 }
 
+TEST(buf_error_is_sticky)
+{
+    wg_buf b = {0};
+    CHECK_EQ_INT(wg_buf_puts(&b, "{\"op\":\"insert\""), 0);
+    CHECK(!wg_buf_failed(&b));
+    size_t before = b.len;
+    /* The next allocation fails: a write that must grow the buffer. */
+    wg_buf_test_fail_alloc(1);
+    char big[4096];
+    memset(big, 'x', sizeof(big));
+    CHECK_EQ_INT(wg_buf_append(&b, big, sizeof(big)), -1);
+    wg_buf_test_fail_alloc(0);
+    CHECK(wg_buf_failed(&b));
+    CHECK_EQ_INT(b.len, before);
+    /* Every later append is a no-op, even one that would fit or succeed now. */
+    CHECK_EQ_INT(wg_buf_putc(&b, '}'), -1);
+    CHECK_EQ_INT(wg_buf_puts(&b, ",\"x\":1"), -1);
+    CHECK_EQ_INT(wg_buf_printf(&b, "%d", 42), -1);
+    CHECK_EQ_INT(wg_buf_reserve(&b, 1), -1);
+    CHECK_EQ_INT(wg_json_escape(&b, "abc", 3), -1);
+    wg_json j;
+    wg_json_init(&j, &b);
+    wg_json_key(&j, "k");
+    wg_json_string(&j, "v");
+    CHECK_EQ_INT(b.len, before);
+    CHECK(wg_buf_failed(&b));
+    /* Reset starts over: empty and healthy. */
+    wg_buf_reset(&b);
+    CHECK(!wg_buf_failed(&b));
+    CHECK_EQ_INT(wg_buf_puts(&b, "ok"), 0);
+    CHECK_EQ_STR(b.data, "ok");
+    wg_buf_fail(&b);
+    CHECK(wg_buf_failed(&b));
+    wg_buf_free(&b);
+    CHECK(!wg_buf_failed(&b));
+    /* A fresh buffer whose first allocation fails has no data and says so. */
+    wg_buf_test_fail_alloc(1);
+    CHECK_EQ_INT(wg_buf_putc(&b, 'a'), -1);
+    wg_buf_test_fail_alloc(0);
+    CHECK(wg_buf_failed(&b) && b.data == NULL && b.len == 0);
+    wg_buf_free(&b);
+}
+
 TEST(json_escaping)
 {
     wg_buf b = {0};

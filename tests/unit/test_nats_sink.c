@@ -27,8 +27,8 @@
 
 static const char *subject_of(const char *prefix, const char *qname)
 {
-    static char buf[NATS_SUBJECT_MAX];
-    if (nats_table_subject(prefix, qname, strlen(qname), -1, buf, sizeof(buf)) < 0)
+    static char buf[FWD_NATS_SUBJECT_MAX];
+    if (fwd_nats_table_subject(prefix, qname, strlen(qname), -1, buf, sizeof(buf)) < 0)
         return "(error)";
     return buf;
 }
@@ -46,83 +46,70 @@ TEST(table_subjects)
     CHECK_EQ_STR(subject_of("w", "s.\xc3\xa9t\xc3\xa9"), "w.s.\xc3\xa9t\xc3\xa9");
     CHECK_EQ_STR(subject_of("w", "s."), "w.s._");
     char small[8];
-    CHECK_EQ_INT(nats_table_subject("walgate", "public.orders", 13, -1, small, sizeof(small)), -1);
+    CHECK_EQ_INT(fwd_nats_table_subject("walgate", "public.orders", 13, -1, small, sizeof(small)),
+                 -1);
     /* A schema holding a '.' (the record names it): split after it. */
-    char buf[NATS_SUBJECT_MAX];
-    CHECK_EQ_INT(nats_table_subject("w", "a.b.c", 5, 3, buf, sizeof(buf)), 0);
+    char buf[FWD_NATS_SUBJECT_MAX];
+    CHECK_EQ_INT(fwd_nats_table_subject("w", "a.b.c", 5, 3, buf, sizeof(buf)), 0);
     CHECK_EQ_STR(buf, "w.a%2Eb.c");
-    CHECK_EQ_INT(nats_table_subject("w", "a.b.c", 5, 1, buf, sizeof(buf)), 0);
+    CHECK_EQ_INT(fwd_nats_table_subject("w", "a.b.c", 5, 1, buf, sizeof(buf)), 0);
     CHECK_EQ_STR(buf, "w.a.b%2Ec");
 }
 
 TEST(subject_match)
 {
-    CHECK(nats_subject_match("walgate.>", "walgate.public.orders"));
-    CHECK(nats_subject_match(">", "walgate.public.orders"));
-    CHECK(nats_subject_match("walgate.*.orders", "walgate.public.orders"));
-    CHECK(nats_subject_match("walgate.public.orders", "walgate.public.orders"));
-    CHECK(!nats_subject_match("walgate.>", "walgate"));
-    CHECK(!nats_subject_match("walgate.*", "walgate.public.orders"));
-    CHECK(!nats_subject_match("walgate.public.orders.x", "walgate.public.orders"));
-    CHECK(!nats_subject_match("other.>", "walgate.public.orders"));
-    CHECK(!nats_subject_match("walgatex.>", "walgate.public.orders"));
+    CHECK(fwd_nats_subject_match("walgate.>", "walgate.public.orders"));
+    CHECK(fwd_nats_subject_match(">", "walgate.public.orders"));
+    CHECK(fwd_nats_subject_match("walgate.*.orders", "walgate.public.orders"));
+    CHECK(fwd_nats_subject_match("walgate.public.orders", "walgate.public.orders"));
+    CHECK(!fwd_nats_subject_match("walgate.>", "walgate"));
+    CHECK(!fwd_nats_subject_match("walgate.*", "walgate.public.orders"));
+    CHECK(!fwd_nats_subject_match("walgate.public.orders.x", "walgate.public.orders"));
+    CHECK(!fwd_nats_subject_match("other.>", "walgate.public.orders"));
+    CHECK(!fwd_nats_subject_match("walgatex.>", "walgate.public.orders"));
 }
 
 TEST(names_valid)
 {
-    CHECK(nats_prefix_valid("walgate"));
-    CHECK(nats_prefix_valid("acme.cdc"));
-    CHECK(!nats_prefix_valid(""));
-    CHECK(!nats_prefix_valid("a..b"));
-    CHECK(!nats_prefix_valid("a."));
-    CHECK(!nats_prefix_valid("a.*"));
-    CHECK(!nats_prefix_valid("a b"));
-    CHECK(nats_stream_name_valid("WALGATE_orders-1"));
-    CHECK(!nats_stream_name_valid("a.b"));
-    CHECK(!nats_stream_name_valid("a/b"));
-    CHECK(!nats_stream_name_valid(""));
+    CHECK(fwd_nats_prefix_valid("walgate"));
+    CHECK(fwd_nats_prefix_valid("acme.cdc"));
+    CHECK(!fwd_nats_prefix_valid(""));
+    CHECK(!fwd_nats_prefix_valid("a..b"));
+    CHECK(!fwd_nats_prefix_valid("a."));
+    CHECK(!fwd_nats_prefix_valid("a.*"));
+    CHECK(!fwd_nats_prefix_valid("a b"));
+    CHECK(fwd_nats_stream_name_valid("WALGATE_orders-1"));
+    CHECK(!fwd_nats_stream_name_valid("a.b"));
+    CHECK(!fwd_nats_stream_name_valid("a/b"));
+    CHECK(!fwd_nats_stream_name_valid(""));
 }
 
 TEST(record_scan)
 {
     const char *rec = "{\"op\":\"insert\",\"table\":\"s\\\"q.t\\u00e9\",\"new\":{\"table\":\"x\","
                       "\"a\":[1,{\"b\":\"}\"}]},\"key\":[\"id\"],\"xid\": 42 }";
-    const char *v;
-    size_t vlen;
-    char buf[64], op[16];
-    CHECK_EQ_INT(nats_record_op(rec, strlen(rec), op, sizeof(op)), NATS_OP_ROW);
+    char op[16];
+    CHECK_EQ_INT(fwd_nats_record_op(rec, strlen(rec), op, sizeof(op)), FWD_NATS_OP_ROW);
     CHECK_EQ_STR(op, "insert");
-    CHECK_EQ_INT(nats_json_member(rec, strlen(rec), "table", &v, &vlen), 0);
-    CHECK_EQ_INT(nats_json_string(v, vlen, buf, sizeof(buf)), 7);
-    CHECK_EQ_STR(buf, "s\"q.t\xc3\xa9");
-    CHECK_EQ_INT(nats_json_member(rec, strlen(rec), "xid", &v, &vlen), 0);
-    CHECK_EQ_INT(vlen, 2);
-    CHECK(!memcmp(v, "42", 2));
-    CHECK_EQ_INT(nats_json_member(rec, strlen(rec), "b", &v, &vlen), -1); /* nested: not top */
-    CHECK_EQ_INT(nats_json_member("{\"op\":", 6, "op", &v, &vlen), -1);
-    CHECK_EQ_INT(nats_json_member("[1]", 3, "op", &v, &vlen), -1);
-    CHECK_EQ_INT(nats_json_string("\"\\ud83d\\ude00\"", 14, buf, sizeof(buf)), 4);
-    CHECK_EQ_INT(nats_json_string("\"\\ud83d\"", 8, buf, sizeof(buf)), -1);
-    CHECK_EQ_INT(nats_json_string("\"abc\"", 5, buf, 3), -1);
 
     static const struct {
         const char *rec;
-        nats_op op;
+        fwd_nats_op op;
     } ops[] = {
-        {"{\"op\":\"begin\",\"xid\":1}", NATS_OP_BEGIN},
-        {"{\"op\":\"commit\",\"xid\":1}", NATS_OP_COMMIT},
-        {"{\"op\":\"update\",\"table\":\"a.b\"}", NATS_OP_ROW},
-        {"{\"op\":\"delete\",\"table\":\"a.b\"}", NATS_OP_ROW},
-        {"{\"op\":\"read\",\"table\":\"a.b\"}", NATS_OP_ROW},
-        {"{\"op\":\"truncate\",\"tables\":[\"a.b\"]}", NATS_OP_TRUNCATE},
-        {"{\"op\":\"message\",\"prefix\":\"p\"}", NATS_OP_MESSAGE},
-        {"{\"op\":\"snapshot_done\",\"table\":\"a.b\"}", NATS_OP_SNAPSHOT},
-        {"{\"op\":\"snapshot\",\"table\":\"a.b\"}", NATS_OP_SNAPSHOT},
-        {"{\"op\":\"later\"}", NATS_OP_OTHER},
-        {"garbage", NATS_OP_OTHER},
+        {"{\"op\":\"begin\",\"xid\":1}", FWD_NATS_OP_BEGIN},
+        {"{\"op\":\"commit\",\"xid\":1}", FWD_NATS_OP_COMMIT},
+        {"{\"op\":\"update\",\"table\":\"a.b\"}", FWD_NATS_OP_ROW},
+        {"{\"op\":\"delete\",\"table\":\"a.b\"}", FWD_NATS_OP_ROW},
+        {"{\"op\":\"read\",\"table\":\"a.b\"}", FWD_NATS_OP_ROW},
+        {"{\"op\":\"truncate\",\"tables\":[\"a.b\"]}", FWD_NATS_OP_TRUNCATE},
+        {"{\"op\":\"message\",\"prefix\":\"p\"}", FWD_NATS_OP_MESSAGE},
+        {"{\"op\":\"snapshot_done\",\"table\":\"a.b\"}", FWD_NATS_OP_SNAPSHOT},
+        {"{\"op\":\"snapshot\",\"table\":\"a.b\"}", FWD_NATS_OP_SNAPSHOT},
+        {"{\"op\":\"later\"}", FWD_NATS_OP_OTHER},
+        {"garbage", FWD_NATS_OP_OTHER},
     };
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-        CHECK_EQ_INT(nats_record_op(ops[i].rec, strlen(ops[i].rec), NULL, 0), ops[i].op);
+        CHECK_EQ_INT(fwd_nats_record_op(ops[i].rec, strlen(ops[i].rec), NULL, 0), ops[i].op);
 }
 
 /* Collects planned messages as "subject|id|op|index/total|xid|commit_time|lsn|batch". */
@@ -132,7 +119,7 @@ typedef struct plan_log {
     int stop_after; /* stop (return 7) after this many, 0 = never */
 } plan_log;
 
-static int collect(void *arg, const nats_out *m)
+static int collect(void *arg, const fwd_nats_out *m)
 {
     plan_log *pl = arg;
     if (pl->n < 16)
@@ -162,7 +149,7 @@ TEST(plan_transaction)
         "\"xid\":731,\"commit_time\":\"T1\"}\n";
     fwd_item it = item_of(data, 0x16B374D878ull);
     plan_log pl = {0};
-    CHECK_EQ_INT(nats_plan_item("w", &it, collect, &pl, NULL), 0);
+    CHECK_EQ_INT(fwd_nats_plan_item("w", &it, collect, &pl, NULL), 0);
     CHECK_EQ_INT(pl.n, 6);
     CHECK_EQ_STR(pl.lines[0], "w.public.orders|src/00000016B374D878-0-1|insert|1/6|731|T1|16/"
                               "B374D878|src/00000016B374D878-0|{\"op\":\"inser");
@@ -176,7 +163,7 @@ TEST(plan_transaction)
 
     /* The callback's non-zero answer stops the plan. */
     plan_log stop = {.stop_after = 2};
-    CHECK_EQ_INT(nats_plan_item("w", &it, collect, &stop, NULL), 7);
+    CHECK_EQ_INT(fwd_nats_plan_item("w", &it, collect, &stop, NULL), 7);
     CHECK_EQ_INT(stop.n, 2);
 }
 
@@ -191,7 +178,7 @@ TEST(plan_dotted_schema)
         "{\"op\":\"commit\",\"lsn\":\"0/10\",\"end_lsn\":\"0/20\",\"xid\":5}\n";
     fwd_item it = item_of(data, 0x20);
     plan_log pl = {0};
-    CHECK_EQ_INT(nats_plan_item("w", &it, collect, &pl, NULL), 0);
+    CHECK_EQ_INT(fwd_nats_plan_item("w", &it, collect, &pl, NULL), 0);
     CHECK_EQ_INT(pl.n, 5);
     CHECK(strncmp(pl.lines[0], "w.a%2Eb.c|", 10) == 0);
     CHECK(strncmp(pl.lines[1], "w.a.b%2Ec|", 10) == 0); /* no "schema": the first '.' */
@@ -208,7 +195,7 @@ TEST(plan_snapshot_and_bad_records)
     it.ordinal = 3;
     snprintf(it.key, sizeof(it.key), "src/0000000000000100-3");
     plan_log pl = {0};
-    CHECK_EQ_INT(nats_plan_item("acme.cdc", &it, collect, &pl, NULL), 0);
+    CHECK_EQ_INT(fwd_nats_plan_item("acme.cdc", &it, collect, &pl, NULL), 0);
     CHECK_EQ_INT(pl.n, 3);
     CHECK_EQ_STR(pl.lines[0], "acme.cdc.public.t|src/0000000000000100-3-0|read|1/3|||0/"
                               "100|src/0000000000000100-3|{\"op\":\"read\"");
@@ -219,7 +206,7 @@ TEST(plan_snapshot_and_bad_records)
     it = item_of(bad, 0x200);
     plan_log pb = {0};
     size_t bad_rec = 99;
-    CHECK_EQ_INT(nats_plan_item("w", &it, collect, &pb, &bad_rec), -1);
+    CHECK_EQ_INT(fwd_nats_plan_item("w", &it, collect, &pb, &bad_rec), -1);
     CHECK_EQ_INT(bad_rec, 1);
     CHECK_EQ_INT(pb.n, 0);
 }

@@ -972,29 +972,6 @@ out:
     return rc;
 }
 
-static void compare_lines(const char *got, const char *want)
-{
-    int line = 1;
-    while (*got || *want) {
-        const char *ge = strchr(got, '\n'), *we = strchr(want, '\n');
-        size_t gl = ge ? (size_t)(ge - got) : strlen(got),
-               wl = we ? (size_t)(we - want) : strlen(want);
-        if (gl != wl || memcmp(got, want, gl) != 0) {
-            size_t k = 0;
-            while (k < gl && k < wl && got[k] == want[k])
-                k++;
-            fprintf(stderr, "line %d differs at column %zu:\n  got:  %.*s\n  want: %.*s\n", line, k,
-                    (int)(gl - k < 200 ? gl - k : 200), got + k, (int)(wl - k < 200 ? wl - k : 200),
-                    want + k);
-            g_failures++;
-            return;
-        }
-        got += gl + (ge ? 1 : 0);
-        want += wl + (we ? 1 : 0);
-        line++;
-    }
-}
-
 TEST(captured_protocol_1_renders_as_expected)
 {
     wg_buf lines = {0}, want = {0};
@@ -1002,7 +979,7 @@ TEST(captured_protocol_1_renders_as_expected)
     CHECK_EQ_INT(decode_capture("types_v1.bin", 1, &lines, &st), 0);
     CHECK_EQ_INT(load("types_v1.expected", &want), 0);
     if (lines.data && want.data)
-        compare_lines(lines.data, want.data);
+        CHECK_SAME_LINES(lines.data, want.data);
     CHECK_EQ_INT(st.counts['I'], 6);
     CHECK_EQ_INT(st.counts['U'], 3);
     CHECK_EQ_INT(st.counts['D'], 2);
@@ -1022,7 +999,7 @@ TEST(captured_protocol_2_streams)
     /* Before the first stream block it is the same traffic as the protocol 1 capture. */
     CHECK_EQ_INT(load("types_v1.expected", &want), 0);
     if (lines.data && want.data)
-        compare_lines(lines.data, want.data);
+        CHECK_SAME_LINES(lines.data, want.data);
     CHECK_EQ_INT(st.counts['S'], 4);
     CHECK_EQ_INT(st.counts['E'], 4);
     CHECK_EQ_INT(st.counts['c'], 1);

@@ -201,6 +201,44 @@ TEST(refuses_a_head_too_long_and_a_batch_without_commit)
     fx_close(&f);
 }
 
+/* A record cut short by an allocation failure never reaches the log nor the spill file. */
+TEST(failed_buffer_is_never_spilled_or_committed)
+{
+    fixture f;
+    fx_open(&f);
+    txn_buf t;
+    wg_error err = {0};
+    wg_buf out = {0};
+    txn_buf_init(&t, f.base, 256);
+    wg_buf_puts(&t.mem, "{\"op\":\"begin\",\"xid\":9}\n");
+    add_rows(&t, 0, 3);
+    CHECK_EQ_INT(txn_buf_check(&t, "transaction 9", &err), 0);
+    /* The next growth of the in-memory records fails (memory held is below the limit). */
+    wg_buf_test_fail_alloc(1);
+    for (int i = 0; i < 64 && !wg_buf_failed(&t.mem); i++)
+        wg_buf_puts(&t.mem, "{\"op\":\"insert\",\"table\":\"public.t\",\"new\":{\"id\":");
+    wg_buf_test_fail_alloc(0);
+    CHECK(wg_buf_failed(&t.mem));
+    wg_buf_puts(&t.mem, "1}}\n{\"op\":\"commit\",\"xid\":9}\n"); /* no-op now */
+    CHECK(txn_buf_check(&t, "transaction 9", &err) < 0);
+    CHECK_EQ_INT(err.code, WG_ERR_NOMEM);
+    CHECK_CONTAINS(err.msg, "transaction 9");
+    err = (wg_error){0};
+    CHECK_EQ_INT(txn_buf_spill(&t, true, &err), -1);
+    CHECK_EQ_INT(err.code, WG_ERR_NOMEM);
+    err = (wg_error){0};
+    CHECK_EQ_INT(txn_buf_commit(&t, NULL, 0, f.log, 0x10, &err), -1);
+    CHECK_EQ_INT(err.code, WG_ERR_NOMEM);
+    fx_read(&f, &out);
+    CHECK_EQ_INT(out.len, 0); /* nothing of it in the log */
+    /* The next transaction starts healthy. */
+    txn_buf_reset(&t);
+    CHECK_EQ_INT(txn_buf_check(&t, "transaction 10", &err), 0);
+    txn_buf_free(&t);
+    wg_buf_free(&out);
+    fx_close(&f);
+}
+
 TEST(spill_in_a_missing_directory_names_it)
 {
     txn_buf t;

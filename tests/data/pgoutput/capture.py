@@ -14,7 +14,9 @@ length followed by that many bytes:
     stream_v2.bin  protocol 2 with streaming: Stream Start/Stop/Commit/Abort with xid prefixes
 
 The expected renderings (types_v1.expected.jsonl) are written by hand; test_pgoutput.c checks
-the decoder and renderer against them. It also refreshes tests/fuzz/corpus/fuzz_pgoutput/.
+the decoder and renderer against them. types_v1.records is the change log test_apply.c expects
+from types_v1.bin (decoder, apply step, stubbed catalog); after a capture, regenerate it with
+WALGATE_REGENERATE=1 build/tests/test_apply and review the difference. It also refreshes tests/fuzz/corpus/fuzz_pgoutput/.
 """
 import os
 import struct
