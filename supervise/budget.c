@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#define SUP_INDEX_ENTRY 32 /* bytes of a batch's change-log index entry (format version 2) */
 #define SUP_FLOOR_MAX (256ull << 20) /* default min_free_space: at most 256 MiB ... */
 #define SUP_FLOOR_PERCENT 5          /* ... and at most 5 % of the file system */
 #define SUP_STATVFS_MS 1000          /* free space is measured again after this long ... */
@@ -30,6 +31,7 @@
 typedef struct usage {
     uint64_t total;
     uint64_t waiting; /* undelivered bytes, plus the whole log of a source without forwarders */
+    uint64_t freed;   /* bytes the pruning removed */
 } usage;
 
 static void log_dir(const sup_t *d, const sup_source *s, char *buf, size_t len)
@@ -75,6 +77,7 @@ static void prune_source(sup_t *d, size_t idx, int64_t older_than, const char *w
     uint64_t freed = 0;
     int removed =
         changelog_prune(dir, forwarded ? slowest.seq : UINT32_MAX, older_than, &freed, &err);
+    u->freed += freed;
     if (removed > 0)
         log_info(s->name, "%s: removed %d change-log segment%s (%llu bytes)", why, removed,
                  removed == 1 ? "" : "s", (unsigned long long)freed);
@@ -122,10 +125,19 @@ void sup_budget_init(sup_t *d)
     pthread_mutex_unlock(&d->budget_mu);
 }
 
+/* `used` is kept by counting, not by measuring again: a batch the guard let through may not be
+ * on disk yet (the log gathers small batches until its next sync), so a measurement taken
+ * meanwhile would be short. What pruning removes is taken off. */
+static void freed(sup_t *d, const usage *u)
+{
+    d->used = d->used > u->freed ? d->used - u->freed : 0;
+}
+
 void sup_budget_housekeeping(sup_t *d)
 {
     pthread_mutex_lock(&d->budget_mu);
-    d->used = prune_all(d, wg_wall_ms() - d->o.log_retention_ms, "retention").total;
+    usage u = prune_all(d, wg_wall_ms() - d->o.log_retention_ms, "retention");
+    freed(d, &u);
     measure_space(d);
     pthread_mutex_unlock(&d->budget_mu);
 }
@@ -133,7 +145,7 @@ void sup_budget_housekeeping(sup_t *d)
 static void over_budget_why(sup_t *d, const usage *u, char *why, size_t len)
 {
     char a[32], b[32];
-    wg_format_size(u->total, a, sizeof(a));
+    wg_format_size(d->used, a, sizeof(a));
     wg_format_size(d->o.log_max_disk, b, sizeof(b));
     bool unforwarded = false;
     for (size_t i = 0; i < d->n_sources; i++)
@@ -154,7 +166,7 @@ static bool budget_room(sup_t *d, uint64_t bytes, char *why, size_t len)
         return true;
     usage u = prune_all(d, wg_wall_ms() + 1,
                         "at log_max_disk, forwarded segments go before log_retention expires");
-    d->used = u.total;
+    freed(d, &u);
     if (d->used + bytes <= d->o.log_max_disk)
         return true;
     if (u.waiting == 0) {
@@ -162,7 +174,7 @@ static bool budget_room(sup_t *d, uint64_t bytes, char *why, size_t len)
          * they are full: holding would wait for nothing. */
         if (d->said_full_ms == 0 || wg_now_ms() - d->said_full_ms > 600000) {
             char a[32], b[32];
-            wg_format_size(u.total, a, sizeof(a));
+            wg_format_size(d->used, a, sizeof(a));
             wg_format_size(d->o.log_max_disk, b, sizeof(b));
             log_warn(NULL,
                      "the change logs take %s, over log_max_disk (%s), although every forwarder "
@@ -197,7 +209,7 @@ static bool space_room(sup_t *d, uint64_t need, char *why, size_t len)
         return true;
     usage u = prune_all(d, wg_wall_ms() + 1,
                         "low on disk space, forwarded segments go before log_retention expires");
-    d->used = u.total;
+    freed(d, &u);
     measure_space(d);
     if (d->avail >= d->floor + need)
         return true;
@@ -219,7 +231,7 @@ bool sup_guard(sup_t *d, const char *source, uint64_t bytes, uint64_t reclaim, c
     uint64_t need = bytes > reclaim ? bytes - reclaim : 0;
     bool ok = budget_room(d, bytes, why, len) && space_room(d, need, why, len);
     if (ok) {
-        d->used += bytes;
+        d->used += bytes + SUP_INDEX_ENTRY; /* and its index entry */
         d->avail = d->avail > need ? d->avail - need : 0;
     }
     if (ok != !d->hold_why[0] || (!ok && strcmp(d->hold_why, why) != 0)) {
