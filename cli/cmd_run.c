@@ -17,7 +17,39 @@
 typedef struct runner {
     ingest_source *src;
     pthread_t thread;
+    uint64_t route_gen; /* the route's tunnel connects or endpoint generation last seen */
 } runner;
+
+/*
+ * A generation of the source's route that changes when the route comes back: the tunnel's
+ * session count (a reconnect), the PrivateLink endpoint's address-set generation (it moved).
+ * 0 for a direct route (nothing to watch).
+ */
+static uint64_t route_generation(const cli_route *route)
+{
+    if (route->tunnel) {
+        tunnel_status ts;
+        tunnel_get_status(route->tunnel, &ts);
+        return ts.state == TUNNEL_STATE_UP ? ts.connects : 0;
+    }
+    if (route->endpoint)
+        return pl_endpoint_generation(route->endpoint);
+    return 0;
+}
+
+/* When a route came back, the sources on it retry at once instead of sitting out their
+ * backoff (ingest_source_kick). */
+static void kick_on_route_change(runner *rs, const cli_route *routes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t g = route_generation(&routes[i]);
+        if (g != 0 && g != rs[i].route_gen) {
+            if (rs[i].route_gen != 0)
+                ingest_source_kick(rs[i].src);
+            rs[i].route_gen = g;
+        }
+    }
+}
 
 static void *run_thread(void *arg)
 {
@@ -354,14 +386,19 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         if (wg_now_ms() >= next_house) {
             housekeeping(cfg, rs, started, &held);
             next_house = wg_now_ms() + 1000;
+            for (size_t i = 0; i < started; i++)
+                if (routes[i].tunnel) {
+                    const cli_postgres *p =
+                        cli_config_postgres(cfg, cfg->sources[i].cfg.connection);
+                    tunnel_status_write(cfg, p->via, routes[i].tunnel);
+                }
         }
-        for (size_t i = 0; i < started; i++)
-            if (routes[i].tunnel) {
-                const cli_postgres *p = cli_config_postgres(cfg, cfg->sources[i].cfg.connection);
-                tunnel_status_write(cfg, p->via, routes[i].tunnel);
-            }
-        /* Until the next round of housekeeping, or a stop signal at once. */
+        kick_on_route_change(rs, routes, started);
+        /* Until the next round of housekeeping (routes are looked at every 250 ms), or a stop
+         * signal at once. */
         int64_t left = next_house - wg_now_ms();
+        if (left > 250)
+            left = 250;
         struct pollfd pfd = {.fd = cli_stop_fd(), .events = POLLIN};
         if (!cli_stop_requested && left > 0)
             poll(&pfd, pfd.fd >= 0 ? 1 : 0, (int)(pfd.fd >= 0 ? left : (left < 100 ? left : 100)));
@@ -369,6 +406,8 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     for (size_t i = 0; wakes && i < cfg->n_sources; i++)
         if (wakes[i])
             wg_wake_signal(wakes[i]); /* forwarders waiting for their log see the stop */
+    for (size_t i = 0; i < started; i++)
+        ingest_source_kick(rs[i].src); /* a source waiting out a backoff sees the stop */
     for (size_t i = 0; i < n_fws; i++) {
         if (fws[i].started)
             pthread_join(fws[i].thread, NULL);
