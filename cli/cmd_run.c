@@ -19,6 +19,47 @@ fwd_sink *cli_sink_new(const cli_sink *k, wg_error *err)
                                        : fwd_nats_new(&k->nats, err);
 }
 
+/* What the supervisor's rounds look at: the configuration, and each source's route with the
+ * generation last seen. */
+typedef struct run_ctx {
+    const cli_config *cfg;
+    cli_route *routes;
+    ingest_source **srcs; /* borrowed: the supervisor owns them */
+    uint64_t *route_gen;
+    bool hup_unblocked;
+} run_ctx;
+
+/*
+ * A generation of a route that changes when the route comes back: the tunnel's session count
+ * (a reconnect), the PrivateLink endpoint's address-set generation (it moved). 0 for a direct
+ * route (nothing to watch).
+ */
+static uint64_t route_generation(const cli_route *route)
+{
+    if (route->tunnel) {
+        tunnel_status ts;
+        tunnel_get_status(route->tunnel, &ts);
+        return ts.state == TUNNEL_STATE_UP ? ts.connects : 0;
+    }
+    if (route->endpoint)
+        return pl_endpoint_generation(route->endpoint);
+    return 0;
+}
+
+/* When a route came back, the sources on it retry at once instead of sitting out their
+ * backoff (ingest_source_kick). */
+static void kick_on_route_change(run_ctx *c)
+{
+    for (size_t i = 0; i < c->cfg->n_sources; i++) {
+        uint64_t g = c->srcs[i] ? route_generation(&c->routes[i]) : 0;
+        if (g != 0 && g != c->route_gen[i]) {
+            if (c->route_gen[i] != 0)
+                ingest_source_kick(c->srcs[i]);
+            c->route_gen[i] = g;
+        }
+    }
+}
+
 static bool guard(void *arg, const char *source, uint64_t bytes, uint64_t reclaim, char *why,
                   size_t len)
 {
@@ -64,7 +105,8 @@ static int add_forwarders(const cli_config *cfg, sup_t *d, size_t i, int idx)
 }
 
 /* Source i: its route (kept in routes[i]), the source itself, its forwarders. */
-static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *routes)
+static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *routes,
+                      ingest_source **srcs)
 {
     const cli_source *s = &cfg->sources[i];
     const cli_postgres *p = cli_config_postgres(cfg, s->cfg.connection);
@@ -79,6 +121,7 @@ static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *rout
     if (routes[i].endpoint)
         ingest_source_set_dialer(src, pl_endpoint_dialer, routes[i].endpoint);
     ingest_source_set_guard(src, guard, d);
+    srcs[i] = src;
     int idx = sup_add_source(d, s->name, src, s->forward && s->forward[0], &err);
     if (idx < 0 || (routes[i].tunnel && sup_add_tunnel(d, p->via, routes[i].tunnel, &err) != 0)) {
         cli_report(&err);
@@ -87,22 +130,23 @@ static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *rout
     return add_forwarders(cfg, d, i, idx);
 }
 
-/* Every housekeeping round: SIGHUP is taken by this thread only, and said. */
+/* Every round of the supervisor (4 a second): SIGHUP is taken by this thread only, and said;
+ * sources whose route came back are kicked. */
 static void on_round(void *arg)
 {
-    const cli_config *cfg = arg;
-    static bool unblocked;
-    if (!unblocked) {
+    run_ctx *c = arg;
+    if (!c->hup_unblocked) {
         cli_hup_catch(false); /* the workers run with SIGHUP blocked; the main thread takes it */
-        unblocked = true;
+        c->hup_unblocked = true;
     }
     if (cli_hup_received) {
         cli_hup_received = 0;
         log_info(NULL,
                  "SIGHUP received: reloading the configuration is not supported yet; "
                  "walgate keeps running with the configuration it started with (%s)",
-                 cfg->path);
+                 c->cfg->path);
     }
+    kick_on_route_change(c);
 }
 
 int cmd_run(int argc, char **argv, const cli_opts *opts)
@@ -131,19 +175,24 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
                        "passwords, HMAC secrets and tokens walgate uses");
 
     wg_error err = {0};
+    run_ctx ctx = {.cfg = cfg,
+                   .routes = calloc(cfg->n_sources, sizeof(*ctx.routes)),
+                   .srcs = calloc(cfg->n_sources, sizeof(*ctx.srcs)),
+                   .route_gen = calloc(cfg->n_sources, sizeof(*ctx.route_gen))};
     sup_options so = {.state_dir = cfg->state_dir,
                       .log_retention_ms = cfg->log_retention_ms,
                       .log_max_disk = cfg->log_max_disk,
                       .min_free_space = cfg->min_free_space,
+                      .round_ms = 250,
                       .on_round = on_round,
-                      .round_arg = cfg};
+                      .round_arg = &ctx};
     sup_t *d = sup_new(&so, &err);
-    cli_route *routes = calloc(cfg->n_sources, sizeof(*routes));
-    int rc = d && routes ? 0 : 1;
+    cli_route *routes = ctx.routes;
+    int rc = d && routes && ctx.srcs && ctx.route_gen ? 0 : 1;
     if (rc != 0)
         fprintf(stderr, "walgate: out of memory\n");
     for (size_t i = 0; rc == 0 && i < cfg->n_sources; i++)
-        rc = add_source(cfg, d, i, routes) == 0 ? 0 : 1;
+        rc = add_source(cfg, d, i, routes, ctx.srcs) == 0 ? 0 : 1;
     if (rc == 0 && sup_run(d, &cli_stop_requested, cli_stop_fd(), &err) != 0) {
         cli_report(&err);
         rc = 1;
@@ -157,6 +206,8 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     for (size_t i = 0; routes && i < cfg->n_sources; i++)
         cli_route_close(&routes[i]);
     free(routes);
+    free(ctx.srcs);
+    free(ctx.route_gen);
     cli_config_free(cfg);
     if (rc == 0)
         log_info(NULL, "stopped");

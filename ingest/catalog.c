@@ -232,3 +232,44 @@ int cat_drop_slot(PGconn *c, const char *slot, wg_error *err)
     PQclear(r);
     return rc;
 }
+
+int cat_slot_info(PGconn *c, const char *slot, cat_slot *out, wg_error *err)
+{
+    const char *p[1] = {slot};
+    memset(out, 0, sizeof(*out));
+    PGresult *r = PQexecParams(c,
+                               "SELECT slot_type = 'logical', coalesce(plugin = 'pgoutput', "
+                               "false), coalesce(database = current_database(), false), "
+                               "coalesce(confirmed_flush_lsn::text, ''), "
+                               "coalesce(restart_lsn::text, '') FROM pg_replication_slots "
+                               "WHERE slot_name = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = wg_error_set(err, WG_ERR_PG, "reading slot %s from pg_replication_slots: %s", slot,
+                          PQerrorMessage(c));
+    } else if (PQntuples(r) == 1) {
+        out->found = true;
+        out->logical = PQgetvalue(r, 0, 0)[0] == 't';
+        out->pgoutput = PQgetvalue(r, 0, 1)[0] == 't';
+        out->our_db = PQgetvalue(r, 0, 2)[0] == 't';
+        if (PQgetvalue(r, 0, 3)[0])
+            pgout_parse_lsn(PQgetvalue(r, 0, 3), &out->confirmed_flush);
+        if (PQgetvalue(r, 0, 4)[0])
+            pgout_parse_lsn(PQgetvalue(r, 0, 4), &out->restart);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int cat_identify_system(PGconn *repl, char *sysid, size_t len, wg_error *err)
+{
+    PGresult *r = PQexec(repl, "IDENTIFY_SYSTEM");
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQnfields(r) < 1)
+        rc = wg_error_set(err, WG_ERR_PG, "IDENTIFY_SYSTEM: %s", PQerrorMessage(repl));
+    else
+        snprintf(sysid, len, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}

@@ -112,6 +112,13 @@ void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg);
 /* Signalled whenever new batches of the change log became durable (forwarders wait on it). Set it
  * before ingest_source_run; `w` must outlive the run. */
 void ingest_source_set_wake(ingest_source *s, wg_wake *w);
+/*
+ * The route to the source's server came back (a tunnel reconnected, a PrivateLink endpoint's
+ * addresses changed): a source waiting out its reconnect backoff (or its change log's retry)
+ * tries again at once. Any thread, any time while the source exists; cheap. Also call it after
+ * setting the stop flag, so a waiting source sees the stop at once.
+ */
+void ingest_source_kick(ingest_source *s);
 void ingest_source_free(ingest_source *s);
 
 /*

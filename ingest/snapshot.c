@@ -529,8 +529,8 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
     for (size_t i = 0; i < s->n_tables; i++)
         s->tables[i].cut = 0;
     resync_requests_clear(s);
-    if ((changelog_last_lsn(s->log) > 0 && snap_abandon(s, err) != 0) ||
-        cat_drop_slot(s->cat, s->cfg.slot, err) != 0) {
+    /* a slot left by an earlier attempt was dropped before (slot_drop_own) */
+    if (changelog_last_lsn(s->log) > 0 && snap_abandon(s, err) != 0) {
         cat_tables_free(tl);
         return -1;
     }

@@ -112,19 +112,26 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->state_dir = strdup(state_dir);
     pthread_mutex_init(&s->snap_mu, NULL);
     pthread_mutex_init(&s->hold_mu, NULL);
+    s->kick = wg_wake_new();
+    s->backoff_base_ms = 250;
+    s->backoff_cap_ms = 30000;
     char buf[4096];
     ingest_source_dir(state_dir, src->name, buf, sizeof(buf));
     s->dir = strdup(buf);
     snprintf(buf, sizeof(buf), "%s/log/%s", state_dir, src->name);
     s->logdir = strdup(buf);
     txn_buf_init(&s->txn, s->dir, s->cfg.max_txn_memory);
-    if (!s->dir || !s->logdir || !s->state_dir || wg_mkdir_p(s->dir, 0700, err) != 0) {
+    if (!s->dir || !s->logdir || !s->state_dir || !s->kick || wg_mkdir_p(s->dir, 0700, err) != 0) {
         ingest_source_free(s);
         return NULL;
     }
     changelog_options lo = {.segment_bytes = s->cfg.log_segment_bytes};
     s->log = changelog_open(s->logdir, &lo, err);
     if (!s->log) {
+        /* `walgate status` shows why the source does not run, not an old `running`. */
+        s->state = SRC_FAILED;
+        snprintf(s->error, sizeof(s->error), "%s", err->msg);
+        state_status_write(s, true);
         ingest_source_free(s);
         return NULL;
     }
@@ -189,6 +196,7 @@ void ingest_source_free(ingest_source *s)
     free(s->logdir);
     pthread_mutex_destroy(&s->snap_mu);
     pthread_mutex_destroy(&s->hold_mu);
+    wg_wake_free(s->kick);
     free(s);
 }
 
@@ -286,8 +294,9 @@ static int refresh_dial(ingest_source *s)
     return s->dial_addr ? 0 : -1;
 }
 
-/* One connection cycle: connect, snapshot when needed, stream. */
-static int cycle(ingest_source *s, volatile int *stop)
+/* One connection cycle: connect, snapshot when needed, stream. A failure of the change log
+ * (or of a spill file: the same disk) is CYCLE_LOG, with the error in `logerr`. */
+static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
 {
     wg_error err = {0};
     if (refresh_dial(s) != 0)
@@ -306,6 +315,8 @@ static int cycle(ingest_source *s, volatile int *stop)
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
         return src_classify(s, err.msg);
+    if (slot_identify(s, &err) != 0)
+        return src_classify(s, err.msg);
     stream_poll_server_lsn(s);
     stream_check_sender_timeout(s);
 
@@ -313,55 +324,144 @@ static int cycle(ingest_source *s, volatile int *stop)
     uint64_t cp;
     state_read(s, &done, &cp);
     s->snap_done = done;
+    s->consistent_point = cp;
+    int rc;
     if (!done) {
-        if (snap_initial(s, &err) != 0)
+        /* A slot of that name is dropped only when this state proves it is ours. */
+        if ((rc = slot_drop_own(s, &err)) != 0)
+            return rc == CYCLE_FATAL ? rc : src_classify(s, err.msg);
+        if (snap_initial(s, &err) != 0) {
+            if (err.code == WG_ERR_IO) {
+                *logerr = err;
+                return CYCLE_LOG;
+            }
             return src_classify(s, err.msg);
+        }
     } else {
-        s->consistent_point = cp;
         s->skip_upto = s->durable > cp ? s->durable : cp;
+        if (!s->sysid[0] && state_write(s, true, &err) != 0) /* an older state file */
+            log_warn(s->cfg.name, "%s", err.msg);
     }
+    /* Never stream across a gap, nor from a slot this log was not built from. */
+    if ((rc = slot_check_resume(s, &err)) != 0)
+        return rc == CYCLE_FATAL ? rc : src_classify(s, err.msg);
     stream_check_membership(s);
     char req[4600], req_table[600];
     resync_requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
     if (stream_start(s, from, &err) != 0)
         return src_classify(s, err.msg);
-    int rc = stream_run(s, stop, &err);
+    rc = stream_run(s, stop, &err);
     if (rc == CYCLE_STOP)
         return rc;
-    if (err.code == WG_ERR_IO)
-        return CYCLE_FATAL; /* the change log: status says why */
+    if (err.code == WG_ERR_IO) {
+        *logerr = err;
+        return CYCLE_LOG;
+    }
     char msg[WG_ERROR_MSG_MAX];
     snprintf(msg, sizeof(msg), "%s", err.msg);
     strip_nl(msg);
     return src_classify(s, msg);
 }
 
+void ingest_source_kick(ingest_source *s)
+{
+    if (s && s->kick)
+        wg_wake_signal(s->kick);
+}
+
+/* Wait up to `ms`, ended at once by ingest_source_kick (and, within a second, by *stop). */
+static void backoff_wait(ingest_source *s, volatile int *stop, uint64_t seen, int64_t ms)
+{
+    int64_t deadline = wg_now_ms() + ms;
+    while (!*stop) {
+        int64_t now = wg_now_ms();
+        if (now >= deadline)
+            return;
+        /* *stop is set from a signal handler, which cannot signal a condition: look again at
+         * least every second even when nobody kicks. */
+        int64_t until = deadline - now > 1000 ? now + 1000 : deadline;
+        if (wg_wake_wait(s->kick, seen, until))
+            return;
+    }
+}
+
+/* Close the change log and open it again, which cuts it back to its durable position (the
+ * bytes of a failed write go, and with them the space they took). */
+static int log_reopen(ingest_source *s, wg_error *err)
+{
+    changelog_close(s->log);
+    s->unsynced = false;
+    changelog_options lo = {.segment_bytes = s->cfg.log_segment_bytes};
+    s->log = changelog_open(s->logdir, &lo, err);
+    if (!s->log)
+        return -1;
+    s->durable = changelog_durable_lsn(s->log);
+    return 0;
+}
+
+/*
+ * The change log (or a spill file beside it) could not be written or synced: disk full or an
+ * I/O error. The log refuses everything until reopened, and reopening cuts it back to its
+ * durable position, so nothing confirmed is lost and nothing unsynced was confirmed. Say so
+ * at once (failed, an error log line, the remedy, status.json — after the cut, so that it has
+ * room), then retry with backoff: reopen, reconnect, receive again.
+ */
+static void log_recover(ingest_source *s, volatile int *stop, const wg_error *cause)
+{
+    wg_backoff bo;
+    wg_backoff_init(&bo, s->backoff_base_ms * 4, s->backoff_cap_ms);
+    char remedy[1024];
+    snprintf(remedy, sizeof(remedy),
+             "free space under state_dir (%s) or check the disk (dmesg); walgate retries by "
+             "itself and resumes from the last durable position",
+             s->state_dir);
+    wg_error e = {0};
+    bool open = log_reopen(s, &e) == 0;
+    state_set_error(s, SRC_FAILED, remedy, "the change log in %s failed: %s", s->logdir,
+                    cause->msg);
+    state_status_write(s, true);
+    while (!*stop) {
+        backoff_wait(s, stop, wg_wake_gen(s->kick), wg_backoff_next(&bo));
+        if (*stop)
+            return;
+        if (open || log_reopen(s, &e) == 0) {
+            log_info(s->cfg.name, "retrying: the change log in %s is open again", s->logdir);
+            return;
+        }
+        state_set_error(s, SRC_FAILED, remedy, "the change log in %s cannot be reopened: %s",
+                        s->logdir, e.msg);
+        state_status_write(s, true);
+    }
+}
+
 int ingest_source_run(ingest_source *s, volatile int *stop)
 {
     wg_backoff bo;
-    wg_backoff_init(&bo, 250, 30000);
+    wg_backoff_init(&bo, s->backoff_base_ms, s->backoff_cap_ms);
     bool first = true;
     s->stop = stop;
     while (!*stop) {
         uint64_t before = s->durable;
-        int rc = cycle(s, stop);
+        /* A kick while this cycle fails (the route came back meanwhile) ends the wait after it. */
+        uint64_t seen = wg_wake_gen(s->kick);
+        wg_error logerr = {0};
+        int rc = cycle(s, stop, &logerr);
         src_disconnect(s);
         if (rc == CYCLE_STOP)
             break;
-        if (s->unsynced) {
-            wg_error e = {0};
-            if (stream_log_sync(s, &e) != 0) {
-                state_set_error(s, SRC_FAILED,
-                                "check the disk under state_dir, then restart walgate",
-                                "the change log failed: %s", e.msg);
-                rc = CYCLE_FATAL;
-            }
+        if (rc != CYCLE_LOG && s->unsynced && stream_log_sync(s, &logerr) != 0)
+            rc = CYCLE_LOG;
+        if (rc == CYCLE_LOG) {
+            log_recover(s, stop, &logerr);
+            if (!s->log)
+                break; /* stopped while the log was closed */
+            continue;
         }
         if (rc == CYCLE_FATAL) {
             state_status_write(s, true);
             while (!*stop)
-                usleep(200 * 1000);
+                backoff_wait(s, stop, wg_wake_gen(s->kick), 60000);
             break;
         }
         if (s->durable > before)
@@ -372,8 +472,7 @@ int ingest_source_run(ingest_source *s, volatile int *stop)
         state_status_write(s, true);
         int64_t wait = wg_backoff_next(&bo);
         log_warn(s->cfg.name, "reconnecting in %lld ms", (long long)wait);
-        for (int64_t t = 0; t < wait && !*stop; t += 50)
-            usleep(50 * 1000);
+        backoff_wait(s, stop, seen, wait);
     }
     state_status_write(s, true);
     return 0;

@@ -42,7 +42,8 @@
 #define REQUEST_CHECK_MS 1000
 
 /* Outcomes of one connection cycle. */
-enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3 };
+/* CYCLE_LOG: the change log failed (source.c reopens it). */
+enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3, CYCLE_LOG = 4 };
 
 typedef enum src_state {
     SRC_STARTING,
@@ -243,6 +244,23 @@ struct ingest_source {
          * cursor (snapshot.c). */
         pthread_mutex_t snap_mu;
         volatile int *stop; /* ingest_source_run's: a snapshot gives up when it is set */
+        /* Ends a backoff wait at once (ingest_source_kick: the route came back, or stop). */
+        wg_wake *kick;
+        int64_t backoff_base_ms, backoff_cap_ms; /* reconnect backoff: 250 ms to 30 s */
+    };
+
+    /* Whose slot, and what the log holds of it (state.c reads and writes the state file;
+     * slot.c checks them before streaming and before dropping a slot). Source thread. */
+    struct {
+        bool state_found;      /* a state file exists */
+        char state_slot[128];  /* the slot it was written for */
+        char sysid[32];        /* the server's system identifier it records ("": an old file) */
+        char server_sysid[32]; /* IDENTIFY_SYSTEM on this cycle's replication connection */
+        /* The last idle position recorded in the `idle` file before it was confirmed: a
+         * server keepalive's LSN with no publication change between `idle_over` (the log's
+         * durable position then) and `idle_lsn`. */
+        uint64_t idle_lsn, idle_over;
+        int64_t idle_written_ms;
     };
 };
 
@@ -271,6 +289,31 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp);
 int state_write(ingest_source *s, bool snapshot_done, wg_error *err);
 void state_save(ingest_source *s);
 void state_status_write(ingest_source *s, bool force);
+/* Record (fsynced) that nothing of the publication lies between the log's durable position
+ * and `lsn` before it is confirmed; at most once a second. Returns the position that may be
+ * confirmed (the durable one when nothing could be recorded). */
+uint64_t state_idle_confirmable(ingest_source *s, uint64_t lsn);
+/* What the log holds: its durable position, the consistent point, and a recorded idle
+ * position that still applies to this log. */
+uint64_t state_log_holds(const ingest_source *s);
+
+/* ---- slot.c: whose slot, and gaps --------------------------------------------------------- */
+
+/* IDENTIFY_SYSTEM on the replication connection: s->server_sysid. Negative with err. */
+int slot_identify(ingest_source *s, wg_error *err);
+/*
+ * Before START_REPLICATION: the slot is the one this log was built from (slot name, server
+ * system identifier, logical pgoutput in our database) and the server has confirmed nothing
+ * the log does not hold (confirmed_flush_lsn <= state_log_holds). Otherwise the source is
+ * failed with both LSNs and the remedy and CYCLE_FATAL is returned; 0 when fine, CYCLE_RETRY
+ * when the check could not be made (err set).
+ */
+int slot_check_resume(ingest_source *s, wg_error *err);
+/* Before a new snapshot: drop the slot when this state file proves this walgate created it
+ * (same name and server, snapshot in progress, confirmed_flush_lsn still the consistent point
+ * recorded); CYCLE_FATAL with the remedy when it exists and is not provably ours; 0 when
+ * dropped or absent; CYCLE_RETRY with err when the server could not be asked. */
+int slot_drop_own(ingest_source *s, wg_error *err);
 
 /* ---- record.c: the change-record writers (its readers are in ingest.h) ----------------------- */
 
@@ -376,5 +419,14 @@ int cat_current_wal_lsn(PGconn *c, uint64_t *lsn);
 /* The server's wal_sender_timeout in ms (0: none), or -1 when it cannot be read. */
 long long cat_wal_sender_timeout(PGconn *c);
 int cat_drop_slot(PGconn *c, const char *slot, wg_error *err);
+/* A slot as pg_replication_slots shows it. */
+typedef struct cat_slot {
+    bool found, logical, pgoutput, our_db;
+    uint64_t confirmed_flush; /* 0 when NULL */
+    uint64_t restart;
+} cat_slot;
+int cat_slot_info(PGconn *c, const char *slot, cat_slot *out, wg_error *err);
+/* IDENTIFY_SYSTEM on a replication connection: the system identifier (decimal text). */
+int cat_identify_system(PGconn *repl, char *sysid, size_t len, wg_error *err);
 
 #endif

@@ -45,7 +45,66 @@ table_status *state_table_get(ingest_source *s, const char *name)
     return t;
 }
 
-/* STATE_DIR/sources/NAME/state: "snapshot done|in_progress" and the consistent point. */
+/*
+ * STATE_DIR/sources/NAME/idle: "walgate-idle 1\nlsn X\nover D\n" — the server's WAL reached X
+ * with no change of the publication after D, the log's durable position when it was written.
+ * Written (atomically, fsynced) before X is confirmed to the server, so that at the next start
+ * a confirmed_flush_lsn up to X is known to hide no gap — as long as the log still holds D.
+ */
+static void idle_read(ingest_source *s)
+{
+    char path[4096];
+    wg_buf b = {0};
+    wg_error err = {0};
+    snprintf(path, sizeof(path), "%s/idle", s->dir);
+    s->idle_lsn = s->idle_over = 0;
+    if (access(path, F_OK) != 0 || wg_read_file(path, 4096, &b, &err) != 0)
+        return;
+    char lsn[40], over[40];
+    if (b.data && sscanf(b.data, "walgate-idle 1\nlsn %39s\nover %39s", lsn, over) == 2 &&
+        (pgout_parse_lsn(lsn, &s->idle_lsn) != 0 || pgout_parse_lsn(over, &s->idle_over) != 0))
+        s->idle_lsn = s->idle_over = 0;
+    wg_buf_free(&b);
+}
+
+uint64_t state_idle_confirmable(ingest_source *s, uint64_t lsn)
+{
+    if (lsn <= s->durable)
+        return s->durable;
+    if (lsn > s->idle_lsn || s->idle_over > s->durable) {
+        int64_t now = wg_now_ms();
+        if (now - s->idle_written_ms >= 1000) {
+            char text[160], a[32], b[32], path[4096];
+            wg_lsn_format(lsn, a, sizeof(a));
+            wg_lsn_format(s->durable, b, sizeof(b));
+            int n = snprintf(text, sizeof(text), "walgate-idle 1\nlsn %s\nover %s\n", a, b);
+            snprintf(path, sizeof(path), "%s/idle", s->dir);
+            wg_error err = {0};
+            s->idle_written_ms = now;
+            if (wg_write_file_atomic(path, text, (size_t)n, 0600, &err) == 0) {
+                s->idle_lsn = lsn;
+                s->idle_over = s->durable;
+            } else {
+                log_warn(s->cfg.name, "%s", err.msg);
+            }
+        }
+    }
+    if (s->idle_over > s->durable || s->idle_lsn <= s->durable)
+        return s->durable;
+    return lsn < s->idle_lsn ? lsn : s->idle_lsn;
+}
+
+uint64_t state_log_holds(const ingest_source *s)
+{
+    uint64_t h = s->durable > s->consistent_point ? s->durable : s->consistent_point;
+    if (s->idle_over <= s->durable && s->idle_lsn > h)
+        h = s->idle_lsn;
+    return h;
+}
+
+/* STATE_DIR/sources/NAME/state: "snapshot done|in_progress", the consistent point, the slot
+ * and the server (system identifier) it was made from. Unknown lines are ignored, so a line
+ * added later (system_identifier) leaves older files readable. */
 int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
 {
     char path[4096];
@@ -54,10 +113,14 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
     snprintf(path, sizeof(path), "%s/state", s->dir);
     *snapshot_done = false;
     *cp = 0;
+    s->state_found = false;
+    s->state_slot[0] = s->sysid[0] = '\0';
+    idle_read(s);
     if (access(path, F_OK) != 0)
         return 0;
     if (wg_read_file(path, 65536, &b, &err) != 0)
         return -1;
+    s->state_found = true;
     char *line = b.data;
     while (line && *line) {
         char *nl = strchr(line, '\n');
@@ -67,6 +130,10 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
             *snapshot_done = true;
         else if (strncmp(line, "consistent_point ", 17) == 0)
             pgout_parse_lsn(line + 17, cp);
+        else if (strncmp(line, "slot ", 5) == 0)
+            snprintf(s->state_slot, sizeof(s->state_slot), "%s", line + 5);
+        else if (strncmp(line, "system_identifier ", 18) == 0)
+            snprintf(s->sysid, sizeof(s->sysid), "%s", line + 18);
         else if (strncmp(line, "table ", 6) == 0) {
             table_status *t = state_table_get(s, line + 6);
             if (t)
@@ -107,6 +174,9 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     wg_lsn_format(s->consistent_point, cp, sizeof(cp));
     wg_buf_printf(&b, "walgate-source-state 1\nslot %s\nsnapshot %s\nconsistent_point %s\n",
                   s->cfg.slot, snapshot_done ? "done" : "in_progress", cp);
+    const char *sysid = s->server_sysid[0] ? s->server_sysid : s->sysid;
+    if (sysid[0])
+        wg_buf_printf(&b, "system_identifier %s\n", sysid);
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
         if (t->snapshot_committed)
@@ -132,6 +202,12 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
             ? wg_error_set(err, WG_ERR_NOMEM, "%s: out of memory; the file is left as it was", path)
             : wg_write_file_atomic(path, b.data, b.len, 0600, err);
     wg_buf_free(&b);
+    if (rc == 0) {
+        s->state_found = true;
+        snprintf(s->state_slot, sizeof(s->state_slot), "%s", s->cfg.slot);
+        if (sysid != s->sysid)
+            snprintf(s->sysid, sizeof(s->sysid), "%s", sysid);
+    }
     return rc;
 }
 

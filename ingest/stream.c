@@ -242,7 +242,7 @@ static int stream_tick(ingest_source *s, stream_loop *lp, volatile int *stop, wg
         return -1;
     uint64_t flush = s->durable;
     if (!pending(s) && !s->unsynced && lp->idle_lsn > flush)
-        flush = lp->idle_lsn;
+        flush = state_idle_confirmable(s, lp->idle_lsn); /* recorded before it is confirmed */
     if (stream_send_status(s, flush, lp->reply, err) != 0)
         return -1;
     lp->reply = false;
@@ -277,7 +277,8 @@ int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
         if (*stop) {
             if (stream_log_sync(s, err) != 0)
                 return -1;
-            uint64_t last = lp.idle_lsn > s->durable ? lp.idle_lsn : s->durable;
+            uint64_t last =
+                lp.idle_lsn > s->durable ? state_idle_confirmable(s, lp.idle_lsn) : s->durable;
             stream_send_status(s, pending(s) ? s->durable : last, false, err);
             return CYCLE_STOP;
         }

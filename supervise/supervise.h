@@ -25,8 +25,9 @@ typedef struct sup_options {
     uint64_t log_max_disk;    /* the change logs together; 0: no budget */
     /* Keep at least this much free under state_dir; 0: min(256 MiB, 5 % of the file system). */
     uint64_t min_free_space;
-    /* Called on the supervising thread at every housekeeping round (about once a second,
-     * sooner after a signal), the first time once every thread runs; may be NULL. */
+    /* Called on the supervising thread every round_ms (default 1 s; sooner after a signal),
+     * the first time once every thread runs; may be NULL. Housekeeping runs once a second. */
+    int64_t round_ms;
     void (*on_round)(void *arg);
     void *round_arg;
 } sup_options;

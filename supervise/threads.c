@@ -22,6 +22,7 @@ sup_t *sup_new(const sup_options *o, wg_error *err)
     d->o.log_retention_ms = o->log_retention_ms;
     d->o.log_max_disk = o->log_max_disk;
     d->o.min_free_space = o->min_free_space;
+    d->o.round_ms = o->round_ms > 0 ? o->round_ms : SUP_HOUSEKEEPING_MS;
     d->o.on_round = o->on_round;
     d->o.round_arg = o->round_arg;
     pthread_mutex_init(&d->budget_mu, NULL);
@@ -163,16 +164,22 @@ int sup_run(sup_t *d, volatile int *stop, int stop_fd, wg_error *err)
     }
     if (rc != 0)
         *stop = 1;
+    int64_t next_house = 0;
     while (!*stop) {
-        int64_t next = wg_now_ms() + SUP_HOUSEKEEPING_MS;
+        int64_t next = wg_now_ms() + d->o.round_ms;
         if (d->o.on_round)
             d->o.on_round(d->o.round_arg);
-        sup_budget_housekeeping(d);
-        sup_tunnels_write_status(d);
-        wait_round(d, stop_fd, next);
+        if (wg_now_ms() >= next_house) {
+            sup_budget_housekeeping(d);
+            sup_tunnels_write_status(d);
+            next_house = wg_now_ms() + SUP_HOUSEKEEPING_MS;
+        }
+        wait_round(d, stop_fd, next < next_house ? next : next_house);
     }
-    for (size_t i = 0; i < d->n_sources; i++)
-        wg_wake_signal(d->sources[i].wake); /* forwarders waiting for their log see the stop */
+    for (size_t i = 0; i < d->n_sources; i++) {
+        wg_wake_signal(d->sources[i].wake);    /* forwarders waiting for their log see the stop */
+        ingest_source_kick(d->sources[i].src); /* a source waiting out a backoff, too */
+    }
     for (size_t i = 0; i < d->n_fwds; i++)
         if (d->fwds[i].started)
             pthread_join(d->fwds[i].thread, NULL);

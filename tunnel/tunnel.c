@@ -121,7 +121,7 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
     if (t->cfg.connect_timeout_ms <= 0)
         t->cfg.connect_timeout_ms = 10000;
     if (t->cfg.keepalive_interval_ms <= 0)
-        t->cfg.keepalive_interval_ms = 10000;
+        t->cfg.keepalive_interval_ms = 3000;
     t->wake[0] = t->wake[1] = -1;
     t->conn.fd = -1;
     pthread_mutex_init(&t->mu, NULL);

@@ -32,7 +32,10 @@ TEST(defaults_are_applied)
     CHECK_EQ_INT(t->cfg.port, 22);
     CHECK_EQ_INT(t->cfg.host_key_policy, TUNNEL_HOSTKEY_STRICT);
     CHECK_EQ_INT(t->cfg.connect_timeout_ms, 10000);
-    CHECK_EQ_INT(t->cfg.tcp.user_timeout_ms, 40000);
+    /* defaults that find a silent drop within 10 s (issue 11 item 11) */
+    CHECK_EQ_INT(t->cfg.tcp.user_timeout_ms, 8000);
+    CHECK_EQ_INT(t->cfg.keepalive_interval_ms, 3000);
+    CHECK(t->cfg.tcp.idle_ms + t->cfg.tcp.interval_ms * t->cfg.tcp.count <= 10000);
     CHECK_EQ_STR(t->cfg.known_hosts, "/tmp/wg/known_hosts");
     CHECK_EQ_STR(t->cfg.state_dir, "/tmp/wg");
     const cli_postgres *p = cli_config_postgres(c, "main");
@@ -40,10 +43,11 @@ TEST(defaults_are_applied)
     CHECK_EQ_STR(p->cfg.sslmode, "prefer");
     CHECK_EQ_INT(p->cfg.route, INGEST_ROUTE_TUNNEL);
     CHECK_EQ_STR(p->cfg.via, "b1");
-    CHECK_EQ_INT(p->cfg.tcp.idle_ms, 10000);
-    CHECK_EQ_INT(p->cfg.tcp.interval_ms, 10000);
-    CHECK_EQ_INT(p->cfg.tcp.count, 5);
-    CHECK_EQ_INT(p->cfg.tcp.user_timeout_ms, 40000);
+    CHECK_EQ_INT(p->cfg.tcp.idle_ms, 5000);
+    CHECK_EQ_INT(p->cfg.tcp.interval_ms, 1000);
+    CHECK_EQ_INT(p->cfg.tcp.count, 4);
+    CHECK_EQ_INT(p->cfg.tcp.user_timeout_ms, 8000);
+    CHECK(p->cfg.tcp.idle_ms + p->cfg.tcp.interval_ms * p->cfg.tcp.count <= 10000);
     const cli_source *s = cli_config_source(c, "orders");
     CHECK_EQ_STR(s->cfg.slot, "walgate_orders");
     CHECK_EQ_INT(s->cfg.snapshot_workers, 2);

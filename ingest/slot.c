@@ -1,0 +1,124 @@
+/*
+ * slot.c — whose slot it is, and whether the log holds everything the slot has confirmed.
+ *
+ * PostgreSQL streams from a slot's confirmed_flush_lsn whenever it is asked for an older
+ * position, silently. So before every START_REPLICATION walgate compares the slot with what
+ * its log holds and refuses a gap: a log cut back or restored from an older copy, or a slot
+ * that another walgate dropped and made again. And it drops a slot by itself only when its
+ * own state file proves it made that slot for a snapshot that never finished.
+ */
+#include "ingest/source_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int slot_identify(ingest_source *s, wg_error *err)
+{
+    return cat_identify_system(s->repl, s->server_sysid, sizeof(s->server_sysid), err);
+}
+
+/* The state file was written for another slot or another server: the log is not this slot's. */
+static bool not_this_log(ingest_source *s)
+{
+    char remedy[1024];
+    if (s->state_slot[0] && strcmp(s->state_slot, s->cfg.slot) != 0) {
+        snprintf(remedy, sizeof(remedy),
+                 "set slot = %s in [source %s] again, or run `walgate slots drop %s` (moves the "
+                 "old change log aside) and restart walgate run to take a new snapshot into "
+                 "slot %s",
+                 s->state_slot, s->cfg.name, s->cfg.name, s->cfg.slot);
+        state_set_error(s, SRC_FAILED, remedy,
+                        "the change log in %s was built from slot %s, but [source %s] now names "
+                        "slot %s; walgate does not mix two slots in one log",
+                        s->logdir, s->state_slot, s->cfg.name, s->cfg.slot);
+        return true;
+    }
+    if (s->sysid[0] && s->server_sysid[0] && strcmp(s->sysid, s->server_sysid) != 0) {
+        snprintf(remedy, sizeof(remedy),
+                 "if the server was replaced on purpose (a restore, a new cluster), run "
+                 "`walgate slots drop %s` and restart walgate run to take a new snapshot; "
+                 "otherwise point [postgres %s] back at the server this log was built from",
+                 s->cfg.name, s->pg.name);
+        state_set_error(s, SRC_FAILED, remedy,
+                        "the server's system identifier is %s, but the change log in %s was "
+                        "built from the server with system identifier %s (slot %s): it is "
+                        "another database cluster",
+                        s->server_sysid, s->logdir, s->sysid, s->cfg.slot);
+        return true;
+    }
+    return false;
+}
+
+int slot_check_resume(ingest_source *s, wg_error *err)
+{
+    if (not_this_log(s))
+        return CYCLE_FATAL;
+    cat_slot sl;
+    if (cat_slot_info(s->cat, s->cfg.slot, &sl, err) != 0)
+        return CYCLE_RETRY;
+    char remedy[1024];
+    if (!sl.found)
+        return 0; /* START_REPLICATION says the slot does not exist: src_classify */
+    if (!sl.logical || !sl.pgoutput || !sl.our_db) {
+        snprintf(remedy, sizeof(remedy),
+                 "set another slot name in [source %s], or drop that slot if it is not in use "
+                 "(`walgate slots drop %s`) and restart walgate run to take a new snapshot",
+                 s->cfg.name, s->cfg.name);
+        state_set_error(s, SRC_FAILED, remedy,
+                        "replication slot %s is not the slot the change log in %s was built "
+                        "from: it is not a logical pgoutput slot of database %s",
+                        s->cfg.slot, s->logdir, s->pg.dbname ? s->pg.dbname : "");
+        return CYCLE_FATAL;
+    }
+    uint64_t holds = state_log_holds(s);
+    if (sl.confirmed_flush > holds) {
+        char a[32], b[32];
+        wg_lsn_format(sl.confirmed_flush, a, sizeof(a));
+        wg_lsn_format(holds, b, sizeof(b));
+        snprintf(remedy, sizeof(remedy),
+                 "stop walgate and restore the change log that holds changes up to %s into %s; "
+                 "or, to start over, run `walgate slots drop %s` (moves this log aside) and "
+                 "restart walgate run to take a new snapshot",
+                 a, s->logdir, s->cfg.name);
+        state_set_error(s, SRC_FAILED, remedy,
+                        "gap: replication slot %s has confirmed changes up to LSN %s, but the "
+                        "change log in %s holds them only up to LSN %s. The changes between "
+                        "were confirmed to the server and are not in the log (the log was cut "
+                        "back or restored from an older copy, or the slot was dropped and made "
+                        "again by another walgate); walgate does not stream across a gap",
+                        s->cfg.slot, a, s->logdir, b);
+        return CYCLE_FATAL;
+    }
+    return 0;
+}
+
+int slot_drop_own(ingest_source *s, wg_error *err)
+{
+    cat_slot sl;
+    if (cat_slot_info(s->cat, s->cfg.slot, &sl, err) != 0)
+        return CYCLE_RETRY;
+    if (!sl.found)
+        return 0;
+    /* Ours: this state file was written right after CREATE_REPLICATION_SLOT of this very slot
+     * (a snapshot never confirms anything, so the slot still stands at the consistent point
+     * the file recorded) on this server. */
+    bool ours = s->state_found && !s->snap_done && strcmp(s->state_slot, s->cfg.slot) == 0 &&
+                s->consistent_point != 0 && sl.confirmed_flush == s->consistent_point &&
+                (!s->sysid[0] || strcmp(s->sysid, s->server_sysid) == 0);
+    if (!ours) {
+        char remedy[1024];
+        snprintf(remedy, sizeof(remedy),
+                 "if it is yours to replace, run `walgate slots drop %s`; if another walgate "
+                 "uses it, give this [source %s] its own slot name (slot = ...)",
+                 s->cfg.name, s->cfg.name);
+        state_set_error(s, SRC_FAILED, remedy,
+                        "replication slot %s exists and was not created by this walgate "
+                        "(state_dir %s): walgate drops a slot by itself only when its own state "
+                        "proves it made it",
+                        s->cfg.slot, s->state_dir);
+        return CYCLE_FATAL;
+    }
+    log_info(s->cfg.name, "dropping slot %s of the unfinished snapshot this walgate started",
+             s->cfg.slot);
+    return cat_drop_slot(s->cat, s->cfg.slot, err) != 0 ? CYCLE_RETRY : 0;
+}

@@ -1,0 +1,108 @@
+/*
+ * test_source_kick.c — a source waiting out its reconnect backoff retries at once when kicked
+ * (the route came back: ingest_source_kick), and sees a stop within a second.
+ *
+ * The source dials a closed loopback port, so every cycle fails at once; its backoff is set to
+ * 10–20 s, so without a kick the next cycle could not come within the 2 s the test allows.
+ */
+#include "ingest/source_internal.h"
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static volatile int g_stop;
+
+static void *run(void *arg)
+{
+    ingest_source_run(arg, &g_stop);
+    return NULL;
+}
+
+/* A loopback port nothing listens on (bound, never listened, closed). */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static uint64_t reconnects(ingest_source *s)
+{
+    return __atomic_load_n(&s->reconnects, __ATOMIC_SEQ_CST);
+}
+
+/* Wait up to ms for reconnects to reach n; how long it took, or -1. */
+static int64_t wait_reconnects(ingest_source *s, uint64_t n, int64_t ms)
+{
+    int64_t t0 = wg_now_ms();
+    while (wg_now_ms() - t0 < ms) {
+        if (reconnects(s) >= n)
+            return wg_now_ms() - t0;
+        usleep(10 * 1000);
+    }
+    return -1;
+}
+
+TEST(kick_ends_the_backoff)
+{
+    char dir[] = "/tmp/walgate-kick-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ingest_source_config sc = {
+        .name = "kick", .connection = "main", .publication = "pub", .slot = "walgate_kick"};
+    ingest_pg_config pc = {.name = "main",
+                           .host = "127.0.0.1",
+                           .port = closed_port(),
+                           .user = "nobody",
+                           .dbname = "nothing",
+                           .sslmode = "disable",
+                           .tcp = WG_KEEPALIVE_DEFAULTS,
+                           .connect_timeout_ms = 2000};
+    wg_error err = {0};
+    log_set_level(LOG_LEVEL_ERROR);
+    ingest_source *s = ingest_source_new(&sc, &pc, NULL, 0, dir, &err);
+    CHECK(s != NULL);
+    if (!s) {
+        fprintf(stderr, "%s\n", err.msg);
+        return;
+    }
+    s->backoff_base_ms = 20000; /* every wait is uniform in [10 s, 20 s] */
+    s->backoff_cap_ms = 20000;
+    g_stop = 0;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, run, s) == 0);
+    /* The first cycle failed (the source is stalled and waits); each kick after a cycle
+     * began ends the wait that follows that cycle. */
+    int64_t t0 = wg_now_ms();
+    while (__atomic_load_n(&s->state, __ATOMIC_SEQ_CST) != SRC_STALLED && wg_now_ms() - t0 < 5000)
+        usleep(10 * 1000);
+    CHECK(s->state == SRC_STALLED);
+    for (uint64_t n = 1; n <= 3; n++) {
+        ingest_source_kick(s);
+        int64_t took = wait_reconnects(s, n, 2000);
+        fprintf(stderr, "kick %llu: next cycle after %lld ms\n", (unsigned long long)n,
+                (long long)took);
+        CHECK(took >= 0);
+    }
+    /* Without a kick the source waits its backoff. */
+    CHECK(wait_reconnects(s, 4, 1500) < 0);
+    /* A stop ends the wait within a second, kicked or not. */
+    t0 = wg_now_ms();
+    g_stop = 1;
+    pthread_join(th, NULL);
+    fprintf(stderr, "stop seen after %lld ms\n", (long long)(wg_now_ms() - t0));
+    CHECK(wg_now_ms() - t0 < 1500);
+    ingest_source_free(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+TEST_MAIN()
