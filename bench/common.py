@@ -112,11 +112,12 @@ def psql_file(pg, path, sync_commit="off"):
                     "-f", path], check=True, stdout=subprocess.DEVNULL, env=env)
 
 
-def walgate_config(path, state, pg, sources, extra=None, walgate=None):
+def walgate_config(path, state, pg, sources, extra=None, walgate=None, postgres=None):
     """sources: {name: {publication, ...}}; extra: more (section, dict) pairs."""
     secs = [("walgate", dict({"state_dir": state, "log_level": "warn"}, **(walgate or {}))),
-            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable"})]
+            ("postgres main", dict({"host": pg.host, "port": pg.port, "user": "postgres",
+                                    "dbname": "postgres", "sslmode": "disable"},
+                                   **(postgres or {})))]
     for name, kv in sources.items():
         secs.append((f"source {name}", dict({"connection": "main"}, **kv)))
     return fixture.write_file(path, fixture.ini(secs + list(extra or [])))

@@ -30,6 +30,7 @@ text) and REPLICA IDENTITY FULL.
 
 Usage: bench/ingest.sh [--workload small|batch|wide|big|all|LIST] [--rounds N] [--rows N]
                        [--rows-per-txn N] [--txns N] [--updates N] [--recv-protocol 1|2]
+                       [--timeout S]
 Environment: WALGATE_BIN (default build-release/walgate).
 """
 import argparse
@@ -134,7 +135,7 @@ class Workload:
         return s
 
 
-def run_walgate(config, q, target, logpath):
+def run_walgate(config, q, target, logpath, timeout):
     with open(logpath, "ab") as log:
         t0 = time.monotonic()
         p = fixture.walgate_popen("run", config=config, stdout=log, stderr=subprocess.STDOUT)
@@ -142,6 +143,11 @@ def run_walgate(config, q, target, logpath):
             while q.confirmed("walgate_app") < target:
                 if p.poll() is not None:
                     raise RuntimeError(f"walgate exited {p.returncode}; see {logpath}")
+                if time.monotonic() - t0 > timeout:
+                    raise RuntimeError(
+                        f"walgate did not confirm {common.fmt_lsn(target)} within {timeout} s "
+                        f"(at {common.fmt_lsn(q.confirmed('walgate_app'))}); status: "
+                        f"{common.source_status(os.path.join(os.path.dirname(logpath), 'state'), 'app')}")
                 time.sleep(0.005)
             return time.monotonic() - t0
         finally:
@@ -157,7 +163,7 @@ def recv_cmd(pg, target, out, proto):
             "-E", common.fmt_lsn(target), "-f", out, "--no-loop", "-v"]
 
 
-def run_recvlogical(pg, q, target, out, proto, logpath):
+def run_recvlogical(pg, q, target, out, proto, logpath, timeout):
     if os.path.exists(out):
         os.unlink(out)
     with open(logpath, "ab") as log:
@@ -168,6 +174,9 @@ def run_recvlogical(pg, q, target, out, proto, logpath):
             while q.confirmed("bench_recv") < target:
                 if p.poll() is not None and q.confirmed("bench_recv") < target:
                     raise RuntimeError(f"pg_recvlogical exited {p.returncode} at {common.fmt_lsn(q.confirmed('bench_recv'))} before {common.fmt_lsn(target)}: {open(logpath).read()[-1500:]}")
+                if time.monotonic() - t0 > timeout:
+                    raise RuntimeError(f"pg_recvlogical did not confirm {common.fmt_lsn(target)}"
+                                       f" within {timeout} s; see {logpath}")
                 time.sleep(0.005)
             return time.monotonic() - t0
         finally:
@@ -201,10 +210,10 @@ def bench(wl, args):
             t = {}
             for name in order:
                 if name == "walgate":
-                    t[name] = run_walgate(config, q, target, logpath)
+                    t[name] = run_walgate(config, q, target, logpath, args.timeout)
                 else:
                     t[name] = run_recvlogical(pg, q, target, os.path.join(work, "recv.out"),
-                                              args.recv_protocol, logpath)
+                                              args.recv_protocol, logpath, args.timeout)
             wsec.append(t["walgate"])
             rsec.append(t["pg_recvlogical"])
             ratios.append(t["pg_recvlogical"] / t["walgate"])
@@ -239,6 +248,7 @@ def main():
     ap.add_argument("--txns", type=int, help="transactions per round (rows = txns x rows-per-txn)")
     ap.add_argument("--updates", type=int, help="big: updates after the inserts")
     ap.add_argument("--recv-protocol", type=int, choices=(1, 2), default=2)
+    ap.add_argument("--timeout", type=float, default=300, help="seconds one catch-up may take")
     args = ap.parse_args()
     names = list(DEFAULTS) if args.workload == "all" else args.workload.split(",")
     common.banner(__file__)
