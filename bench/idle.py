@@ -1,4 +1,4 @@
-"""bench/idle.py — what an idle consumer costs: wakeups per second, CPU and RSS, walgate
+"""bench/idle.py — what an idle consumer costs: wakeups per second, CPU and memory, walgate
 versus pg_recvlogical, for 1 and for 20 sources with nothing to replicate.
 
 One PostgreSQL 15 with N tables, each in its own publication. walgate runs one `walgate run`
@@ -10,7 +10,9 @@ after walgate's snapshots are durable and a settling period:
   wakeups/s  voluntary + involuntary context switches of every thread
              (/proc/PID/task/*/status), summed over the tool's processes, per second
   CPU        utime + stime of the tool's processes (/proc/PID/stat), % of one core
-  RSS        VmRSS summed over the tool's processes, at the end of the window
+  memory     PSS (proportional set size: shared library pages split between the processes
+             that map them) summed over the tool's processes, at the end of the window; a sum
+             of RSS would count libpq and libc once per pg_recvlogical process
 
 The PostgreSQL walsenders serving each tool are not counted.
 
@@ -30,7 +32,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def sample(pids):
-    """(context switches, CPU seconds, RSS bytes) summed over the processes."""
+    """(context switches, CPU seconds, PSS bytes) summed over the processes."""
     cs = cpu = rss = 0
     for pid in pids:
         for st in glob.glob(f"/proc/{pid}/task/*/status"):
@@ -44,9 +46,9 @@ def sample(pids):
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         cpu += (int(fields[11]) + int(fields[12])) / TICK
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
             for ln in f:
-                if ln.startswith("VmRSS"):
+                if ln.startswith("Pss:"):
                     rss += int(ln.split()[1]) * 1024
     return cs, cpu, rss
 
@@ -91,7 +93,7 @@ def bench(n, args):
                                    b[t][2] / 1e6))
                 print(f"{n} source(s), window {r + 1}: " + "; ".join(
                     f"{t} {res[t][-1][0]:.1f} wakeups/s, CPU {res[t][-1][1]:.2f} %, "
-                    f"RSS {res[t][-1][2]:.1f} MB" for t in tools) + f"; {common.load()}",
+                    f"PSS {res[t][-1][2]:.1f} MB" for t in tools) + f"; {common.load()}",
                     flush=True)
         finally:
             for p in procs:
@@ -113,7 +115,7 @@ def main():
     rows = []
     for n in (int(x) for x in args.sources.split(",")):
         rows += bench(n, args)
-    common.table(["tool", "wakeups/s", "CPU % of a core", "RSS MB"], rows)
+    common.table(["tool", "wakeups/s", "CPU % of a core", "PSS MB"], rows)
     print(f"(median of {args.rounds} windows of {args.seconds:g} s, min–max in brackets)")
 
 

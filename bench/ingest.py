@@ -7,8 +7,8 @@ creation, long before the snapshot is copied, so waiting on the slot alone would
 mid-snapshot, and its next start would drop the slot and snapshot the workload instead of
 streaming it. Then `bench_recv` is created.
 
-Each round writes the workload while neither consumer runs and takes its end LSN
-(the end of its last commit record, from pg_walinspect), then starts each consumer in turn, alternating
+Each round writes the workload while neither consumer runs and takes its end LSN (the end of
+its last commit record, from pg_walinspect), then starts each consumer in turn, alternating
 which goes first, and times it from its start until its slot's confirmed_flush_lsn reaches that
 LSN (both polled the same way, every 5 ms, through one open psql session). Both promise the
 same thing: nothing is confirmed before it is on disk. walgate fsyncs its change log before it
@@ -23,14 +23,16 @@ Workloads (defaults; --rows, --rows-per-txn and --updates change them):
   batch  4,000 transactions of 100-row INSERTs (--txns 4000 --rows-per-txn 100)
   wide   100,000 UPDATEs of a 20-column REPLICA IDENTITY FULL table, 100 per transaction
   big    2,000,000 INSERTs in 10 transactions, then 100,000 UPDATEs of them, 100 per
-         transaction (the big ones exceed logical_decoding_work_mem: streamed in progress
-         under protocol 2, spilled to disk by the server under protocol 1)
+         transaction. A 200,000-row transaction takes ~40 MB of decoding memory, under the
+         default logical_decoding_work_mem of 64MB: with --logical-decoding-work-mem 16MB it is
+         streamed in progress (protocol 2) or spilled to disk by the server (protocol 1). The
+         table's last column says which happened.
 The orders table has 7 columns (bigint, int, text, int, numeric(12,2), timestamptz, nullable
 text) and REPLICA IDENTITY FULL.
 
 Usage: bench/ingest.sh [--workload small|batch|wide|big|all|LIST] [--rounds N] [--rows N]
                        [--rows-per-txn N] [--txns N] [--updates N] [--recv-protocol 1|2]
-                       [--timeout S]
+                       [--logical-decoding-work-mem SIZE] [--timeout S]
 Environment: WALGATE_BIN (default build-release/walgate).
 """
 import argparse
@@ -121,7 +123,8 @@ class Workload:
     def schema(self, pg):
         if self.name == "wide":
             pg.sql(WIDE)
-            pg.sql(f"INSERT INTO wide SELECT g, {WIDE_VALUES} FROM generate_series(1, {self.rows}) g")
+            pg.sql(f"INSERT INTO wide SELECT g, {WIDE_VALUES} "
+                   f"FROM generate_series(1, {self.rows}) g")
         else:
             pg.sql(ORDERS)
 
@@ -144,10 +147,11 @@ def run_walgate(config, q, target, logpath, timeout):
                 if p.poll() is not None:
                     raise RuntimeError(f"walgate exited {p.returncode}; see {logpath}")
                 if time.monotonic() - t0 > timeout:
+                    st = common.source_status(os.path.join(os.path.dirname(logpath), "state"),
+                                              "app")
                     raise RuntimeError(
                         f"walgate did not confirm {common.fmt_lsn(target)} within {timeout} s "
-                        f"(at {common.fmt_lsn(q.confirmed('walgate_app'))}); status: "
-                        f"{common.source_status(os.path.join(os.path.dirname(logpath), 'state'), 'app')}")
+                        f"(at {common.fmt_lsn(q.confirmed('walgate_app'))}); status: {st}")
                 time.sleep(0.005)
             return time.monotonic() - t0
         finally:
@@ -173,7 +177,9 @@ def run_recvlogical(pg, q, target, out, proto, logpath, timeout):
         try:
             while q.confirmed("bench_recv") < target:
                 if p.poll() is not None and q.confirmed("bench_recv") < target:
-                    raise RuntimeError(f"pg_recvlogical exited {p.returncode} at {common.fmt_lsn(q.confirmed('bench_recv'))} before {common.fmt_lsn(target)}: {open(logpath).read()[-1500:]}")
+                    raise RuntimeError(
+                        f"pg_recvlogical exited {p.returncode} before confirming "
+                        f"{common.fmt_lsn(target)}: {open(logpath).read()[-1500:]}")
                 if time.monotonic() - t0 > timeout:
                     raise RuntimeError(f"pg_recvlogical did not confirm {common.fmt_lsn(target)}"
                                        f" within {timeout} s; see {logpath}")
@@ -188,7 +194,10 @@ def bench(wl, args):
     state = os.path.join(work, "state")
     logpath = os.path.join(work, "consumers.log")
     print(f"\n## {wl.describe()}", flush=True)
-    with fixture.Postgres(conf=common.PG_CONF) as pg:
+    conf = dict(common.PG_CONF)
+    if args.logical_decoding_work_mem:
+        conf["logical_decoding_work_mem"] = args.logical_decoding_work_mem
+    with fixture.Postgres(conf=conf) as pg:
         wl.schema(pg)
         config = common.walgate_config(os.path.join(work, "walgate.ini"), state, pg, {
             "app": {"publication": "bench_pub", "status_interval": "100ms"}})
@@ -227,7 +236,8 @@ def bench(wl, args):
     n = wl.changes()
     w, rr = common.spread(wsec), common.spread(rsec)
     common.table(
-        ["tool", "catch-up s, median (min–max)", "changes/s (median)", "server: spilled / streamed txns"],
+        ["tool", "catch-up s, median (min–max)", "changes/s (median)",
+         "server: spilled / streamed txns"],
         [["walgate run", common.fmt_spread(wsec), f"{n / w[0]:,.0f}",
           " / ".join(stats.get("walgate_app", ["?", "?", "?"])[0:3:2])],
          [f"pg_recvlogical (protocol {args.recv_protocol})", common.fmt_spread(rsec),
@@ -248,6 +258,9 @@ def main():
     ap.add_argument("--txns", type=int, help="transactions per round (rows = txns x rows-per-txn)")
     ap.add_argument("--updates", type=int, help="big: updates after the inserts")
     ap.add_argument("--recv-protocol", type=int, choices=(1, 2), default=2)
+    ap.add_argument("--logical-decoding-work-mem", metavar="SIZE",
+                    help="the server's setting (default 64MB): lower it to make transactions "
+                         "stream (protocol 2) or spill (protocol 1) sooner")
     ap.add_argument("--timeout", type=float, default=300, help="seconds one catch-up may take")
     args = ap.parse_args()
     names = list(DEFAULTS) if args.workload == "all" else args.workload.split(",")

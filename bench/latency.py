@@ -5,7 +5,8 @@ One PostgreSQL 15 (fsync on), `walgate run` with one source and one webhook sink
 their default settings unless --batch-max-delay or --status-interval say otherwise. The
 receiver is a lean HTTP/1.1 server in this process (bench/forward.py's: it reads each request,
 notes its arrival and answers 200; no signature). Each round, `pgbench -R RATE` inserts
-single-row transactions for SECONDS. For every transaction committed during the round:
+single-row transactions for SECONDS (-c CLIENTS, so that commit fsyncs do not hold the rate back;
+the rate achieved is printed). For every transaction committed during the round:
 
   commit → durable    from its commit timestamp (the `commit_time` PostgreSQL records, which
                       walgate copies into the commit record) until this script sees the batch
@@ -20,8 +21,8 @@ each; then the median and the min–max of those over the rounds. There is no st
 the same job to interleave with; the floor to compare with is the walsender's delay plus an
 fdatasync or two plus a loopback POST.
 
-Usage: bench/latency.sh [--rounds N] [--seconds S] [--rate TPS] [--batch-max-delay D]
-                        [--status-interval D]
+Usage: bench/latency.sh [--rounds N] [--seconds S] [--rate TPS] [--clients N]
+                        [--batch-max-delay D] [--status-interval D]
 Environment: WALGATE_BIN (default build-release/walgate).
 """
 import argparse
@@ -110,6 +111,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=8,
+                    help="pgbench connections (enough that fsync waits do not hold back -R)")
     ap.add_argument("--batch-max-delay", help="the sink's batch_max_delay (default: walgate's)")
     ap.add_argument("--status-interval", help="the source's status_interval (default: walgate's)")
     args = ap.parse_args()
@@ -147,7 +150,8 @@ def main():
                 recv.measure = True
                 pb = subprocess.run(
                     [os.path.join(fixture.PG_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
-                     str(pg.port), "-U", "postgres", "-c", "2", "-j", "2", "-R", str(args.rate),
+                     str(pg.port), "-U", "postgres", "-c", str(args.clients), "-j", "2",
+                     "-R", str(args.rate),
                      "-T", str(args.seconds), "-f", tick, "postgres"],
                     check=True, capture_output=True, text=True)
                 n = int(PROCESSED.search(pb.stdout).group(1))
@@ -172,7 +176,8 @@ def main():
                     res[name].append(st)
                     line.append(f"commit → {name} p50 {st[0]:.1f} ms, p99 {st[1]:.1f} ms, "
                                 f"max {st[2]:.1f} ms")
-                print(f"round {r + 1}: {n} transactions at -R {args.rate} ({n / args.seconds:.0f}/s achieved): " + "; ".join(line)
+                print(f"round {r + 1}: {n} transactions at -R {args.rate} "
+                      f"({n / args.seconds:.0f}/s achieved): " + "; ".join(line)
                       + f"; {common.load()}", flush=True)
         finally:
             watch.stop()
