@@ -90,6 +90,14 @@ static txn_buf *apply_txn_target(ingest_source *s, const pgout_msg *m, uint64_t 
     return &st->buf;
 }
 
+/* Whether the changes of ri go onto the rows its snapshot copied (else it fails). */
+static bool apply_rel_known(ingest_source *s, rel_info *ri)
+{
+    if (!ri->known)
+        ri->known = !rel_identity_check(s, ri->oid, ri->qname, true);
+    return ri->known;
+}
+
 static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     const pgout_relation *r = m->type == PGOUT_INSERT   ? m->u.insert.rel
@@ -98,6 +106,8 @@ static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *e
     rel_info *ri = rel_find(s, r->oid);
     if (!ri && !(ri = rel_prepare(s, r, err)))
         return -1;
+    if (!ri->skip && !ri->error && !apply_rel_known(s, ri))
+        return 0; /* renamed, re-created, or never snapshotted: failed */
     if (ri->error || ri->skip)
         return 0; /* the table is failed, or not ingested */
     if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
@@ -220,6 +230,8 @@ static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error 
     for (size_t i = 0; i < s->n_tables && !ts; i++)
         if (strcmp(s->tables[i].name, qn) == 0)
             ts = &s->tables[i];
+    if (rel_identity_check(s, r->oid, qn, false))
+        return rel_prepare(s, r, err) ? 0 : -1; /* renamed, re-created or not snapshotted */
     if (ts && !ts->error && ts->columns && !(old && old->skip) &&
         rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
         if (old)
@@ -261,7 +273,7 @@ static int apply_handle_truncate(ingest_source *s, const pgout_msg *m, wg_error 
             rc = -1;
             break;
         }
-        if (ri->skip || ri->error)
+        if (ri->skip || ri->error || !apply_rel_known(s, ri))
             continue;
         if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
             continue;

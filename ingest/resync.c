@@ -85,7 +85,9 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     ts->cut = x;
     free(ts->error);
     free(ts->columns);
-    ts->error = ts->columns = NULL;
+    free(ts->parts);
+    ts->error = ts->columns = ts->parts = NULL;
+    ts->oid = 0;
     ts->snapshot_committed = false;
     ts->rows = 0;
     rel_forget(s, qname);
