@@ -6,7 +6,7 @@ Against a real PostgreSQL 15:
   tables in the log, and the log replayed equals `COPY ... WITH CSV` of the source; a
   partition attached or detached while running fails the root with the resync remedy, and
   the resync brings it back equal to the source; without the option the leaves are copied
-  and streamed under their own names;
+  and streamed under their own names; `walgate validate` says which name the rows carry;
 - ALTER TABLE RENAME after the snapshot fails the old and the new name (both named, with the
   OID and the remedy); the resync of the new name then ingests it, equal to the source;
 - DROP TABLE + CREATE TABLE under the same name fails the name (both OIDs named) instead of
@@ -52,6 +52,12 @@ def assert_equal(pg, run, table, select, cols):
     return len(want)
 
 
+def validated(run):
+    """What `walgate validate --json` found about the source's tables, as one text."""
+    p = fixture.walgate("validate", "--json", config=run.cfg, timeout=60)
+    return "\n".join(c["found"] for c in json.loads(p.stdout) if c["check"] == "tables")
+
+
 def table_errors(run):
     return {t["table"]: t["error"] for t in run.status()["tables"] if t["error"]}
 
@@ -73,7 +79,10 @@ def test_partition_root(pg):
            "INSERT INTO meas SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g "
            "FROM generate_series(1, 500) g;"
            "CREATE PUBLICATION root_pub FOR TABLE meas WITH (publish_via_partition_root = true)")
-    run = Run(pg, "root", "root_pub").start()
+    run = Run(pg, "root", "root_pub")
+    assert "every partition's rows are copied and streamed as public.meas" in validated(run), \
+        validated(run)
+    run.start()
     run.wait(lambda: run.status().get("state") == "running", "running")
     pg.sql("UPDATE meas SET v = -v WHERE id <= 10; DELETE FROM meas WHERE id BETWEEN 11 AND 20;"
            "INSERT INTO meas VALUES (1000, 'eu', 1)")
@@ -112,7 +121,9 @@ def test_partition_root(pg):
 
     # Without publish_via_partition_root the leaves are copied and streamed as themselves.
     pg.sql("CREATE PUBLICATION leaf_pub FOR TABLE meas")
-    leaf = Run(pg, "leaf", "leaf_pub").start()
+    leaf = Run(pg, "leaf", "leaf_pub")
+    assert "its rows carry the name public.meas_eu" in validated(leaf), validated(leaf)
+    leaf.start()
     leaf.wait(lambda: leaf.status().get("state") == "running", "running")
     pg.sql("INSERT INTO meas VALUES (4000, 'eu', 4)")
     leaf.wait(lambda: committed(leaf, lambda r: r.get("new", {}).get("id") == 4000), "leaf stream")
