@@ -13,7 +13,8 @@ Against a real PostgreSQL 15:
   mixing the new table's rows into the old one's; a restart keeps the failure (the state file
   remembers each table's OID); the resync ingests the new table;
 - neighbours: ALTER TABLE SET SCHEMA; a column renamed and a new one added under its old name;
-  a table added to the publication after the snapshot.
+  a table added to the publication after the snapshot; REPLICA IDENTITY FULL -> DEFAULT while
+  running (old rows then carry the key columns only, not the others as NULL).
 """
 import csv
 import io
@@ -216,10 +217,34 @@ def test_rename_recreate(pg):
           "failed with both names/OIDs and the remedy, kept across kill -9; resync recovers")
 
 
+def test_replica_identity(pg):
+    # REPLICA IDENTITY FULL -> DEFAULT while running: the server sends the old row's key
+    # columns only (the others as NULL); the record's `old` must not claim they were NULL.
+    pg.sql("CREATE TABLE ri (id int PRIMARY KEY, v text NOT NULL); ALTER TABLE ri REPLICA IDENTITY FULL;"
+           "INSERT INTO ri SELECT g, 'v' || g FROM generate_series(1, 20) g;"
+           "CREATE PUBLICATION ri_pub FOR TABLE ri")
+    run = Run(pg, "ri", "ri_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    pg.sql("DELETE FROM ri WHERE id = 1")
+    full = run.wait(lambda: committed(run, lambda r: r.get("op") == "delete"), "delete (FULL)")
+    assert [r["old"] for r in full if r["op"] == "delete"] == [{"id": 1, "v": "v1"}], full
+    pg.sql("ALTER TABLE ri REPLICA IDENTITY DEFAULT; DELETE FROM ri WHERE id = 2;"
+           "UPDATE ri SET id = 200 WHERE id = 3; UPDATE ri SET v = 'w' WHERE id = 4")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("v") == "w"), "DEFAULT changes")
+    recs = [r for r in run.lines() if r.get("table") == "public.ri" and r["op"] in ("update", "delete")]
+    olds = [(r["op"], r.get("old")) for r in recs]
+    assert olds == [("delete", {"id": 1, "v": "v1"}), ("delete", {"id": 2}),
+                    ("update", {"id": 3}), ("update", None)], olds
+    assert_equal(pg, run, "public.ri", "SELECT id, v FROM ri", ["id", "v"])
+    run.stop()
+    print("replica identity FULL -> DEFAULT: old rows carry the key columns only, no false NULLs")
+
+
 def main():
     with fixture.Postgres() as pg:
         test_partition_root(pg)
         test_rename_recreate(pg)
+        test_replica_identity(pg)
     print("ok")
 
 
