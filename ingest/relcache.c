@@ -289,15 +289,16 @@ rel_info *rel_find(ingest_source *s, uint32_t oid)
     return NULL;
 }
 
-/* Forget how to render a table, so that its next change prepares it afresh. */
+/* Forget how to render a table, so that its next change prepares it afresh: every relation
+ * seen under the name (a dropped and re-created table was seen under two OIDs). */
 void rel_forget(ingest_source *s, const char *qname)
 {
-    for (size_t i = 0; i < s->n_rels; i++) {
+    for (size_t i = 0; i < s->n_rels;) {
         rel_info *ri = &s->rels[i];
-        if (!ri->qname || strcmp(ri->qname, qname) != 0)
-            continue;
-        rel_drop(s, i);
-        return;
+        if (ri->qname && strcmp(ri->qname, qname) == 0)
+            rel_drop(s, i); /* the last entry moves to i */
+        else
+            i++;
     }
 }
 

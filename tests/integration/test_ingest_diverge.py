@@ -205,6 +205,17 @@ def test_rename_recreate(pg):
     run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ok" and
                                r.get("new", {}).get("id") == 3), "after resyncs")
     assert set(table_errors(run)) == {"public.rn", "public.mv"}, table_errors(run)
+    # Drop + create again, failed and resynced without a restart in between: the new
+    # relation's changes are ingested after the resync (the old one's cache entry is gone too).
+    pg.sql("INSERT INTO rc VALUES (4, 'new'); DROP TABLE rc; CREATE TABLE rc (id int PRIMARY KEY, v text);"
+           "INSERT INTO rc VALUES (1, 'newer')")
+    wait_error(run, "public.rc")
+    resync(run, "public.rc")
+    pg.sql("INSERT INTO rc VALUES (5, 'newer'); INSERT INTO ok VALUES (4, 'fine')")
+    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.rc" and
+                               r.get("new", {}).get("id") == 5), "rc after its second resync")
+    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ok" and
+                               r.get("new", {}).get("id") == 4), "ok after rc's second resync")
     for t, sel, cols in (("public.rn2", "SELECT id, v FROM rn2", ["id", "v"]),
                          ("public.rc", "SELECT id, v FROM rc", ["id", "v"]),
                          ("other.mv", "SELECT id, v FROM other.mv", ["id", "v"]),
