@@ -249,7 +249,6 @@ int resync_poll(ingest_source *s, wg_error *err)
     if (resync_table(s, first_table, &retry, err) != 0)
         return -1;
     if (!retry) {
-        unlink(first);
         table_status *ts = state_table_get(s, first_table);
         if (ts && ts->cut == CUT_PENDING) { /* not done (not in the publication) */
             ts->cut = 0;
@@ -257,6 +256,9 @@ int resync_poll(ingest_source *s, wg_error *err)
         }
         state_save(s);
         state_status_write(s, true);
+        /* Last: `source resync --wait` reads status.json once the request is gone, so the
+         * table's outcome must be in it by then (done again after a crash here: harmless). */
+        unlink(first);
     } else {
         s->next_request_ms = wg_now_ms() + 5000;
     }
