@@ -47,7 +47,7 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
     wg_buf_printf(&sql, "SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = %s", rel.data);
     PGresult *kr = PQexec(c, sql.data);
     wg_buf_reset(&sql);
-    if (PQresultStatus(kr) != PGRES_TUPLES_OK || PQntuples(kr) != 1) {
+    if (PQresultStatus(kr) != PGRES_TUPLES_OK) {
         wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
         cat_sqlstate(err, kr);
         PQclear(kr);
@@ -55,8 +55,14 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
         wg_buf_free(&sql);
         return -1;
     }
-    uint32_t oid = (uint32_t)strtoul(PQgetvalue(kr, 0, 0), NULL, 10);
-    char relkind = PQgetvalue(kr, 0, 1)[0];
+    /* No row: dropped since (a Relation message of a table dropped later in the WAL); it is
+     * described with no columns, as the attribute query below finds none either. */
+    uint32_t oid = ref->oid;
+    char relkind = 0;
+    if (PQntuples(kr) == 1) {
+        oid = (uint32_t)strtoul(PQgetvalue(kr, 0, 0), NULL, 10);
+        relkind = PQgetvalue(kr, 0, 1)[0];
+    }
     PQclear(kr);
     /* In attnum order, with the type's base type when it is a domain, and whether the column
      * is part of the primary key. */
