@@ -195,8 +195,6 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
  * the table; otherwise its ingested columns are remembered to tell schema changes later. */
 static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs)
 {
-    if (!ri->skip)
-        rel_identity_check(s, ri->oid, ri->qname, false);
     if (errs->len && !ri->error && !ri->skip) {
         wg_buf m = {0};
         rel_unsupported_text(&m, s, ri->qname, errs->data);
@@ -215,8 +213,8 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
     table_status *ts = rel_status_find(s, ri->qname);
     if (ts && ts->error && !ri->error)
         ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
-    if (!ts || ri->error)
-        return;
+    if (!ts || ri->error || (ts->oid && ts->oid != ri->oid))
+        return; /* failed, or another relation under the name (its changes are not ingested) */
     wg_buf c = {0};
     for (int i = 0; i < r->ncols; i++)
         if (!ri->excluded[i])
