@@ -72,7 +72,7 @@ def test_german(pg):
     run.wait(lambda: state_is(run, "running"), "running")
     run.stop()
     other = subprocess.Popen(
-        [os.path.join(fixture.PG_BIN, "pg_recvlogical"), "-h", pg.host, "-p", str(pg.port),
+        [os.path.join(fixture.PG_CLIENT_BIN, "pg_recvlogical"), "-h", pg.host, "-p", str(pg.port),
          "-U", "postgres", "-d", "postgres", "--slot", "walgate_inuse", "--start", "-o",
          "proto_version=1", "-o", "publication_names=u_pub", "-f", "/dev/null"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
