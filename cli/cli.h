@@ -159,7 +159,7 @@ void cli_route_close(cli_route *r);
 cli_config *cli_load_config_or_report(const cli_opts *opts);
 
 /* SIGINT and SIGTERM set cli_stop_requested (which commands poll) instead of killing. */
-extern volatile int cli_stop_requested;
+extern wg_stop_flag cli_stop_requested;
 void cli_stop_on_signals(void);
 /* An eventfd that becomes readable when a stop signal arrived (after cli_stop_on_signals), for
  * poll(); -1 when it could not be made. It stays readable. */

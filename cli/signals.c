@@ -13,7 +13,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-volatile int cli_stop_requested;
+wg_stop_flag cli_stop_requested;
 volatile sig_atomic_t cli_hup_received;
 static int g_stop_fd = -1;
 

@@ -10,9 +10,18 @@
 #define WALGATE_COMMON_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ * A stop request, raised once by a signal handler or another thread and read by every loop
+ * that must end (atomic, so the store is seen without a data race; lock-free, so a signal
+ * handler may store to it). Loops that wait also need their wake-up signalled (wg_wake, the
+ * stop eventfd of cli) so that they do not wait for a tick to see it.
+ */
+typedef atomic_int wg_stop_flag;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors                                                                                      */
@@ -217,7 +226,7 @@ int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err
  * The same, but `timeout_ms` bounds the whole attempt over every address, and a non-NULL
  * *stop that becomes non-zero ends it within 100 ms (WG_ERR_CANCELLED).
  */
-int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const volatile int *stop,
+int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const wg_stop_flag *stop,
                          wg_error *err);
 
 /* Listen on addr:port (port 0 picks a free one); returns the fd, *bound_port set. */

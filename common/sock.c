@@ -105,7 +105,7 @@ int wg_parse_hostport(const char *s, char *host, size_t hostlen, int *port, int 
 
 /* Connect one address by `deadline_ms` (monotonic), giving up early when *stop is set
  * (checked every 100 ms); returns the fd or -1 with errno set (ETIMEDOUT, ECANCELED, ...). */
-static int connect_one(const struct addrinfo *ai, int64_t deadline_ms, const volatile int *stop)
+static int connect_one(const struct addrinfo *ai, int64_t deadline_ms, const wg_stop_flag *stop)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0)
@@ -153,7 +153,7 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline_ms, const vol
 
 /* Both connects: every address in turn, each by its own deadline (per_address) or all by one. */
 static int tcp_connect(const char *host, int port, int64_t timeout_ms, bool per_address,
-                       const volatile int *stop, wg_error *err)
+                       const wg_stop_flag *stop, wg_error *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
@@ -201,7 +201,7 @@ int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err
     return tcp_connect(host, port, timeout_ms, true, NULL, err);
 }
 
-int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const volatile int *stop,
+int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const wg_stop_flag *stop,
                          wg_error *err)
 {
     return tcp_connect(host, port, timeout_ms, false, stop, err);

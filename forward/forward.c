@@ -414,7 +414,7 @@ static int64_t last_commit_time(const char *data, size_t len)
  * Wait for new durable batches in the log (the generation of the wake-up moved past `seen`),
  * for `deadline` (wg_now_ms clock; <0: none) or for a stop, whichever comes first.
  */
-static void wait_for_log(fwd_forwarder *f, uint64_t seen, int64_t deadline, volatile int *stop)
+static void wait_for_log(fwd_forwarder *f, uint64_t seen, int64_t deadline, wg_stop_flag *stop)
 {
     if (*stop)
         return;
@@ -428,7 +428,7 @@ static void wait_for_log(fwd_forwarder *f, uint64_t seen, int64_t deadline, vola
 }
 
 /* Wait until `ms` have passed or a stop; new batches in the log do not end the wait. */
-static void sleep_ms(fwd_forwarder *f, int64_t ms, volatile int *stop)
+static void sleep_ms(fwd_forwarder *f, int64_t ms, wg_stop_flag *stop)
 {
     int64_t deadline = wg_now_ms() + ms;
     while (!*stop && wg_now_ms() < deadline) {
@@ -452,7 +452,7 @@ static int64_t next_deadline(const fwd_forwarder *f)
     return d;
 }
 
-int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop)
+int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
 {
     wg_backoff bo;
     wg_backoff_init(&bo, 250, 30000);

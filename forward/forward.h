@@ -144,12 +144,12 @@ fwd_forwarder *fwd_forwarder_new(const fwd_options *o, fwd_sink *sink, wg_error 
 
 /*
  * Forward until *stop (signal the options' `wake` after setting it): read whole log batches
- * after the cursor, hand them to the sink in order, advance and fsync the cursor after each acknowledgement. A batch the sink could not
- * deliver is sent again, exactly the same, with capped exponential backoff (or the sink's
- * Retry-After); FWD_FATAL stops the forwarder with the error in its status file until
- * restart. Nothing is ever skipped. Returns 0.
+ * after the cursor, hand them to the sink in order, advance and fsync the cursor after each
+ * acknowledgement. A batch the sink could not deliver is sent again, exactly the same, with capped
+ * exponential backoff (or the sink's Retry-After); FWD_FATAL stops the forwarder with the error in
+ * its status file until restart. Nothing is ever skipped. Returns 0.
  */
-int fwd_forwarder_run(fwd_forwarder *f, volatile int *stop);
+int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop);
 void fwd_forwarder_free(fwd_forwarder *f);
 
 /* The durable cursor of SOURCE's forwarder to SINK from its file (seq 0: none yet). */

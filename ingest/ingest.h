@@ -100,7 +100,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
  * any failure, resume from the durable position. Errors that retrying cannot fix leave the
  * source in state "failed" with the remedy in its status (it then waits for *stop). Returns 0.
  */
-int ingest_source_run(ingest_source *s, volatile int *stop);
+int ingest_source_run(ingest_source *s, wg_stop_flag *stop);
 /*
  * Where to dial, asked before every connection cycle when set (a PrivateLink endpoint's
  * pl_endpoint_dialer): fills addr (an IP) and *port; `after_failure` is true for every cycle

@@ -326,7 +326,7 @@ static int refresh_dial(ingest_source *s)
 
 /* One connection cycle: connect, snapshot when needed, stream. A failure of the change log
  * (or of a spill file: the same disk) is CYCLE_LOG, with the error in `logerr`. */
-static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
+static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
 {
     wg_error err = {0};
     if (refresh_dial(s) != 0) {
@@ -402,7 +402,7 @@ void ingest_source_kick(ingest_source *s)
 }
 
 /* Wait up to `ms`, ended at once by ingest_source_kick (and, within a second, by *stop). */
-static void backoff_wait(ingest_source *s, volatile int *stop, uint64_t seen, int64_t ms)
+static void backoff_wait(ingest_source *s, wg_stop_flag *stop, uint64_t seen, int64_t ms)
 {
     int64_t deadline = wg_now_ms() + ms;
     while (!*stop) {
@@ -438,7 +438,7 @@ static int log_reopen(ingest_source *s, wg_error *err)
  * at once (failed, an error log line, the remedy, status.json — after the cut, so that it has
  * room), then retry with backoff: reopen, reconnect, receive again.
  */
-static void log_recover(ingest_source *s, volatile int *stop, const wg_error *cause)
+static void log_recover(ingest_source *s, wg_stop_flag *stop, const wg_error *cause)
 {
     wg_backoff bo;
     wg_backoff_init(&bo, s->backoff_base_ms * 4, s->backoff_cap_ms);
@@ -466,7 +466,7 @@ static void log_recover(ingest_source *s, volatile int *stop, const wg_error *ca
     }
 }
 
-int ingest_source_run(ingest_source *s, volatile int *stop)
+int ingest_source_run(ingest_source *s, wg_stop_flag *stop)
 {
     wg_backoff bo;
     wg_backoff_init(&bo, s->backoff_base_ms, s->backoff_cap_ms);

@@ -253,7 +253,7 @@ struct ingest_source {
          * positions and counters they touch, `tables`, error/remedy, and the job's table
          * cursor (snapshot.c). */
         pthread_mutex_t snap_mu;
-        volatile int *stop; /* ingest_source_run's: a snapshot gives up when it is set */
+        wg_stop_flag *stop; /* ingest_source_run's: a snapshot gives up when it is set */
         /* Ends a backoff wait at once (ingest_source_kick: the route came back, or stop). */
         wg_wake *kick;
         int64_t backoff_base_ms, backoff_cap_ms; /* reconnect backoff: 250 ms to 30 s */
@@ -398,7 +398,7 @@ int resync_poll(ingest_source *s, wg_error *err);
 /* ---- stream.c: the stream loop, feedback, the disk hold ---------------------------------- */
 
 int stream_start(ingest_source *s, uint64_t from, wg_error *err);
-int stream_run(ingest_source *s, volatile int *stop, wg_error *err);
+int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err);
 int stream_log_sync(ingest_source *s, wg_error *err);
 int stream_send_status(ingest_source *s, uint64_t flush, bool reply, wg_error *err);
 /* The disk guard for a batch of `bytes` (`reclaim` of them spilled): true when it may be

@@ -285,7 +285,7 @@ static int stream_ended(ingest_source *s, int n, wg_error *err)
 
 /* Status update (the durable position, or a keepalive's when nothing is pending), then the
  * periodic work: catalog checks, resync requests, the disk hold, status.json. */
-static int stream_tick(ingest_source *s, stream_loop *lp, volatile int *stop, wg_error *err)
+static int stream_tick(ingest_source *s, stream_loop *lp, wg_stop_flag *stop, wg_error *err)
 {
     if (stream_log_sync(s, err) != 0)
         return -1;
@@ -317,7 +317,7 @@ static int stream_tick(ingest_source *s, stream_loop *lp, volatile int *stop, wg
 }
 
 /* The stream until stop (CYCLE_STOP) or an error (-1, err set). */
-int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
+int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
 {
     stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS};
     s->state = SRC_RUNNING;

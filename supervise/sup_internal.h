@@ -40,7 +40,7 @@ struct sup_t {
     size_t n_fwds;
     sup_tunnel *tunnels;
     size_t n_tunnels;
-    volatile int *stop;
+    wg_stop_flag *stop;
 
     /* The disk budget (budget.c), asked from every source thread and from housekeeping on
      * the main thread: everything below is guarded by budget_mu. */

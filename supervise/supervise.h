@@ -60,7 +60,7 @@ int sup_add_tunnel(sup_t *d, const char *name, tunnel_t *t, wg_error *err);
  * signal handler writes, when >= 0), then wake and join every thread. Returns 0, or -1 with
  * `err` when a thread could not be started (the others are stopped and joined).
  */
-int sup_run(sup_t *d, volatile int *stop, int stop_fd, wg_error *err);
+int sup_run(sup_t *d, wg_stop_flag *stop, int stop_fd, wg_error *err);
 
 /* Free everything added. NULL-safe. Call after sup_run returned (or instead of it). */
 void sup_free(sup_t *d);

@@ -140,7 +140,7 @@ static void wait_round(sup_t *d, int stop_fd, int64_t until)
     poll(&pfd, stop_fd >= 0 ? 1 : 0, (int)(stop_fd >= 0 ? left : (left < 100 ? left : 100)));
 }
 
-int sup_run(sup_t *d, volatile int *stop, int stop_fd, wg_error *err)
+int sup_run(sup_t *d, wg_stop_flag *stop, int stop_fd, wg_error *err)
 {
     d->stop = stop;
     sup_budget_init(d);

@@ -211,7 +211,7 @@ static LIBSSH2_DISCONNECT_FUNC(io_disconnect)
              text[0] ? text : "no message", reason);
 }
 
-void ssh_conn_deadline(ssh_conn *c, int64_t ms, const volatile int *stop)
+void ssh_conn_deadline(ssh_conn *c, int64_t ms, const wg_stop_flag *stop)
 {
     c->io.bounded = ms > 0;
     c->io.deadline_ms = wg_now_ms() + ms;
@@ -356,7 +356,7 @@ static int explain_setup_failure(const tunnel_config *cfg, ssh_conn *c, const ch
 }
 
 int ssh_conn_open(const tunnel_config *cfg, const keys_pair *keys, bool record,
-                  const volatile int *stop, ssh_conn *c, wg_error *err)
+                  const wg_stop_flag *stop, ssh_conn *c, wg_error *err)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;

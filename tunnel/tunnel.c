@@ -75,7 +75,7 @@ struct tunnel {
 
     pthread_t thread;
     bool running;
-    volatile int stop;
+    wg_stop_flag stop;
     int wake[2];
 
     /* Thread-only state. */

@@ -34,7 +34,7 @@ typedef struct ssh_io {
     bool setup;               /* identification, KEXINIT and byte cap are watched */
     bool bounded;             /* deadline_ms and stop apply */
     int64_t deadline_ms;      /* monotonic */
-    const volatile int *stop; /* may be NULL */
+    const wg_stop_flag *stop; /* may be NULL */
     bool timed_out, cancelled, flooded;
     uint64_t rx; /* bytes received during setup */
     ssh_ident ident;
@@ -66,7 +66,7 @@ typedef struct ssh_conn {
  * `c` must stay at its address while the session lives (libssh2 holds a pointer to c->io).
  */
 int ssh_conn_open(const tunnel_config *cfg, const keys_pair *keys, bool record,
-                  const volatile int *stop, ssh_conn *c, wg_error *err);
+                  const wg_stop_flag *stop, ssh_conn *c, wg_error *err);
 
 /*
  * Bound the next libssh2 calls on an open session: after ssh_conn_deadline(c, ms, stop), a call
@@ -74,7 +74,7 @@ int ssh_conn_open(const tunnel_config *cfg, const keys_pair *keys, bool record,
  * and returns 0 to call again, or WG_ERR_NET once `ms` have passed, or WG_ERR_CANCELLED on stop.
  * ssh_conn_deadline(c, 0, NULL) lifts the bound.
  */
-void ssh_conn_deadline(ssh_conn *c, int64_t ms, const volatile int *stop);
+void ssh_conn_deadline(ssh_conn *c, int64_t ms, const wg_stop_flag *stop);
 int ssh_conn_wait(ssh_conn *c);
 void ssh_conn_close(ssh_conn *c);
 

@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static volatile int g_stop;
+static wg_stop_flag g_stop;
 
 static void *run(void *arg)
 {
