@@ -48,12 +48,12 @@ static int slots_list(const cli_config *cfg)
                           ? "SELECT slot_name, plugin, database, active, "
                             "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
                             "''), coalesce(wal_status, ''), coalesce(pg_size_pretty("
-                            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
+                            "pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)), '') "
                             "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1"
                           : "SELECT slot_name, plugin, database, active, "
                             "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
                             "''), '-', coalesce(pg_size_pretty("
-                            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
+                            "pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)), '') "
                             "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1");
         char ver[32];
         ingest_pg_version_format(PQserverVersion(c), ver, sizeof(ver));

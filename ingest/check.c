@@ -88,6 +88,78 @@ static const char *connect_remedy(const ingest_pg_config *cfg, const char *msg, 
     return buf;
 }
 
+/*
+ * A standby (pg_is_in_recovery()): before PostgreSQL 16 it cannot decode at all (a FAIL naming
+ * the primary / writer endpoint as the remedy); from 16 it can, given hot_standby_feedback and
+ * a physical slot on the primary (primary_slot_name, streaming), and wal_level = logical on
+ * the primary (checked as the standby's wal_level, which must match it).
+ */
+static void check_standby(PGconn *c, const ingest_pg_config *cfg, const char *target,
+                          wg_checks *out)
+{
+    char v[256], v2[256], remedy[768], vs[32];
+    int ver = PQserverVersion(c);
+    ingest_pg_version_format(ver, vs, sizeof(vs));
+    if (!query1(c, "SELECT pg_is_in_recovery()", v, sizeof(v), target, "standby", out))
+        return;
+    if (strcmp(v, "t") != 0) {
+        ADD(WG_CHECK_OK, "standby", NULL, "%s is a primary (not in recovery)", cfg->name);
+        return;
+    }
+    if (ver < INGEST_PG_STANDBY_DECODING) {
+        snprintf(remedy, sizeof(remedy),
+                 "point [postgres %s] at the primary (on Aurora/RDS: the cluster's writer "
+                 "endpoint, not the reader endpoint); or upgrade to PostgreSQL 16 or later, "
+                 "which decodes on a standby",
+                 cfg->name);
+        ADD(WG_CHECK_FAIL, "standby", remedy,
+            "%s is a standby (pg_is_in_recovery() is true) running PostgreSQL %s: logical "
+            "decoding cannot be used while in recovery before PostgreSQL 16",
+            cfg->name, vs);
+        return;
+    }
+    ADD(WG_CHECK_OK, "standby", NULL,
+        "%s is a standby running PostgreSQL %s, which decodes on a standby (wal_level = "
+        "logical is needed on the primary too)",
+        cfg->name, vs);
+    if (query1(c, "SHOW hot_standby_feedback", v, sizeof(v), target, "hot_standby_feedback", out)) {
+        if (strcmp(v, "on") == 0)
+            ADD(WG_CHECK_OK, "hot_standby_feedback", NULL, "on");
+        else
+            ADD(WG_CHECK_FAIL, "hot_standby_feedback",
+                "on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT "
+                "pg_reload_conf();",
+                "off: the primary removes catalog rows the standby's slot still needs, and the "
+                "slot is invalidated");
+    }
+    if (!query1(c, "SHOW primary_slot_name", v, sizeof(v), target, "primary_slot_name", out))
+        return;
+    if (!v[0]) {
+        ADD(WG_CHECK_FAIL, "primary_slot_name",
+            "on the primary: SELECT pg_create_physical_replication_slot('standby1'); on the "
+            "standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();",
+            "not set: without a physical slot on the primary, hot_standby_feedback does not "
+            "survive a reconnect and the primary may remove WAL and catalog rows the standby's "
+            "logical slot needs");
+        return;
+    }
+    PGresult *r = PQexec(c, "SELECT status, coalesce(slot_name, '') FROM pg_stat_wal_receiver");
+    bool streaming = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                     strcmp(PQgetvalue(r, 0, 0), "streaming") == 0;
+    snprintf(v2, sizeof(v2), "%s",
+             PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0)
+                                                                       : "not running");
+    PQclear(r);
+    if (streaming)
+        ADD(WG_CHECK_OK, "primary_slot_name", NULL,
+            "%s: the standby streams from the primary through physical slot %s", v, v);
+    else
+        ADD(WG_CHECK_WARN, "primary_slot_name",
+            "check primary_conninfo on the standby and that the physical slot exists on the "
+            "primary (SELECT * FROM pg_replication_slots WHERE slot_type = 'physical')",
+            "%s is set, but the standby's WAL receiver is %s", v, v2);
+}
+
 static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *target, wg_checks *out)
 {
     char v[256], v2[256], remedy[512];
@@ -129,6 +201,8 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
                 "rds.logical_replication = 1 in the parameter group, then reboot)",
                 "wal_level is %s; logical decoding needs logical", v);
     }
+
+    check_standby(c, cfg, target, out);
 
     if (query1(c,
                "SELECT CASE WHEN rolsuper THEN 'superuser' WHEN rolreplication THEN 'replication' "
@@ -416,10 +490,10 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
     r = queryp(c,
                has_wal_status
                    ? "SELECT plugin, database, active, active_pid, wal_status, "
-                     "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+                     "pg_size_pretty(pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)) "
                      "FROM pg_replication_slots WHERE slot_name = $1"
                    : "SELECT plugin, database, active, active_pid, NULL, "
-                     "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+                     "pg_size_pretty(pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)) "
                      "FROM pg_replication_slots WHERE slot_name = $1",
                1, p4);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {

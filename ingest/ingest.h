@@ -56,6 +56,16 @@ typedef struct ingest_source_config {
 void ingest_pg_version_format(int server_version, char *buf, size_t len);
 /* Whether pg_replication_slots.wal_status and max_slot_wal_keep_size exist (PostgreSQL 13+). */
 bool ingest_pg_has_wal_status(int server_version);
+/*
+ * An SQL expression for the server's WAL position that also works during recovery: on a
+ * standby the last replayed LSN (pg_current_wal_lsn() raises "recovery is in progress" there),
+ * on a primary the current write position. Lag and "retains" are measured against it.
+ */
+#define INGEST_PG_WAL_POSITION_SQL                                                                 \
+    "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)"
+/* Logical decoding on a standby (CREATE_REPLICATION_SLOT on a server in recovery) exists from
+ * PostgreSQL 16; before, a standby cannot be a source. */
+#define INGEST_PG_STANDBY_DECODING 160000
 
 /*
  * Open a connection described by `cfg`, dialing dial_addr:dial_port instead of host:port

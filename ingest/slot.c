@@ -17,6 +17,31 @@ int slot_identify(ingest_source *s, wg_error *err)
     return cat_identify_system(s->repl, s->server_sysid, sizeof(s->server_sysid), err);
 }
 
+int slot_check_standby(ingest_source *s)
+{
+    int ver = PQserverVersion(s->cat);
+    if (ver >= INGEST_PG_STANDBY_DECODING)
+        return 0; /* decodes on a standby: lag is measured by replay position (catalog.c) */
+    PGresult *r = PQexec(s->cat, "SELECT pg_is_in_recovery()");
+    bool standby =
+        PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!standby)
+        return 0;
+    char vs[32], remedy[1024];
+    ingest_pg_version_format(ver, vs, sizeof(vs));
+    snprintf(remedy, sizeof(remedy),
+             "point [postgres %s] at the primary (on Aurora/RDS: the cluster's writer endpoint, "
+             "not the reader endpoint) and restart walgate run; or upgrade to PostgreSQL 16 or "
+             "later, which decodes on a standby",
+             s->pg.name);
+    state_set_error(s, SRC_FAILED, remedy,
+                    "postgres %s is a standby (pg_is_in_recovery() is true) running PostgreSQL "
+                    "%s: logical decoding cannot be used while in recovery before PostgreSQL 16",
+                    s->pg.name, vs);
+    return CYCLE_FATAL;
+}
+
 /* The state file was written for another slot or another server: the log is not this slot's. */
 static bool not_this_log(ingest_source *s)
 {

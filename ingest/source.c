@@ -312,6 +312,8 @@ static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
                         err.msg);
         return CYCLE_FATAL;
     }
+    if (slot_check_standby(s) != 0)
+        return CYCLE_FATAL;
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
         return src_classify(s, err.msg);

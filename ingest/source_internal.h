@@ -301,6 +301,9 @@ uint64_t state_log_holds(const ingest_source *s);
 
 /* IDENTIFY_SYSTEM on the replication connection: s->server_sysid. Negative with err. */
 int slot_identify(ingest_source *s, wg_error *err);
+/* On the catalog connection: CYCLE_FATAL (failed, with the remedy: the primary or the writer
+ * endpoint) when the server is a standby that cannot decode (before PostgreSQL 16); else 0. */
+int slot_check_standby(ingest_source *s);
 /*
  * Before START_REPLICATION: the slot is the one this log was built from (slot name, server
  * system identifier, logical pgoutput in our database) and the server has confirmed nothing
