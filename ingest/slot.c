@@ -10,11 +10,21 @@
 #include "ingest/source_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int slot_identify(ingest_source *s, wg_error *err)
 {
-    return cat_identify_system(s->repl, s->server_sysid, sizeof(s->server_sysid), err);
+    PGresult *r = PQexec(s->repl, "IDENTIFY_SYSTEM");
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQnfields(r) < 2)
+        rc = wg_error_set(err, WG_ERR_PG, "IDENTIFY_SYSTEM: %s", PQerrorMessage(s->repl));
+    else {
+        snprintf(s->server_sysid, sizeof(s->server_sysid), "%s", PQgetvalue(r, 0, 0));
+        s->server_timeline = (unsigned)strtoul(PQgetvalue(r, 0, 1), NULL, 10);
+    }
+    PQclear(r);
+    return rc;
 }
 
 int slot_check_standby(ingest_source *s)
@@ -74,6 +84,52 @@ static bool not_this_log(ingest_source *s)
     return false;
 }
 
+/*
+ * The slot this log streams from is not on the server. Before PostgreSQL 17 a slot is never
+ * copied to a standby, so after a failover (or a point-in-time restore: either changes the
+ * timeline) the new server has none; say which it is, and never make a new one silently
+ * (a new slot would start at the server's current position, past changes never logged).
+ */
+static int slot_missing(ingest_source *s)
+{
+    char remedy[1024], at[32];
+    wg_lsn_format(state_log_holds(s), at, sizeof(at));
+    bool moved = s->timeline && s->server_timeline && s->timeline != s->server_timeline;
+    if (moved || !s->timeline) {
+        snprintf(remedy, sizeof(remedy),
+                 "the changes after LSN %s are in no slot on this server. Either point [postgres "
+                 "%s] back at the server that has slot %s, if it still runs; or run `walgate "
+                 "slots drop %s` (moves this log aside) and restart walgate run to take a new "
+                 "snapshot from this server. To survive the next failover, use PostgreSQL 17+ "
+                 "with failover = true and sync_replication_slots on the standby",
+                 at, s->pg.name, s->cfg.slot, s->cfg.name);
+        if (moved)
+            state_set_error(s, SRC_FAILED, remedy,
+                            "replication slot %s is not on postgres %s, whose timeline changed "
+                            "from %u to %u since the change log in %s last streamed from it: a "
+                            "failover (a standby promoted) or a restore happened, and the slot "
+                            "was not carried over to this server",
+                            s->cfg.slot, s->pg.name, s->timeline, s->server_timeline, s->logdir);
+        else
+            state_set_error(s, SRC_FAILED, remedy,
+                            "replication slot %s is not on postgres %s (timeline %u): it was "
+                            "dropped, or a failover or a restore happened since the change log "
+                            "in %s streamed from it",
+                            s->cfg.slot, s->pg.name, s->server_timeline, s->logdir);
+        return CYCLE_FATAL;
+    }
+    snprintf(remedy, sizeof(remedy),
+             "the slot was dropped while walgate depended on it; changes made since are lost to "
+             "it. Run `walgate slots drop %s` (moves this log aside) and restart walgate run to "
+             "take a new snapshot",
+             s->cfg.name);
+    state_set_error(s, SRC_FAILED, remedy,
+                    "replication slot %s was dropped from postgres %s (same server and timeline "
+                    "%u as the change log in %s was built from)",
+                    s->cfg.slot, s->pg.name, s->server_timeline, s->logdir);
+    return CYCLE_FATAL;
+}
+
 int slot_check_resume(ingest_source *s, wg_error *err)
 {
     if (not_this_log(s))
@@ -83,7 +139,7 @@ int slot_check_resume(ingest_source *s, wg_error *err)
         return CYCLE_RETRY;
     char remedy[1024];
     if (!sl.found)
-        return 0; /* START_REPLICATION says the slot does not exist: src_classify */
+        return slot_missing(s);
     if (!sl.logical || !sl.pgoutput || !sl.our_db) {
         snprintf(remedy, sizeof(remedy),
                  "set another slot name in [source %s], or drop that slot if it is not in use "
@@ -113,6 +169,18 @@ int slot_check_resume(ingest_source *s, wg_error *err)
                         "again by another walgate); walgate does not stream across a gap",
                         s->cfg.slot, a, s->logdir, b);
         return CYCLE_FATAL;
+    }
+    /* Resuming on another timeline (a failover slot after a promotion): remember it, so that a
+     * slot missing later is told apart from one missing after this failover. */
+    if (s->server_timeline && s->timeline != s->server_timeline && s->snap_done) {
+        wg_error werr = {0};
+        if (s->timeline)
+            log_info(s->cfg.name,
+                     "slot %s found on timeline %u (was %u): resuming after a "
+                     "failover",
+                     s->cfg.slot, s->server_timeline, s->timeline);
+        if (state_write(s, true, &werr) != 0)
+            log_warn(s->cfg.name, "%s", werr.msg);
     }
     return 0;
 }

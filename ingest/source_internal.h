@@ -256,6 +256,9 @@ struct ingest_source {
         char state_slot[128];  /* the slot it was written for */
         char sysid[32];        /* the server's system identifier it records ("": an old file) */
         char server_sysid[32]; /* IDENTIFY_SYSTEM on this cycle's replication connection */
+        /* The server's timeline the state file records (0: an old file), and IDENTIFY_SYSTEM's
+         * on this cycle: a promotion (failover) or a point-in-time restore changes it. */
+        unsigned timeline, server_timeline;
         /* The last idle position recorded in the `idle` file before it was confirmed: a
          * server keepalive's LSN with no publication change between `idle_over` (the log's
          * durable position then) and `idle_lsn`. */
@@ -299,7 +302,8 @@ uint64_t state_log_holds(const ingest_source *s);
 
 /* ---- slot.c: whose slot, and gaps --------------------------------------------------------- */
 
-/* IDENTIFY_SYSTEM on the replication connection: s->server_sysid. Negative with err. */
+/* IDENTIFY_SYSTEM on the replication connection: s->server_sysid and s->server_timeline.
+ * Negative with err. */
 int slot_identify(ingest_source *s, wg_error *err);
 /* On the catalog connection: CYCLE_FATAL (failed, with the remedy: the primary or the writer
  * endpoint) when the server is a standby that cannot decode (before PostgreSQL 16); else 0. */

@@ -7,7 +7,10 @@
 - PostgreSQL 16 standby: `validate` passes (standby, hot_standby_feedback, primary_slot_name);
   `run` snapshots and streams changes made on the primary; the replayed log equals the table
   (COPY ... WITH CSV); lag is reported; `slots list` works; the standby's log has no
-  `recovery is in progress` errors.
+  `recovery is in progress` errors;
+- PostgreSQL 15 failover to a standby without a copy of the slot: the source fails naming the
+  failover (timeline changed) and the options, never "dropped", and no slot is made silently;
+  `slots drop` and a new run resnapshot from the new primary.
 
 Standbys are made by fixture.Standby (a cold copy of the primary, no pg_basebackup).
 """
@@ -94,9 +97,47 @@ def test_pg16_standby_source():
     print("pg16 standby source: ok")
 
 
+def test_pg15_failover_named():
+    """Before 17 a slot is not carried over to a standby: after a promotion walgate says that a
+    failover happened (the timeline changed), offers the options, never says "dropped" and
+    never makes a slot by itself; `slots drop` then a run resnapshots from the new primary."""
+    with fixture.Postgres(bin="15") as pg, fixture.Standby(pg) as sb:
+        make_table(pg, "tf")
+        insert(pg, "tf", 1, 100)
+        run = Run(pg, "fo", "tf_pub")
+        run.start()
+        run.wait(has_ids(run, "tf", 100), "snapshot on the primary")
+        insert(pg, "tf", 101, 120)
+        run.wait(has_ids(run, "tf", 120), "streamed on the primary")
+        run.stop()
+        insert(pg, "tf", 121, 130)  # never logged: the slot holding them stays on the old primary
+        sb.catch_up()
+        sb.promote()
+        pg.stop(cleanup=False)
+        run = Run(sb, "fo", "tf_pub", state=run.state)
+        run.start()
+        st = run.wait(failed_with(run, "failover", "timeline changed from 1 to 2", "slots drop fo"),
+                      "failover named", alive=False)
+        assert "dropped" not in st["error"], st
+        assert "point [postgres main] back" in st["remedy"], st
+        assert not sb.sql("SELECT slot_name FROM pg_replication_slots WHERE slot_type = "
+                          "'logical'"), "a slot was made on the new primary"
+        run.stop()
+        d = fixture.walgate("slots", "drop", "fo", config=run.cfg)
+        assert d.returncode == 0, d.stdout + d.stderr
+        run.start()
+        run.wait(lambda: run.status().get("state") == "running", "resnapshot on the new primary")
+        insert(sb, "tf", 131, 140)
+        run.wait(has_ids(run, "tf", 140), "streamed on the new primary")
+        assert equal(run, sb, "tf") == 140
+        run.stop()
+    print("pg15 failover named: ok")
+
+
 def main():
     test_pg15_standby_refused()
     test_pg16_standby_source()
+    test_pg15_failover_named()
     print("ok")
 
 
