@@ -44,6 +44,10 @@ typedef enum pgver_snapshot {
  */
 const char *pgver_slot_snapshot_option(int server_version, pgver_snapshot what);
 
+/* Failover slots (CREATE_REPLICATION_SLOT ... (FAILOVER), ALTER_REPLICATION_SLOT,
+ * pg_replication_slots.failover/.synced, sync_replication_slots): PostgreSQL 17+. */
+bool pgver_has_failover_slots(int server_version);
+
 /* The pgoutput protocol to ask for: the highest the server offers that walgate decodes. */
 int pgver_pgoutput_proto(int server_version);
 

@@ -30,14 +30,13 @@ int slot_identify(ingest_source *s, wg_error *err)
 int slot_check_standby(ingest_source *s)
 {
     int ver = PQserverVersion(s->cat);
-    if (ver >= INGEST_PG_STANDBY_DECODING)
-        return 0; /* decodes on a standby: lag is measured by replay position (catalog.c) */
     PGresult *r = PQexec(s->cat, "SELECT pg_is_in_recovery()");
     bool standby =
         PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
-    if (!standby)
-        return 0;
+    s->in_recovery = standby;
+    if (!standby || ver >= INGEST_PG_STANDBY_DECODING)
+        return 0; /* 16+ decodes on a standby: lag is measured by replay position (catalog.c) */
     char vs[32], remedy[1024];
     ingest_pg_version_format(ver, vs, sizeof(vs));
     snprintf(remedy, sizeof(remedy),
@@ -82,6 +81,50 @@ static bool not_this_log(ingest_source *s)
         return true;
     }
     return false;
+}
+
+const char *slot_create_options(const ingest_source *s)
+{
+    int ver = PQserverVersion(s->repl);
+    /* A slot made on a standby cannot be a failover slot (it is not synchronized anywhere). */
+    if (pgver_has_failover_slots(ver) && !s->in_recovery)
+        return s->cfg.failover ? "(SNAPSHOT 'export', FAILOVER true)"
+                               : "(SNAPSHOT 'export', FAILOVER false)";
+    return pgver_slot_snapshot_option(ver, PGVER_SNAPSHOT_EXPORT);
+}
+
+/* PostgreSQL 17+: make an existing slot's failover property what [source] failover says
+ * (a slot made before walgate used failover slots, or by hand). A failure is logged: the
+ * stream works either way, and `walgate validate` reports the slot. */
+static void slot_set_failover(ingest_source *s)
+{
+    if (!pgver_has_failover_slots(PQserverVersion(s->cat)) || s->in_recovery)
+        return;
+    const char *p[1] = {s->cfg.slot};
+    PGresult *r =
+        PQexecParams(s->cat, "SELECT failover FROM pg_replication_slots WHERE slot_name = $1", 1,
+                     NULL, p, NULL, NULL, 0);
+    bool known = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    bool is = known && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!known || is == (s->cfg.failover != 0))
+        return;
+    char q[200];
+    snprintf(q, sizeof(q), "ALTER_REPLICATION_SLOT \"%s\" ( FAILOVER %s )", s->cfg.slot,
+             s->cfg.failover ? "true" : "false");
+    r = PQexec(s->repl, q);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+        log_info(s->cfg.name, "slot %s is %s a failover slot ([source %s] failover = %s)",
+                 s->cfg.slot, s->cfg.failover ? "now" : "no longer", s->cfg.name,
+                 s->cfg.failover ? "true" : "false");
+    else {
+        char m[512];
+        snprintf(m, sizeof(m), "%s", PQerrorMessage(s->repl));
+        wg_text_oneline(m);
+        log_warn(s->cfg.name, "could not make slot %s %s failover slot: %s", s->cfg.slot,
+                 s->cfg.failover ? "a" : "not a", m);
+    }
+    PQclear(r);
 }
 
 /*
@@ -170,6 +213,7 @@ int slot_check_resume(ingest_source *s, wg_error *err)
                         s->cfg.slot, a, s->logdir, b);
         return CYCLE_FATAL;
     }
+    slot_set_failover(s);
     /* Resuming on another timeline (a failover slot after a promotion): remember it, so that a
      * slot missing later is told apart from one missing after this failover. */
     if (s->server_timeline && s->timeline != s->server_timeline && s->snap_done) {

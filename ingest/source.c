@@ -107,6 +107,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->pg.sslmode = own(s, pg->sslmode);
     s->pg.sslrootcert = own(s, pg->sslrootcert);
     s->pg.via = own(s, pg->via);
+    s->pg.target_session_attrs = own(s, pg->target_session_attrs);
     s->dial_addr = wg_dup_or_null(dial_addr, NULL);
     s->dial_port = dial_port;
     s->state_dir = strdup(state_dir);
