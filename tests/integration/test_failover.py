@@ -11,7 +11,11 @@ streaming through `host = 127.0.0.1,127.0.0.2` with target_session_attrs = read-
   promoted under that load (`pg_ctl promote`) and the old primary stopped; `walgate run`
   resumes on the new primary by itself, and the replayed change log equals the new primary's
   table (COPY ... WITH CSV) with no row lost or duplicated (logreplay refuses duplicates);
-- `slots list` and `status` work through the host list.
+- `failover = false` makes an ordinary slot; `failover = true` on the next start switches it
+  (ALTER_REPLICATION_SLOT); each link of the chain broken in turn (synchronized_standby_slots
+  naming a missing slot, sync_replication_slots or hot_standby_feedback off on the standby) is
+  a FAIL naming it;
+- `slots list`, `status` and `slots drop` work through the host list.
 """
 import os
 import subprocess
@@ -23,15 +27,15 @@ from test_ingest_gaps import Run, equal, insert, log_ids, make_table
 
 
 class MultiHostRun(Run):
-    def __init__(self, pg, hosts, name, pub):
-        super().__init__(pg, name, pub)
+    def __init__(self, pg, hosts, name, pub, failover="true", state=None):
+        super().__init__(pg, name, pub, state=state)
         self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
             ("walgate", {"state_dir": self.state}),
             ("postgres main", {"host": hosts, "port": pg.port, "user": "postgres",
                                "dbname": "postgres", "sslmode": "disable",
                                "target_session_attrs": "read-write"}),
             (f"source {name}", {"connection": "main", "publication": pub,
-                                "status_interval": "200ms"})]))
+                                "status_interval": "200ms", "failover": failover})]))
 
 
 class Writer(threading.Thread):
@@ -78,11 +82,18 @@ def main():
         pg.sql("CREATE TABLE noise (id serial PRIMARY KEY)")
         insert(pg, "tf", 1, 200)
         hosts = f"{pg.host},{sb.host}"
-        run = MultiHostRun(pg, hosts, "fo", "tf_pub")
+        failover = "SELECT failover FROM pg_replication_slots WHERE slot_name = 'walgate_fo'"
+        # failover = false: an ordinary slot; then true: the running walgate switches it
+        run = MultiHostRun(pg, hosts, "fo", "tf_pub", failover="false")
         run.start()
         run.wait(lambda: run.status().get("state") == "running", "running", timeout=90)
-        assert pg.sql("SELECT failover FROM pg_replication_slots WHERE slot_name = "
-                      "'walgate_fo'") == "t", "not created as a failover slot"
+        assert pg.sql(failover) == "f", "failover = false made a failover slot"
+        run.stop()
+        run = MultiHostRun(pg, hosts, "fo", "tf_pub", state=run.state)
+        run.start()
+        run.wait(lambda: pg.sql(failover) == "t", "ALTER_REPLICATION_SLOT ... (FAILOVER true)")
+        run.wait(lambda: run.status().get("state") == "running", "running", timeout=90)
+        assert "is now a failover slot" in run.log(), run.log()
 
         # the standby synchronizes the slot (temporary until it has caught up)
         def synced():
@@ -101,6 +112,23 @@ def main():
             assert want in v.stdout, (want, v.stdout)
         sl = fixture.walgate("slots", "list", config=run.cfg)
         assert sl.returncode == 0 and "walgate_fo" in sl.stdout, sl.stdout + sl.stderr
+        assert "failover yes  source fo" in sl.stdout, sl.stdout
+
+        # each link of the chain broken in turn is a FAIL naming it
+        for who, key, bad, want in (
+                (pg, "synchronized_standby_slots", "nope", "names slot nope, which does not exist"),
+                (sb, "sync_replication_slots", "off", "failover slots are not copied"),
+                (sb, "hot_standby_feedback", "off", "slot synchronization needs it")):
+            old = who.conf.get(key)
+            who.set_conf(**{key: bad})
+            who.reload()
+            wait_for(lambda: who.sql(f"SHOW {key}") == bad, f"{key} reloaded")
+            v = fixture.walgate("validate", config=run.cfg)
+            assert v.returncode != 0 and any(l.startswith("FAIL") and key in l and want in l
+                                             for l in v.stdout.splitlines()), v.stdout
+            who.set_conf(**{key: old})
+            who.reload()
+            wait_for(lambda: who.sql(f"SHOW {key}") == old, f"{key} restored")
 
         w = Writer(f"host={hosts} port={pg.port} user=postgres dbname=postgres "
                    f"target_session_attrs=read-write connect_timeout=2")
