@@ -11,6 +11,7 @@ streaming through `host = 127.0.0.1,127.0.0.2` with target_session_attrs = read-
   promoted under that load (`pg_ctl promote`) and the old primary stopped; `walgate run`
   resumes on the new primary by itself, and the replayed change log equals the new primary's
   table (COPY ... WITH CSV) with no row lost or duplicated (logreplay refuses duplicates);
+- the same checks for a standby named by `standbys = replica` (a [postgres] section);
 - `failover = false` makes an ordinary slot; `failover = true` on the next start switches it
   (ALTER_REPLICATION_SLOT); each link of the chain broken in turn (synchronized_standby_slots
   naming a missing slot, sync_replication_slots or hot_standby_feedback off on the standby) is
@@ -110,6 +111,20 @@ def main():
                      "streams", "127.0.0.1 is the primary", "sync_replication_slots",
                      "walgate_fo synced = true", "libpq chose 127.0.0.1"):
             assert want in v.stdout, (want, v.stdout)
+        # the same standby named by a [postgres] section (standbys = replica) instead of a host
+        listed = fixture.write_file(os.path.join(run.state, "listed.ini"), fixture.ini([
+            ("walgate", {"state_dir": run.state}),
+            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
+                               "dbname": "postgres", "sslmode": "disable",
+                               "standbys": "replica"}),
+            ("postgres replica", {"host": sb.host, "port": sb.port, "user": "postgres",
+                                  "dbname": "postgres", "sslmode": "disable"}),
+            ("source fo", {"connection": "main", "publication": "tf_pub"})]))
+        v = fixture.walgate("validate", config=listed)
+        fails = [l for l in v.stdout.splitlines() if l.startswith("FAIL")]
+        assert v.returncode == 0 and not fails, v.stdout + v.stderr
+        assert "postgres main standby replica synced slot" in " ".join(v.stdout.split()), v.stdout
+        assert "walgate_fo synced = true" in v.stdout, v.stdout
         sl = fixture.walgate("slots", "list", config=run.cfg)
         assert sl.returncode == 0 and "walgate_fo" in sl.stdout, sl.stdout + sl.stderr
         assert "failover yes  source fo" in sl.stdout, sl.stdout
