@@ -28,6 +28,8 @@ typedef struct cli_tunnel {
 typedef struct cli_postgres {
     ingest_pg_config cfg;
     char *name, *host, *user, *dbname, *password_file, *password_env, *sslmode, *sslrootcert, *via;
+    char *target_session_attrs;
+    char **standbys; /* [postgres] sections that are standbys of this one (validate checks them) */
     int line;
 } cli_postgres;
 

@@ -43,18 +43,21 @@ static int slots_list(const cli_config *cfg)
         }
         /* wal_status and max_slot_wal_keep_size are PostgreSQL 13+ */
         bool has_wal_status = ingest_pg_has_wal_status(PQserverVersion(c));
+        /* failover and synced are PostgreSQL 17+ (failover slots) */
+        bool has_failover = PQserverVersion(c) >= 170000;
+#define SLOTS_HEAD                                                                                 \
+    "SELECT slot_name, plugin, database, active, coalesce(active_pid::text, ''), "                 \
+    "coalesce(confirmed_flush_lsn::text, ''), "
+#define SLOTS_RETAINS                                                                              \
+    "coalesce(pg_size_pretty(pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)), ''), "
+#define SLOTS_TAIL "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1"
         PGresult *r =
-            PQexec(c, has_wal_status
-                          ? "SELECT slot_name, plugin, database, active, "
-                            "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
-                            "''), coalesce(wal_status, ''), coalesce(pg_size_pretty("
-                            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
-                            "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1"
-                          : "SELECT slot_name, plugin, database, active, "
-                            "coalesce(active_pid::text, ''), coalesce(confirmed_flush_lsn::text, "
-                            "''), '-', coalesce(pg_size_pretty("
-                            "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), '') "
-                            "FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY 1");
+            PQexec(c, has_failover ? SLOTS_HEAD "coalesce(wal_status, ''), " SLOTS_RETAINS
+                                                "CASE WHEN synced THEN 'yes (a synced copy)' WHEN "
+                                                "failover THEN 'yes' ELSE 'no' END " SLOTS_TAIL
+                      : has_wal_status ? SLOTS_HEAD "coalesce(wal_status, ''), " SLOTS_RETAINS
+                                                    "'' " SLOTS_TAIL
+                                       : SLOTS_HEAD "'-', " SLOTS_RETAINS "'' " SLOTS_TAIL);
         char ver[32];
         ingest_pg_version_format(PQserverVersion(c), ver, sizeof(ver));
         printf("postgres %s (PostgreSQL %s):\n", p->name, ver);
@@ -69,12 +72,14 @@ static int slots_list(const cli_config *cfg)
                 if (strcmp(cfg->sources[j].cfg.connection, p->name) == 0 &&
                     strcmp(cfg->sources[j].cfg.slot, name) == 0)
                     owner = cfg->sources[j].name;
-            printf(
-                "  %-24s plugin %-9s db %-12s %s%s  confirmed %s  wal_status %s  retains %s%s%s\n",
-                name, PQgetvalue(r, k, 1), PQgetvalue(r, k, 2),
-                PQgetvalue(r, k, 3)[0] == 't' ? "active pid " : "inactive", PQgetvalue(r, k, 4),
-                PQgetvalue(r, k, 5), PQgetvalue(r, k, 6), PQgetvalue(r, k, 7),
-                owner ? "  source " : "  (not a configured source)", owner ? owner : "");
+            const char *fo = PQgetvalue(r, k, 8);
+            printf("  %-24s plugin %-9s db %-12s %s%s  confirmed %s  wal_status %s  retains "
+                   "%s%s%s%s%s\n",
+                   name, PQgetvalue(r, k, 1), PQgetvalue(r, k, 2),
+                   PQgetvalue(r, k, 3)[0] == 't' ? "active pid " : "inactive", PQgetvalue(r, k, 4),
+                   PQgetvalue(r, k, 5), PQgetvalue(r, k, 6), PQgetvalue(r, k, 7),
+                   fo[0] ? "  failover " : "", fo,
+                   owner ? "  source " : "  (not a configured source)", owner ? owner : "");
         }
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             char msg[WG_ERROR_MSG_MAX];

@@ -68,6 +68,47 @@ static void print_json(const wg_checks *c)
     wg_buf_free(&b);
 }
 
+/*
+ * The standbys of a primary that walgate can reach, for failover: the [postgres] sections its
+ * `standbys` key names, and the other hosts of a `host = a,b` list (the one that is the
+ * primary says so and is skipped).
+ */
+static void check_standbys(const cli_config *cfg, const cli_postgres *p,
+                           const ingest_source_config *const *srcs, size_t ns, wg_checks *out)
+{
+    if (ns == 0)
+        return;
+    for (size_t i = 0; p->standbys && p->standbys[i]; i++) {
+        const cli_postgres *sb = cli_config_postgres(cfg, p->standbys[i]);
+        if (!sb)
+            continue;
+        cli_route route;
+        wg_error err = {0};
+        if (cli_route_open(cfg, sb, &route, &err) != 0 ||
+            (route.tunnel && tunnel_wait_up(route.tunnel, 15000, &err) != 0)) {
+            char target[200];
+            snprintf(target, sizeof(target), "postgres %s standby %s", p->name, sb->name);
+            wg_checks_add(out, target, "route", WG_CHECK_FAIL, "fix the route first",
+                          "cannot reach standby %s: %s", sb->name, err.msg);
+        } else
+            ingest_check_standby(&sb->cfg, route.addr, route.port, p->name, srcs, ns, false, out);
+        cli_route_close(&route);
+    }
+    if (p->cfg.route != INGEST_ROUTE_DIRECT || !strchr(p->cfg.host, ','))
+        return;
+    char hosts[1024];
+    snprintf(hosts, sizeof(hosts), "%s", p->cfg.host);
+    char *save = NULL;
+    for (char *h = strtok_r(hosts, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+        while (*h == ' ')
+            h++;
+        ingest_pg_config one = p->cfg;
+        one.host = h;
+        one.target_session_attrs = NULL;
+        ingest_check_standby(&one, NULL, 0, p->name, srcs, ns, true, out);
+    }
+}
+
 /* The PostgreSQL checks of one [postgres] section and the sources that use it. */
 static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **names, int nn,
                            wg_checks *out)
@@ -84,6 +125,7 @@ static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **
     snprintf(target, sizeof(target), "postgres %s", p->name);
     if (p->cfg.route == INGEST_ROUTE_DIRECT) {
         ingest_check_postgres(&p->cfg, NULL, 0, srcs, ns, out);
+        check_standbys(cfg, p, srcs, ns, out);
         return;
     }
     cli_route route;
@@ -111,6 +153,7 @@ static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **
                       p->cfg.host);
         ingest_check_postgres(&p->cfg, addr, port, srcs, ns, out);
         pl_endpoint_free(ep);
+        check_standbys(cfg, p, srcs, ns, out);
         return;
     }
     const cli_tunnel *t = cli_config_tunnel(cfg, p->via);
@@ -127,6 +170,7 @@ static void check_postgres(const cli_config *cfg, const cli_postgres *p, char **
                   p->cfg.host, p->cfg.port);
     ingest_check_postgres(&p->cfg, route.addr, route.port, srcs, ns, out);
     cli_route_close(&route);
+    check_standbys(cfg, p, srcs, ns, out);
 }
 
 /* [walgate]: state_dir usable, room on its file system, a disk budget the logs can keep to. */

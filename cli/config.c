@@ -75,6 +75,8 @@ static const char *const g_sslmode_choices[] = {"disable",   "allow",       "pre
 #define K(field) offsetof(cli_sink, field)
 static const char *const g_sink_types[] = {"webhook", "nats", NULL};
 static const int g_sink_type_values[] = {CLI_SINK_WEBHOOK, CLI_SINK_NATS};
+static const char *const g_session_attrs_choices[] = {
+    "any", "read-write", "read-only", "primary", "standby", "prefer-standby", NULL};
 static const char *const g_bool_choices[] = {"true", "false", "yes", "no", "on", "off", NULL};
 static const int g_bool_values[] = {1, 0, 1, 0, 1, 0};
 static const char *const g_signature_choices[] = {"walgate", "standard", NULL};
@@ -116,6 +118,9 @@ static const key_spec g_keys[] = {
     {SECT_POSTGRES, "sslmode", KT_STRING, "prefer", P(sslmode), 0, 0, g_sslmode_choices, 0},
     {SECT_POSTGRES, "sslrootcert", KT_PATH, NULL, P(sslrootcert), 0, 0, 0, 0},
     {SECT_POSTGRES, "via", KT_VIA, "direct", 0, 0, 0, 0, 0},
+    {SECT_POSTGRES, "target_session_attrs", KT_STRING, NULL, P(target_session_attrs), 0, 0,
+     g_session_attrs_choices, 0},
+    {SECT_POSTGRES, "standbys", KT_LIST, NULL, P(standbys), 0, 0, 0, 0},
     {SECT_POSTGRES, "connect_timeout", KT_DURATION, "10s", P(cfg.connect_timeout_ms), 1000, MS_DAY,
      0, 0},
     {SECT_POSTGRES, "keepalives_idle", KT_DURATION, "5s", P(cfg.tcp.idle_ms), 1000, MS_DAY, 0, 0},
@@ -136,6 +141,8 @@ static const key_spec g_keys[] = {
     {SECT_SOURCE, "status_interval", KT_DURATION, "1s", S(cfg.status_interval_ms), 100,
      10 * 60 * 1000, 0, 0},
     {SECT_SOURCE, "forward", KT_LIST, NULL, S(forward), 0, 0, 0, 0},
+    {SECT_SOURCE, "failover", KT_ENUM, "true", S(cfg.failover), 0, 0, g_bool_choices,
+     g_bool_values},
 
     {SECT_SINK, "type", KT_ENUM, NULL, K(type), 0, 0, g_sink_types, g_sink_type_values},
     {SECT_SINK, "url", KT_STRING, NULL, K(url), 0, 0, 0, 0},
@@ -972,7 +979,20 @@ static void finish(parse_state *ps)
             fail(ps, p->line,
                  "[postgres %s] via = privatelink %s, but there is no [privatelink %s] section",
                  p->name, p->via, p->via);
+        if (p->host && strchr(p->host, ',') && p->cfg.route != INGEST_ROUTE_DIRECT)
+            fail(ps, p->line,
+                 "[postgres %s] host = %s names several hosts, which works only without via "
+                 "(a tunnel or an endpoint forwards to one host): give one host, or one "
+                 "[postgres] section per host",
+                 p->name, p->host);
+        for (size_t k = 0; p->standbys && p->standbys[k]; k++)
+            if (!find_section(cfg, SECT_POSTGRES, p->standbys[k]) ||
+                strcmp(p->standbys[k], p->name) == 0)
+                fail(ps, p->line,
+                     "[postgres %s] standbys = %s, but there is no other [postgres %s] section",
+                     p->name, p->standbys[k], p->standbys[k]);
         p->cfg.name = p->name;
+        p->cfg.target_session_attrs = p->target_session_attrs;
         p->cfg.host = p->host;
         p->cfg.user = p->user;
         p->cfg.dbname = p->dbname;
@@ -1146,6 +1166,8 @@ void cli_config_free(cli_config *cfg)
         free(p->sslmode);
         free(p->sslrootcert);
         free(p->via);
+        free(p->target_session_attrs);
+        free_list(p->standbys);
     }
     for (size_t i = 0; i < cfg->n_sources; i++) {
         cli_source *s = &cfg->sources[i];

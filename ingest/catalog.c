@@ -262,7 +262,7 @@ void cat_pubshape_free(cat_pubshape *p)
 
 int cat_current_wal_lsn(PGconn *c, uint64_t *lsn)
 {
-    PGresult *r = PQexec(c, "SELECT pg_current_wal_lsn()");
+    PGresult *r = PQexec(c, "SELECT " INGEST_PG_WAL_POSITION_SQL);
     int rc = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         rc = pgout_parse_lsn(PQgetvalue(r, 0, 0), lsn);

@@ -88,6 +88,78 @@ static const char *connect_remedy(const ingest_pg_config *cfg, const char *msg, 
     return buf;
 }
 
+/*
+ * A standby (pg_is_in_recovery()): before PostgreSQL 16 it cannot decode at all (a FAIL naming
+ * the primary / writer endpoint as the remedy); from 16 it can, given hot_standby_feedback and
+ * a physical slot on the primary (primary_slot_name, streaming), and wal_level = logical on
+ * the primary (checked as the standby's wal_level, which must match it).
+ */
+static void check_standby(PGconn *c, const ingest_pg_config *cfg, const char *target,
+                          wg_checks *out)
+{
+    char v[256], v2[256], remedy[768], vs[32];
+    int ver = PQserverVersion(c);
+    ingest_pg_version_format(ver, vs, sizeof(vs));
+    if (!query1(c, "SELECT pg_is_in_recovery()", v, sizeof(v), target, "standby", out))
+        return;
+    if (strcmp(v, "t") != 0) {
+        ADD(WG_CHECK_OK, "standby", NULL, "%s is a primary (not in recovery)", cfg->name);
+        return;
+    }
+    if (ver < INGEST_PG_STANDBY_DECODING) {
+        snprintf(remedy, sizeof(remedy),
+                 "point [postgres %s] at the primary (on Aurora/RDS: the cluster's writer "
+                 "endpoint, not the reader endpoint); or upgrade to PostgreSQL 16 or later, "
+                 "which decodes on a standby",
+                 cfg->name);
+        ADD(WG_CHECK_FAIL, "standby", remedy,
+            "%s is a standby (pg_is_in_recovery() is true) running PostgreSQL %s: logical "
+            "decoding cannot be used while in recovery before PostgreSQL 16",
+            cfg->name, vs);
+        return;
+    }
+    ADD(WG_CHECK_OK, "standby", NULL,
+        "%s is a standby running PostgreSQL %s, which decodes on a standby (wal_level = "
+        "logical is needed on the primary too)",
+        cfg->name, vs);
+    if (query1(c, "SHOW hot_standby_feedback", v, sizeof(v), target, "hot_standby_feedback", out)) {
+        if (strcmp(v, "on") == 0)
+            ADD(WG_CHECK_OK, "hot_standby_feedback", NULL, "on");
+        else
+            ADD(WG_CHECK_FAIL, "hot_standby_feedback",
+                "on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT "
+                "pg_reload_conf();",
+                "off: the primary removes catalog rows the standby's slot still needs, and the "
+                "slot is invalidated");
+    }
+    if (!query1(c, "SHOW primary_slot_name", v, sizeof(v), target, "primary_slot_name", out))
+        return;
+    if (!v[0]) {
+        ADD(WG_CHECK_FAIL, "primary_slot_name",
+            "on the primary: SELECT pg_create_physical_replication_slot('standby1'); on the "
+            "standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();",
+            "not set: without a physical slot on the primary, hot_standby_feedback does not "
+            "survive a reconnect and the primary may remove WAL and catalog rows the standby's "
+            "logical slot needs");
+        return;
+    }
+    PGresult *r = PQexec(c, "SELECT status, coalesce(slot_name, '') FROM pg_stat_wal_receiver");
+    bool streaming = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                     strcmp(PQgetvalue(r, 0, 0), "streaming") == 0;
+    snprintf(v2, sizeof(v2), "%s",
+             PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0)
+                                                                       : "not running");
+    PQclear(r);
+    if (streaming)
+        ADD(WG_CHECK_OK, "primary_slot_name", NULL,
+            "%s: the standby streams from the primary through physical slot %s", v, v);
+    else
+        ADD(WG_CHECK_WARN, "primary_slot_name",
+            "check primary_conninfo on the standby and that the physical slot exists on the "
+            "primary (SELECT * FROM pg_replication_slots WHERE slot_type = 'physical')",
+            "%s is set, but the standby's WAL receiver is %s", v, v2);
+}
+
 static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *target, wg_checks *out)
 {
     char v[256], v2[256], remedy[512];
@@ -129,6 +201,8 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
                 "rds.logical_replication = 1 in the parameter group, then reboot)",
                 "wal_level is %s; logical decoding needs logical", v);
     }
+
+    check_standby(c, cfg, target, out);
 
     if (query1(c,
                "SELECT CASE WHEN rolsuper THEN 'superuser' WHEN rolreplication THEN 'replication' "
@@ -248,6 +322,82 @@ static bool table_configured(const ingest_source_config *s, const char *schema, 
         if (strcmp(s->tables[i], full) == 0)
             return true;
     return false;
+}
+
+/*
+ * PostgreSQL 17+ on a primary: is the slot a failover slot, and are the standbys that must
+ * have received every change before walgate gets it (synchronized_standby_slots) there and
+ * streaming? The standbys' own side is ingest_check_standby.
+ */
+static void check_failover(PGconn *c, const ingest_source_config *s, const char *slot,
+                           const char *target, wg_checks *out)
+{
+    char v[1024], remedy[1024];
+    if (!pgver_has_failover_slots(PQserverVersion(c)) ||
+        !query1(c, "SELECT pg_is_in_recovery()", v, sizeof(v), target, "failover", out) ||
+        strcmp(v, "t") == 0)
+        return;
+    if (!s->failover) {
+        ADD(WG_CHECK_OK, "failover", NULL,
+            "failover = false in [source %s]: slot %s is not synchronized to standbys; after a "
+            "failover walgate needs a new snapshot",
+            s->name, slot);
+        return;
+    }
+    const char *p[1] = {slot};
+    PGresult *r = queryp(c, "SELECT failover FROM pg_replication_slots WHERE slot_name = $1", 1, p);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        if (PQgetvalue(r, 0, 0)[0] == 't')
+            ADD(WG_CHECK_OK, "failover", NULL, "%s is a failover slot", slot);
+        else
+            ADD(WG_CHECK_WARN, "failover",
+                "walgate run makes it one when it starts (ALTER_REPLICATION_SLOT ... (FAILOVER "
+                "true)); or set failover = false in [source]",
+                "%s is not a failover slot: a promoted standby would not have it", slot);
+    } else if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        ADD(WG_CHECK_OK, "failover", NULL, "walgate run creates %s as a failover slot", slot);
+    PQclear(r);
+
+    if (!query1(c, "SHOW synchronized_standby_slots", v, sizeof(v), target,
+                "synchronized_standby_slots", out))
+        return;
+    if (!v[0]) {
+        ADD(WG_CHECK_WARN, "synchronized_standby_slots",
+            "ALTER SYSTEM SET synchronized_standby_slots = 'PHYSICAL_SLOT_OF_THE_STANDBY'; SELECT "
+            "pg_reload_conf();",
+            "empty: walgate may receive (and log) changes a standby has not received yet; after "
+            "a failover to that standby they are not on the new primary");
+        return;
+    }
+    char *save = NULL;
+    for (char *name = strtok_r(v, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+        const char *pn[1] = {name};
+        r = queryp(c, "SELECT slot_type, active FROM pg_replication_slots WHERE slot_name = $1", 1,
+                   pn);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            snprintf(remedy, sizeof(remedy),
+                     "SELECT pg_create_physical_replication_slot('%s'); and primary_slot_name = "
+                     "'%s' on the standby, or remove it from synchronized_standby_slots",
+                     name, name);
+            ADD(WG_CHECK_FAIL, "synchronized_standby_slots", remedy,
+                "names slot %s, which does not exist: walgate receives nothing until it does",
+                name);
+        } else if (strcmp(PQgetvalue(r, 0, 0), "physical") != 0) {
+            ADD(WG_CHECK_FAIL, "synchronized_standby_slots",
+                "name the standbys' physical slots there",
+                "names slot %s, which is not a physical slot", name);
+        } else if (PQgetvalue(r, 0, 1)[0] != 't') {
+            ADD(WG_CHECK_WARN, "synchronized_standby_slots",
+                "start the standby (or check its primary_conninfo); remove a standby that is "
+                "gone from synchronized_standby_slots",
+                "physical slot %s is not active: walgate receives no change until its standby "
+                "streams again",
+                name);
+        } else
+            ADD(WG_CHECK_OK, "synchronized_standby_slots", NULL,
+                "%s: physical slot, its standby streams", name);
+        PQclear(r);
+    }
 }
 
 static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *out)
@@ -427,10 +577,10 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
     r = queryp(c,
                has_wal_status
                    ? "SELECT plugin, database, active, active_pid, wal_status, "
-                     "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+                     "pg_size_pretty(pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)) "
                      "FROM pg_replication_slots WHERE slot_name = $1"
                    : "SELECT plugin, database, active, active_pid, NULL, "
-                     "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+                     "pg_size_pretty(pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)) "
                      "FROM pg_replication_slots WHERE slot_name = $1",
                1, p4);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -466,6 +616,47 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
                 PQgetvalue(r, 0, 5));
     }
     PQclear(r);
+    check_failover(c, s, slot, target, out);
+}
+
+/* `host = a,b` (libpq tries each in turn): a line per host, a FAIL only when none answers. */
+static int check_hosts(const ingest_pg_config *cfg, int port, const char *target, wg_checks *out)
+{
+    char hosts[1024];
+    snprintf(hosts, sizeof(hosts), "%s", cfg->host);
+    int up = 0, n = 0;
+    char *save = NULL;
+    for (char *h = strtok_r(hosts, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+        while (*h == ' ')
+            h++;
+        wg_error err = {0};
+        n++;
+        int fd = wg_tcp_connect(
+            h, port, cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000, &err);
+        if (fd >= 0) {
+            close(fd);
+            up++;
+            ADD(WG_CHECK_OK, "tcp", NULL, "connected to %s port %d", h, port);
+        } else {
+            ADD(WG_CHECK_WARN, "tcp",
+                "fine while another host of the list serves; otherwise make sure PostgreSQL "
+                "listens there and firewalls allow this host",
+                "%s", err.msg);
+        }
+    }
+    if (up == 0) {
+        ADD(WG_CHECK_FAIL, "tcp", "make sure PostgreSQL listens on at least one of the hosts",
+            "none of the %d hosts in %s answers on port %d", n, cfg->host, port);
+        ADD(WG_CHECK_SKIP, "authentication", NULL, "not checked");
+        return -1;
+    }
+    if (!cfg->target_session_attrs || strcmp(cfg->target_session_attrs, "any") == 0)
+        ADD(WG_CHECK_WARN, "target_session_attrs",
+            "set target_session_attrs = read-write in this [postgres] section",
+            "host lists %s without target_session_attrs: libpq may pick a standby, and walgate "
+            "would not follow the primary after a failover",
+            cfg->host);
+    return 0;
 }
 
 int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
@@ -478,6 +669,11 @@ int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, in
     int port = dial_addr ? dial_port : (cfg->port > 0 ? cfg->port : 5432);
 
     wg_error err = {0};
+    if (!dial_addr && strchr(cfg->host, ',')) {
+        if (check_hosts(cfg, port, target, out) != 0)
+            return -1;
+        goto connect;
+    }
     int fd = wg_tcp_connect(addr, port,
                             cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000, &err);
     if (fd < 0) {
@@ -493,6 +689,7 @@ int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, in
     close(fd);
     ADD(WG_CHECK_OK, "tcp", NULL, "connected to %s port %d", addr, port);
 
+connect:;
     PGconn *c = ingest_pg_connect(cfg, dial_addr, dial_port, false, &err);
     if (!c) {
         char remedy[600];
@@ -502,10 +699,131 @@ int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, in
         ADD(st, strcmp(name, "tcp") == 0 ? "authentication" : name, remedy, "%s", err.msg);
         return -1;
     }
+    if (strchr(cfg->host, ','))
+        ADD(WG_CHECK_OK, "tcp", NULL, "of %s, libpq chose %s (target_session_attrs %s)", cfg->host,
+            PQhost(c), cfg->target_session_attrs ? cfg->target_session_attrs : "any");
     check_server(c, cfg, target, out);
     check_replication_conn(cfg, dial_addr, dial_port, target, out);
     for (size_t i = 0; i < n; i++)
         check_source(c, sources[i], out);
+    PQfinish(c);
+    return wg_checks_count(out, WG_CHECK_FAIL) > fails_before ? -1 : 0;
+}
+
+int ingest_check_standby(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
+                         const char *primary, const ingest_source_config *const *sources, size_t n,
+                         bool derived, wg_checks *out)
+{
+    char target[300], v[512], remedy[768], vs[32];
+    snprintf(target, sizeof(target), "postgres %s %s %s", primary, derived ? "host" : "standby",
+             derived ? cfg->host : cfg->name);
+    size_t fails_before = wg_checks_count(out, WG_CHECK_FAIL);
+    wg_error err = {0};
+    PGconn *c = ingest_pg_connect(cfg, dial_addr, dial_port, false, &err);
+    if (!c) {
+        ADD(derived ? WG_CHECK_WARN : WG_CHECK_FAIL, "standby",
+            "make the standby reachable from this host to check it (or remove it from the list)",
+            "%s", err.msg);
+        return derived ? 0 : -1;
+    }
+    int ver = PQserverVersion(c);
+    ingest_pg_version_format(ver, vs, sizeof(vs));
+    if (!query1(c, "SELECT pg_is_in_recovery()", v, sizeof(v), target, "standby", out))
+        goto out;
+    if (strcmp(v, "t") != 0) {
+        if (derived)
+            ADD(WG_CHECK_OK, "standby", NULL, "%s is the primary", cfg->host);
+        else
+            ADD(WG_CHECK_FAIL, "standby", "name only standbys of this primary in standbys =",
+                "%s is not in recovery: it is not a standby", cfg->name);
+        goto out;
+    }
+    if (!pgver_has_failover_slots(ver)) {
+        ADD(WG_CHECK_WARN, "standby",
+            "upgrade to PostgreSQL 17 or later for failover slots; until then plan a new "
+            "snapshot (walgate slots drop SOURCE) after a failover",
+            "PostgreSQL %s does not synchronize logical slots to standbys: after a failover to "
+            "this standby the slot is missing there",
+            vs);
+        goto out;
+    }
+    ADD(WG_CHECK_OK, "standby", NULL, "in recovery, PostgreSQL %s", vs);
+    struct {
+        const char *sql, *name, *want, *remedy, *why;
+    } settings[] = {
+        {"SHOW sync_replication_slots", "sync_replication_slots", "on",
+         "on the standby: ALTER SYSTEM SET sync_replication_slots = on; SELECT pg_reload_conf(); "
+         "(and dbname=... in primary_conninfo)",
+         "off: failover slots are not copied to this standby"},
+        {"SHOW hot_standby_feedback", "hot_standby_feedback", "on",
+         "on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();",
+         "off: slot synchronization needs it"},
+    };
+    for (size_t i = 0; i < WG_ARRAY_LEN(settings); i++) {
+        if (!query1(c, settings[i].sql, v, sizeof(v), target, settings[i].name, out))
+            continue;
+        if (strcmp(v, settings[i].want) == 0)
+            ADD(WG_CHECK_OK, settings[i].name, NULL, "%s", v);
+        else
+            ADD(WG_CHECK_FAIL, settings[i].name, settings[i].remedy, "%s", settings[i].why);
+    }
+    if (query1(c, "SHOW primary_slot_name", v, sizeof(v), target, "primary_slot_name", out)) {
+        if (v[0])
+            ADD(WG_CHECK_OK, "primary_slot_name", NULL, "%s", v);
+        else
+            ADD(WG_CHECK_FAIL, "primary_slot_name",
+                "on the primary: SELECT pg_create_physical_replication_slot('standby1'); on the "
+                "standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; and list it in the "
+                "primary's synchronized_standby_slots",
+                "not set: slot synchronization needs a physical slot on the primary");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const ingest_source_config *s = sources[i];
+        char slot[200];
+        snprintf(slot, sizeof(slot), "%s", s->slot ? s->slot : "");
+        if (!slot[0] || !s->failover)
+            continue;
+        const char *p[1] = {slot};
+        PGresult *r = queryp(c,
+                             "SELECT synced, temporary, coalesce(invalidation_reason, '') FROM "
+                             "pg_replication_slots WHERE slot_name = $1",
+                             1, p);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            char m[512];
+            ADD(WG_CHECK_FAIL, "synced slot", "check that the role may read pg_replication_slots",
+                "cannot look up slot %s: %s", slot, pg_msg(c, m, sizeof(m)));
+        } else if (PQntuples(r) == 0) {
+            ADD(WG_CHECK_WARN, "synced slot",
+                "start walgate run (it creates the failover slot on the primary) and check the "
+                "settings above; the standby copies it within seconds",
+                "[source %s]: slot %s is not on this standby yet: a failover now would lose it",
+                s->name, slot);
+        } else if (PQgetvalue(r, 0, 0)[0] != 't') {
+            snprintf(remedy, sizeof(remedy),
+                     "drop the standby's own slot %s (SELECT pg_drop_replication_slot('%s') on "
+                     "the standby) so the primary's can be synchronized",
+                     slot, slot);
+            ADD(WG_CHECK_FAIL, "synced slot", remedy,
+                "[source %s]: slot %s on this standby was made there, not synchronized from "
+                "the primary",
+                s->name, slot);
+        } else if (PQgetvalue(r, 0, 2)[0]) {
+            ADD(WG_CHECK_FAIL, "synced slot",
+                "check hot_standby_feedback and primary_slot_name, then drop the slot on the "
+                "primary and resnapshot (walgate slots drop SOURCE)",
+                "[source %s]: the synced slot %s is invalidated (%s)", s->name, slot,
+                PQgetvalue(r, 0, 2));
+        } else if (PQgetvalue(r, 0, 1)[0] == 't') {
+            ADD(WG_CHECK_WARN, "synced slot",
+                "wait: the standby keeps it temporary until it has caught up with the primary's",
+                "[source %s]: slot %s is being synchronized (temporary, not usable after a "
+                "failover yet)",
+                s->name, slot);
+        } else
+            ADD(WG_CHECK_OK, "synced slot", NULL, "[source %s]: %s synced = true", s->name, slot);
+        PQclear(r);
+    }
+out:
     PQfinish(c);
     return wg_checks_count(out, WG_CHECK_FAIL) > fails_before ? -1 : 0;
 }

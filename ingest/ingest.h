@@ -34,6 +34,9 @@ typedef struct ingest_pg_config {
     const char *via;            /* tunnel or privatelink name when route != direct */
     wg_keepalive tcp;           /* keepalives_* and tcp_user_timeout */
     int64_t connect_timeout_ms; /* default 10s */
+    /* libpq target_session_attrs (NULL: libpq's default, any); with several hosts
+     * (host = a,b) read-write makes every connection find the primary. */
+    const char *target_session_attrs;
 } ingest_pg_config;
 
 /* One `[source NAME]` section (the parts `walgate validate` uses so far). */
@@ -49,6 +52,9 @@ typedef struct ingest_source_config {
     uint64_t max_txn_memory;    /* default 64MiB */
     int64_t status_interval_ms; /* default 1s */
     uint64_t log_segment_bytes; /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
+    /* The slot is a failover slot (PostgreSQL 17+: synchronized to standbys, so that it
+     * survives a promotion); [source] failover, default true; ignored before 17. */
+    int failover;
 } ingest_source_config;
 
 /* The server version (PQserverVersion) as people write it: "11.22", "18.4"; "9.6.24" before
@@ -56,6 +62,16 @@ typedef struct ingest_source_config {
 void ingest_pg_version_format(int server_version, char *buf, size_t len);
 /* Whether pg_replication_slots.wal_status and max_slot_wal_keep_size exist (PostgreSQL 13+). */
 bool ingest_pg_has_wal_status(int server_version);
+/*
+ * An SQL expression for the server's WAL position that also works during recovery: on a
+ * standby the last replayed LSN (pg_current_wal_lsn() raises "recovery is in progress" there),
+ * on a primary the current write position. Lag and "retains" are measured against it.
+ */
+#define INGEST_PG_WAL_POSITION_SQL                                                                 \
+    "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)"
+/* Logical decoding on a standby (CREATE_REPLICATION_SLOT on a server in recovery) exists from
+ * PostgreSQL 16; before, a standby cannot be a source. */
+#define INGEST_PG_STANDBY_DECODING 160000
 
 /*
  * Open a connection described by `cfg`, dialing dial_addr:dial_port instead of host:port
@@ -77,6 +93,19 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
  * ones) have REPLICA IDENTITY FULL, SELECT and USAGE grants, and no column of an unsupported
  * type unless listed in text_columns/exclude_columns. Returns 0 when nothing FAILed.
  */
+/*
+ * The standby side of a failover for the sources of the primary named `primary` (n sources):
+ * the server `cfg` (dialed at dial_addr:dial_port when not NULL) is in recovery; on PostgreSQL
+ * 17+ it synchronizes slots (sync_replication_slots, hot_standby_feedback, primary_slot_name)
+ * and holds each source's slot with synced = true; before 17 a WARN that slots are not
+ * synchronized (a failover needs a new snapshot). `derived`: the server is one host of the
+ * primary's host list, skipped with an ok line when it is the primary itself. 0 when nothing
+ * FAILed.
+ */
+int ingest_check_standby(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
+                         const char *primary, const ingest_source_config *const *sources, size_t n,
+                         bool derived, wg_checks *out);
+
 int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
                           const ingest_source_config *const *sources, size_t n, wg_checks *out);
 

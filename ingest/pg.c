@@ -174,6 +174,8 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
     kw[n] = "keepalives_count", val[n++] = count;
     kw[n] = "tcp_user_timeout", val[n++] = uto;
     kw[n] = "application_name", val[n++] = "walgate";
+    if (cfg->target_session_attrs)
+        kw[n] = "target_session_attrs", val[n++] = cfg->target_session_attrs;
     kw[n] = "options", val[n++] = SESSION_OPTIONS;
     if (replication)
         kw[n] = "replication", val[n++] = "database";

@@ -52,6 +52,11 @@ const char *pgver_slot_snapshot_option(int server_version, pgver_snapshot what)
     return what == PGVER_SNAPSHOT_USE ? "USE_SNAPSHOT" : "EXPORT_SNAPSHOT";
 }
 
+bool pgver_has_failover_slots(int server_version)
+{
+    return server_version >= 170000;
+}
+
 int pgver_pgoutput_proto(int server_version)
 {
     /* 2 (streaming of in-progress transactions) from 14; 3 (15) and 4 (16) are not decoded */

@@ -7,7 +7,9 @@
  *   13+  pg_replication_slots.wal_status, max_slot_wal_keep_size, pg_publication.pubviaroot;
  *   14+  pgoutput protocol 2 (`streaming 'on'`: large transactions in progress), `messages`;
  *   15+  option-list syntax of replication commands (`(SNAPSHOT 'export')`), publication
- *        column lists and row filters (pg_publication_tables.attnames, .rowfilter).
+ *        column lists and row filters (pg_publication_tables.attnames, .rowfilter);
+ *   16+  logical decoding on a standby (INGEST_PG_STANDBY_DECODING, ingest.h);
+ *   17+  failover slots (`FAILOVER`, ALTER_REPLICATION_SLOT, synced, sync_replication_slots).
  * All functions are pure: they take the version number, never a connection.
  */
 #ifndef WALGATE_INGEST_PGVERSION_INTERNAL_H
@@ -43,6 +45,10 @@ typedef enum pgver_snapshot {
  * syntax, which 15+ still accepts but may drop). A static string.
  */
 const char *pgver_slot_snapshot_option(int server_version, pgver_snapshot what);
+
+/* Failover slots (CREATE_REPLICATION_SLOT ... (FAILOVER), ALTER_REPLICATION_SLOT,
+ * pg_replication_slots.failover/.synced, sync_replication_slots): PostgreSQL 17+. */
+bool pgver_has_failover_slots(int server_version);
 
 /* The pgoutput protocol to ask for: the highest the server offers that walgate decodes. */
 int pgver_pgoutput_proto(int server_version);

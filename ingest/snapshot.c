@@ -570,8 +570,7 @@ static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_err
 {
     char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
     wg_buf q = {0};
-    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", sl,
-                  pgver_slot_snapshot_option(PQserverVersion(s->repl), PGVER_SNAPSHOT_EXPORT));
+    wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", sl, slot_create_options(s));
     PQfreemem(sl);
     PGresult *r = PQexec(s->repl, q.data);
     wg_buf_free(&q);

@@ -107,6 +107,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->pg.sslmode = own(s, pg->sslmode);
     s->pg.sslrootcert = own(s, pg->sslrootcert);
     s->pg.via = own(s, pg->via);
+    s->pg.target_session_attrs = own(s, pg->target_session_attrs);
     s->dial_addr = wg_dup_or_null(dial_addr, NULL);
     s->dial_port = dial_port;
     s->state_dir = strdup(state_dir);
@@ -345,6 +346,8 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
                         err.msg);
         return CYCLE_FATAL;
     }
+    if (slot_check_standby(s) != 0)
+        return CYCLE_FATAL;
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
         return src_classify(s, &err, SRC_AT_CONNECT);

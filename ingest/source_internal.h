@@ -266,6 +266,10 @@ struct ingest_source {
         char state_slot[128];  /* the slot it was written for */
         char sysid[32];        /* the server's system identifier it records ("": an old file) */
         char server_sysid[32]; /* IDENTIFY_SYSTEM on this cycle's replication connection */
+        /* The server's timeline the state file records (0: an old file), and IDENTIFY_SYSTEM's
+         * on this cycle: a promotion (failover) or a point-in-time restore changes it. */
+        unsigned timeline, server_timeline;
+        bool in_recovery; /* the server is a standby (pg_is_in_recovery(), this cycle) */
         /* The last idle position recorded in the `idle` file before it was confirmed: a
          * server keepalive's LSN with no publication change between `idle_over` (the log's
          * durable position then) and `idle_lsn`. */
@@ -309,8 +313,16 @@ uint64_t state_log_holds(const ingest_source *s);
 
 /* ---- slot.c: whose slot, and gaps --------------------------------------------------------- */
 
-/* IDENTIFY_SYSTEM on the replication connection: s->server_sysid. Negative with err. */
+/* IDENTIFY_SYSTEM on the replication connection: s->server_sysid and s->server_timeline.
+ * Negative with err. */
 int slot_identify(ingest_source *s, wg_error *err);
+/* On the catalog connection: CYCLE_FATAL (failed, with the remedy: the primary or the writer
+ * endpoint) when the server is a standby that cannot decode (before PostgreSQL 16); else 0. */
+int slot_check_standby(ingest_source *s);
+/* What follows `CREATE_REPLICATION_SLOT name LOGICAL pgoutput ` for the initial snapshot:
+ * the exported snapshot, and on PostgreSQL 17+ (not on a standby) `FAILOVER` as [source]
+ * failover says. A static string. */
+const char *slot_create_options(const ingest_source *s);
 /*
  * Before START_REPLICATION: the slot is the one this log was built from (slot name, server
  * system identifier, logical pgoutput in our database) and the server has confirmed nothing

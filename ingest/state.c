@@ -103,8 +103,8 @@ uint64_t state_log_holds(const ingest_source *s)
 }
 
 /* STATE_DIR/sources/NAME/state: "snapshot done|in_progress", the consistent point, the slot
- * and the server (system identifier) it was made from. Unknown lines are ignored, so a line
- * added later (system_identifier) leaves older files readable. */
+ * and the server (system identifier, and the timeline last streamed from) it was made from. Unknown
+ * lines are ignored, so a line added later (system_identifier) leaves older files readable. */
 int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
 {
     char path[4096];
@@ -115,6 +115,7 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
     *cp = 0;
     s->state_found = false;
     s->state_slot[0] = s->sysid[0] = '\0';
+    s->timeline = 0;
     idle_read(s);
     if (access(path, F_OK) != 0)
         return 0;
@@ -134,6 +135,8 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
             snprintf(s->state_slot, sizeof(s->state_slot), "%s", line + 5);
         else if (strncmp(line, "system_identifier ", 18) == 0)
             snprintf(s->sysid, sizeof(s->sysid), "%s", line + 18);
+        else if (strncmp(line, "timeline ", 9) == 0)
+            s->timeline = (unsigned)strtoul(line + 9, NULL, 10);
         else if (strncmp(line, "table ", 6) == 0) {
             table_status *t = state_table_get(s, line + 6);
             if (t)
@@ -183,6 +186,9 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     const char *sysid = s->server_sysid[0] ? s->server_sysid : s->sysid;
     if (sysid[0])
         wg_buf_printf(&b, "system_identifier %s\n", sysid);
+    unsigned tli = s->server_timeline ? s->server_timeline : s->timeline;
+    if (tli)
+        wg_buf_printf(&b, "timeline %u\n", tli);
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
         if (t->snapshot_committed)
@@ -217,6 +223,7 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
         snprintf(s->state_slot, sizeof(s->state_slot), "%s", s->cfg.slot);
         if (sysid != s->sysid)
             snprintf(s->sysid, sizeof(s->sysid), "%s", sysid);
+        s->timeline = tli;
     }
     return rc;
 }

@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 
 # The majors tests/CMakeLists.txt runs the version tests on (PG_TEST_MAJORS there).
 PG_TEST_MAJORS=(11 14 17)
+# Plus what the standby and failover tests name (test_standby: 15 and 16; test_failover: 17).
+PG_INSTALL_MAJORS=("${PG_TEST_MAJORS[@]}" 16)
 
 PACKAGES=(
   # build
@@ -41,7 +43,7 @@ done
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
   ensure_locale
-  ./pg-versions.sh "${PG_TEST_MAJORS[@]}"
+  ./pg-versions.sh "${PG_INSTALL_MAJORS[@]}"
   exit 0
 fi
 
@@ -59,4 +61,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 ensure_locale
-./pg-versions.sh "${PG_TEST_MAJORS[@]}"
+./pg-versions.sh "${PG_INSTALL_MAJORS[@]}"

@@ -344,6 +344,106 @@ class Postgres(Server):
         return ""
 
 
+class Standby(Postgres):
+    """A streaming standby of `primary`, made without pg_basebackup (the npm packages of the
+    other majors have none): a physical slot `slot` on the primary, the primary stopped
+    cleanly, its data directory copied with `cp -a` (the copied replication slots removed, as
+    pg_basebackup would leave them out), the primary started again, and the copy configured as
+    a standby (primary_conninfo with dbname, primary_slot_name, hot_standby_feedback) listening
+    on `listen` (default 127.0.0.1) port `port` (default: a free one; the primary's own port on
+    another loopback address makes a two-host connection). The primary's pg_hba.conf is
+    widened to trust 127.0.0.0/8 for everything when it uses the default one. `conf` adds
+    settings (e.g. sync_replication_slots = on). start() returns once the standby streams.
+    """
+
+    def __init__(self, primary, slot="standby1", listen="127.0.0.1", port=None, conf=None):
+        if listen != primary.listen and port is None:
+            port = primary.port
+        super().__init__(conf=None, port=port, listen=listen, bin=primary.bin)
+        self.primary = primary
+        self.slot = slot
+        self.conf = dict(primary.conf)
+        self.conf.update({"hot_standby": "on", "hot_standby_feedback": "on",
+                          "primary_slot_name": slot,
+                          "primary_conninfo": f"host={primary.host} port={primary.port} "
+                                              f"user=postgres dbname=postgres "
+                                              f"application_name={slot}"})
+        if self.major < 12:  # recovery.conf holds these before 12
+            for k in ("primary_conninfo", "primary_slot_name"):
+                self.conf.pop(k)
+        self.conf.update(conf or {})
+        self.host = listen
+
+    def start(self):
+        if self.dir is not None:  # a restart of this standby (or of what it became)
+            return Postgres.start(self)
+        p = self.primary
+        if p.hba is None:
+            p.set_hba(["local all all trust", "host all all 127.0.0.0/8 trust",
+                       "host replication all 127.0.0.0/8 trust"])
+            p.reload()
+        p.sql(f"SELECT pg_create_physical_replication_slot('{self.slot}', true)")
+        p.stop(cleanup=False)
+        self.dir = tempdir("walgate-pg-standby-")
+        run(["cp", "-a", p.datadir, self.datadir])
+        if self.proc_user:
+            pw = pwd.getpwnam(self.proc_user)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        p.start()
+        slots = os.path.join(self.datadir, "pg_replslot")
+        for e in os.listdir(slots):
+            shutil.rmtree(os.path.join(slots, e), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.datadir, "postmaster.pid"))
+        self.write_conf()
+        if self.major >= 12:
+            self._write_as_owner(os.path.join(self.datadir, "standby.signal"), "")
+        else:
+            self._write_as_owner(os.path.join(self.datadir, "recovery.conf"), (
+                "standby_mode = 'on'\n"
+                f"primary_conninfo = 'host={p.host} port={p.port} user=postgres "
+                f"application_name={self.slot}'\n"
+                f"primary_slot_name = '{self.slot}'\n"))
+        Postgres.start(self)
+        self.wait_streaming()
+        return self
+
+    def wait_streaming(self, timeout=60):
+        """Wait until the primary's physical slot for this standby is active and the standby
+        has replayed everything the primary had written when called."""
+        self.catch_up(timeout)
+        deadline = time.time() + timeout
+        while self.primary.sql(f"SELECT active FROM pg_replication_slots WHERE slot_name = "
+                               f"'{self.slot}'") != "t":
+            if time.time() > deadline:
+                raise RuntimeError(f"standby on {self.host}:{self.port} does not stream\n"
+                                   + self.log_tail())
+            time.sleep(0.1)
+
+    def catch_up(self, timeout=60):
+        """Wait until the standby replayed the primary's current WAL position."""
+        lsn = self.primary.sql("SELECT pg_current_wal_lsn()")
+        deadline = time.time() + timeout
+        while True:
+            ok = self.sql(f"SELECT coalesce(pg_last_wal_replay_lsn() >= '{lsn}', false)",
+                          check=False)
+            if ok.returncode == 0 and ok.stdout.strip() == "t":
+                return
+            if time.time() > deadline:
+                raise RuntimeError(f"standby on {self.host}:{self.port} did not replay {lsn}\n"
+                                   + self.log_tail())
+            time.sleep(0.1)
+
+    def promote(self):
+        """pg_ctl promote, and wait until the server accepts writes."""
+        self._pg("pg_ctl", "-D", self.datadir, "-w", "-t", "60", "promote")
+        deadline = time.time() + 60
+        while self.sql("SELECT pg_is_in_recovery()") != "f":
+            if time.time() > deadline:
+                raise RuntimeError("promotion did not finish\n" + self.log_tail())
+            time.sleep(0.1)
+
+
 class Sshd(Server):
     """OpenSSH sshd on 127.0.0.1:<free port> with its own host key (ed25519 unless
     host_key_type says otherwise, e.g. "rsa") and authorized_keys.

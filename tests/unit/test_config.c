@@ -54,6 +54,33 @@ TEST(defaults_are_applied)
     CHECK_EQ_INT(s->cfg.max_txn_memory, 64 << 20);
     CHECK_EQ_INT(s->cfg.status_interval_ms, 1000);
     CHECK(s->cfg.tables == NULL);
+    CHECK_EQ_INT(s->cfg.failover, 1); /* failover slots where the server has them (17+) */
+    CHECK(p->cfg.target_session_attrs == NULL);
+    CHECK(p->standbys == NULL);
+    cli_config_free(c);
+}
+
+/* host = a,b with target_session_attrs; standbys naming [postgres] sections; failover off. */
+TEST(multi_host_standbys_failover)
+{
+    wg_error err;
+    cli_config *c = parse("[postgres main]\nhost = 10.0.0.1,10.0.0.2\nuser = u\ndbname = d\n"
+                          "target_session_attrs = read-write\nstandbys = replica\n"
+                          "[postgres replica]\nhost = 10.0.0.2\nuser = u\ndbname = d\n"
+                          "[source s]\nconnection = main\npublication = p\nfailover = false\n",
+                          &err);
+    CHECK(c != NULL);
+    if (!c) {
+        fprintf(stderr, "%s\n", err.msg);
+        return;
+    }
+    const cli_postgres *p = cli_config_postgres(c, "main");
+    CHECK_EQ_STR(p->cfg.host, "10.0.0.1,10.0.0.2");
+    CHECK_EQ_STR(p->cfg.target_session_attrs, "read-write");
+    CHECK(p->standbys && p->standbys[0] && !p->standbys[1]);
+    if (p->standbys)
+        CHECK_EQ_STR(p->standbys[0], "replica");
+    CHECK_EQ_INT(cli_config_source(c, "s")->cfg.failover, 0);
     cli_config_free(c);
 }
 
@@ -118,6 +145,15 @@ TEST(errors_name_file_line_key_and_fix)
         {"[walgate]\nthis line is wrong\n", {"test.ini:2:", "not a valid line", ""}},
         {"[walgate]\nlog_level = loud\n", {"test.ini:2:", "error, warn, info, debug", ""}},
         {"[tunnel bad/name]\nhost=h\n", {"test.ini:1:", "letters, digits", ""}},
+        {"[postgres p]\nhost=h\nuser=u\ndbname=d\ntarget_session_attrs = writable\n",
+         {"test.ini:5:", "read-write", "writable"}},
+        {"[tunnel b]\nhost=b\n[postgres p]\nhost=h1,h2\nuser=u\ndbname=d\nvia = tunnel b\n",
+         {"test.ini:3:", "several hosts", "without via"}},
+        {"[postgres p]\nhost=h\nuser=u\ndbname=d\nstandbys = nope\n",
+         {"test.ini:1:", "standbys = nope", "no other [postgres nope]"}},
+        {"[postgres p]\nhost=h\nuser=u\ndbname=d\nstandbys = p\n",
+         {"test.ini:1:", "standbys = p", ""}},
+        {"[source s]\nfailover = maybe\n", {"test.ini:2:", "true, false", "maybe"}},
     };
     for (size_t i = 0; i < WG_ARRAY_LEN(cases); i++) {
         wg_error err;
