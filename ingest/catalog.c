@@ -300,13 +300,18 @@ int cat_slot_info(PGconn *c, const char *slot, cat_slot *out, wg_error *err)
 {
     const char *p[1] = {slot};
     memset(out, 0, sizeof(*out));
-    PGresult *r = PQexecParams(c,
-                               "SELECT slot_type = 'logical', coalesce(plugin = 'pgoutput', "
-                               "false), coalesce(database = current_database(), false), "
-                               "coalesce(confirmed_flush_lsn::text, ''), "
-                               "coalesce(restart_lsn::text, '') FROM pg_replication_slots "
-                               "WHERE slot_name = $1",
-                               1, NULL, p, NULL, NULL, 0);
+    int v = PQserverVersion(c);
+    /* Whether the server invalidated it, in the columns each version has. */
+    char q[640];
+    snprintf(q, sizeof(q),
+             "SELECT slot_type = 'logical', coalesce(plugin = 'pgoutput', false), "
+             "coalesce(database = current_database(), false), "
+             "coalesce(confirmed_flush_lsn::text, ''), coalesce(restart_lsn::text, ''), "
+             "%s%s%s FROM pg_replication_slots WHERE slot_name = $1",
+             v >= 130000 ? "coalesce(wal_status = 'lost', false)" : "false",
+             v >= 160000 ? " OR coalesce(conflicting, false)" : "",
+             v >= 170000 ? " OR invalidation_reason IS NOT NULL" : "");
+    PGresult *r = PQexecParams(c, q, 1, NULL, p, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = wg_error_set(err, WG_ERR_PG, "reading slot %s from pg_replication_slots: %s", slot,
@@ -320,6 +325,7 @@ int cat_slot_info(PGconn *c, const char *slot, cat_slot *out, wg_error *err)
             pgout_parse_lsn(PQgetvalue(r, 0, 3), &out->confirmed_flush);
         if (PQgetvalue(r, 0, 4)[0])
             pgout_parse_lsn(PQgetvalue(r, 0, 4), &out->restart);
+        out->lost = PQgetvalue(r, 0, 5)[0] == 't';
     }
     PQclear(r);
     return rc;

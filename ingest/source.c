@@ -212,14 +212,25 @@ typedef enum src_at { SRC_AT_CONNECT, SRC_AT_SNAPSHOT, SRC_AT_START, SRC_AT_STRE
  * the SQLSTATE PostgreSQL sent (err->sqlstate), never on its message, which is translated
  * under lc_messages and only displayed.
  */
+/* Whether the server says our slot is invalidated (false when it cannot tell). */
+static bool src_slot_lost(ingest_source *s)
+{
+    cat_slot si;
+    wg_error e = {0};
+    return s->cat && cat_slot_info(s->cat, s->cfg.slot, &si, &e) == 0 && si.found && si.lost;
+}
+
 static int src_classify(ingest_source *s, const wg_error *e, src_at at)
 {
     char remedy[1024];
     const char *msg = e->msg, *st = e->sqlstate;
     bool slot_cmd = at == SRC_AT_START || at == SRC_AT_STREAM;
-    /* 55000 object_not_in_prerequisite_state: the slot is invalidated ("can no longer get
-     * changes"); 58P01 undefined_file: the WAL it needs was removed. */
-    if (slot_cmd && (strcmp(st, "55000") == 0 || strcmp(st, "58P01") == 0)) {
+    /* 58P01 undefined_file: the WAL the slot needs was removed. 55000
+     * object_not_in_prerequisite_state is also what an invalidated slot gives ("can no longer
+     * get changes"), but PostgreSQL sends it for passing states too (17: a standby named in
+     * synchronized_standby_slots is not connected): the slot's own state in the catalog
+     * decides. */
+    if (slot_cmd && (strcmp(st, "58P01") == 0 || (strcmp(st, "55000") == 0 && src_slot_lost(s)))) {
         snprintf(remedy, sizeof(remedy),
                  "the slot is overcompacted: the WAL it needs is gone, so changes since LSN "
                  "were lost to it. Run `walgate slots drop %s` and restart walgate run to take "

@@ -453,6 +453,8 @@ int cat_drop_slot(PGconn *c, const char *slot, wg_error *err);
 /* A slot as pg_replication_slots shows it. */
 typedef struct cat_slot {
     bool found, logical, pgoutput, our_db;
+    bool lost; /* invalidated: wal_status 'lost' (13+), conflicting (16+), invalidation_reason (17+)
+                */
     uint64_t confirmed_flush; /* 0 when NULL */
     uint64_t restart;
 } cat_slot;
