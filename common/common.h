@@ -179,6 +179,9 @@ char *wg_dup_or_null(const char *s, bool *oom);
 
 /* Monotonic clock in milliseconds / microseconds; wall clock in milliseconds since epoch. */
 int64_t wg_now_ms(void);
+/* The same clock at the kernel tick's resolution (a few ms), cheaper: for per-message checks
+ * of deadlines that are hundreds of milliseconds away. */
+int64_t wg_now_coarse_ms(void);
 int64_t wg_now_us(void);
 int64_t wg_wall_ms(void);
 /* ISO 8601 UTC with milliseconds, "2026-11-24T10:00:00.123Z"; buf >= 32 bytes. */

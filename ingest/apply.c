@@ -94,6 +94,8 @@ static txn_buf *apply_txn_target(ingest_source *s, const pgout_msg *m, uint64_t 
  * written (out of memory) ends the cycle instead of reaching the log. */
 static int apply_txn_check(const txn_buf *tb, uint32_t xid, wg_error *err)
 {
+    if (!wg_buf_failed(&tb->mem)) /* the per-record path: no formatting unless it failed */
+        return 0;
     char what[48];
     snprintf(what, sizeof(what), "transaction %u", xid);
     return txn_buf_check(tb, what, err);

@@ -249,6 +249,7 @@ struct ingest_source {
         void *guard_arg;
         pthread_mutex_t hold_mu;
         char hold[512];
+        atomic_bool holding; /* hold is not empty (read without the lock on the fast path) */
         /* Guards, while snapshot workers run: the change log appends and syncs, the
          * positions and counters they touch, `tables`, error/remedy, and the job's table
          * cursor (snapshot.c). */

@@ -194,9 +194,16 @@ void ingest_source_set_guard(ingest_source *s, ingest_guard_fn fn, void *arg)
 
 bool stream_guard_ok(ingest_source *s, uint64_t bytes, uint64_t reclaim, char *why, size_t len)
 {
-    char w[512] = "";
+    char w[512];
+    w[0] = '\0';
     bool ok = !s->guard || s->guard(s->guard_arg, s->cfg.name, bytes, reclaim, w, sizeof(w));
+    if (ok && !atomic_load(&s->holding)) { /* every batch asks: no lock, no copy when clear */
+        if (why && len)
+            why[0] = '\0';
+        return true;
+    }
     pthread_mutex_lock(&s->hold_mu);
+    atomic_store(&s->holding, !ok);
     snprintf(s->hold, sizeof(s->hold), "%s", ok ? "" : w[0] ? w : "the disk guard holds ingest");
     if (why)
         snprintf(why, len, "%s", s->hold);
@@ -337,7 +344,7 @@ int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
             lp.drained = false;
             if (stream_receive(s, &lp, buf, n, err) != 0)
                 return -1;
-            int64_t now = wg_now_ms();
+            int64_t now = wg_now_coarse_ms(); /* per message: the cheap clock */
             if (s->unsynced && now - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
                 stream_log_sync(s, err) != 0)
                 return -1;

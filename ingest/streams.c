@@ -121,8 +121,9 @@ static int streams_commit(ingest_source *s, const pgout_msg *m, wg_error *err)
                             "not receive",
                             m->stream_xid);
     uint64_t end = m->u.commit.end_lsn;
-    char what[64];
-    snprintf(what, sizeof(what), "streamed transaction %u", st->xid);
+    char what[64] = "";
+    if (wg_buf_failed(&st->buf.mem))
+        snprintf(what, sizeof(what), "streamed transaction %u", st->xid);
     if (txn_buf_check(&st->buf, what, err) != 0) /* a failed buffer may look empty */
         return -1;
     if (end <= s->skip_upto || txn_buf_len(&st->buf) == 0) {
