@@ -400,18 +400,12 @@ static void check_failover(PGconn *c, const ingest_source_config *s, const char 
     }
 }
 
-static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *out)
+/* The publication itself: exists, publishes every operation. False when it does not exist
+ * (nothing more can be checked); a failed lookup is reported and the other checks go on. */
+static bool check_publication(PGconn *c, const char *pub, const char *target, wg_checks *out)
 {
-    char target[200], remedy[1024];
-    snprintf(target, sizeof(target), "source %s", s->name);
-    const char *pub = s->publication;
-    if (!pub) {
-        ADD(WG_CHECK_FAIL, "publication", "set publication = NAME in the [source] section",
-            "no publication configured");
-        return;
-    }
+    char remedy[1024], pm[512];
     const char *p1[1] = {pub};
-    char pm[512];
     /* Columns that exist on every supported server (11+): pubviaroot is 13+. */
     PGresult *r = queryp(c,
                          "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate "
@@ -430,7 +424,7 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         ADD(WG_CHECK_FAIL, "publication", remedy, "publication %s does not exist in %s", pub,
             PQdb(c));
         PQclear(r);
-        return;
+        return false;
     }
     bool all = r && PQgetvalue(r, 0, 0)[0] == 't';
     bool ops = r && PQgetvalue(r, 0, 1)[0] == 't' && PQgetvalue(r, 0, 2)[0] == 't' &&
@@ -447,104 +441,125 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         ADD(WG_CHECK_WARN, "publication", remedy,
             "%s does not publish every operation: changes it omits never reach walgate", pub);
     }
+    return true;
+}
 
-    /* Published tables. */
-    r = queryp(c,
-               "SELECT pt.schemaname, pt.tablename, c.relreplident, "
-               "has_table_privilege(c.oid, 'SELECT'), "
-               "has_schema_privilege(pt.schemaname, 'USAGE'), c.oid, c.relkind, "
-               "c.relispartition "
-               "FROM pg_publication_tables pt "
-               "JOIN pg_namespace n ON n.nspname = pt.schemaname "
-               "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
-               "WHERE pt.pubname = $1 ORDER BY 1, 2",
-               1, p1);
+/* One published table (row i of the listing): the name its rows carry, replica identity,
+ * grants, column types. */
+static void check_table(PGconn *c, const ingest_source_config *s, PGresult *r, int i,
+                        const char *target, wg_checks *out)
+{
+    char remedy[1024], pm[512];
+    const char *sch = PQgetvalue(r, i, 0), *tab = PQgetvalue(r, i, 1);
+    char name[300];
+    snprintf(name, sizeof(name), "%s.%s", sch, tab);
+    /* Which name the rows carry: a partitioned root's (publish_via_partition_root), or
+     * each leaf's own. */
+    if (PQgetvalue(r, i, 6)[0] == 'p')
+        ADD(WG_CHECK_OK, "tables", NULL,
+            "%s: partitioned, published through its root: every partition's rows are "
+            "copied and streamed as %s",
+            name, name);
+    else if (PQgetvalue(r, i, 7)[0] == 't')
+        ADD(WG_CHECK_OK, "tables", NULL,
+            "%s: a partition, published as itself: its rows carry the name %s", name, name);
+    char ident = PQgetvalue(r, i, 2)[0];
+    if (ident == 'f')
+        ADD(WG_CHECK_OK, "replica identity", NULL, "%s: FULL", name);
+    else {
+        snprintf(remedy, sizeof(remedy), "ALTER TABLE %s REPLICA IDENTITY FULL;", name);
+        ADD(WG_CHECK_FAIL, "replica identity", remedy,
+            "%s: REPLICA IDENTITY %s; walgate needs FULL to have the old row of every "
+            "update and delete (and unchanged TOAST values)",
+            name,
+            ident == 'd'   ? "DEFAULT"
+            : ident == 'n' ? "NOTHING"
+            : ident == 'i' ? "INDEX"
+                           : "?");
+    }
+    bool sel = PQgetvalue(r, i, 3)[0] == 't', usage = PQgetvalue(r, i, 4)[0] == 't';
+    if (sel && usage)
+        ADD(WG_CHECK_OK, "grants", NULL, "%s: SELECT and schema USAGE", name);
+    else {
+        remedy[0] = '\0';
+        if (!usage)
+            snprintf(remedy, sizeof(remedy), "GRANT USAGE ON SCHEMA %s TO %s; ", sch, PQuser(c));
+        if (!sel) {
+            size_t l = strlen(remedy);
+            snprintf(remedy + l, sizeof(remedy) - l, "GRANT SELECT ON %s TO %s;", name, PQuser(c));
+        }
+        ADD(WG_CHECK_FAIL, "grants", remedy, "%s: %s%s%s", name, sel ? "" : "no SELECT",
+            !sel && !usage ? ", " : "", usage ? "" : "no USAGE on its schema");
+    }
+    /* Column types (domains resolved to their base type). */
+    const char *p2[1] = {PQgetvalue(r, i, 5)};
+    PGresult *cr = queryp(c,
+                          "SELECT a.attname, format_type(CASE WHEN t.typtype = 'd' THEN "
+                          "t.typbasetype ELSE a.atttypid END, a.atttypmod) "
+                          "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                          "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
+                          "a.attisdropped ORDER BY a.attnum",
+                          1, p2);
+    int bad = 0;
+    for (int j = 0; PQresultStatus(cr) == PGRES_TUPLES_OK && j < PQntuples(cr); j++) {
+        const char *col = PQgetvalue(cr, j, 0), *typ = PQgetvalue(cr, j, 1);
+        if (ingest_type_supported(typ) || listed(s->text_columns, sch, tab, col) ||
+            listed(s->exclude_columns, sch, tab, col))
+            continue;
+        bad++;
+        snprintf(remedy, sizeof(remedy),
+                 "add %s.%s.%s to text_columns (ingested as its text form) or to "
+                 "exclude_columns (not ingested) in [source %s]",
+                 sch, tab, col, s->name);
+        ADD(WG_CHECK_FAIL, "column types", remedy,
+            "%s.%s.%s has type %s, which walgate does not support (docs/types.md)", sch, tab, col,
+            typ);
+    }
+    if (PQresultStatus(cr) != PGRES_TUPLES_OK)
+        ADD(WG_CHECK_FAIL, "column types", NULL, "%s: cannot read its columns: %s", name,
+            pg_msg(c, pm, sizeof(pm)));
+    else if (bad == 0)
+        ADD(WG_CHECK_OK, "column types", NULL, "%s: every column supported", name);
+    PQclear(cr);
+}
+
+/* The published tables walgate ingests; returns how many, or -1 when they cannot be listed. */
+static int check_tables(PGconn *c, const ingest_source_config *s, const char *target,
+                        wg_checks *out)
+{
+    const char *p1[1] = {s->publication};
+    char pm[512];
+    PGresult *r = queryp(c,
+                         "SELECT pt.schemaname, pt.tablename, c.relreplident, "
+                         "has_table_privilege(c.oid, 'SELECT'), "
+                         "has_schema_privilege(pt.schemaname, 'USAGE'), c.oid, c.relkind, "
+                         "c.relispartition "
+                         "FROM pg_publication_tables pt "
+                         "JOIN pg_namespace n ON n.nspname = pt.schemaname "
+                         "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
+                         "WHERE pt.pubname = $1 ORDER BY 1, 2",
+                         1, p1);
     bool listed_ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!listed_ok)
         ADD(WG_CHECK_FAIL, "tables", "check that the role may read pg_publication_tables",
             "cannot list the publication's tables: %s", pg_msg(c, pm, sizeof(pm)));
     int ntables = 0;
     for (int i = 0; listed_ok && i < PQntuples(r); i++) {
-        const char *sch = PQgetvalue(r, i, 0), *tab = PQgetvalue(r, i, 1);
-        if (!table_configured(s, sch, tab))
+        if (!table_configured(s, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1)))
             continue;
         ntables++;
-        char name[300];
-        snprintf(name, sizeof(name), "%s.%s", sch, tab);
-        /* Which name the rows carry: a partitioned root's (publish_via_partition_root), or
-         * each leaf's own. */
-        if (PQgetvalue(r, i, 6)[0] == 'p')
-            ADD(WG_CHECK_OK, "tables", NULL,
-                "%s: partitioned, published through its root: every partition's rows are "
-                "copied and streamed as %s",
-                name, name);
-        else if (PQgetvalue(r, i, 7)[0] == 't')
-            ADD(WG_CHECK_OK, "tables", NULL,
-                "%s: a partition, published as itself: its rows carry the name %s", name, name);
-        char ident = PQgetvalue(r, i, 2)[0];
-        if (ident == 'f')
-            ADD(WG_CHECK_OK, "replica identity", NULL, "%s: FULL", name);
-        else {
-            snprintf(remedy, sizeof(remedy), "ALTER TABLE %s REPLICA IDENTITY FULL;", name);
-            ADD(WG_CHECK_FAIL, "replica identity", remedy,
-                "%s: REPLICA IDENTITY %s; walgate needs FULL to have the old row of every "
-                "update and delete (and unchanged TOAST values)",
-                name,
-                ident == 'd'   ? "DEFAULT"
-                : ident == 'n' ? "NOTHING"
-                : ident == 'i' ? "INDEX"
-                               : "?");
-        }
-        bool sel = PQgetvalue(r, i, 3)[0] == 't', usage = PQgetvalue(r, i, 4)[0] == 't';
-        if (sel && usage)
-            ADD(WG_CHECK_OK, "grants", NULL, "%s: SELECT and schema USAGE", name);
-        else {
-            remedy[0] = '\0';
-            if (!usage)
-                snprintf(remedy, sizeof(remedy), "GRANT USAGE ON SCHEMA %s TO %s; ", sch,
-                         PQuser(c));
-            if (!sel) {
-                size_t l = strlen(remedy);
-                snprintf(remedy + l, sizeof(remedy) - l, "GRANT SELECT ON %s TO %s;", name,
-                         PQuser(c));
-            }
-            ADD(WG_CHECK_FAIL, "grants", remedy, "%s: %s%s%s", name, sel ? "" : "no SELECT",
-                !sel && !usage ? ", " : "", usage ? "" : "no USAGE on its schema");
-        }
-        /* Column types (domains resolved to their base type). */
-        const char *p2[1] = {PQgetvalue(r, i, 5)};
-        PGresult *cr = queryp(c,
-                              "SELECT a.attname, format_type(CASE WHEN t.typtype = 'd' THEN "
-                              "t.typbasetype ELSE a.atttypid END, a.atttypmod) "
-                              "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                              "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
-                              "a.attisdropped ORDER BY a.attnum",
-                              1, p2);
-        int bad = 0;
-        for (int j = 0; PQresultStatus(cr) == PGRES_TUPLES_OK && j < PQntuples(cr); j++) {
-            const char *col = PQgetvalue(cr, j, 0), *typ = PQgetvalue(cr, j, 1);
-            if (ingest_type_supported(typ) || listed(s->text_columns, sch, tab, col) ||
-                listed(s->exclude_columns, sch, tab, col))
-                continue;
-            bad++;
-            snprintf(remedy, sizeof(remedy),
-                     "add %s.%s.%s to text_columns (ingested as its text form) or to "
-                     "exclude_columns (not ingested) in [source %s]",
-                     sch, tab, col, s->name);
-            ADD(WG_CHECK_FAIL, "column types", remedy,
-                "%s.%s.%s has type %s, which walgate does not support (docs/types.md)", sch, tab,
-                col, typ);
-        }
-        if (PQresultStatus(cr) != PGRES_TUPLES_OK)
-            ADD(WG_CHECK_FAIL, "column types", NULL, "%s: cannot read its columns: %s", name,
-                pg_msg(c, pm, sizeof(pm)));
-        else if (bad == 0)
-            ADD(WG_CHECK_OK, "column types", NULL, "%s: every column supported", name);
-        PQclear(cr);
+        check_table(c, s, r, i, target, out);
     }
     PQclear(r);
+    return listed_ok ? ntables : -1;
+}
 
-    /* Configured tables missing from the publication. */
+/* Configured tables the publication does not have, and the count of tables to ingest. */
+static void check_configured(PGconn *c, const ingest_source_config *s, int ntables,
+                             const char *target, wg_checks *out)
+{
+    const char *pub = s->publication;
+    char remedy[1024];
     for (size_t i = 0; s->tables && s->tables[i]; i++) {
         const char *p3[2] = {pub, s->tables[i]};
         PGresult *m = queryp(c,
@@ -559,22 +574,23 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         }
         PQclear(m);
     }
-    if (listed_ok && ntables == 0)
+    if (ntables == 0)
         ADD(WG_CHECK_WARN, "tables", "add tables: ALTER PUBLICATION ... ADD TABLE schema.table;",
             "publication %s has no tables to ingest", pub);
-    else if (listed_ok)
+    else if (ntables > 0)
         ADD(WG_CHECK_OK, "tables", NULL, "%d table%s to ingest", ntables, ntables == 1 ? "" : "s");
+}
 
-    /* The slot, when it exists already. */
-    char slot[200];
-    if (s->slot)
-        snprintf(slot, sizeof(slot), "%s", s->slot);
-    else
-        snprintf(slot, sizeof(slot), "walgate_%s", s->name);
+/* The slot, when it exists already. */
+static void check_slot(PGconn *c, const ingest_source_config *s, const char *slot,
+                       const char *target, wg_checks *out)
+{
+    char remedy[1024], pm[512];
     const char *p4[1] = {slot};
     bool has_wal_status = ingest_pg_has_wal_status(PQserverVersion(c));
     /* wal_status is 13+; before, a slot is never invalidated (its WAL is kept). */
-    r = queryp(c,
+    PGresult *r =
+        queryp(c,
                has_wal_status
                    ? "SELECT plugin, database, active, active_pid, wal_status, "
                      "pg_size_pretty(pg_wal_lsn_diff(" INGEST_PG_WAL_POSITION_SQL ", restart_lsn)) "
@@ -616,6 +632,27 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
                 PQgetvalue(r, 0, 5));
     }
     PQclear(r);
+}
+
+static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *out)
+{
+    char target[200];
+    snprintf(target, sizeof(target), "source %s", s->name);
+    if (!s->publication) {
+        ADD(WG_CHECK_FAIL, "publication", "set publication = NAME in the [source] section",
+            "no publication configured");
+        return;
+    }
+    if (!check_publication(c, s->publication, target, out))
+        return;
+    int ntables = check_tables(c, s, target, out);
+    check_configured(c, s, ntables, target, out);
+    char slot[200];
+    if (s->slot)
+        snprintf(slot, sizeof(slot), "%s", s->slot);
+    else
+        snprintf(slot, sizeof(slot), "walgate_%s", s->name);
+    check_slot(c, s, slot, target, out);
     check_failover(c, s, slot, target, out);
 }
 
