@@ -160,11 +160,10 @@ static void check_standby(PGconn *c, const ingest_pg_config *cfg, const char *ta
             "%s is set, but the standby's WAL receiver is %s", v, v2);
 }
 
-static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *target, wg_checks *out)
+/* TLS on the connection: required by sslmode, or a warning when it is off. */
+static void check_tls(PGconn *c, const ingest_pg_config *cfg, const char *target, wg_checks *out)
 {
-    char v[256], v2[256], remedy[512];
-
-    /* TLS */
+    char remedy[512];
     if (PQsslInUse(c)) {
         ADD(WG_CHECK_OK, "tls", NULL, "%s %s (sslmode %s)",
             PQsslAttribute(c, "protocol") ? PQsslAttribute(c, "protocol") : "TLS",
@@ -180,6 +179,76 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
         ADD(required ? WG_CHECK_FAIL : WG_CHECK_WARN, "tls", remedy,
             "the connection is not encrypted (sslmode %s)", m);
     }
+}
+
+/* Room for walgate: a WAL sender and two replication slots free. */
+static void check_capacity(PGconn *c, const char *target, wg_checks *out)
+{
+    char v[256], v2[256], remedy[512];
+    if (query1(c, "SHOW max_wal_senders", v, sizeof(v), target, "max_wal_senders", out) &&
+        query1(c, "SELECT count(*) FROM pg_stat_replication", v2, sizeof(v2), target,
+               "max_wal_senders", out)) {
+        int max = atoi(v), used = atoi(v2);
+        if (max - used >= 1)
+            ADD(WG_CHECK_OK, "max_wal_senders", NULL, "%d, %d in use", max, used);
+        else
+            ADD(WG_CHECK_FAIL, "max_wal_senders",
+                "ALTER SYSTEM SET max_wal_senders = 10; then restart PostgreSQL",
+                "%d, all in use: no WAL sender left for walgate", max);
+    }
+
+    if (query1(c, "SHOW max_replication_slots", v, sizeof(v), target, "replication slots", out) &&
+        query1(c, "SELECT count(*) FROM pg_replication_slots", v2, sizeof(v2), target,
+               "replication slots", out)) {
+        int max = atoi(v), used = atoi(v2);
+        if (max - used >= 2)
+            ADD(WG_CHECK_OK, "replication slots", NULL, "%d free of %d", max - used, max);
+        else {
+            snprintf(remedy, sizeof(remedy),
+                     "ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL (or "
+                     "drop unused slots: SELECT pg_drop_replication_slot(slot_name) FROM "
+                     "pg_replication_slots WHERE NOT active)",
+                     used + 4 > 10 ? used + 4 : 10);
+            ADD(WG_CHECK_FAIL, "replication slots", remedy,
+                "%d free of %d; walgate needs 2 (one per source, one to spare for a resync)",
+                max - used, max);
+        }
+    }
+}
+
+/* max_slot_wal_keep_size: what keeps a stalled slot from filling the disk (13+). */
+static void check_wal_keep(PGconn *c, int ver, const char *vs, const char *target, wg_checks *out)
+{
+    char v[256], remedy[512];
+    if (!ingest_pg_has_wal_status(ver)) {
+        /* Before 13 nothing caps a slot's WAL: the slot is never invalidated (so walgate never
+         * loses its place), and the disk is what runs out instead. */
+        snprintf(remedy, sizeof(remedy),
+                 "watch the WAL the slot retains (walgate slots list) and the disk's free space, "
+                 "keep walgate running, and drop slots no longer used (walgate slots drop); "
+                 "upgrade to PostgreSQL 13 or later to cap it");
+        ADD(WG_CHECK_WARN, "max_slot_wal_keep_size", remedy,
+            "does not exist before PostgreSQL 13 (this is %s): nothing limits the WAL a slot "
+            "keeps, so the slot is never invalidated, but one that stops advancing keeps WAL "
+            "until the disk is full",
+            vs);
+    } else if (query1(c, "SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'", v,
+                      sizeof(v), target, "max_slot_wal_keep_size", out)) {
+        if (strcmp(v, "-1") == 0)
+            ADD(WG_CHECK_WARN, "max_slot_wal_keep_size",
+                "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();  "
+                "(size it to the disk: a stalled slot then loses its WAL instead of filling the "
+                "disk)",
+                "unlimited: a slot that stops advancing keeps WAL until the disk is full");
+        else if (v[0])
+            ADD(WG_CHECK_OK, "max_slot_wal_keep_size", NULL, "%s MB", v);
+    }
+}
+
+static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *target, wg_checks *out)
+{
+    char v[256], remedy[512];
+    check_tls(c, cfg, target, out);
     ADD(WG_CHECK_OK, "authentication", NULL, "logged in as %s to database %s", PQuser(c), PQdb(c));
 
     int ver = PQserverVersion(c);
@@ -220,59 +289,8 @@ static void check_server(PGconn *c, const ingest_pg_config *cfg, const char *tar
         }
     }
 
-    if (query1(c, "SHOW max_wal_senders", v, sizeof(v), target, "max_wal_senders", out) &&
-        query1(c, "SELECT count(*) FROM pg_stat_replication", v2, sizeof(v2), target,
-               "max_wal_senders", out)) {
-        int max = atoi(v), used = atoi(v2);
-        if (max - used >= 1)
-            ADD(WG_CHECK_OK, "max_wal_senders", NULL, "%d, %d in use", max, used);
-        else
-            ADD(WG_CHECK_FAIL, "max_wal_senders",
-                "ALTER SYSTEM SET max_wal_senders = 10; then restart PostgreSQL",
-                "%d, all in use: no WAL sender left for walgate", max);
-    }
-
-    if (query1(c, "SHOW max_replication_slots", v, sizeof(v), target, "replication slots", out) &&
-        query1(c, "SELECT count(*) FROM pg_replication_slots", v2, sizeof(v2), target,
-               "replication slots", out)) {
-        int max = atoi(v), used = atoi(v2);
-        if (max - used >= 2)
-            ADD(WG_CHECK_OK, "replication slots", NULL, "%d free of %d", max - used, max);
-        else {
-            snprintf(remedy, sizeof(remedy),
-                     "ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL (or "
-                     "drop unused slots: SELECT pg_drop_replication_slot(slot_name) FROM "
-                     "pg_replication_slots WHERE NOT active)",
-                     used + 4 > 10 ? used + 4 : 10);
-            ADD(WG_CHECK_FAIL, "replication slots", remedy,
-                "%d free of %d; walgate needs 2 (one per source, one to spare for a resync)",
-                max - used, max);
-        }
-    }
-
-    if (!ingest_pg_has_wal_status(ver)) {
-        /* Before 13 nothing caps a slot's WAL: the slot is never invalidated (so walgate never
-         * loses its place), and the disk is what runs out instead. */
-        snprintf(remedy, sizeof(remedy),
-                 "watch the WAL the slot retains (walgate slots list) and the disk's free space, "
-                 "keep walgate running, and drop slots no longer used (walgate slots drop); "
-                 "upgrade to PostgreSQL 13 or later to cap it");
-        ADD(WG_CHECK_WARN, "max_slot_wal_keep_size", remedy,
-            "does not exist before PostgreSQL 13 (this is %s): nothing limits the WAL a slot "
-            "keeps, so the slot is never invalidated, but one that stops advancing keeps WAL "
-            "until the disk is full",
-            vs);
-    } else if (query1(c, "SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'", v,
-                      sizeof(v), target, "max_slot_wal_keep_size", out)) {
-        if (strcmp(v, "-1") == 0)
-            ADD(WG_CHECK_WARN, "max_slot_wal_keep_size",
-                "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();  "
-                "(size it to the disk: a stalled slot then loses its WAL instead of filling the "
-                "disk)",
-                "unlimited: a slot that stops advancing keeps WAL until the disk is full");
-        else if (v[0])
-            ADD(WG_CHECK_OK, "max_slot_wal_keep_size", NULL, "%s MB", v);
-    }
+    check_capacity(c, target, out);
+    check_wal_keep(c, ver, vs, target, out);
 }
 
 static void check_replication_conn(const ingest_pg_config *cfg, const char *dial_addr,
@@ -747,11 +765,96 @@ connect:;
     return wg_checks_count(out, WG_CHECK_FAIL) > fails_before ? -1 : 0;
 }
 
+/* On a standby of PostgreSQL 17+: what slot synchronization needs. */
+static void check_standby_settings(PGconn *c, const char *target, wg_checks *out)
+{
+    char v[512];
+    struct {
+        const char *sql, *name, *want, *remedy, *why;
+    } settings[] = {
+        {"SHOW sync_replication_slots", "sync_replication_slots", "on",
+         "on the standby: ALTER SYSTEM SET sync_replication_slots = on; SELECT pg_reload_conf(); "
+         "(and dbname=... in primary_conninfo)",
+         "off: failover slots are not copied to this standby"},
+        {"SHOW hot_standby_feedback", "hot_standby_feedback", "on",
+         "on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();",
+         "off: slot synchronization needs it"},
+    };
+    for (size_t i = 0; i < WG_ARRAY_LEN(settings); i++) {
+        if (!query1(c, settings[i].sql, v, sizeof(v), target, settings[i].name, out))
+            continue;
+        if (strcmp(v, settings[i].want) == 0)
+            ADD(WG_CHECK_OK, settings[i].name, NULL, "%s", v);
+        else
+            ADD(WG_CHECK_FAIL, settings[i].name, settings[i].remedy, "%s", settings[i].why);
+    }
+    if (query1(c, "SHOW primary_slot_name", v, sizeof(v), target, "primary_slot_name", out)) {
+        if (v[0])
+            ADD(WG_CHECK_OK, "primary_slot_name", NULL, "%s", v);
+        else
+            ADD(WG_CHECK_FAIL, "primary_slot_name",
+                "on the primary: SELECT pg_create_physical_replication_slot('standby1'); on the "
+                "standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; and list it in the "
+                "primary's synchronized_standby_slots",
+                "not set: slot synchronization needs a physical slot on the primary");
+    }
+}
+
+/* On a standby: the failover slot of source s is there and synchronized. */
+static void check_synced_slot(PGconn *c, const ingest_source_config *s, const char *target,
+                              wg_checks *out)
+{
+    char remedy[768];
+    char slot[200];
+    snprintf(slot, sizeof(slot), "%s", s->slot ? s->slot : "");
+    if (!slot[0] || !s->failover)
+        return;
+    const char *p[1] = {slot};
+    PGresult *r = queryp(c,
+                         "SELECT synced, temporary, coalesce(invalidation_reason, '') FROM "
+                         "pg_replication_slots WHERE slot_name = $1",
+                         1, p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char m[512];
+        ADD(WG_CHECK_FAIL, "synced slot", "check that the role may read pg_replication_slots",
+            "cannot look up slot %s: %s", slot, pg_msg(c, m, sizeof(m)));
+    } else if (PQntuples(r) == 0) {
+        ADD(WG_CHECK_WARN, "synced slot",
+            "start walgate run (it creates the failover slot on the primary) and check the "
+            "settings above; the standby copies it within seconds",
+            "[source %s]: slot %s is not on this standby yet: a failover now would lose it",
+            s->name, slot);
+    } else if (PQgetvalue(r, 0, 0)[0] != 't') {
+        snprintf(remedy, sizeof(remedy),
+                 "drop the standby's own slot %s (SELECT pg_drop_replication_slot('%s') on "
+                 "the standby) so the primary's can be synchronized",
+                 slot, slot);
+        ADD(WG_CHECK_FAIL, "synced slot", remedy,
+            "[source %s]: slot %s on this standby was made there, not synchronized from "
+            "the primary",
+            s->name, slot);
+    } else if (PQgetvalue(r, 0, 2)[0]) {
+        ADD(WG_CHECK_FAIL, "synced slot",
+            "check hot_standby_feedback and primary_slot_name, then drop the slot on the "
+            "primary and resnapshot (walgate slots drop SOURCE)",
+            "[source %s]: the synced slot %s is invalidated (%s)", s->name, slot,
+            PQgetvalue(r, 0, 2));
+    } else if (PQgetvalue(r, 0, 1)[0] == 't') {
+        ADD(WG_CHECK_WARN, "synced slot",
+            "wait: the standby keeps it temporary until it has caught up with the primary's",
+            "[source %s]: slot %s is being synchronized (temporary, not usable after a "
+            "failover yet)",
+            s->name, slot);
+    } else
+        ADD(WG_CHECK_OK, "synced slot", NULL, "[source %s]: %s synced = true", s->name, slot);
+    PQclear(r);
+}
+
 int ingest_check_standby(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
                          const char *primary, const ingest_source_config *const *sources, size_t n,
                          bool derived, wg_checks *out)
 {
-    char target[300], v[512], remedy[768], vs[32];
+    char target[300], v[512], vs[32];
     snprintf(target, sizeof(target), "postgres %s %s %s", primary, derived ? "host" : "standby",
              derived ? cfg->host : cfg->name);
     size_t fails_before = wg_checks_count(out, WG_CHECK_FAIL);
@@ -785,81 +888,9 @@ int ingest_check_standby(const ingest_pg_config *cfg, const char *dial_addr, int
         goto out;
     }
     ADD(WG_CHECK_OK, "standby", NULL, "in recovery, PostgreSQL %s", vs);
-    struct {
-        const char *sql, *name, *want, *remedy, *why;
-    } settings[] = {
-        {"SHOW sync_replication_slots", "sync_replication_slots", "on",
-         "on the standby: ALTER SYSTEM SET sync_replication_slots = on; SELECT pg_reload_conf(); "
-         "(and dbname=... in primary_conninfo)",
-         "off: failover slots are not copied to this standby"},
-        {"SHOW hot_standby_feedback", "hot_standby_feedback", "on",
-         "on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();",
-         "off: slot synchronization needs it"},
-    };
-    for (size_t i = 0; i < WG_ARRAY_LEN(settings); i++) {
-        if (!query1(c, settings[i].sql, v, sizeof(v), target, settings[i].name, out))
-            continue;
-        if (strcmp(v, settings[i].want) == 0)
-            ADD(WG_CHECK_OK, settings[i].name, NULL, "%s", v);
-        else
-            ADD(WG_CHECK_FAIL, settings[i].name, settings[i].remedy, "%s", settings[i].why);
-    }
-    if (query1(c, "SHOW primary_slot_name", v, sizeof(v), target, "primary_slot_name", out)) {
-        if (v[0])
-            ADD(WG_CHECK_OK, "primary_slot_name", NULL, "%s", v);
-        else
-            ADD(WG_CHECK_FAIL, "primary_slot_name",
-                "on the primary: SELECT pg_create_physical_replication_slot('standby1'); on the "
-                "standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; and list it in the "
-                "primary's synchronized_standby_slots",
-                "not set: slot synchronization needs a physical slot on the primary");
-    }
-    for (size_t i = 0; i < n; i++) {
-        const ingest_source_config *s = sources[i];
-        char slot[200];
-        snprintf(slot, sizeof(slot), "%s", s->slot ? s->slot : "");
-        if (!slot[0] || !s->failover)
-            continue;
-        const char *p[1] = {slot};
-        PGresult *r = queryp(c,
-                             "SELECT synced, temporary, coalesce(invalidation_reason, '') FROM "
-                             "pg_replication_slots WHERE slot_name = $1",
-                             1, p);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            char m[512];
-            ADD(WG_CHECK_FAIL, "synced slot", "check that the role may read pg_replication_slots",
-                "cannot look up slot %s: %s", slot, pg_msg(c, m, sizeof(m)));
-        } else if (PQntuples(r) == 0) {
-            ADD(WG_CHECK_WARN, "synced slot",
-                "start walgate run (it creates the failover slot on the primary) and check the "
-                "settings above; the standby copies it within seconds",
-                "[source %s]: slot %s is not on this standby yet: a failover now would lose it",
-                s->name, slot);
-        } else if (PQgetvalue(r, 0, 0)[0] != 't') {
-            snprintf(remedy, sizeof(remedy),
-                     "drop the standby's own slot %s (SELECT pg_drop_replication_slot('%s') on "
-                     "the standby) so the primary's can be synchronized",
-                     slot, slot);
-            ADD(WG_CHECK_FAIL, "synced slot", remedy,
-                "[source %s]: slot %s on this standby was made there, not synchronized from "
-                "the primary",
-                s->name, slot);
-        } else if (PQgetvalue(r, 0, 2)[0]) {
-            ADD(WG_CHECK_FAIL, "synced slot",
-                "check hot_standby_feedback and primary_slot_name, then drop the slot on the "
-                "primary and resnapshot (walgate slots drop SOURCE)",
-                "[source %s]: the synced slot %s is invalidated (%s)", s->name, slot,
-                PQgetvalue(r, 0, 2));
-        } else if (PQgetvalue(r, 0, 1)[0] == 't') {
-            ADD(WG_CHECK_WARN, "synced slot",
-                "wait: the standby keeps it temporary until it has caught up with the primary's",
-                "[source %s]: slot %s is being synchronized (temporary, not usable after a "
-                "failover yet)",
-                s->name, slot);
-        } else
-            ADD(WG_CHECK_OK, "synced slot", NULL, "[source %s]: %s synced = true", s->name, slot);
-        PQclear(r);
-    }
+    check_standby_settings(c, target, out);
+    for (size_t i = 0; i < n; i++)
+        check_synced_slot(c, sources[i], target, out);
 out:
     PQfinish(c);
     return wg_checks_count(out, WG_CHECK_FAIL) > fails_before ? -1 : 0;
