@@ -121,6 +121,15 @@ static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_err
                                 "run",
                                 table);
         pthread_mutex_lock(&s->snap_mu);
+        /* Chunks not yet synced are invisible to the forwarders that would free the room. */
+        if (s->unsynced) {
+            int rc = stream_log_sync(s, err);
+            s->snap_unsynced = 0;
+            if (rc != 0) {
+                pthread_mutex_unlock(&s->snap_mu);
+                return -1;
+            }
+        }
         if (!said && strcmp(s->error, why) != 0) {
             snprintf(s->error, sizeof(s->error), "snapshot paused: %s", why);
             snprintf(s->remedy, sizeof(s->remedy),
@@ -170,7 +179,13 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
     s->bytes += b->len;
     if (rc == 0) {
         s->unsynced = true;
-        rc = stream_log_sync(s, err);
+        s->snap_unsynced += b->len;
+        /* Not every chunk: at a table's end, or once enough bytes or time have gathered. */
+        if (strcmp(op, "snapshot") != 0 || s->snap_unsynced >= SNAPSHOT_SYNC_BYTES ||
+            wg_now_ms() - s->last_sync_ms >= SNAPSHOT_SYNC_MS) {
+            rc = stream_log_sync(s, err);
+            s->snap_unsynced = 0;
+        }
     }
     /* A resync copies while the stream waits: tell the server we are alive. */
     if (rc == 0 && s->resyncing && s->repl && wg_now_ms() - s->last_status_ms >= s->status_ms) {
