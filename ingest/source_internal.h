@@ -42,6 +42,10 @@
  * see synced batches, so the bound lets delivery of a big snapshot start early. */
 #define SNAPSHOT_SYNC_BYTES (64u << 20)
 #define SNAPSHOT_SYNC_MS 1000
+/* With several snapshot workers (PostgreSQL 14+), a table of more than this many heap pages
+ * is split into ctid ranges, up to this many per worker, so that the workers share it. */
+#define SNAPSHOT_RANGE_PAGES 128
+#define SNAPSHOT_RANGES_PER_WORKER 4
 #define SYNC_MAX_DELAY_MS 200
 #define CATALOG_CHECK_MS 10000
 #define REQUEST_CHECK_MS 1000
