@@ -1260,6 +1260,13 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
     return batch_written(log, len, lsn, crc, err);
 }
 
+int changelog_write_out(changelog *log, wg_error *err)
+{
+    if (check_usable(log, err) != 0)
+        return -1;
+    return log->have_seg ? flush_wbuf(log, err) : 0;
+}
+
 int changelog_sync(changelog *log, wg_error *err)
 {
     if (check_usable(log, err) != 0)

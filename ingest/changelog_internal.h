@@ -82,6 +82,13 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
 int changelog_sync(changelog *log, wg_error *err);
 
 /*
+ * Write the batches gathered in memory (small ones wait for the next sync) to the segment
+ * file, without syncing: its size then counts them, as the disk budget measures it, while
+ * readers still see only synced batches.
+ */
+int changelog_write_out(changelog *log, wg_error *err);
+
+/*
  * CRC-32C (Castagnoli) of n bytes, chainable: pass 0 to start, the previous result to go on.
  * The SSE4.2 instruction when the CPU has it, else slicing-by-8; _sw is always the latter
  * (exposed so that tests can compare the two).

@@ -107,8 +107,10 @@ static size_t copy_unescape(char *s, size_t len)
 
 /*
  * The disk guard during a snapshot: stop copying (the server waits on the COPY; the exported
- * snapshot stays valid) until the log has room for the chunk. A resync keeps the paused stream
- * alive.
+ * snapshot stays valid) until the log has room for the chunk. Called and returns with snap_mu
+ * held (released only while waiting), so that the guard's yes and the append are one step for
+ * the workers: two workers asking at once cannot both be let through on the same room. A
+ * resync keeps the paused stream alive.
  */
 static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_error *err)
 {
@@ -120,15 +122,12 @@ static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_err
                                 "stopped during the snapshot of %s; it starts again on the next "
                                 "run",
                                 table);
-        pthread_mutex_lock(&s->snap_mu);
         /* Chunks not yet synced are invisible to the forwarders that would free the room. */
         if (s->unsynced) {
             int rc = stream_log_sync(s, err);
             s->snap_unsynced = 0;
-            if (rc != 0) {
-                pthread_mutex_unlock(&s->snap_mu);
+            if (rc != 0)
                 return -1;
-            }
         }
         if (!said && strcmp(s->error, why) != 0) {
             snprintf(s->error, sizeof(s->error), "snapshot paused: %s", why);
@@ -146,14 +145,11 @@ static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_err
         state_status_write(s, false);
         pthread_mutex_unlock(&s->snap_mu);
         usleep(200 * 1000);
-    }
-    if (said) {
         pthread_mutex_lock(&s->snap_mu);
-        if (strncmp(s->error, "snapshot paused: ", 17) == 0) {
-            log_info(s->cfg.name, "snapshot resumed: the change log has room again");
-            s->error[0] = s->remedy[0] = '\0';
-        }
-        pthread_mutex_unlock(&s->snap_mu);
+    }
+    if (said && strncmp(s->error, "snapshot paused: ", 17) == 0) {
+        log_info(s->cfg.name, "snapshot resumed: the change log has room again");
+        s->error[0] = s->remedy[0] = '\0';
     }
     return 0;
 }
@@ -172,9 +168,11 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
         return wg_error_set(err, WG_ERR_CANCELLED,
                             "stopped during the snapshot of %s; it starts again on the next run",
                             table);
-    if (snap_hold(s, table, b->len, err) != 0)
-        return -1;
     pthread_mutex_lock(&s->snap_mu);
+    if (snap_hold(s, table, b->len, err) != 0) {
+        pthread_mutex_unlock(&s->snap_mu);
+        return -1;
+    }
     int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
     s->bytes += b->len;
     if (rc == 0) {
@@ -185,6 +183,10 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
             wg_now_ms() - s->last_sync_ms >= SNAPSHOT_SYNC_MS) {
             rc = stream_log_sync(s, err);
             s->snap_unsynced = 0;
+        } else {
+            /* Written out at least: the disk budget measures the files, and counts on
+             * forwarders to free what it sees (snap_hold syncs before it waits). */
+            rc = changelog_write_out(s->log, err);
         }
     }
     /* A resync copies while the stream waits: tell the server we are alive. */
