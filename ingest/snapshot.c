@@ -214,7 +214,8 @@ typedef struct snap_plan {
     const char **fields;
     size_t *lens;
     char **jkeys; /* "name": per column, escaped once */
-    char *head;   /* {"op":"read","table":...,"new":{ */
+    size_t *jlens;
+    char *head; /* {"op":"read","table":...,"new":{ */
     rec_columns rc;
 } snap_plan;
 
@@ -226,6 +227,7 @@ static void snap_plan_free(snap_plan *pl)
         free(pl->jkeys[i]);
     free(pl->names);
     free(pl->jkeys);
+    free(pl->jlens);
     free(pl->head);
     free(pl->types);
     free(pl->key_json);
@@ -271,6 +273,7 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     bool *pk = calloc((size_t)n + 1, sizeof(*pk));
     pl->fields = calloc((size_t)n + 1, sizeof(*pl->fields));
     pl->lens = calloc((size_t)n + 1, sizeof(*pl->lens));
+    pl->jlens = calloc((size_t)n + 1, sizeof(*pl->jlens));
     wg_buf unsupported = {0};
     for (int i = 0; pl->names && pl->jkeys && pl->types && pk && pl->fields && pl->lens && i < n;
          i++) {
@@ -298,15 +301,19 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     if (pl->names && pk)
         pl->key_json = rec_key_json((const char *const *)pl->names, pk, pl->ncols);
     pl->head = rec_read_head(pl->qname, pl->schema);
-    bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->head;
-    for (int i = 0; !oom && i < pl->ncols; i++)
+    bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->jlens || !pl->head;
+    for (int i = 0; !oom && i < pl->ncols; i++) {
         oom = !pl->names[i] || !pl->jkeys[i];
+        pl->jlens[i] = oom ? 0 : strlen(pl->jkeys[i]);
+    }
     pl->rc = (rec_columns){.qname = pl->qname,
                            .ncols = pl->ncols,
                            .names = (const char *const *)pl->names,
                            .jkeys = (const char *const *)pl->jkeys,
                            .types = pl->types,
-                           .key_json = pl->key_json};
+                           .key_json = pl->key_json,
+                           .jkey_lens = oom ? NULL : pl->jlens,
+                           .head_len = pl->head ? strlen(pl->head) : 0};
     if (oom)
         rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     else if (unsupported.len) {
@@ -323,9 +330,8 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
 {
     char *p = line, *end = line + len;
     for (int i = 0; i < pl->ncols; i++) {
-        char *f = p;
-        while (p < end && *p != '\t')
-            p++;
+        char *f = p, *tab = memchr(p, '\t', (size_t)(end - p));
+        p = tab ? tab : end;
         size_t fl = (size_t)(p - f);
         if (p < end)
             p++;
@@ -334,7 +340,7 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
             continue;
         }
         pl->fields[i] = f;
-        pl->lens[i] = copy_unescape(f, fl);
+        pl->lens[i] = memchr(f, '\\', fl) ? copy_unescape(f, fl) : fl; /* most have no escape */
     }
     return rec_read(b, pl->head, &pl->rc, pl->fields, pl->lens, err);
 }

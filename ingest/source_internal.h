@@ -341,6 +341,8 @@ typedef struct rec_columns {
     const char *const *jkeys;
     const render_type *types;
     const char *key_json;
+    const size_t *jkey_lens; /* strlen of each jkeys entry, or NULL */
+    size_t head_len;         /* strlen of rec_read's head, when jkey_lens is set */
 } rec_columns;
 char *rec_read_head(const char *qname, const char *schema);
 int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *const *fields,
