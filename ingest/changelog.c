@@ -1179,8 +1179,8 @@ static int batch_written(changelog *log, uint64_t len, uint64_t lsn, uint32_t cr
     return 0;
 }
 
-int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
-                     wg_error *err)
+static int append_batch(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
+                        bool gather, wg_error *err)
 {
     if (check_usable(log, err) != 0 || check_position(log, lsn, err) != 0)
         return -1;
@@ -1198,7 +1198,8 @@ int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_
                             log->dir, (const char *)records + start);
     if (prepare_segment(log, len, lsn, err) != 0)
         return -1;
-    if (len < CL_WBUF_MAX) { /* gathered with its neighbours; written by the next sync at last */
+    /* Gathered with its neighbours; written by the next sync at last. */
+    if (gather && len < CL_WBUF_MAX) {
         if (log->wbuf.len + len > CL_WBUF_MAX && flush_wbuf(log, err) != 0)
             return -1;
         if (log->wbuf.len == 0)
@@ -1281,11 +1282,16 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
     return batch_written(log, len, lsn, crc, err);
 }
 
-int changelog_write_out(changelog *log, wg_error *err)
+int changelog_append(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
+                     wg_error *err)
 {
-    if (check_usable(log, err) != 0)
-        return -1;
-    return log->have_seg ? flush_wbuf(log, err) : 0;
+    return append_batch(log, records, len, lsn, true, err);
+}
+
+int changelog_append_direct(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
+                            wg_error *err)
+{
+    return append_batch(log, records, len, lsn, false, err);
 }
 
 int changelog_sync(changelog *log, wg_error *err)

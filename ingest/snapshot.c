@@ -173,7 +173,9 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
         pthread_mutex_unlock(&s->snap_mu);
         return -1;
     }
-    int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
+    /* Straight to the segment file: the disk budget measures the files, and counts on
+     * forwarders to free what it sees (snap_hold syncs before it waits). */
+    int rc = changelog_append_direct(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
     s->bytes += b->len;
     if (rc == 0) {
         s->unsynced = true;
@@ -183,10 +185,6 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
             wg_now_ms() - s->last_sync_ms >= SNAPSHOT_SYNC_MS) {
             rc = stream_log_sync(s, err);
             s->snap_unsynced = 0;
-        } else {
-            /* Written out at least: the disk budget measures the files, and counts on
-             * forwarders to free what it sees (snap_hold syncs before it waits). */
-            rc = changelog_write_out(s->log, err);
         }
     }
     /* A resync copies while the stream waits: tell the server we are alive. */
