@@ -214,6 +214,7 @@ typedef struct snap_plan {
     char **jkeys; /* "name": per column, escaped once */
     size_t *jlens;
     char *head; /* {"op":"read","table":...,"new":{ */
+    bool *skip; /* the table's snap_tab.skip (under snap_mu) */
     rec_columns rc;
 } snap_plan;
 
@@ -238,17 +239,20 @@ static void snap_plan_free(snap_plan *pl)
 }
 
 /* A table with columns of types walgate cannot render is not copied: it fails, the others go
- * on. */
-static void snap_unsupported(ingest_source *s, const char *qname, const char *cols)
+ * on. Reported once, by the first of its ranges to find out (*skip, under snap_mu). */
+static void snap_unsupported(ingest_source *s, const char *qname, const char *cols, bool *skip)
 {
     wg_buf m = {0};
     rel_unsupported_text(&m, s, qname, cols);
     pthread_mutex_lock(&s->snap_mu);
+    bool first = !*skip;
+    *skip = true;
     table_status *ts = state_table_get(s, qname);
-    if (ts && !ts->error)
+    if (first && ts && !ts->error)
         ts->error = strdup(m.data);
     pthread_mutex_unlock(&s->snap_mu);
-    log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
+    if (first)
+        log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
     wg_buf_free(&m);
 }
 
@@ -315,7 +319,7 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     if (oom)
         rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     else if (unsupported.len) {
-        snap_unsupported(s, pl->qname, unsupported.data);
+        snap_unsupported(s, pl->qname, unsupported.data, pl->skip);
         rc = 1;
     }
     free(pk);
@@ -433,7 +437,7 @@ static int snap_part(ingest_source *s, PGconn *c, const char *schema, const char
 {
     char q[600];
     snprintf(q, sizeof(q), "%s.%s", schema, table);
-    snap_plan pl = {.qname = strdup(q), .schema = schema};
+    snap_plan pl = {.qname = strdup(q), .schema = schema, .skip = &tab->skip};
     uint64_t rows = 0;
     pthread_mutex_lock(&s->snap_mu);
     bool skip = tab->skip;
@@ -448,7 +452,7 @@ static int snap_part(ingest_source *s, PGconn *c, const char *schema, const char
         return -1;
     }
     pthread_mutex_lock(&s->snap_mu);
-    tab->skip = tab->skip || rc > 0; /* unsupported columns: the other tables go on */
+    tab->skip = tab->skip || rc > 0; /* unsupported columns (reported): the others go on */
     tab->rows += rows;
     s->rows += rows;
     bool last = --tab->left == 0 && !tab->skip;
