@@ -82,6 +82,15 @@ int changelog_append_fd_at(changelog *log, int fd, uint64_t off, uint64_t len, u
 int changelog_sync(changelog *log, wg_error *err);
 
 /*
+ * changelog_append, but the batch goes to the segment file at once, however small, instead of
+ * being gathered in memory until the next sync (a snapshot chunk: no copy on the way, and the
+ * file's size, which the disk budget measures, counts it). Not synced: readers still see only
+ * synced batches.
+ */
+int changelog_append_direct(changelog *log, const uint8_t *records, size_t len, uint64_t lsn,
+                            wg_error *err);
+
+/*
  * CRC-32C (Castagnoli) of n bytes, chainable: pass 0 to start, the previous result to go on.
  * The SSE4.2 instruction when the CPU has it, else slicing-by-8; _sw is always the latter
  * (exposed so that tests can compare the two).

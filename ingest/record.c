@@ -222,11 +222,18 @@ char *rec_read_head(const char *qname, const char *schema)
 int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *const *fields,
              const size_t *lens, wg_error *err)
 {
-    wg_buf_puts(b, head);
+    /* Per row and column: lengths known in advance spare a strlen each. */
+    if (c->jkey_lens)
+        wg_buf_append(b, head, c->head_len);
+    else
+        wg_buf_puts(b, head);
     for (int i = 0; i < c->ncols; i++) {
         if (i)
             wg_buf_putc(b, ',');
-        wg_buf_puts(b, c->jkeys[i]);
+        if (c->jkey_lens)
+            wg_buf_append(b, c->jkeys[i], c->jkey_lens[i]);
+        else
+            wg_buf_puts(b, c->jkeys[i]);
         if (!fields[i])
             wg_buf_append(b, "null", 4);
         else if (render_value(b, &c->types[i], fields[i], lens[i], err) != 0)

@@ -107,8 +107,10 @@ static size_t copy_unescape(char *s, size_t len)
 
 /*
  * The disk guard during a snapshot: stop copying (the server waits on the COPY; the exported
- * snapshot stays valid) until the log has room for the chunk. A resync keeps the paused stream
- * alive.
+ * snapshot stays valid) until the log has room for the chunk. Called and returns with snap_mu
+ * held (released only while waiting), so that the guard's yes and the append are one step for
+ * the workers: two workers asking at once cannot both be let through on the same room. A
+ * resync keeps the paused stream alive.
  */
 static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_error *err)
 {
@@ -120,7 +122,13 @@ static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_err
                                 "stopped during the snapshot of %s; it starts again on the next "
                                 "run",
                                 table);
-        pthread_mutex_lock(&s->snap_mu);
+        /* Chunks not yet synced are invisible to the forwarders that would free the room. */
+        if (s->unsynced) {
+            int rc = stream_log_sync(s, err);
+            s->snap_unsynced = 0;
+            if (rc != 0)
+                return -1;
+        }
         if (!said && strcmp(s->error, why) != 0) {
             snprintf(s->error, sizeof(s->error), "snapshot paused: %s", why);
             snprintf(s->remedy, sizeof(s->remedy),
@@ -137,14 +145,11 @@ static int snap_hold(ingest_source *s, const char *table, uint64_t bytes, wg_err
         state_status_write(s, false);
         pthread_mutex_unlock(&s->snap_mu);
         usleep(200 * 1000);
-    }
-    if (said) {
         pthread_mutex_lock(&s->snap_mu);
-        if (strncmp(s->error, "snapshot paused: ", 17) == 0) {
-            log_info(s->cfg.name, "snapshot resumed: the change log has room again");
-            s->error[0] = s->remedy[0] = '\0';
-        }
-        pthread_mutex_unlock(&s->snap_mu);
+    }
+    if (said && strncmp(s->error, "snapshot paused: ", 17) == 0) {
+        log_info(s->cfg.name, "snapshot resumed: the change log has room again");
+        s->error[0] = s->remedy[0] = '\0';
     }
     return 0;
 }
@@ -163,14 +168,24 @@ static int snap_flush(ingest_source *s, wg_buf *b, const char *table, uint64_t r
         return wg_error_set(err, WG_ERR_CANCELLED,
                             "stopped during the snapshot of %s; it starts again on the next run",
                             table);
-    if (snap_hold(s, table, b->len, err) != 0)
-        return -1;
     pthread_mutex_lock(&s->snap_mu);
-    int rc = changelog_append(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
+    if (snap_hold(s, table, b->len, err) != 0) {
+        pthread_mutex_unlock(&s->snap_mu);
+        return -1;
+    }
+    /* Straight to the segment file: the disk budget measures the files, and counts on
+     * forwarders to free what it sees (snap_hold syncs before it waits). */
+    int rc = changelog_append_direct(s->log, (const uint8_t *)b->data, b->len, s->snap_pos, err);
     s->bytes += b->len;
     if (rc == 0) {
         s->unsynced = true;
-        rc = stream_log_sync(s, err);
+        s->snap_unsynced += b->len;
+        /* Not every chunk: at a table's end, or once enough bytes or time have gathered. */
+        if (strcmp(op, "snapshot") != 0 || s->snap_unsynced >= SNAPSHOT_SYNC_BYTES ||
+            wg_now_ms() - s->last_sync_ms >= SNAPSHOT_SYNC_MS) {
+            rc = stream_log_sync(s, err);
+            s->snap_unsynced = 0;
+        }
     }
     /* A resync copies while the stream waits: tell the server we are alive. */
     if (rc == 0 && s->resyncing && s->repl && wg_now_ms() - s->last_status_ms >= s->status_ms) {
@@ -197,7 +212,9 @@ typedef struct snap_plan {
     const char **fields;
     size_t *lens;
     char **jkeys; /* "name": per column, escaped once */
-    char *head;   /* {"op":"read","table":...,"new":{ */
+    size_t *jlens;
+    char *head; /* {"op":"read","table":...,"new":{ */
+    bool *skip; /* the table's snap_tab.skip (under snap_mu) */
     rec_columns rc;
     uint32_t oid;     /* the relation copied */
     bool partitioned; /* a partitioned root: every partition's rows, under its name */
@@ -212,6 +229,7 @@ static void snap_plan_free(snap_plan *pl)
         free(pl->jkeys[i]);
     free(pl->names);
     free(pl->jkeys);
+    free(pl->jlens);
     free(pl->head);
     free(pl->types);
     free(pl->key_json);
@@ -225,17 +243,20 @@ static void snap_plan_free(snap_plan *pl)
 }
 
 /* A table with columns of types walgate cannot render is not copied: it fails, the others go
- * on. */
-static void snap_unsupported(ingest_source *s, const char *qname, const char *cols)
+ * on. Reported once, by the first of its ranges to find out (*skip, under snap_mu). */
+static void snap_unsupported(ingest_source *s, const char *qname, const char *cols, bool *skip)
 {
     wg_buf m = {0};
     rel_unsupported_text(&m, s, qname, cols);
     pthread_mutex_lock(&s->snap_mu);
+    bool first = !*skip;
+    *skip = true;
     table_status *ts = state_table_get(s, qname);
-    if (ts && !ts->error)
+    if (first && ts && !ts->error)
         ts->error = strdup(m.data);
     pthread_mutex_unlock(&s->snap_mu);
-    log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
+    if (first)
+        log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
     wg_buf_free(&m);
 }
 
@@ -264,6 +285,7 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     bool *pk = calloc((size_t)n + 1, sizeof(*pk));
     pl->fields = calloc((size_t)n + 1, sizeof(*pl->fields));
     pl->lens = calloc((size_t)n + 1, sizeof(*pl->lens));
+    pl->jlens = calloc((size_t)n + 1, sizeof(*pl->jlens));
     wg_buf unsupported = {0};
     for (int i = 0; pl->names && pl->jkeys && pl->types && pk && pl->fields && pl->lens && i < n;
          i++) {
@@ -291,19 +313,23 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     if (pl->names && pk)
         pl->key_json = rec_key_json((const char *const *)pl->names, pk, pl->ncols);
     pl->head = rec_read_head(pl->qname, pl->schema);
-    bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->head;
-    for (int i = 0; !oom && i < pl->ncols; i++)
+    bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->jlens || !pl->head;
+    for (int i = 0; !oom && i < pl->ncols; i++) {
         oom = !pl->names[i] || !pl->jkeys[i];
+        pl->jlens[i] = oom ? 0 : strlen(pl->jkeys[i]);
+    }
     pl->rc = (rec_columns){.qname = pl->qname,
                            .ncols = pl->ncols,
                            .names = (const char *const *)pl->names,
                            .jkeys = (const char *const *)pl->jkeys,
                            .types = pl->types,
-                           .key_json = pl->key_json};
+                           .key_json = pl->key_json,
+                           .jkey_lens = oom ? NULL : pl->jlens,
+                           .head_len = pl->head ? strlen(pl->head) : 0};
     if (oom)
         rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     else if (unsupported.len) {
-        snap_unsupported(s, pl->qname, unsupported.data);
+        snap_unsupported(s, pl->qname, unsupported.data, pl->skip);
         rc = 1;
     }
     free(pk);
@@ -316,9 +342,8 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
 {
     char *p = line, *end = line + len;
     for (int i = 0; i < pl->ncols; i++) {
-        char *f = p;
-        while (p < end && *p != '\t')
-            p++;
+        char *f = p, *tab = memchr(p, '\t', (size_t)(end - p));
+        p = tab ? tab : end;
         size_t fl = (size_t)(p - f);
         if (p < end)
             p++;
@@ -327,14 +352,20 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
             continue;
         }
         pl->fields[i] = f;
-        pl->lens[i] = copy_unescape(f, fl);
+        pl->lens[i] = memchr(f, '\\', fl) ? copy_unescape(f, fl) : fl; /* most have no escape */
     }
     return rec_read(b, pl->head, &pl->rc, pl->fields, pl->lens, err);
 }
 
-/* COPY the table's rows into the log in chunks; *rows counts them. */
-static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *table, uint64_t *rows,
-                     wg_error *err)
+/* A part of a table to copy: the heap pages [lo, hi) by ctid; hi 0 is to the end. The whole
+ * table (lo = hi = 0) is copied without a ctid condition. */
+typedef struct snap_range {
+    uint32_t lo, hi;
+} snap_range;
+
+/* COPY the rows of one range of the table into the log in chunks; *rows counts them. */
+static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *table,
+                     const snap_range *r, uint64_t *rows, wg_error *err)
 {
     char *qi = PQescapeIdentifier(c, pl->schema, strlen(pl->schema));
     char *ti = PQescapeIdentifier(c, table, strlen(table));
@@ -343,9 +374,20 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
     /* A partitioned table is published through its root (publish_via_partition_root): its
      * rows are its partitions' rows, streamed under its name. Any other table: its own rows
      * (an inheritance child is published, and copied, under its own name). */
-    wg_buf_printf(&sql, "COPY (SELECT %s FROM %s%s.%s%s%s%s) TO STDOUT",
-                  pl->cols.len ? pl->cols.data : "", pl->partitioned ? "" : "ONLY ", qi, ti,
-                  filter[0] ? " WHERE (" : "", filter, filter[0] ? ")" : "");
+    wg_buf_printf(&sql, "COPY (SELECT %s FROM %s%s.%s", pl->cols.len ? pl->cols.data : "",
+                  pl->partitioned ? "" : "ONLY ", qi, ti);
+    const char *and = " WHERE ";
+    if (filter[0]) {
+        wg_buf_printf(&sql, "%s(%s)", and, filter);
+        and = " AND ";
+    }
+    if (r->lo) {
+        wg_buf_printf(&sql, "%sctid >= '(%u,0)'::tid", and, r->lo);
+        and = " AND ";
+    }
+    if (r->hi)
+        wg_buf_printf(&sql, "%sctid < '(%u,0)'::tid", and, r->hi);
+    wg_buf_puts(&sql, ") TO STDOUT");
     PQfreemem(qi);
     PQfreemem(ti);
     PGresult *res = PQexec(c, sql.data);
@@ -394,26 +436,55 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
     }
     if (rc == 0 && chunk_rows)
         rc = snap_flush(s, &b, pl->qname, chunk_rows, "snapshot", err);
-    if (rc == 0)
-        rc = snap_flush(s, &b, pl->qname, *rows, "snapshot_done", err);
     wg_buf_free(&b);
     return rc;
 }
 
-/* Copy one table under the imported snapshot into the log. */
-int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err)
+/* One table's progress while its ranges are copied, perhaps by several workers (guarded by
+ * snap_mu): the last range to finish closes the table with `snapshot_done` and the total. */
+typedef struct snap_tab {
+    int left;      /* ranges not finished */
+    int nranges;   /* ranges in all */
+    uint64_t rows; /* rows of the finished ranges */
+    bool skip;     /* unsupported columns: reported, not copied */
+} snap_tab;
+
+/* Copy one range of a table under the imported snapshot into the log; the table's last range
+ * to finish writes its `snapshot_done`. */
+static int snap_part(ingest_source *s, PGconn *c, const char *schema, const char *table,
+                     const snap_range *r, snap_tab *tab, wg_error *err)
 {
     char q[600];
     snprintf(q, sizeof(q), "%s.%s", schema, table);
-    snap_plan pl = {.qname = strdup(q), .schema = schema};
+    snap_plan pl = {.qname = strdup(q), .schema = schema, .skip = &tab->skip};
     uint64_t rows = 0;
-    int rc = pl.qname ? snap_plan_make(s, c, schema, table, &pl, err)
-                      : wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-    if (rc != 0) {
+    pthread_mutex_lock(&s->snap_mu);
+    bool skip = tab->skip;
+    pthread_mutex_unlock(&s->snap_mu);
+    int rc = skip       ? 1
+             : pl.qname ? snap_plan_make(s, c, schema, table, &pl, err)
+                        : wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    if (rc == 0)
+        rc = snap_copy(s, c, &pl, table, r, &rows, err);
+    if (rc < 0) {
         snap_plan_free(&pl);
-        return rc > 0 ? 0 : -1; /* unsupported columns: the other tables go on */
+        return -1;
     }
-    if (snap_copy(s, c, &pl, table, &rows, err) != 0) {
+    pthread_mutex_lock(&s->snap_mu);
+    tab->skip = tab->skip || rc > 0; /* unsupported columns (reported): the others go on */
+    tab->rows += rows;
+    s->rows += rows;
+    bool last = --tab->left == 0 && !tab->skip;
+    uint64_t total = tab->rows;
+    pthread_mutex_unlock(&s->snap_mu);
+    if (!last) {
+        snap_plan_free(&pl);
+        return 0;
+    }
+    wg_buf b = {0};
+    rc = snap_flush(s, &b, pl.qname, total, "snapshot_done", err);
+    wg_buf_free(&b);
+    if (rc != 0) {
         snap_plan_free(&pl);
         return -1;
     }
@@ -421,7 +492,7 @@ int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *tabl
     table_status *ts = state_table_get(s, pl.qname);
     if (ts) {
         ts->snapshot_committed = true;
-        ts->rows = rows;
+        ts->rows = total;
         ts->oid = pl.oid;
         free(ts->parts);
         ts->parts = pl.parts;
@@ -429,11 +500,22 @@ int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *tabl
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
     }
-    s->rows += rows;
     pthread_mutex_unlock(&s->snap_mu);
-    log_info(s->cfg.name, "snapshot of %s: %llu rows", pl.qname, (unsigned long long)rows);
+    if (tab->nranges > 1)
+        log_info(s->cfg.name, "snapshot of %s: %llu rows (%d ctid ranges)", pl.qname,
+                 (unsigned long long)total, tab->nranges);
+    else
+        log_info(s->cfg.name, "snapshot of %s: %llu rows", pl.qname, (unsigned long long)total);
     snap_plan_free(&pl);
     return 0;
+}
+
+/* Copy one table under the imported snapshot into the log. */
+int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err)
+{
+    snap_tab tab = {.left = 1, .nranges = 1};
+    snap_range whole = {0, 0};
+    return snap_part(s, c, schema, table, &whole, &tab, err);
 }
 
 /* Mark the tables of an abandoned snapshot attempt in the log, so readers discard them. */
@@ -462,27 +544,33 @@ static int snap_abandon(ingest_source *s, wg_error *err)
 }
 
 /* Parallel copy: up to snapshot_workers connections import the same exported snapshot and
- * take tables from a shared list; chunks are appended under snap_mu. */
+ * take work items (a table, or one ctid range of a big table) from a shared list; chunks are
+ * appended under snap_mu. */
+typedef struct snap_item {
+    int table; /* index in tables */
+    snap_range range;
+} snap_item;
+
 typedef struct snap_job {
     ingest_source *s;
     const char *snapname;
     const cat_tables *tables;
-    bool *want;
+    snap_tab *tabs; /* per table */
+    snap_item *items;
+    int nitems;
     int next; /* guarded by s->snap_mu */
     int failed;
     wg_error err; /* the first error */
 } snap_job;
 
-/* The next wanted table for a worker, or -1 when none is left (or a worker failed). */
+/* The next item for a worker, or -1 when none is left (or a worker failed). */
 static int snap_next(snap_job *job)
 {
     pthread_mutex_lock(&job->s->snap_mu);
-    int i = job->failed ? job->tables->n : job->next;
-    while (i < job->tables->n && !job->want[i])
-        i++;
+    int i = job->failed ? job->nitems : job->next;
     job->next = i + 1;
     pthread_mutex_unlock(&job->s->snap_mu);
-    return i < job->tables->n ? i : -1;
+    return i < job->nitems ? i : -1;
 }
 
 static void *snap_worker(void *arg)
@@ -507,8 +595,11 @@ static void *snap_worker(void *arg)
         }
         PQclear(r);
     }
-    for (int i; rc == 0 && (i = snap_next(job)) >= 0;)
-        rc = snap_table(s, c, job->tables->v[i].schema, job->tables->v[i].table, &err);
+    for (int i; rc == 0 && (i = snap_next(job)) >= 0;) {
+        const snap_item *it = &job->items[i];
+        rc = snap_part(s, c, job->tables->v[it->table].schema, job->tables->v[it->table].table,
+                       &it->range, &job->tabs[it->table], &err);
+    }
     if (c) {
         PQclear(PQexec(c, "COMMIT"));
         PQfinish(c);
@@ -594,34 +685,106 @@ static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_err
     return 0;
 }
 
+/* How many heap pages a table has now (its rows under the snapshot are all on them, or on
+ * pages added since, which the open-ended last range covers). 0 when unknown. */
+static uint32_t snap_pages(PGconn *c, const char *schema, const char *table)
+{
+    const char *pv[2] = {schema, table};
+    PGresult *r =
+        PQexecParams(c,
+                     "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int "
+                     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE n.nspname = $1 AND c.relname = $2",
+                     2, NULL, pv, NULL, NULL, 0);
+    uint32_t pages = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        unsigned long long v = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        pages = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    }
+    PQclear(r);
+    return pages;
+}
+
+/*
+ * The work items: each wanted table whole, or, with several workers on PostgreSQL 14+ (TID
+ * range scans read only the pages asked for), a table of more than SNAPSHOT_RANGE_PAGES split
+ * into up to SNAPSHOT_RANGES_PER_WORKER ranges per worker so that the workers share it. The
+ * last range is open-ended.
+ */
+static int snap_items(ingest_source *s, snap_job *job, const bool *want, int nworkers)
+{
+    const cat_tables *tl = job->tables;
+    bool split = nworkers > 1 && s->cat && PQserverVersion(s->cat) >= 140000;
+    int cap = 0;
+    for (int t = 0; t < tl->n; t++) {
+        if (!want[t])
+            continue;
+        uint32_t pages = split ? snap_pages(s->cat, tl->v[t].schema, tl->v[t].table) : 0;
+        uint32_t n = pages / SNAPSHOT_RANGE_PAGES;
+        if (n > (uint32_t)(nworkers * SNAPSHOT_RANGES_PER_WORKER))
+            n = (uint32_t)(nworkers * SNAPSHOT_RANGES_PER_WORKER);
+        if (n < 1)
+            n = 1;
+        if (job->nitems + (int)n > cap) {
+            cap = (job->nitems + (int)n) * 2;
+            snap_item *v = realloc(job->items, (size_t)cap * sizeof(*v));
+            if (!v)
+                return -1;
+            job->items = v;
+        }
+        job->tabs[t] = (snap_tab){.left = (int)n, .nranges = (int)n};
+        for (uint32_t k = 0; k < n; k++) {
+            snap_range r = {0, 0};
+            if (n > 1) {
+                r.lo = (uint32_t)((uint64_t)pages * k / n);
+                r.hi = k + 1 < n ? (uint32_t)((uint64_t)pages * (k + 1) / n) : 0;
+            }
+            job->items[job->nitems++] = (snap_item){.table = t, .range = r};
+        }
+    }
+    return 0;
+}
+
 /* Copy the configured tables, each worker in a transaction importing the snapshot. */
 static int snap_copy_all(ingest_source *s, const cat_tables *tl, const char *snapname,
                          wg_error *err)
 {
     snap_job job = {.s = s, .snapname = snapname, .tables = tl};
-    int nwant = 0;
-    job.want = calloc((size_t)(tl->n ? tl->n : 1), sizeof(*job.want));
-    if (!job.want)
+    bool *want = calloc((size_t)(tl->n ? tl->n : 1), sizeof(*want));
+    job.tabs = calloc((size_t)(tl->n ? tl->n : 1), sizeof(*job.tabs));
+    if (!want || !job.tabs) {
+        free(want);
+        free(job.tabs);
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
     for (int i = 0; i < tl->n; i++) {
         char qn[600];
         snprintf(qn, sizeof(qn), "%s.%s", tl->v[i].schema, tl->v[i].table);
-        job.want[i] = src_table_configured(s, qn);
-        nwant += job.want[i];
+        want[i] = src_table_configured(s, qn);
     }
     int nworkers = s->cfg.snapshot_workers > 0 ? s->cfg.snapshot_workers : 1;
-    if (nworkers > nwant)
-        nworkers = nwant > 0 ? nwant : 1;
+    if (nworkers > 16)
+        nworkers = 16;
+    int rc = snap_items(s, &job, want, nworkers);
+    free(want);
+    if (rc != 0) {
+        free(job.items);
+        free(job.tabs);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    if (nworkers > job.nitems)
+        nworkers = job.nitems > 0 ? job.nitems : 1;
     pthread_t th[16];
     int started = 0;
-    for (; started < nworkers && started < 16; started++)
+    for (; started < nworkers; started++)
         if (pthread_create(&th[started], NULL, snap_worker, &job) != 0)
             break;
     if (started == 0)
         snap_worker(&job);
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
-    free(job.want);
+    free(job.items);
+    free(job.tabs);
     if (job.failed) {
         *err = job.err;
         return -1;

@@ -37,6 +37,15 @@
 
 #define SNAPSHOT_CHUNK_ROWS 5000
 #define SNAPSHOT_CHUNK_BYTES (4u << 20)
+/* Snapshot chunks are synced together, at the latest after this many bytes or milliseconds
+ * (and at each table's end): an interrupted snapshot starts over anyway, and forwarders only
+ * see synced batches, so the bound lets delivery of a big snapshot start early. */
+#define SNAPSHOT_SYNC_BYTES (64u << 20)
+#define SNAPSHOT_SYNC_MS 1000
+/* With several snapshot workers (PostgreSQL 14+), a table of more than this many heap pages
+ * is split into ctid ranges, up to this many per worker, so that the workers share it. */
+#define SNAPSHOT_RANGE_PAGES 128
+#define SNAPSHOT_RANGES_PER_WORKER 4
 #define SYNC_MAX_DELAY_MS 200
 #define CATALOG_CHECK_MS 10000
 #define REQUEST_CHECK_MS 1000
@@ -219,9 +228,10 @@ struct ingest_source {
         uint64_t consistent_point;
         bool unsynced;
         int64_t last_sync_ms;
-        uint64_t snap_pos; /* position of snapshot batches in the log */
-        uint64_t snap_lsn; /* the snapshot's LSN, written in its records */
-        bool snap_done;    /* the initial snapshot is complete (state file) */
+        uint64_t snap_pos;      /* position of snapshot batches in the log */
+        uint64_t snap_unsynced; /* snapshot bytes appended since the last sync */
+        uint64_t snap_lsn;      /* the snapshot's LSN, written in its records */
+        bool snap_done;         /* the initial snapshot is complete (state file) */
     };
 
     /* Status (state.c: status.json). Source thread; error/remedy, rows and bytes are also
@@ -354,6 +364,8 @@ typedef struct rec_columns {
     const char *const *jkeys;
     const render_type *types;
     const char *key_json;
+    const size_t *jkey_lens; /* strlen of each jkeys entry, or NULL */
+    size_t head_len;         /* strlen of rec_read's head, when jkey_lens is set */
 } rec_columns;
 char *rec_read_head(const char *qname, const char *schema);
 int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *const *fields,
