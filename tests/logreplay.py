@@ -100,7 +100,9 @@ def replay(lines, strict=True, bags=False):
             if txn is not None:
                 fail("snapshot row inside a transaction")
             t = st.table(rec["table"])
-            k = _bag_key(rec["new"], rec.get("key")) if bags else _key(rec["new"], rec.get("key"))
+            key_cols = rec.get("key")
+            keyed = bool(key_cols) and set(key_cols) != set(rec["new"])
+            k = _bag_key(rec["new"], key_cols, keyed) if bags else _key(rec["new"], key_cols)
             if bags:
                 t.setdefault(k, []).append(rec["new"])
             else:
@@ -161,26 +163,38 @@ def _apply(st, rec, fail):
         t.pop(ko, None)
 
 
-def _bag_key(row, key_cols):
+def _bag_key(row, key_cols, keyed):
     """A table without a primary key is keyed by every column; a column added upstream is then
     in the key of later records only, and absent from earlier rows (docs/ingest.md). Leaving
-    out NULL members makes both the same key (the workloads add columns without a default)."""
-    if key_cols and set(key_cols) != set(row):
+    out NULL members makes both the same key (the workloads add columns without a default).
+    A keyed table's rows are found by their key columns, also from an old row that carries its
+    key columns only (REPLICA IDENTITY DEFAULT or USING INDEX)."""
+    if keyed:
         return _key(row, key_cols)
     return json.dumps({c: v for c, v in row.items() if v is not None}, sort_keys=True)
+
+
+def _columns_of(t, rec):
+    """The table's full column set: from the record's new row, else from a row it holds."""
+    if rec.get("new"):
+        return set(rec["new"])
+    for rows in t.values():
+        if rows:
+            return set(rows[0])
+    return set(rec.get("old") or {})
 
 
 def _apply_bag(st, t, rec, key_cols):
     """Bags mode: key -> [rows]. A keyless table's key is every column, so equal rows stack."""
     op = rec["op"]
     name = rec["table"]
-    keyed = key_cols and set(key_cols) != set(rec.get("new") or rec.get("old") or {})
+    keyed = bool(key_cols) and set(key_cols) != _columns_of(t, rec)
 
     def note(why):
         st.anomalies.setdefault(name, []).append(f"{why}: {json.dumps(rec)[:300]}")
 
     def remove(row):
-        k = _bag_key(row, key_cols)
+        k = _bag_key(row, key_cols, keyed)
         rows = t.get(k)
         if not rows:
             note(f"{op} of a row that does not exist (key {k})")
@@ -192,7 +206,7 @@ def _apply_bag(st, t, rec, key_cols):
     if op in ("update", "delete"):
         remove(rec.get("old") or rec["new"])
     if op in ("insert", "update"):
-        k = _bag_key(rec["new"], key_cols)
+        k = _bag_key(rec["new"], key_cols, keyed)
         if keyed and t.get(k):
             note(f"{op} to a key that already exists (key {k})")
             t[k] = []
