@@ -1,6 +1,6 @@
 /*
  * catalog.c — every query walgate sends to the source's catalog: how a relation is made
- * (columns, types with domains resolved, primary key), what a publication holds (its tables,
+ * (columns, types with domains resolved, the record's key), what a publication holds (its tables,
  * a table's column list and row filter), the server's WAL position and wal_sender_timeout,
  * and dropping a slot left by an interrupted snapshot.
  *
@@ -65,13 +65,22 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
     }
     PQclear(kr);
     /* In attnum order, with the type's base type when it is a domain, and whether the column
-     * is part of the primary key. */
+     * is part of the record's key, which names columns every change's old row carries and
+     * that identify the row: with REPLICA IDENTITY USING INDEX the identity index's columns
+     * (what the server sends as the old key); otherwise (DEFAULT, FULL, NOTHING, or an
+     * identity index dropped since) the primary key; with FULL and no primary key every
+     * column (the old row is whole). The snapshot and the stream both key rows by this. */
     wg_buf_printf(&sql,
                   "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
-                  "a.atttypid END, coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM "
-                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false), "
-                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE "
-                  "a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                  "a.atttypid END, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
+                  "pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) THEN a.attnum = "
+                  "ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND "
+                  "i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i WHERE i.indrelid = "
+                  "c.oid AND i.indisprimary) THEN a.attnum = ANY (SELECT unnest(i.indkey) FROM "
+                  "pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) ELSE c.relreplident "
+                  "= 'f' END, a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
+                  "a.atttypid JOIN pg_class c ON c.oid = a.attrelid WHERE a.attrelid = %s AND "
+                  "a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                   rel.data);
     wg_buf_free(&rel);
     PGresult *res = PQexec(c, sql.data);

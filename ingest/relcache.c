@@ -289,6 +289,35 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
     return ri;
 }
 
+/*
+ * The records' "key" must stay what the table's snapshot wrote: a reader keys its rows by it.
+ * A change of replica identity (FULL <-> DEFAULT <-> USING INDEX, or another index) or of the
+ * primary key that changes it fails the table with the resync remedy; one that keeps it (FULL
+ * -> DEFAULT on a table with a primary key) is safe. A state file written before keys were
+ * kept learns the key here.
+ */
+void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts)
+{
+    if (!ts || ri->skip || ri->error || ts->error || !ts->snapshot_committed || !ri->key_json ||
+        (ts->oid && ts->oid != ri->oid))
+        return;
+    if (!ts->key) {
+        ts->key = strdup(ri->key_json);
+        state_save(s);
+        return;
+    }
+    if (strcmp(ts->key, ri->key_json) == 0)
+        return;
+    char why[1200];
+    snprintf(why, sizeof(why),
+             "incompatible schema change: the table's key changed from %s to %s upstream "
+             "(ALTER TABLE ... REPLICA IDENTITY, or its primary key changed); its change records "
+             "would no longer find the rows written under the old key. To ingest the table "
+             "keyed anew: walgate source resync %s %s",
+             ts->key, ri->key_json, s->cfg.name, ri->qname);
+    apply_table_fail_name(s, ri->qname, why);
+}
+
 rel_info *rel_find(ingest_source *s, uint32_t oid)
 {
     for (size_t i = 0; i < s->n_rels; i++)

@@ -85,6 +85,8 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     ts->cut = x;
     free(ts->error);
     free(ts->columns);
+    free(ts->key);
+    ts->key = NULL;
     free(ts->parts);
     ts->error = ts->columns = ts->parts = NULL;
     ts->oid = 0;

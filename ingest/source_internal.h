@@ -93,6 +93,8 @@ typedef struct table_status {
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
     char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
+    char *key;     /* the records' "key" member as the snapshot wrote it (["id"]), persisted: a
+                      replica identity or primary key change that changes it fails the table */
     /* The relation its snapshot copied (persisted): changes are ingested under this name only
      * while the name still is this relation (a rename or a drop + re-create fails it). */
     uint32_t oid;
@@ -109,7 +111,7 @@ typedef struct cat_column {
     char *name;
     uint32_t base_oid; /* its type, a domain resolved to its base type */
     uint32_t type_oid; /* pg_attribute.atttypid: what Relation messages carry */
-    bool pk;           /* part of the primary key */
+    bool pk;           /* part of the record's key (replica identity index, else primary key) */
 } cat_column;
 
 /* A relation's live columns in attnum order; free with cat_relation_free. */
@@ -357,6 +359,8 @@ void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t l
 void rel_clear_all(ingest_source *s);
 rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err);
 rel_info *rel_find(ingest_source *s, uint32_t oid);
+/* Fail the table when its records' key is no longer the one its snapshot wrote (ts->key). */
+void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts);
 void rel_forget(ingest_source *s, const char *qname);
 void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
 bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool streamed);

@@ -1,0 +1,82 @@
+"""test_ingest_diverge2.py — divergences the differential test found (issue 12, second round).
+
+Against a real PostgreSQL 15 (each rows check replays the log and compares it with
+`COPY ... TO STDOUT WITH CSV`):
+- REPLICA IDENTITY USING INDEX on a table whose primary key is another index: the records'
+  `key` names the identity index's columns (what an old row carries), for the snapshot's rows
+  and every change, so deletes and key updates find their rows; a replica identity change
+  that changes the key fails the table with the resync remedy, and the resync recovers.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fixture  # noqa: E402
+from test_ingest import Run, committed  # noqa: E402
+from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
+
+
+def test_replident_index(pg):
+    pg.sql("CREATE TABLE t0 (id int PRIMARY KEY, v text, u int NOT NULL);"
+           "CREATE UNIQUE INDEX t0_u ON t0 (u); ALTER TABLE t0 REPLICA IDENTITY USING INDEX t0_u;"
+           "INSERT INTO t0 SELECT g, 'v' || g, 100 + g FROM generate_series(1, 20) g;"
+           "CREATE TABLE t1 (id int PRIMARY KEY, v text); ALTER TABLE t1 REPLICA IDENTITY FULL;"
+           "INSERT INTO t1 SELECT g, 'w' || g FROM generate_series(1, 5) g;"
+           "CREATE TABLE t2 (a int, b text); ALTER TABLE t2 REPLICA IDENTITY FULL;"
+           "INSERT INTO t2 VALUES (1, 'x'), (2, 'y');"
+           "CREATE PUBLICATION ri2_pub FOR TABLE t0, t1, t2")
+    run = Run(pg, "ri2", "ri2_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    pg.sql("DELETE FROM t0 WHERE id = 4; UPDATE t0 SET u = 500 WHERE id = 5;"
+           "UPDATE t0 SET id = 600 WHERE id = 6; UPDATE t0 SET v = 'changed' WHERE id = 7;"
+           "INSERT INTO t0 VALUES (50, 'new', 150); DELETE FROM t1 WHERE id = 1; DELETE FROM t2 WHERE a = 1")
+    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.t2"), "the changes")
+    keys = {}
+    for r in run.lines():
+        if r["op"] in ("read", "insert", "update", "delete"):
+            keys.setdefault(r["table"], set()).add((r["op"], tuple(r["key"])))
+    # the identity index's column for t0, the primary key for FULL with one, every column without
+    assert keys["public.t0"] == {("read", ("u",)), ("delete", ("u",)), ("update", ("u",)),
+                                 ("insert", ("u",))}, keys
+    assert keys["public.t1"] == {("read", ("id",)), ("delete", ("id",))}, keys
+    assert keys["public.t2"] == {("read", ("a", "b")), ("delete", ("a", "b"))}, keys
+    dels = [r["old"] for r in run.lines() if r.get("table") == "public.t0" and r["op"] == "delete"]
+    assert dels == [{"u": 104}], dels
+    assert_equal(pg, run, "public.t0", "SELECT id, v, u FROM t0", ["id", "v", "u"])
+    assert_equal(pg, run, "public.t1", "SELECT id, v FROM t1", ["id", "v"])
+    assert_equal(pg, run, "public.t2", "SELECT a, b FROM t2", ["a", "b"])
+
+    # FULL -> DEFAULT with a primary key keeps the key: t1 goes on. USING INDEX -> DEFAULT
+    # changes t0's key from u to id: t0 fails with the resync remedy, kept across a restart.
+    pg.sql("ALTER TABLE t1 REPLICA IDENTITY DEFAULT; DELETE FROM t1 WHERE id = 2;"
+           "ALTER TABLE t0 REPLICA IDENTITY DEFAULT; DELETE FROM t0 WHERE id = 8;"
+           "INSERT INTO t2 VALUES (3, 'z')")
+    err = wait_error(run, "public.t0")
+    assert '["u"]' in err and '["id"]' in err and "walgate source resync ri2 public.t0" in err, err
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("b") == "z"), "t2 goes on")
+    assert set(table_errors(run)) == {"public.t0"}, table_errors(run)
+    assert not any(r.get("table") == "public.t0" and r.get("key") == ["id"] for r in run.lines())
+    assert_equal(pg, run, "public.t1", "SELECT id, v FROM t1", ["id", "v"])
+    run.stop()
+    run.start()
+    run.wait(lambda: run.status().get("state") == "running", "running again")
+    assert table_errors(run).get("public.t0") == err, table_errors(run)
+    resync(run, "public.t0")
+    pg.sql("DELETE FROM t0 WHERE id = 9; UPDATE t0 SET id = 900 WHERE id = 10")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 900), "after the resync")
+    assert not table_errors(run), table_errors(run)
+    assert_equal(pg, run, "public.t0", "SELECT id, v, u FROM t0", ["id", "v", "u"])
+    run.stop()
+    print("replica identity USING INDEX: key = the index's columns for snapshot and changes; "
+          "a key change fails the table with the resync remedy; resync recovers")
+
+
+def main():
+    with fixture.Postgres() as pg:
+        test_replident_index(pg)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
