@@ -428,6 +428,8 @@ int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *tabl
         pl.parts = NULL;
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
+        free(ts->key); /* the key its change records must keep */
+        ts->key = pl.key_json ? strdup(pl.key_json) : NULL;
     }
     s->rows += rows;
     pthread_mutex_unlock(&s->snap_mu);
@@ -547,7 +549,8 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
             free(ts->error);
             free(ts->columns);
             free(ts->parts);
-            ts->error = ts->columns = ts->parts = NULL;
+            free(ts->key);
+            ts->error = ts->columns = ts->parts = ts->key = NULL;
             ts->cut = 0;
             ts->oid = 0;
         }
