@@ -5,10 +5,14 @@ Against a real PostgreSQL 15 (each rows check replays the log and compares it wi
 - REPLICA IDENTITY USING INDEX on a table whose primary key is another index: the records'
   `key` names the identity index's columns (what an old row carries), for the snapshot's rows
   and every change, so deletes and key updates find their rows; a replica identity change
-  that changes the key fails the table with the resync remedy, and the resync recovers.
+  that changes the key fails the table with the resync remedy, and the resync recovers;
+- `walgate source resync --wait` of a table that has no status entry says the table is unknown
+  and exits non-zero (it printed "done").
 """
 import os
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,8 +76,32 @@ def test_replident_index(pg):
           "a key change fails the table with the resync remedy; resync recovers")
 
 
+def test_resync_unknown(pg):
+    # The request is consumed without the table ever getting a status entry (as a run that
+    # knows no such table does): --wait must not say "done".
+    pg.sql("CREATE TABLE un (id int PRIMARY KEY); CREATE PUBLICATION un_pub FOR TABLE un")
+    run = Run(pg, "un", "un_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.stop()
+    reqs = os.path.join(run.state, "sources", "un", "requests")
+    p = fixture.walgate_popen("source", "resync", "un", "public.nope", "--wait", "60",
+                              config=run.cfg, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    req = os.path.join(reqs, "resync-" + b"public.nope".hex())
+    deadline = time.time() + 30
+    while not os.path.exists(req):
+        assert time.time() < deadline and p.poll() is None, "no request file"
+        time.sleep(0.05)
+    os.unlink(req)
+    out, err = p.communicate(timeout=30)
+    out, err = out.decode(), err.decode()
+    assert p.returncode == 1, (p.returncode, out, err)
+    assert "done" not in out and "has no table public.nope" in err and "un_pub" in err, (out, err)
+    print("resync --wait of an unknown table: exit 1, says so")
+
+
 def main():
     with fixture.Postgres() as pg:
+        test_resync_unknown(pg)
         test_replident_index(pg)
     print("ok")
 
