@@ -6,6 +6,9 @@ Against a real PostgreSQL 15 (each rows check replays the log and compares it wi
   `key` names the identity index's columns (what an old row carries), for the snapshot's rows
   and every change, so deletes and key updates find their rows; a replica identity change
   that changes the key fails the table with the resync remedy, and the resync recovers;
+- a domain-typed column dropped upstream before walgate decodes the WAL that still has it: the
+  table fails as the incompatible schema change it is (column dropped), not as an unsupported
+  type; the resync recovers;
 - `walgate source resync --wait` of a table that has no status entry says the table is unknown
   and exits non-zero (it printed "done").
 """
@@ -99,8 +102,38 @@ def test_resync_unknown(pg):
     print("resync --wait of an unknown table: exit 1, says so")
 
 
+def test_dropped_domain_column(pg):
+    pg.sql("CREATE DOMAIN posint AS int CHECK (VALUE > 0);"
+           "CREATE TABLE dm (id int PRIMARY KEY, d posint, v text);"
+           "INSERT INTO dm SELECT g, g, 'v' || g FROM generate_series(1, 10) g;"
+           "CREATE TABLE dm_other (id int PRIMARY KEY); CREATE PUBLICATION dm_pub FOR TABLE dm, dm_other")
+    run = Run(pg, "dm", "dm_pub").start()
+    run.wait(lambda: run.status().get("state") == "running", "running")
+    pg.sql("INSERT INTO dm VALUES (11, 11, 'v11')")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 11), "a change")
+    run.stop()
+    # While walgate is down: a change with d, then d dropped. On restart the Relation message
+    # still has d (a domain), the catalog no longer does.
+    pg.sql("INSERT INTO dm VALUES (12, 12, 'v12')")
+    pg.sql("ALTER TABLE dm DROP COLUMN d; INSERT INTO dm VALUES (13, 'v13'); INSERT INTO dm_other VALUES (1)")
+    run.start()
+    err = wait_error(run, "public.dm")
+    assert "unsupported" not in err and "ingested column d was dropped or renamed" in err \
+        and "walgate source resync dm public.dm" in err, err
+    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.dm_other"), "the others go on")
+    assert set(table_errors(run)) == {"public.dm"}, table_errors(run)
+    resync(run, "public.dm")
+    pg.sql("UPDATE dm SET v = 'after' WHERE id = 1")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("v") == "after"), "after the resync")
+    assert not table_errors(run), table_errors(run)
+    assert_equal(pg, run, "public.dm", "SELECT id, v FROM dm", ["id", "v"])
+    run.stop()
+    print("dropped domain column: fails as a dropped column with the resync remedy; resync recovers")
+
+
 def main():
     with fixture.Postgres() as pg:
+        test_dropped_domain_column(pg)
         test_resync_unknown(pg)
         test_replident_index(pg)
     print("ok")
