@@ -225,6 +225,34 @@ bool cat_publication_exists(PGconn *c, const char *pub)
     return exists;
 }
 
+int cat_rewritten(PGconn *c, uint32_t oid, char *why, size_t len, wg_error *err)
+{
+    /* pg_class as the snapshot sees it (relfilenode) against pg_relation_filenode(), which
+     * reads the catalog as committed now. Simple protocol: a resync copies on a replication
+     * connection. pg_partition_tree from PostgreSQL 12 (11: the table itself). */
+    char q[600], tree[128] = "";
+    if (PQserverVersion(c) >= 120000)
+        snprintf(tree, sizeof(tree), " UNION ALL SELECT relid FROM pg_partition_tree('%u'::oid)",
+                 oid);
+    snprintf(q, sizeof(q),
+             "SELECT coalesce(string_agg(c.oid::regclass::text, ', '), '') FROM pg_class c "
+             "WHERE c.oid IN (SELECT '%u'::oid%s) AND c.relkind IN ('r', 'm') AND "
+             "c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid)",
+             oid, tree);
+    why[0] = '\0';
+    PGresult *r = PQexec(c, q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        rc = wg_error_set(err, WG_ERR_PG, "checking relation %u for a rewrite: %s", oid,
+                          PQerrorMessage(c));
+        cat_sqlstate(err, r);
+    } else {
+        snprintf(why, len, "%s", PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
+}
+
 int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
                           cat_pubshape *out, wg_error *err)
 {

@@ -349,6 +349,7 @@ int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *cons
              const size_t *lens, wg_error *err);
 void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows);
 void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn);
+void rec_snapshot_abort_reason(wg_buf *b, const char *table, uint64_t lsn, const char *reason);
 void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
 int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err);
 void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint8_t options);
@@ -398,6 +399,10 @@ void resync_requests_clear(ingest_source *s);
 void resync_requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
                           size_t table_len);
 int resync_poll(ingest_source *s, wg_error *err);
+/* A table's copy saw a rewrite committed after its snapshot (why: which relations): its rows
+ * so far are abandoned in the log; in the initial snapshot the table is requested for a resync
+ * (1), in a resync the attempt fails (negative with err) and is retried. */
+int resync_rewritten(ingest_source *s, const char *qname, const char *why, wg_error *err);
 
 /* ---- stream.c: the stream loop, feedback, the disk hold ---------------------------------- */
 
@@ -434,6 +439,12 @@ int cat_tables_find_oid(const cat_tables *t, uint32_t oid);
  * "" when none), or NULL with err. */
 char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
 bool cat_publication_exists(PGconn *c, const char *pub);
+/* Under an imported snapshot, after the relation's COPY: the relations of `oid` (itself, or a
+ * partitioned table's leaves) whose file the catalog now names differs from the one the
+ * snapshot's pg_class row names, i.e. rewritten (ALTER ... TYPE, TRUNCATE, VACUUM FULL,
+ * CLUSTER) by a transaction the snapshot does not see, which shows the snapshot none or part
+ * of their rows. "" in `why` when none; negative with err when the query fails. */
+int cat_rewritten(PGconn *c, uint32_t oid, char *why, size_t len, wg_error *err);
 int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
                           cat_pubshape *out, wg_error *err);
 void cat_pubshape_free(cat_pubshape *p);
