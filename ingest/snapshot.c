@@ -332,7 +332,8 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
     return rec_read(b, pl->head, &pl->rc, pl->fields, pl->lens, err);
 }
 
-/* COPY the table's rows into the log in chunks; *rows counts them. */
+/* COPY the table's rows into the log in chunks; *rows counts them. 1: not copied (rewritten
+ * since the snapshot; resync_rewritten). */
 static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *table, uint64_t *rows,
                      wg_error *err)
 {
@@ -392,6 +393,12 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
         }
         PQclear(res);
     }
+    /* Rewritten after the snapshot (MVCC-unsafe DDL): never recorded as the table's copy. */
+    char why[600] = "";
+    if (rc == 0 && (rc = cat_rewritten(c, pl->oid, why, sizeof(why), err)) == 0 && why[0]) {
+        wg_buf_free(&b);
+        return resync_rewritten(s, pl->qname, why, err);
+    }
     if (rc == 0 && chunk_rows)
         rc = snap_flush(s, &b, pl->qname, chunk_rows, "snapshot", err);
     if (rc == 0)
@@ -413,9 +420,9 @@ int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *tabl
         snap_plan_free(&pl);
         return rc > 0 ? 0 : -1; /* unsupported columns: the other tables go on */
     }
-    if (snap_copy(s, c, &pl, table, &rows, err) != 0) {
+    if ((rc = snap_copy(s, c, &pl, table, &rows, err)) != 0) {
         snap_plan_free(&pl);
-        return -1;
+        return rc > 0 ? 0 : -1; /* rewritten: a resync takes it again, the others go on */
     }
     pthread_mutex_lock(&s->snap_mu);
     table_status *ts = state_table_get(s, pl.qname);

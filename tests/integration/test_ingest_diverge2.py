@@ -9,6 +9,10 @@ Against a real PostgreSQL 15 (each rows check replays the log and compares it wi
 - a domain-typed column dropped upstream before walgate decodes the WAL that still has it: the
   table fails as the incompatible schema change it is (column dropped), not as an unsupported
   type; the resync recovers;
+- a table rewritten (ALTER COLUMN TYPE; TRUNCATE + INSERT in one transaction) after the slot's
+  snapshot was exported but before the table is copied: the snapshot sees none of its rows
+  (MVCC-unsafe DDL); the copy is not recorded, the table is resynced, and the log replayed
+  equals the source (it recorded 0 rows silently, then failed the table for the type change);
 - `walgate source resync --wait` of a table that has no status entry says the table is unknown
   and exits non-zero (it printed "done").
 """
@@ -20,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
-from test_ingest import Run, committed  # noqa: E402
+from test_ingest import Run, Session, committed  # noqa: E402
 from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
 
 
@@ -131,8 +135,65 @@ def test_dropped_domain_column(pg):
     print("dropped domain column: fails as a dropped column with the resync remedy; resync recovers")
 
 
+def test_rewrite_during_snapshot(pg):
+    pg.sql("CREATE TABLE a_first (id int PRIMARY KEY, v text);"
+           "INSERT INTO a_first SELECT g, 'a' || g FROM generate_series(1, 1000) g;"
+           "CREATE TABLE b (id int PRIMARY KEY, t int);"
+           "INSERT INTO b SELECT g, g FROM generate_series(1, 300) g;"
+           "CREATE TABLE c (id int PRIMARY KEY, v text);"
+           "INSERT INTO c SELECT g, 'c' || g FROM generate_series(1, 50) g;"
+           "CREATE PUBLICATION rw_pub FOR TABLE a_first, b, c")
+    # The copy of the first table is held (deterministically: state_dir on a small tmpfs, a
+    # ballast file under min_free_space) while b and c are rewritten after the slot's snapshot
+    # was exported; then the space is freed and the copy goes on to b and c.
+    mnt = fixture.tempdir("walgate-rw-")
+    fixture.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", mnt])
+    try:
+        state = os.path.join(mnt, "state")
+        os.makedirs(state)
+        ballast = os.path.join(mnt, "ballast")
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (10 << 20))
+        run = Run(pg, "rw", "rw_pub", extra={"snapshot_workers": "1"}, state=state)
+        cfg = open(run.cfg).read().replace("[walgate]\n", "[walgate]\nmin_free_space = 8MiB\n"
+                                           "log_segment_bytes = 64KiB\n", 1)
+        fixture.write_file(run.cfg, cfg)
+        run.start()
+        run.wait(lambda: "snapshot paused" in (run.status().get("error") or ""),
+                 "the snapshot held in the copy of a_first", 60)
+        assert not any(t["snapshot_committed"] for t in run.status()["tables"]), run.status()
+        pg.sql("ALTER TABLE b ALTER COLUMN t TYPE text; UPDATE b SET t = 'x' || t WHERE id <= 10")
+        pg.sql("BEGIN; TRUNCATE c; INSERT INTO c SELECT g, 'new' || g FROM generate_series(1, 70) g;"
+               " COMMIT")
+        os.unlink(ballast)
+        check_rewritten(pg, run)
+    finally:
+        fixture.run(["umount", "-l", mnt], check=False)
+
+
+def check_rewritten(pg, run):
+    run.wait(lambda: run.status().get("state") == "running", "running", 60)
+    run.wait(lambda: all(t["snapshot_committed"] for t in run.status()["tables"]),
+             "b and c copied again", 60)
+    assert not table_errors(run), table_errors(run)
+    aborts = [r for r in run.lines() if r["op"] == "snapshot_abort"]
+    assert {r["table"] for r in aborts} == {"public.b", "public.c"}, aborts
+    assert all("rewritten" in r["reason"] for r in aborts), aborts
+    pg.sql("UPDATE b SET t = 'after' WHERE id = 20; DELETE FROM c WHERE id = 1")
+    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("t") == "after"), "a change of b")
+    assert_equal(pg, run, "public.a_first", "SELECT id, v FROM a_first", ["id", "v"])
+    assert_equal(pg, run, "public.b", "SELECT id, t FROM b", ["id", "t"])
+    n = assert_equal(pg, run, "public.c", "SELECT id, v FROM c", ["id", "v"])
+    assert n == 69, n
+    assert "snapshot of public.b: 0 rows" not in open(run.err).read()
+    run.stop()
+    print("table rewritten during the snapshot: the copy is abandoned, the table resynced, "
+          "equal to the source")
+
+
 def main():
     with fixture.Postgres() as pg:
+        test_rewrite_during_snapshot(pg)
         test_dropped_domain_column(pg)
         test_resync_unknown(pg)
         test_replident_index(pg)
