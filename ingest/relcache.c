@@ -125,6 +125,9 @@ static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
         pk[n++] = key;
     }
     ri->key_json = names && pk ? rec_key_json(names, pk, n) : NULL;
+    ri->key_all = true; /* no key index: every column is the key */
+    for (int i = 0; pk && i < n; i++)
+        ri->key_all = ri->key_all && !pk[i];
     free(names);
     free(pk);
     return ri->key_json ? 0 : -1;
@@ -310,20 +313,22 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
  * The records' "key" must stay what the table's snapshot wrote: a reader keys its rows by it.
  * A change of replica identity (FULL <-> DEFAULT <-> USING INDEX, or another index) or of the
  * primary key that changes it fails the table with the resync remedy; one that keeps it (FULL
- * -> DEFAULT on a table with a primary key) is safe. A state file written before keys were
- * kept learns the key here.
+ * -> DEFAULT on a table with a primary key) is safe, and so is a column added to a table keyed
+ * by every column (no key index: ts->key "*"). A state file written before keys were kept
+ * learns the key here.
  */
 void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts)
 {
     if (!ts || ri->skip || ri->error || ts->error || !ts->snapshot_committed || !ri->key_json ||
         (ts->oid && ts->oid != ri->oid))
         return;
+    const char *now = ri->key_all ? "*" : ri->key_json;
     if (!ts->key) {
-        ts->key = strdup(ri->key_json);
+        ts->key = strdup(now);
         state_save(s);
         return;
     }
-    if (strcmp(ts->key, ri->key_json) == 0)
+    if (strcmp(ts->key, now) == 0)
         return;
     char why[1200];
     snprintf(why, sizeof(why),
@@ -331,7 +336,8 @@ void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts)
              "(ALTER TABLE ... REPLICA IDENTITY, or its primary key changed); its change records "
              "would no longer find the rows written under the old key. To ingest the table "
              "keyed anew: walgate source resync %s %s",
-             ts->key, ri->key_json, s->cfg.name, ri->qname);
+             strcmp(ts->key, "*") == 0 ? "every column" : ts->key, ri->key_json, s->cfg.name,
+             ri->qname);
     apply_table_fail_name(s, ri->qname, why);
 }
 

@@ -191,6 +191,7 @@ typedef struct snap_plan {
     char **names;
     render_type *types;
     char *key_json;
+    bool key_all;     /* no key index: every column */
     wg_buf cols;      /* the COPY's select list */
     wg_buf seen;      /* the ingested columns "name\toid...", as the stream will see them */
     cat_pubshape pub; /* the publication's column list and row filter (PostgreSQL 15+) */
@@ -290,6 +291,9 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     int rc = 0;
     if (pl->names && pk)
         pl->key_json = rec_key_json((const char *const *)pl->names, pk, pl->ncols);
+    pl->key_all = true;
+    for (int i = 0; pk && i < pl->ncols; i++)
+        pl->key_all = pl->key_all && !pk[i];
     pl->head = rec_read_head(pl->qname, pl->schema);
     bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->head;
     for (int i = 0; !oom && i < pl->ncols; i++)
@@ -436,7 +440,7 @@ int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *tabl
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
         free(ts->key); /* the key its change records must keep */
-        ts->key = pl.key_json ? strdup(pl.key_json) : NULL;
+        ts->key = pl.key_json ? strdup(pl.key_all ? "*" : pl.key_json) : NULL;
     }
     s->rows += rows;
     pthread_mutex_unlock(&s->snap_mu);

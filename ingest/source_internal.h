@@ -61,6 +61,7 @@ typedef struct rel_info {
     render_type *types;
     bool *excluded;
     char *key_json; /* ["id"] */
+    bool key_all;   /* no key index: the key is every column (columns added later join it) */
     char **names;   /* column names and types as last seen, to tell compatible changes */
     char **jkeys;   /* each name as a record member's start, "name": (escaped once) */
     uint32_t *toids;
@@ -93,8 +94,9 @@ typedef struct table_status {
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
     char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
-    char *key;     /* the records' "key" member as the snapshot wrote it (["id"]), persisted: a
-                      replica identity or primary key change that changes it fails the table */
+    char *key;     /* the records' "key" member as the snapshot wrote it (["id"]; "*": every
+                      column, no key index), persisted: a replica identity or primary key change
+                      that changes it fails the table */
     /* The relation its snapshot copied (persisted): changes are ingested under this name only
      * while the name still is this relation (a rename or a drop + re-create fails it). */
     uint32_t oid;
@@ -439,6 +441,8 @@ int cat_tables_find_oid(const cat_tables *t, uint32_t oid);
  * "" when none), or NULL with err. */
 char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
 bool cat_publication_exists(PGconn *c, const char *pub);
+/* True only when the catalog says so (not on a failed query): no publication `pub`. */
+bool cat_publication_missing(PGconn *c, const char *pub);
 /* Under an imported snapshot, after the relation's COPY: the relations of `oid` (itself, or a
  * partitioned table's leaves) whose file the catalog now names differs from the one the
  * snapshot's pg_class row names, i.e. rewritten (ALTER ... TYPE, TRUNCATE, VACUUM FULL,
