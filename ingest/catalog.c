@@ -225,6 +225,16 @@ bool cat_publication_exists(PGconn *c, const char *pub)
     return exists;
 }
 
+bool cat_publication_missing(PGconn *c, const char *pub)
+{
+    const char *pp[1] = {pub};
+    PGresult *e = PQexecParams(c, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, NULL, pp,
+                               NULL, NULL, 0);
+    bool missing = PQresultStatus(e) == PGRES_TUPLES_OK && PQntuples(e) == 0;
+    PQclear(e);
+    return missing;
+}
+
 int cat_rewritten(PGconn *c, uint32_t oid, char *why, size_t len, wg_error *err)
 {
     /* pg_class as the snapshot sees it (relfilenode) against pg_relation_filenode(), which
