@@ -102,6 +102,7 @@ def replay(lines, strict=True, bags=False):
             t = st.table(rec["table"])
             k = _bag_key(rec["new"], rec.get("key")) if bags else _key(rec["new"], rec.get("key"))
             if bags:
+                st.__dict__.setdefault("bag_cols", {})[rec["table"]] = set(rec["new"])
                 t.setdefault(k, []).append(rec["new"])
             else:
                 if strict and k in t:
@@ -161,11 +162,15 @@ def _apply(st, rec, fail):
         t.pop(ko, None)
 
 
-def _bag_key(row, key_cols):
+def _bag_key(row, key_cols, keyed=None):
     """A table without a primary key is keyed by every column; a column added upstream is then
     in the key of later records only, and absent from earlier rows (docs/ingest.md). Leaving
-    out NULL members makes both the same key (the workloads add columns without a default)."""
-    if key_cols and set(key_cols) != set(row):
+    out NULL members makes both the same key (the workloads add columns without a default).
+    `keyed`: whether the table has a key narrower than its row (default: told from `row`,
+    which must then be a whole row)."""
+    if keyed is None:
+        keyed = key_cols and set(key_cols) != set(row)
+    if keyed:
         return _key(row, key_cols)
     return json.dumps({c: v for c, v in row.items() if v is not None}, sort_keys=True)
 
@@ -174,13 +179,19 @@ def _apply_bag(st, t, rec, key_cols):
     """Bags mode: key -> [rows]. A keyless table's key is every column, so equal rows stack."""
     op = rec["op"]
     name = rec["table"]
-    keyed = key_cols and set(key_cols) != set(rec.get("new") or rec.get("old") or {})
+    # Keyed (a key narrower than the row) or keyless (every column) is told from a whole row:
+    # an old row sent key-only (DEFAULT, USING INDEX) carries exactly the key's columns too.
+    cols = st.__dict__.setdefault("bag_cols", {})
+    whole = rec.get("new") or (rec.get("old") if not cols.get(name) else None)
+    if whole:
+        cols[name] = set(whole)
+    keyed = bool(key_cols) and set(key_cols) != cols.get(name, set(key_cols or ()))
 
     def note(why):
         st.anomalies.setdefault(name, []).append(f"{why}: {json.dumps(rec)[:300]}")
 
     def remove(row):
-        k = _bag_key(row, key_cols)
+        k = _bag_key(row, key_cols, keyed)
         rows = t.get(k)
         if not rows:
             note(f"{op} of a row that does not exist (key {k})")
@@ -192,7 +203,7 @@ def _apply_bag(st, t, rec, key_cols):
     if op in ("update", "delete"):
         remove(rec.get("old") or rec["new"])
     if op in ("insert", "update"):
-        k = _bag_key(rec["new"], key_cols)
+        k = _bag_key(rec["new"], key_cols, keyed)
         if keyed and t.get(k):
             note(f"{op} to a key that already exists (key {k})")
             t[k] = []
