@@ -68,8 +68,9 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
      * is part of the record's key, which names columns every change's old row carries and
      * that identify the row: with REPLICA IDENTITY USING INDEX the identity index's columns
      * (what the server sends as the old key); otherwise (DEFAULT, FULL, NOTHING, or an
-     * identity index dropped since) the primary key; with FULL and no primary key every
-     * column (the old row is whole). The snapshot and the stream both key rows by this. */
+     * identity index dropped since) the primary key; none without one (rec_key_json then
+     * keys the row by every column: the old row is whole with FULL, and a column added later
+     * joins the key). The snapshot and the stream both key rows by this. */
     wg_buf_printf(&sql,
                   "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
                   "a.atttypid END, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
@@ -77,8 +78,8 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
                   "ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND "
                   "i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i WHERE i.indrelid = "
                   "c.oid AND i.indisprimary) THEN a.attnum = ANY (SELECT unnest(i.indkey) FROM "
-                  "pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) ELSE c.relreplident "
-                  "= 'f' END, a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
+                  "pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) ELSE false END, "
+                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
                   "a.atttypid JOIN pg_class c ON c.oid = a.attrelid WHERE a.attrelid = %s AND "
                   "a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                   rel.data);
