@@ -179,13 +179,14 @@ def _apply_bag(st, t, rec, key_cols):
     """Bags mode: key -> [rows]. A keyless table's key is every column, so equal rows stack."""
     op = rec["op"]
     name = rec["table"]
-    # Keyed (a key narrower than the row) or keyless (every column) is told from a whole row:
-    # an old row sent key-only (DEFAULT, USING INDEX) carries exactly the key's columns too.
+    # Keyed: the key is a strict subset of the table's columns as last seen whole (a read,
+    # insert or update's new row). Not told from an old row alone: one sent key-only (DEFAULT,
+    # USING INDEX) carries exactly the key's columns, like a keyless table's whole old row; and
+    # a keyless table's key grows with a column added since its rows were last seen whole.
     cols = st.__dict__.setdefault("bag_cols", {})
-    whole = rec.get("new") or (rec.get("old") if not cols.get(name) else None)
-    if whole:
-        cols[name] = set(whole)
-    keyed = bool(key_cols) and set(key_cols) != cols.get(name, set(key_cols or ()))
+    if rec.get("new"):
+        cols[name] = set(rec["new"])
+    keyed = bool(key_cols) and set(key_cols) < cols.get(name, set(rec.get("old") or {}))
 
     def note(why):
         st.anomalies.setdefault(name, []).append(f"{why}: {json.dumps(rec)[:300]}")
