@@ -125,15 +125,30 @@ static int resync(const cli_config *cfg, const char *source, const char *table_a
     const char *e;
     size_t elen;
     char er[1024] = "", committed[16] = "";
-    if (table_entry(b.data, b.len, table, &e, &elen)) {
+    bool known = table_entry(b.data, b.len, table, &e, &elen);
+    if (known) {
         rec_member_text(e, elen, "error", er, sizeof(er));
         rec_member_text(e, elen, "snapshot_committed", committed, sizeof(committed));
     }
-    int rc = 0;
-    if (er[0] && strcmp(er, "null") != 0) {
+    int rc = 1;
+    if (!known) {
+        /* No status entry: walgate run knows no such table (its name is not in publication
+         * %s, it is a leaf published through its root, or it was never snapshotted). */
+        fprintf(stderr,
+                "walgate: resync of %s: source %s has no table %s (walgate status does not "
+                "list it: it is not in publication %s under that name, or not among the "
+                "tables it ingests); check the name, or ALTER PUBLICATION %s ADD TABLE %s, "
+                "then resync again\n",
+                table, source, table, s->cfg.publication, s->cfg.publication, table);
+    } else if (er[0] && strcmp(er, "null") != 0) {
         fprintf(stderr, "walgate: resync of %s: %s\n", table, er);
-        rc = 1;
+    } else if (strcmp(committed, "true") != 0) {
+        fprintf(stderr,
+                "walgate: resync of %s: the request is gone but the table's snapshot is not "
+                "committed (see walgate status)\n",
+                table);
     } else {
+        rc = 0;
         printf("resync of %s done: snapshot committed, streaming\n", table);
     }
     wg_buf_free(&b);

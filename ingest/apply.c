@@ -258,7 +258,11 @@ static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error 
         else
             apply_table_fail_name(s, qn, why);
     }
-    return rel_prepare(s, r, err) ? 0 : -1;
+    rel_info *ri = rel_prepare(s, r, err);
+    if (!ri)
+        return -1;
+    rel_key_check(s, ri, ts);
+    return 0;
 }
 
 /* A table truncated inside a streamed transaction fails at its commit: it may yet abort. */

@@ -1,6 +1,6 @@
 /*
  * catalog.c — every query walgate sends to the source's catalog: how a relation is made
- * (columns, types with domains resolved, primary key), what a publication holds (its tables,
+ * (columns, types with domains resolved, the record's key), what a publication holds (its tables,
  * a table's column list and row filter), the server's WAL position and wal_sender_timeout,
  * and dropping a slot left by an interrupted snapshot.
  *
@@ -65,13 +65,23 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
     }
     PQclear(kr);
     /* In attnum order, with the type's base type when it is a domain, and whether the column
-     * is part of the primary key. */
+     * is part of the record's key, which names columns every change's old row carries and
+     * that identify the row: with REPLICA IDENTITY USING INDEX the identity index's columns
+     * (what the server sends as the old key); otherwise (DEFAULT, FULL, NOTHING, or an
+     * identity index dropped since) the primary key; none without one (rec_key_json then
+     * keys the row by every column: the old row is whole with FULL, and a column added later
+     * joins the key). The snapshot and the stream both key rows by this. */
     wg_buf_printf(&sql,
                   "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
-                  "a.atttypid END, coalesce(a.attnum = ANY (SELECT unnest(i.indkey) FROM "
-                  "pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary), false), "
-                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE "
-                  "a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                  "a.atttypid END, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
+                  "pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) THEN a.attnum = "
+                  "ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND "
+                  "i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i WHERE i.indrelid = "
+                  "c.oid AND i.indisprimary) THEN a.attnum = ANY (SELECT unnest(i.indkey) FROM "
+                  "pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) ELSE false END, "
+                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
+                  "a.atttypid JOIN pg_class c ON c.oid = a.attrelid WHERE a.attrelid = %s AND "
+                  "a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                   rel.data);
     wg_buf_free(&rel);
     PGresult *res = PQexec(c, sql.data);
@@ -214,6 +224,44 @@ bool cat_publication_exists(PGconn *c, const char *pub)
     bool exists = PQntuples(e) > 0;
     PQclear(e);
     return exists;
+}
+
+bool cat_publication_missing(PGconn *c, const char *pub)
+{
+    const char *pp[1] = {pub};
+    PGresult *e = PQexecParams(c, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, NULL, pp,
+                               NULL, NULL, 0);
+    bool missing = PQresultStatus(e) == PGRES_TUPLES_OK && PQntuples(e) == 0;
+    PQclear(e);
+    return missing;
+}
+
+int cat_rewritten(PGconn *c, uint32_t oid, char *why, size_t len, wg_error *err)
+{
+    /* pg_class as the snapshot sees it (relfilenode) against pg_relation_filenode(), which
+     * reads the catalog as committed now. Simple protocol: a resync copies on a replication
+     * connection. pg_partition_tree from PostgreSQL 12 (11: the table itself). */
+    char q[600], tree[128] = "";
+    if (PQserverVersion(c) >= 120000)
+        snprintf(tree, sizeof(tree), " UNION ALL SELECT relid FROM pg_partition_tree('%u'::oid)",
+                 oid);
+    snprintf(q, sizeof(q),
+             "SELECT coalesce(string_agg(c.oid::regclass::text, ', '), '') FROM pg_class c "
+             "WHERE c.oid IN (SELECT '%u'::oid%s) AND c.relkind IN ('r', 'm') AND "
+             "c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid)",
+             oid, tree);
+    why[0] = '\0';
+    PGresult *r = PQexec(c, q);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        rc = wg_error_set(err, WG_ERR_PG, "checking relation %u for a rewrite: %s", oid,
+                          PQerrorMessage(c));
+        cat_sqlstate(err, r);
+    } else {
+        snprintf(why, len, "%s", PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
 }
 
 int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,

@@ -261,10 +261,16 @@ void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t ls
 /* An abandoned snapshot attempt's table: readers discard what they hold of it. */
 void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn)
 {
+    rec_snapshot_abort_reason(b, table, lsn, "the snapshot was interrupted and is taken again");
+}
+
+void rec_snapshot_abort_reason(wg_buf *b, const char *table, uint64_t lsn, const char *reason)
+{
     wg_buf_puts(b, "{\"op\":\"snapshot_abort\"");
     rec_put_str(b, "table", table);
     rec_put_lsn(b, "lsn", lsn);
-    wg_buf_puts(b, ",\"reason\":\"the snapshot was interrupted and is taken again\"}\n");
+    rec_put_str(b, "reason", reason);
+    wg_buf_puts(b, "}\n");
 }
 
 /* A resync of one table starts: readers drop what they hold of it. */

@@ -91,9 +91,11 @@ void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, 
 }
 
 /* Types, exclusions and key of ri from the Relation message and the catalog's description;
- * columns of unsupported types are listed in `errs`. NULL-free key_json on success. */
+ * columns of unsupported types are listed in `errs`, and columns the catalog no longer has
+ * (dropped or renamed since the WAL being decoded) whose type cannot be told without it (a
+ * domain) in `gone`. NULL-free key_json on success. */
 static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
-                      const cat_relation *desc, wg_buf *errs)
+                      const cat_relation *desc, wg_buf *errs, wg_buf *gone)
 {
     const char **names = calloc((size_t)r->ncols + 1, sizeof(*names));
     bool *pk = calloc((size_t)r->ncols + 1, sizeof(*pk));
@@ -101,17 +103,21 @@ static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
     for (int i = 0; names && pk && i < r->ncols; i++) {
         const pgout_column *c = &r->cols[i];
         uint32_t oid = c->type_oid;
-        bool key = false;
-        for (int k = 0; k < desc->ncols; k++)
-            if (strcmp(desc->cols[k].name, c->name) == 0) {
+        bool key = false, found = false;
+        for (int k = 0; k < desc->ncols; k++) /* the same column: same name, same type */
+            if (strcmp(desc->cols[k].name, c->name) == 0 &&
+                (!desc->cols[k].type_oid || desc->cols[k].type_oid == c->type_oid)) {
                 oid = desc->cols[k].base_oid;
                 key = desc->cols[k].pk;
+                found = true;
             }
         ri->excluded[i] = src_col_listed(s->cfg.exclude_columns, ri->qname, c->name);
         if (ri->excluded[i])
             continue;
         if (src_col_listed(s->cfg.text_columns, ri->qname, c->name))
             render_type_text(&ri->types[i]);
+        else if (render_type_for_oid(oid, &ri->types[i]) != 0 && !found)
+            wg_buf_printf(gone, "%s%s", gone->len ? ", " : "", c->name);
         else if (render_type_for_oid(oid, &ri->types[i]) != 0)
             wg_buf_printf(errs, "%s%s.%s (type oid %u)", errs->len ? ", " : "", ri->qname, c->name,
                           c->type_oid);
@@ -119,6 +125,9 @@ static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
         pk[n++] = key;
     }
     ri->key_json = names && pk ? rec_key_json(names, pk, n) : NULL;
+    ri->key_all = true; /* no key index: every column is the key */
+    for (int i = 0; pk && i < n; i++)
+        ri->key_all = ri->key_all && !pk[i];
     free(names);
     free(pk);
     return ri->key_json ? 0 : -1;
@@ -196,11 +205,20 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
 
 /* After preparing: a failure (unsupported type now, or one kept in the state file) sticks to
  * the table; otherwise its ingested columns are remembered to tell schema changes later. */
-static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs)
+static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs,
+                       const wg_buf *gone)
 {
-    if (errs->len && !ri->error && !ri->skip) {
+    if ((errs->len || gone->len) && !ri->error && !ri->skip) {
         wg_buf m = {0};
-        rel_unsupported_text(&m, s, ri->qname, errs->data);
+        if (gone->len) /* not a type question: the table's shape changed since this WAL */
+            wg_buf_printf(&m,
+                          "incompatible schema change: ingested column %s was dropped or "
+                          "renamed upstream (the catalog no longer has it, so its domain type "
+                          "cannot be resolved); to ingest the table's new shape: walgate "
+                          "source resync %s %s",
+                          gone->data, s->cfg.name, ri->qname);
+        else
+            rel_unsupported_text(&m, s, ri->qname, errs->data);
         ri->error = strdup(m.data);
         wg_buf_free(&m);
         table_status *ts = state_table_get(s, ri->qname);
@@ -275,18 +293,52 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
         rel_drop(s, (size_t)(ri - s->rels));
         return NULL;
     }
-    wg_buf errs = {0};
-    int rc = rel_render(s, ri, r, &desc, &errs);
+    wg_buf errs = {0}, gone = {0};
+    int rc = rel_render(s, ri, r, &desc, &errs, &gone);
     cat_relation_free(&desc);
     if (rc != 0) {
         wg_buf_free(&errs);
+        wg_buf_free(&gone);
         rel_drop(s, (size_t)(ri - s->rels));
         wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    rel_settle(s, ri, r, &errs);
+    rel_settle(s, ri, r, &errs, &gone);
     wg_buf_free(&errs);
+    wg_buf_free(&gone);
     return ri;
+}
+
+/*
+ * The records' "key" must stay what the table's snapshot wrote: a reader keys its rows by it.
+ * A change of replica identity (FULL <-> DEFAULT <-> USING INDEX, or another index) or of the
+ * primary key that changes it fails the table with the resync remedy; one that keeps it (FULL
+ * -> DEFAULT on a table with a primary key) is safe, and so is a column added to a table keyed
+ * by every column (no key index: ts->key "*"). A state file written before keys were kept
+ * learns the key here.
+ */
+void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts)
+{
+    if (!ts || ri->skip || ri->error || ts->error || !ts->snapshot_committed || !ri->key_json ||
+        (ts->oid && ts->oid != ri->oid))
+        return;
+    const char *now = ri->key_all ? "*" : ri->key_json;
+    if (!ts->key) {
+        ts->key = strdup(now);
+        state_save(s);
+        return;
+    }
+    if (strcmp(ts->key, now) == 0)
+        return;
+    char why[1200];
+    snprintf(why, sizeof(why),
+             "incompatible schema change: the table's key changed from %s to %s upstream "
+             "(ALTER TABLE ... REPLICA IDENTITY, or its primary key changed); its change records "
+             "would no longer find the rows written under the old key. To ingest the table "
+             "keyed anew: walgate source resync %s %s",
+             strcmp(ts->key, "*") == 0 ? "every column" : ts->key, ri->key_json, s->cfg.name,
+             ri->qname);
+    apply_table_fail_name(s, ri->qname, why);
 }
 
 rel_info *rel_find(ingest_source *s, uint32_t oid)

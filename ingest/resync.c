@@ -85,6 +85,8 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     ts->cut = x;
     free(ts->error);
     free(ts->columns);
+    free(ts->key);
+    ts->key = NULL;
     free(ts->parts);
     ts->error = ts->columns = ts->parts = NULL;
     ts->oid = 0;
@@ -265,4 +267,55 @@ int resync_poll(ingest_source *s, wg_error *err)
         s->next_request_ms = wg_now_ms() + 5000;
     }
     return 0;
+}
+
+/*
+ * A table's copy saw a rewrite committed after its snapshot (PostgreSQL's MVCC-unsafe DDL:
+ * ALTER TABLE ... TYPE, TRUNCATE; also VACUUM FULL and CLUSTER, which give it a new file too):
+ * the snapshot shows none or part of its rows, so the copy is never recorded as the table's.
+ * Its rows so far are abandoned in the log; in the initial snapshot a resync of the table is
+ * requested (as `walgate source resync` does: its changes wait for the new snapshot), in a
+ * resync the attempt fails and is retried with a new snapshot.
+ */
+int resync_rewritten(ingest_source *s, const char *qname, const char *why, wg_error *err)
+{
+    char reason[900];
+    snprintf(reason, sizeof(reason),
+             "%s was rewritten (ALTER TABLE ... TYPE, TRUNCATE, VACUUM FULL or CLUSTER) after "
+             "the snapshot was taken, which then shows none or part of its rows; the table is "
+             "copied again (resync)",
+             why);
+    wg_buf b = {0};
+    rec_snapshot_abort_reason(&b, qname, s->snap_lsn, reason);
+    int rc = wg_buf_failed(&b) ? wg_error_set(err, WG_ERR_NOMEM, "out of memory") : 0;
+    pthread_mutex_lock(&s->snap_mu);
+    if (rc == 0)
+        rc = changelog_append(s->log, (const uint8_t *)b.data, b.len, s->snap_pos, err);
+    if (rc == 0) {
+        s->unsynced = true;
+        rc = stream_log_sync(s, err);
+    }
+    pthread_mutex_unlock(&s->snap_mu);
+    wg_buf_free(&b);
+    if (rc != 0)
+        return rc;
+    if (s->resyncing)
+        return wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", qname, reason);
+    char dir[4200];
+    requests_dir(s, dir, sizeof(dir));
+    wg_buf path = {0}, body = {0};
+    wg_buf_printf(&path, "%s/resync-", dir);
+    for (const unsigned char *c = (const unsigned char *)qname; *c; c++)
+        wg_buf_printf(&path, "%02x", *c);
+    wg_buf_printf(&body, "%s\n", qname);
+    wg_error e = {0};
+    if (wg_buf_failed(&path) || wg_buf_failed(&body) || wg_mkdir_p(dir, 0700, &e) != 0 ||
+        wg_write_file_atomic(path.data, body.data, body.len, 0600, &e) != 0)
+        rc = wg_error_set(err, WG_ERR_IO, "snapshot of %s: %s; requesting its resync: %s", qname,
+                          reason, e.msg[0] ? e.msg : "out of memory");
+    else
+        log_warn(s->cfg.name, "snapshot of %s: %s", qname, reason);
+    wg_buf_free(&path);
+    wg_buf_free(&body);
+    return rc ? rc : 1;
 }

@@ -206,6 +206,7 @@ typedef struct snap_plan {
     char **names;
     render_type *types;
     char *key_json;
+    bool key_all;     /* no key index: every column */
     wg_buf cols;      /* the COPY's select list */
     wg_buf seen;      /* the ingested columns "name\toid...", as the stream will see them */
     cat_pubshape pub; /* the publication's column list and row filter (PostgreSQL 15+) */
@@ -312,6 +313,9 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     int rc = 0;
     if (pl->names && pk)
         pl->key_json = rec_key_json((const char *const *)pl->names, pk, pl->ncols);
+    pl->key_all = true;
+    for (int i = 0; pk && i < pl->ncols; i++)
+        pl->key_all = pl->key_all && !pk[i];
     pl->head = rec_read_head(pl->qname, pl->schema);
     bool oom = !pl->key_json || !pl->types || !pl->fields || !pl->lens || !pl->jlens || !pl->head;
     for (int i = 0; !oom && i < pl->ncols; i++) {
@@ -363,7 +367,8 @@ typedef struct snap_range {
     uint32_t lo, hi;
 } snap_range;
 
-/* COPY the rows of one range of the table into the log in chunks; *rows counts them. */
+/* COPY the rows of one range of the table into the log in chunks; *rows counts them. 1: not
+ * copied (rewritten since the snapshot; resync_rewritten). */
 static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *table,
                      const snap_range *r, uint64_t *rows, wg_error *err)
 {
@@ -434,6 +439,12 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
         }
         PQclear(res);
     }
+    /* Rewritten after the snapshot (MVCC-unsafe DDL): never recorded as the table's copy. */
+    char why[600] = "";
+    if (rc == 0 && (rc = cat_rewritten(c, pl->oid, why, sizeof(why), err)) == 0 && why[0]) {
+        wg_buf_free(&b);
+        return resync_rewritten(s, pl->qname, why, err);
+    }
     if (rc == 0 && chunk_rows)
         rc = snap_flush(s, &b, pl->qname, chunk_rows, "snapshot", err);
     wg_buf_free(&b);
@@ -499,6 +510,8 @@ static int snap_part(ingest_source *s, PGconn *c, const char *schema, const char
         pl.parts = NULL;
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
+        free(ts->key); /* the key its change records must keep */
+        ts->key = pl.key_json ? strdup(pl.key_all ? "*" : pl.key_json) : NULL;
     }
     pthread_mutex_unlock(&s->snap_mu);
     if (tab->nranges > 1)
@@ -638,7 +651,8 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
             free(ts->error);
             free(ts->columns);
             free(ts->parts);
-            ts->error = ts->columns = ts->parts = NULL;
+            free(ts->key);
+            ts->error = ts->columns = ts->parts = ts->key = NULL;
             ts->cut = 0;
             ts->oid = 0;
         }

@@ -187,6 +187,7 @@ void ingest_source_free(ingest_source *s)
         free(s->tables[i].error);
         free(s->tables[i].columns);
         free(s->tables[i].parts);
+        free(s->tables[i].key);
     }
     free(s->tables);
     for (size_t i = 0; i < s->n_owned; i++)

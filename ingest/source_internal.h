@@ -70,6 +70,7 @@ typedef struct rel_info {
     render_type *types;
     bool *excluded;
     char *key_json; /* ["id"] */
+    bool key_all;   /* no key index: the key is every column (columns added later join it) */
     char **names;   /* column names and types as last seen, to tell compatible changes */
     char **jkeys;   /* each name as a record member's start, "name": (escaped once) */
     uint32_t *toids;
@@ -102,6 +103,9 @@ typedef struct table_status {
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
     char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
+    char *key;     /* the records' "key" member as the snapshot wrote it (["id"]; "*": every
+                      column, no key index), persisted: a replica identity or primary key change
+                      that changes it fails the table */
     /* The relation its snapshot copied (persisted): changes are ingested under this name only
      * while the name still is this relation (a rename or a drop + re-create fails it). */
     uint32_t oid;
@@ -118,7 +122,7 @@ typedef struct cat_column {
     char *name;
     uint32_t base_oid; /* its type, a domain resolved to its base type */
     uint32_t type_oid; /* pg_attribute.atttypid: what Relation messages carry */
-    bool pk;           /* part of the primary key */
+    bool pk;           /* part of the record's key (replica identity index, else primary key) */
 } cat_column;
 
 /* A relation's live columns in attnum order; free with cat_relation_free. */
@@ -372,6 +376,7 @@ int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *cons
              const size_t *lens, wg_error *err);
 void rec_snapshot_mark(wg_buf *b, const char *op, const char *table, uint64_t lsn, uint64_t rows);
 void rec_snapshot_abort(wg_buf *b, const char *table, uint64_t lsn);
+void rec_snapshot_abort_reason(wg_buf *b, const char *table, uint64_t lsn, const char *reason);
 void rec_snapshot_start(wg_buf *b, const char *table, uint64_t lsn);
 int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err);
 void rec_truncate(wg_buf *b, const pgout_relation *const *rels, uint32_t n, uint8_t options);
@@ -382,6 +387,8 @@ void rec_message(wg_buf *b, const char *prefix, const uint8_t *content, size_t l
 void rel_clear_all(ingest_source *s);
 rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err);
 rel_info *rel_find(ingest_source *s, uint32_t oid);
+/* Fail the table when its records' key is no longer the one its snapshot wrote (ts->key). */
+void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts);
 void rel_forget(ingest_source *s, const char *qname);
 void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
 bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool streamed);
@@ -419,6 +426,10 @@ void resync_requests_clear(ingest_source *s);
 void resync_requests_scan(ingest_source *s, char *first, size_t first_len, char *first_table,
                           size_t table_len);
 int resync_poll(ingest_source *s, wg_error *err);
+/* A table's copy saw a rewrite committed after its snapshot (why: which relations): its rows
+ * so far are abandoned in the log; in the initial snapshot the table is requested for a resync
+ * (1), in a resync the attempt fails (negative with err) and is retried. */
+int resync_rewritten(ingest_source *s, const char *qname, const char *why, wg_error *err);
 
 /* ---- stream.c: the stream loop, feedback, the disk hold ---------------------------------- */
 
@@ -455,6 +466,14 @@ int cat_tables_find_oid(const cat_tables *t, uint32_t oid);
  * "" when none), or NULL with err. */
 char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
 bool cat_publication_exists(PGconn *c, const char *pub);
+/* True only when the catalog says so (not on a failed query): no publication `pub`. */
+bool cat_publication_missing(PGconn *c, const char *pub);
+/* Under an imported snapshot, after the relation's COPY: the relations of `oid` (itself, or a
+ * partitioned table's leaves) whose file the catalog now names differs from the one the
+ * snapshot's pg_class row names, i.e. rewritten (ALTER ... TYPE, TRUNCATE, VACUUM FULL,
+ * CLUSTER) by a transaction the snapshot does not see, which shows the snapshot none or part
+ * of their rows. "" in `why` when none; negative with err when the query fails. */
+int cat_rewritten(PGconn *c, uint32_t oid, char *why, size_t len, wg_error *err);
 int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
                           cat_pubshape *out, wg_error *err);
 void cat_pubshape_free(cat_pubshape *p);

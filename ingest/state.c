@@ -1,6 +1,6 @@
 /*
  * state.c — the source's state file (STATE_DIR/sources/NAME/state: snapshot done, consistent
- * point, per-table snapshot, error, resync cut, columns, relation OID and partitions), its
+ * point, per-table snapshot, error, resync cut, columns, key, relation OID and partitions), its
  * status.json, the per-table status list and the source's error state.
  */
 #include "ingest/source_internal.h"
@@ -143,7 +143,7 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
                 t->snapshot_committed = true;
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
                    strncmp(line, "columns ", 8) == 0 || strncmp(line, "oid ", 4) == 0 ||
-                   strncmp(line, "parts ", 6) == 0) {
+                   strncmp(line, "parts ", 6) == 0 || strncmp(line, "key ", 4) == 0) {
             /* "KIND NAME\tVALUE" */
             char *sp = strchr(line, ' ');
             char *tab = strchr(sp + 1, '\t');
@@ -161,6 +161,9 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
                     }
                 } else if (t && line[0] == 'o') {
                     t->oid = (uint32_t)strtoul(tab + 1, NULL, 10);
+                } else if (t && line[0] == 'k') {
+                    free(t->key);
+                    t->key = strdup(tab + 1);
                 } else if (t && line[0] == 'p') {
                     free(t->parts);
                     t->parts = strdup(tab + 1);
@@ -209,6 +212,8 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
             wg_buf_printf(&b, "oid %s\t%u\n", t->name, t->oid);
         if (t->parts)
             wg_buf_printf(&b, "parts %s\t%s\n", t->name, t->parts);
+        if (t->key)
+            wg_buf_printf(&b, "key %s\t%s\n", t->name, t->key);
     }
     s->snap_done = snapshot_done;
     char path[4096];

@@ -106,6 +106,10 @@ void stream_check_membership(ingest_source *s)
     wg_error err = {0};
     if (cat_publication_tables(s->cat, s->cfg.publication, &r, &err) != 0)
         return;
+    /* The publication itself gone: PostgreSQL 18 goes on streaming without it (a WARNING)
+     * where earlier servers end the stream (source.c). Re-creating it, not ALTER PUBLICATION
+     * ... ADD TABLE, is the remedy, and the changes made meanwhile are lost: resync. */
+    bool pub_gone = r.n == 0 && cat_publication_missing(s->cat, s->cfg.publication);
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
         if (t->error || !t->snapshot_committed)
@@ -125,7 +129,16 @@ void stream_check_membership(ingest_source *s)
         }
         if (at >= 0 && t->parts && t->oid)
             stream_check_partitions(s, t);
-        if (at < 0) {
+        if (at < 0 && pub_gone) {
+            char why[900];
+            snprintf(why, sizeof(why),
+                     "publication %s was dropped; the table's changes no longer arrive (the "
+                     "server goes on streaming without it). Re-create it: CREATE PUBLICATION %s "
+                     "FOR TABLE %s (and the other tables it had); then, since the changes made "
+                     "meanwhile are not in the log: walgate source resync %s %s",
+                     s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
+            apply_table_fail_name(s, t->name, why);
+        } else if (at < 0) {
             char why[700];
             snprintf(why, sizeof(why),
                      "the table was removed from publication %s; its changes no longer arrive. "

@@ -100,10 +100,9 @@ def replay(lines, strict=True, bags=False):
             if txn is not None:
                 fail("snapshot row inside a transaction")
             t = st.table(rec["table"])
-            key_cols = rec.get("key")
-            keyed = bool(key_cols) and set(key_cols) != set(rec["new"])
-            k = _bag_key(rec["new"], key_cols, keyed) if bags else _key(rec["new"], key_cols)
+            k = _bag_key(rec["new"], rec.get("key")) if bags else _key(rec["new"], rec.get("key"))
             if bags:
+                st.__dict__.setdefault("bag_cols", {})[rec["table"]] = set(rec["new"])
                 t.setdefault(k, []).append(rec["new"])
             else:
                 if strict and k in t:
@@ -163,32 +162,31 @@ def _apply(st, rec, fail):
         t.pop(ko, None)
 
 
-def _bag_key(row, key_cols, keyed):
+def _bag_key(row, key_cols, keyed=None):
     """A table without a primary key is keyed by every column; a column added upstream is then
     in the key of later records only, and absent from earlier rows (docs/ingest.md). Leaving
     out NULL members makes both the same key (the workloads add columns without a default).
-    A keyed table's rows are found by their key columns, also from an old row that carries its
-    key columns only (REPLICA IDENTITY DEFAULT or USING INDEX)."""
+    `keyed`: whether the table has a key narrower than its row (default: told from `row`,
+    which must then be a whole row)."""
+    if keyed is None:
+        keyed = key_cols and set(key_cols) != set(row)
     if keyed:
         return _key(row, key_cols)
     return json.dumps({c: v for c, v in row.items() if v is not None}, sort_keys=True)
-
-
-def _columns_of(t, rec):
-    """The table's full column set: from the record's new row, else from a row it holds."""
-    if rec.get("new"):
-        return set(rec["new"])
-    for rows in t.values():
-        if rows:
-            return set(rows[0])
-    return set(rec.get("old") or {})
 
 
 def _apply_bag(st, t, rec, key_cols):
     """Bags mode: key -> [rows]. A keyless table's key is every column, so equal rows stack."""
     op = rec["op"]
     name = rec["table"]
-    keyed = bool(key_cols) and set(key_cols) != _columns_of(t, rec)
+    # Keyed: the key is a strict subset of the table's columns as last seen whole (a read,
+    # insert or update's new row). Not told from an old row alone: one sent key-only (DEFAULT,
+    # USING INDEX) carries exactly the key's columns, like a keyless table's whole old row; and
+    # a keyless table's key grows with a column added since its rows were last seen whole.
+    cols = st.__dict__.setdefault("bag_cols", {})
+    if rec.get("new"):
+        cols[name] = set(rec["new"])
+    keyed = bool(key_cols) and set(key_cols) < cols.get(name, set(rec.get("old") or {}))
 
     def note(why):
         st.anomalies.setdefault(name, []).append(f"{why}: {json.dumps(rec)[:300]}")

@@ -10,10 +10,11 @@ Locally: WALGATE_DIFF_SECONDS=3600 keeps running random seeds for an hour after 
   WALGATE_DIFF_REPLAY=F.json run exactly this (shrunk) workload, as written on a mismatch
   WALGATE_DIFF_DDL=0         no DDL (default on: add/drop/rename/retype a column)
   WALGATE_DIFF_FAULTS=1      kill -9 walgate and restart PostgreSQL (-m immediate) mid-workload
-  WALGATE_DIFF_KNOWN=a,b     also the known divergences of issue 12: partitions (a partitioned
-                             table published via its root), rename_table, drop_recreate,
-                             replident_index (REPLICA IDENTITY USING INDEX on a table whose
-                             primary key is another index)
+  WALGATE_DIFF_KNOWN=a,b     which of the known divergences of issue 12 the workloads contain:
+                             partitions (a partitioned table published via its root),
+                             rename_table, drop_recreate, replident_index (REPLICA IDENTITY USING
+                             INDEX on a table whose primary key is another index). Default:
+                             replident_index (fixed); WALGATE_DIFF_KNOWN= (empty) for none
   WALGATE_DIFF_TXNS=N        transactions per workload (default 60)
   WALGATE_DIFF_SHRINK_SECONDS=N  time to shrink a failing workload (default 120)
   WALGATE_DIFF_OUT=DIR       where failing workloads are written (default: the temp dir)
@@ -37,13 +38,19 @@ SEEDS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def fixed_seeds():
-    """[(seed, {"faults": bool})] from the seeds file: `SEED [faults]  # why`."""
+    """[(seed, {"faults": bool, "known": set?})] from the seeds file:
+    `SEED [faults] [known=a,b|known=-]  # why`: known= pins the flags the seed was found with
+    (its workload depends on them); without it the default flags."""
     seeds = []
     with open(SEEDS_FILE) as f:
         for line in f:
             words = line.split("#", 1)[0].split()
             if words:
-                seeds.append((int(words[0]), {"faults": "faults" in words[1:]}))
+                over = {"faults": "faults" in words[1:]}
+                for w in words[1:]:
+                    if w.startswith("known="):
+                        over["known"] = {k for k in w[6:].split(",") if k and k != "-"}
+                seeds.append((int(words[0]), over))
     return seeds
 
 

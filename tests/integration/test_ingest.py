@@ -458,11 +458,25 @@ def test_failures(pg):
         # PostgreSQL 18 skips a missing publication with a WARNING (55000) instead of ending
         # the stream: the change never arrives, so the table fails (membership check, every
         # 10 s), and the server's warning is in walgate's log under the connection's name.
+        # The table's error says the publication was dropped, with re-creating it (not
+        # ALTER PUBLICATION ... ADD TABLE) and a resync as the remedy.
         st = run.wait(lambda: [t for t in run.status()["tables"]
                                if t["table"] == "public.p1" and t["error"]], "p1 failed", 30)
-        assert "removed from publication p_pub" in st[0]["error"], st
+        err = st[0]["error"]
+        assert "publication p_pub was dropped" in err and "CREATE PUBLICATION p_pub" in err \
+            and "walgate source resync pubdrop public.p1" in err and "ALTER PUBLICATION" not in err, st
         run.wait(lambda: "[postgres main] server WARNING 55000" in open(run.err).read(),
                  "the server's warning in the log")
+        # Following the remedy brings the table back, equal to the source.
+        pg.sql("CREATE PUBLICATION p_pub FOR TABLE p1")
+        r = fixture.walgate("source", "resync", "pubdrop", "public.p1", "--wait", "60",
+                            config=run.cfg)
+        assert r.returncode == 0, r.stdout + r.stderr + run.log()
+        pg.sql("INSERT INTO p1 VALUES (2)")
+        run.wait(lambda: committed(run, lambda x: x.get("new", {}).get("id") == 2), "p1 again")
+        st = logreplay.replay(run.lines())
+        assert sorted(st.tables["public.p1"]) == sorted(
+            logreplay.source_rows(pg, "public.p1", ["id"])), st.tables
     else:
         s = run.wait(lambda: (lambda x: x if x["state"] == "failed" else None)(run.status()),
                      "failed")
