@@ -485,7 +485,6 @@ int ingest_source_run(ingest_source *s, wg_stop_flag *stop)
 {
     wg_backoff bo;
     wg_backoff_init(&bo, s->backoff_base_ms, s->backoff_cap_ms);
-    bool first = true;
     s->stop = stop;
     while (!*stop) {
         uint64_t before = s->durable;
@@ -512,9 +511,7 @@ int ingest_source_run(ingest_source *s, wg_stop_flag *stop)
         }
         if (s->durable > before)
             wg_backoff_reset(&bo);
-        if (!first)
-            s->reconnects++;
-        first = false;
+        s->reconnects++; /* every reconnect, the first one too */
         state_status_write(s, true);
         int64_t wait = wg_backoff_next(&bo);
         log_warn(s->cfg.name, "reconnecting in %lld ms", (long long)wait);
