@@ -61,6 +61,7 @@ struct fwd_forwarder {
     int64_t last_ack_wall_ms;
     int64_t last_status_ms;
     bool status_dirty;           /* a change is not in the status file yet */
+    wg_buf status_last;          /* the status file as last written, without "updated" */
     int64_t last_commit_time_ms; /* commit_time of the last acknowledged transaction */
 };
 
@@ -200,6 +201,7 @@ void fwd_forwarder_free(fwd_forwarder *f)
     free(f->cursor_path);
     free(f->status_path);
     free(f->inflight_path);
+    wg_buf_free(&f->status_last);
     free(f);
 }
 
@@ -301,13 +303,9 @@ static void status_write(fwd_forwarder *f, bool force)
         wg_json_int(&j, f->last_ack_wall_ms - f->last_commit_time_ms);
     else
         wg_json_null(&j);
-    wg_json_key(&j, "updated");
-    wg_json_int(&j, wg_wall_ms());
     wg_json_key(&j, "pid");
     wg_json_int(&j, getpid());
-    wg_json_object_end(&j);
-    wg_buf_putc(&b, '\n');
-    if (wg_write_file_atomic(f->status_path, b.data, b.len, 0600, &err) != 0)
+    if (wg_status_doc_write(&f->status_last, &j, &b, f->status_path, &err) < 0)
         log_warn(f->source, "%s", err.msg);
     wg_buf_free(&b);
 }
