@@ -5,6 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DWALGATE_TESTS=OFF >/dev/null
-cmake --build build-release -j"$(nproc)" >/dev/null
-WALGATE_BIN=$PWD/build-release/walgate exec python3 bench/forward.py "$@"
+. bench/build.sh
+exec python3 bench/forward.py "$@"

@@ -49,6 +49,9 @@ typedef enum wg_err {
 typedef struct wg_error {
     int code;
     char msg[WG_ERROR_MSG_MAX];
+    /* The server's SQLSTATE (five characters, e.g. "42704") when PostgreSQL reported the error,
+     * else "". Decisions are taken on it; `msg` is for people (and may be translated). */
+    char sqlstate[6];
 } wg_error;
 
 /* Fill `err` (NULL-safe) and return `code`, so callers can write `return wg_error_set(...)`. */
@@ -66,6 +69,9 @@ void wg_error_clear(wg_error *err);
  * output.
  */
 void wg_text_oneline(char *s);
+/* Set err->sqlstate (after wg_error_set, which clears it) from a server's SQLSTATE field;
+ * anything that is not five digits or capital letters leaves it empty. */
+void wg_error_set_sqlstate(wg_error *err, const char *sqlstate);
 /* A short name of the error class, e.g. "host key" for WG_ERR_HOSTKEY. */
 const char *wg_strerror(int code);
 

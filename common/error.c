@@ -8,6 +8,7 @@ int wg_error_setv(wg_error *err, int code, const char *fmt, va_list ap)
 {
     if (err) {
         err->code = code;
+        err->sqlstate[0] = '\0';
         /* Messages quote what peers said (PostgreSQL errors, SSH and HTTP replies): whatever
          * the caller passed, the message stays one line of printable text. */
         char raw[WG_ERROR_MSG_MAX];
@@ -69,7 +70,22 @@ void wg_error_clear(wg_error *err)
     if (err) {
         err->code = 0;
         err->msg[0] = '\0';
+        err->sqlstate[0] = '\0';
     }
+}
+
+void wg_error_set_sqlstate(wg_error *err, const char *sqlstate)
+{
+    if (!err)
+        return;
+    err->sqlstate[0] = '\0';
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return;
+    for (int i = 0; i < 5; i++)
+        if (!((sqlstate[i] >= '0' && sqlstate[i] <= '9') ||
+              (sqlstate[i] >= 'A' && sqlstate[i] <= 'Z')))
+            return;
+    memcpy(err->sqlstate, sqlstate, 6);
 }
 
 const char *wg_strerror(int code)

@@ -99,6 +99,14 @@ static int apply_txn_check(const txn_buf *tb, uint32_t xid, wg_error *err)
     return txn_buf_check(tb, what, err);
 }
 
+/* Whether the changes of ri go onto the rows its snapshot copied (else it fails). */
+static bool apply_rel_known(ingest_source *s, rel_info *ri)
+{
+    if (!ri->known)
+        ri->known = !rel_identity_check(s, ri->oid, ri->qname, true);
+    return ri->known;
+}
+
 static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *err)
 {
     const pgout_relation *r = m->type == PGOUT_INSERT   ? m->u.insert.rel
@@ -111,6 +119,8 @@ static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *e
         return 0; /* the table is failed, or not ingested */
     if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
         return 0; /* in the table's new snapshot already (resync) */
+    if (!apply_rel_known(s, ri))
+        return 0; /* renamed, re-created, or never snapshotted: failed */
     uint64_t *nrows;
     txn_buf *tb = apply_txn_target(s, m, &nrows, err);
     if (!tb)
@@ -234,6 +244,11 @@ static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error 
     for (size_t i = 0; i < s->n_tables && !ts; i++)
         if (strcmp(s->tables[i].name, qn) == 0)
             ts = &s->tables[i];
+    /* A relation as it was before a resync's snapshot: its changes are dropped (the cut), and
+     * it is neither a rename nor a schema change of the table as now snapshotted. */
+    bool covered = !s->streaming && apply_cut_drops(s, qn, s->final_lsn);
+    if (covered || rel_identity_check(s, r->oid, qn, false))
+        return rel_prepare(s, r, err) ? 0 : -1; /* renamed, re-created or not snapshotted */
     if (ts && !ts->error && ts->columns && !(old && old->skip) &&
         rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
         if (old)
@@ -278,6 +293,8 @@ static int apply_handle_truncate(ingest_source *s, const pgout_msg *m, wg_error 
         if (ri->skip || ri->error)
             continue;
         if (!s->streaming && apply_cut_drops(s, ri->qname, s->final_lsn))
+            continue;
+        if (!apply_rel_known(s, ri))
             continue;
         if (s->streaming)
             rc = apply_defer_truncate(s->streaming, ri->qname, err);

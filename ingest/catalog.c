@@ -14,6 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+void cat_sqlstate(wg_error *err, const PGresult *r)
+{
+    wg_error_set_sqlstate(err, r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
+}
+
 void cat_relation_free(cat_relation *r)
 {
     for (int i = 0; r->cols && i < r->ncols; i++)
@@ -37,6 +42,28 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
         PQfreemem(qi);
         PQfreemem(ti);
     }
+    memset(out, 0, sizeof(*out));
+    /* Which relation the name is now, and whether it is a partitioned table. */
+    wg_buf_printf(&sql, "SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = %s", rel.data);
+    PGresult *kr = PQexec(c, sql.data);
+    wg_buf_reset(&sql);
+    if (PQresultStatus(kr) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
+        cat_sqlstate(err, kr);
+        PQclear(kr);
+        wg_buf_free(&rel);
+        wg_buf_free(&sql);
+        return -1;
+    }
+    /* No row: dropped since (a Relation message of a table dropped later in the WAL); it is
+     * described with no columns, as the attribute query below finds none either. */
+    uint32_t oid = ref->oid;
+    char relkind = 0;
+    if (PQntuples(kr) == 1) {
+        oid = (uint32_t)strtoul(PQgetvalue(kr, 0, 0), NULL, 10);
+        relkind = PQgetvalue(kr, 0, 1)[0];
+    }
+    PQclear(kr);
     /* In attnum order, with the type's base type when it is a domain, and whether the column
      * is part of the primary key. */
     wg_buf_printf(&sql,
@@ -49,9 +76,9 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
     wg_buf_free(&rel);
     PGresult *res = PQexec(c, sql.data);
     wg_buf_free(&sql);
-    memset(out, 0, sizeof(*out));
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
+        cat_sqlstate(err, res);
         PQclear(res);
         return -1;
     }
@@ -74,6 +101,8 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
         out->ncols++;
     }
     PQclear(res);
+    out->oid = oid;
+    out->relkind = relkind;
     return 0;
 }
 
@@ -106,13 +135,18 @@ int cat_publication_tables(PGconn *c, const char *pub, cat_tables *out, wg_error
 {
     const char *pp[1] = {pub};
     memset(out, 0, sizeof(*out));
+    /* pg_publication_tables lists a partitioned table's root or its leaves, as the stream
+     * names their changes (publish_via_partition_root, PostgreSQL 13+). */
     PGresult *r = PQexecParams(c,
-                               "SELECT schemaname, tablename FROM pg_publication_tables WHERE "
-                               "pubname = $1 ORDER BY 1, 2",
+                               "SELECT p.schemaname, p.tablename, c.oid, c.relkind FROM "
+                               "pg_publication_tables p JOIN pg_namespace n ON n.nspname = "
+                               "p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND "
+                               "c.relname = p.tablename WHERE p.pubname = $1 ORDER BY 1, 2",
                                1, NULL, pp, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         wg_error_set(err, WG_ERR_PG, "listing the tables of publication %s: %s", pub,
                      PQerrorMessage(c));
+        cat_sqlstate(err, r);
         PQclear(r);
         return -1;
     }
@@ -122,6 +156,8 @@ int cat_publication_tables(PGconn *c, const char *pub, cat_tables *out, wg_error
         out->n++;
         out->v[i].schema = strdup(PQgetvalue(r, i, 0));
         out->v[i].table = strdup(PQgetvalue(r, i, 1));
+        out->v[i].oid = (uint32_t)strtoul(PQgetvalue(r, i, 2), NULL, 10);
+        out->v[i].partitioned = PQgetvalue(r, i, 3)[0] == 'p';
         oom = !out->v[i].schema || !out->v[i].table;
     }
     PQclear(r);
@@ -141,6 +177,33 @@ int cat_tables_find(const cat_tables *t, const char *qname)
             return i;
     }
     return -1;
+}
+
+int cat_tables_find_oid(const cat_tables *t, uint32_t oid)
+{
+    for (int i = 0; oid && i < t->n; i++)
+        if (t->v[i].oid == oid)
+            return i;
+    return -1;
+}
+
+char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err)
+{
+    /* simple protocol: a resync copies on a replication connection */
+    char q[256];
+    snprintf(q, sizeof(q),
+             "SELECT coalesce(string_agg(relid::oid::text, ',' ORDER BY relid::oid), '') FROM "
+             "pg_partition_tree('%u'::oid) WHERE isleaf",
+             oid);
+    PGresult *r = PQexec(c, q);
+    char *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        wg_error_set(err, WG_ERR_PG, "listing the partitions of relation %u: %s", oid,
+                     PQerrorMessage(c));
+    else if (!(out = strdup(PQgetvalue(r, 0, 0))))
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    PQclear(r);
+    return out;
 }
 
 bool cat_publication_exists(PGconn *c, const char *pub)

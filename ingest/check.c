@@ -302,7 +302,8 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
     r = queryp(c,
                "SELECT pt.schemaname, pt.tablename, c.relreplident, "
                "has_table_privilege(c.oid, 'SELECT'), "
-               "has_schema_privilege(pt.schemaname, 'USAGE'), c.oid "
+               "has_schema_privilege(pt.schemaname, 'USAGE'), c.oid, c.relkind, "
+               "c.relispartition "
                "FROM pg_publication_tables pt "
                "JOIN pg_namespace n ON n.nspname = pt.schemaname "
                "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename "
@@ -320,6 +321,16 @@ static void check_source(PGconn *c, const ingest_source_config *s, wg_checks *ou
         ntables++;
         char name[300];
         snprintf(name, sizeof(name), "%s.%s", sch, tab);
+        /* Which name the rows carry: a partitioned root's (publish_via_partition_root), or
+         * each leaf's own. */
+        if (PQgetvalue(r, i, 6)[0] == 'p')
+            ADD(WG_CHECK_OK, "tables", NULL,
+                "%s: partitioned, published through its root: every partition's rows are "
+                "copied and streamed as %s",
+                name, name);
+        else if (PQgetvalue(r, i, 7)[0] == 't')
+            ADD(WG_CHECK_OK, "tables", NULL,
+                "%s: a partition, published as itself: its rows carry the name %s", name, name);
         char ident = PQgetvalue(r, i, 2)[0];
         if (ident == 'f')
             ADD(WG_CHECK_OK, "replica identity", NULL, "%s: FULL", name);

@@ -121,14 +121,16 @@ char *rec_member_key(const char *name)
     return b.data; /* NULL when out of memory */
 }
 
-/* Append {"col":value,...} for a tuple; unchanged TOAST values come from `old`. */
+/* Append {"col":value,...} for a tuple; unchanged TOAST values come from `old`. A key-only
+ * tuple (an old row under REPLICA IDENTITY DEFAULT or USING INDEX) has its key columns only:
+ * the server sends the others as NULL, which they are not. */
 static int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, const pgout_tuple *t,
-                       const pgout_tuple *old, wg_error *err)
+                       const pgout_tuple *old, bool key_only, wg_error *err)
 {
     wg_buf_putc(b, '{');
     bool first = true;
     for (int i = 0; i < r->ncols && i < t->ncols && i < ri->ncols; i++) {
-        if (ri->excluded[i])
+        if (ri->excluded[i] || (key_only && !r->cols[i].key))
             continue;
         const pgout_value *v = &t->values[i];
         if (v->kind == PGOUT_VALUE_UNCHANGED) {
@@ -287,18 +289,20 @@ int rec_change(wg_buf *b, const pgout_msg *m, const rel_info *ri, wg_error *err)
         rec_put_str(b, "schema", r->schema);
     if (m->type == PGOUT_INSERT) {
         wg_buf_puts(b, ",\"new\":");
-        rc = rec_put_row(b, r, ri, &m->u.insert.new_tuple, NULL, err);
+        rc = rec_put_row(b, r, ri, &m->u.insert.new_tuple, NULL, false, err);
     } else if (m->type == PGOUT_UPDATE) {
         const pgout_tuple *old = m->u.update.old_kind == 'O' ? &m->u.update.old_tuple : NULL;
         wg_buf_puts(b, ",\"new\":");
-        rc = rec_put_row(b, r, ri, &m->u.update.new_tuple, old, err);
+        rc = rec_put_row(b, r, ri, &m->u.update.new_tuple, old, false, err);
         if (rc == 0 && m->u.update.old_kind) {
             wg_buf_puts(b, ",\"old\":");
-            rc = rec_put_row(b, r, ri, &m->u.update.old_tuple, NULL, err);
+            rc = rec_put_row(b, r, ri, &m->u.update.old_tuple, NULL, m->u.update.old_kind == 'K',
+                             err);
         }
     } else {
         wg_buf_puts(b, ",\"old\":");
-        rc = rec_put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, err);
+        rc =
+            rec_put_row(b, r, ri, &m->u.delete_.old_tuple, NULL, m->u.delete_.old_kind == 'K', err);
     }
     if (rc != 0) {
         b->len = mark;

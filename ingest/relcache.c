@@ -124,6 +124,76 @@ static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
     return ri->key_json ? 0 : -1;
 }
 
+static table_status *rel_status_find(ingest_source *s, const char *qname)
+{
+    for (size_t i = 0; i < s->n_tables; i++)
+        if (strcmp(s->tables[i].name, qname) == 0)
+            return &s->tables[i];
+    return NULL;
+}
+
+/*
+ * Tables are tracked by relation OID: a name's changes are ingested only while the name is the
+ * relation its snapshot copied. A rename (or SET SCHEMA) fails the old and the new name; a
+ * name that is now another relation (DROP + CREATE, or another table renamed to it) fails; a
+ * relation that was never snapshotted (added to the publication, created or attached as a
+ * partition after the snapshot) fails, since its existing rows are not in the log — checked
+ * when `streamed` (its changes arrive under this name), not for a Relation message alone: with
+ * publish_via_partition_root pgoutput describes each leaf too, though its changes arrive under
+ * the root's name. Each names both names or OIDs and the remedy. True when the table `qname`
+ * (relation `oid`) failed.
+ */
+bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool streamed)
+{
+    if (!src_table_configured(s, qname))
+        return false;
+    char why[1200];
+    for (size_t i = 0; i < s->n_tables; i++) {
+        table_status *t = &s->tables[i];
+        if (t->oid != oid || strcmp(t->name, qname) == 0 || t->error || !t->snapshot_committed)
+            continue;
+        char old[600];
+        snprintf(old, sizeof(old), "%s", t->name);
+        snprintf(why, sizeof(why),
+                 "table %s (relation OID %u) was renamed to %s upstream (ALTER TABLE ... RENAME "
+                 "or SET SCHEMA); from here on its changes are not ingested under either name. "
+                 "To ingest it under its new name: walgate source resync %s %s (if `tables` "
+                 "of [source %s] lists %s, list %s instead and restart walgate run first)",
+                 old, oid, qname, s->cfg.name, qname, s->cfg.name, old, qname);
+        apply_table_fail_name(s, old, why);
+        apply_table_fail_name(s, qname, why);
+        return true;
+    }
+    table_status *ts = rel_status_find(s, qname);
+    if (ts && ts->error)
+        return true;
+    if (ts && ts->oid && ts->oid != oid && ts->snapshot_committed) {
+        snprintf(why, sizeof(why),
+                 "%s is now relation OID %u, not OID %u that its snapshot copied (the table "
+                 "was dropped and created again, or another table was renamed to this name); "
+                 "the new relation's changes are not ingested onto the old one's rows. To "
+                 "ingest the new table: walgate source resync %s %s",
+                 qname, oid, ts->oid, s->cfg.name, qname);
+        apply_table_fail_name(s, qname, why);
+        return true;
+    }
+    if (ts && ts->snapshot_committed && !ts->oid) { /* a state file written before OIDs */
+        ts->oid = oid;
+        state_save(s);
+    }
+    if (streamed && s->snap_done && (!ts || (!ts->snapshot_committed && !ts->cut))) {
+        snprintf(why, sizeof(why),
+                 "the table (relation OID %u) is in publication %s but not in the snapshot "
+                 "(added to the publication, created, or attached as a partition after it): "
+                 "its existing rows are not in the change log, so its changes are not "
+                 "ingested until: walgate source resync %s %s",
+                 oid, s->cfg.publication, s->cfg.name, qname);
+        apply_table_fail_name(s, qname, why);
+        return true;
+    }
+    return false;
+}
+
 /* After preparing: a failure (unsupported type now, or one kept in the state file) sticks to
  * the table; otherwise its ingested columns are remembered to tell schema changes later. */
 static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs)
@@ -141,11 +211,13 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
     }
     if (ri->skip)
         return;
-    table_status *ts = state_table_get(s, ri->qname);
+    /* No status entry for a relation only described (a leaf partition published through its
+     * root): status lists the tables whose rows are in the log. */
+    table_status *ts = rel_status_find(s, ri->qname);
     if (ts && ts->error && !ri->error)
         ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
-    if (!ts || ri->error)
-        return;
+    if (!ts || ri->error || (ts->oid && ts->oid != ri->oid))
+        return; /* failed, or another relation under the name (its changes are not ingested) */
     wg_buf c = {0};
     for (int i = 0; i < r->ncols; i++)
         if (!ri->excluded[i])
@@ -225,15 +297,16 @@ rel_info *rel_find(ingest_source *s, uint32_t oid)
     return NULL;
 }
 
-/* Forget how to render a table, so that its next change prepares it afresh. */
+/* Forget how to render a table, so that its next change prepares it afresh: every relation
+ * seen under the name (a dropped and re-created table was seen under two OIDs). */
 void rel_forget(ingest_source *s, const char *qname)
 {
-    for (size_t i = 0; i < s->n_rels; i++) {
+    for (size_t i = 0; i < s->n_rels;) {
         rel_info *ri = &s->rels[i];
-        if (!ri->qname || strcmp(ri->qname, qname) != 0)
-            continue;
-        rel_drop(s, i);
-        return;
+        if (ri->qname && strcmp(ri->qname, qname) == 0)
+            rel_drop(s, i); /* the last entry moves to i */
+        else
+            i++;
     }
 }
 
@@ -247,13 +320,19 @@ bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_rela
 {
     char *copy = strdup(old), *save = NULL;
     bool bad = false;
+    char qn[600];
+    snprintf(qn, sizeof(qn), "%s.%s", r->schema, r->name);
+    int pos = 0; /* the ingested columns keep their order: new ones come after them */
     for (char *name = copy ? strtok_r(copy, "\t", &save) : NULL; name && !bad;
-         name = strtok_r(NULL, "\t", &save)) {
+         name = strtok_r(NULL, "\t", &save), pos++) {
         char *oid = strtok_r(NULL, "\t", &save);
         uint32_t toid = oid ? (uint32_t)strtoul(oid, NULL, 10) : 0;
-        int k = 0;
-        while (k < r->ncols && strcmp(r->cols[k].name, name) != 0)
-            k++;
+        int k = 0, at = -1, seen = 0;
+        for (; k < r->ncols && strcmp(r->cols[k].name, name) != 0; k++)
+            if (!src_col_listed(s->cfg.exclude_columns, qn, r->cols[k].name))
+                seen++;
+        if (k < r->ncols)
+            at = seen;
         if (k == r->ncols) {
             snprintf(why, len,
                      "incompatible schema change: ingested column %s was dropped or renamed "
@@ -266,6 +345,14 @@ bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_rela
                      "%u) upstream; to ingest the table's new shape: walgate source resync %s "
                      "%s.%s",
                      name, toid, r->cols[k].type_oid, s->cfg.name, r->schema, r->name);
+            bad = true;
+        } else if (at != pos) {
+            snprintf(why, len,
+                     "incompatible schema change: ingested column %s is no longer where it was "
+                     "(column %d, now %d): it was renamed or dropped upstream and a column was "
+                     "added under its name; to ingest the table's new shape: walgate source "
+                     "resync %s %s.%s",
+                     name, pos + 1, at + 1, s->cfg.name, r->schema, r->name);
             bad = true;
         }
     }

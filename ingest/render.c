@@ -1132,7 +1132,7 @@ static int render_array(jw *out, const render_type *t, const char *s, size_t len
             goto out;
         }
 
-        size_t start, elen;
+        size_t start = 0, elen = 0;
         bool quoted, escaped;
         if ((rc = array_scan_elem(&c, s, len, &i, &start, &elen, &quoted, &escaped, err)) != 0)
             goto out;

@@ -124,7 +124,9 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     ts->cut = x;
     free(ts->error);
     free(ts->columns);
-    ts->error = ts->columns = NULL;
+    free(ts->parts);
+    ts->error = ts->columns = ts->parts = NULL;
+    ts->oid = 0;
     ts->snapshot_committed = false;
     ts->rows = 0;
     rel_forget(s, qname);
@@ -296,7 +298,8 @@ int resync_poll(ingest_source *s, wg_error *err)
         }
         state_save(s);
         state_status_write(s, true);
-        /* Last: `source resync --wait` reads the outcome from status once the request is gone */
+        /* Last: `source resync --wait` reads status.json once the request is gone, so the
+         * table's outcome must be in it by then (done again after a crash here: harmless). */
         unlink(first);
     } else {
         s->next_request_ms = wg_now_ms() + 5000;

@@ -199,6 +199,9 @@ typedef struct snap_plan {
     char **jkeys; /* "name": per column, escaped once */
     char *head;   /* {"op":"read","table":...,"new":{ */
     rec_columns rc;
+    uint32_t oid;     /* the relation copied */
+    bool partitioned; /* a partitioned root: every partition's rows, under its name */
+    char *parts;      /* ... its leaf partitions ("oid,oid,...") */
 } snap_plan;
 
 static void snap_plan_free(snap_plan *pl)
@@ -218,6 +221,7 @@ static void snap_plan_free(snap_plan *pl)
     free(pl->fields);
     free(pl->lens);
     free(pl->qname);
+    free(pl->parts);
 }
 
 /* A table with columns of types walgate cannot render is not copied: it fails, the others go
@@ -247,6 +251,12 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
     if (cat_publication_shape(c, s->cfg.publication, schema, table, &pl->pub, err) != 0 ||
         cat_describe(&h, &ref, &desc, err) != 0)
         return wg_error_prefix(err, "snapshot of %s", pl->qname);
+    pl->oid = desc.oid;
+    pl->partitioned = desc.relkind == 'p';
+    if (pl->partitioned && !(pl->parts = cat_partition_leaves(c, desc.oid, err))) {
+        cat_relation_free(&desc);
+        return wg_error_prefix(err, "snapshot of %s", pl->qname);
+    }
     int n = desc.ncols;
     pl->names = calloc((size_t)n + 1, sizeof(*pl->names));
     pl->jkeys = calloc((size_t)n + 1, sizeof(*pl->jkeys));
@@ -330,17 +340,24 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
     char *ti = PQescapeIdentifier(c, table, strlen(table));
     const char *filter = pl->pub.found ? pl->pub.rowfilter : "";
     wg_buf sql = {0}, b = {0};
-    wg_buf_printf(&sql, "COPY (SELECT %s FROM ONLY %s.%s%s%s%s) TO STDOUT",
-                  pl->cols.len ? pl->cols.data : "", qi, ti, filter[0] ? " WHERE (" : "", filter,
-                  filter[0] ? ")" : "");
+    /* A partitioned table is published through its root (publish_via_partition_root): its
+     * rows are its partitions' rows, streamed under its name. Any other table: its own rows
+     * (an inheritance child is published, and copied, under its own name). */
+    wg_buf_printf(&sql, "COPY (SELECT %s FROM %s%s.%s%s%s%s) TO STDOUT",
+                  pl->cols.len ? pl->cols.data : "", pl->partitioned ? "" : "ONLY ", qi, ti,
+                  filter[0] ? " WHERE (" : "", filter, filter[0] ? ")" : "");
     PQfreemem(qi);
     PQfreemem(ti);
     PGresult *res = PQexec(c, sql.data);
     wg_buf_free(&sql);
     int rc = PQresultStatus(res) == PGRES_COPY_OUT ? 0 : -1;
+    if (rc != 0) {
+        wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", pl->qname, PQerrorMessage(c));
+        cat_sqlstate(err, res);
+    }
     PQclear(res);
     if (rc != 0)
-        return wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", pl->qname, PQerrorMessage(c));
+        return -1;
     uint64_t chunk_rows = 0;
     for (;;) {
         char *line = NULL;
@@ -369,8 +386,10 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
     }
     if (rc == 0) {
         res = PQgetResult(c);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             rc = wg_error_set(err, WG_ERR_PG, "snapshot of %s: %s", pl->qname, PQerrorMessage(c));
+            cat_sqlstate(err, res);
+        }
         PQclear(res);
     }
     if (rc == 0 && chunk_rows)
@@ -403,6 +422,10 @@ int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *tabl
     if (ts) {
         ts->snapshot_committed = true;
         ts->rows = rows;
+        ts->oid = pl.oid;
+        free(ts->parts);
+        ts->parts = pl.parts;
+        pl.parts = NULL;
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
     }
@@ -477,9 +500,11 @@ static void *snap_worker(void *arg)
                       job->snapname);
         PGresult *r = PQexec(c, q.data);
         wg_buf_free(&q);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             rc = wg_error_set(&err, WG_ERR_PG, "importing snapshot %s: %s", job->snapname,
                               PQerrorMessage(c));
+            cat_sqlstate(&err, r);
+        }
         PQclear(r);
     }
     for (int i; rc == 0 && (i = snap_next(job)) >= 0;)
@@ -509,8 +534,9 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
         return -1;
     if (tl->n == 0 && !cat_publication_exists(s->cat, s->cfg.publication)) {
         cat_tables_free(tl);
-        return wg_error_set(err, WG_ERR_NOTFOUND, "publication %s does not exist",
-                            s->cfg.publication);
+        wg_error_set(err, WG_ERR_NOTFOUND, "publication %s does not exist", s->cfg.publication);
+        wg_error_set_sqlstate(err, "42704"); /* what the server says for it: undefined_object */
+        return WG_ERR_NOTFOUND;
     }
     for (int i = 0; i < tl->n; i++) {
         char q[600];
@@ -520,8 +546,10 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
             ts->snapshot_committed = false;
             free(ts->error);
             free(ts->columns);
-            ts->error = ts->columns = NULL;
+            free(ts->parts);
+            ts->error = ts->columns = ts->parts = NULL;
             ts->cut = 0;
+            ts->oid = 0;
         }
     }
     /* A whole new snapshot: resync requests and cuts of an earlier slot do not apply. */
@@ -550,6 +578,7 @@ static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_err
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         wg_error_set(err, WG_ERR_PG, "CREATE_REPLICATION_SLOT %s: %s", s->cfg.slot,
                      PQerrorMessage(s->repl));
+        cat_sqlstate(err, r);
         PQclear(r);
         return -1;
     }

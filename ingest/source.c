@@ -186,6 +186,7 @@ void ingest_source_free(ingest_source *s)
         free(s->tables[i].name);
         free(s->tables[i].error);
         free(s->tables[i].columns);
+        free(s->tables[i].parts);
     }
     free(s->tables);
     for (size_t i = 0; i < s->n_owned; i++)
@@ -204,12 +205,24 @@ void ingest_source_free(ingest_source *s)
     free(s);
 }
 
-/* Classify a server error: CYCLE_FATAL (with status and remedy set) or CYCLE_RETRY. */
-static int src_classify(ingest_source *s, const char *msg)
+/* Where in a cycle an error came from: the command that failed tells which object an
+ * SQLSTATE is about (42704 undefined_object is the slot for START_REPLICATION, the
+ * publication while decoding or listing its tables). */
+typedef enum src_at { SRC_AT_CONNECT, SRC_AT_SNAPSHOT, SRC_AT_START, SRC_AT_STREAM } src_at;
+
+/*
+ * Classify a server error: CYCLE_FATAL (with status and remedy set) or CYCLE_RETRY. Decided on
+ * the SQLSTATE PostgreSQL sent (err->sqlstate), never on its message, which is translated
+ * under lc_messages and only displayed.
+ */
+static int src_classify(ingest_source *s, const wg_error *e, src_at at)
 {
     char remedy[1024];
-    if (strstr(msg, "has already been removed") || strstr(msg, "can no longer get changes") ||
-        strstr(msg, "invalidated") || strstr(msg, "is not available")) {
+    const char *msg = e->msg, *st = e->sqlstate;
+    bool slot_cmd = at == SRC_AT_START || at == SRC_AT_STREAM;
+    /* 55000 object_not_in_prerequisite_state: the slot is invalidated ("can no longer get
+     * changes"); 58P01 undefined_file: the WAL it needs was removed. */
+    if (slot_cmd && (strcmp(st, "55000") == 0 || strcmp(st, "58P01") == 0)) {
         snprintf(remedy, sizeof(remedy),
                  "the slot is overcompacted: the WAL it needs is gone, so changes since LSN "
                  "were lost to it. Run `walgate slots drop %s` and restart walgate run to take "
@@ -219,39 +232,56 @@ static int src_classify(ingest_source *s, const char *msg)
         state_set_error(
             s, SRC_FAILED, remedy,
             "replication slot %s is invalidated (overcompacted): requested LSN no longer "
-            "available: %s",
-            s->cfg.slot, msg);
+            "available (SQLSTATE %s): %s",
+            s->cfg.slot, st, msg);
         return CYCLE_FATAL;
     }
-    if (strstr(msg, "replication slot") && strstr(msg, "does not exist")) {
+    if (at == SRC_AT_START && strcmp(st, "42704") == 0) {
         snprintf(remedy, sizeof(remedy),
                  "the slot was dropped while walgate depended on it; changes made since are "
                  "lost to it. Run `walgate slots drop %s` (clears walgate's state) and restart "
                  "walgate run to take a new snapshot",
                  s->cfg.name);
-        state_set_error(s, SRC_FAILED, remedy, "replication slot %s was dropped: %s", s->cfg.slot,
-                        msg);
+        state_set_error(s, SRC_FAILED, remedy, "replication slot %s was dropped (SQLSTATE %s): %s",
+                        s->cfg.slot, st, msg);
         return CYCLE_FATAL;
     }
-    if (strstr(msg, "publication") && strstr(msg, "does not exist")) {
+    if ((at == SRC_AT_STREAM || at == SRC_AT_SNAPSHOT) && strcmp(st, "42704") == 0) {
         snprintf(remedy, sizeof(remedy),
                  "CREATE PUBLICATION %s FOR TABLE ...; then restart walgate run (the slot "
                  "cannot decode past the drop: drop it with `walgate slots drop %s` and "
                  "resnapshot if the error persists)",
                  s->cfg.publication, s->cfg.name);
-        state_set_error(s, SRC_FAILED, remedy, "publication %s was dropped: %s", s->cfg.publication,
-                        msg);
+        state_set_error(s, SRC_FAILED, remedy, "publication %s was dropped (SQLSTATE %s): %s",
+                        s->cfg.publication, st, msg);
         return CYCLE_FATAL;
     }
-    if (strstr(msg, "is active for PID")) {
+    if (strcmp(st, "55006") == 0) { /* object_in_use: "replication slot ... is active" */
         state_set_error(s, SRC_STALLED,
                         "stop the other consumer of the slot (another walgate?), or "
-                        "SELECT pg_terminate_backend(PID)",
-                        "replication slot %s is in use by another backend: %s", s->cfg.slot, msg);
+                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots",
+                        "replication slot %s is in use by another backend (SQLSTATE %s): %s",
+                        s->cfg.slot, st, msg);
+        return CYCLE_RETRY;
+    }
+    if (strcmp(st, "42501") == 0) { /* insufficient_privilege */
+        snprintf(remedy, sizeof(remedy),
+                 "grant user %s what walgate needs (REPLICATION, SELECT on the published "
+                 "tables: see docs/ingest.md); walgate retries with backoff and goes on by "
+                 "itself once it is granted",
+                 s->pg.user ? s->pg.user : "?");
+        state_set_error(s, SRC_STALLED, remedy, "permission denied (SQLSTATE %s): %s", st, msg);
+        return CYCLE_RETRY;
+    }
+    if (strncmp(st, "57P0", 4) == 0) { /* admin_shutdown, crash_shutdown, cannot_connect_now */
+        state_set_error(s, SRC_STALLED,
+                        "the server is shutting down or restarting, or an administrator "
+                        "ended walgate's session; walgate reconnects with backoff",
+                        "the server ended the session (SQLSTATE %s): %s", st, msg);
         return CYCLE_RETRY;
     }
     state_set_error(s, SRC_STALLED, "walgate retries with backoff; check the server and the route",
-                    "%s", msg);
+                    "%s%s%s%s", msg, st[0] ? " (SQLSTATE " : "", st, st[0] ? ")" : "");
     return CYCLE_RETRY;
 }
 
@@ -308,13 +338,16 @@ static int refresh_dial(ingest_source *s)
 static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
 {
     wg_error err = {0};
-    if (refresh_dial(s) != 0)
-        return src_classify(s, "no address is known for the PrivateLink endpoint yet (its names do "
-                               "not resolve; see walgate status and walgate endpoints); retrying");
+    if (refresh_dial(s) != 0) {
+        wg_error_set(&err, WG_ERR_NET,
+                     "no address is known for the PrivateLink endpoint yet (its names do not "
+                     "resolve; see walgate status and walgate endpoints); retrying");
+        return src_classify(s, &err, SRC_AT_CONNECT);
+    }
     s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
     s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
     if (!s->cat)
-        return src_classify(s, err.msg);
+        return src_classify(s, &err, SRC_AT_CONNECT);
     s->catalog = cat_pg(s->cat);
     if (pgver_check_supported(PQserverVersion(s->cat), s->pg.name, &err) != 0) {
         state_set_error(s, SRC_FAILED, "upgrade the server to PostgreSQL 11 or later", "%s",
@@ -323,9 +356,9 @@ static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
     }
     s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
     if (!s->repl)
-        return src_classify(s, err.msg);
+        return src_classify(s, &err, SRC_AT_CONNECT);
     if (slot_identify(s, &err) != 0)
-        return src_classify(s, err.msg);
+        return src_classify(s, &err, SRC_AT_CONNECT);
     stream_poll_server_lsn(s);
     stream_check_sender_timeout(s);
 
@@ -338,13 +371,13 @@ static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
     if (!done) {
         /* A slot of that name is dropped only when this state proves it is ours. */
         if ((rc = slot_drop_own(s, &err)) != 0)
-            return rc == CYCLE_FATAL ? rc : src_classify(s, err.msg);
+            return rc == CYCLE_FATAL ? rc : src_classify(s, &err, SRC_AT_SNAPSHOT);
         if (snap_initial(s, &err) != 0) {
             if (err.code == WG_ERR_IO) {
                 *logerr = err;
                 return CYCLE_LOG;
             }
-            return src_classify(s, err.msg);
+            return src_classify(s, &err, SRC_AT_SNAPSHOT);
         }
     } else {
         s->skip_upto = s->durable > cp ? s->durable : cp;
@@ -353,13 +386,13 @@ static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
     }
     /* Never stream across a gap, nor from a slot this log was not built from. */
     if ((rc = slot_check_resume(s, &err)) != 0)
-        return rc == CYCLE_FATAL ? rc : src_classify(s, err.msg);
+        return rc == CYCLE_FATAL ? rc : src_classify(s, &err, SRC_AT_START);
     stream_check_membership(s);
     char req[4600], req_table[600];
     resync_requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
     if (stream_start(s, from, &err) != 0)
-        return src_classify(s, err.msg);
+        return src_classify(s, &err, SRC_AT_START);
     rc = stream_run(s, stop, &err);
     if (rc == CYCLE_STOP)
         return rc;
@@ -367,10 +400,8 @@ static int cycle(ingest_source *s, volatile int *stop, wg_error *logerr)
         *logerr = err;
         return CYCLE_LOG;
     }
-    char msg[WG_ERROR_MSG_MAX];
-    snprintf(msg, sizeof(msg), "%s", err.msg);
-    strip_nl(msg);
-    return src_classify(s, msg);
+    strip_nl(err.msg);
+    return src_classify(s, &err, SRC_AT_STREAM);
 }
 
 void ingest_source_kick(ingest_source *s)

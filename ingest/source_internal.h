@@ -71,6 +71,7 @@ typedef struct rel_info {
     uint32_t *toids;
     char *error; /* the table is failed: why, and the remedy */
     bool skip;   /* published but not among the configured `tables` */
+    bool known;  /* its changes were checked to belong to its snapshot (rel_identity_check) */
 } rel_info;
 
 /* A transaction streamed in progress (protocol 2). */
@@ -97,6 +98,11 @@ typedef struct table_status {
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
     char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
+    /* The relation its snapshot copied (persisted): changes are ingested under this name only
+     * while the name still is this relation (a rename or a drop + re-create fails it). */
+    uint32_t oid;
+    char *parts; /* a partitioned table published through its root: its leaf partitions'
+                    OIDs at the snapshot ("oid,oid,..."), persisted; NULL otherwise */
 } table_status;
 
 #define CUT_PENDING UINT64_MAX
@@ -115,6 +121,8 @@ typedef struct cat_column {
 typedef struct cat_relation {
     cat_column *cols;
     int ncols;
+    uint32_t oid; /* the relation (0 from a stub that does not say) */
+    char relkind; /* pg_class.relkind: 'r', 'p' (partitioned) ... (0 when not said) */
 } cat_relation;
 
 /* Which relation: by OID when oid is set, else by schema and table name. */
@@ -134,6 +142,8 @@ typedef struct cat_handle {
 typedef struct cat_tables {
     struct {
         char *schema, *table;
+        uint32_t oid;
+        bool partitioned; /* a partitioned root (publish_via_partition_root) */
     } * v;
     int n;
 } cat_tables;
@@ -358,6 +368,7 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err);
 rel_info *rel_find(ingest_source *s, uint32_t oid);
 void rel_forget(ingest_source *s, const char *qname);
 void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
+bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool streamed);
 bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
                              size_t len);
 
@@ -413,6 +424,9 @@ void stream_check_sender_timeout(ingest_source *s);
 
 /* ---- catalog.c: every catalog query ------------------------------------------------------ */
 
+/* err->sqlstate from a failed result (PG_DIAG_SQLSTATE); call after wg_error_set. */
+void cat_sqlstate(wg_error *err, const PGresult *r);
+
 cat_handle cat_pg(PGconn *c);
 int cat_describe(const cat_handle *h, const cat_relref *ref, cat_relation *out, wg_error *err);
 void cat_relation_free(cat_relation *r);
@@ -421,6 +435,11 @@ int cat_publication_tables(PGconn *c, const char *pub, cat_tables *out, wg_error
 void cat_tables_free(cat_tables *t);
 /* Index of "schema.table" in t, or -1. */
 int cat_tables_find(const cat_tables *t, const char *qname);
+/* Index of relation `oid` in t, or -1. */
+int cat_tables_find_oid(const cat_tables *t, uint32_t oid);
+/* The leaf partitions of partitioned table `oid` as "oid,oid,..." in OID order (malloc'd;
+ * "" when none), or NULL with err. */
+char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
 bool cat_publication_exists(PGconn *c, const char *pub);
 int cat_publication_shape(PGconn *c, const char *pub, const char *schema, const char *table,
                           cat_pubshape *out, wg_error *err);

@@ -1,7 +1,7 @@
 /*
  * state.c — the source's state file (STATE_DIR/sources/NAME/state: snapshot done, consistent
- * point, per-table snapshot, error, resync cut and columns), its status.json, the per-table
- * status list and the source's error state.
+ * point, per-table snapshot, error, resync cut, columns, relation OID and partitions), its
+ * status.json, the per-table status list and the source's error state.
  */
 #include "ingest/source_internal.h"
 
@@ -139,7 +139,8 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
             if (t)
                 t->snapshot_committed = true;
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
-                   strncmp(line, "columns ", 8) == 0) {
+                   strncmp(line, "columns ", 8) == 0 || strncmp(line, "oid ", 4) == 0 ||
+                   strncmp(line, "parts ", 6) == 0) {
             /* "KIND NAME\tVALUE" */
             char *sp = strchr(line, ' ');
             char *tab = strchr(sp + 1, '\t');
@@ -155,6 +156,11 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
                         t->cut = cut;
                         s->n_cuts++;
                     }
+                } else if (t && line[0] == 'o') {
+                    t->oid = (uint32_t)strtoul(tab + 1, NULL, 10);
+                } else if (t && line[0] == 'p') {
+                    free(t->parts);
+                    t->parts = strdup(tab + 1);
                 } else if (t) {
                     free(t->columns);
                     t->columns = strdup(tab + 1);
@@ -193,6 +199,10 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
         }
         if (t->columns)
             wg_buf_printf(&b, "columns %s\t%s\n", t->name, t->columns);
+        if (t->oid)
+            wg_buf_printf(&b, "oid %s\t%u\n", t->name, t->oid);
+        if (t->parts)
+            wg_buf_printf(&b, "parts %s\t%s\n", t->name, t->parts);
     }
     s->snap_done = snapshot_done;
     char path[4096];

@@ -58,8 +58,10 @@ int stream_start(ingest_source *s, uint64_t from, wg_error *err)
     PGresult *r = PQexec(s->repl, q.data);
     wg_buf_free(&q);
     int rc = 0;
-    if (PQresultStatus(r) != PGRES_COPY_BOTH)
+    if (PQresultStatus(r) != PGRES_COPY_BOTH) {
         rc = wg_error_set(err, WG_ERR_PG, "START_REPLICATION: %s", PQerrorMessage(s->repl));
+        cat_sqlstate(err, r);
+    }
     PQclear(r);
     if (rc == 0) {
         s->dec = pgout_decoder_new(s->proto);
@@ -74,7 +76,31 @@ void stream_poll_server_lsn(ingest_source *s)
     cat_current_wal_lsn(s->cat, &s->server_lsn);
 }
 
-/* Tables that left the publication fail (their changes no longer arrive). */
+/* A table published through its partitioned root fails when its partitions changed since
+ * its snapshot: an attached partition's rows are not in the log, a detached one's still are. */
+static void stream_check_partitions(ingest_source *s, table_status *t)
+{
+    wg_error err = {0};
+    char *now = cat_partition_leaves(s->cat, t->oid, &err);
+    if (!now || strcmp(now, t->parts) == 0) {
+        free(now);
+        return;
+    }
+    char why[1200];
+    snprintf(why, sizeof(why),
+             "the partitions of %s (published through its root) changed since its snapshot "
+             "(leaf partition OIDs %s, now %s: a partition was attached or detached): the rows "
+             "an attached partition already had are not in the change log, and a detached "
+             "one's rows are still there under %s. walgate source resync %s %s",
+             t->name, t->parts[0] ? t->parts : "none", now[0] ? now : "none", t->name, s->cfg.name,
+             t->name);
+    free(now);
+    apply_table_fail_name(s, t->name, why);
+}
+
+/* Tables that left the publication fail (their changes no longer arrive); so do tables that
+ * are no longer the relation their snapshot copied, and published tables never snapshotted
+ * (rel_identity_check). */
 void stream_check_membership(ingest_source *s)
 {
     cat_tables r;
@@ -85,7 +111,22 @@ void stream_check_membership(ingest_source *s)
         table_status *t = &s->tables[i];
         if (t->error || !t->snapshot_committed)
             continue;
-        if (cat_tables_find(&r, t->name) < 0) {
+        int at = cat_tables_find(&r, t->name);
+        if (at >= 0 && t->oid && r.v[at].oid != t->oid) {
+            rel_identity_check(s, r.v[at].oid, t->name, true); /* re-created */
+            continue;
+        }
+        int moved = at < 0 ? cat_tables_find_oid(&r, t->oid) : -1;
+        if (moved >= 0) { /* renamed, or moved to another schema */
+            char qn[600];
+            snprintf(qn, sizeof(qn), "%s.%s", r.v[moved].schema, r.v[moved].table);
+            if (rel_identity_check(s, t->oid, qn, true))
+                continue;
+            t = &s->tables[i]; /* the list may have grown */
+        }
+        if (at >= 0 && t->parts && t->oid)
+            stream_check_partitions(s, t);
+        if (at < 0) {
             char why[700];
             snprintf(why, sizeof(why),
                      "the table was removed from publication %s; its changes no longer arrive. "
@@ -93,6 +134,13 @@ void stream_check_membership(ingest_source *s)
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
             apply_table_fail_name(s, t->name, why);
         }
+    }
+    /* A published table that was never snapshotted (added to the publication, or a partition
+     * attached, after the snapshot). */
+    for (int k = 0; s->snap_done && k < r.n; k++) {
+        char qn[600];
+        snprintf(qn, sizeof(qn), "%s.%s", r.v[k].schema, r.v[k].table);
+        rel_identity_check(s, r.v[k].oid, qn, true);
     }
     /* A configured table the publication does not have: its changes would never arrive. */
     for (size_t k = 0; s->cfg.tables && s->cfg.tables[k]; k++) {
@@ -236,6 +284,7 @@ static int stream_ended(ingest_source *s, int n, wg_error *err)
     PGresult *r = PQgetResult(s->repl);
     wg_error_set(err, WG_ERR_PG, "replication stream ended: %s",
                  r ? PQresultErrorMessage(r) : PQerrorMessage(s->repl));
+    cat_sqlstate(err, r); /* the error result's fields (ErrorResponse in the stream) */
     PQclear(r);
     return -1;
 }

@@ -19,7 +19,19 @@ PACKAGES=(
   # servers and tools the tests, demo and benchmarks run for real
   postgresql-15 postgresql-client-15 openssh-server openssh-client dnsmasq-base nats-server
   python3 iperf3 procps util-linux openssl
+  # a non-English locale: test_ingest_sqlstate runs PostgreSQL with lc_messages = de_DE.UTF-8
+  locales
 )
+
+# Generate de_DE.UTF-8 when it is missing (after locales is installed); idempotent.
+ensure_locale() {
+  locale -a 2>/dev/null | grep -qi '^de_DE\.utf-\?8$' && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo sed -i 's/^# *de_DE.UTF-8 UTF-8/de_DE.UTF-8 UTF-8/' /etc/locale.gen
+  grep -q '^de_DE.UTF-8 UTF-8' /etc/locale.gen || echo 'de_DE.UTF-8 UTF-8' | $sudo tee -a /etc/locale.gen >/dev/null
+  $sudo locale-gen >/dev/null
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -28,6 +40,7 @@ done
 # node and npm fetch the other PostgreSQL majors (any install that provides both will do).
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -eq 0 ]; then
+  ensure_locale
   ./pg-versions.sh "${PG_TEST_MAJORS[@]}"
   exit 0
 fi
@@ -45,4 +58,5 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+ensure_locale
 ./pg-versions.sh "${PG_TEST_MAJORS[@]}"

@@ -1,0 +1,176 @@
+"""bench/snapshot.py — initial snapshot of one big table: walgate versus psql COPY and pg_dump.
+
+One PostgreSQL 15 (fsync on) with one table of --rows rows (default 3,000,000; the 7-column
+orders table of bench/ingest.py) in a publication. Each round runs every contender once, the
+order rotating by one each round, every one writing into the same directory:
+
+  walgate, 1 worker    `walgate run` with snapshot_workers = 1 and a fresh state directory,
+                       timed from its start until its state file says `snapshot done` (written
+                       after the last chunk is fsynced); then stopped, its slot dropped
+  walgate, 2 workers   the same with snapshot_workers = 2
+  psql COPY            psql -c "COPY orders TO STDOUT" | dd of=FILE bs=1M conv=fsync
+  pg_dump -Fd -j2      pg_dump -Fd -j2 --data-only -t orders -f DIR (default compression;
+                       pg_dump fsyncs its output unless --no-sync)
+
+and, unless --no-tunnel, through one loopback sshd limited to aes128-ctr + hmac-sha2-256 (as in
+bench/tunnel.py): walgate (2 workers) through its own tunnel (`via = tunnel`), and psql COPY
+through `ssh -N -L`. Speed ratios are per round, against psql COPY direct; the tunnel cost of
+each tool is its time through the tunnel over its own direct time in the same round.
+
+Usage: bench/snapshot.sh [--rounds N] [--rows N] [--no-tunnel]
+Environment: WALGATE_BIN (default build-release/walgate).
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import time
+
+import common
+from common import fixture
+
+CIPHER, MAC = "aes128-ctr", "hmac-sha2-256"
+SCHEMA = """
+CREATE TABLE orders (id bigint PRIMARY KEY, customer int NOT NULL, item text NOT NULL,
+                     qty int NOT NULL, price numeric(12,2) NOT NULL, placed_at timestamptz NOT NULL,
+                     note text);
+CREATE PUBLICATION bench_pub FOR TABLE orders;
+"""
+FILL = """INSERT INTO orders SELECT g, g % 1000, 'item-' || g, g % 7 + 1, (g % 10000) / 100.0,
+  '2026-11-25 10:00:00+00'::timestamptz + g * interval '1 second',
+  CASE WHEN g % 3 = 0 THEN NULL ELSE repeat('n', (g % 40)::int) END
+  FROM generate_series({a}, {b}) g"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rows", type=int, default=3_000_000)
+    ap.add_argument("--no-tunnel", action="store_true")
+    args = ap.parse_args()
+    common.banner(__file__)
+    work = fixture.tempdir("walgate-bench-snap-")
+    out = os.path.join(work, "out")
+    state = os.path.join(work, "state")  # walgate's; its keys/ stay, the rest goes each run
+    logpath = os.path.join(work, "walgate.log")
+    with fixture.Postgres(conf=common.PG_CONF) as pg:
+        pg.sql(SCHEMA)
+        for a in range(1, args.rows + 1, 500_000):
+            pg.sql(FILL.format(a=a, b=min(a + 499_999, args.rows)))
+        pg.sql("VACUUM (FREEZE, ANALYZE) orders")
+        pg.sql("CHECKPOINT")
+        heap = int(pg.sql("SELECT pg_relation_size('orders')"))
+        print(f"# table orders: {args.rows:,} rows, heap {heap / 1e6:.0f} MB", flush=True)
+        q = common.Psql(pg)
+        psql = [os.path.join(fixture.PG_CLIENT_BIN, "psql"), "-X", "-h", pg.host, "-U", "postgres",
+                "-d", "postgres", "-c", "COPY orders TO STDOUT"]
+
+        sshd = ssh = None
+        tunnel_cfg = None
+        if not args.no_tunnel:
+            sshd = fixture.Sshd(extra_config=[f"Ciphers {CIPHER}", f"MACs {MAC}"])
+            sshd.start()
+            kh = fixture.write_file(os.path.join(work, "known_hosts"),
+                                    sshd.known_hosts_line() + "\n")
+            tunnel_cfg = ("tunnel b", {"host": sshd.host, "port": sshd.port,
+                                       "user": sshd.user, "known_hosts": kh})
+            keycfg = fixture.write_file(os.path.join(work, "keys.ini"), fixture.ini([
+                ("walgate", {"state_dir": state, "log_level": "warn"}), tunnel_cfg]))
+            g = fixture.walgate("keys", "generate", "b", config=keycfg, check=True)
+            sshd.authorize([ln for ln in g.stdout.splitlines() if ln.startswith("ssh-")])
+            key = open(os.path.join(state, "keys", "b", "pair")).read().split()[3]
+            keyfile = os.path.join(state, "keys", "b", f"key-{key}")
+            sport = fixture.free_port()
+            ssh = subprocess.Popen(
+                ["ssh", "-F", "/dev/null", "-N", "-i", keyfile, "-p", str(sshd.port), "-c",
+                 CIPHER, "-m", MAC, "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
+                 "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
+                 "-L", f"127.0.0.1:{sport}:127.0.0.1:{pg.port}", f"{sshd.user}@{sshd.host}"])
+            fixture.wait_port("127.0.0.1", sport, proc=ssh)
+
+        def walgate(workers, tunnel=False):
+            cfg = common.walgate_config(
+                os.path.join(work, "walgate.ini"), state, pg,
+                {"app": {"publication": "bench_pub", "snapshot_workers": workers}},
+                extra=[tunnel_cfg] if tunnel else [],
+                postgres={"via": "tunnel b"} if tunnel else None)
+            with open(logpath, "ab") as log:
+                t0 = time.monotonic()
+                p = fixture.walgate_popen("run", config=cfg, stdout=log,
+                                          stderr=subprocess.STDOUT)
+                try:
+                    while not common.snapshot_done(state, "app"):
+                        if p.poll() is not None:
+                            raise RuntimeError(f"walgate exited {p.returncode}; see {logpath}")
+                        time.sleep(0.01)
+                    dt = time.monotonic() - t0
+                finally:
+                    common.stop(p)
+            for _ in range(500):
+                if q.query("SELECT count(*) FROM pg_replication_slots WHERE active") == "0":
+                    break
+                time.sleep(0.02)
+            q.query("SELECT pg_drop_replication_slot('walgate_app')")
+            for d in ("sources", "log", "forward", "tunnels"):
+                shutil.rmtree(os.path.join(state, d), ignore_errors=True)
+            return dt
+
+        def copy(port):
+            t0 = time.monotonic()
+            subprocess.run(["bash", "-o", "pipefail", "-c",
+                            " ".join(psql + ["-p", str(port)]).replace(
+                                "COPY orders TO STDOUT", "'COPY orders TO STDOUT'")
+                            + f" | dd of={out} bs=1M conv=fsync status=none"], check=True)
+            dt = time.monotonic() - t0
+            os.unlink(out)
+            return dt
+
+        def dump():
+            t0 = time.monotonic()
+            subprocess.run([os.path.join(fixture.PG_CLIENT_BIN, "pg_dump"), "-h", pg.host, "-p",
+                            str(pg.port), "-U", "postgres", "-d", "postgres", "-Fd", "-j2",
+                            "--data-only", "-t", "orders", "-f", out], check=True)
+            dt = time.monotonic() - t0
+            shutil.rmtree(out)
+            return dt
+
+        runs = [("walgate, 1 worker", lambda: walgate(1)),
+                ("walgate, 2 workers", lambda: walgate(2)),
+                ("psql COPY + dd conv=fsync", lambda: copy(pg.port)),
+                ("pg_dump -Fd -j2 --data-only", dump)]
+        if ssh:
+            runs += [("walgate, 2 workers, own tunnel", lambda: walgate(2, tunnel=True)),
+                     ("psql COPY via ssh -N -L", lambda: copy(sport))]
+        res = {name: [] for name, _ in runs}
+        try:
+            for r in range(args.rounds):
+                k = r % len(runs)
+                order = runs[k:] + runs[:k]
+                for name, fn in order:
+                    res[name].append(fn())
+                print(f"round {r + 1}: " + ", ".join(f"{n} {res[n][-1]:.2f} s"
+                                                     for n, _ in order) + f"; {common.load()}",
+                      flush=True)
+        finally:
+            if ssh:
+                common.stop(ssh)
+                sshd.stop()
+            q.close()
+    base = res["psql COPY + dd conv=fsync"]
+    rows = []
+    for name, _ in runs:
+        ts = res[name]
+        rows.append([name, common.fmt_spread(ts), f"{args.rows / common.spread(ts)[0]:,.0f}",
+                     common.fmt_spread([b / t for b, t in zip(base, ts)])])
+    common.table(["contender", "time s, median (min–max)", "rows/s", "speed vs psql COPY"], rows)
+    if ssh:
+        w = [a / b for a, b in zip(res["walgate, 2 workers, own tunnel"],
+                                   res["walgate, 2 workers"])]
+        s = [a / b for a, b in zip(res["psql COPY via ssh -N -L"], base)]
+        print(f"tunnel cost (time through tunnel / direct, per round): walgate's own tunnel "
+              f"{common.fmt_spread(w)}x, ssh -N -L {common.fmt_spread(s)}x")
+    fixture.run(["rm", "-rf", work], check=False)
+
+
+if __name__ == "__main__":
+    main()
