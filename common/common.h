@@ -447,6 +447,8 @@ int wg_write_file_atomic(const char *path, const void *data, size_t len, unsigne
  * when written, 0 when unchanged, -1 with `err` (the next call tries again).
  */
 int wg_status_doc_write(wg_buf *last, wg_json *j, wg_buf *b, const char *path, wg_error *err);
+/* Whether the members in `b` (before "updated") are those last written (`last`). */
+bool wg_status_doc_same(const wg_buf *last, const wg_buf *b);
 /* Read a whole file (at most max bytes) into a new wg_buf. */
 int wg_read_file(const char *path, size_t max, wg_buf *out, wg_error *err);
 /* fsync the directory containing `path` (or `path` itself when it is a directory). */

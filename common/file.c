@@ -133,11 +133,16 @@ int wg_read_file(const char *path, size_t max, wg_buf *out, wg_error *err)
     return 0;
 }
 
+bool wg_status_doc_same(const wg_buf *last, const wg_buf *b)
+{
+    return !wg_buf_failed(b) && !wg_buf_failed(last) && last->len == b->len && last->data &&
+           memcmp(last->data, b->data, b->len) == 0;
+}
+
 int wg_status_doc_write(wg_buf *last, wg_json *j, wg_buf *b, const char *path, wg_error *err)
 {
     size_t members = b->len;
-    if (!wg_buf_failed(b) && !wg_buf_failed(last) && last->len == members && last->data &&
-        memcmp(last->data, b->data, members) == 0)
+    if (wg_status_doc_same(last, b))
         return 0;
     wg_json_key(j, "updated");
     wg_json_int(j, wg_wall_ms());

@@ -39,6 +39,7 @@
 #define SNAPSHOT_CHUNK_BYTES (4u << 20)
 #define SYNC_MAX_DELAY_MS 200
 #define CATALOG_CHECK_MS 10000
+#define CATALOG_SLACK_MS 5000 /* done this much early when the loop is awake anyway */
 /* Resync request files are seen at once through inotify; the directory is scanned anyway
  * this often (every REQUEST_CHECK_MS when inotify is not available). */
 #define REQUEST_CHECK_MS 1000
@@ -238,7 +239,8 @@ struct ingest_source {
         uint64_t rows, bytes, txns, reconnects;
         uint64_t server_lsn;
         int64_t status_ms;           /* status_interval, kept under half of wal_sender_timeout */
-        int64_t last_status_file_ms; /* when status.json was last built (and written if changed) */
+        int64_t last_status_file_ms; /* when status.json was last written */
+        int64_t status_looked_ms;    /* when it was last built (and compared) */
         bool status_file_due;        /* a write was put off (STATUS_FILE_MIN_MS) */
         wg_buf status_last;          /* what it last held, without "updated" */
         int64_t last_status_ms;      /* when the last standby status went out */

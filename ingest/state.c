@@ -229,17 +229,16 @@ void state_save(ingest_source *s)
         log_warn(s->cfg.name, "%s", err.msg);
 }
 
-/* status.json: at most once a second unless forced (a change of state), and only when its
- * content changed (wg_status_doc_write), so an idle source leaves it alone. */
+/* status.json: only when its content changed (wg_status_doc_write), so an idle source leaves
+ * it alone; at most once a second unless forced (a change of state): a change found sooner is
+ * due then (status_file_due, which the stream loop waits for). */
 void state_status_write(ingest_source *s, bool force)
 {
     int64_t now = wg_now_ms();
-    if (!force && now - s->last_status_file_ms < STATUS_FILE_MIN_MS) {
-        s->status_file_due = true; /* the stream loop comes back for it */
-        return;
-    }
-    s->status_file_due = false;
-    s->last_status_file_ms = now; /* looked at: built and compared, written when it changed */
+    bool early = !force && now - s->last_status_file_ms < STATUS_FILE_MIN_MS;
+    if (early && s->status_file_due)
+        return; /* known to have changed: written when the second is over */
+    s->status_looked_ms = now;
     wg_buf b = {0};
     wg_json j;
     char t[32];
@@ -300,8 +299,15 @@ void state_status_write(ingest_source *s, bool force)
     char path[4096];
     wg_error err = {0};
     snprintf(path, sizeof(path), "%s/status.json", s->dir);
-    int rc = wg_status_doc_write(&s->status_last, &j, &b, path, &err);
-    if (rc < 0)
-        log_warn(s->cfg.name, "%s", err.msg);
+    if (early && !wg_status_doc_same(&s->status_last, &b)) {
+        s->status_file_due = true;
+    } else if (!early) {
+        s->status_file_due = false;
+        int rc = wg_status_doc_write(&s->status_last, &j, &b, path, &err);
+        if (rc < 0)
+            log_warn(s->cfg.name, "%s", err.msg);
+        if (rc != 0)
+            s->last_status_file_ms = now;
+    }
     wg_buf_free(&b);
 }

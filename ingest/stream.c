@@ -319,7 +319,10 @@ static int stream_tick(ingest_source *s, stream_loop *lp, int64_t *due, wg_error
     if (stream_log_sync(s, err) != 0 || stream_feedback(s, lp, err) != 0)
         return -1;
     int64_t now = wg_now_ms();
-    if (now >= lp->next_catalog) {
+    /* Awake anyway (a keepalive, the server): a catalog check due within half its period is
+     * done now rather than on a wake-up of its own, so that with the default status_interval
+     * both fall on the same wake-up. */
+    if (now >= lp->next_catalog - CATALOG_SLACK_MS) {
         stream_poll_server_lsn(s);
         stream_check_membership(s);
         cuts_prune(s);
@@ -397,7 +400,7 @@ int stream_run(ingest_source *s, volatile int *stop, wg_error *err)
                 (stream_log_sync(s, err) != 0 || stream_feedback(s, &lp, err) != 0))
                 return -1;
             if (lp.reply || now >= lp.next_status ||
-                now - s->last_status_file_ms >= STATUS_FILE_MIN_MS) {
+                now - s->status_looked_ms >= STATUS_FILE_MIN_MS) {
                 if (stream_tick(s, &lp, &due, err) != 0)
                     return -1;
             }
