@@ -102,11 +102,21 @@ typedef struct thread_arg {
     size_t i;
 } thread_arg;
 
+/* Threads carry a name (top -H, /proc/PID/task/TID/comm): a kind and the source, cut to the
+ * kernel's 15 characters. */
+static void name_thread(const char *kind, const char *name)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "%s%s", kind, name);
+    pthread_setname_np(pthread_self(), n);
+}
+
 static void *run_source(void *arg)
 {
     sup_t *d = ((thread_arg *)arg)->d;
     size_t i = ((thread_arg *)arg)->i;
     free(arg);
+    name_thread("src:", d->sources[i].name);
     ingest_source_run(d->sources[i].src, d->stop);
     return NULL;
 }
@@ -116,6 +126,7 @@ static void *run_forwarder(void *arg)
     sup_t *d = ((thread_arg *)arg)->d;
     size_t i = ((thread_arg *)arg)->i;
     free(arg);
+    name_thread("fwd:", d->fwds[i].sink);
     fwd_forwarder_run(d->fwds[i].fwd, d->stop);
     return NULL;
 }
