@@ -298,13 +298,15 @@ static uint64_t stream_confirmable(ingest_source *s, const stream_loop *lp)
     return flush;
 }
 
-/* A status update goes out when the confirmable position moved, when the server asked, and at
- * least every status_ms (the keepalive that keeps wal_sender_timeout away); never on a tick. */
+/* A status update goes out when the durable position moved, when the server asked, and at
+ * least every status_ms (the keepalive that keeps wal_sender_timeout away); never on a tick.
+ * A server keepalive's position on an idle source rides along with the next one: confirming
+ * it at once would cost a synced write of the idle file on every WAL flush of the server. */
 static int stream_feedback(ingest_source *s, stream_loop *lp, wg_error *err)
 {
-    uint64_t flush = stream_confirmable(s, lp);
-    if (!lp->reply && flush <= s->confirmed && wg_now_ms() < lp->next_status)
+    if (!lp->reply && s->durable <= s->confirmed && wg_now_ms() < lp->next_status)
         return 0;
+    uint64_t flush = stream_confirmable(s, lp);
     if (stream_send_status(s, flush, lp->reply, err) != 0)
         return -1;
     lp->reply = false;
