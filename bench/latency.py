@@ -1,5 +1,6 @@
 """bench/latency.py — commit → durable in walgate's change log, and commit → delivered to a
-local webhook, under a steady load of single-row transactions.
+local webhook and to NATS JetStream (one server, R1), under a steady load of single-row
+transactions.
 
 One PostgreSQL 15 (fsync on), `walgate run` with one source and one webhook sink, both with
 their default settings unless --batch-max-delay or --status-interval say otherwise. The
@@ -21,8 +22,12 @@ each; then the median and the min–max of those over the rounds. There is no st
 the same job to interleave with; the floor to compare with is the walsender's delay plus an
 fdatasync or two plus a loopback POST.
 
+The sinks are measured one after the other (--sinks), each with its own `walgate run`; for
+NATS a core subscriber on the sink's subjects notes when each commit message arrives (with one
+server and R1 that is when JetStream stored it).
+
 Usage: bench/latency.sh [--rounds N] [--seconds S] [--rate TPS] [--clients N]
-                        [--batch-max-delay D] [--status-interval D]
+                        [--sinks webhook,nats1] [--batch-max-delay D] [--status-interval D]
 Environment: WALGATE_BIN (default build-release/walgate).
 """
 import argparse
@@ -36,7 +41,7 @@ import time
 
 import common
 from common import fixture
-from forward import COMMIT_TIME, Receiver, iso_ms
+from forward import COMMIT_TIME, Receiver, iso_ms, natsclient
 
 SCHEMA = """
 CREATE TABLE ticks (id bigserial PRIMARY KEY, v int NOT NULL, at timestamptz NOT NULL DEFAULT
@@ -79,14 +84,18 @@ class DurableWatcher:
             except OSError:
                 seg = None
                 continue
-            size -= size % 24
+            width = self.entry_width(seg)
+            if width is None:
+                time.sleep(0.001)
+                continue
+            size -= size % width
             grew = size > idx_done
             if grew:
                 now = time.time() * 1000
                 with open(seg, "rb") as f:
                     f.seek(idx_done)
                     ents = f.read(size - idx_done)
-                end = struct.unpack_from("<Q", ents, len(ents) - 24)[0]
+                end = struct.unpack_from("<Q", ents, len(ents) - width)[0]
                 with open(seg[:-4] + ".jsonl", "rb") as f:
                     f.seek(seg_done)
                     data = f.read(end - seg_done)
@@ -95,6 +104,19 @@ class DurableWatcher:
                 with self.lock:
                     self.lat.extend(x for x in lat if now - x >= self.since)
             time.sleep(0.001)
+
+    @staticmethod
+    def entry_width(idx):
+        """Bytes per index entry: the first entry's magic says its version (docs/changelog.md);
+        None while the index has no complete entry."""
+        try:
+            with open(idx, "rb") as f:
+                head = f.read(20)
+        except OSError:
+            return None
+        if len(head) < 20:
+            return None
+        return 32 if head[16:20] == b"WGI2" else 24
 
     def take(self):
         with self.lock:
@@ -106,6 +128,115 @@ class DurableWatcher:
         self.t.join()
 
 
+class NatsWatcher:
+    """A core-NATS subscriber on the sink's subjects (R1: a message reaches subscribers when
+    the stream's only server stores it); notes (now - commit time) of every commit message."""
+
+    def __init__(self, cluster, prefix):
+        self.nc = natsclient.NatsClient("127.0.0.1", cluster.nodes[0]["port"])
+        self.sid = self.nc.subscribe(f"{prefix}.>")
+        self.nc._send(b"PING\r\n")  # the subscription is in place once the PONG is back
+        self.nc._wait_pong()
+        self.latencies = []
+        self.since = float("inf")
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stopping.is_set():
+            try:
+                m = self.nc._next(time.time() + 0.5)
+            except (TimeoutError, OSError):
+                continue
+            now = time.time() * 1000
+            ct = m.headers.get("Walgate-Commit-Time")
+            if m.headers.get("Walgate-Op") == "commit" and ct and iso_ms(ct) >= self.since:
+                with self.lock:
+                    self.latencies.append(now - iso_ms(ct))
+
+    def stop(self):
+        self.stopping.set()
+        self.t.join()
+        self.nc.close()
+
+
+def phase(args, pg, work, sink_name, recv, nats1):
+    """One `walgate run` forwarding to one sink; returns {measure: [(p50, p99, max)]}."""
+    state = os.path.join(work, f"state-{sink_name}")
+    src = {"publication": "bench_pub", "forward": sink_name}
+    if args.status_interval:
+        src["status_interval"] = args.status_interval
+    if sink_name == "webhook":
+        sink = {"type": "webhook", "url": recv.url}
+    else:
+        sink = {"type": "nats", "servers": nats1.url(0), "stream": "CDC1",
+                "create_stream": "true", "replicas": "1", "subject_prefix": "cdc1"}
+    if args.batch_max_delay:
+        sink["batch_max_delay"] = args.batch_max_delay
+    source = f"app_{sink_name}"
+    cfg = common.walgate_config(os.path.join(work, f"walgate-{sink_name}.ini"), state, pg,
+                                {source: src}, extra=[(f"sink {sink_name}", sink)])
+    print("# config:\n" + "".join("#   " + ln + "\n" for ln in open(cfg).read().splitlines()
+                                  if ln and not ln.startswith(("host", "port", "state_dir",
+                                                               "user", "dbname"))), end="")
+    p = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(work, f"walgate-{sink_name}.log"), "ab"))
+    common.wait_snapshot_durable(state, [source], p)
+    watch = DurableWatcher(os.path.join(state, "log", source))
+    sub = recv if sink_name == "webhook" else NatsWatcher(nats1, "cdc1")
+    delivered = "webhook" if sink_name == "webhook" else "JetStream R1"
+    tick = fixture.write_file(os.path.join(work, "tick.sql"),
+                              "INSERT INTO ticks (v) VALUES (1);\n")
+    res = {"durable": [], delivered: []}
+    try:
+        for r in range(args.rounds):
+            watch.take()
+            with sub.lock:
+                sub.latencies = []
+            since = time.time() * 1000
+            watch.since = sub.since = since
+            recv.measure = sink_name == "webhook"
+            pb = subprocess.run(
+                [os.path.join(fixture.PG_CLIENT_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
+                 str(pg.port), "-U", "postgres", "-c", str(args.clients), "-j", "2",
+                 "-R", str(args.rate),
+                 "-T", str(args.seconds), "-f", tick, "postgres"],
+                check=True, capture_output=True, text=True)
+            n = int(PROCESSED.search(pb.stdout).group(1))
+            dur, dlv = [], []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                dur += watch.take()
+                with sub.lock:
+                    dlv, sub.latencies = dlv + sub.latencies, []
+                if len(dur) >= n and len(dlv) >= n:
+                    break
+                if p.poll() is not None:
+                    raise RuntimeError(f"walgate exited {p.returncode}")
+                time.sleep(0.05)
+            recv.measure = False
+            if len(dur) < n or len(dlv) < n:
+                raise RuntimeError(f"round {r + 1}: {n} transactions committed, {len(dur)} "
+                                   f"durable and {len(dlv)} delivered within 60 s")
+            line = []
+            for name, xs in (("durable", dur), (delivered, dlv)):
+                st = (common.pct(xs, 50), common.pct(xs, 99), max(xs))
+                res[name].append(st)
+                line.append(f"commit → {name} p50 {st[0]:.1f} ms, p99 {st[1]:.1f} ms, "
+                            f"max {st[2]:.1f} ms")
+            print(f"{sink_name} round {r + 1}: {n} transactions at -R {args.rate} "
+                  f"({n / args.seconds:.0f}/s achieved): " + "; ".join(line)
+                  + f"; {common.load()}", flush=True)
+    finally:
+        watch.stop()
+        if sub is not recv:
+            sub.stop()
+        common.stop(p)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -113,79 +244,30 @@ def main():
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8,
                     help="pgbench connections (enough that fsync waits do not hold back -R)")
+    ap.add_argument("--sinks", default="webhook,nats1",
+                    help="webhook (a local receiver) and/or nats1 (JetStream, one server, R1)")
     ap.add_argument("--batch-max-delay", help="the sink's batch_max_delay (default: walgate's)")
     ap.add_argument("--status-interval", help="the source's status_interval (default: walgate's)")
     args = ap.parse_args()
     common.banner(__file__)
     work = fixture.tempdir("walgate-bench-lat-")
-    state = os.path.join(work, "state")
+    sinks = args.sinks.split(",")
     recv = Receiver()
-    with fixture.Postgres(conf=common.PG_CONF) as pg:
-        pg.sql(SCHEMA)
-        src = {"publication": "bench_pub", "forward": "hook"}
-        if args.status_interval:
-            src["status_interval"] = args.status_interval
-        sink = {"type": "webhook", "url": recv.url}
-        if args.batch_max_delay:
-            sink["batch_max_delay"] = args.batch_max_delay
-        cfg = common.walgate_config(os.path.join(work, "walgate.ini"), state, pg, {"app": src},
-                                    extra=[("sink hook", sink)])
-        print("# config:\n" + "".join("#   " + ln + "\n" for ln in open(cfg).read().splitlines()
-                                      if ln and not ln.startswith(("host", "port", "state_dir",
-                                                                   "user", "dbname"))), end="")
-        p = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
-                                  stderr=open(os.path.join(work, "walgate.log"), "ab"))
-        common.wait_snapshot_durable(state, ["app"], p)
-        watch = DurableWatcher(os.path.join(state, "log", "app"))
-        tick = fixture.write_file(os.path.join(work, "tick.sql"),
-                                  "INSERT INTO ticks (v) VALUES (1);\n")
-        res = {"durable": [], "delivered": []}
-        try:
-            for r in range(args.rounds):
-                watch.take()
-                with recv.lock:
-                    recv.latencies = []
-                since = time.time() * 1000
-                watch.since = recv.since = since
-                recv.measure = True
-                pb = subprocess.run(
-                    [os.path.join(fixture.PG_CLIENT_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
-                     str(pg.port), "-U", "postgres", "-c", str(args.clients), "-j", "2",
-                     "-R", str(args.rate),
-                     "-T", str(args.seconds), "-f", tick, "postgres"],
-                    check=True, capture_output=True, text=True)
-                n = int(PROCESSED.search(pb.stdout).group(1))
-                dur, dlv = [], []
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    dur += watch.take()
-                    with recv.lock:
-                        dlv, recv.latencies = dlv + recv.latencies, []
-                    if len(dur) >= n and len(dlv) >= n:
-                        break
-                    if p.poll() is not None:
-                        raise RuntimeError(f"walgate exited {p.returncode}")
-                    time.sleep(0.05)
-                recv.measure = False
-                if len(dur) < n or len(dlv) < n:
-                    raise RuntimeError(f"round {r + 1}: {n} transactions committed, {len(dur)} "
-                                       f"durable and {len(dlv)} delivered within 60 s")
-                line = []
-                for name, xs in (("durable", dur), ("delivered", dlv)):
-                    st = (common.pct(xs, 50), common.pct(xs, 99), max(xs))
-                    res[name].append(st)
-                    line.append(f"commit → {name} p50 {st[0]:.1f} ms, p99 {st[1]:.1f} ms, "
-                                f"max {st[2]:.1f} ms")
-                print(f"round {r + 1}: {n} transactions at -R {args.rate} "
-                      f"({n / args.seconds:.0f}/s achieved): " + "; ".join(line)
-                      + f"; {common.load()}", flush=True)
-        finally:
-            watch.stop()
-            common.stop(p)
-            recv.stop()
+    nats1 = fixture.NatsCluster(nodes=1).start() if "nats1" in sinks else None
+    res = {}
+    try:
+        with fixture.Postgres(conf=common.PG_CONF) as pg:
+            pg.sql(SCHEMA)
+            for sk in sinks:
+                for k, v in phase(args, pg, work, sk, recv, nats1).items():
+                    res.setdefault(k if k != "durable" else f"durable ({sk} run)", v)
+    finally:
+        recv.stop()
+        if nats1:
+            nats1.stop()
     common.table(["commit →", "p50 ms", "p99 ms", "max ms"],
-                 [[name] + [common.fmt_spread([s[i] for s in res[name]], "{:.1f}")
-                            for i in range(3)] for name in ("durable", "delivered")])
+                 [[name] + [common.fmt_spread([s[i] for s in xs], "{:.1f}") for i in range(3)]
+                  for name, xs in res.items()])
     print(f"(median over {args.rounds} rounds of {args.seconds} s, min–max in brackets)")
     fixture.run(["rm", "-rf", work], check=False)
 

@@ -130,8 +130,9 @@ static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *rout
     return add_forwarders(cfg, d, i, idx);
 }
 
-/* Every round of the supervisor (4 a second): SIGHUP is taken by this thread only, and said;
- * sources whose route came back are kicked. */
+/* Every round of the supervisor (4 a second when a route can come back, a tunnel or a
+ * PrivateLink endpoint; else only with housekeeping) and after a signal: SIGHUP is taken by
+ * this thread only, and said; sources whose route came back are kicked. */
 static void on_round(void *arg)
 {
     run_ctx *c = arg;
@@ -174,6 +175,12 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
         log_info(NULL, "allow_core_dumps = true: a crash may write a core file holding the "
                        "passwords, HMAC secrets and tokens walgate uses");
 
+    /* Direct routes never come back by themselves: no need to watch them. */
+    bool watched = false;
+    for (size_t i = 0; i < cfg->n_sources; i++) {
+        const cli_postgres *p = cli_config_postgres(cfg, cfg->sources[i].cfg.connection);
+        watched = watched || (p && p->via && p->via[0]);
+    }
     wg_error err = {0};
     run_ctx ctx = {.cfg = cfg,
                    .routes = calloc(cfg->n_sources, sizeof(*ctx.routes)),
@@ -183,7 +190,7 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
                       .log_retention_ms = cfg->log_retention_ms,
                       .log_max_disk = cfg->log_max_disk,
                       .min_free_space = cfg->min_free_space,
-                      .round_ms = 250,
+                      .round_ms = watched ? 250 : 0,
                       .on_round = on_round,
                       .round_arg = &ctx};
     sup_t *d = sup_new(&so, &err);

@@ -145,7 +145,7 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             char when[64] = "?";
             wg_format_time(strtoll(upd, NULL, 10), when, sizeof(when));
             printf("source %s: %s  slot %s  confirmed %s  lag %s bytes  rows %s  transactions %s  "
-                   "reconnects %s  (as of %s)\n",
+                   "reconnects %s  (last change %s)\n",
                    s->name, st, slot, conf, lag[0] && strcmp(lag, "null") ? lag : "?", rows, txns,
                    rec, when);
             long wpid = strtol(pid, NULL, 10);

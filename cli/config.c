@@ -138,7 +138,7 @@ static const key_spec g_keys[] = {
     {SECT_SOURCE, "exclude_columns", KT_LIST, NULL, S(cfg.exclude_columns), 0, 0, 0, 0},
     {SECT_SOURCE, "snapshot_workers", KT_COUNT, "2", S(cfg.snapshot_workers), 1, 16, 0, 0},
     {SECT_SOURCE, "max_txn_memory", KT_SIZE, "64MiB", S(cfg.max_txn_memory), 1 << 20, 0, 0, 0},
-    {SECT_SOURCE, "status_interval", KT_DURATION, "1s", S(cfg.status_interval_ms), 100,
+    {SECT_SOURCE, "status_interval", KT_DURATION, "10s", S(cfg.status_interval_ms), 100,
      10 * 60 * 1000, 0, 0},
     {SECT_SOURCE, "forward", KT_LIST, NULL, S(forward), 0, 0, 0, 0},
     {SECT_SOURCE, "failover", KT_ENUM, "true", S(cfg.failover), 0, 0, g_bool_choices,

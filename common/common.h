@@ -449,6 +449,18 @@ int wg_mkdir_p(const char *path, unsigned mode, wg_error *err);
  */
 int wg_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                          wg_error *err);
+/*
+ * A status document (an open JSON object in `b`, written with `j`) is finished with an
+ * "updated" member (wall clock ms) and written atomically to `path` (mode 0600), unless its
+ * members before "updated" are the same as the last time (`last`, owned by the caller, NULL-
+ * initialised; free it with wg_buf_free): then nothing is written. So an idle daemon does not
+ * rewrite its status files, and "updated" says when the content last changed. The file is
+ * replaced by rename but not fsynced (a status document is rewritten at every start). Returns 1
+ * when written, 0 when unchanged, -1 with `err` (the next call tries again).
+ */
+int wg_status_doc_write(wg_buf *last, wg_json *j, wg_buf *b, const char *path, wg_error *err);
+/* Whether the members in `b` (before "updated") are those last written (`last`). */
+bool wg_status_doc_same(const wg_buf *last, const wg_buf *b);
 /* Read a whole file (at most max bytes) into a new wg_buf. */
 int wg_read_file(const char *path, size_t max, wg_buf *out, wg_error *err);
 /* fsync the directory containing `path` (or `path` itself when it is a directory). */

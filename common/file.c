@@ -52,8 +52,17 @@ int wg_fsync_dir(const char *path, wg_error *err)
     return 0;
 }
 
+static int write_file(const char *path, const void *data, size_t len, unsigned mode, bool sync,
+                      wg_error *err);
+
 int wg_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                          wg_error *err)
+{
+    return write_file(path, data, len, mode, true, err);
+}
+
+static int write_file(const char *path, const void *data, size_t len, unsigned mode, bool sync,
+                      wg_error *err)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
@@ -73,7 +82,7 @@ int wg_write_file_atomic(const char *path, const void *data, size_t len, unsigne
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0)
+    if (sync && fsync(fd) != 0)
         goto fail;
     if (close(fd) != 0) {
         fd = -1;
@@ -82,7 +91,7 @@ int wg_write_file_atomic(const char *path, const void *data, size_t len, unsigne
     fd = -1;
     if (rename(tmp, path) != 0)
         goto fail;
-    return wg_fsync_dir(path, err);
+    return sync ? wg_fsync_dir(path, err) : 0;
 fail:;
     int e = errno;
     if (fd >= 0)
@@ -122,4 +131,33 @@ int wg_read_file(const char *path, size_t max, wg_buf *out, wg_error *err)
     if (!out->data)
         wg_buf_append(out, "", 0);
     return 0;
+}
+
+bool wg_status_doc_same(const wg_buf *last, const wg_buf *b)
+{
+    return !wg_buf_failed(b) && !wg_buf_failed(last) && last->len == b->len && last->data &&
+           memcmp(last->data, b->data, b->len) == 0;
+}
+
+int wg_status_doc_write(wg_buf *last, wg_json *j, wg_buf *b, const char *path, wg_error *err)
+{
+    size_t members = b->len;
+    if (wg_status_doc_same(last, b))
+        return 0;
+    wg_json_key(j, "updated");
+    wg_json_int(j, wg_wall_ms());
+    wg_json_object_end(j);
+    wg_buf_putc(b, '\n');
+    if (wg_buf_failed(b)) /* a cut-short document is never written; the next call tries again */
+        return wg_error_set(err, WG_ERR_NOMEM, "%s: out of memory; not updated", path);
+    /* Replaced whole (readers never see half a document) but not fsynced: it says how things
+     * are, it is rewritten at every start, and its syncs would stall the thread writing it. */
+    if (write_file(path, b->data, b->len, 0600, false, err) != 0) {
+        wg_buf_reset(last);
+        return -1;
+    }
+    wg_buf_reset(last);
+    if (wg_buf_append(last, b->data, members) != 0)
+        wg_buf_reset(last); /* unknown: written again next time */
+    return 1;
 }

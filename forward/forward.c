@@ -20,6 +20,10 @@
 #define FWD_DEFAULT_DELAY_MS 0
 #define FWD_POLL_MS 50 /* without a wake-up: how often to look for new batches */
 #define FWD_STATUS_MS 1000
+/* While batches flow the cursor file is written (and fsynced) at most this often, not after
+ * every acknowledgement: those syncs would hold up the next batch. It is written at once
+ * before a retry and when the forwarder stops. */
+#define FWD_CURSOR_SAVE_MS 1000
 #define FWD_COUNT_RECORDS_MAX (1u << 20) /* count records behind up to this; estimate beyond */
 
 typedef enum fwd_state { FS_STARTING, FS_RUNNING, FS_RETRYING, FS_FAILED, FS_STOPPED } fwd_state;
@@ -45,7 +49,9 @@ struct fwd_forwarder {
     int64_t delay_ms;
     wg_wake *wake; /* not owned */
 
-    changelog_pos cursor; /* durable: everything up to here is acknowledged */
+    changelog_pos cursor; /* everything up to here is acknowledged */
+    bool cursor_dirty;    /* ... and the cursor file does not say so yet */
+    int64_t cursor_saved_ms;
     changelog_reader *reader;
 
     wg_buf data;
@@ -61,6 +67,7 @@ struct fwd_forwarder {
     int64_t last_ack_wall_ms;
     int64_t last_status_ms;
     bool status_dirty;           /* a change is not in the status file yet */
+    wg_buf status_last;          /* the status file as last written, without "updated" */
     int64_t last_commit_time_ms; /* commit_time of the last acknowledged transaction */
 };
 
@@ -105,6 +112,22 @@ static int cursor_save(fwd_forwarder *f, const changelog_pos *pos, wg_error *err
     int n = snprintf(text, sizeof(text), "walgate-cursor 1\nseq %u\noffset %" PRIu64 "\nlsn %s\n",
                      pos->seq, pos->offset, lsn);
     return wg_write_file_atomic(f->cursor_path, text, (size_t)n, 0600, err);
+}
+
+/* Write the cursor file when it is behind `cursor` (`due`: only once FWD_CURSOR_SAVE_MS have
+ * passed since the last write). A failure is said and tried again later; meanwhile what was
+ * acknowledged after the file's position is sent again after a restart, which the sinks
+ * make harmless (same keys). */
+static void cursor_flush(fwd_forwarder *f, bool due)
+{
+    if (!f->cursor_dirty || (due && wg_now_ms() - f->cursor_saved_ms < FWD_CURSOR_SAVE_MS))
+        return;
+    wg_error err = {0};
+    f->cursor_saved_ms = wg_now_ms();
+    if (cursor_save(f, &f->cursor, &err) != 0)
+        log_warn(f->source, "forward to %s: %s", f->sink->name, err.msg);
+    else
+        f->cursor_dirty = false;
 }
 
 static bool pos_after(const changelog_pos *a, const changelog_pos *b)
@@ -200,6 +223,7 @@ void fwd_forwarder_free(fwd_forwarder *f)
     free(f->cursor_path);
     free(f->status_path);
     free(f->inflight_path);
+    wg_buf_free(&f->status_last);
     free(f);
 }
 
@@ -301,13 +325,9 @@ static void status_write(fwd_forwarder *f, bool force)
         wg_json_int(&j, f->last_ack_wall_ms - f->last_commit_time_ms);
     else
         wg_json_null(&j);
-    wg_json_key(&j, "updated");
-    wg_json_int(&j, wg_wall_ms());
     wg_json_key(&j, "pid");
     wg_json_int(&j, getpid());
-    wg_json_object_end(&j);
-    wg_buf_putc(&b, '\n');
-    if (wg_write_file_atomic(f->status_path, b.data, b.len, 0600, &err) != 0)
+    if (wg_status_doc_write(&f->status_last, &j, &b, f->status_path, &err) < 0)
         log_warn(f->source, "%s", err.msg);
     wg_buf_free(&b);
 }
@@ -440,10 +460,12 @@ static void sleep_ms(fwd_forwarder *f, int64_t ms, wg_stop_flag *stop)
 }
 
 /* When fill() found no batch ready: the oldest item's batch_max_delay, an in-flight target's
- * deadline, a status file to bring up to date, or nothing (wait for the log). */
+ * deadline, a status or cursor file to bring up to date, or nothing (wait for the log). */
 static int64_t next_deadline(const fwd_forwarder *f)
 {
     int64_t d = f->status_dirty ? f->last_status_ms + FWD_STATUS_MS : -1;
+    if (f->cursor_dirty && (d < 0 || f->cursor_saved_ms + FWD_CURSOR_SAVE_MS < d))
+        d = f->cursor_saved_ms + FWD_CURSOR_SAVE_MS;
     if (f->n_items > 0 && f->cur_records == 0 && !f->have_target &&
         (d < 0 || f->first_item_ms + f->delay_ms < d))
         d = f->first_item_ms + f->delay_ms;
@@ -475,6 +497,7 @@ int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
             continue;
         }
         if (r == 0) {
+            cursor_flush(f, true);
             status_write(f, false);
             wait_for_log(f, gen, next_deadline(f), stop);
             continue;
@@ -515,14 +538,9 @@ int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
             wg_error serr = {0};
             fwd_result res = f->sink->ops->send(f->sink, &batch, &retry_after, &serr);
             if (res == FWD_OK) {
-                changelog_pos end = f->items[f->n_items - 1].end;
-                wg_error cerr = {0};
-                if (cursor_save(f, &end, &cerr) != 0) {
-                    /* Acknowledged but not recorded: it is sent again later, which the sinks
-                     * make harmless (same keys). */
-                    log_warn(f->source, "forward to %s: %s", f->sink->name, cerr.msg);
-                }
-                f->cursor = end;
+                f->cursor = f->items[f->n_items - 1].end;
+                f->cursor_dirty = true;
+                cursor_flush(f, true);
                 f->records += n_records;
                 f->batches++;
                 f->bytes += len;
@@ -535,6 +553,9 @@ int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
                 break;
             }
             snprintf(f->error, sizeof(f->error), "%s", serr.msg[0] ? serr.msg : "send failed");
+            /* The file says where this batch starts before it waits: a restart meanwhile sends
+             * it again with the same boundaries (and request key). */
+            cursor_flush(f, false);
             if (res == FWD_FATAL) {
                 f->state = FS_FAILED;
                 log_error(f->source,
@@ -565,6 +586,7 @@ int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
         status_write(f, false);
     }
     free(items);
+    cursor_flush(f, false);
     f->state = FS_STOPPED;
     status_write(f, true);
     return 0;

@@ -32,6 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* How long a batch's flush waits for the server's PONG; the acknowledgements decide anyway. */
+#define FWD_NATS_FLUSH_WAIT_MS 250
+
 /* ---- Pure pieces (nats_internal.h) ------------------------------------------------------- */
 
 int fwd_nats_escape_token(const char *name, size_t len, wg_buf *out)
@@ -997,6 +1000,11 @@ static fwd_result fwd_nats_send(fwd_sink *base, const fwd_batch *b, int64_t *ret
     natsStatus pub_st = c.pub_st;
     const char *pub_subject = c.pub_subject;
 
+    /* Send what the library buffered now, from this thread: its flusher thread would first
+     * pause about a millisecond to gather more, and a batch is complete here. A failure is
+     * not decided here: the acknowledgements below say what landed. */
+    if (published > 0 && pub_st == NATS_OK)
+        (void)natsConnection_FlushTimeout(s->nc, FWD_NATS_FLUSH_WAIT_MS);
     /* Everything published must be acknowledged (or failed) before we answer. */
     jsPubOptions co;
     jsPubOptions_Init(&co);

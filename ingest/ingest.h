@@ -142,6 +142,14 @@ void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg);
  * before ingest_source_run; `w` must outlive the run. */
 void ingest_source_set_wake(ingest_source *s, wg_wake *w);
 /*
+ * A file descriptor that becomes readable (and stays so) once a stop is asked — the eventfd a
+ * signal handler writes (cli_stop_fd) — polled beside the replication socket, so that a
+ * streaming source sees the stop at once without waking up to look at *stop. Whoever sets it
+ * must also call ingest_source_kick after setting *stop (a backoff wait is not a poll). Set it
+ * before ingest_source_run; without one (-1) the source looks at *stop about once a second.
+ */
+void ingest_source_set_stop_fd(ingest_source *s, int fd);
+/*
  * The route to the source's server came back (a tunnel reconnected, a PrivateLink endpoint's
  * addresses changed): a source waiting out its reconnect backoff (or its change log's retry)
  * tries again at once. Any thread, any time while the source exists; cheap. Also call it after

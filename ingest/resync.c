@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,44 @@
 static void requests_dir(const ingest_source *s, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/requests", s->dir);
+}
+
+/* A request is a file renamed into the directory (walgate source resync writes it atomically):
+ * watched with inotify, so the stream loop sees it at once instead of scanning every second.
+ * Returns the readable-on-request fd, or -1 (the caller scans every REQUEST_CHECK_MS). */
+int resync_watch(ingest_source *s)
+{
+    if (s->req_fd >= 0)
+        return s->req_fd;
+    char dir[4200];
+    requests_dir(s, dir, sizeof(dir));
+    wg_error err = {0};
+    if (wg_mkdir_p(dir, 0700, &err) != 0)
+        return -1;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd >= 0 && inotify_add_watch(fd, dir, IN_MOVED_TO) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return s->req_fd = fd;
+}
+
+/* Consume what the watch reported. A watch the kernel dropped (the directory went) is closed:
+ * the next resync_watch makes a new one. */
+void resync_watch_drain(ingest_source *s)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool gone = false;
+    for (ssize_t n; s->req_fd >= 0 && (n = read(s->req_fd, buf, sizeof(buf))) > 0;)
+        for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n;) {
+            const struct inotify_event *e = (const struct inotify_event *)(buf + off);
+            gone = gone || (e->mask & IN_IGNORED);
+            off += (ssize_t)sizeof(*e) + e->len;
+        }
+    if (gone) {
+        close(s->req_fd);
+        s->req_fd = -1;
+    }
 }
 
 /* Drop every resync request (a whole new snapshot covers them). */
@@ -212,7 +251,8 @@ void resync_requests_scan(ingest_source *s, char *first, size_t first_len, char 
         return;
     time_t first_mtime = 0;
     for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, "resync-", 7) != 0)
+        /* Not a request being written (wg_write_file_atomic's NAME.tmp.PID, renamed soon) */
+        if (strncmp(e->d_name, "resync-", 7) != 0 || strstr(e->d_name, ".tmp."))
             continue;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
         wg_buf t = {0};

@@ -93,7 +93,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->cfg.text_columns = own_list(s, src->text_columns);
     s->cfg.exclude_columns = own_list(s, src->exclude_columns);
     if (s->cfg.status_interval_ms <= 0)
-        s->cfg.status_interval_ms = 1000;
+        s->cfg.status_interval_ms = 10000;
     if (s->cfg.max_txn_memory == 0)
         s->cfg.max_txn_memory = 64u << 20;
     s->status_ms = s->cfg.status_interval_ms;
@@ -114,6 +114,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     pthread_mutex_init(&s->snap_mu, NULL);
     pthread_mutex_init(&s->hold_mu, NULL);
     s->kick = wg_wake_new();
+    s->stop_fd = s->req_fd = -1;
     s->backoff_base_ms = 250;
     s->backoff_cap_ms = 30000;
     char buf[4096];
@@ -200,6 +201,9 @@ void ingest_source_free(ingest_source *s)
     pthread_mutex_destroy(&s->snap_mu);
     pthread_mutex_destroy(&s->hold_mu);
     wg_wake_free(s->kick);
+    if (s->req_fd >= 0)
+        close(s->req_fd);
+    wg_buf_free(&s->status_last);
     free(s);
 }
 
@@ -307,6 +311,11 @@ static void strip_nl(char *m)
 void ingest_source_set_wake(ingest_source *s, wg_wake *w)
 {
     s->wake = w;
+}
+
+void ingest_source_set_stop_fd(ingest_source *s, int fd)
+{
+    s->stop_fd = fd;
 }
 
 void ingest_source_set_dialer(ingest_source *s, ingest_dial_fn fn, void *arg)
@@ -425,8 +434,9 @@ static void backoff_wait(ingest_source *s, wg_stop_flag *stop, uint64_t seen, in
         if (now >= deadline)
             return;
         /* *stop is set from a signal handler, which cannot signal a condition: look again at
-         * least every second even when nobody kicks. */
-        int64_t until = deadline - now > 1000 ? now + 1000 : deadline;
+         * least every second even when nobody kicks, unless whoever stops the source kicks it
+         * too (it gave a stop fd: ingest_source_set_stop_fd). */
+        int64_t until = s->stop_fd < 0 && deadline - now > 1000 ? now + 1000 : deadline;
         if (wg_wake_wait(s->kick, seen, until))
             return;
     }

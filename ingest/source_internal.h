@@ -48,7 +48,13 @@
 #define SNAPSHOT_RANGES_PER_WORKER 4
 #define SYNC_MAX_DELAY_MS 200
 #define CATALOG_CHECK_MS 10000
+#define CATALOG_SLACK_MS 5000 /* done this much early when the loop is awake anyway */
+/* Resync request files are seen at once through inotify; the directory is scanned anyway
+ * this often (every REQUEST_CHECK_MS when inotify is not available). */
 #define REQUEST_CHECK_MS 1000
+#define REQUEST_RESCAN_MS 60000
+/* status.json is written at most this often (unless forced), and only when it changed. */
+#define STATUS_FILE_MIN_MS 1000
 
 /* Outcomes of one connection cycle. */
 /* CYCLE_LOG: the change log failed (source.c reopens it). */
@@ -246,10 +252,14 @@ struct ingest_source {
         char remedy[1024];
         uint64_t rows, bytes, txns, reconnects;
         uint64_t server_lsn;
-        int64_t status_ms; /* status_interval, kept under half of wal_sender_timeout */
-        int64_t last_status_file_ms;
-        int64_t last_status_ms; /* when the last standby status went out */
+        int64_t status_ms;           /* status_interval, kept under half of wal_sender_timeout */
+        int64_t last_status_file_ms; /* when status.json was last written */
+        int64_t status_looked_ms;    /* when it was last built (and compared) */
+        bool status_file_due;        /* a write was put off (STATUS_FILE_MIN_MS) */
+        wg_buf status_last;          /* what it last held, without "updated" */
+        int64_t last_status_ms;      /* when the last standby status went out */
         int64_t next_request_ms;
+        int req_fd;     /* inotify on the requests directory (resync.c), -1: none yet */
         bool resyncing; /* a resync copy runs while the stream waits: keep it alive */
         bool main_lost; /* ... and sending it failed */
     };
@@ -269,6 +279,7 @@ struct ingest_source {
          * cursor (snapshot.c). */
         pthread_mutex_t snap_mu;
         wg_stop_flag *stop; /* ingest_source_run's: a snapshot gives up when it is set */
+        int stop_fd;        /* readable once a stop is asked (ingest_source_set_stop_fd), or -1 */
         /* Ends a backoff wait at once (ingest_source_kick: the route came back, or stop). */
         wg_wake *kick;
         int64_t backoff_base_ms, backoff_cap_ms; /* reconnect backoff: 250 ms to 30 s */
@@ -430,6 +441,8 @@ int resync_poll(ingest_source *s, wg_error *err);
  * so far are abandoned in the log; in the initial snapshot the table is requested for a resync
  * (1), in a resync the attempt fails (negative with err) and is retried. */
 int resync_rewritten(ingest_source *s, const char *qname, const char *why, wg_error *err);
+int resync_watch(ingest_source *s);
+void resync_watch_drain(ingest_source *s);
 
 /* ---- stream.c: the stream loop, feedback, the disk hold ---------------------------------- */
 

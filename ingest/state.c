@@ -241,12 +241,16 @@ void state_save(ingest_source *s)
         log_warn(s->cfg.name, "%s", err.msg);
 }
 
+/* status.json: only when its content changed (wg_status_doc_write), so an idle source leaves
+ * it alone; at most once a second unless forced (a change of state): a change found sooner is
+ * due then (status_file_due, which the stream loop waits for). */
 void state_status_write(ingest_source *s, bool force)
 {
     int64_t now = wg_now_ms();
-    if (!force && now - s->last_status_file_ms < 1000)
-        return;
-    s->last_status_file_ms = now;
+    bool early = !force && now - s->last_status_file_ms < STATUS_FILE_MIN_MS;
+    if (early && s->status_file_due)
+        return; /* known to have changed: written when the second is over */
+    s->status_looked_ms = now;
     wg_buf b = {0};
     wg_json j;
     char t[32];
@@ -283,8 +287,6 @@ void state_status_write(ingest_source *s, bool force)
     wg_json_uint(&j, s->txns);
     wg_json_key(&j, "reconnects");
     wg_json_uint(&j, s->reconnects);
-    wg_json_key(&j, "updated");
-    wg_json_int(&j, wg_wall_ms());
     wg_json_key(&j, "pid");
     wg_json_int(&j, getpid());
     wg_json_key(&j, "tables");
@@ -306,14 +308,18 @@ void state_status_write(ingest_source *s, bool force)
         wg_json_object_end(&j);
     }
     wg_json_array_end(&j);
-    wg_json_object_end(&j);
-    wg_buf_putc(&b, '\n');
     char path[4096];
     wg_error err = {0};
     snprintf(path, sizeof(path), "%s/status.json", s->dir);
-    if (wg_buf_failed(&b)) /* the next write tries again */
-        log_warn(s->cfg.name, "%s: out of memory; not updated", path);
-    else if (wg_write_file_atomic(path, b.data, b.len, 0600, &err) != 0)
-        log_warn(s->cfg.name, "%s", err.msg);
+    if (early && !wg_status_doc_same(&s->status_last, &b)) {
+        s->status_file_due = true;
+    } else if (!early) {
+        s->status_file_due = false;
+        int rc = wg_status_doc_write(&s->status_last, &j, &b, path, &err);
+        if (rc < 0)
+            log_warn(s->cfg.name, "%s", err.msg);
+        if (rc != 0)
+            s->last_status_file_ms = now;
+    }
     wg_buf_free(&b);
 }

@@ -4,6 +4,7 @@
  */
 #include "ingest/source_internal.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -228,6 +229,11 @@ bool stream_guard_ok(ingest_source *s, uint64_t bytes, uint64_t reclaim, char *w
 static void hold_pause(ingest_source *s)
 {
     int64_t ms = s->status_ms < 1000 ? s->status_ms : 1000;
+    if (s->stop_fd >= 0) {
+        struct pollfd p = {.fd = s->stop_fd, .events = POLLIN};
+        poll(&p, 1, (int)ms);
+        return;
+    }
     for (int64_t until = wg_now_ms() + ms; !*s->stop && wg_now_ms() < until;)
         usleep(50 * 1000);
 }
@@ -303,27 +309,50 @@ static int stream_ended(ingest_source *s, int n, wg_error *err)
     return -1;
 }
 
-/* Status update (the durable position, or a keepalive's when nothing is pending), then the
- * periodic work: catalog checks, resync requests, the disk hold, status.json. */
-static int stream_tick(ingest_source *s, stream_loop *lp, wg_stop_flag *stop, wg_error *err)
+/* What may be confirmed now: the durable position, or a keepalive's when nothing is pending. */
+static uint64_t stream_confirmable(ingest_source *s, const stream_loop *lp)
 {
-    if (stream_log_sync(s, err) != 0)
-        return -1;
     uint64_t flush = s->durable;
     if (!pending(s) && !s->unsynced && lp->idle_lsn > flush)
         flush = state_idle_confirmable(s, lp->idle_lsn); /* recorded before it is confirmed */
+    return flush;
+}
+
+/* A status update goes out when the durable position moved, when the server asked, and at
+ * least every status_ms (the keepalive that keeps wal_sender_timeout away); never on a tick.
+ * A server keepalive's position on an idle source rides along with the next one: confirming
+ * it at once would cost a synced write of the idle file on every WAL flush of the server. */
+static int stream_feedback(ingest_source *s, stream_loop *lp, wg_error *err)
+{
+    if (!lp->reply && s->durable <= s->confirmed && wg_now_ms() < lp->next_status)
+        return 0;
+    uint64_t flush = stream_confirmable(s, lp);
     if (stream_send_status(s, flush, lp->reply, err) != 0)
         return -1;
     lp->reply = false;
     lp->next_status = wg_now_ms() + s->status_ms;
-    if (wg_now_ms() >= lp->next_catalog) {
+    return 0;
+}
+
+/* The socket is idle (or a status update is due): sync, feedback, then what else is due —
+ * catalog checks, resync requests, status.json. Sets *due to when something next will be. */
+static int stream_tick(ingest_source *s, stream_loop *lp, int64_t *due, wg_error *err)
+{
+    if (stream_log_sync(s, err) != 0 || stream_feedback(s, lp, err) != 0)
+        return -1;
+    int64_t now = wg_now_ms();
+    /* Awake anyway (a keepalive, the server): a catalog check due within half its period is
+     * done now rather than on a wake-up of its own, so that with the default status_interval
+     * both fall on the same wake-up. */
+    if (now >= lp->next_catalog - CATALOG_SLACK_MS) {
         stream_poll_server_lsn(s);
         stream_check_membership(s);
         cuts_prune(s);
         lp->next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
     }
-    if (wg_now_ms() >= s->next_request_ms && !s->in_txn) {
-        s->next_request_ms = wg_now_ms() + REQUEST_CHECK_MS;
+    if (now >= s->next_request_ms && !s->in_txn) {
+        s->next_request_ms =
+            wg_now_ms() + (resync_watch(s) >= 0 ? REQUEST_RESCAN_MS : REQUEST_CHECK_MS);
         if (resync_poll(s, err) != 0)
             return -1;
         if (s->main_lost) {
@@ -333,15 +362,44 @@ static int stream_tick(ingest_source *s, stream_loop *lp, wg_stop_flag *stop, wg
         }
     }
     state_status_write(s, false);
+    int64_t d = lp->next_status < lp->next_catalog ? lp->next_status : lp->next_catalog;
+    if (!s->in_txn && s->next_request_ms < d) /* in a transaction: data comes first */
+        d = s->next_request_ms;
+    if (s->status_file_due && s->last_status_file_ms + STATUS_FILE_MIN_MS < d)
+        d = s->last_status_file_ms + STATUS_FILE_MIN_MS;
+    *due = d;
     return 0;
+}
+
+/* Wait for the socket, a stop (stop_fd), a resync request (inotify) or `due`. Without a stop
+ * fd, *stop is looked at every second. */
+static void stream_wait(ingest_source *s, int64_t due)
+{
+    struct pollfd p[3] = {{.fd = PQsocket(s->repl), .events = POLLIN}};
+    nfds_t n = 1;
+    if (s->stop_fd >= 0)
+        p[n++] = (struct pollfd){.fd = s->stop_fd, .events = POLLIN};
+    nfds_t req = n;
+    if (s->req_fd >= 0)
+        p[n++] = (struct pollfd){.fd = s->req_fd, .events = POLLIN};
+    int64_t left = due - wg_now_ms();
+    if (s->stop_fd < 0 && left > 1000)
+        left = 1000;
+    int timeout = left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+    if (poll(p, n, timeout) > 0 && req < n && (p[req].revents & POLLIN)) {
+        resync_watch_drain(s);
+        s->next_request_ms = wg_now_ms(); /* scanned at the next idle moment */
+    }
 }
 
 /* The stream until stop (CYCLE_STOP) or an error (-1, err set). */
 int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
 {
-    stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS};
+    stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS,
+                      .next_status = wg_now_ms() + s->status_ms};
     s->state = SRC_RUNNING;
     s->error[0] = s->remedy[0] = '\0';
+    resync_watch(s);
     for (;;) {
         if (*stop) {
             if (stream_log_sync(s, err) != 0)
@@ -353,16 +411,21 @@ int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
         }
         char *buf = NULL;
         int n = PQgetCopyData(s->repl, &buf, 1);
+        int64_t due;
         if (n > 0) {
             lp.drained = false;
             if (stream_receive(s, &lp, buf, n, err) != 0)
                 return -1;
+            /* A busy stream syncs at least every SYNC_MAX_DELAY_MS and says so. */
             int64_t now = wg_now_coarse_ms(); /* per message: the cheap clock */
             if (s->unsynced && now - s->last_sync_ms >= SYNC_MAX_DELAY_MS &&
-                stream_log_sync(s, err) != 0)
+                (stream_log_sync(s, err) != 0 || stream_feedback(s, &lp, err) != 0))
                 return -1;
-            if (!lp.reply && now < lp.next_status)
-                continue;
+            if (lp.reply || now >= lp.next_status ||
+                now - s->status_looked_ms >= STATUS_FILE_MIN_MS) {
+                if (stream_tick(s, &lp, &due, err) != 0)
+                    return -1;
+            }
         } else if (n == 0) {
             /* Nothing buffered in libpq. More may already wait on the socket: read it before
              * syncing, so that a burst of transactions shares one sync (group commit). Only
@@ -376,22 +439,14 @@ int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
                 continue;
             }
             lp.drained = false;
-            if (stream_log_sync(s, err) != 0)
+            if (stream_tick(s, &lp, &due, err) != 0)
                 return -1;
-            if (!lp.reply && wg_now_ms() < lp.next_status) {
-                struct pollfd pfd = {.fd = PQsocket(s->repl), .events = POLLIN};
-                int64_t wait = lp.next_status - wg_now_ms();
-                poll(&pfd, 1, (int)(wait < 1 ? 1 : wait > 250 ? 250 : wait));
-                if (PQconsumeInput(s->repl) == 0)
-                    return wg_error_set(err, WG_ERR_PG, "connection lost: %s",
-                                        PQerrorMessage(s->repl));
-                continue;
-            }
+            stream_wait(s, due);
+            if (PQconsumeInput(s->repl) == 0)
+                return wg_error_set(err, WG_ERR_PG, "connection lost: %s", PQerrorMessage(s->repl));
         } else {
             return stream_ended(s, n, err);
         }
-        if (stream_tick(s, &lp, stop, err) != 0)
-            return -1;
     }
 }
 

@@ -29,6 +29,7 @@ typedef struct sup_forwarder {
 typedef struct sup_tunnel {
     char *name;
     tunnel_t *t;
+    wg_buf last; /* its status document as last written, without "updated" */
 } sup_tunnel;
 
 struct sup_t {

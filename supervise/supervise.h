@@ -5,7 +5,8 @@
  * cli/ reads the configuration, opens the routes and builds the sources, sinks and
  * forwarders; it hands them to a supervisor, which starts one thread per source and per
  * forwarder, keeps house from the calling thread (retention, the disk budget, tunnel status)
- * until a stop is asked, then stops and joins every thread.
+ * until a stop is asked, then stops and joins every thread. Sources get the stop fd
+ * (ingest_source_set_stop_fd) and are kicked at stop, so none of them polls for it.
  *
  * The disk budget is enforced where the change log is appended: every source asks
  * sup_guard() before it appends a batch (a transaction at its commit, a snapshot chunk), so
@@ -25,8 +26,10 @@ typedef struct sup_options {
     uint64_t log_max_disk;    /* the change logs together; 0: no budget */
     /* Keep at least this much free under state_dir; 0: min(256 MiB, 5 % of the file system). */
     uint64_t min_free_space;
-    /* Called on the supervising thread every round_ms (default 1 s; sooner after a signal),
-     * the first time once every thread runs; may be NULL. Housekeeping runs once a second. */
+    /* Called on the supervising thread every round_ms (default: with housekeeping, every
+     * 10 s; sooner after a signal), the first time once every thread runs; may be NULL.
+     * Housekeeping (retention, free space) runs every 10 s; tunnel status documents are
+     * looked at every second and rewritten when they changed. */
     int64_t round_ms;
     void (*on_round)(void *arg);
     void *round_arg;

@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SUP_HOUSEKEEPING_MS 1000
+/* Retention and a fresh look at the free space; the budget itself is kept at every append
+ * (sup_guard), so nothing waits for this round. */
+#define SUP_HOUSEKEEPING_MS 10000
+#define SUP_TUNNEL_STATUS_MS 1000 /* tunnel status documents: looked at, written when changed */
 
 sup_t *sup_new(const sup_options *o, wg_error *err)
 {
@@ -99,11 +102,21 @@ typedef struct thread_arg {
     size_t i;
 } thread_arg;
 
+/* Threads carry a name (top -H, /proc/PID/task/TID/comm): a kind and the source, cut to the
+ * kernel's 15 characters. */
+static void name_thread(const char *kind, const char *name)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "%s%s", kind, name);
+    pthread_setname_np(pthread_self(), n);
+}
+
 static void *run_source(void *arg)
 {
     sup_t *d = ((thread_arg *)arg)->d;
     size_t i = ((thread_arg *)arg)->i;
     free(arg);
+    name_thread("src:", d->sources[i].name);
     ingest_source_run(d->sources[i].src, d->stop);
     return NULL;
 }
@@ -113,6 +126,7 @@ static void *run_forwarder(void *arg)
     sup_t *d = ((thread_arg *)arg)->d;
     size_t i = ((thread_arg *)arg)->i;
     free(arg);
+    name_thread("fwd:", d->fwds[i].sink);
     fwd_forwarder_run(d->fwds[i].fwd, d->stop);
     return NULL;
 }
@@ -145,6 +159,8 @@ int sup_run(sup_t *d, wg_stop_flag *stop, int stop_fd, wg_error *err)
     d->stop = stop;
     sup_budget_init(d);
     int rc = 0;
+    for (size_t i = 0; i < d->n_sources; i++)
+        ingest_source_set_stop_fd(d->sources[i].src, stop_fd); /* kicked at stop, below */
     for (size_t i = 0; i < d->n_sources && rc == 0; i++) {
         if (start(d, run_source, i, &d->sources[i].thread) != 0)
             rc = wg_error_set(err, WG_ERR_NOMEM, "cannot start a thread for source %s",
@@ -164,16 +180,21 @@ int sup_run(sup_t *d, wg_stop_flag *stop, int stop_fd, wg_error *err)
     }
     if (rc != 0)
         *stop = 1;
-    int64_t next_house = 0;
+    int64_t next_house = 0, next_tunnels = 0;
     while (!*stop) {
         int64_t next = wg_now_ms() + d->o.round_ms;
         if (d->o.on_round)
             d->o.on_round(d->o.round_arg);
+        if (d->n_tunnels > 0 && wg_now_ms() >= next_tunnels) {
+            sup_tunnels_write_status(d);
+            next_tunnels = wg_now_ms() + SUP_TUNNEL_STATUS_MS;
+        }
         if (wg_now_ms() >= next_house) {
             sup_budget_housekeeping(d);
-            sup_tunnels_write_status(d);
             next_house = wg_now_ms() + SUP_HOUSEKEEPING_MS;
         }
+        if (d->n_tunnels > 0 && next_tunnels < next)
+            next = next_tunnels;
         wait_round(d, stop_fd, next < next_house ? next : next_house);
     }
     for (size_t i = 0; i < d->n_sources; i++) {
@@ -202,8 +223,10 @@ void sup_free(sup_t *d)
         wg_wake_free(d->sources[i].wake);
         free(d->sources[i].name);
     }
-    for (size_t i = 0; i < d->n_tunnels; i++)
+    for (size_t i = 0; i < d->n_tunnels; i++) {
         free(d->tunnels[i].name);
+        wg_buf_free(&d->tunnels[i].last);
+    }
     free(d->fwds);
     free(d->sources);
     free(d->tunnels);

@@ -1,11 +1,14 @@
-/* tunnel_status.c — STATE_DIR/tunnels/NAME.json: each tunnel's state for `walgate status`. */
+/* tunnel_status.c — STATE_DIR/tunnels/NAME.json: each tunnel's state for `walgate status`,
+ * rewritten only when it changed. */
 #include "supervise/sup_internal.h"
 
 #include <stdio.h>
 #include <unistd.h>
 
-static void tunnel_status_write(const sup_t *d, const char *name, tunnel_t *t)
+static void tunnel_status_write(const sup_t *d, sup_tunnel *st)
 {
+    const char *name = st->name;
+    tunnel_t *t = st->t;
     tunnel_status ts;
     tunnel_get_status(t, &ts);
     wg_buf b = {0};
@@ -36,18 +39,13 @@ static void tunnel_status_write(const sup_t *d, const char *name, tunnel_t *t)
     wg_json_string(&j, ts.auth_key);
     wg_json_key(&j, "host_key_fingerprint");
     wg_json_string(&j, ts.host_key_fingerprint);
-    wg_json_key(&j, "updated");
-    wg_json_int(&j, wg_wall_ms());
     wg_json_key(&j, "pid");
     wg_json_int(&j, getpid());
-    wg_json_object_end(&j);
-    wg_buf_putc(&b, '\n');
     char dir[4096], path[4400];
     snprintf(dir, sizeof(dir), "%s/tunnels", d->o.state_dir);
     snprintf(path, sizeof(path), "%s/%s.json", dir, name);
     wg_error err = {0};
-    if (wg_mkdir_p(dir, 0700, &err) != 0 ||
-        wg_write_file_atomic(path, b.data, b.len, 0600, &err) != 0)
+    if (wg_mkdir_p(dir, 0700, &err) != 0 || wg_status_doc_write(&st->last, &j, &b, path, &err) < 0)
         log_warn(NULL, "%s", err.msg);
     wg_buf_free(&b);
 }
@@ -55,5 +53,5 @@ static void tunnel_status_write(const sup_t *d, const char *name, tunnel_t *t)
 void sup_tunnels_write_status(sup_t *d)
 {
     for (size_t i = 0; i < d->n_tunnels; i++)
-        tunnel_status_write(d, d->tunnels[i].name, d->tunnels[i].t);
+        tunnel_status_write(d, &d->tunnels[i]);
 }

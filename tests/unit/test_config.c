@@ -52,7 +52,7 @@ TEST(defaults_are_applied)
     CHECK_EQ_STR(s->cfg.slot, "walgate_orders");
     CHECK_EQ_INT(s->cfg.snapshot_workers, 2);
     CHECK_EQ_INT(s->cfg.max_txn_memory, 64 << 20);
-    CHECK_EQ_INT(s->cfg.status_interval_ms, 1000);
+    CHECK_EQ_INT(s->cfg.status_interval_ms, 10000);
     CHECK(s->cfg.tables == NULL);
     CHECK_EQ_INT(s->cfg.failover, 1); /* failover slots where the server has them (17+) */
     CHECK(p->cfg.target_session_attrs == NULL);
