@@ -303,6 +303,9 @@ int resync_poll(ingest_source *s, wg_error *err)
         /* Last: `source resync --wait` reads status.json once the request is gone, so the
          * table's outcome must be in it by then (done again after a crash here: harmless). */
         unlink(first);
+        /* Others may be waiting (several requested at once, which the watch reported once):
+         * look again at the next idle moment. */
+        s->next_request_ms = wg_now_ms();
     } else {
         s->next_request_ms = wg_now_ms() + 5000;
     }

@@ -430,6 +430,22 @@ void streams_clear(ingest_source *s);
 
 int snap_initial(ingest_source *s, wg_error *err);
 int snap_table(ingest_source *s, PGconn *c, const char *schema, const char *table, wg_error *err);
+/* snapcopy.c: a range of a table, and a table's progress over its ranges. */
+/* A part of a table to copy: the heap pages [lo, hi) by ctid; hi 0 is to the end. The whole
+ * table (lo = hi = 0) is copied without a ctid condition. */
+typedef struct snap_range {
+    uint32_t lo, hi;
+} snap_range;
+/* One table's progress while its ranges are copied, perhaps by several workers (guarded by
+ * snap_mu): the last range to finish closes the table with `snapshot_done` and the total. */
+typedef struct snap_tab {
+    int left;      /* ranges not finished */
+    int nranges;   /* ranges in all */
+    uint64_t rows; /* rows of the finished ranges */
+    bool skip;     /* unsupported columns: reported, not copied */
+} snap_tab;
+int snap_part(ingest_source *s, PGconn *c, const char *schema, const char *table,
+              const snap_range *r, snap_tab *tab, wg_error *err);
 
 /* ---- resync.c: walgate source resync ----------------------------------------------------- */
 
