@@ -211,11 +211,10 @@ def value(rng, t, null_p=0.15):
 class Opts:
     """What a workload may contain. `known`: flags that turn on the known divergences of issue
     12 (partitions, rename_table, drop_recreate) and the ones this test found
-    (replident_index). DEFAULT_KNOWN: those fixed since, on by default; the others stay off
-    until their divergence is fixed."""
+    (replident_index). DEFAULT_KNOWN: those fixed since, on by default (all four now)."""
 
     # the flags whose divergence is fixed: on unless WALGATE_DIFF_KNOWN says otherwise
-    DEFAULT_KNOWN = ("replident_index",)
+    DEFAULT_KNOWN = ("replident_index", "partitions", "rename_table", "drop_recreate")
 
     def __init__(self, ddl=True, faults=False, known=DEFAULT_KNOWN, txns=60, tables=6, conns=3,
                  big=True):
