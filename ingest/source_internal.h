@@ -48,6 +48,9 @@
 #define SNAPSHOT_RANGES_PER_WORKER 4
 #define SYNC_MAX_DELAY_MS 200
 #define CATALOG_CHECK_MS 10000
+/* A standby status that confirms nothing new goes this often at most (or a third of
+ * wal_sender_timeout when that is less), whatever status_interval says: see stream_feedback. */
+#define IDLE_STATUS_MS 10000
 #define CATALOG_SLACK_MS 5000 /* done this much early when the loop is awake anyway */
 /* Resync request files are seen at once through inotify; the directory is scanned anyway
  * this often (every REQUEST_CHECK_MS when inotify is not available). */
@@ -253,6 +256,7 @@ struct ingest_source {
         uint64_t rows, bytes, txns, reconnects;
         uint64_t server_lsn;
         int64_t status_ms;           /* status_interval, kept under half of wal_sender_timeout */
+        int64_t idle_status_ms;      /* a status confirming nothing new: IDLE_STATUS_MS at most */
         int64_t last_status_file_ms; /* when status.json was last written */
         int64_t status_looked_ms;    /* when it was last built (and compared) */
         bool status_file_due;        /* a write was put off (STATUS_FILE_MIN_MS) */

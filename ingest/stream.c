@@ -330,7 +330,14 @@ static int stream_feedback(ingest_source *s, stream_loop *lp, wg_error *err)
     if (stream_send_status(s, flush, lp->reply, err) != 0)
         return -1;
     lp->reply = false;
-    lp->next_status = wg_now_ms() + s->status_ms;
+    /* The next one that confirms nothing new waits at least idle_status_ms, however short
+     * status_interval is. Each status is a TCP segment whose ACK re-arms the server's
+     * zero-window probe timer: while our receive window is smaller than its segments (it
+     * shrinks while we read slowly under CPU load), that probe is the only thing that sends
+     * more, and a status every 100 ms kept it from ever firing (the stream stalled until we
+     * fell silent: bench/watch-stall.sh caught it). */
+    int64_t every = s->idle_status_ms > s->status_ms ? s->idle_status_ms : s->status_ms;
+    lp->next_status = wg_now_ms() + every;
     return 0;
 }
 
@@ -455,6 +462,7 @@ void stream_check_sender_timeout(ingest_source *s)
 {
     s->status_ms = s->cfg.status_interval_ms;
     long long t = cat_wal_sender_timeout(s->cat); /* ms; 0 = no timeout */
+    s->idle_status_ms = t > 0 && t / 3 < IDLE_STATUS_MS ? t / 3 : IDLE_STATUS_MS;
     if (t > 0 && s->status_ms * 2 >= t) {
         s->status_ms = t / 3 > 50 ? t / 3 : 50;
         log_warn(s->cfg.name,
