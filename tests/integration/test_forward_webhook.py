@@ -86,9 +86,21 @@ def check_equal(pg, hook):
 
 
 def marker_delivered(pg, hook, marker, timeout=90):
+    """Insert a marker row and wait until a streamed change of it arrives. A snapshot that
+    starts after the INSERT (walgate just restarted) copies the row as a `read`, and snapshot
+    rows of other ctid ranges may still follow it; then the marker is updated, and that update
+    can only come through the stream, which the log holds after every table's snapshot_done:
+    once it is delivered, so is everything before it."""
     pg.sql(f"INSERT INTO orders VALUES ({marker}, 0, 'marker')")
-    ok = hook.wait_for(lambda: any(r.get("new", {}).get("id") == marker for r in hook.records()),
-                       timeout=timeout)
+
+    def got(*ops):
+        return any(r.get("op") in ops and r.get("new", {}).get("id") == marker
+                   for r in hook.records())
+    deadline = time.monotonic() + timeout
+    ok = hook.wait_for(lambda: got("insert", "read"), timeout=timeout)
+    if ok and not got("insert"):
+        pg.sql(f"UPDATE orders SET v = 1 WHERE id = {marker}")
+        ok = hook.wait_for(lambda: got("update"), timeout=max(1.0, deadline - time.monotonic()))
     assert ok, f"marker {marker} not delivered"
 
 
