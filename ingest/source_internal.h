@@ -330,6 +330,9 @@ void state_set_error(ingest_source *s, src_state st, const char *remedy, const c
 /* The table's status entry, created when missing; NULL when out of memory. */
 table_status *state_table_get(ingest_source *s, const char *name);
 int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp);
+/* The state file's text (NUL-terminated, changed in place) into s: what state_read does with
+ * the file's bytes. Unknown or malformed lines are ignored. */
+void state_parse(ingest_source *s, char *text, bool *snapshot_done, uint64_t *cp);
 int state_write(ingest_source *s, bool snapshot_done, wg_error *err);
 void state_save(ingest_source *s);
 void state_status_write(ingest_source *s, bool force);

@@ -122,12 +122,94 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
     if (wg_read_file(path, 65536, &b, &err) != 0)
         return -1;
     s->state_found = true;
-    char *line = b.data;
+    state_parse(s, b.data, snapshot_done, cp);
+    wg_buf_free(&b);
+    return 0;
+}
+
+/* Version 2 escapes a backslash, CR, LF (and in a table name a tab) as \\, \r, \n, \t: a
+ * name or value holding them (a quoted identifier may hold any character) cannot start a line of
+ * its own or move the name/value split. */
+static void st_put_escaped(wg_buf *b, const char *v, bool tab)
+{
+    for (const char *c = v; *c; c++) {
+        const char *e = *c == '\\'          ? "\\\\"
+                        : *c == '\n'        ? "\\n"
+                        : *c == '\r'        ? "\\r"
+                        : tab && *c == '\t' ? "\\t"
+                                            : NULL;
+        if (e)
+            wg_buf_puts(b, e);
+        else
+            wg_buf_putc(b, *c);
+    }
+}
+
+/* Undo st_put_escaped in place (version 2 files only). */
+static void st_unescape(char *v)
+{
+    char *o = v;
+    for (char *c = v; *c; c++) {
+        if (*c != '\\' || !c[1]) {
+            *o++ = *c;
+            continue;
+        }
+        c++;
+        *o++ = *c == 'n' ? '\n' : *c == 'r' ? '\r' : *c == 't' ? '\t' : *c;
+    }
+    *o = '\0';
+}
+
+/* One "KIND NAME\tVALUE" line (error, cut, columns, oid, parts, key) into the table's entry. */
+static void st_parse_table_line(ingest_source *s, char *line, bool v2)
+{
+    char *sp = strchr(line, ' ');
+    char *tab = sp ? strchr(sp + 1, '\t') : NULL;
+    if (!tab)
+        return;
+    *tab = '\0';
+    char *name = sp + 1, *val = tab + 1;
+    if (v2) {
+        st_unescape(name);
+        st_unescape(val);
+    }
+    table_status *t = state_table_get(s, name);
+    if (!t)
+        return;
+    if (line[0] == 'e') {
+        free(t->error);
+        t->error = strdup(val);
+    } else if (line[0] == 'c' && line[1] == 'u') {
+        uint64_t cut = 0;
+        if (pgout_parse_lsn(val, &cut) == 0 && cut && !t->cut) {
+            t->cut = cut;
+            s->n_cuts++;
+        }
+    } else if (line[0] == 'o') {
+        t->oid = (uint32_t)strtoul(val, NULL, 10);
+    } else if (line[0] == 'k') {
+        free(t->key);
+        t->key = strdup(val);
+    } else if (line[0] == 'p') {
+        free(t->parts);
+        t->parts = strdup(val);
+    } else {
+        free(t->columns);
+        t->columns = strdup(val);
+    }
+}
+
+void state_parse(ingest_source *s, char *text, bool *snapshot_done, uint64_t *cp)
+{
+    bool v2 = false;
+    char *line = text;
     while (line && *line) {
         char *nl = strchr(line, '\n');
         if (nl)
             *nl = '\0';
-        if (strcmp(line, "snapshot done") == 0)
+        if (strcmp(line, "walgate-source-state 2") == 0)
+            v2 = true;
+        else if (strcmp(line, "snapshot done") == 0)
             *snapshot_done = true;
         else if (strncmp(line, "consistent_point ", 17) == 0)
             pgout_parse_lsn(line + 17, cp);
@@ -138,45 +220,27 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
         else if (strncmp(line, "timeline ", 9) == 0)
             s->timeline = (unsigned)strtoul(line + 9, NULL, 10);
         else if (strncmp(line, "table ", 6) == 0) {
+            if (v2)
+                st_unescape(line + 6);
             table_status *t = state_table_get(s, line + 6);
             if (t)
                 t->snapshot_committed = true;
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
                    strncmp(line, "columns ", 8) == 0 || strncmp(line, "oid ", 4) == 0 ||
-                   strncmp(line, "parts ", 6) == 0 || strncmp(line, "key ", 4) == 0) {
-            /* "KIND NAME\tVALUE" */
-            char *sp = strchr(line, ' ');
-            char *tab = strchr(sp + 1, '\t');
-            if (tab) {
-                *tab = '\0';
-                table_status *t = state_table_get(s, sp + 1);
-                if (t && line[0] == 'e') {
-                    free(t->error);
-                    t->error = strdup(tab + 1);
-                } else if (t && line[0] == 'c' && line[1] == 'u') {
-                    uint64_t cut = 0;
-                    if (pgout_parse_lsn(tab + 1, &cut) == 0 && cut && !t->cut) {
-                        t->cut = cut;
-                        s->n_cuts++;
-                    }
-                } else if (t && line[0] == 'o') {
-                    t->oid = (uint32_t)strtoul(tab + 1, NULL, 10);
-                } else if (t && line[0] == 'k') {
-                    free(t->key);
-                    t->key = strdup(tab + 1);
-                } else if (t && line[0] == 'p') {
-                    free(t->parts);
-                    t->parts = strdup(tab + 1);
-                } else if (t) {
-                    free(t->columns);
-                    t->columns = strdup(tab + 1);
-                }
-            }
-        }
+                   strncmp(line, "parts ", 6) == 0 || strncmp(line, "key ", 4) == 0)
+            st_parse_table_line(s, line, v2);
         line = nl ? nl + 1 : NULL;
     }
-    wg_buf_free(&b);
-    return 0;
+}
+
+/* "KIND NAME\tVALUE\n", both escaped. */
+static void st_put_table_line(wg_buf *b, const char *kind, const char *name, const char *val)
+{
+    wg_buf_printf(b, "%s ", kind);
+    st_put_escaped(b, name, true);
+    wg_buf_putc(b, '\t');
+    st_put_escaped(b, val, false);
+    wg_buf_putc(b, '\n');
 }
 
 int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
@@ -184,7 +248,7 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     wg_buf b = {0};
     char cp[32];
     wg_lsn_format(s->consistent_point, cp, sizeof(cp));
-    wg_buf_printf(&b, "walgate-source-state 1\nslot %s\nsnapshot %s\nconsistent_point %s\n",
+    wg_buf_printf(&b, "walgate-source-state 2\nslot %s\nsnapshot %s\nconsistent_point %s\n",
                   s->cfg.slot, snapshot_done ? "done" : "in_progress", cp);
     const char *sysid = s->server_sysid[0] ? s->server_sysid : s->sysid;
     if (sysid[0])
@@ -194,26 +258,28 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
         wg_buf_printf(&b, "timeline %u\n", tli);
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
-        if (t->snapshot_committed)
-            wg_buf_printf(&b, "table %s\n", t->name);
-        if (t->error) { /* one line: newlines in a message become spaces */
-            wg_buf_printf(&b, "error %s\t", t->name);
-            for (const char *c = t->error; *c; c++)
-                wg_buf_putc(&b, *c == '\n' ? ' ' : *c);
+        if (t->snapshot_committed) {
+            wg_buf_puts(&b, "table ");
+            st_put_escaped(&b, t->name, false);
             wg_buf_putc(&b, '\n');
         }
+        if (t->error)
+            st_put_table_line(&b, "error", t->name, t->error);
         if (t->cut && t->cut != CUT_PENDING) {
             wg_lsn_format(t->cut, cp, sizeof(cp));
-            wg_buf_printf(&b, "cut %s\t%s\n", t->name, cp);
+            st_put_table_line(&b, "cut", t->name, cp);
         }
         if (t->columns)
-            wg_buf_printf(&b, "columns %s\t%s\n", t->name, t->columns);
-        if (t->oid)
-            wg_buf_printf(&b, "oid %s\t%u\n", t->name, t->oid);
+            st_put_table_line(&b, "columns", t->name, t->columns);
+        if (t->oid) {
+            char oid[16];
+            snprintf(oid, sizeof(oid), "%u", t->oid);
+            st_put_table_line(&b, "oid", t->name, oid);
+        }
         if (t->parts)
-            wg_buf_printf(&b, "parts %s\t%s\n", t->name, t->parts);
+            st_put_table_line(&b, "parts", t->name, t->parts);
         if (t->key)
-            wg_buf_printf(&b, "key %s\t%s\n", t->name, t->key);
+            st_put_table_line(&b, "key", t->name, t->key);
     }
     s->snap_done = snapshot_done;
     char path[4096];
