@@ -24,7 +24,7 @@ import threading
 import time
 
 import fixture
-from test_ingest_gaps import Run, equal, insert, log_ids, make_table
+from walgate_run import Run, equal, insert, log_ids, make_table
 
 
 class MultiHostRun(Run):
@@ -32,9 +32,7 @@ class MultiHostRun(Run):
         super().__init__(pg, name, pub, state=state)
         self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
             ("walgate", {"state_dir": self.state}),
-            ("postgres main", {"host": hosts, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable",
-                               "target_session_attrs": "read-write"}),
+            fixture.pg_section(pg, host=hosts, target_session_attrs="read-write"),
             (f"source {name}", {"connection": "main", "publication": pub,
                                 "status_interval": "200ms", "failover": failover})]))
 

@@ -20,14 +20,13 @@ of 11-18; checks that need a newer server are skipped with the reason printed).
 - the server's notices (client_min_messages = log) go to walgate's log, named by the connection,
   never raw to stderr.
 """
-import json
 import os
-import signal
 import subprocess
 import time
 
 import fixture
 import logreplay
+from walgate_run import Run, committed
 
 TYPES_DDL = """
 CREATE TABLE types (
@@ -58,70 +57,6 @@ ROWS = [
     "NULL, '-infinity', 'infinity', '(,)', NULL, NULL, '', '{{}}', '{{}}', NULL, NULL, NULL, "
     "NULL, NULL, NULL, NULL, NULL)",
 ]
-
-
-class Run:
-    def __init__(self, pg, name="app", pub="pub", extra=None, state=None):
-        self.pg = pg
-        self.name = name
-        self.state = state or fixture.tempdir()
-        src = {"connection": "main", "publication": pub, "status_interval": "200ms"}
-        src.update(extra or {})
-        self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
-            ("walgate", {"state_dir": self.state}),
-            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable"}),
-            (f"source {name}", src)]))
-        self.proc = None
-
-    def start(self):
-        self.err = os.path.join(self.state, f"run-{time.time()}.log")
-        self.proc = fixture.walgate_popen("run", config=self.cfg, stdout=subprocess.DEVNULL,
-                                          stderr=open(self.err, "w"))
-        return self
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=30)
-        assert rc == 0, f"SIGTERM exit {rc}\n{self.log()}"
-
-    def log(self):
-        return open(self.err).read()[-4000:]
-
-    def lines(self):
-        p = fixture.walgate("log", "tail", self.name, "--state-dir", self.state)
-        assert p.returncode == 0, p.stderr
-        return [json.loads(l) for l in p.stdout.splitlines()]
-
-    def status(self):
-        p = fixture.walgate("status", "--json", config=self.cfg)
-        return json.loads(p.stdout)[0]
-
-    def wait(self, pred, what, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"walgate exited {self.proc.returncode}\n{self.log()}")
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\n{self.log()}")
-
-
-def committed(run, pred):
-    """Records of the first committed transaction containing a row matching pred."""
-    txn = []
-    for r in run.lines():
-        if r["op"] == "begin":
-            txn = [r]
-        elif r["op"] == "commit":
-            txn.append(r)
-            if any(pred(x) for x in txn):
-                return txn
-        else:
-            txn.append(r)
-    return None
 
 
 def test_types(pg):

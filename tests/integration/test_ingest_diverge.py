@@ -20,16 +20,13 @@ import csv
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
 import logreplay  # noqa: E402
-from test_ingest import Run, committed  # noqa: E402
+from walgate_run import Run, committed  # noqa: E402
 
 
 def csv_rows(pg, select):

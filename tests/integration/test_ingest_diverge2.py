@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
-from test_ingest import Run, Session, committed  # noqa: E402
+from walgate_run import Run, committed  # noqa: E402
 from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
 
 

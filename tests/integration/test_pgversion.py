@@ -6,13 +6,12 @@ shows it running with no error, `walgate slots list` shows the slot, `slots drop
 Each of the three commands of issue 13's table is tried even when an earlier one failed, and a
 line `CELL <command> ok|FAIL <why>` is printed for each (scripts/pg-matrix.sh reads them).
 """
-import os
 import sys
 import time
 
 import fixture
 import logreplay
-from test_ingest import Run, committed
+from walgate_run import Run, committed
 
 cells = {}
 

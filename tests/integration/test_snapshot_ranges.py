@@ -23,7 +23,7 @@ import time
 
 import fixture
 import logreplay
-from test_ingest import Run
+from walgate_run import Run
 
 SETUP = """
 CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric, t timestamptz, nul text);

@@ -17,7 +17,7 @@ Standbys are made by fixture.Standby (a cold copy of the primary, no pg_baseback
 import time
 
 import fixture
-from test_ingest_gaps import Run, equal, failed_with, has_ids, insert, make_table
+from walgate_run import Run, equal, failed_with, has_ids, insert, make_table
 
 
 def validate_fails(run):
