@@ -156,13 +156,7 @@ def wait_snapshot_durable(state, sources, proc, timeout=600):
 
 
 def stop(p, timeout=60):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    fixture.terminate(p, timeout)
 
 
 def spread(xs):
