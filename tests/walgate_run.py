@@ -70,6 +70,10 @@ class Run:
         return fixture.wait_until(pred, what, timeout, proc=self.proc if alive else None,
                                   log=context)
 
+    def wait_running(self, what="running", timeout=60):
+        """Waits until `walgate status` shows the source running."""
+        self.wait(lambda: self.status().get("state") == "running", what, timeout)
+
 
 def committed(run, pred):
     """Records of the first committed transaction containing a row matching pred."""

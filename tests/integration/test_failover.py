@@ -85,13 +85,13 @@ def main():
         # failover = false: an ordinary slot; then true: the running walgate switches it
         run = MultiHostRun(pg, hosts, "fo", "tf_pub", failover="false")
         run.start()
-        run.wait(lambda: run.status().get("state") == "running", "running", timeout=90)
+        run.wait_running(timeout=90)
         assert pg.sql(failover) == "f", "failover = false made a failover slot"
         run.stop()
         run = MultiHostRun(pg, hosts, "fo", "tf_pub", state=run.state)
         run.start()
         run.wait(lambda: pg.sql(failover) == "t", "ALTER_REPLICATION_SLOT ... (FAILOVER true)")
-        run.wait(lambda: run.status().get("state") == "running", "running", timeout=90)
+        run.wait_running(timeout=90)
         assert "is now a failover slot" in run.log(), run.log()
 
         # the standby synchronizes the slot (temporary until it has caught up)

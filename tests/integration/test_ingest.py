@@ -66,7 +66,7 @@ def test_types(pg):
     pg.sql("INSERT INTO types VALUES " + ", ".join(r.format(id=i + 1, ninf=ninf)
                                                    for i, r in enumerate(ROWS)))
     run = Run(pg, "types", "types_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO types VALUES " + ", ".join(r.format(id=i + 101, ninf=ninf)
                                                    for i, r in enumerate(ROWS)))
     run.wait(lambda: sum(1 for r in run.lines() if r["op"] == "insert") == len(ROWS), "stream")
@@ -101,7 +101,7 @@ def test_transactions(pg):
            "CREATE TABLE outside (id serial PRIMARY KEY, v int);"
            "CREATE PUBLICATION txn_pub FOR TABLE a, b, big")
     run = Run(pg, "txn", "txn_pub", extra={"max_txn_memory": "1MiB"}).start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
 
     # Multi-table transaction, whole.
     pg.sql("BEGIN; INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1'); COMMIT")
@@ -190,7 +190,7 @@ def test_streaming(pg):
     # public.nope is configured but not published: that table reports it.
     run = Run(pg, "strm", "s_pub", extra={"max_txn_memory": "1MiB",
                                           "tables": "public.s1, public.s2, public.nope"}).start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     rows = lambda t, a, b: (f"INSERT INTO {t} SELECT g, repeat(md5(g::text), 3) "
                             f"FROM generate_series({a}, {b}) g;")
     a, b = Session(pg), Session(pg)
@@ -256,7 +256,7 @@ def test_publication_shapes(pg):
            "CREATE PUBLICATION shape_ins FOR TABLE cl (id, a) WITH (publish = 'insert')")
     # column list (an insert-only publication: a column list must cover REPLICA IDENTITY FULL)
     run = Run(pg, "shapecl", "shape_ins").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO cl VALUES (3, 3, 's3')")
     run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 3), "cl insert")
     run.stop()
@@ -264,7 +264,7 @@ def test_publication_shapes(pg):
     assert rows and all(set(r) == {"id", "a"} for r in rows), rows
     # row filter, and a column dropped before the first change
     run = Run(pg, "shaperf", "shape_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("ALTER TABLE dc DROP COLUMN y")
     pg.sql("UPDATE rf SET region = 'eu' WHERE id = 1; UPDATE rf SET region = 'us' WHERE id = 2;"
            "UPDATE rf SET v = v + 100 WHERE region = 'eu'; DELETE FROM rf WHERE id = 4;"
@@ -291,7 +291,7 @@ def test_failures(pg):
            "INSERT INTO f4 SELECT generate_series(1, 50);"
            "CREATE PUBLICATION f_pub FOR TABLE f1, f2, f3, f4, f5")
     run = Run(pg, "fail", "f_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO f1 VALUES (1, 1, 1)")
     pg.sql("ALTER TABLE f1 DROP COLUMN y")
     pg.sql("INSERT INTO f1 VALUES (2, 2); INSERT INTO f2 VALUES (7)")
@@ -387,7 +387,7 @@ def test_failures(pg):
     pg.sql("CREATE TABLE p1 (id int PRIMARY KEY); ALTER TABLE p1 REPLICA IDENTITY FULL;"
            "CREATE PUBLICATION p_pub FOR TABLE p1")
     run = Run(pg, "pubdrop", "p_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("DROP PUBLICATION p_pub; INSERT INTO p1 VALUES (1)")
     if pg.major >= 18:
         # PostgreSQL 18 skips a missing publication with a WARNING (55000) instead of ending
@@ -426,7 +426,7 @@ def test_failures(pg):
     pg.sql("CREATE TABLE w1 (id int PRIMARY KEY, v text); ALTER TABLE w1 REPLICA IDENTITY FULL;"
            "CREATE PUBLICATION w_pub FOR TABLE w1")
     run = Run(pg, "wal", "w_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     run.stop()
     pg.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
     pg.sql("SELECT pg_reload_conf()")
@@ -456,7 +456,7 @@ def test_notices(pg):
     pg.sql("ALTER ROLE postgres SET client_min_messages = 'log'")
     try:
         run = Run(pg, "notice", "n_pub").start()
-        run.wait(lambda: run.status().get("state") == "running", "running")
+        run.wait_running()
         pg.sql("INSERT INTO n1 VALUES (1)")
         run.wait(lambda: committed(run, lambda r: r.get("table") == "public.n1"), "insert")
         run.stop()

@@ -38,7 +38,7 @@ def test_second_instance_refuses(pg):
     make_table(pg, t)
     insert(pg, t, 1, 100)
     owner = Run(pg, t, f"{t}_pub").start()
-    owner.wait(lambda: owner.status().get("state") == "running", "owner running")
+    owner.wait_running("owner running")
     insert(pg, t, 101, 200)
     owner.wait(has_ids(owner, t, 200), "200 rows")
     owner.stop()
@@ -76,7 +76,7 @@ def test_recreated_slot_gap(pg):
     p = fixture.walgate("slots", "drop", t, config=other.cfg)
     assert p.returncode == 0, p.stderr
     other.start()
-    other.wait(lambda: other.status().get("state") == "running", "the second walgate running")
+    other.wait_running("the second walgate running")
     other.stop()
     insert(pg, t, 261, 270)
     confirmed = slot(pg, f"walgate_{t}")
@@ -96,7 +96,7 @@ def test_restored_log_and_slots_drop(pg):
     make_table(pg, t)
     insert(pg, t, 1, 100)
     run = Run(pg, t, f"{t}_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     run.wait(has_ids(run, t, 100), "snapshot")
     run.stop()
     logdir = os.path.join(run.state, "log", t)
@@ -188,7 +188,7 @@ def test_disk_full(pg):
     run = None
     try:
         run = Run(pg, t, f"{t}_pub", state=state).start()
-        run.wait(lambda: run.status().get("state") == "running", "running")
+        run.wait_running()
         filler = os.path.join(mnt, "filler")
         free = shutil.disk_usage(mnt).free
         fixture.run(["fallocate", "-l", str(free - (8 << 20)), filler])

@@ -43,7 +43,7 @@ def main():
 
         def walgate_run():
             run.start()
-            run.wait(lambda: run.status().get("state") == "running", "running")
+            run.wait_running()
             pg.sql("INSERT INTO t VALUES (1001, 'new'); UPDATE t SET v = 'upd' WHERE id = 1;"
                    "DELETE FROM t WHERE id = 2; INSERT INTO u VALUES (11)")
             run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 11), "stream")
