@@ -115,9 +115,7 @@ def psql_file(pg, path, sync_commit="off"):
 def walgate_config(path, state, pg, sources, extra=None, walgate=None, postgres=None):
     """sources: {name: {publication, ...}}; extra: more (section, dict) pairs."""
     secs = [("walgate", dict({"state_dir": state, "log_level": "warn"}, **(walgate or {}))),
-            ("postgres main", dict({"host": pg.host, "port": pg.port, "user": "postgres",
-                                    "dbname": "postgres", "sslmode": "disable"},
-                                   **(postgres or {})))]
+            fixture.pg_section(pg, **(postgres or {}))]
     for name, kv in sources.items():
         secs.append((f"source {name}", dict({"connection": "main"}, **kv)))
     return fixture.write_file(path, fixture.ini(secs + list(extra or [])))
@@ -156,13 +154,7 @@ def wait_snapshot_durable(state, sources, proc, timeout=600):
 
 
 def stop(p, timeout=60):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    fixture.terminate(p, timeout)
 
 
 def spread(xs):

@@ -51,18 +51,30 @@ CREATE PUBLICATION bench_pub FOR TABLE ticks;
 PROCESSED = re.compile(r"number of transactions actually processed: (\d+)")
 
 
-class DurableWatcher:
+class Watcher:
+    """Runs self.loop() in a daemon thread from start() until stop(); a loop notes only the
+    commits at or after `since` (ms since the epoch; none until it is set)."""
+
+    def start(self):
+        self.since = float("inf")
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.t.join()
+
+
+class DurableWatcher(Watcher):
     """Polls the source's change-log index every millisecond; for each newly indexed batch,
     notes (now - commit_time) of every commit record in it."""
 
     def __init__(self, logdir):
         self.logdir = logdir
         self.lat = []
-        self.since = float("inf")
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
+        self.start()
 
     def loop(self):
         seg = None
@@ -123,12 +135,8 @@ class DurableWatcher:
             out, self.lat = self.lat, []
         return out
 
-    def stop(self):
-        self.stopping.set()
-        self.t.join()
 
-
-class NatsWatcher:
+class NatsWatcher(Watcher):
     """A core-NATS subscriber on the sink's subjects (R1: a message reaches subscribers when
     the stream's only server stores it); notes (now - commit time) of every commit message."""
 
@@ -138,11 +146,7 @@ class NatsWatcher:
         self.nc._send(b"PING\r\n")  # the subscription is in place once the PONG is back
         self.nc._wait_pong()
         self.latencies = []
-        self.since = float("inf")
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
+        self.start()
 
     def loop(self):
         while not self.stopping.is_set():
@@ -157,8 +161,7 @@ class NatsWatcher:
                     self.latencies.append(now - iso_ms(ct))
 
     def stop(self):
-        self.stopping.set()
-        self.t.join()
+        super().stop()
         self.nc.close()
 
 

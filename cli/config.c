@@ -265,37 +265,41 @@ static void *grow(void **arr, size_t *n, size_t elem)
     return p + (*n)++ * elem;
 }
 
+/* Where cli_config keeps the sections of each named kind: the array, its count, the size of
+ * one section, and where a section keeps its name and the line it starts on. */
+typedef struct sect_store {
+    size_t array, count, size, name, line;
+} sect_store;
+
+#define STORE(arr, n, type)                                                                        \
+    {                                                                                              \
+        offsetof(cli_config, arr), offsetof(cli_config, n), sizeof(type), offsetof(type, name),    \
+            offsetof(type, line)                                                                   \
+    }
+static const sect_store g_sect_store[] = {
+    [SECT_TUNNEL] = STORE(tunnels, n_tunnels, cli_tunnel),
+    [SECT_POSTGRES] = STORE(postgres, n_postgres, cli_postgres),
+    [SECT_SOURCE] = STORE(sources, n_sources, cli_source),
+    [SECT_PRIVATELINK] = STORE(privatelinks, n_privatelinks, cli_privatelink),
+    [SECT_SINK] = STORE(sinks, n_sinks, cli_sink),
+};
+#undef STORE
+
+static char **sect_name(const sect_store *st, void *sect)
+{
+    return (char **)((char *)sect + st->name);
+}
+
 static void *find_section(const cli_config *cfg, sect_kind kind, const char *name)
 {
-    switch (kind) {
-    case SECT_TUNNEL:
-        for (size_t i = 0; i < cfg->n_tunnels; i++)
-            if (strcmp(cfg->tunnels[i].name, name) == 0)
-                return &cfg->tunnels[i];
-        break;
-    case SECT_POSTGRES:
-        for (size_t i = 0; i < cfg->n_postgres; i++)
-            if (strcmp(cfg->postgres[i].name, name) == 0)
-                return &cfg->postgres[i];
-        break;
-    case SECT_SOURCE:
-        for (size_t i = 0; i < cfg->n_sources; i++)
-            if (strcmp(cfg->sources[i].name, name) == 0)
-                return &cfg->sources[i];
-        break;
-    case SECT_PRIVATELINK:
-        for (size_t i = 0; i < cfg->n_privatelinks; i++)
-            if (strcmp(cfg->privatelinks[i].name, name) == 0)
-                return &cfg->privatelinks[i];
-        break;
-    case SECT_SINK:
-        for (size_t i = 0; i < cfg->n_sinks; i++)
-            if (strcmp(cfg->sinks[i].name, name) == 0)
-                return &cfg->sinks[i];
-        break;
-    case SECT_WALGATE:
+    if (kind == SECT_WALGATE)
         return (void *)cfg;
-    }
+    const sect_store *st = &g_sect_store[kind];
+    char *arr = *(char *const *)((const char *)cfg + st->array);
+    size_t n = *(const size_t *)((const char *)cfg + st->count);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(*sect_name(st, arr + i * st->size), name) == 0)
+            return arr + i * st->size;
     return NULL;
 }
 
@@ -356,65 +360,16 @@ static void open_section(parse_state *ps, char *header)
         fail(ps, ps->line, "[%s %s] appears twice; section names must be unique", s, name);
         return;
     }
-    cli_config *cfg = ps->cfg;
-    void *sect = NULL;
-    char **name_slot = NULL;
-    int *line_slot = NULL;
-    switch ((sect_kind)kind) {
-    case SECT_TUNNEL: {
-        cli_tunnel *t = grow((void **)&cfg->tunnels, &cfg->n_tunnels, sizeof(*t));
-        if (t) {
-            sect = t;
-            name_slot = &t->name;
-            line_slot = &t->line;
-        }
-        break;
-    }
-    case SECT_POSTGRES: {
-        cli_postgres *p = grow((void **)&cfg->postgres, &cfg->n_postgres, sizeof(*p));
-        if (p) {
-            sect = p;
-            name_slot = &p->name;
-            line_slot = &p->line;
-        }
-        break;
-    }
-    case SECT_SOURCE: {
-        cli_source *src = grow((void **)&cfg->sources, &cfg->n_sources, sizeof(*src));
-        if (src) {
-            sect = src;
-            name_slot = &src->name;
-            line_slot = &src->line;
-        }
-        break;
-    }
-    case SECT_PRIVATELINK: {
-        cli_privatelink *pl = grow((void **)&cfg->privatelinks, &cfg->n_privatelinks, sizeof(*pl));
-        if (pl) {
-            sect = pl;
-            name_slot = &pl->name;
-            line_slot = &pl->line;
-        }
-        break;
-    }
-    case SECT_SINK: {
-        cli_sink *k = grow((void **)&cfg->sinks, &cfg->n_sinks, sizeof(*k));
-        if (k) {
-            k->type = -1;
-            sect = k;
-            name_slot = &k->name;
-            line_slot = &k->line;
-        }
-        break;
-    }
-    case SECT_WALGATE:
-        break;
-    }
-    if (!sect || !(*name_slot = strdup(name))) {
+    const sect_store *st = &g_sect_store[kind];
+    void *sect = grow((void **)((char *)ps->cfg + st->array),
+                      (size_t *)((char *)ps->cfg + st->count), st->size);
+    if (sect && kind == SECT_SINK)
+        ((cli_sink *)sect)->type = -1;
+    if (!sect || !(*sect_name(st, sect) = strdup(name))) {
         fail(ps, ps->line, "out of memory");
         return;
     }
-    *line_slot = ps->line;
+    *(int *)((char *)sect + st->line) = ps->line;
     ps->cur_kind = (sect_kind)kind;
     ps->cur = sect;
     ps->cur_bad = false;

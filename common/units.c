@@ -111,18 +111,22 @@ void wg_format_size(uint64_t bytes, char *buf, size_t len)
         snprintf(buf, len, "%.1f %s", v, units[u]);
 }
 
-int64_t wg_now_ms(void)
+/* Milliseconds on clock `id`. */
+static int64_t clock_ms(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t wg_now_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
 }
 
 int64_t wg_now_coarse_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 int64_t wg_now_us(void)
@@ -134,9 +138,7 @@ int64_t wg_now_us(void)
 
 int64_t wg_wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms(CLOCK_REALTIME);
 }
 
 void wg_format_time(int64_t wall_ms, char *buf, size_t len)

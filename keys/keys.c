@@ -656,6 +656,17 @@ static int prepare_dir(const char *dir, wg_error *err)
     return 0;
 }
 
+/* The directory of tunnel `name`'s key pair, once the name is known to be allowed. */
+static int pair_dir(const char *state_dir, const char *name, char *dir, size_t len, wg_error *err)
+{
+    int rc = check_name(name, err);
+    if (rc != 0)
+        return rc;
+    if (keys_dir(state_dir, name, dir, len) != 0)
+        return wg_error_set(err, WG_ERR_CONFIG, "state_dir %s: path too long", state_dir);
+    return 0;
+}
+
 int keys_generate(const char *state_dir, const char *name, bool force, keys_pair *out,
                   wg_error *err)
 {
@@ -663,10 +674,8 @@ int keys_generate(const char *state_dir, const char *name, bool force, keys_pair
     unsigned p, s;
     int rc;
     out->primary = out->secondary = NULL;
-    if ((rc = check_name(name, err)) != 0)
+    if ((rc = pair_dir(state_dir, name, dir, sizeof(dir), err)) != 0)
         return rc;
-    if (keys_dir(state_dir, name, dir, sizeof(dir)) != 0)
-        return wg_error_set(err, WG_ERR_CONFIG, "state_dir %s: path too long", state_dir);
     if ((rc = prepare_dir(dir, err)) != 0)
         return rc;
     rc = read_pair(dir, &p, &s, err);
@@ -705,10 +714,8 @@ int keys_load(const char *state_dir, const char *name, keys_pair *out, wg_error 
     unsigned p, s;
     int rc;
     out->primary = out->secondary = NULL;
-    if ((rc = check_name(name, err)) != 0)
+    if ((rc = pair_dir(state_dir, name, dir, sizeof(dir), err)) != 0)
         return rc;
-    if (keys_dir(state_dir, name, dir, sizeof(dir)) != 0)
-        return wg_error_set(err, WG_ERR_CONFIG, "state_dir %s: path too long", state_dir);
     rc = read_pair(dir, &p, &s, err);
     if (rc == WG_ERR_NOTFOUND)
         return wg_error_set(err, WG_ERR_NOTFOUND,

@@ -198,6 +198,45 @@ def walgate_popen(*args, config=None, env=None, **kw):
     return p
 
 
+def wait_until(pred, what, timeout=30, proc=None, log=lambda: "", interval=0.1):
+    """Call pred until it returns something true (returned) or `timeout` seconds pass. With
+    `proc`, fail at once when that process has exited; `log()` is added to a failure."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"walgate exited {proc.returncode}\n{log()}")
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}\n{log()}")
+
+
+def pg_section(pg, name="main", **extra):
+    """The [postgres NAME] section that reaches `pg` as the postgres user, for ini()."""
+    conn = {"host": pg.host, "port": pg.port, "user": "postgres", "dbname": "postgres",
+            "sslmode": "disable"}
+    conn.update(extra)
+    return (f"postgres {name}", conn)
+
+
+def run_tests(namespace, timed=False):
+    """Run every test_* function of `namespace` (a module's globals()), reporting each and going
+    on after a failure; exit 1 when any failed."""
+    tests = [(k, v) for k, v in namespace.items() if k.startswith("test_") and callable(v)]
+    failed = 0
+    for name, fn in tests:
+        t0 = time.monotonic()
+        try:
+            fn()
+            print(f"ok   {name} ({time.monotonic() - t0:.1f}s)" if timed else f"ok   {name}")
+        except Exception as e:  # report and go on
+            failed += 1
+            print(f"FAIL {name}: {e}")
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
 def write_file(path, text, mode=0o644):
     with open(path, "w") as f:
         f.write(text)

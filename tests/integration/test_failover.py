@@ -24,7 +24,7 @@ import threading
 import time
 
 import fixture
-from test_ingest_gaps import Run, equal, insert, log_ids, make_table
+from walgate_run import Run, equal, insert, log_ids, make_table
 
 
 class MultiHostRun(Run):
@@ -32,9 +32,7 @@ class MultiHostRun(Run):
         super().__init__(pg, name, pub, state=state)
         self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
             ("walgate", {"state_dir": self.state}),
-            ("postgres main", {"host": hosts, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable",
-                               "target_session_attrs": "read-write"}),
+            fixture.pg_section(pg, host=hosts, target_session_attrs="read-write"),
             (f"source {name}", {"connection": "main", "publication": pub,
                                 "status_interval": "200ms", "failover": failover})]))
 
@@ -87,13 +85,13 @@ def main():
         # failover = false: an ordinary slot; then true: the running walgate switches it
         run = MultiHostRun(pg, hosts, "fo", "tf_pub", failover="false")
         run.start()
-        run.wait(lambda: run.status().get("state") == "running", "running", timeout=90)
+        run.wait_running(timeout=90)
         assert pg.sql(failover) == "f", "failover = false made a failover slot"
         run.stop()
         run = MultiHostRun(pg, hosts, "fo", "tf_pub", state=run.state)
         run.start()
         run.wait(lambda: pg.sql(failover) == "t", "ALTER_REPLICATION_SLOT ... (FAILOVER true)")
-        run.wait(lambda: run.status().get("state") == "running", "running", timeout=90)
+        run.wait_running(timeout=90)
         assert "is now a failover slot" in run.log(), run.log()
 
         # the standby synchronizes the slot (temporary until it has caught up)

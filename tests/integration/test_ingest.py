@@ -20,14 +20,13 @@ of 11-18; checks that need a newer server are skipped with the reason printed).
 - the server's notices (client_min_messages = log) go to walgate's log, named by the connection,
   never raw to stderr.
 """
-import json
 import os
-import signal
 import subprocess
 import time
 
 import fixture
 import logreplay
+from walgate_run import Run, committed
 
 TYPES_DDL = """
 CREATE TABLE types (
@@ -60,70 +59,6 @@ ROWS = [
 ]
 
 
-class Run:
-    def __init__(self, pg, name="app", pub="pub", extra=None, state=None):
-        self.pg = pg
-        self.name = name
-        self.state = state or fixture.tempdir()
-        src = {"connection": "main", "publication": pub, "status_interval": "200ms"}
-        src.update(extra or {})
-        self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
-            ("walgate", {"state_dir": self.state}),
-            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable"}),
-            (f"source {name}", src)]))
-        self.proc = None
-
-    def start(self):
-        self.err = os.path.join(self.state, f"run-{time.time()}.log")
-        self.proc = fixture.walgate_popen("run", config=self.cfg, stdout=subprocess.DEVNULL,
-                                          stderr=open(self.err, "w"))
-        return self
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=30)
-        assert rc == 0, f"SIGTERM exit {rc}\n{self.log()}"
-
-    def log(self):
-        return open(self.err).read()[-4000:]
-
-    def lines(self):
-        p = fixture.walgate("log", "tail", self.name, "--state-dir", self.state)
-        assert p.returncode == 0, p.stderr
-        return [json.loads(l) for l in p.stdout.splitlines()]
-
-    def status(self):
-        p = fixture.walgate("status", "--json", config=self.cfg)
-        return json.loads(p.stdout)[0]
-
-    def wait(self, pred, what, timeout=30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"walgate exited {self.proc.returncode}\n{self.log()}")
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\n{self.log()}")
-
-
-def committed(run, pred):
-    """Records of the first committed transaction containing a row matching pred."""
-    txn = []
-    for r in run.lines():
-        if r["op"] == "begin":
-            txn = [r]
-        elif r["op"] == "commit":
-            txn.append(r)
-            if any(pred(x) for x in txn):
-                return txn
-        else:
-            txn.append(r)
-    return None
-
-
 def test_types(pg):
     # numeric Infinity is PostgreSQL 14+
     ninf = "-Infinity" if fixture.need_pg(14, "numeric -Infinity") else "-1e100"
@@ -131,7 +66,7 @@ def test_types(pg):
     pg.sql("INSERT INTO types VALUES " + ", ".join(r.format(id=i + 1, ninf=ninf)
                                                    for i, r in enumerate(ROWS)))
     run = Run(pg, "types", "types_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO types VALUES " + ", ".join(r.format(id=i + 101, ninf=ninf)
                                                    for i, r in enumerate(ROWS)))
     run.wait(lambda: sum(1 for r in run.lines() if r["op"] == "insert") == len(ROWS), "stream")
@@ -166,7 +101,7 @@ def test_transactions(pg):
            "CREATE TABLE outside (id serial PRIMARY KEY, v int);"
            "CREATE PUBLICATION txn_pub FOR TABLE a, b, big")
     run = Run(pg, "txn", "txn_pub", extra={"max_txn_memory": "1MiB"}).start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
 
     # Multi-table transaction, whole.
     pg.sql("BEGIN; INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1'); COMMIT")
@@ -255,7 +190,7 @@ def test_streaming(pg):
     # public.nope is configured but not published: that table reports it.
     run = Run(pg, "strm", "s_pub", extra={"max_txn_memory": "1MiB",
                                           "tables": "public.s1, public.s2, public.nope"}).start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     rows = lambda t, a, b: (f"INSERT INTO {t} SELECT g, repeat(md5(g::text), 3) "
                             f"FROM generate_series({a}, {b}) g;")
     a, b = Session(pg), Session(pg)
@@ -321,7 +256,7 @@ def test_publication_shapes(pg):
            "CREATE PUBLICATION shape_ins FOR TABLE cl (id, a) WITH (publish = 'insert')")
     # column list (an insert-only publication: a column list must cover REPLICA IDENTITY FULL)
     run = Run(pg, "shapecl", "shape_ins").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO cl VALUES (3, 3, 's3')")
     run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 3), "cl insert")
     run.stop()
@@ -329,7 +264,7 @@ def test_publication_shapes(pg):
     assert rows and all(set(r) == {"id", "a"} for r in rows), rows
     # row filter, and a column dropped before the first change
     run = Run(pg, "shaperf", "shape_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("ALTER TABLE dc DROP COLUMN y")
     pg.sql("UPDATE rf SET region = 'eu' WHERE id = 1; UPDATE rf SET region = 'us' WHERE id = 2;"
            "UPDATE rf SET v = v + 100 WHERE region = 'eu'; DELETE FROM rf WHERE id = 4;"
@@ -356,7 +291,7 @@ def test_failures(pg):
            "INSERT INTO f4 SELECT generate_series(1, 50);"
            "CREATE PUBLICATION f_pub FOR TABLE f1, f2, f3, f4, f5")
     run = Run(pg, "fail", "f_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO f1 VALUES (1, 1, 1)")
     pg.sql("ALTER TABLE f1 DROP COLUMN y")
     pg.sql("INSERT INTO f1 VALUES (2, 2); INSERT INTO f2 VALUES (7)")
@@ -452,7 +387,7 @@ def test_failures(pg):
     pg.sql("CREATE TABLE p1 (id int PRIMARY KEY); ALTER TABLE p1 REPLICA IDENTITY FULL;"
            "CREATE PUBLICATION p_pub FOR TABLE p1")
     run = Run(pg, "pubdrop", "p_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("DROP PUBLICATION p_pub; INSERT INTO p1 VALUES (1)")
     if pg.major >= 18:
         # PostgreSQL 18 skips a missing publication with a WARNING (55000) instead of ending
@@ -491,7 +426,7 @@ def test_failures(pg):
     pg.sql("CREATE TABLE w1 (id int PRIMARY KEY, v text); ALTER TABLE w1 REPLICA IDENTITY FULL;"
            "CREATE PUBLICATION w_pub FOR TABLE w1")
     run = Run(pg, "wal", "w_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     run.stop()
     pg.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
     pg.sql("SELECT pg_reload_conf()")
@@ -521,7 +456,7 @@ def test_notices(pg):
     pg.sql("ALTER ROLE postgres SET client_min_messages = 'log'")
     try:
         run = Run(pg, "notice", "n_pub").start()
-        run.wait(lambda: run.status().get("state") == "running", "running")
+        run.wait_running()
         pg.sql("INSERT INTO n1 VALUES (1)")
         run.wait(lambda: committed(run, lambda r: r.get("table") == "public.n1"), "insert")
         run.stop()

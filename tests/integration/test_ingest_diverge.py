@@ -20,16 +20,13 @@ import csv
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
 import logreplay  # noqa: E402
-from test_ingest import Run, committed  # noqa: E402
+from walgate_run import Run, committed  # noqa: E402
 
 
 def csv_rows(pg, select):
@@ -84,7 +81,7 @@ def test_partition_root(pg):
     assert "every partition's rows are copied and streamed as public.meas" in validated(run), \
         validated(run)
     run.start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("UPDATE meas SET v = -v WHERE id <= 10; DELETE FROM meas WHERE id BETWEEN 11 AND 20;"
            "INSERT INTO meas VALUES (1000, 'eu', 1)")
     run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 1000), "streamed")
@@ -125,7 +122,7 @@ def test_partition_root(pg):
     leaf = Run(pg, "leaf", "leaf_pub")
     assert "its rows carry the name public.meas_eu" in validated(leaf), validated(leaf)
     leaf.start()
-    leaf.wait(lambda: leaf.status().get("state") == "running", "running")
+    leaf.wait_running()
     pg.sql("INSERT INTO meas VALUES (4000, 'eu', 4)")
     leaf.wait(lambda: committed(leaf, lambda r: r.get("new", {}).get("id") == 4000), "leaf stream")
     names = {t["table"] for t in leaf.status()["tables"]}
@@ -147,7 +144,7 @@ def test_rename_recreate(pg):
            "INSERT INTO cr SELECT g, g FROM generate_series(1, 10) g;"
            "CREATE PUBLICATION rn_pub FOR ALL TABLES")
     run = Run(pg, "rn", "rn_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     oid_rn = pg.sql("SELECT 'rn'::regclass::oid")
     oid_rc = pg.sql("SELECT 'rc'::regclass::oid")
 
@@ -235,7 +232,7 @@ def test_replica_identity(pg):
            "INSERT INTO ri SELECT g, 'v' || g FROM generate_series(1, 20) g;"
            "CREATE TABLE ri_other (id int PRIMARY KEY); CREATE PUBLICATION ri_pub FOR TABLE ri, ri_other")
     run = Run(pg, "ri", "ri_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("DELETE FROM ri WHERE id = 1")
     full = run.wait(lambda: committed(run, lambda r: r.get("op") == "delete"), "delete (FULL)")
     assert [r["old"] for r in full if r["op"] == "delete"] == [{"id": 1, "v": "v1"}], full

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
-from test_ingest import Run, Session, committed  # noqa: E402
+from walgate_run import Run, committed  # noqa: E402
 from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def test_replident_index(pg):
            "INSERT INTO t2 VALUES (1, 'x'), (2, 'y');"
            "CREATE PUBLICATION ri2_pub FOR TABLE t0, t1, t2")
     run = Run(pg, "ri2", "ri2_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("DELETE FROM t0 WHERE id = 4; UPDATE t0 SET u = 500 WHERE id = 5;"
            "UPDATE t0 SET id = 600 WHERE id = 6; UPDATE t0 SET v = 'changed' WHERE id = 7;"
            "INSERT INTO t0 VALUES (50, 'new', 150); DELETE FROM t1 WHERE id = 1; DELETE FROM t2 WHERE a = 1")
@@ -79,7 +79,7 @@ def test_replident_index(pg):
     assert_equal(pg, run, "public.t2", "SELECT a, b, c FROM t2", ["a", "b", "c"])
     run.stop()
     run.start()
-    run.wait(lambda: run.status().get("state") == "running", "running again")
+    run.wait_running("running again")
     assert table_errors(run).get("public.t0") == err, table_errors(run)
     resync(run, "public.t0")
     pg.sql("DELETE FROM t0 WHERE id = 9; UPDATE t0 SET id = 900 WHERE id = 10")
@@ -96,7 +96,7 @@ def test_resync_unknown(pg):
     # knows no such table does): --wait must not say "done".
     pg.sql("CREATE TABLE un (id int PRIMARY KEY); CREATE PUBLICATION un_pub FOR TABLE un")
     run = Run(pg, "un", "un_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     run.stop()
     reqs = os.path.join(run.state, "sources", "un", "requests")
     p = fixture.walgate_popen("source", "resync", "un", "public.nope", "--wait", "60",
@@ -120,7 +120,7 @@ def test_dropped_domain_column(pg):
            "INSERT INTO dm SELECT g, g, 'v' || g FROM generate_series(1, 10) g;"
            "CREATE TABLE dm_other (id int PRIMARY KEY); CREATE PUBLICATION dm_pub FOR TABLE dm, dm_other")
     run = Run(pg, "dm", "dm_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("INSERT INTO dm VALUES (11, 11, 'v11')")
     run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 11), "a change")
     run.stop()
@@ -180,7 +180,7 @@ def test_rewrite_during_snapshot(pg):
 
 
 def check_rewritten(pg, run):
-    run.wait(lambda: run.status().get("state") == "running", "running", 60)
+    run.wait_running()
     run.wait(lambda: all(t["snapshot_committed"] for t in run.status()["tables"]),
              "b and c copied again", 60)
     assert not table_errors(run), table_errors(run)

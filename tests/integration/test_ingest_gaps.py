@@ -19,111 +19,13 @@ never die silently on a full disk (issue 11, items 1, 5 and 6), against a real P
   is not durable; once the space is freed it retries by itself and the replayed log equals
   the table.
 """
-import csv
 import glob
-import io
-import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 
 import fixture
 import logreplay
-
-
-class Run:
-    def __init__(self, pg, name, pub, state=None, extra_sections=None, src_extra=None):
-        self.pg = pg
-        self.name = name
-        self.state = state or fixture.tempdir()
-        src = {"connection": "main", "publication": pub, "status_interval": "200ms"}
-        src.update(src_extra or {})
-        self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
-            ("walgate", {"state_dir": self.state}),
-            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable"}),
-            (f"source {name}", src)] + (extra_sections or [])))
-        self.proc = None
-        self.err = None
-
-    def start(self):
-        self.err = os.path.join(self.state, f"run-{time.time()}.log")
-        self.proc = fixture.walgate_popen("run", config=self.cfg, stdout=subprocess.DEVNULL,
-                                          stderr=open(self.err, "w"))
-        return self
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=30)
-        assert rc == 0, f"SIGTERM exit {rc}\n{self.log()}"
-
-    def log(self):
-        return open(self.err).read()[-4000:] if self.err else ""
-
-    def lines(self):
-        if not os.path.isdir(os.path.join(self.state, "log", self.name)):
-            return []  # not created yet
-        p = fixture.walgate("log", "tail", self.name, "--state-dir", self.state)
-        assert p.returncode == 0, p.stderr
-        return [l for l in p.stdout.split("\n") if l]
-
-    def status(self):
-        p = fixture.walgate("status", "--json", config=self.cfg)
-        docs = json.loads(p.stdout) if p.stdout.strip() else []
-        return docs[0] if docs else {}
-
-    def wait(self, pred, what, timeout=60, alive=True):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if alive and self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"walgate exited {self.proc.returncode}\n{self.log()}")
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\nstatus {self.status()}\n{self.log()}")
-
-
-def make_table(pg, t):
-    pg.sql(f"CREATE TABLE {t} (id int PRIMARY KEY, v text); ALTER TABLE {t} REPLICA IDENTITY "
-           f"FULL; CREATE PUBLICATION {t}_pub FOR TABLE {t}")
-
-
-def insert(pg, t, lo, hi):
-    pg.sql(f"INSERT INTO {t} SELECT g, 'row-' || g FROM generate_series({lo}, {hi}) g")
-
-
-def copy_rows(pg, t):
-    out = pg.sql(f"COPY (SELECT id, v FROM {t} ORDER BY id) TO STDOUT WITH CSV")
-    return list(csv.reader(io.StringIO(out)))
-
-
-def log_rows(run, t):
-    st = logreplay.replay(run.lines())
-    rows = st.tables.get(f"public.{t}", {}).values()
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(
-        sorted(([r["id"], r["v"]] for r in rows), key=lambda r: r[0]))
-    return list(csv.reader(io.StringIO(out.getvalue())))
-
-
-def log_ids(run, t):
-    return {int(r[0]) for r in log_rows(run, t)}
-
-
-def equal(run, pg, t):
-    """The replayed log equals the table (COPY ... WITH CSV); returns the row count."""
-    want, got = copy_rows(pg, t), log_rows(run, t)
-    assert got == want, (f"{t}: log {len(got)} rows, table {len(want)}; first differences "
-                         f"{[r for r in want if r not in got][:3]} / "
-                         f"{[r for r in got if r not in want][:3]}")
-    return len(want)
-
-
-def has_ids(run, t, n):
-    return lambda: len(log_ids(run, t)) >= n
+from walgate_run import Run, equal, failed_with, has_ids, insert, log_ids, make_table
 
 
 def slot(pg, name):
@@ -131,20 +33,12 @@ def slot(pg, name):
                   f"'{name}'")
 
 
-def failed_with(run, *parts):
-    def pred():
-        st = run.status()
-        text = (st.get("error") or "") + " " + (st.get("remedy") or "")
-        return st if st.get("state") == "failed" and all(p in text for p in parts) else None
-    return pred
-
-
 def test_second_instance_refuses(pg):
     t = "gap_a"
     make_table(pg, t)
     insert(pg, t, 1, 100)
     owner = Run(pg, t, f"{t}_pub").start()
-    owner.wait(lambda: owner.status().get("state") == "running", "owner running")
+    owner.wait_running("owner running")
     insert(pg, t, 101, 200)
     owner.wait(has_ids(owner, t, 200), "200 rows")
     owner.stop()
@@ -182,7 +76,7 @@ def test_recreated_slot_gap(pg):
     p = fixture.walgate("slots", "drop", t, config=other.cfg)
     assert p.returncode == 0, p.stderr
     other.start()
-    other.wait(lambda: other.status().get("state") == "running", "the second walgate running")
+    other.wait_running("the second walgate running")
     other.stop()
     insert(pg, t, 261, 270)
     confirmed = slot(pg, f"walgate_{t}")
@@ -202,7 +96,7 @@ def test_restored_log_and_slots_drop(pg):
     make_table(pg, t)
     insert(pg, t, 1, 100)
     run = Run(pg, t, f"{t}_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     run.wait(has_ids(run, t, 100), "snapshot")
     run.stop()
     logdir = os.path.join(run.state, "log", t)
@@ -241,7 +135,7 @@ def test_slots_drop_with_forwarders(pg):
     make_table(pg, t)
     insert(pg, t, 1, 10)
     hook = [("sink hook", {"type": "webhook", "url": f"http://127.0.0.1:{fixture.free_port()}/x"})]
-    run = Run(pg, t, f"{t}_pub", extra_sections=hook, src_extra={"forward": "hook"}).start()
+    run = Run(pg, t, f"{t}_pub", extra_sections=hook, extra={"forward": "hook"}).start()
     run.wait(has_ids(run, t, 10), "snapshot")
     run.stop()
     p = fixture.walgate("slots", "drop", t, config=run.cfg)
@@ -294,7 +188,7 @@ def test_disk_full(pg):
     run = None
     try:
         run = Run(pg, t, f"{t}_pub", state=state).start()
-        run.wait(lambda: run.status().get("state") == "running", "running")
+        run.wait_running()
         filler = os.path.join(mnt, "filler")
         free = shutil.disk_usage(mnt).free
         fixture.run(["fallocate", "-l", str(free - (8 << 20)), filler])

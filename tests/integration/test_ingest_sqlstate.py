@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
 import logreplay  # noqa: E402
-from test_ingest import Run  # noqa: E402
+from walgate_run import Run  # noqa: E402
 
 
 def wait_for(pred, what, timeout=30):

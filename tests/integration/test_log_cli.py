@@ -13,7 +13,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 
@@ -279,17 +278,7 @@ def test_reader_going_away():
 
 
 def main():
-    tests = [(k, v) for k, v in globals().items() if k.startswith("test_") and callable(v)]
-    failed = 0
-    for name, fn in tests:
-        try:
-            fn()
-            print(f"ok   {name}")
-        except Exception as e:  # report and go on
-            failed += 1
-            print(f"FAIL {name}: {e}")
-    print(f"{len(tests) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    fixture.run_tests(globals())
 
 
 if __name__ == "__main__":

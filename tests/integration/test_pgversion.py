@@ -6,13 +6,12 @@ shows it running with no error, `walgate slots list` shows the slot, `slots drop
 Each of the three commands of issue 13's table is tried even when an earlier one failed, and a
 line `CELL <command> ok|FAIL <why>` is printed for each (scripts/pg-matrix.sh reads them).
 """
-import os
 import sys
 import time
 
 import fixture
 import logreplay
-from test_ingest import Run, committed
+from walgate_run import Run, committed
 
 cells = {}
 
@@ -44,7 +43,7 @@ def main():
 
         def walgate_run():
             run.start()
-            run.wait(lambda: run.status().get("state") == "running", "running")
+            run.wait_running()
             pg.sql("INSERT INTO t VALUES (1001, 'new'); UPDATE t SET v = 'upd' WHERE id = 1;"
                    "DELETE FROM t WHERE id = 2; INSERT INTO u VALUES (11)")
             run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 11), "stream")

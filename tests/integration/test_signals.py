@@ -13,7 +13,6 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 
 import fixture
 
@@ -21,15 +20,8 @@ USER = "postgres"
 
 
 def wait(pred, what, proc, log, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"walgate exited {proc.returncode}\n{open(log).read()[-3000:]}")
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{open(log).read()[-3000:]}")
+    return fixture.wait_until(pred, what, timeout, proc=proc,
+                              log=lambda: open(log).read()[-3000:])
 
 
 class Run:
@@ -42,8 +34,7 @@ class Run:
         os.chown(self.state, pw.pw_uid, pw.pw_gid)
         self.cfg = fixture.write_file(os.path.join(self.state, "w.ini"), fixture.ini([
             ("walgate", dict({"state_dir": self.state}, **(extra or {}))),
-            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                               "dbname": "postgres", "sslmode": "disable"}),
+            fixture.pg_section(pg),
             ("source app", {"connection": "main", "publication": "sig_pub",
                             "status_interval": "200ms"})]))
         self.log = os.path.join(self.state, "run.log")

@@ -23,7 +23,7 @@ import time
 
 import fixture
 import logreplay
-from test_ingest import Run
+from walgate_run import Run
 
 SETUP = """
 CREATE TABLE big (id bigint PRIMARY KEY, v text, n numeric, t timestamptz, nul text);
@@ -89,7 +89,7 @@ def check_run(pg, round_no):
         time.sleep(0.05)
     run = Run(pg, name=f"r{round_no}", pub="rpub", extra={"snapshot_workers": "3"}).start()
     try:
-        run.wait(lambda: run.status().get("state") == "running", "snapshot done", timeout=180)
+        run.wait_running("snapshot done", timeout=180)
     finally:
         stop.set()
         th.join()

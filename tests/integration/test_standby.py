@@ -17,7 +17,7 @@ Standbys are made by fixture.Standby (a cold copy of the primary, no pg_baseback
 import time
 
 import fixture
-from test_ingest_gaps import Run, equal, failed_with, has_ids, insert, make_table
+from walgate_run import Run, equal, failed_with, has_ids, insert, make_table
 
 
 def validate_fails(run):
@@ -126,7 +126,7 @@ def test_pg15_failover_named():
         d = fixture.walgate("slots", "drop", "fo", config=run.cfg)
         assert d.returncode == 0, d.stdout + d.stderr
         run.start()
-        run.wait(lambda: run.status().get("state") == "running", "resnapshot on the new primary")
+        run.wait_running("resnapshot on the new primary")
         insert(sb, "tf", 131, 140)
         run.wait(has_ids(run, "tf", 140), "streamed on the new primary")
         assert equal(run, sb, "tf") == 140

@@ -415,18 +415,7 @@ def main():
         print(f"FAIL: the sink driver {driver_path()} is missing; build the test_webhook target "
               "(or set WALGATE_WEBHOOK_DRIVER)")
         sys.exit(1)
-    tests = [(k, v) for k, v in globals().items() if k.startswith("test_") and callable(v)]
-    failed = 0
-    for name, fn in tests:
-        t0 = time.monotonic()
-        try:
-            fn()
-            print(f"ok   {name} ({time.monotonic() - t0:.1f}s)")
-        except Exception as e:  # report and go on
-            failed += 1
-            print(f"FAIL {name}: {e}")
-    print(f"{len(tests) - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    fixture.run_tests(globals(), timed=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
  * review the difference: it is the change log users read).
  */
 #include "ingest/source_internal.h"
+#include "log_text.h"
 #include "test.h"
 
 #include <ftw.h>
@@ -163,30 +164,10 @@ static int feed(fixture *f, const char *name, wg_error *err)
     return rc;
 }
 
-/* Everything in the change log, after syncing, one record per line. With `may_fail_sync`
- * (the log itself may have run out of memory), what is durable in it. */
-static void log_text_sync(fixture *f, wg_buf *out, bool may_fail_sync)
-{
-    wg_error err = {0};
-    wg_buf line = {0};
-    wg_buf_reset(out);
-    if (changelog_sync(f->s->log, &err) != 0 && !may_fail_sync) {
-        fprintf(stderr, "changelog_sync: %s\n", err.msg);
-        CHECK(0);
-    }
-    changelog_reader *r = changelog_reader_open(f->s->logdir, 0, &err);
-    CHECK(r != NULL);
-    while (r && changelog_reader_next(r, &line, &err) == 1) {
-        wg_buf_append(out, line.data, line.len);
-        wg_buf_putc(out, '\n');
-    }
-    changelog_reader_free(r);
-    wg_buf_free(&line);
-}
-
+/* Everything in the change log, after syncing, one record per line. */
 static void log_text(fixture *f, wg_buf *out)
 {
-    log_text_sync(f, out, false);
+    read_log_text(f->s->log, f->s->logdir, out, false);
 }
 
 /* The records of `text` whose op is `kind` (and, when table is not NULL, of that table). */
@@ -359,7 +340,7 @@ TEST(allocation_failure_never_leaves_a_half_record)
         wg_buf_test_fail_alloc(n);
         int rc = feed_bytes(&f, &file, &err);
         long left = wg_buf_test_fail_alloc(0);
-        log_text_sync(&f, &got, rc != 0);
+        read_log_text(f.s->log, f.s->logdir, &got, rc != 0);
         const char *g = got.data ? got.data : "";
         if (rc == 0) {
             CHECK_EQ_STR(g, full.data);

@@ -123,17 +123,15 @@ static long file_size(const char *path)
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-/* The segment names in `dir`, sorted, as "A.jsonl B.jsonl"; returns how many. */
-static int list_jsonl(const char *dir, char names[][64], int max)
+/* The names in `dir` that `keep` accepts (at most `max`), sorted; returns how many. */
+static int sorted_names(const char *dir, bool (*keep)(const char *), char names[][64], int max)
 {
     DIR *d = opendir(dir);
     int n = 0;
     struct dirent *de;
-    while (d && (de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name);
-        if (l > 6 && strcmp(de->d_name + l - 6, ".jsonl") == 0 && n < max)
+    while (d && (de = readdir(d)) != NULL)
+        if (keep(de->d_name) && n < max)
             snprintf(names[n++], 64, "%s", de->d_name);
-    }
     if (d)
         closedir(d);
     for (int i = 0; i < n; i++)
@@ -145,6 +143,18 @@ static int list_jsonl(const char *dir, char names[][64], int max)
                 memcpy(names[j], t, 64);
             }
     return n;
+}
+
+static bool is_jsonl(const char *name)
+{
+    size_t l = strlen(name);
+    return l > 6 && strcmp(name + l - 6, ".jsonl") == 0;
+}
+
+/* The segment names in `dir`, sorted, as "A.jsonl B.jsonl"; returns how many. */
+static int list_jsonl(const char *dir, char names[][64], int max)
+{
+    return sorted_names(dir, is_jsonl, names, max);
 }
 
 /* Index entries as docs/changelog.md describes them, written independently of changelog.c. */
@@ -189,27 +199,17 @@ static void test_entry2(uint8_t out[32], uint64_t end, uint64_t lsn, const void 
         out[28 + i] = (uint8_t)(crc >> (8 * i));
 }
 
+static bool is_log_file(const char *name)
+{
+    return name[0] != '.' && strcmp(name, "LOCK") != 0;
+}
+
 /* Every segment and index file of `dir`, names and bytes, to prove that nothing changed. */
 static void snapshot_files(const char *dir, wg_buf *out)
 {
     char names[64][64];
     wg_buf_reset(out);
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.' && strcmp(de->d_name, "LOCK") != 0 && n < 64)
-            snprintf(names[n++], 64, "%s", de->d_name);
-    if (d)
-        closedir(d);
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            if (strcmp(names[j], names[i]) < 0) {
-                char t[64];
-                memcpy(t, names[i], 64);
-                memcpy(names[i], names[j], 64);
-                memcpy(names[j], t, 64);
-            }
+    int n = sorted_names(dir, is_log_file, names, 64);
     for (int i = 0; i < n; i++) {
         char path[256], chunk[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);

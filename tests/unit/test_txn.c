@@ -3,6 +3,7 @@
  * cut back (a streamed subtransaction that aborted), with a first line put in front at commit.
  */
 #include "ingest/txn_internal.h"
+#include "log_text.h"
 #include "test.h"
 
 #include <ftw.h>
@@ -32,23 +33,6 @@ static void fx_open(fixture *f)
     snprintf(f->logdir, sizeof(f->logdir), "%s/log", f->base);
     f->log = changelog_open(f->logdir, NULL, &err);
     CHECK(f->log != NULL);
-}
-
-/* Everything in the log, after syncing, as one string. */
-static void fx_read(fixture *f, wg_buf *out)
-{
-    wg_error err = {0};
-    wg_buf line = {0};
-    wg_buf_reset(out);
-    CHECK_EQ_INT(changelog_sync(f->log, &err), 0);
-    changelog_reader *r = changelog_reader_open(f->logdir, 0, &err);
-    CHECK(r != NULL);
-    while (r && changelog_reader_next(r, &line, &err) == 1) {
-        wg_buf_append(out, line.data, line.len);
-        wg_buf_putc(out, '\n');
-    }
-    changelog_reader_free(r);
-    wg_buf_free(&line);
 }
 
 static void fx_close(fixture *f)
@@ -104,7 +88,7 @@ TEST(small_transaction_stays_in_memory)
     wg_buf_puts(&t.mem, "{\"op\":\"commit\",\"xid\":2}\n");
     const char *head = "{\"op\":\"begin\",\"xid\":2}\n";
     CHECK_EQ_INT(txn_buf_commit(&t, head, strlen(head), f.log, 0x20, &err), 0);
-    fx_read(&f, &out);
+    read_log_text(f.log, f.logdir, &out, false);
     int pos = (int)strlen("{\"op\":\"begin\",\"xid\":1}\n");
     CHECK(strncmp(out.data, "{\"op\":\"begin\",\"xid\":1}\n", (size_t)pos) == 0);
     expect_rows(out.data, 0, 10, &pos);
@@ -138,7 +122,7 @@ TEST(large_transaction_spills_and_memory_stays_bounded)
     CHECK(t.mem.cap <= 8192);
     wg_buf_puts(&t.mem, "{\"op\":\"commit\",\"xid\":7}\n");
     CHECK_EQ_INT(txn_buf_commit(&t, head, strlen(head), f.log, 0x30, &err), 0);
-    fx_read(&f, &out);
+    read_log_text(f.log, f.logdir, &out, false);
     int pos = (int)strlen(head);
     CHECK(strncmp(out.data, head, (size_t)pos) == 0);
     expect_rows(out.data, 0, 20000, &pos);
@@ -175,7 +159,7 @@ TEST(cut_back_in_memory_and_across_the_spill_file)
     wg_buf_puts(&t.mem, "{\"op\":\"commit\",\"xid\":3}\n");
     const char *head = "{\"op\":\"begin\",\"xid\":3}\n";
     CHECK_EQ_INT(txn_buf_commit(&t, head, strlen(head), f.log, 0x40, &err), 0);
-    fx_read(&f, &out);
+    read_log_text(f.log, f.logdir, &out, false);
     int pos = (int)strlen(head);
     expect_rows(out.data, 0, 60, &pos);
     CHECK_EQ_STR(out.data + pos, "{\"op\":\"commit\",\"xid\":3}\n");
@@ -229,7 +213,7 @@ TEST(failed_buffer_is_never_spilled_or_committed)
     err = (wg_error){0};
     CHECK_EQ_INT(txn_buf_commit(&t, NULL, 0, f.log, 0x10, &err), -1);
     CHECK_EQ_INT(err.code, WG_ERR_NOMEM);
-    fx_read(&f, &out);
+    read_log_text(f.log, f.logdir, &out, false);
     CHECK_EQ_INT(out.len, 0); /* nothing of it in the log */
     /* The next transaction starts healthy. */
     txn_buf_reset(&t);
@@ -277,7 +261,7 @@ TEST(filter_keeps_lines_in_order_across_spill_and_memory)
     wg_buf_puts(&t.mem, "{\"op\":\"commit\",\"xid\":9}\n");
     const char *head = "{\"op\":\"begin\",\"xid\":9}\n";
     CHECK_EQ_INT(txn_buf_commit(&t, head, strlen(head), f.log, 0x50, &err), 0);
-    fx_read(&f, &out);
+    read_log_text(f.log, f.logdir, &out, false);
     const char *p = out.data + strlen(head);
     for (int i = 0; i < 503; i += 2) {
         char want[96];
