@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,8 +128,11 @@ def run_case(pg, net, sshd, via_tunnel, results):
     if via_tunnel:
         s = Setup(sshd, work)
         sshd.authorize(s.keys())
+        # connect_timeout (not a detection knob) shortened so that the tunnel reaches a long
+        # backoff sooner.
         sections.append(("tunnel b", {"host": net.host_addr, "port": sshd.port,
-                                      "user": sshd.user, "known_hosts": s.kh}))
+                                      "user": sshd.user, "known_hosts": s.kh,
+                                      "connect_timeout": "3s"}))
         sections.append(("postgres main", {"host": "127.0.0.1", "port": pg.port,
                                            "user": "postgres", "dbname": "postgres",
                                            "sslmode": "disable", "via": "tunnel b"}))
@@ -191,14 +195,17 @@ def run_case(pg, net, sshd, via_tunnel, results):
         assert st.get("error"), st
         assert detect <= DETECT_S, f"[{name}] detection took {detect:.2f}s\n{log()[-4000:]}"
 
-        # Stay down a little longer than the detection, so that the source really is between
-        # attempts when the path returns (and, through the tunnel, the session is gone).
-        if via_tunnel:
-            wait(lambda: _tunnel_state(work) not in (None, "up"), "the tunnel down", timeout=30)
+        # Stay down until the source is between attempts (direct: it probes the dead path;
+        # through the tunnel: the tunnel has failed to connect and sits in a backoff of 1.5 s
+        # or more, so that without a probe it would miss the path's return by that much).
         pg.sql(f"INSERT INTO {table} VALUES (103, 'still dropped')")
-        mark = len(log())
-        wait(lambda: "reconnecting in" in log()[mark:] or "reconnecting as soon as it answers" in log()[mark:],
-             "a retry while the path is down", timeout=60)
+        if via_tunnel:
+            wait(lambda: any(int(n) >= 1500 for n in re.findall(
+                r"could not connect to [^\n]*retrying in (\d+) ms", log()[drop_mark:])),
+                "a tunnel backoff of 1.5 s or more", timeout=120)
+        else:
+            wait(lambda: "reconnecting as soon as it answers" in log()[drop_mark:],
+                 "the source probing the dead path", timeout=60)
 
         net.restore()
         t_back = time.time()
@@ -236,14 +243,6 @@ def run_case(pg, net, sshd, via_tunnel, results):
             sshd.authorize([])
         pg.sql(f"SELECT pg_drop_replication_slot('walgate_sd_{name}') FROM pg_replication_slots "
                f"WHERE slot_name = 'walgate_sd_{name}'", check=False)
-
-
-def _tunnel_state(work):
-    try:
-        with open(os.path.join(work, "tunnels", "b.json")) as f:
-            return json.load(f).get("state")
-    except (OSError, ValueError):
-        return None
 
 
 def main():
