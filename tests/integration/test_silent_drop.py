@@ -150,8 +150,12 @@ def run_case(pg, net, sshd, via_tunnel, results):
     fixture._procs.append(wg)
 
     def log():
-        with open(errpath) as f:
-            return f.read()
+        try:
+            with open(errpath) as f:
+                return f.read()
+        except OSError:  # removed by fixture's cleanup on a signal
+            return ""
+
 
     def status():
         out = fixture.walgate("status", "--json", config=cfg).stdout
