@@ -15,9 +15,18 @@ resolve, links stay up. Restoring forwarding is the path coming back.
 Each case: stream, drop, insert a row (it waits on the server), wait until `walgate status`
 no longer says running (detection, <= 10 s from the drop, with an error), restore, wait
 until it says running again (recovery, <= 2 s from the restore) and until the row is in the
-log. The log replayed equals the table (COPY ... WITH CSV): 0 lost, 0 duplicated.
+log. The log replayed equals the table (COPY ... WITH CSV): 0 lost, 0 duplicated. Every
+timing setting is at its default (but the tunnel's connect_timeout, 3 s to get on faster).
+The cases differ in when the path comes back:
+
+  direct             the source probes the dead address (docs/ingest.md);
+  tunnel             the tunnel sits in a backoff of 1.5 s or more after failed connects;
+  tunnel-connecting  the tunnel's TCP connect has waited 1.3 s or more for an answer.
+
+`python3 test_silent_drop.py CASE...` runs some of them.
 """
 import csv
+import datetime
 import io
 import json
 import os
@@ -114,9 +123,9 @@ def unavailable():
     return None
 
 
-def run_case(pg, net, sshd, via_tunnel, results):
-    name = "tunnel" if via_tunnel else "direct"
-    table = f"sd_{name}"
+def run_case(pg, net, sshd, name, results):
+    via_tunnel = name.startswith("tunnel")
+    table = f"sd_{name.replace('-', '_')}"
     pg.sql(f"DROP PUBLICATION IF EXISTS {table}_pub; DROP TABLE IF EXISTS {table};"
            f"CREATE TABLE {table} (id int PRIMARY KEY, v text);"
            f"ALTER TABLE {table} REPLICA IDENTITY FULL;"
@@ -141,7 +150,7 @@ def run_case(pg, net, sshd, via_tunnel, results):
                                            "user": "postgres", "dbname": "postgres",
                                            "sslmode": "disable"}))
     sections.append(("source s", {"connection": "main", "publication": f"{table}_pub",
-                                  "slot": f"walgate_sd_{name}"}))
+                                  "slot": f"walgate_{table}"}))
     cfg = fixture.write_file(os.path.join(work, "run.ini"), fixture.ini(sections))
     errpath = os.path.join(work, "run.log")
     # `ip netns exec` execs walgate: the pid is walgate's own.
@@ -203,10 +212,28 @@ def run_case(pg, net, sshd, via_tunnel, results):
         # through the tunnel: the tunnel has failed to connect and sits in a backoff of 1.5 s
         # or more, so that without a probe it would miss the path's return by that much).
         pg.sql(f"INSERT INTO {table} VALUES (103, 'still dropped')")
-        if via_tunnel:
+        if name == "tunnel":
             wait(lambda: any(int(n) >= 1500 for n in re.findall(
                 r"could not connect to [^\n]*retrying in (\d+) ms", log()[drop_mark:])),
                 "a tunnel backoff of 1.5 s or more", timeout=120)
+        elif name == "tunnel-connecting":
+            # Back while the tunnel's TCP connect has been waiting 1.3 s or more for an
+            # answer: the kernel would send its next SYN only 3 s after the first.
+            wait(lambda: "could not connect to" in log()[drop_mark:], "a failed tunnel connect",
+                 timeout=60)
+            def connecting_long():
+                # The tunnel's last failed connect and its backoff say when the next connect
+                # began (no later: a waiting client may cut a backoff short); it runs for
+                # connect_timeout (3 s).
+                fails = re.findall(r"^(\S+)Z WARN  \[b\] tunnel b: could not connect to [^\n]*"
+                                   r"retrying in (\d+) ms", log()[drop_mark:], re.M)
+                if not fails:
+                    return False
+                at, n = fails[-1]
+                began = datetime.datetime.fromisoformat(at).replace(
+                    tzinfo=datetime.timezone.utc).timestamp() + int(n) / 1000
+                return began + 1.3 <= time.time() < began + 2.7
+            wait(connecting_long, "a tunnel connect 1.3 s old", timeout=60, poll=0.02)
         else:
             wait(lambda: "reconnecting as soon as it answers" in log()[drop_mark:],
                  "the source probing the dead path", timeout=60)
@@ -245,8 +272,16 @@ def run_case(pg, net, sshd, via_tunnel, results):
         assert rc == 0, f"walgate run exited {rc}\n{log()[-3000:]}"
         if via_tunnel:
             sshd.authorize([])
-        pg.sql(f"SELECT pg_drop_replication_slot('walgate_sd_{name}') FROM pg_replication_slots "
-               f"WHERE slot_name = 'walgate_sd_{name}'", check=False)
+        pg.sql(f"SELECT pg_drop_replication_slot('walgate_{table}') FROM pg_replication_slots "
+               f"WHERE slot_name = 'walgate_{table}'", check=False)
+
+
+def _tunnel_state(work):
+    try:
+        with open(os.path.join(work, "tunnels", "b.json")) as f:
+            return json.load(f).get("state")
+    except (OSError, ValueError):
+        return None
 
 
 def main():
@@ -265,9 +300,9 @@ def main():
             sshd = fixture.Sshd(listen=net.host_addr)
             sshd.host = net.host_addr
             with sshd:
-                cases = sys.argv[1:] or ["direct", "tunnel"]
+                cases = sys.argv[1:] or ["direct", "tunnel", "tunnel-connecting"]
                 for c in cases:
-                    run_case(pg, net, sshd, c == "tunnel", results)
+                    run_case(pg, net, sshd, c, results)
         for name, d, r in results:
             print(f"RESULT {name}: detection {d:.2f}s, recovery {r:.2f}s")
     finally:
