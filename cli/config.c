@@ -100,7 +100,7 @@ static const key_spec g_keys[] = {
     {SECT_TUNNEL, "known_hosts", KT_PATH, NULL, T(known_hosts), 0, 0, 0, 0},
     {SECT_TUNNEL, "connect_timeout", KT_DURATION, "10s", T(cfg.connect_timeout_ms), 100, MS_DAY, 0,
      0},
-    {SECT_TUNNEL, "keepalive_interval", KT_DURATION, "3s", T(cfg.keepalive_interval_ms), 100,
+    {SECT_TUNNEL, "keepalive_interval", KT_DURATION, "2s", T(cfg.keepalive_interval_ms), 100,
      MS_DAY, 0, 0},
     {SECT_TUNNEL, "keepalives_idle", KT_DURATION, "5s", T(cfg.tcp.idle_ms), 1000, MS_DAY, 0, 0},
     {SECT_TUNNEL, "keepalives_interval", KT_DURATION, "1s", T(cfg.tcp.interval_ms), 1000, MS_DAY, 0,

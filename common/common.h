@@ -232,6 +232,16 @@ int wg_tcp_connect(const char *host, int port, int64_t timeout_ms, wg_error *err
 int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const wg_stop_flag *stop,
                          wg_error *err);
 
+/*
+ * wg_tcp_connect_until, but an attempt that gets no answer is given up after `redial_ms` and
+ * made afresh (a new SYN every redial_ms instead of the kernel's retransmissions 1, 3, 7, 15 s
+ * after the first), until `timeout_ms` is over: a path that comes back while connecting is
+ * used within redial_ms, not seconds later. A refusal or any other quick failure is returned
+ * at once, as by wg_tcp_connect_until.
+ */
+int wg_tcp_connect_redial(const char *host, int port, int64_t timeout_ms, int64_t redial_ms,
+                          const wg_stop_flag *stop, wg_error *err);
+
 /* Listen on addr:port (port 0 picks a free one); returns the fd, *bound_port set. */
 int wg_tcp_listen(const char *addr, int port, int *bound_port, wg_error *err);
 

@@ -207,6 +207,24 @@ int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const w
     return tcp_connect(host, port, timeout_ms, false, stop, err);
 }
 
+int wg_tcp_connect_redial(const char *host, int port, int64_t timeout_ms, int64_t redial_ms,
+                          const wg_stop_flag *stop, wg_error *err)
+{
+    int64_t deadline = wg_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t t0 = wg_now_ms(), left = deadline - t0;
+        int64_t attempt = redial_ms > 0 && redial_ms < left ? redial_ms : left;
+        int fd = tcp_connect(host, port, attempt > 0 ? attempt : 1, false, stop, err);
+        if (fd >= 0 || err->code != WG_ERR_NET)
+            return fd;
+        int64_t now = wg_now_ms();
+        /* Refused or unreachable: said at once, not a silent path. */
+        if (now >= deadline || now - t0 < attempt - 20)
+            return -1;
+        *err = (wg_error){0};
+    }
+}
+
 int wg_tcp_listen(const char *addr, int port, int *bound_port, wg_error *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,

@@ -229,6 +229,7 @@ static int src_classify(ingest_source *s, const wg_error *e, src_at at)
 {
     char remedy[1024];
     const char *msg = e->msg, *st = e->sqlstate;
+    s->path_suspect = st[0] == '\0';
     bool slot_cmd = at == SRC_AT_START || at == SRC_AT_STREAM;
     /* 58P01 undefined_file: the WAL the slot needs was removed. 55000
      * object_not_in_prerequisite_state is also what an invalidated slot gives ("can no longer
@@ -346,6 +347,62 @@ static int refresh_dial(ingest_source *s)
     return s->dial_addr ? 0 : -1;
 }
 
+/*
+ * START_REPLICATION found the slot active (55006). When the backend holding it is the
+ * walsender of this source's previous replication connection (same server, same PID), that
+ * connection was lost without a word: after a silent drop the server notices only when its
+ * own keepalives or wal_sender_timeout give up, a minute or more later, and until then the
+ * slot stays taken. End that backend (a role may end its own backends) and wait until the
+ * slot is free. Any other holder is left alone: that is a real second consumer (55006 then
+ * says so). True when the slot was taken back.
+ */
+static bool slot_take_back(ingest_source *s)
+{
+    if (s->prev_repl_pid <= 0 || !s->cat || !s->prev_repl_sysid[0] ||
+        strcmp(s->prev_repl_sysid, s->server_sysid) != 0)
+        return false;
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", s->prev_repl_pid);
+    s->prev_repl_pid = 0; /* once: a PID is not ours for ever */
+    const char *p[2] = {s->cfg.slot, pid};
+    PGresult *r = PQexecParams(s->cat,
+                               "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                               "WHERE slot_name = $1 AND active_pid = $2::int",
+                               2, NULL, p, NULL, NULL, 0);
+    bool ended =
+        PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char m[512];
+        snprintf(m, sizeof(m), "%s", PQerrorMessage(s->cat));
+        wg_text_oneline(m);
+        log_warn(s->cfg.name,
+                 "could not end server PID %s, this source's previous connection, which still "
+                 "holds replication slot %s: %s",
+                 pid, s->cfg.slot, m);
+    }
+    PQclear(r);
+    if (!ended)
+        return false;
+    log_warn(s->cfg.name,
+             "replication slot %s was still held by this source's previous connection (server "
+             "PID %s), lost without a word from the network; ended it to stream again",
+             s->cfg.slot, pid);
+    int64_t until = wg_now_ms() + 5000;
+    while (!*s->stop && wg_now_ms() < until) {
+        r = PQexecParams(s->cat,
+                         "SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = $1",
+                         1, NULL, p, NULL, NULL, 0);
+        bool free_now = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                        PQgetvalue(r, 0, 0)[0] == 't';
+        bool failed = PQresultStatus(r) != PGRES_TUPLES_OK;
+        PQclear(r);
+        if (free_now || failed)
+            break;
+        usleep(20000);
+    }
+    return true;
+}
+
 /* One connection cycle: connect, snapshot when needed, stream. A failure of the change log
  * (or of a spill file: the same disk) is CYCLE_LOG, with the error in `logerr`. */
 static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
@@ -406,8 +463,15 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
     char req[4600], req_table[600];
     resync_requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;
-    if (stream_start(s, from, &err) != 0)
-        return src_classify(s, &err, SRC_AT_START);
+    if (stream_start(s, from, &err) != 0) {
+        if (strcmp(err.sqlstate, "55006") != 0 || !slot_take_back(s))
+            return src_classify(s, &err, SRC_AT_START);
+        err = (wg_error){0};
+        if (stream_start(s, from, &err) != 0)
+            return src_classify(s, &err, SRC_AT_START);
+    }
+    s->prev_repl_pid = PQbackendPID(s->repl);
+    snprintf(s->prev_repl_sysid, sizeof(s->prev_repl_sysid), "%s", s->server_sysid);
     rc = stream_run(s, stop, &err);
     if (rc == CYCLE_STOP)
         return rc;
@@ -439,6 +503,64 @@ static void backoff_wait(ingest_source *s, wg_stop_flag *stop, uint64_t seen, in
         int64_t until = s->stop_fd < 0 && deadline - now > 1000 ? now + 1000 : deadline;
         if (wg_wake_wait(s->kick, seen, until))
             return;
+    }
+}
+
+/*
+ * The backoff wait after a cycle that failed without a word from the server (no SQLSTATE:
+ * connection lost, timed out, refused, unreachable), on a direct or PrivateLink route to a
+ * TCP address. The path is probed: a plain TCP connect to the server's address, closed at
+ * once without sending a byte, at most one a second, each given PROBE_MS. While the address
+ * does not answer, the source does not reconnect (a libpq connect into a dead path would sit
+ * in SYN retransmits for up to connect_timeout, and miss the path's return by seconds); as
+ * soon as it answers again, the source reconnects at once, whatever is left of the backoff.
+ * When the address answers from the first probe (the failure was elsewhere, e.g. a server
+ * refusing logins) the backoff is waited out as before, and not probed again. When the
+ * address has not answered for PATH_FALLBACK_MS and the backoff is over, a full connection is
+ * tried anyway, in case the probe is wrong about the path. Tunnel routes are kicked by their
+ * tunnel instead (ingest_source_kick), which probes its own path.
+ */
+#define PROBE_MS 1000
+#define PATH_FALLBACK_MS 60000
+
+static void path_wait(ingest_source *s, wg_stop_flag *stop, uint64_t seen, int64_t ms)
+{
+    const char *host = s->dial_addr ? s->dial_addr : s->pg.host;
+    int port = s->dial_addr ? s->dial_port : (s->pg.port > 0 ? s->pg.port : 5432);
+    if (!s->path_suspect || s->pg.route == INGEST_ROUTE_TUNNEL || !host || !host[0] ||
+        host[0] == '/' || strchr(host, ',')) {
+        backoff_wait(s, stop, seen, ms);
+        return;
+    }
+    int64_t start = wg_now_ms(), deadline = start + ms;
+    bool down = false;
+    while (!*stop && wg_wake_gen(s->kick) == seen) {
+        int64_t t0 = wg_now_ms();
+        wg_error e = {0};
+        int fd = wg_tcp_connect_until(host, port, PROBE_MS, stop, &e);
+        if (fd >= 0)
+            close(fd);
+        if (*stop || e.code == WG_ERR_CANCELLED)
+            return;
+        if (fd >= 0 || e.code == WG_ERR_DNS) { /* it answers, or the probe cannot tell */
+            if (down && fd >= 0) {
+                log_info(s->cfg.name, "%s port %d answers again after %lld ms; reconnecting now",
+                         host, port, (long long)(wg_now_ms() - start));
+                return;
+            }
+            int64_t left = deadline - wg_now_ms();
+            if (left > 0)
+                backoff_wait(s, stop, seen, left);
+            return;
+        }
+        if (!down)
+            log_warn(s->cfg.name, "%s; reconnecting as soon as it answers", e.msg);
+        down = true;
+        int64_t now = wg_now_ms();
+        if (now >= deadline && now - start >= PATH_FALLBACK_MS)
+            return;
+        if (t0 + PROBE_MS > now)
+            backoff_wait(s, stop, seen, t0 + PROBE_MS - now);
     }
 }
 
@@ -525,7 +647,7 @@ int ingest_source_run(ingest_source *s, wg_stop_flag *stop)
         state_status_write(s, true);
         int64_t wait = wg_backoff_next(&bo);
         log_warn(s->cfg.name, "reconnecting in %lld ms", (long long)wait);
-        backoff_wait(s, stop, seen, wait);
+        path_wait(s, stop, seen, wait);
     }
     state_status_write(s, true);
     return 0;

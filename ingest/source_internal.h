@@ -299,6 +299,14 @@ struct ingest_source {
         /* The server's timeline the state file records (0: an old file), and IDENTIFY_SYSTEM's
          * on this cycle: a promotion (failover) or a point-in-time restore changes it. */
         unsigned timeline, server_timeline;
+        /* The server PID of the replication connection this source last streamed on, and that
+         * server's system identifier: a walsender still holding the slot after a silent drop
+         * is ended when it is this one (source.c, slot_take_back). 0: none. */
+        int prev_repl_pid;
+        char prev_repl_sysid[32];
+        /* The last cycle failed without a word from the server (no SQLSTATE): the path may be
+         * down, so the backoff wait probes it (source.c, path_wait). */
+        bool path_suspect;
         bool in_recovery; /* the server is a standby (pg_is_in_recovery(), this cycle) */
         /* The last idle position recorded in the `idle` file before it was confirmed: a
          * server keepalive's LSN with no publication change between `idle_over` (the log's

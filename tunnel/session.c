@@ -362,7 +362,10 @@ int ssh_conn_open(const tunnel_config *cfg, const keys_pair *keys, bool record,
     c->fd = -1;
     c->reached = SSH_STEP_TCP;
     int64_t started = wg_now_ms();
-    c->fd = wg_tcp_connect_until(cfg->host, cfg->port, cfg->connect_timeout_ms, stop, err);
+    /* A fresh SYN every second: a bastion whose path comes back mid-connect is reached then,
+     * not at the kernel's next retransmission seconds later. */
+    c->fd = wg_tcp_connect_redial(cfg->host, cfg->port, cfg->connect_timeout_ms, SSH_REDIAL_MS,
+                                  stop, err);
     if (c->fd < 0) {
         if (err->code == WG_ERR_DNS)
             c->reached = SSH_STEP_DNS;

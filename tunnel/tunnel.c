@@ -36,6 +36,7 @@
 #define BACKOFF_BASE_MS 250
 #define BACKOFF_CAP_MS 15000
 #define STABLE_MS 30000 /* a session this old resets the backoff */
+#define PROBE_MS 1000   /* the bastion's path is probed at most this often in a backoff */
 
 typedef struct forward {
     int listen_fd;
@@ -121,7 +122,7 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
     if (t->cfg.connect_timeout_ms <= 0)
         t->cfg.connect_timeout_ms = 10000;
     if (t->cfg.keepalive_interval_ms <= 0)
-        t->cfg.keepalive_interval_ms = 3000;
+        t->cfg.keepalive_interval_ms = 2000;
     t->wake[0] = t->wake[1] = -1;
     t->conn.fd = -1;
     pthread_mutex_init(&t->mu, NULL);
@@ -397,18 +398,56 @@ static void drain_wake(tunnel_t *t)
         ;
 }
 
-/* Sleep up to ms, waking early on stop or when a client waits on a listener. */
+/*
+ * Whether the bastion's address answers a plain TCP connect (closed at once, before a byte)
+ * within PROBE_MS: 1 yes, 0 no answer or refused, -1 cannot tell (name, stop).
+ */
+static int probe_bastion(tunnel_t *t)
+{
+    wg_error e = {0};
+    int fd = wg_tcp_connect_until(t->cfg.host, t->cfg.port, PROBE_MS, &t->stop, &e);
+    if (fd >= 0) {
+        close(fd);
+        return 1;
+    }
+    return e.code == WG_ERR_NET ? 0 : -1;
+}
+
+/*
+ * Sleep up to ms, waking early on stop or when a client waits on a listener. After a failure
+ * that was not the bastion refusing us (host key, authentication), its address is probed at
+ * most once a second: when it did not answer and then does (the path came back: a silent drop
+ * ended, a route returned), the wait ends at once. When it answers from the first probe, the
+ * failure was elsewhere and the backoff is waited out without probing again.
+ */
 static void backoff_sleep(tunnel_t *t, int64_t ms, int64_t down_since, int last_code)
 {
     /* Waiting clients are turned away when waiting cannot help: a refused host key or key, or
      * a bastion down for longer than connect_timeout. */
     bool turn_away = last_code == WG_ERR_HOSTKEY || last_code == WG_ERR_AUTH ||
                      wg_now_ms() - down_since > t->cfg.connect_timeout_ms;
+    bool probe = last_code != WG_ERR_HOSTKEY && last_code != WG_ERR_AUTH &&
+                 last_code != WG_ERR_CONFIG && ms > PROBE_MS;
+    bool silent = false;
+    int64_t next_probe = wg_now_ms();
     int64_t deadline = wg_now_ms() + ms;
     while (!t->stop) {
         int64_t left = deadline - wg_now_ms();
         if (left <= 0)
             return;
+        if (probe && wg_now_ms() >= next_probe) {
+            next_probe = wg_now_ms() + PROBE_MS;
+            int a = probe_bastion(t);
+            if (a > 0 && silent) {
+                log_info(t->cfg.name, "%s port %d answers again; reconnecting now", t->cfg.host,
+                         t->cfg.port);
+                return;
+            }
+            if (a != 0)
+                probe = false;
+            silent = silent || a == 0;
+            continue;
+        }
         struct pollfd pfds[64];
         int n = 0;
         pfds[n++] = (struct pollfd){.fd = t->wake[0], .events = POLLIN};

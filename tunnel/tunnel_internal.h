@@ -23,6 +23,8 @@ typedef enum ssh_step {
 
 /* Bytes the server may send before the session is set up: a key exchange takes a few KiB. */
 #define SSH_SETUP_RX_MAX (256 * 1024)
+/* A TCP connect to the bastion that gets no answer is made afresh this often (session.c). */
+#define SSH_REDIAL_MS 1000
 
 /*
  * What walgate's socket callback watches while a session is set up (libssh2 reads through it):

@@ -34,7 +34,7 @@ TEST(defaults_are_applied)
     CHECK_EQ_INT(t->cfg.connect_timeout_ms, 10000);
     /* defaults that find a silent drop within 10 s (issue 11 item 11) */
     CHECK_EQ_INT(t->cfg.tcp.user_timeout_ms, 8000);
-    CHECK_EQ_INT(t->cfg.keepalive_interval_ms, 3000);
+    CHECK_EQ_INT(t->cfg.keepalive_interval_ms, 2000);
     CHECK(t->cfg.tcp.idle_ms + t->cfg.tcp.interval_ms * t->cfg.tcp.count <= 10000);
     CHECK_EQ_STR(t->cfg.known_hosts, "/tmp/wg/known_hosts");
     CHECK_EQ_STR(t->cfg.state_dir, "/tmp/wg");

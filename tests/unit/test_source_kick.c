@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 static wg_stop_flag g_stop;
@@ -103,6 +104,102 @@ TEST(kick_ends_the_backoff)
     pthread_join(th, NULL);
     fprintf(stderr, "stop seen after %lld ms\n", (long long)(wg_now_ms() - t0));
     CHECK(wg_now_ms() - t0 < 1500);
+    ingest_source_free(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* A loopback listener on `port` that closes every connection it accepts, until *stop. */
+typedef struct closer {
+    int fd;
+    volatile int stop;
+    pthread_t th;
+} closer;
+
+static void *closer_run(void *arg)
+{
+    closer *c = arg;
+    while (!c->stop) {
+        int fd = accept(c->fd, NULL, NULL);
+        if (fd >= 0)
+            close(fd);
+    }
+    return NULL;
+}
+
+static int closer_start(closer *c, int port)
+{
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(c->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    if (bind(c->fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(c->fd, 16) != 0)
+        return -1;
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 100 * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)); /* accept wakes to see stop */
+    c->stop = 0;
+    return pthread_create(&c->th, NULL, closer_run, c);
+}
+
+static void closer_stop(closer *c)
+{
+    c->stop = 1;
+    pthread_join(c->th, NULL);
+    close(c->fd);
+}
+
+/*
+ * The path comes back (issue 11, item 11): a source whose server's address did not answer
+ * retries as soon as it answers again, without a kick, although its backoff is 10–20 s
+ * (path_wait probes it once a second). Once the address answers, a failure that follows
+ * (here the "server" closes every connection) waits out its backoff: no retry within 1.5 s.
+ */
+TEST(path_back_ends_the_backoff)
+{
+    char dir[] = "/tmp/walgate-probe-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    int port = closed_port();
+    ingest_source_config sc = {
+        .name = "probe", .connection = "main", .publication = "pub", .slot = "walgate_probe"};
+    ingest_pg_config pc = {.name = "main",
+                           .host = "127.0.0.1",
+                           .port = port,
+                           .user = "nobody",
+                           .dbname = "nothing",
+                           .sslmode = "disable",
+                           .tcp = WG_KEEPALIVE_DEFAULTS,
+                           .connect_timeout_ms = 2000};
+    wg_error err = {0};
+    log_set_level(LOG_LEVEL_ERROR);
+    ingest_source *s = ingest_source_new(&sc, &pc, NULL, 0, dir, &err);
+    CHECK(s != NULL);
+    if (!s) {
+        fprintf(stderr, "%s\n", err.msg);
+        return;
+    }
+    s->backoff_base_ms = 20000;
+    s->backoff_cap_ms = 20000;
+    g_stop = 0;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, run, s) == 0);
+    CHECK(wait_reconnects(s, 1, 5000) >= 0);
+    uint64_t base = reconnects(s);
+    /* Refused, then no answer: the source probes and does not reconnect. */
+    CHECK(wait_reconnects(s, base + 1, 1500) < 0);
+    closer c;
+    CHECK(closer_start(&c, port) == 0);
+    int64_t took = wait_reconnects(s, base + 1, 3000);
+    fprintf(stderr, "address answers again: next cycle after %lld ms\n", (long long)took);
+    CHECK(took >= 0 && took <= 2000);
+    /* It answers, the server failed otherwise: the backoff holds. */
+    CHECK(wait_reconnects(s, base + 2, 1500) < 0);
+    closer_stop(&c);
+    g_stop = 1;
+    ingest_source_kick(s);
+    pthread_join(th, NULL);
     ingest_source_free(s);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
