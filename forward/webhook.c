@@ -463,6 +463,225 @@ static void wh_error(const wh_sink *s, wg_error *err, int code, const char *fmt,
     snprintf(err->msg, sizeof(err->msg), "%s", clean);
 }
 
+/* What building the per-request headers can run into. */
+typedef enum wh_hdr_rc {
+    WH_HDR_OK = 0,
+    WH_HDR_NOMEM,    /* a header line could not be allocated */
+    WH_HDR_SIGNFAIL, /* libcrypto could not compute a signature */
+} wh_hdr_rc;
+
+/* Append one formatted header line to *dyn. The line is formatted in a stack buffer that is
+ * wiped before returning (header values may be secret). On failure *dyn is left as it was. */
+static wh_hdr_rc wh_add_header(struct curl_slist **dyn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static wh_hdr_rc wh_add_header(struct curl_slist **dyn, const char *fmt, ...)
+{
+    char line[WH_IDEM_KEY_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    struct curl_slist *nl = curl_slist_append(*dyn, line);
+    explicit_bzero(line, sizeof(line));
+    if (!nl)
+        return WH_HDR_NOMEM;
+    *dyn = nl;
+    return WH_HDR_OK;
+}
+
+/* Append the signature header(s) for the body in s->body to *dyn: Walgate-Signature, or the
+ * Standard Webhooks webhook-id, webhook-timestamp and webhook-signature. The signature header is
+ * built whole in a buffer (one signature per key can outgrow a fixed header line), which is
+ * wiped before returning. On failure *dyn holds what was appended so far; the caller frees it. */
+static wh_hdr_rc wh_add_signature(wh_sink *s, const char *idem, struct curl_slist **dyn)
+{
+    wh_hdr_rc rc = WH_HDR_SIGNFAIL;
+    wg_buf sig = {0};
+    if (s->sigmode == WH_SIG_WALGATE) {
+        /* One signature per key ("sha256=A, sha256=B"), so a receiver rotating its secret
+         * accepts the requests with either. */
+        if (wg_buf_puts(&sig, "Walgate-Signature: ") != 0)
+            goto out;
+        for (int k = 0; k < s->n_keys; k++) {
+            char hs[WH_SIG_WALGATE_MAX];
+            if (wh_sign_walgate((const uint8_t *)wg_secret_reveal(s->keys[k]),
+                                wg_secret_len(s->keys[k]), s->body.data, s->body.len, hs) != 0 ||
+                (k && wg_buf_puts(&sig, ", ") != 0) || wg_buf_puts(&sig, hs) != 0)
+                goto out;
+        }
+    } else if (s->sigmode == WH_SIG_STANDARD) {
+        char id[WH_MSG_ID_MAX];
+        wh_message_id(idem, id);
+        int64_t ts = wg_wall_ms() / 1000;
+        if ((rc = wh_add_header(dyn, "webhook-id: %s", id)) != WH_HDR_OK ||
+            (rc = wh_add_header(dyn, "webhook-timestamp: %lld", (long long)ts)) != WH_HDR_OK)
+            goto out;
+        rc = WH_HDR_SIGNFAIL;
+        if (wg_buf_puts(&sig, "webhook-signature: ") != 0)
+            goto out;
+        for (int k = 0; k < s->n_keys; k++)
+            if ((k && wg_buf_putc(&sig, ' ') != 0) ||
+                wh_sign_standard((const uint8_t *)wg_secret_reveal(s->keys[k]),
+                                 wg_secret_len(s->keys[k]), id, ts, s->body.data, s->body.len,
+                                 &sig) != 0)
+                goto out;
+    }
+    rc = WH_HDR_OK;
+    if (sig.len) {
+        struct curl_slist *nl = curl_slist_append(*dyn, sig.data);
+        if (!nl)
+            rc = WH_HDR_NOMEM;
+        else
+            *dyn = nl;
+    }
+out:
+    if (sig.data)
+        explicit_bzero(sig.data, sig.len);
+    wg_buf_free(&sig);
+    return rc;
+}
+
+/* Build the per-request headers of batch b into *dyn (the fixed ones are linked on while curl
+ * runs): idempotency key, source, LSN range, counts and the signature. On failure *dyn holds
+ * what was built so far; the caller frees it with wh_free_headers. */
+static wh_hdr_rc wh_build_headers(wh_sink *s, const fwd_batch *b, const char *idem,
+                                  struct curl_slist **dyn)
+{
+    char first_lsn[24], last_lsn[24];
+    wg_lsn_format(b->items[0].lsn, first_lsn, sizeof(first_lsn));
+    wg_lsn_format(b->items[b->n_items - 1].lsn, last_lsn, sizeof(last_lsn));
+    if (wh_add_header(dyn, "Idempotency-Key: %s", idem) != WH_HDR_OK ||
+        wh_add_header(dyn, "Walgate-Source: %s", b->source ? b->source : "") != WH_HDR_OK ||
+        wh_add_header(dyn, "Walgate-First-Lsn: %s", first_lsn) != WH_HDR_OK ||
+        wh_add_header(dyn, "Walgate-Last-Lsn: %s", last_lsn) != WH_HDR_OK ||
+        wh_add_header(dyn, "Walgate-Batches: %zu", b->n_items) != WH_HDR_OK ||
+        wh_add_header(dyn, "Walgate-Records: %zu", b->n_records) != WH_HDR_OK)
+        return WH_HDR_NOMEM;
+    if (s->sigmode != WH_SIG_NONE)
+        reload_keys(s);
+    return wh_add_signature(s, idem, dyn);
+}
+
+/* Wipe and free a list of per-request header lines (NULL-safe). */
+static void wh_free_headers(struct curl_slist *dyn)
+{
+    for (struct curl_slist *l = dyn; l; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(dyn);
+}
+
+/* POST s->body with the headers dyn followed by the fixed ones; *took_ms is how long it ran.
+ * The fixed headers are linked to dyn's tail only while curl runs, so dyn still owns just its
+ * own lines when this returns. */
+static CURLcode wh_perform(wh_sink *s, struct curl_slist *dyn, int64_t *took_ms)
+{
+    struct curl_slist *tail;
+    for (tail = dyn; tail->next; tail = tail->next)
+        ;
+    tail->next = s->fixed_hdrs;
+
+    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, dyn);
+    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, s->body.data);
+    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body.len);
+    int64_t t0 = wg_now_ms();
+    CURLcode cc = curl_easy_perform(s->curl);
+    *took_ms = wg_now_ms() - t0;
+    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
+    tail->next = NULL;
+    return cc;
+}
+
+/* A request curl could not complete (cc != CURLE_OK, took_ms after it started): fill err and
+ * say whether a retry can help. */
+static fwd_result wh_curl_failure(wh_sink *s, CURLcode cc, int64_t took_ms, wg_error *err)
+{
+    const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(cc);
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        wh_error(s, err, WG_ERR_NET,
+                 "sink %s: POST %s got no complete answer within %lld ms (timeout); the "
+                 "receiver is slow or unreachable: %s",
+                 s->base.name, s->safe_url, (long long)s->timeout_ms, why);
+        return FWD_RETRY;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_CIPHER:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+    case CURLE_NOT_BUILT_IN:
+        wh_error(s, err, WG_ERR_CONFIG,
+                 "sink %s: POST %s cannot work with this configuration: %s; check url, "
+                 "ca_file, client_cert and client_key",
+                 s->base.name, s->safe_url, why);
+        return FWD_FATAL;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        wh_error(s, err, WG_ERR_NET,
+                 "sink %s: POST %s: the server's TLS certificate was not accepted: %s; set "
+                 "ca_file to the CA that signed it",
+                 s->base.name, s->safe_url, why);
+        return FWD_RETRY;
+    case CURLE_OUT_OF_MEMORY:
+        wh_error(s, err, WG_ERR_NOMEM, "sink %s: out of memory sending to %s", s->base.name,
+                 s->safe_url);
+        return FWD_RETRY;
+    default:
+        wh_error(s, err, WG_ERR_NET, "sink %s: POST %s failed after %lld ms: %s", s->base.name,
+                 s->safe_url, (long long)took_ms, why);
+        return FWD_RETRY;
+    }
+}
+
+/* What to tell the user about a refused request, by HTTP status. */
+static const char *wh_status_hint(long status, fwd_result res)
+{
+    if (status == 401 || status == 403)
+        return "; check the receiver's credentials (header lines) and hmac_secret_file";
+    if (status == 413)
+        return "; lower batch_max_bytes or raise the receiver's body size limit";
+    if (status >= 300 && status < 400)
+        return "; set url to the address it redirects to (redirects are not followed)";
+    if (res == FWD_FATAL)
+        return "; the receiver refused the batch, fix it and restart the forwarder";
+    return "";
+}
+
+/* The request was answered: classify the HTTP status; for anything but 2xx fill err (with the
+ * reason phrase, a redacted snippet of the body and a hint) and, for a retryable answer with
+ * a usable Retry-After, set *retry_after_ms. */
+static fwd_result wh_http_result(wh_sink *s, int64_t *retry_after_ms, wg_error *err)
+{
+    long status = 0;
+    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
+    fwd_result res = wh_classify_status(status);
+    if (res == FWD_OK)
+        return res;
+
+    char snip[WH_SNIPPET_MAX + 16];
+    wh_snippet(s->resp.data ? s->resp.data : "", s->resp.len, WH_SNIPPET_MAX,
+               (const char *const *)s->redact, snip, sizeof(snip));
+    const char *hint = wh_status_hint(status, res);
+    if (res == FWD_RETRY && s->retry_after[0] && retry_after_ms) {
+        int64_t ra;
+        if (wh_parse_retry_after(s->retry_after, strlen(s->retry_after), wg_wall_ms(), &ra) == 0)
+            *retry_after_ms = ra;
+    }
+    if (res == FWD_RETRY && retry_after_ms && *retry_after_ms >= 0)
+        wh_error(s, err, status == 429 ? WG_ERR_AGAIN : WG_ERR_NET,
+                 "sink %s: POST %s returned %ld%s%s (retry after %lld ms)%s%s", s->base.name,
+                 s->safe_url, status, s->reason[0] ? " " : "", s->reason,
+                 (long long)*retry_after_ms, snip[0] ? ": " : "", snip);
+    else
+        wh_error(s, err,
+                 res == FWD_RETRY                   ? WG_ERR_NET
+                 : (status == 401 || status == 403) ? WG_ERR_AUTH
+                                                    : WG_ERR_PROTO,
+                 "sink %s: POST %s returned %ld%s%s%s%s%s", s->base.name, s->safe_url, status,
+                 s->reason[0] ? " " : "", s->reason, snip[0] ? ": " : "", snip, hint);
+    return res;
+}
+
 static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_after_ms,
                           wg_error *err)
 {
@@ -473,11 +692,8 @@ static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_aft
         return FWD_OK;
 
     fwd_result res = FWD_RETRY;
-    struct curl_slist *dyn = NULL, *tail = NULL;
-    wg_buf sig = {0};
+    struct curl_slist *dyn = NULL;
     char idem[WH_IDEM_KEY_MAX];
-    char first_lsn[24], last_lsn[24];
-    char line[WH_IDEM_KEY_MAX + 64];
 
     /* Keep the body buffer between requests, unless one oversized batch grew it far past
      * what ordinary requests need. */
@@ -500,174 +716,27 @@ static fwd_result wh_send(fwd_sink *base, const fwd_batch *b, int64_t *retry_aft
         res = FWD_FATAL;
         goto out;
     }
-    wg_lsn_format(b->items[0].lsn, first_lsn, sizeof(first_lsn));
-    wg_lsn_format(b->items[b->n_items - 1].lsn, last_lsn, sizeof(last_lsn));
-
-    /* Per-request headers, in a list whose tail is linked to the fixed ones while curl runs. */
-#define ADD_HDR(...)                                                                               \
-    do {                                                                                           \
-        snprintf(line, sizeof(line), __VA_ARGS__);                                                 \
-        struct curl_slist *nl_ = curl_slist_append(dyn, line);                                     \
-        if (!nl_)                                                                                  \
-            goto nomem;                                                                            \
-        dyn = nl_;                                                                                 \
-    } while (0)
-    ADD_HDR("Idempotency-Key: %s", idem);
-    ADD_HDR("Walgate-Source: %s", b->source ? b->source : "");
-    ADD_HDR("Walgate-First-Lsn: %s", first_lsn);
-    ADD_HDR("Walgate-Last-Lsn: %s", last_lsn);
-    ADD_HDR("Walgate-Batches: %zu", b->n_items);
-    ADD_HDR("Walgate-Records: %zu", b->n_records);
-    if (s->sigmode != WH_SIG_NONE)
-        reload_keys(s);
-    /* The signature header is built whole in `sig` (one signature per key can outgrow `line`). */
-    if (s->sigmode == WH_SIG_WALGATE) {
-        /* One signature per key ("sha256=A, sha256=B"), so a receiver rotating its secret
-         * accepts the requests with either. */
-        if (wg_buf_puts(&sig, "Walgate-Signature: ") != 0)
-            goto signfail;
-        for (int k = 0; k < s->n_keys; k++) {
-            char hs[WH_SIG_WALGATE_MAX];
-            if (wh_sign_walgate((const uint8_t *)wg_secret_reveal(s->keys[k]),
-                                wg_secret_len(s->keys[k]), s->body.data, s->body.len, hs) != 0 ||
-                (k && wg_buf_puts(&sig, ", ") != 0) || wg_buf_puts(&sig, hs) != 0)
-                goto signfail;
-        }
-    } else if (s->sigmode == WH_SIG_STANDARD) {
-        char id[WH_MSG_ID_MAX];
-        wh_message_id(idem, id);
-        int64_t ts = wg_wall_ms() / 1000;
-        ADD_HDR("webhook-id: %s", id);
-        ADD_HDR("webhook-timestamp: %lld", (long long)ts);
-        if (wg_buf_puts(&sig, "webhook-signature: ") != 0)
-            goto signfail;
-        for (int k = 0; k < s->n_keys; k++)
-            if ((k && wg_buf_putc(&sig, ' ') != 0) ||
-                wh_sign_standard((const uint8_t *)wg_secret_reveal(s->keys[k]),
-                                 wg_secret_len(s->keys[k]), id, ts, s->body.data, s->body.len,
-                                 &sig) != 0)
-                goto signfail;
-    }
-    if (sig.len) {
-        struct curl_slist *nl = curl_slist_append(dyn, sig.data);
-        if (!nl)
-            goto nomem;
-        dyn = nl;
-    }
-#undef ADD_HDR
-    for (tail = dyn; tail->next; tail = tail->next)
-        ;
-    tail->next = s->fixed_hdrs;
-
-    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, dyn);
-    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, s->body.data);
-    curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body.len);
-    int64_t t0 = wg_now_ms();
-    CURLcode cc = curl_easy_perform(s->curl);
-    int64_t took = wg_now_ms() - t0;
-    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
-    tail->next = NULL;
-
-    if (cc != CURLE_OK) {
-        const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(cc);
-        switch (cc) {
-        case CURLE_OPERATION_TIMEDOUT:
-            wh_error(s, err, WG_ERR_NET,
-                     "sink %s: POST %s got no complete answer within %lld ms (timeout); the "
-                     "receiver is slow or unreachable: %s",
-                     s->base.name, s->safe_url, (long long)s->timeout_ms, why);
-            res = FWD_RETRY;
-            break;
-        case CURLE_URL_MALFORMAT:
-        case CURLE_UNSUPPORTED_PROTOCOL:
-        case CURLE_SSL_CERTPROBLEM:
-        case CURLE_SSL_CACERT_BADFILE:
-        case CURLE_SSL_ENGINE_NOTFOUND:
-        case CURLE_SSL_CIPHER:
-        case CURLE_BAD_FUNCTION_ARGUMENT:
-        case CURLE_NOT_BUILT_IN:
-            wh_error(s, err, WG_ERR_CONFIG,
-                     "sink %s: POST %s cannot work with this configuration: %s; check url, "
-                     "ca_file, client_cert and client_key",
-                     s->base.name, s->safe_url, why);
-            res = FWD_FATAL;
-            break;
-        case CURLE_PEER_FAILED_VERIFICATION:
-            wh_error(s, err, WG_ERR_NET,
-                     "sink %s: POST %s: the server's TLS certificate was not accepted: %s; set "
-                     "ca_file to the CA that signed it",
-                     s->base.name, s->safe_url, why);
-            res = FWD_RETRY;
-            break;
-        case CURLE_OUT_OF_MEMORY:
-            wh_error(s, err, WG_ERR_NOMEM, "sink %s: out of memory sending to %s", s->base.name,
-                     s->safe_url);
-            res = FWD_RETRY;
-            break;
-        default:
-            wh_error(s, err, WG_ERR_NET, "sink %s: POST %s failed after %lld ms: %s", s->base.name,
-                     s->safe_url, (long long)took, why);
-            res = FWD_RETRY;
-            break;
-        }
+    switch (wh_build_headers(s, b, idem, &dyn)) {
+    case WH_HDR_OK:
+        break;
+    case WH_HDR_SIGNFAIL:
+        wh_error(s, err, WG_ERR_INTERNAL, "sink %s: could not compute the HMAC-SHA256 signature",
+                 s->base.name);
+        goto out;
+    case WH_HDR_NOMEM:
+        wh_error(s, err, WG_ERR_NOMEM, "sink %s: out of memory building request headers",
+                 s->base.name);
         goto out;
     }
 
-    long status = 0;
-    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
-    res = wh_classify_status(status);
-    if (res == FWD_OK)
-        goto out;
-
-    char snip[WH_SNIPPET_MAX + 16];
-    wh_snippet(s->resp.data ? s->resp.data : "", s->resp.len, WH_SNIPPET_MAX,
-               (const char *const *)s->redact, snip, sizeof(snip));
-    const char *hint = "";
-    if (status == 401 || status == 403)
-        hint = "; check the receiver's credentials (header lines) and hmac_secret_file";
-    else if (status == 413)
-        hint = "; lower batch_max_bytes or raise the receiver's body size limit";
-    else if (status >= 300 && status < 400)
-        hint = "; set url to the address it redirects to (redirects are not followed)";
-    else if (res == FWD_FATAL)
-        hint = "; the receiver refused the batch, fix it and restart the forwarder";
-    if (res == FWD_RETRY && s->retry_after[0] && retry_after_ms) {
-        int64_t ra;
-        if (wh_parse_retry_after(s->retry_after, strlen(s->retry_after), wg_wall_ms(), &ra) == 0)
-            *retry_after_ms = ra;
-    }
-    if (res == FWD_RETRY && retry_after_ms && *retry_after_ms >= 0)
-        wh_error(s, err, status == 429 ? WG_ERR_AGAIN : WG_ERR_NET,
-                 "sink %s: POST %s returned %ld%s%s (retry after %lld ms)%s%s", s->base.name,
-                 s->safe_url, status, s->reason[0] ? " " : "", s->reason,
-                 (long long)*retry_after_ms, snip[0] ? ": " : "", snip);
+    int64_t took;
+    CURLcode cc = wh_perform(s, dyn, &took);
+    if (cc != CURLE_OK)
+        res = wh_curl_failure(s, cc, took, err);
     else
-        wh_error(s, err,
-                 res == FWD_RETRY                   ? WG_ERR_NET
-                 : (status == 401 || status == 403) ? WG_ERR_AUTH
-                                                    : WG_ERR_PROTO,
-                 "sink %s: POST %s returned %ld%s%s%s%s%s", s->base.name, s->safe_url, status,
-                 s->reason[0] ? " " : "", s->reason, snip[0] ? ": " : "", snip, hint);
-    goto out;
-
-signfail:
-    wh_error(s, err, WG_ERR_INTERNAL, "sink %s: could not compute the HMAC-SHA256 signature",
-             s->base.name);
-    res = FWD_RETRY;
-    goto out;
-nomem:
-    wh_error(s, err, WG_ERR_NOMEM, "sink %s: out of memory building request headers", s->base.name);
-    res = FWD_RETRY;
+        res = wh_http_result(s, retry_after_ms, err);
 out:
-    if (tail)
-        tail->next = NULL;
-    for (struct curl_slist *l = dyn; l; l = l->next)
-        explicit_bzero(l->data, strlen(l->data));
-    curl_slist_free_all(dyn);
-    if (sig.data)
-        explicit_bzero(sig.data, sig.len);
-    wg_buf_free(&sig);
-    explicit_bzero(line, sizeof(line));
+    wh_free_headers(dyn);
     return res;
 }
 
