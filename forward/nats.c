@@ -1164,19 +1164,25 @@ static wg_secret *read_secret(const char *ctx, const char *field, const char *pa
     return sec;
 }
 
-fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
-{
-    fwd_nats_sink *s = NULL;
-    wg_secret *password = NULL, *token = NULL;
-    const char *ctx_name = cfg && cfg->name ? cfg->name : "?";
-    char ctx[160];
-    snprintf(ctx, sizeof(ctx), "sink %s", ctx_name);
+/* The settings fwd_nats_new takes from the config, with their defaults filled in. */
+typedef struct nats_settings {
+    const char *prefix; /* borrowed from the config, or the default "walgate" */
+    int replicas;
+    int max_pending;
+    int64_t timeout_ms;
+    int64_t dup_ms;
+} nats_settings;
 
+/* Check servers, stream, subject prefix and the stream limits; fill *set with them and their
+ * defaults. -1 with err naming the key and the remedy. */
+static int nats_check_config(const fwd_nats_config *cfg, const char *ctx, nats_settings *set,
+                             wg_error *err)
+{
     if (!cfg || !cfg->servers || !cfg->servers[0]) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] servers is missing: list the NATS URLs, e.g. nats://127.0.0.1:4222",
                      ctx);
-        return NULL;
+        return -1;
     }
     if (!cfg->stream || !fwd_nats_stream_name_valid(cfg->stream)) {
         wg_error_set(err, WG_ERR_CONFIG,
@@ -1184,94 +1190,109 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
                      "'/', '\\' or blanks",
                      ctx, cfg->stream ? "\"" : "is missing", cfg->stream ? cfg->stream : "",
                      cfg->stream ? "\" is not valid" : "");
-        return NULL;
+        return -1;
     }
-    const char *prefix =
-        cfg->subject_prefix && *cfg->subject_prefix ? cfg->subject_prefix : "walgate";
-    if (!fwd_nats_prefix_valid(prefix)) {
+    set->prefix = cfg->subject_prefix && *cfg->subject_prefix ? cfg->subject_prefix : "walgate";
+    if (!fwd_nats_prefix_valid(set->prefix)) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] subject_prefix \"%s\" is not valid: use dot-separated tokens without "
                      "'*', '>' or blanks",
-                     ctx, prefix);
-        return NULL;
+                     ctx, set->prefix);
+        return -1;
     }
-    int replicas = cfg->replicas ? cfg->replicas : 1;
-    if (replicas < 1 || replicas > 5) {
+    set->replicas = cfg->replicas ? cfg->replicas : 1;
+    if (set->replicas < 1 || set->replicas > 5) {
         wg_error_set(err, WG_ERR_CONFIG, "[%s] replicas = %d: use 1 to 5", ctx, cfg->replicas);
-        return NULL;
+        return -1;
     }
-    int max_pending = cfg->max_pending ? cfg->max_pending : 4096;
-    if (max_pending < 1) {
+    set->max_pending = cfg->max_pending ? cfg->max_pending : 4096;
+    if (set->max_pending < 1) {
         wg_error_set(err, WG_ERR_CONFIG, "[%s] max_pending = %d: use a positive number", ctx,
                      cfg->max_pending);
-        return NULL;
+        return -1;
     }
-    int64_t timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
-    int64_t dup_ms =
-        cfg->duplicate_window_ms > 0 ? cfg->duplicate_window_ms : FWD_NATS_DUP_WINDOW_MS;
-    if (cfg->max_age_ms > 0 && dup_ms > cfg->max_age_ms) {
+    set->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
+    set->dup_ms = cfg->duplicate_window_ms > 0 ? cfg->duplicate_window_ms : FWD_NATS_DUP_WINDOW_MS;
+    if (cfg->max_age_ms > 0 && set->dup_ms > cfg->max_age_ms) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] stream_duplicate_window is longer than stream_max_age; JetStream "
                      "refuses that: shorten stream_duplicate_window or lengthen stream_max_age",
                      ctx);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+/* Check that the authentication keys go together and creds_file is readable. -1 with err. */
+static int nats_check_auth(const fwd_nats_config *cfg, const char *ctx, wg_error *err)
+{
     if (cfg->creds_file && (cfg->user || cfg->token_file)) {
         wg_error_set(err, WG_ERR_CONFIG,
                      "[%s] creds_file cannot be combined with user or token_file: pick one", ctx);
-        return NULL;
+        return -1;
     }
     if (cfg->user && cfg->token_file) {
         wg_error_set(err, WG_ERR_CONFIG, "[%s] user and token_file cannot be combined: pick one",
                      ctx);
-        return NULL;
+        return -1;
     }
     if (cfg->password_file && !cfg->user) {
         wg_error_set(err, WG_ERR_CONFIG, "[%s] password_file needs user", ctx);
-        return NULL;
+        return -1;
     }
     if (!cfg->client_cert != !cfg->client_key) {
         wg_error_set(err, WG_ERR_CONFIG, "[%s] client_cert and client_key go together", ctx);
-        return NULL;
+        return -1;
     }
     if (cfg->creds_file && access(cfg->creds_file, R_OK) != 0) {
         wg_error_set(err, WG_ERR_IO, "[%s] creds_file %s: %s", ctx, cfg->creds_file,
                      strerror(errno));
-        return NULL;
+        return -1;
     }
+    return 0;
+}
 
-    s = calloc(1, sizeof(*s));
-    if (!s)
-        goto nomem;
+/* Fill a zeroed sink: its shared state, names and settings. -1 when out of memory (the sink
+ * is then partly filled; fwd_nats_sink_free frees it). */
+static int nats_sink_init(fwd_nats_sink *s, const fwd_nats_config *cfg, const char *ctx_name,
+                          const char *ctx, const nats_settings *set)
+{
     s->base.ops = &fwd_nats_ops;
     s->sh = calloc(1, sizeof(*s->sh));
     if (!s->sh)
-        goto nomem;
+        return -1;
     pthread_mutex_init(&s->sh->mu, NULL);
     s->sh->refs = 1;
     snprintf(s->sh->ctx, sizeof(s->sh->ctx), "%s", ctx);
     s->base.name = wg_dup_or_null(ctx_name, NULL);
     s->stream = strdup(cfg->stream);
-    s->prefix = strdup(prefix);
+    s->prefix = strdup(set->prefix);
     if (!s->base.name || !s->stream || !s->prefix)
-        goto nomem;
+        return -1;
     s->create_stream = cfg->create_stream;
-    s->replicas = replicas;
+    s->replicas = set->replicas;
     s->max_age_ms = cfg->max_age_ms;
     s->max_bytes = cfg->max_bytes;
-    s->duplicate_window_ms = dup_ms;
-    s->max_pending = max_pending;
-    s->timeout_ms = timeout_ms;
+    s->duplicate_window_ms = set->dup_ms;
+    s->max_pending = set->max_pending;
+    s->timeout_ms = set->timeout_ms;
     s->ca_file = cfg->ca_file != NULL;
     s->client_cert = cfg->client_cert != NULL;
+    return 0;
+}
 
+/* Count the servers into *n, note them for messages and whether TLS is asked for (s->tls).
+ * -1 with err when an entry is empty. */
+static int nats_list_servers(fwd_nats_sink *s, const fwd_nats_config *cfg, const char *ctx,
+                             int *n_out, wg_error *err)
+{
     int n = 0;
     bool tls = cfg->ca_file || cfg->client_cert;
     size_t off = 0;
     for (; cfg->servers[n]; n++) {
         if (!*cfg->servers[n]) {
             wg_error_set(err, WG_ERR_CONFIG, "[%s] servers: entry %d is empty", ctx, n + 1);
-            goto fail;
+            return -1;
         }
         if (!strncmp(cfg->servers[n], "tls://", 6))
             tls = true;
@@ -1280,17 +1301,25 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
                                     n ? ", " : "", cfg->servers[n]);
     }
     s->tls = tls;
+    *n_out = n;
+    return 0;
+}
 
+/* Create s->opts with the servers, connection name, timeouts, reconnect policy and callbacks.
+ * On failure *what names the option that failed. */
+static natsStatus nats_set_connection_options(fwd_nats_sink *s, char **servers, int n,
+                                              const char *ctx, const char **what)
+{
     static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
     pthread_once(&guard_once, tls_exit_guard); /* libnats may turn TLS on by itself */
     natsStatus st = natsOptions_Create(&s->opts);
-    const char *what = "options";
-    if (st == NATS_OK && (what = "servers"))
-        st = natsOptions_SetServers(s->opts, (const char **)cfg->servers, n);
-    if (st == NATS_OK && (what = "name"))
+    *what = "options";
+    if (st == NATS_OK && (*what = "servers"))
+        st = natsOptions_SetServers(s->opts, (const char **)servers, n);
+    if (st == NATS_OK && (*what = "name"))
         st = natsOptions_SetName(s->opts, ctx);
     if (st == NATS_OK)
-        st = natsOptions_SetTimeout(s->opts, timeout_ms < 5000 ? timeout_ms : 5000);
+        st = natsOptions_SetTimeout(s->opts, s->timeout_ms < 5000 ? s->timeout_ms : 5000);
     if (st == NATS_OK)
         st = natsOptions_SetMaxReconnect(s->opts, -1);
     if (st == NATS_OK)
@@ -1313,41 +1342,88 @@ fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
         st = natsOptions_SetReconnectedCB(s->opts, on_reconnected, s->sh);
     if (st == NATS_OK)
         st = natsOptions_SetErrorHandler(s->opts, on_async_error, s->sh);
-    if (st == NATS_OK && tls && (what = "TLS"))
+    return st;
+}
+
+/* TLS on s->opts: secure connections when asked for (s->tls), the CA and the client
+ * certificate. On failure *what names the option that failed. */
+static natsStatus nats_set_tls_options(fwd_nats_sink *s, const fwd_nats_config *cfg,
+                                       const char **what)
+{
+    natsStatus st = NATS_OK;
+    if (s->tls && (*what = "TLS"))
         st = natsOptions_SetSecure(s->opts, true);
-    if (st == NATS_OK && cfg->ca_file && (what = "ca_file"))
+    if (st == NATS_OK && cfg->ca_file && (*what = "ca_file"))
         st = natsOptions_LoadCATrustedCertificates(s->opts, cfg->ca_file);
-    if (st == NATS_OK && cfg->client_cert && (what = "client_cert/client_key"))
+    if (st == NATS_OK && cfg->client_cert && (*what = "client_cert/client_key"))
         st = natsOptions_LoadCertificatesChain(s->opts, cfg->client_cert, cfg->client_key);
-    if (st == NATS_OK && cfg->creds_file && (what = "creds_file"))
-        st = natsOptions_SetUserCredentialsFromFiles(s->opts, cfg->creds_file, NULL);
-    if (st == NATS_OK && cfg->user) {
+    return st;
+}
+
+/* Credentials on s->opts: creds_file, user (with password_file) or token_file. The password and
+ * token are read here and wiped before returning (libnats keeps its own copy). Returns -1 with
+ * err when a secret file cannot be read; otherwise 0 with *st the libnats status and *what
+ * naming the option that failed. */
+static int nats_set_credentials(fwd_nats_sink *s, const fwd_nats_config *cfg, const char *ctx,
+                                natsStatus *st, const char **what, wg_error *err)
+{
+    wg_secret *password = NULL, *token = NULL;
+    int rc = -1;
+    if (cfg->creds_file && (*what = "creds_file"))
+        *st = natsOptions_SetUserCredentialsFromFiles(s->opts, cfg->creds_file, NULL);
+    if (*st == NATS_OK && cfg->user) {
         if (cfg->password_file &&
             !(password = read_secret(ctx, "password_file", cfg->password_file, err)))
-            goto fail;
-        what = "user";
-        st = natsOptions_SetUserInfo(s->opts, cfg->user,
-                                     password ? wg_secret_reveal(password) : NULL);
+            goto out;
+        *what = "user";
+        *st = natsOptions_SetUserInfo(s->opts, cfg->user,
+                                      password ? wg_secret_reveal(password) : NULL);
     }
-    if (st == NATS_OK && cfg->token_file) {
+    if (*st == NATS_OK && cfg->token_file) {
         if (!(token = read_secret(ctx, "token_file", cfg->token_file, err)))
-            goto fail;
-        what = "token_file";
-        st = natsOptions_SetToken(s->opts, wg_secret_reveal(token));
+            goto out;
+        *what = "token_file";
+        *st = natsOptions_SetToken(s->opts, wg_secret_reveal(token));
     }
+    rc = 0;
+out:
+    wg_secret_free(password);
+    wg_secret_free(token);
+    return rc;
+}
+
+fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)
+{
+    fwd_nats_sink *s = NULL;
+    const char *ctx_name = cfg && cfg->name ? cfg->name : "?";
+    char ctx[160];
+    snprintf(ctx, sizeof(ctx), "sink %s", ctx_name);
+
+    nats_settings set;
+    if (nats_check_config(cfg, ctx, &set, err) != 0 || nats_check_auth(cfg, ctx, err) != 0)
+        return NULL;
+
+    s = calloc(1, sizeof(*s));
+    if (!s || nats_sink_init(s, cfg, ctx_name, ctx, &set) != 0) {
+        wg_error_set(err, WG_ERR_NOMEM, "[%s] out of memory", ctx);
+        goto fail;
+    }
+    int n;
+    if (nats_list_servers(s, cfg, ctx, &n, err) != 0)
+        goto fail;
+    const char *what;
+    natsStatus st = nats_set_connection_options(s, cfg->servers, n, ctx, &what);
+    if (st == NATS_OK)
+        st = nats_set_tls_options(s, cfg, &what);
+    if (st == NATS_OK && nats_set_credentials(s, cfg, ctx, &st, &what, err) != 0)
+        goto fail;
     if (st != NATS_OK) {
         wg_error_set(err, WG_ERR_CONFIG, "[%s] %s: %s", ctx, what, fwd_nats_last_text(st));
         goto fail;
     }
-    wg_secret_free(password);
-    wg_secret_free(token);
     return &s->base;
 
-nomem:
-    wg_error_set(err, WG_ERR_NOMEM, "[%s] out of memory", ctx);
 fail:
-    wg_secret_free(password);
-    wg_secret_free(token);
     fwd_nats_sink_free(s ? &s->base : NULL);
     return NULL;
 }
