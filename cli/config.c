@@ -514,6 +514,208 @@ static void list_keys(sect_kind kind, char *buf, size_t len)
     }
 }
 
+/* "a, b, c" from a NULL-terminated list of choices, for messages. */
+static void format_choices(const char *const *choices, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    for (const char *const *c = choices; *c; c++)
+        snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", c == choices ? "" : ", ", *c);
+}
+
+/* The setters below store `value` for key `k` in `field`; `label` names the section. Each
+ * returns 0, or -1 after fail() with a message naming the line, section, key and what is
+ * allowed. */
+
+/* KT_STRING, KT_NAME, KT_PATH: a non-empty string (a section name for KT_NAME, one of
+ * k->choices when given), copied. */
+static int set_string(parse_state *ps, const key_spec *k, const char *value, int line,
+                      const char *label, char **field)
+{
+    if (!*value) {
+        fail(ps, line, "%s %s is empty; remove the line to use the default", label, k->key);
+        return -1;
+    }
+    if (k->type == KT_NAME && !valid_name(value)) {
+        fail(ps, line, "%s %s: \"%s\" is not a section name (letters, digits, '_-.')", label,
+             k->key, value);
+        return -1;
+    }
+    if (k->choices) {
+        bool ok = false;
+        for (const char *const *c = k->choices; *c; c++)
+            ok |= strcmp(*c, value) == 0;
+        if (!ok) {
+            char allowed[256];
+            format_choices(k->choices, allowed, sizeof(allowed));
+            fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value,
+                 allowed);
+            return -1;
+        }
+    }
+    char *copy = strdup(value);
+    if (!copy) {
+        fail(ps, line, "out of memory");
+        return -1;
+    }
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* KT_PORT, KT_COUNT: a whole number from k->min to k->max. */
+static int set_number(parse_state *ps, const key_spec *k, const char *value, int line,
+                      const char *label, int *field)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (!*value || *end || errno || v < k->min || v > k->max) {
+        fail(ps, line, "%s %s: \"%s\" is not allowed; use a whole number from %lld to %lld", label,
+             k->key, value, k->min, k->max);
+        return -1;
+    }
+    *field = (int)v;
+    return 0;
+}
+
+/* KT_DURATION: a duration with a unit, from k->min to k->max milliseconds. */
+static int set_duration(parse_state *ps, const key_spec *k, const char *value, int line,
+                        const char *label, int64_t *field)
+{
+    int64_t ms;
+    if (wg_parse_duration(value, &ms) != 0 || ms < k->min || ms > k->max) {
+        char lo[32], hi[32];
+        wg_format_duration(k->min, lo, sizeof(lo));
+        wg_format_duration(k->max, hi, sizeof(hi));
+        fail(ps, line,
+             "%s %s: \"%s\" is not allowed; use a duration from %s to %s with a unit, "
+             "e.g. 500ms, 10s, 5m",
+             label, k->key, value, lo, hi);
+        return -1;
+    }
+    *field = ms;
+    return 0;
+}
+
+/* KT_SIZE: a size with a unit, at least k->min bytes. */
+static int set_size(parse_state *ps, const key_spec *k, const char *value, int line,
+                    const char *label, uint64_t *field)
+{
+    uint64_t bytes;
+    if (wg_parse_size(value, &bytes) != 0 || bytes < (uint64_t)k->min) {
+        char lo[32];
+        wg_format_size((uint64_t)k->min, lo, sizeof(lo));
+        fail(ps, line, "%s %s: \"%s\" is not allowed; use a size of at least %s, e.g. 64MiB, 1GiB",
+             label, k->key, value, lo);
+        return -1;
+    }
+    *field = bytes;
+    return 0;
+}
+
+/* KT_ENUM: one of k->choices, stored as the matching k->values entry. */
+static int set_enum(parse_state *ps, const key_spec *k, const char *value, int line,
+                    const char *label, int *field)
+{
+    for (int i = 0; k->choices[i]; i++) {
+        if (strcmp(k->choices[i], value) == 0) {
+            *field = k->values[i];
+            return 0;
+        }
+    }
+    char allowed[256];
+    format_choices(k->choices, allowed, sizeof(allowed));
+    fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value, allowed);
+    return -1;
+}
+
+/* KT_LOGLEVEL: error, warn, info or debug. */
+static int set_loglevel(parse_state *ps, const key_spec *k, const char *value, int line,
+                        const char *label, log_level *field)
+{
+    log_level lv;
+    if (log_level_parse(value, &lv) != 0) {
+        fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: error, warn, info, debug", label,
+             k->key, value);
+        return -1;
+    }
+    *field = lv;
+    return 0;
+}
+
+/* KT_LIST: a non-empty comma-separated list, replacing the previous one. */
+static int set_list(parse_state *ps, const key_spec *k, const char *value, int line,
+                    const char *label, char ***field)
+{
+    char **list = split_list(value);
+    if (!list) {
+        fail(ps, line, "out of memory");
+        return -1;
+    }
+    if (!list[0]) {
+        free_list(list);
+        fail(ps, line, "%s %s is empty; remove the line to use the default", label, k->key);
+        return -1;
+    }
+    free_list(*field);
+    *field = list;
+    return 0;
+}
+
+/* KT_MULTI: a key that may be given on several lines; each non-empty value is appended. */
+static int set_multi(parse_state *ps, const key_spec *k, const char *value, int line,
+                     const char *label, char ***lp)
+{
+    if (!*value) {
+        fail(ps, line, "%s %s is empty; remove the line", label, k->key);
+        return -1;
+    }
+    size_t n = 0;
+    while (*lp && (*lp)[n])
+        n++;
+    char **grown = realloc(*lp, (n + 2) * sizeof(*grown));
+    if (!grown || !(grown[n] = strdup(value))) {
+        if (grown)
+            *lp = grown;
+        fail(ps, line, "out of memory");
+        return -1;
+    }
+    grown[n + 1] = NULL;
+    *lp = grown;
+    return 0;
+}
+
+/* KT_VIA: "direct", "tunnel NAME" or "privatelink NAME", the route of a [postgres] section. */
+static int set_via(parse_state *ps, const char *value, int line, const char *label, cli_postgres *p)
+{
+    char buf[200];
+    snprintf(buf, sizeof(buf), "%s", value);
+    char *kind = trim(buf);
+    char *sp = strpbrk(kind, " \t");
+    char *name = sp ? (*sp = '\0', trim(sp + 1)) : NULL;
+    if (strcmp(kind, "direct") == 0 && !name) {
+        p->cfg.route = INGEST_ROUTE_DIRECT;
+        free(p->via);
+        p->via = NULL;
+        return 0;
+    }
+    if ((strcmp(kind, "tunnel") == 0 || strcmp(kind, "privatelink") == 0) && name &&
+        valid_name(name)) {
+        p->cfg.route = strcmp(kind, "tunnel") == 0 ? INGEST_ROUTE_TUNNEL : INGEST_ROUTE_PRIVATELINK;
+        free(p->via);
+        if (!(p->via = strdup(name))) {
+            fail(ps, line, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    fail(ps, line,
+         "%s via: \"%s\" is not allowed; use \"direct\", \"tunnel NAME\" or "
+         "\"privatelink NAME\"",
+         label, value);
+    return -1;
+}
+
 /*
  * Store `value` for key `k` in section struct `base`. Returns 0, or -1 after fail() with a
  * message naming the line, section, key and what is allowed.
@@ -526,170 +728,25 @@ static int set_value(parse_state *ps, void *base, const key_spec *k, const char 
     switch (k->type) {
     case KT_STRING:
     case KT_NAME:
-    case KT_PATH: {
-        if (!*value) {
-            fail(ps, line, "%s %s is empty; remove the line to use the default", label, k->key);
-            return -1;
-        }
-        if (k->type == KT_NAME && !valid_name(value)) {
-            fail(ps, line, "%s %s: \"%s\" is not a section name (letters, digits, '_-.')", label,
-                 k->key, value);
-            return -1;
-        }
-        if (k->choices) {
-            bool ok = false;
-            for (const char *const *c = k->choices; *c; c++)
-                ok |= strcmp(*c, value) == 0;
-            if (!ok) {
-                char allowed[256] = "";
-                for (const char *const *c = k->choices; *c; c++)
-                    snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
-                             c == k->choices ? "" : ", ", *c);
-                fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value,
-                     allowed);
-                return -1;
-            }
-        }
-        char *copy = strdup(value);
-        if (!copy) {
-            fail(ps, line, "out of memory");
-            return -1;
-        }
-        free(*(char **)field);
-        *(char **)field = copy;
-        return 0;
-    }
+    case KT_PATH:
+        return set_string(ps, k, value, line, label, (char **)field);
     case KT_PORT:
-    case KT_COUNT: {
-        char *end;
-        errno = 0;
-        long long v = strtoll(value, &end, 10);
-        if (!*value || *end || errno || v < k->min || v > k->max) {
-            fail(ps, line, "%s %s: \"%s\" is not allowed; use a whole number from %lld to %lld",
-                 label, k->key, value, k->min, k->max);
-            return -1;
-        }
-        *(int *)field = (int)v;
-        return 0;
-    }
-    case KT_DURATION: {
-        int64_t ms;
-        if (wg_parse_duration(value, &ms) != 0 || ms < k->min || ms > k->max) {
-            char lo[32], hi[32];
-            wg_format_duration(k->min, lo, sizeof(lo));
-            wg_format_duration(k->max, hi, sizeof(hi));
-            fail(ps, line,
-                 "%s %s: \"%s\" is not allowed; use a duration from %s to %s with a unit, "
-                 "e.g. 500ms, 10s, 5m",
-                 label, k->key, value, lo, hi);
-            return -1;
-        }
-        *(int64_t *)field = ms;
-        return 0;
-    }
-    case KT_SIZE: {
-        uint64_t bytes;
-        if (wg_parse_size(value, &bytes) != 0 || bytes < (uint64_t)k->min) {
-            char lo[32];
-            wg_format_size((uint64_t)k->min, lo, sizeof(lo));
-            fail(ps, line,
-                 "%s %s: \"%s\" is not allowed; use a size of at least %s, e.g. 64MiB, 1GiB", label,
-                 k->key, value, lo);
-            return -1;
-        }
-        *(uint64_t *)field = bytes;
-        return 0;
-    }
-    case KT_ENUM: {
-        for (int i = 0; k->choices[i]; i++) {
-            if (strcmp(k->choices[i], value) == 0) {
-                *(int *)field = k->values[i];
-                return 0;
-            }
-        }
-        char allowed[256] = "";
-        for (const char *const *c = k->choices; *c; c++)
-            snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s",
-                     c == k->choices ? "" : ", ", *c);
-        fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value,
-             allowed);
-        return -1;
-    }
-    case KT_LOGLEVEL: {
-        log_level lv;
-        if (log_level_parse(value, &lv) != 0) {
-            fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: error, warn, info, debug",
-                 label, k->key, value);
-            return -1;
-        }
-        *(log_level *)field = lv;
-        return 0;
-    }
-    case KT_LIST: {
-        char **list = split_list(value);
-        if (!list) {
-            fail(ps, line, "out of memory");
-            return -1;
-        }
-        if (!list[0]) {
-            free_list(list);
-            fail(ps, line, "%s %s is empty; remove the line to use the default", label, k->key);
-            return -1;
-        }
-        free_list(*(char ***)field);
-        *(char ***)field = list;
-        return 0;
-    }
-    case KT_MULTI: {
-        if (!*value) {
-            fail(ps, line, "%s %s is empty; remove the line", label, k->key);
-            return -1;
-        }
-        char ***lp = (char ***)field;
-        size_t n = 0;
-        while (*lp && (*lp)[n])
-            n++;
-        char **grown = realloc(*lp, (n + 2) * sizeof(*grown));
-        if (!grown || !(grown[n] = strdup(value))) {
-            if (grown)
-                *lp = grown;
-            fail(ps, line, "out of memory");
-            return -1;
-        }
-        grown[n + 1] = NULL;
-        *lp = grown;
-        return 0;
-    }
-    case KT_VIA: {
-        cli_postgres *p = base;
-        char buf[200];
-        snprintf(buf, sizeof(buf), "%s", value);
-        char *kind = trim(buf);
-        char *sp = strpbrk(kind, " \t");
-        char *name = sp ? (*sp = '\0', trim(sp + 1)) : NULL;
-        if (strcmp(kind, "direct") == 0 && !name) {
-            p->cfg.route = INGEST_ROUTE_DIRECT;
-            free(p->via);
-            p->via = NULL;
-            return 0;
-        }
-        if ((strcmp(kind, "tunnel") == 0 || strcmp(kind, "privatelink") == 0) && name &&
-            valid_name(name)) {
-            p->cfg.route =
-                strcmp(kind, "tunnel") == 0 ? INGEST_ROUTE_TUNNEL : INGEST_ROUTE_PRIVATELINK;
-            free(p->via);
-            if (!(p->via = strdup(name))) {
-                fail(ps, line, "out of memory");
-                return -1;
-            }
-            return 0;
-        }
-        fail(ps, line,
-             "%s via: \"%s\" is not allowed; use \"direct\", \"tunnel NAME\" or "
-             "\"privatelink NAME\"",
-             label, value);
-        return -1;
-    }
+    case KT_COUNT:
+        return set_number(ps, k, value, line, label, (int *)field);
+    case KT_DURATION:
+        return set_duration(ps, k, value, line, label, (int64_t *)field);
+    case KT_SIZE:
+        return set_size(ps, k, value, line, label, (uint64_t *)field);
+    case KT_ENUM:
+        return set_enum(ps, k, value, line, label, (int *)field);
+    case KT_LOGLEVEL:
+        return set_loglevel(ps, k, value, line, label, (log_level *)field);
+    case KT_LIST:
+        return set_list(ps, k, value, line, label, (char ***)field);
+    case KT_MULTI:
+        return set_multi(ps, k, value, line, label, (char ***)field);
+    case KT_VIA:
+        return set_via(ps, value, line, label, base);
     }
     return -1;
 }
