@@ -70,6 +70,11 @@ class Run:
         return fixture.wait_until(pred, what, timeout, proc=self.proc if alive else None,
                                   log=context)
 
+    def wait_committed(self, pred, what, timeout=60):
+        """The records of the first committed transaction with a record matching pred, once
+        the change log has it (see committed())."""
+        return self.wait(lambda: committed(self, pred), what, timeout)
+
     def wait_running(self, what="running", timeout=60):
         """Waits until `walgate status` shows the source running."""
         self.wait(lambda: self.status().get("state") == "running", what, timeout)

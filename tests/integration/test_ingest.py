@@ -105,7 +105,7 @@ def test_transactions(pg):
 
     # Multi-table transaction, whole.
     pg.sql("BEGIN; INSERT INTO a VALUES (1, 'a1'); INSERT INTO b VALUES (1, 'b1'); COMMIT")
-    t = run.wait(lambda: committed(run, lambda r: r.get("table") == "public.a"), "multi-table")
+    t = run.wait_committed(lambda r: r.get("table") == "public.a", "multi-table")
     assert [r["op"] for r in t] == ["begin", "insert", "insert", "commit"], t
     assert {r["table"] for r in t[1:3]} == {"public.a", "public.b"}
 
@@ -120,13 +120,13 @@ def test_transactions(pg):
     t1.stdin.write("COMMIT;\n")
     t1.stdin.close()
     t1.wait()
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 10), "t1")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 10, "t1")
     order = [r["new"]["id"] for r in run.lines() if r["op"] == "insert" and r["table"] == "public.a"]
     assert order == [1, 20, 10], order
 
     # A transaction far larger than max_txn_memory (1 MiB) spills and arrives whole.
     pg.sql("INSERT INTO big SELECT g, g, repeat(md5(g::text), 4) FROM generate_series(1, 60000) g")
-    t = run.wait(lambda: committed(run, lambda r: r.get("table") == "public.big"), "big txn", 60)
+    t = run.wait_committed(lambda r: r.get("table") == "public.big", "big txn", 60)
     assert len(t) == 60002 and t[-1]["op"] == "commit", len(t)
 
     # Unchanged TOAST: a big incompressible value, update another column only.
@@ -134,7 +134,7 @@ def test_transactions(pg):
            "generate_series(1, 1000)) WHERE id = 1")
     doc = pg.sql("SELECT doc FROM big WHERE id = 1")
     pg.sql("UPDATE big SET n = -1 WHERE id = 1")
-    t = run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("n") == -1), "toast")
+    t = run.wait_committed(lambda r: r.get("new", {}).get("n") == -1, "toast")
     assert t[1]["new"]["doc"] == doc and len(doc) == 32000, "unchanged TOAST value not filled in"
 
     # Idle source: only the table outside the publication is written.
@@ -204,7 +204,7 @@ def test_streaming(pg):
           "UPDATE s1 SET v = 'u' WHERE id <= 10; DELETE FROM s1 WHERE id BETWEEN 4991 AND 5000;")
     b.run("ROLLBACK;")
     a.run("INSERT INTO s3 VALUES (2, 2); TRUNCATE s3; COMMIT;")
-    t = run.wait(lambda: committed(run, lambda r: r.get("table") == "public.s2"), "streamed txn", 60)
+    t = run.wait_committed(lambda r: r.get("table") == "public.s2", "streamed txn", 60)
     ops = [r["op"] for r in t]
     assert ops.count("insert") == 5000 + 3000 and ops.count("update") == 10, ops.count("insert")
     assert ops.count("delete") == 10 and t[0]["lsn"] == t[-1]["lsn"], (t[0], t[-1])
@@ -226,7 +226,7 @@ def test_streaming(pg):
     a.run(rows("s2", 20001, 22000) + "COMMIT;")
     a.close()
     b.close()
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 22000), "after kill", 60)
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 22000, "after kill", 60)
     run.stop()
     assert not [r for r in run.lines() if "s3" in str(r.get("table", r.get("tables")))]
     errs = {t["table"]: t["error"] for t in run.status()["tables"] if t["error"]}
@@ -258,7 +258,7 @@ def test_publication_shapes(pg):
     run = Run(pg, "shapecl", "shape_ins").start()
     run.wait_running()
     pg.sql("INSERT INTO cl VALUES (3, 3, 's3')")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 3), "cl insert")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 3, "cl insert")
     run.stop()
     rows = [r["new"] for r in run.lines() if r["op"] in ("read", "insert")]
     assert rows and all(set(r) == {"id", "a"} for r in rows), rows
@@ -272,7 +272,7 @@ def test_publication_shapes(pg):
     st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.dc" and t["error"]],
                   "dc error")
     assert "y was dropped" in st[0]["error"], st
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 21), "rf insert")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 21, "rf insert")
     run.stop()
     got = logreplay.replay(run.lines()).tables["public.rf"]
     want = logreplay.source_rows(pg, "(SELECT * FROM rf WHERE region = 'eu') q", ["id"])
@@ -295,14 +295,14 @@ def test_failures(pg):
     pg.sql("INSERT INTO f1 VALUES (1, 1, 1)")
     pg.sql("ALTER TABLE f1 DROP COLUMN y")
     pg.sql("INSERT INTO f1 VALUES (2, 2); INSERT INTO f2 VALUES (7)")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.f2"), "f2 continues")
+    run.wait_committed(lambda r: r.get("table") == "public.f2", "f2 continues")
     st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f1" and t["error"]],
                   "f1 error")
     assert "dropped" in st[0]["error"], st
     # A renamed column, and an added one (compatible: the table keeps streaming).
     pg.sql("INSERT INTO f3 VALUES (1, 1); ALTER TABLE f2 ADD COLUMN extra text;"
            "INSERT INTO f2 VALUES (8, 'e')")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 8), "f2 after add")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 8, "f2 after add")
     pg.sql("ALTER TABLE f3 RENAME COLUMN old_name TO new_name; INSERT INTO f3 VALUES (2, 2)")
     st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f3" and t["error"]],
                   "f3 error")
@@ -320,7 +320,7 @@ def test_failures(pg):
     run.wait(lambda: run.status().get("state") == "running" and run.status()["pid"] == run.proc.pid,
              "restarted")
     pg.sql("INSERT INTO f1 VALUES (3, 3); INSERT INTO f5 VALUES (1, 1)")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.f5"), "f5 after restart")
+    run.wait_committed(lambda r: r.get("table") == "public.f5", "f5 after restart")
     errs = {t["table"]: t["error"] for t in run.status()["tables"] if t["error"]}
     assert set(errs) == {"public.f1", "public.f3", "public.f4"}, errs
     assert not committed(run, lambda r: r.get("new", {}).get("id") == 3 and r.get("table") == "public.f1")
@@ -330,8 +330,8 @@ def test_failures(pg):
     st = run.wait(lambda: [t for t in run.status()["tables"] if t["table"] == "public.f2" and t["error"]],
                   "f2 truncated")
     assert "truncated" in st[0]["error"] and "walgate source resync fail public.f2" in st[0]["error"], st
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 2 and r.get("table") == "public.f5"),
-             "f5 after truncate")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 2 and r.get("table") == "public.f5",
+                       "f5 after truncate")
     assert not committed(run, lambda r: r.get("new", {}).get("id") == 10), "f2 ingested after its truncate"
 
     # walgate source resync: f1 (dropped column) while it is being written to, f2 (truncated),
@@ -353,7 +353,7 @@ def test_failures(pg):
     bad = fixture.walgate("source", "resync", "fail", "public.nope", "--wait", "30", config=run.cfg)
     assert bad.returncode == 1 and "not in publication f_pub" in bad.stderr, bad.stdout + bad.stderr
     pg.sql("INSERT INTO f1 VALUES (99999, 1); INSERT INTO f2 VALUES (11); INSERT INTO f4 VALUES (51)")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 51), "after resync")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 51, "after resync")
     errs = {t["table"]: t["error"] for t in run.status()["tables"] if t["error"]}
     assert set(errs) == {"public.f3", "public.nope"}, errs
     st = logreplay.replay(run.lines())
@@ -408,7 +408,7 @@ def test_failures(pg):
                             config=run.cfg)
         assert r.returncode == 0, r.stdout + r.stderr + run.log()
         pg.sql("INSERT INTO p1 VALUES (2)")
-        run.wait(lambda: committed(run, lambda x: x.get("new", {}).get("id") == 2), "p1 again")
+        run.wait_committed(lambda x: x.get("new", {}).get("id") == 2, "p1 again")
         st = logreplay.replay(run.lines())
         assert sorted(st.tables["public.p1"]) == sorted(
             logreplay.source_rows(pg, "public.p1", ["id"])), st.tables
@@ -458,7 +458,7 @@ def test_notices(pg):
         run = Run(pg, "notice", "n_pub").start()
         run.wait_running()
         pg.sql("INSERT INTO n1 VALUES (1)")
-        run.wait(lambda: committed(run, lambda r: r.get("table") == "public.n1"), "insert")
+        run.wait_committed(lambda r: r.get("table") == "public.n1", "insert")
         run.stop()
     finally:
         pg.sql("ALTER ROLE postgres RESET client_min_messages")

@@ -84,7 +84,7 @@ def test_partition_root(pg):
     run.wait_running()
     pg.sql("UPDATE meas SET v = -v WHERE id <= 10; DELETE FROM meas WHERE id BETWEEN 11 AND 20;"
            "INSERT INTO meas VALUES (1000, 'eu', 1)")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 1000), "streamed")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 1000, "streamed")
     names = {t["table"] for t in run.status()["tables"]}
     in_log = {r["table"] for r in run.lines() if "table" in r}
     assert names == in_log == {"public.meas"}, (names, in_log)
@@ -102,7 +102,7 @@ def test_partition_root(pg):
     assert "partitions of public.meas" in err and "walgate source resync root public.meas" in err, err
     resync(run, "public.meas")
     pg.sql("INSERT INTO meas VALUES (3000, 'ap', 1)")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 3000), "after resync")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 3000, "after resync")
     assert not table_errors(run), run.status()
     assert_equal(pg, run, "public.meas", "SELECT id, region, v FROM meas", ["id", "region", "v"])
 
@@ -112,7 +112,7 @@ def test_partition_root(pg):
     assert "detached" in err and "walgate source resync root public.meas" in err, err
     resync(run, "public.meas")
     pg.sql("INSERT INTO meas VALUES (3001, 'eu', 1)")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 3001), "after detach")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 3001, "after detach")
     n = assert_equal(pg, run, "public.meas", "SELECT id, region, v FROM meas",
                      ["id", "region", "v"])
     run.stop()
@@ -124,7 +124,7 @@ def test_partition_root(pg):
     leaf.start()
     leaf.wait_running()
     pg.sql("INSERT INTO meas VALUES (4000, 'eu', 4)")
-    leaf.wait(lambda: committed(leaf, lambda r: r.get("new", {}).get("id") == 4000), "leaf stream")
+    leaf.wait_committed(lambda r: r.get("new", {}).get("id") == 4000, "leaf stream")
     names = {t["table"] for t in leaf.status()["tables"]}
     assert names == {"public.meas_eu", "public.meas_ap"}, names
     for p in ("meas_eu", "meas_ap"):
@@ -177,7 +177,7 @@ def test_rename_recreate(pg):
     err = wait_error(run, "public.late")
     assert "not in the snapshot" in err and "walgate source resync rn public.late" in err, err
     pg.sql("INSERT INTO ok VALUES (1, 'fine')")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ok"), "others continue")
+    run.wait_committed(lambda r: r.get("table") == "public.ok", "others continue")
 
     # The failures survive kill -9 (the state file keeps the OIDs and errors).
     run.proc.kill()
@@ -186,8 +186,8 @@ def test_rename_recreate(pg):
     run.wait(lambda: run.status().get("state") == "running" and run.status()["pid"] == run.proc.pid,
              "restarted")
     pg.sql("INSERT INTO rc VALUES (2, 'new'); INSERT INTO ok VALUES (2, 'fine')")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ok" and
-                               r.get("new", {}).get("id") == 2), "after restart")
+    run.wait_committed(lambda r: r.get("table") == "public.ok" and
+                       r.get("new", {}).get("id") == 2, "after restart")
     errs = table_errors(run)
     want = {"public.rn", "public.rn2", "public.rc", "public.mv", "other.mv", "public.cr",
             "public.late"}
@@ -199,8 +199,8 @@ def test_rename_recreate(pg):
         resync(run, t)
     pg.sql("UPDATE rn2 SET v = 'y' WHERE id = 1; INSERT INTO rc VALUES (3, 'new');"
            "INSERT INTO ok VALUES (3, 'fine')")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ok" and
-                               r.get("new", {}).get("id") == 3), "after resyncs")
+    run.wait_committed(lambda r: r.get("table") == "public.ok" and
+                       r.get("new", {}).get("id") == 3, "after resyncs")
     assert set(table_errors(run)) == {"public.rn", "public.mv"}, table_errors(run)
     # Drop + create again, failed and resynced without a restart in between: the new
     # relation's changes are ingested after the resync (the old one's cache entry is gone too).
@@ -209,10 +209,10 @@ def test_rename_recreate(pg):
     wait_error(run, "public.rc")
     resync(run, "public.rc")
     pg.sql("INSERT INTO rc VALUES (5, 'newer'); INSERT INTO ok VALUES (4, 'fine')")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.rc" and
-                               r.get("new", {}).get("id") == 5), "rc after its second resync")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ok" and
-                               r.get("new", {}).get("id") == 4), "ok after rc's second resync")
+    run.wait_committed(lambda r: r.get("table") == "public.rc" and
+                       r.get("new", {}).get("id") == 5, "rc after its second resync")
+    run.wait_committed(lambda r: r.get("table") == "public.ok" and
+                       r.get("new", {}).get("id") == 4, "ok after rc's second resync")
     for t, sel, cols in (("public.rn2", "SELECT id, v FROM rn2", ["id", "v"]),
                          ("public.rc", "SELECT id, v FROM rc", ["id", "v"]),
                          ("other.mv", "SELECT id, v FROM other.mv", ["id", "v"]),
@@ -234,11 +234,11 @@ def test_replica_identity(pg):
     run = Run(pg, "ri", "ri_pub").start()
     run.wait_running()
     pg.sql("DELETE FROM ri WHERE id = 1")
-    full = run.wait(lambda: committed(run, lambda r: r.get("op") == "delete"), "delete (FULL)")
+    full = run.wait_committed(lambda r: r.get("op") == "delete", "delete (FULL)")
     assert [r["old"] for r in full if r["op"] == "delete"] == [{"id": 1, "v": "v1"}], full
     pg.sql("ALTER TABLE ri REPLICA IDENTITY DEFAULT; DELETE FROM ri WHERE id = 2;"
            "UPDATE ri SET id = 200 WHERE id = 3; UPDATE ri SET v = 'w' WHERE id = 4")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("v") == "w"), "DEFAULT changes")
+    run.wait_committed(lambda r: r.get("new", {}).get("v") == "w", "DEFAULT changes")
     recs = [r for r in run.lines() if r.get("table") == "public.ri" and r["op"] in ("update", "delete")]
     olds = [(r["op"], r.get("old")) for r in recs]
     assert olds == [("delete", {"id": 1, "v": "v1"}), ("delete", {"id": 2}),
@@ -252,7 +252,7 @@ def test_replica_identity(pg):
     pg.sql("DROP TABLE ri")
     pg.sql("INSERT INTO ri_other VALUES (500)")
     run.start()
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.ri_other"), "past the dropped table")
+    run.wait_committed(lambda r: r.get("table") == "public.ri_other", "past the dropped table")
     assert run.status()["reconnects"] == 0, run.status()
     assert "removed from publication" in table_errors(run)["public.ri"], table_errors(run)
     run.stop()

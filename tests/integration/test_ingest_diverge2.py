@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
-from walgate_run import Run, committed  # noqa: E402
+from walgate_run import Run  # noqa: E402
 from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def test_replident_index(pg):
     pg.sql("DELETE FROM t0 WHERE id = 4; UPDATE t0 SET u = 500 WHERE id = 5;"
            "UPDATE t0 SET id = 600 WHERE id = 6; UPDATE t0 SET v = 'changed' WHERE id = 7;"
            "INSERT INTO t0 VALUES (50, 'new', 150); DELETE FROM t1 WHERE id = 1; DELETE FROM t2 WHERE a = 1")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.t2"), "the changes")
+    run.wait_committed(lambda r: r.get("table") == "public.t2", "the changes")
     keys = {}
     for r in run.lines():
         if r["op"] in ("read", "insert", "update", "delete"):
@@ -62,8 +62,8 @@ def test_replident_index(pg):
     # (Rows from before it lack the column: docs/ingest.md; the ones changed here come after.)
     pg.sql("ALTER TABLE t2 ADD COLUMN c int; INSERT INTO t2 VALUES (5, 'w', 1), (6, 'v', 2);"
            "DELETE FROM t2 WHERE a = 5")
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.t2" and r["op"] == "delete"
-                               and r["old"].get("a") == 5), "t2 after a column was added")
+    run.wait_committed(lambda r: r.get("table") == "public.t2" and r["op"] == "delete"
+                       and r["old"].get("a") == 5, "t2 after a column was added")
     assert not table_errors(run), table_errors(run)
     # FULL -> DEFAULT with a primary key keeps the key: t1 goes on. USING INDEX -> DEFAULT
     # changes t0's key from u to id: t0 fails with the resync remedy, kept across a restart.
@@ -72,7 +72,7 @@ def test_replident_index(pg):
            "INSERT INTO t2 VALUES (3, 'z')")
     err = wait_error(run, "public.t0")
     assert '["u"]' in err and '["id"]' in err and "walgate source resync ri2 public.t0" in err, err
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("b") == "z"), "t2 goes on")
+    run.wait_committed(lambda r: r.get("new", {}).get("b") == "z", "t2 goes on")
     assert set(table_errors(run)) == {"public.t0"}, table_errors(run)
     assert not any(r.get("table") == "public.t0" and r.get("key") == ["id"] for r in run.lines())
     assert_equal(pg, run, "public.t1", "SELECT id, v FROM t1", ["id", "v"])
@@ -83,7 +83,7 @@ def test_replident_index(pg):
     assert table_errors(run).get("public.t0") == err, table_errors(run)
     resync(run, "public.t0")
     pg.sql("DELETE FROM t0 WHERE id = 9; UPDATE t0 SET id = 900 WHERE id = 10")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 900), "after the resync")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 900, "after the resync")
     assert not table_errors(run), table_errors(run)
     assert_equal(pg, run, "public.t0", "SELECT id, v, u FROM t0", ["id", "v", "u"])
     run.stop()
@@ -122,7 +122,7 @@ def test_dropped_domain_column(pg):
     run = Run(pg, "dm", "dm_pub").start()
     run.wait_running()
     pg.sql("INSERT INTO dm VALUES (11, 11, 'v11')")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 11), "a change")
+    run.wait_committed(lambda r: r.get("new", {}).get("id") == 11, "a change")
     run.stop()
     # While walgate is down: a change with d, then d dropped. On restart the Relation message
     # still has d (a domain), the catalog no longer does.
@@ -132,11 +132,11 @@ def test_dropped_domain_column(pg):
     err = wait_error(run, "public.dm")
     assert "unsupported" not in err and "ingested column d was dropped or renamed" in err \
         and "walgate source resync dm public.dm" in err, err
-    run.wait(lambda: committed(run, lambda r: r.get("table") == "public.dm_other"), "the others go on")
+    run.wait_committed(lambda r: r.get("table") == "public.dm_other", "the others go on")
     assert set(table_errors(run)) == {"public.dm"}, table_errors(run)
     resync(run, "public.dm")
     pg.sql("UPDATE dm SET v = 'after' WHERE id = 1")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("v") == "after"), "after the resync")
+    run.wait_committed(lambda r: r.get("new", {}).get("v") == "after", "after the resync")
     assert not table_errors(run), table_errors(run)
     assert_equal(pg, run, "public.dm", "SELECT id, v FROM dm", ["id", "v"])
     run.stop()
@@ -188,7 +188,7 @@ def check_rewritten(pg, run):
     assert {r["table"] for r in aborts} == {"public.b", "public.c"}, aborts
     assert all("rewritten" in r["reason"] for r in aborts), aborts
     pg.sql("UPDATE b SET t = 'after' WHERE id = 20; DELETE FROM c WHERE id = 1")
-    run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("t") == "after"), "a change of b")
+    run.wait_committed(lambda r: r.get("new", {}).get("t") == "after", "a change of b")
     assert_equal(pg, run, "public.a_first", "SELECT id, v FROM a_first", ["id", "v"])
     assert_equal(pg, run, "public.b", "SELECT id, t FROM b", ["id", "t"])
     n = assert_equal(pg, run, "public.c", "SELECT id, v FROM c", ["id", "v"])

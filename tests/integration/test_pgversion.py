@@ -11,7 +11,7 @@ import time
 
 import fixture
 import logreplay
-from walgate_run import Run, committed
+from walgate_run import Run
 
 cells = {}
 
@@ -46,14 +46,14 @@ def main():
             run.wait_running()
             pg.sql("INSERT INTO t VALUES (1001, 'new'); UPDATE t SET v = 'upd' WHERE id = 1;"
                    "DELETE FROM t WHERE id = 2; INSERT INTO u VALUES (11)")
-            run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 11), "stream")
+            run.wait_committed(lambda r: r.get("new", {}).get("id") == 11, "stream")
             # a one-table resync (a temporary slot using its snapshot) while rows keep coming
             r = fixture.walgate("source", "resync", "app", "public.t", "--wait", "60",
                                 config=run.cfg)
             assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr + run.log()
             pg.sql("INSERT INTO t VALUES (1002, 'after')")
-            run.wait(lambda: committed(run, lambda r: r.get("new", {}).get("id") == 1002),
-                     "after resync")
+            run.wait_committed(lambda r: r.get("new", {}).get("id") == 1002,
+                               "after resync")
             st = run.wait(lambda: (lambda s: s if s.get("lag_bytes") is not None else None)(
                 run.status()), "lag measured", 30)
             assert st["state"] == "running" and not st["error"], st
