@@ -10,10 +10,10 @@ segments) prints whole; 16 flipped bytes inside a batch stop `log tail` with exi
 segment, offset and remedy, printing none of that batch.
 """
 import os
+import select
 import signal
 import struct
 import subprocess
-import threading
 import time
 
 import fixture
@@ -211,21 +211,60 @@ def test_checksums():
           "version 1 then version 2", p)
 
 
-def read_lines_until(proc, n, timeout):
-    """Read n lines from proc.stdout within timeout (a thread, so a hang cannot block us)."""
-    got = []
+class FollowOutput:
+    """What a `log tail --follow` process prints, read straight from its pipe, so no buffer of
+    ours can hide a line from pending()."""
 
-    def reader():
-        while len(got) < n:
-            line = proc.stdout.readline()
-            if not line:
-                return
-            got.append(line)
+    def __init__(self, proc):
+        self.fd = proc.stdout.fileno()
+        self.buf = b""
 
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    t.join(timeout)
-    return got
+    def lines(self, n, timeout):
+        """The next n lines (fewer if they do not come within timeout seconds)."""
+        deadline = time.time() + timeout
+        while self.buf.count(b"\n") < n:
+            left = deadline - time.time()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        got = []
+        while len(got) < n and b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            got.append(line.decode() + "\n")
+        return got
+
+    def pending(self):
+        """Anything printed and not read yet."""
+        return bool(self.buf) or bool(select.select([self.fd], [], [], 0)[0])
+
+
+def follower_polls(pid):
+    """How many reads the follower's (only) thread has made, and whether it is asleep between
+    two polls of the log (Linux /proc)."""
+    with open(f"/proc/{pid}/task/{pid}/io") as f:
+        reads = next(int(l.split()[1]) for l in f if l.startswith("syscr:"))
+    with open(f"/proc/{pid}/task/{pid}/wchan") as f:
+        asleep = "nanosleep" in f.read()
+    return reads, asleep
+
+
+def wait_polled(proc):
+    """Return once `log tail --follow` has looked at the log again after this call and gone
+    back to sleep: whatever it found then is printed (it flushes before it sleeps).
+
+    A condition, not a time: the first read counted after `start` may have begun before this
+    call, but the second began after the first ended, so after this call; and the sleep seen
+    after that comes only once that poll has ended."""
+    start, _ = follower_polls(proc.pid)
+
+    def polled():
+        reads, asleep = follower_polls(proc.pid)
+        return reads >= start + 2 and asleep
+
+    fixture.wait_until(polled, "log tail --follow to poll the log again", 30, proc=proc)
 
 
 def test_follow():
@@ -237,23 +276,29 @@ def test_follow():
         proc = fixture.walgate_popen("log", "tail", "orders", "--follow", "--from", lsn_text(last),
                                      "--state-dir", state, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
+        out = FollowOutput(proc)
         try:
-            time.sleep(0.3)
+            # the follower has read the log to its end and waits for more
+            wait_polled(proc)
+            check(not out.pending(), "tail printed a batch at or before --from")
             xid = 10 if sig == signal.SIGTERM else 20
             base = last
             log.append(txn(xid, base + 0x200), base + 0x200)
-            got = read_lines_until(proc, 3, 10)
+            got = out.lines(3, 10)
             check(len(got) == 3 and f'"xid":{xid},' in got[0] and '"commit"' in got[2],
                   f"follow did not print the new batch: {got}")
-            # a batch whose index entry is not written yet is held back...
+            # a batch whose index entry is not written yet is held back (the follower has
+            # polled the log since its bytes were written, and printed nothing)...
             log.append(txn(xid + 1, base + 0x300), base + 0x300, new_segment=True, index=False)
-            time.sleep(0.6)
+            wait_polled(proc)
+            if out.pending():
+                raise AssertionError(f"a batch without its index entry was printed: {out.lines(3, 10)}")
             # ...and printed once it is; then a rollover to yet another segment
             with open(log.seg + ".idx", "ab") as f:
                 f.write(log.entry(log.size, base + 0x300, b""))
             log.append(txn(xid + 2, base + 0x400), base + 0x400, new_segment=True)
             last = base + 0x400
-            got = read_lines_until(proc, 6, 10)
+            got = out.lines(6, 10)
             check(len(got) == 6 and f'"xid":{xid + 1},' in got[0] and f'"xid":{xid + 2},' in got[3],
                   f"follow across segments: {got}")
             proc.send_signal(sig)

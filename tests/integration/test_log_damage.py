@@ -9,7 +9,6 @@ No PostgreSQL is needed: the log is opened before the source connects, and the c
 server is a closed port.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
