@@ -591,18 +591,10 @@ static CURLcode wh_perform(wh_sink *s, struct curl_slist *dyn, int64_t *took_ms)
     return cc;
 }
 
-/* A request curl could not complete (cc != CURLE_OK, took_ms after it started): fill err and
- * say whether a retry can help. */
-static fwd_result wh_curl_failure(wh_sink *s, CURLcode cc, int64_t took_ms, wg_error *err)
+/* curl failures that no retry can fix: the URL, the TLS files or the build cannot work. */
+static bool wh_curl_config_problem(CURLcode cc)
 {
-    const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(cc);
     switch (cc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        wh_error(s, err, WG_ERR_NET,
-                 "sink %s: POST %s got no complete answer within %lld ms (timeout); the "
-                 "receiver is slow or unreachable: %s",
-                 s->base.name, s->safe_url, (long long)s->timeout_ms, why);
-        return FWD_RETRY;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_SSL_CERTPROBLEM:
@@ -611,26 +603,47 @@ static fwd_result wh_curl_failure(wh_sink *s, CURLcode cc, int64_t took_ms, wg_e
     case CURLE_SSL_CIPHER:
     case CURLE_BAD_FUNCTION_ARGUMENT:
     case CURLE_NOT_BUILT_IN:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A request curl could not complete (cc != CURLE_OK, took_ms after it started): fill err and
+ * say whether a retry can help. */
+static fwd_result wh_curl_failure(wh_sink *s, CURLcode cc, int64_t took_ms, wg_error *err)
+{
+    const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(cc);
+    if (wh_curl_config_problem(cc)) {
         wh_error(s, err, WG_ERR_CONFIG,
                  "sink %s: POST %s cannot work with this configuration: %s; check url, "
                  "ca_file, client_cert and client_key",
                  s->base.name, s->safe_url, why);
         return FWD_FATAL;
+    }
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        wh_error(s, err, WG_ERR_NET,
+                 "sink %s: POST %s got no complete answer within %lld ms (timeout); the "
+                 "receiver is slow or unreachable: %s",
+                 s->base.name, s->safe_url, (long long)s->timeout_ms, why);
+        break;
     case CURLE_PEER_FAILED_VERIFICATION:
         wh_error(s, err, WG_ERR_NET,
                  "sink %s: POST %s: the server's TLS certificate was not accepted: %s; set "
                  "ca_file to the CA that signed it",
                  s->base.name, s->safe_url, why);
-        return FWD_RETRY;
+        break;
     case CURLE_OUT_OF_MEMORY:
         wh_error(s, err, WG_ERR_NOMEM, "sink %s: out of memory sending to %s", s->base.name,
                  s->safe_url);
-        return FWD_RETRY;
+        break;
     default:
         wh_error(s, err, WG_ERR_NET, "sink %s: POST %s failed after %lld ms: %s", s->base.name,
                  s->safe_url, (long long)took_ms, why);
-        return FWD_RETRY;
+        break;
     }
+    return FWD_RETRY;
 }
 
 /* What to tell the user about a refused request, by HTTP status. */
