@@ -522,6 +522,20 @@ static void format_choices(const char *const *choices, char *buf, size_t len)
         snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", c == choices ? "" : ", ", *c);
 }
 
+/* fail() with `LABEL KEY: "VALUE" is not allowed; use ` followed by `fmt`: what is. */
+__attribute__((format(printf, 6, 7))) static void not_allowed(parse_state *ps, int line,
+                                                              const char *label, const key_spec *k,
+                                                              const char *value, const char *fmt,
+                                                              ...)
+{
+    char use[WG_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(use, sizeof(use), fmt, ap);
+    va_end(ap);
+    fail(ps, line, "%s %s: \"%s\" is not allowed; use %s", label, k->key, value, use);
+}
+
 /* The setters below store `value` for key `k` in `field`; `label` names the section. Each
  * returns 0, or -1 after fail() with a message naming the line, section, key and what is
  * allowed. */
@@ -547,8 +561,7 @@ static int set_string(parse_state *ps, const key_spec *k, const char *value, int
         if (!ok) {
             char allowed[256];
             format_choices(k->choices, allowed, sizeof(allowed));
-            fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value,
-                 allowed);
+            not_allowed(ps, line, label, k, value, "one of: %s", allowed);
             return -1;
         }
     }
@@ -570,8 +583,7 @@ static int set_number(parse_state *ps, const key_spec *k, const char *value, int
     errno = 0;
     long long v = strtoll(value, &end, 10);
     if (!*value || *end || errno || v < k->min || v > k->max) {
-        fail(ps, line, "%s %s: \"%s\" is not allowed; use a whole number from %lld to %lld", label,
-             k->key, value, k->min, k->max);
+        not_allowed(ps, line, label, k, value, "a whole number from %lld to %lld", k->min, k->max);
         return -1;
     }
     *field = (int)v;
@@ -587,10 +599,8 @@ static int set_duration(parse_state *ps, const key_spec *k, const char *value, i
         char lo[32], hi[32];
         wg_format_duration(k->min, lo, sizeof(lo));
         wg_format_duration(k->max, hi, sizeof(hi));
-        fail(ps, line,
-             "%s %s: \"%s\" is not allowed; use a duration from %s to %s with a unit, "
-             "e.g. 500ms, 10s, 5m",
-             label, k->key, value, lo, hi);
+        not_allowed(ps, line, label, k, value,
+                    "a duration from %s to %s with a unit, e.g. 500ms, 10s, 5m", lo, hi);
         return -1;
     }
     *field = ms;
@@ -605,8 +615,7 @@ static int set_size(parse_state *ps, const key_spec *k, const char *value, int l
     if (wg_parse_size(value, &bytes) != 0 || bytes < (uint64_t)k->min) {
         char lo[32];
         wg_format_size((uint64_t)k->min, lo, sizeof(lo));
-        fail(ps, line, "%s %s: \"%s\" is not allowed; use a size of at least %s, e.g. 64MiB, 1GiB",
-             label, k->key, value, lo);
+        not_allowed(ps, line, label, k, value, "a size of at least %s, e.g. 64MiB, 1GiB", lo);
         return -1;
     }
     *field = bytes;
@@ -625,7 +634,7 @@ static int set_enum(parse_state *ps, const key_spec *k, const char *value, int l
     }
     char allowed[256];
     format_choices(k->choices, allowed, sizeof(allowed));
-    fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: %s", label, k->key, value, allowed);
+    not_allowed(ps, line, label, k, value, "one of: %s", allowed);
     return -1;
 }
 
@@ -635,8 +644,7 @@ static int set_loglevel(parse_state *ps, const key_spec *k, const char *value, i
 {
     log_level lv;
     if (log_level_parse(value, &lv) != 0) {
-        fail(ps, line, "%s %s: \"%s\" is not allowed; use one of: error, warn, info, debug", label,
-             k->key, value);
+        not_allowed(ps, line, label, k, value, "one of: error, warn, info, debug");
         return -1;
     }
     *field = lv;
