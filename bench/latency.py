@@ -2,16 +2,21 @@
 local webhook and to NATS JetStream (one server, R1), under a steady load of single-row
 transactions.
 
-One PostgreSQL 15 (fsync on), `walgate run` with one source and one webhook sink, both with
-their default settings unless --batch-max-delay or --status-interval say otherwise. The
+One PostgreSQL 15 (fsync on, track_commit_timestamp on), `walgate run` with one source and
+one sink, both with their default settings unless --batch-max-delay or --status-interval say
+otherwise. The
 receiver is a lean HTTP/1.1 server in this process (bench/forward.py's: it reads each request,
 notes its arrival and answers 200; no signature). Each round, `pgbench -R RATE` inserts
 single-row transactions for SECONDS (-c CLIENTS, so that commit fsyncs do not hold the rate back;
-the rate achieved is printed). For every transaction committed during the round:
+the rate achieved is printed), after WARMUP seconds of the same load that are not measured. For
+every transaction committed during the round (the rows the round inserted, by xmin):
 
-  commit → durable    from its commit timestamp (the `commit_time` PostgreSQL records, which
-                      walgate copies into the commit record) until this script sees the batch
-                      holding it indexed in the change log; the index entry is written only
+  commit → durable    from its commit timestamp (pg_xact_commit_timestamp, to the microsecond:
+                      the time PostgreSQL writes into the commit record before flushing it, so
+                      PostgreSQL's own WAL flush and the walsender's wake-up are included; the
+                      change log's `commit_time` is the same value rendered to the millisecond,
+                      too coarse here) until this script sees the batch holding it indexed
+                      in the change log; the index entry is written only
                       after the batch is fdatasynced (docs/changelog.md), and the index is
                       polled every millisecond, so this is at most ~1 ms late;
   commit → delivered  from the same commit timestamp until the webhook request carrying the
@@ -26,7 +31,7 @@ The sinks are measured one after the other (--sinks), each with its own `walgate
 NATS a core subscriber on the sink's subjects notes when each commit message arrives (with one
 server and R1 that is when JetStream stored it).
 
-Usage: bench/latency.sh [--rounds N] [--seconds S] [--rate TPS] [--clients N]
+Usage: bench/latency.sh [--rounds N] [--seconds S] [--warmup S] [--rate TPS] [--clients N]
                         [--sinks webhook,nats1] [--batch-max-delay D] [--status-interval D]
 Environment: WALGATE_BIN (default build-release/walgate).
 """
@@ -41,7 +46,7 @@ import time
 
 import common
 from common import fixture
-from forward import COMMIT_TIME, Receiver, iso_ms, natsclient
+from forward import Receiver, natsclient
 
 SCHEMA = """
 CREATE TABLE ticks (id bigserial PRIMARY KEY, v int NOT NULL, at timestamptz NOT NULL DEFAULT
@@ -49,17 +54,37 @@ CREATE TABLE ticks (id bigserial PRIMARY KEY, v int NOT NULL, at timestamptz NOT
 CREATE PUBLICATION bench_pub FOR TABLE ticks;
 """
 PROCESSED = re.compile(r"number of transactions actually processed: (\d+)")
+COMMIT_XID = re.compile(rb'\{"op":"commit"[^\n]*?"xid":(\d+)')
+# track_commit_timestamp: the commit time to the microsecond, by xid (the change log's
+# commit_time is rendered to the millisecond, which would overstate every latency by 0-1 ms)
+PG_CONF = dict(common.PG_CONF, track_commit_timestamp="on")
+
+
+class Arrivals:
+    """(xid, arrival ms) of commits, appended by one thread and taken by another."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.xs = []
+
+    def add(self, body, now):
+        got = [(int(x), now) for x in COMMIT_XID.findall(body)]
+        with self.lock:
+            self.xs.extend(got)
+
+    def take(self):
+        with self.lock:
+            out, self.xs = self.xs, []
+        return out
 
 
 class DurableWatcher:
     """Polls the source's change-log index every millisecond; for each newly indexed batch,
-    notes (now - commit_time) of every commit record in it."""
+    notes (xid, now) of every commit record in it."""
 
     def __init__(self, logdir):
         self.logdir = logdir
-        self.lat = []
-        self.since = float("inf")
-        self.lock = threading.Lock()
+        self.arr = Arrivals()
         self.stopping = threading.Event()
         self.t = threading.Thread(target=self.loop, daemon=True)
         self.t.start()
@@ -100,9 +125,7 @@ class DurableWatcher:
                     f.seek(seg_done)
                     data = f.read(end - seg_done)
                 idx_done, seg_done = size, end
-                lat = [now - iso_ms(m) for m in COMMIT_TIME.findall(data)]
-                with self.lock:
-                    self.lat.extend(x for x in lat if now - x >= self.since)
+                self.arr.add(data, now)
             time.sleep(0.001)
 
     @staticmethod
@@ -119,9 +142,7 @@ class DurableWatcher:
         return 32 if head[16:20] == b"WGI2" else 24
 
     def take(self):
-        with self.lock:
-            out, self.lat = self.lat, []
-        return out
+        return self.arr.take()
 
     def stop(self):
         self.stopping.set()
@@ -130,16 +151,14 @@ class DurableWatcher:
 
 class NatsWatcher:
     """A core-NATS subscriber on the sink's subjects (R1: a message reaches subscribers when
-    the stream's only server stores it); notes (now - commit time) of every commit message."""
+    the stream's only server stores it); notes (xid, now) of every commit message."""
 
     def __init__(self, cluster, prefix):
         self.nc = natsclient.NatsClient("127.0.0.1", cluster.nodes[0]["port"])
         self.sid = self.nc.subscribe(f"{prefix}.>")
         self.nc._send(b"PING\r\n")  # the subscription is in place once the PONG is back
         self.nc._wait_pong()
-        self.latencies = []
-        self.since = float("inf")
-        self.lock = threading.Lock()
+        self.arr = Arrivals()
         self.stopping = threading.Event()
         self.t = threading.Thread(target=self.loop, daemon=True)
         self.t.start()
@@ -151,10 +170,10 @@ class NatsWatcher:
             except (TimeoutError, OSError):
                 continue
             now = time.time() * 1000
-            ct = m.headers.get("Walgate-Commit-Time")
-            if m.headers.get("Walgate-Op") == "commit" and ct and iso_ms(ct) >= self.since:
-                with self.lock:
-                    self.latencies.append(now - iso_ms(ct))
+            xid = m.headers.get("Walgate-Xid")
+            if m.headers.get("Walgate-Op") == "commit" and xid:
+                with self.arr.lock:
+                    self.arr.xs.append((int(xid), now))
 
     def stop(self):
         self.stopping.set()
@@ -185,43 +204,57 @@ def phase(args, pg, work, sink_name, recv, nats1):
                               stderr=open(os.path.join(work, f"walgate-{sink_name}.log"), "ab"))
     common.wait_snapshot_durable(state, [source], p)
     watch = DurableWatcher(os.path.join(state, "log", source))
-    sub = recv if sink_name == "webhook" else NatsWatcher(nats1, "cdc1")
+    if sink_name == "webhook":
+        sub = Arrivals()
+        recv.on_body = sub.add
+    else:
+        sub = NatsWatcher(nats1, "cdc1")
+        sub.take = sub.arr.take
     delivered = "webhook" if sink_name == "webhook" else "JetStream R1"
     tick = fixture.write_file(os.path.join(work, "tick.sql"),
                               "INSERT INTO ticks (v) VALUES (1);\n")
     res = {"durable": [], delivered: []}
+
+    def pgbench(seconds):
+        return subprocess.run(
+            [os.path.join(fixture.PG_CLIENT_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
+             str(pg.port), "-U", "postgres", "-c", str(args.clients), "-j", "2",
+             "-R", str(args.rate), "-T", str(seconds), "-f", tick, "postgres"],
+            check=True, capture_output=True, text=True)
+
     try:
+        if args.warmup:  # connections, caches, the forwarder's HTTP connection: not measured
+            pgbench(args.warmup)
         for r in range(args.rounds):
-            watch.take()
-            with sub.lock:
-                sub.latencies = []
-            since = time.time() * 1000
-            watch.since = sub.since = since
-            recv.measure = sink_name == "webhook"
-            pb = subprocess.run(
-                [os.path.join(fixture.PG_CLIENT_BIN, "pgbench"), "-n", "-h", pg.host, "-p",
-                 str(pg.port), "-U", "postgres", "-c", str(args.clients), "-j", "2",
-                 "-R", str(args.rate),
-                 "-T", str(args.seconds), "-f", tick, "postgres"],
-                check=True, capture_output=True, text=True)
+            last_id = int(pg.sql("SELECT coalesce(max(id), 0) FROM ticks").strip())
+            pb = pgbench(args.seconds)
             n = int(PROCESSED.search(pb.stdout).group(1))
-            dur, dlv = [], []
+            commits = {}
+            for ln in pg.sql("SELECT xmin::text, extract(epoch FROM pg_xact_commit_timestamp("
+                             f"xmin)) * 1000 FROM ticks WHERE id > {last_id}").split():
+                xid, ct = ln.split("|")
+                commits[int(xid)] = float(ct)
+            if len(commits) != n:  # a transaction cut off by -T: the table is the truth
+                print(f"# round {r + 1}: pgbench counted {n}, the table has {len(commits)}")
+                n = len(commits)
+            dur, dlv = {}, {}
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                dur += watch.take()
-                with sub.lock:
-                    dlv, sub.latencies = dlv + sub.latencies, []
+                for got, src in ((dur, watch), (dlv, sub)):
+                    for xid, at in src.take():
+                        if xid in commits:
+                            got.setdefault(xid, at - commits[xid])
                 if len(dur) >= n and len(dlv) >= n:
                     break
                 if p.poll() is not None:
                     raise RuntimeError(f"walgate exited {p.returncode}")
                 time.sleep(0.05)
-            recv.measure = False
             if len(dur) < n or len(dlv) < n:
                 raise RuntimeError(f"round {r + 1}: {n} transactions committed, {len(dur)} "
                                    f"durable and {len(dlv)} delivered within 60 s")
             line = []
-            for name, xs in (("durable", dur), (delivered, dlv)):
+            for name, got in (("durable", dur), (delivered, dlv)):
+                xs = list(got.values())
                 st = (common.pct(xs, 50), common.pct(xs, 99), max(xs))
                 res[name].append(st)
                 line.append(f"commit → {name} p50 {st[0]:.1f} ms, p99 {st[1]:.1f} ms, "
@@ -231,7 +264,8 @@ def phase(args, pg, work, sink_name, recv, nats1):
                   + f"; {common.load()}", flush=True)
     finally:
         watch.stop()
-        if sub is not recv:
+        recv.on_body = None
+        if sink_name != "webhook":
             sub.stop()
         common.stop(p)
     return res
@@ -242,6 +276,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="seconds of the same load before the first round, not measured")
     ap.add_argument("--clients", type=int, default=8,
                     help="pgbench connections (enough that fsync waits do not hold back -R)")
     ap.add_argument("--sinks", default="webhook,nats1",
@@ -256,7 +292,7 @@ def main():
     nats1 = fixture.NatsCluster(nodes=1).start() if "nats1" in sinks else None
     res = {}
     try:
-        with fixture.Postgres(conf=common.PG_CONF) as pg:
+        with fixture.Postgres(conf=PG_CONF) as pg:
             pg.sql(SCHEMA)
             for sk in sinks:
                 for k, v in phase(args, pg, work, sk, recv, nats1).items():
