@@ -71,6 +71,8 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 now = time.time() * 1000
+                if outer.on_body:
+                    outer.on_body(body, now)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -86,6 +88,7 @@ class Receiver:
                     outer.latencies.extend(lat)
 
         self.measure = False
+        self.on_body = None  # called with (body, arrival ms) for every request, if set
         self.since = 0
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/cdc"
