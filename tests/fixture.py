@@ -198,6 +198,23 @@ def walgate_popen(*args, config=None, env=None, **kw):
     return p
 
 
+class RunLogs:
+    """`walgate run` started again and again (each run's stderr in its own file under `work`);
+    text() is the tail of every run's log, for a failure message."""
+
+    def __init__(self, work):
+        self.work = work
+        self.paths = []
+
+    def start(self, cfg):
+        self.paths.append(os.path.join(self.work, f"run-{len(self.paths)}.log"))
+        return walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
+                             stderr=open(self.paths[-1], "w"))
+
+    def text(self, tail=3000):
+        return "".join(open(p).read()[-tail:] for p in self.paths)
+
+
 def wait_until(pred, what, timeout=30, proc=None, log=lambda: "", interval=0.1):
     """Call pred until it returns something true (returned) or `timeout` seconds pass. With
     `proc`, fail at once when that process has exited; `log()` is added to a failure."""

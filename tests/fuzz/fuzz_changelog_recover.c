@@ -79,19 +79,18 @@ static void snapshot(wg_buf *out)
     wg_buf_reset(out);
     DIR *d = opendir(g_dir);
     struct dirent *de;
-    char path[512], chunk[4096];
+    char path[512];
     /* readdir order is stable for an unchanged directory */
     while (d && (de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.' || strcmp(de->d_name, "LOCK") == 0)
             continue;
         snprintf(path, sizeof(path), "%s/%s", g_dir, de->d_name);
         wg_buf_printf(out, "%s:", de->d_name);
-        int fd = open(path, O_RDONLY);
-        ssize_t r;
-        while (fd >= 0 && (r = read(fd, chunk, sizeof(chunk))) > 0)
-            wg_buf_append(out, chunk, (size_t)r);
-        if (fd >= 0)
-            close(fd);
+        wg_buf f = {0};
+        wg_error e = {0};
+        if (wg_read_file(path, 1u << 30, &f, &e) == 0 && f.data)
+            wg_buf_append(out, f.data, f.len);
+        wg_buf_free(&f);
     }
     if (d)
         closedir(d);

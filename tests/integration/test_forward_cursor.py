@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
@@ -79,15 +78,11 @@ def main():
             ("source app", {"connection": "main", "publication": "p", "forward": "hook"}),
             ("sink hook", {"type": "webhook", "url": hook.url + "/cdc"}),
         ]))
-        logs = []
+        runs = fixture.RunLogs(work)
 
         def start():
-            logs.append(os.path.join(work, f"run-{len(logs)}.log"))
-            return fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
-                                         stderr=open(logs[-1], "w"))
-
-        def log_text():
-            return "".join(open(p).read()[-3000:] for p in logs)
+            return runs.start(cfg)
+        log_text = runs.text
 
         def drained(marker):
             """The batch holding the marker row acknowledged, and the forwarder's status

@@ -21,7 +21,6 @@ Against PostgreSQL 15 and tests/webhook_server.py (signatures verified):
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 
@@ -145,15 +144,11 @@ def main():
         v = fixture.walgate("validate", "hook", config=cfg)
         assert v.returncode == 0 and "reachable" in v.stdout and "signed" in v.stdout, v.stdout
         assert SECRET.decode() not in v.stdout + v.stderr
-        logs = []
+        runs = fixture.RunLogs(work)
 
         def start():
-            logs.append(os.path.join(work, f"run-{len(logs)}.log"))
-            return fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
-                                         stderr=open(logs[-1], "w"))
-
-        def log_text():
-            return "".join(open(p).read()[-3000:] for p in logs)
+            return runs.start(cfg)
+        log_text = runs.text
 
         # 1. Faults under load, and SIGKILLs.
         hook.inject({"status": 500}, {"status": 429, "retry_after": "1"}, {"sleep": 2},

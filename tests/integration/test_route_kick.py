@@ -59,14 +59,8 @@ def test_tunnel_back_kicks_the_source(pg, sshd):
             return None
 
     def wait(pred, what, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert wg.poll() is None, f"walgate exited\n{log()[-3000:]}"
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}\n{status()}\n{log()[-3000:]}")
+        return fixture.wait_until(pred, what, timeout, proc=wg, interval=0.05,
+                                  log=lambda: f"{status()}\n{log()[-3000:]}")
 
     try:
         wait(lambda: status().get("state") == "running", "running")

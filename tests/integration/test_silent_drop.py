@@ -180,15 +180,8 @@ def run_case(pg, net, sshd, name, results):
         return st.tables.get(f"public.{table}", {})
 
     def wait(pred, what, timeout=60, poll=0.05):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert wg.poll() is None, f"walgate exited\n{log()[-3000:]}"
-            v = pred()
-            if v:
-                return v
-            time.sleep(poll)
-        raise AssertionError(f"[{name}] timed out waiting for {what}\n{status()}\n"
-                             f"{log()[-4000:]}")
+        return fixture.wait_until(pred, f"[{name}] {what}", timeout, proc=wg, interval=poll,
+                                  log=lambda: f"{status()}\n{log()[-4000:]}")
 
     try:
         wait(lambda: status().get("state") == "running", "running", timeout=120)

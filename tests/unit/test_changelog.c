@@ -211,15 +211,14 @@ static void snapshot_files(const char *dir, wg_buf *out)
     wg_buf_reset(out);
     int n = sorted_names(dir, is_log_file, names, 64);
     for (int i = 0; i < n; i++) {
-        char path[256], chunk[4096];
+        char path[256];
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         wg_buf_printf(out, "%s:", names[i]);
-        int fd = open(path, O_RDONLY);
-        ssize_t r;
-        while (fd >= 0 && (r = read(fd, chunk, sizeof(chunk))) > 0)
-            wg_buf_append(out, chunk, (size_t)r);
-        if (fd >= 0)
-            close(fd);
+        wg_buf f = {0};
+        wg_error e = {0};
+        if (wg_read_file(path, 1u << 30, &f, &e) == 0 && f.data)
+            wg_buf_append(out, f.data, f.len);
+        wg_buf_free(&f);
         wg_buf_putc(out, '\n');
     }
 }

@@ -52,15 +52,15 @@ static int64_t wait_reconnects(ingest_source *s, uint64_t n, int64_t ms)
     return -1;
 }
 
-TEST(kick_ends_the_backoff)
+/* A source of `name` on 127.0.0.1:port (nothing there that speaks PostgreSQL), state in dir;
+ * NULL (reported) when it could not be made. */
+static ingest_source *kick_source(const char *name, const char *slot, int port, const char *dir)
 {
-    char dir[] = "/tmp/walgate-kick-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
     ingest_source_config sc = {
-        .name = "kick", .connection = "main", .publication = "pub", .slot = "walgate_kick"};
+        .name = name, .connection = "main", .publication = "pub", .slot = slot};
     ingest_pg_config pc = {.name = "main",
                            .host = "127.0.0.1",
-                           .port = closed_port(),
+                           .port = port,
                            .user = "nobody",
                            .dbname = "nothing",
                            .sslmode = "disable",
@@ -70,10 +70,18 @@ TEST(kick_ends_the_backoff)
     log_set_level(LOG_LEVEL_ERROR);
     ingest_source *s = ingest_source_new(&sc, &pc, NULL, 0, dir, &err);
     CHECK(s != NULL);
-    if (!s) {
+    if (!s)
         fprintf(stderr, "%s\n", err.msg);
+    return s;
+}
+
+TEST(kick_ends_the_backoff)
+{
+    char dir[] = "/tmp/walgate-kick-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ingest_source *s = kick_source("kick", "walgate_kick", closed_port(), dir);
+    if (!s)
         return;
-    }
     s->backoff_base_ms = 20000; /* every wait is uniform in [10 s, 20 s] */
     s->backoff_cap_ms = 20000;
     g_stop = 0;
@@ -162,24 +170,9 @@ TEST(path_back_ends_the_backoff)
     char dir[] = "/tmp/walgate-probe-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     int port = closed_port();
-    ingest_source_config sc = {
-        .name = "probe", .connection = "main", .publication = "pub", .slot = "walgate_probe"};
-    ingest_pg_config pc = {.name = "main",
-                           .host = "127.0.0.1",
-                           .port = port,
-                           .user = "nobody",
-                           .dbname = "nothing",
-                           .sslmode = "disable",
-                           .tcp = WG_KEEPALIVE_DEFAULTS,
-                           .connect_timeout_ms = 2000};
-    wg_error err = {0};
-    log_set_level(LOG_LEVEL_ERROR);
-    ingest_source *s = ingest_source_new(&sc, &pc, NULL, 0, dir, &err);
-    CHECK(s != NULL);
-    if (!s) {
-        fprintf(stderr, "%s\n", err.msg);
+    ingest_source *s = kick_source("probe", "walgate_probe", port, dir);
+    if (!s)
         return;
-    }
     s->backoff_base_ms = 20000;
     s->backoff_cap_ms = 20000;
     g_stop = 0;
