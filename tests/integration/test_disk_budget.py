@@ -45,8 +45,7 @@ def config(work, pg, name, state, source="app", **walgate):
     w.update(walgate)
     return fixture.write_file(os.path.join(work, name), fixture.ini([
         ("walgate", w),
-        ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                           "dbname": "postgres", "sslmode": "disable"}),
+        fixture.pg_section(pg),
         (f"source {source}", {"connection": "main", "publication": "p", "status_interval": "200ms",
                         "max_txn_memory": "1MiB", "snapshot_workers": "1"}),
     ]))

@@ -123,8 +123,7 @@ def main():
             w.update(walgate)
             return fixture.write_file(os.path.join(work, file), fixture.ini([
                 ("walgate", w),
-                ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                                   "dbname": "postgres", "sslmode": "disable"}),
+                fixture.pg_section(pg),
                 (f"source {source}", {"connection": "main", "publication": "fwd_pub",
                                       "status_interval": "200ms", "forward": "hook"}),
                 ("sink hook", {"type": "webhook", "url": hook.url + "/cdc",
