@@ -232,6 +232,13 @@ static char *scratch_get(scratch *s, size_t n)
 
 /* ---- JSON strings --------------------------------------------------------------------- */
 
+/* The bytes a JSON string holds as they are: printable ASCII but '"' and '\\'. */
+static const bool json_plain[256] = {
+    [0x20 ... 0x21] = true, /* '"' is 0x22 */
+    [0x23 ... 0x5b] = true, /* '\\' is 0x5c */
+    [0x5d ... 0x7f] = true,
+};
+
 int render_json_string(wg_buf *out, const char *s, size_t len, wg_error *err)
 {
     static const char hex[] = "0123456789abcdef";
@@ -242,7 +249,7 @@ int render_json_string(wg_buf *out, const char *s, size_t len, wg_error *err)
         goto nomem;
     while (i < len) {
         size_t run = i;
-        while (run < len && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+        while (run < len && json_plain[p[run]])
             run++;
         if (run > i) {
             if (wg_buf_append(out, p + i, run - i) != 0)
