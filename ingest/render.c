@@ -427,16 +427,18 @@ static bool valid_numeric(const char *s, size_t len)
  * are only checked to consist of the characters their output functions produce (digits,
  * letters, space and + - : . , /), which also means they need no JSON escaping.
  */
+static const bool datetime_chars[256] = {
+    [' '] = true, ['+'] = true,         [','] = true, ['-'] = true,         ['.'] = true,
+    ['/'] = true, ['0' ... '9'] = true, [':'] = true, ['A' ... 'Z'] = true, ['a' ... 'z'] = true,
+};
+
 static bool valid_datetime(const char *s, size_t len)
 {
     if (len == 0)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!(is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == ' ' ||
-              c == '+' || c == '-' || c == ':' || c == '.' || c == ',' || c == '/'))
+    for (size_t i = 0; i < len; i++)
+        if (!datetime_chars[(unsigned char)s[i]])
             return false;
-    }
     return true;
 }
 
