@@ -322,7 +322,8 @@ int wg_buf_puts(wg_buf *b, const char *s);
 static inline int wg_buf_append(wg_buf *b, const void *data, size_t len)
 {
     if (len < b->cap - b->len && !b->failed) { /* cap > len always, so no wrap */
-        memcpy(b->data + b->len, data, len);
+        if (len)                               /* data may be NULL then */
+            memcpy(b->data + b->len, data, len);
         b->len += len;
         b->data[b->len] = '\0';
         return 0;
