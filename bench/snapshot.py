@@ -17,8 +17,12 @@ bench/tunnel.py): walgate (2 workers) through its own tunnel (`via = tunnel`), a
 through `ssh -N -L`. Speed ratios are per round, against psql COPY direct; the tunnel cost of
 each tool is its time through the tunnel over its own direct time in the same round.
 
-Usage: bench/snapshot.sh [--rounds N] [--rows N] [--no-tunnel]
+Usage: bench/snapshot.sh [--rounds N] [--rows N] [--no-tunnel] [--no-dump] [--bin LABEL=PATH]...
 Environment: WALGATE_BIN (default build-release/walgate).
+
+--bin LABEL=PATH (repeatable) adds the 1- and 2-worker runs of another walgate binary to every
+round, labelled LABEL, so that two builds are compared in the same interleaved rounds (the
+tunnel run uses WALGATE_BIN only). --no-dump leaves pg_dump out.
 """
 import argparse
 import os
@@ -47,7 +51,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", type=int, default=3_000_000)
     ap.add_argument("--no-tunnel", action="store_true")
+    ap.add_argument("--no-dump", action="store_true")
+    ap.add_argument("--bin", action="append", default=[], metavar="LABEL=PATH",
+                    help="another walgate binary, run in the same rounds")
     args = ap.parse_args()
+    others = []
+    for spec in args.bin:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not os.access(path, os.X_OK):
+            ap.error(f"--bin {spec}: expected LABEL=PATH of an executable")
+        others.append((label, os.path.abspath(path)))
     common.banner(__file__)
     work = fixture.tempdir("walgate-bench-snap-")
     out = os.path.join(work, "out")
@@ -88,7 +101,7 @@ def main():
                  "-L", f"127.0.0.1:{sport}:127.0.0.1:{pg.port}", f"{sshd.user}@{sshd.host}"])
             fixture.wait_port("127.0.0.1", sport, proc=ssh)
 
-        def walgate(workers, tunnel=False):
+        def walgate(workers, tunnel=False, binary=None):
             cfg = common.walgate_config(
                 os.path.join(work, "walgate.ini"), state, pg,
                 {"app": {"publication": "bench_pub", "snapshot_workers": workers}},
@@ -96,8 +109,12 @@ def main():
                 postgres={"via": "tunnel b"} if tunnel else None)
             with open(logpath, "ab") as log:
                 t0 = time.monotonic()
-                p = fixture.walgate_popen("run", config=cfg, stdout=log,
-                                          stderr=subprocess.STDOUT)
+                if binary:
+                    p = subprocess.Popen([binary, "-c", cfg, "run"], stdout=log,
+                                         stderr=subprocess.STDOUT)
+                else:
+                    p = fixture.walgate_popen("run", config=cfg, stdout=log,
+                                              stderr=subprocess.STDOUT)
                 try:
                     while not common.snapshot_done(state, "app"):
                         if p.poll() is not None:
@@ -135,9 +152,13 @@ def main():
             return dt
 
         runs = [("walgate, 1 worker", lambda: walgate(1)),
-                ("walgate, 2 workers", lambda: walgate(2)),
-                ("psql COPY + dd conv=fsync", lambda: copy(pg.port)),
-                ("pg_dump -Fd -j2 --data-only", dump)]
+                ("walgate, 2 workers", lambda: walgate(2))]
+        for label, path in others:
+            runs += [(f"walgate {label}, 1 worker", lambda path=path: walgate(1, binary=path)),
+                     (f"walgate {label}, 2 workers", lambda path=path: walgate(2, binary=path))]
+        runs += [("psql COPY + dd conv=fsync", lambda: copy(pg.port))]
+        if not args.no_dump:
+            runs += [("pg_dump -Fd -j2 --data-only", dump)]
         if ssh:
             runs += [("walgate, 2 workers, own tunnel", lambda: walgate(2, tunnel=True)),
                      ("psql COPY via ssh -N -L", lambda: copy(sport))]

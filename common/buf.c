@@ -47,7 +47,7 @@ int wg_buf_reserve(wg_buf *b, size_t extra)
     return 0;
 }
 
-int wg_buf_append(wg_buf *b, const void *data, size_t len)
+int wg_buf_append_grow(wg_buf *b, const void *data, size_t len)
 {
     if (wg_buf_reserve(b, len) != 0)
         return -1;
@@ -61,16 +61,6 @@ int wg_buf_append(wg_buf *b, const void *data, size_t len)
 int wg_buf_puts(wg_buf *b, const char *s)
 {
     return wg_buf_append(b, s, strlen(s));
-}
-
-int wg_buf_putc(wg_buf *b, char c)
-{
-    if (b->len + 1 < b->cap && !b->failed) {
-        b->data[b->len++] = c;
-        b->data[b->len] = '\0';
-        return 0;
-    }
-    return wg_buf_append(b, &c, 1);
 }
 
 int wg_buf_printf(wg_buf *b, const char *fmt, ...)

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * A stop request, raised once by a signal handler or another thread and read by every loop
@@ -323,9 +324,32 @@ int wg_buf_fail(wg_buf *b);
 long wg_buf_test_fail_alloc(long n);
 
 int wg_buf_reserve(wg_buf *b, size_t extra);
-int wg_buf_append(wg_buf *b, const void *data, size_t len);
+/* wg_buf_append's and wg_buf_putc's way when the bytes do not fit (or the buffer failed). */
+int wg_buf_append_grow(wg_buf *b, const void *data, size_t len);
 int wg_buf_puts(wg_buf *b, const char *s);
-int wg_buf_putc(wg_buf *b, char c);
+
+/* Inline: a snapshot row is dozens of small appends, nearly all of which fit. */
+static inline int wg_buf_append(wg_buf *b, const void *data, size_t len)
+{
+    if (len < b->cap - b->len && !b->failed) { /* cap > len always, so no wrap */
+        if (len)                               /* data may be NULL then */
+            memcpy(b->data + b->len, data, len);
+        b->len += len;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return wg_buf_append_grow(b, data, len);
+}
+
+static inline int wg_buf_putc(wg_buf *b, char c)
+{
+    if (b->len + 1 < b->cap && !b->failed) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return wg_buf_append_grow(b, &c, 1);
+}
 int wg_buf_printf(wg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void wg_buf_reset(wg_buf *b);
 void wg_buf_free(wg_buf *b);

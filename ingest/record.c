@@ -240,9 +240,12 @@ int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *cons
         else if (render_value(b, &c->types[i], fields[i], lens[i], err) != 0)
             return wg_error_prefix(err, "snapshot of %s.%s", c->qname, c->names[i]);
     }
-    wg_buf_puts(b, "},\"key\":");
-    wg_buf_puts(b, c->key_json);
-    wg_buf_puts(b, "}\n");
+    wg_buf_append(b, "},\"key\":", 8);
+    if (c->jkey_lens)
+        wg_buf_append(b, c->key_json, c->key_len);
+    else
+        wg_buf_puts(b, c->key_json);
+    wg_buf_append(b, "}\n", 2);
     return 0;
 }
 

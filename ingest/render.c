@@ -232,6 +232,13 @@ static char *scratch_get(scratch *s, size_t n)
 
 /* ---- JSON strings --------------------------------------------------------------------- */
 
+/* The bytes a JSON string holds as they are: printable ASCII but '"' and '\\'. */
+static const bool json_plain[256] = {
+    [0x20 ... 0x21] = true, /* '"' is 0x22 */
+    [0x23 ... 0x5b] = true, /* '\\' is 0x5c */
+    [0x5d ... 0x7f] = true,
+};
+
 int render_json_string(wg_buf *out, const char *s, size_t len, wg_error *err)
 {
     static const char hex[] = "0123456789abcdef";
@@ -242,7 +249,7 @@ int render_json_string(wg_buf *out, const char *s, size_t len, wg_error *err)
         goto nomem;
     while (i < len) {
         size_t run = i;
-        while (run < len && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+        while (run < len && json_plain[p[run]])
             run++;
         if (run > i) {
             if (wg_buf_append(out, p + i, run - i) != 0)
@@ -420,16 +427,18 @@ static bool valid_numeric(const char *s, size_t len)
  * are only checked to consist of the characters their output functions produce (digits,
  * letters, space and + - : . , /), which also means they need no JSON escaping.
  */
+static const bool datetime_chars[256] = {
+    [' '] = true, ['+'] = true,         [','] = true, ['-'] = true,         ['.'] = true,
+    ['/'] = true, ['0' ... '9'] = true, [':'] = true, ['A' ... 'Z'] = true, ['a' ... 'z'] = true,
+};
+
 static bool valid_datetime(const char *s, size_t len)
 {
     if (len == 0)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!(is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == ' ' ||
-              c == '+' || c == '-' || c == ':' || c == '.' || c == ',' || c == '/'))
+    for (size_t i = 0; i < len; i++)
+        if (!datetime_chars[(unsigned char)s[i]])
             return false;
-    }
     return true;
 }
 

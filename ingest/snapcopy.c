@@ -330,7 +330,8 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
                            .types = pl->types,
                            .key_json = pl->key_json,
                            .jkey_lens = oom ? NULL : pl->jlens,
-                           .head_len = pl->head ? strlen(pl->head) : 0};
+                           .head_len = pl->head ? strlen(pl->head) : 0,
+                           .key_len = pl->key_json ? strlen(pl->key_json) : 0};
     if (oom)
         rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     else if (unsupported.len) {
@@ -346,6 +347,7 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
 static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *err)
 {
     char *p = line, *end = line + len;
+    bool esc = memchr(line, '\\', len) != NULL; /* most lines have no escape at all */
     for (int i = 0; i < pl->ncols; i++) {
         char *f = p, *tab = memchr(p, '\t', (size_t)(end - p));
         p = tab ? tab : end;
@@ -357,7 +359,7 @@ static int snap_row(snap_plan *pl, wg_buf *b, char *line, size_t len, wg_error *
             continue;
         }
         pl->fields[i] = f;
-        pl->lens[i] = memchr(f, '\\', fl) ? copy_unescape(f, fl) : fl; /* most have no escape */
+        pl->lens[i] = esc && memchr(f, '\\', fl) ? copy_unescape(f, fl) : fl;
     }
     return rec_read(b, pl->head, &pl->rc, pl->fields, pl->lens, err);
 }

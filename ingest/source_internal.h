@@ -396,6 +396,7 @@ typedef struct rec_columns {
     const char *key_json;
     const size_t *jkey_lens; /* strlen of each jkeys entry, or NULL */
     size_t head_len;         /* strlen of rec_read's head, when jkey_lens is set */
+    size_t key_len;          /* strlen of key_json, when jkey_lens is set */
 } rec_columns;
 char *rec_read_head(const char *qname, const char *schema);
 int rec_read(wg_buf *b, const char *head, const rec_columns *c, const char *const *fields,
