@@ -6,6 +6,7 @@
 #include "ingest/source_internal.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,25 @@ static char *own(ingest_source *s, const char *v)
         return NULL;
     s->owned = n;
     return s->owned[s->n_owned++] = strdup(v);
+}
+
+/* The string members of a configuration, by offset: the source's own copies replace them. */
+static const size_t g_source_strings[] = {
+    offsetof(ingest_source_config, name), offsetof(ingest_source_config, connection),
+    offsetof(ingest_source_config, publication), offsetof(ingest_source_config, slot)};
+static const size_t g_pg_strings[] = {
+    offsetof(ingest_pg_config, name),          offsetof(ingest_pg_config, host),
+    offsetof(ingest_pg_config, user),          offsetof(ingest_pg_config, dbname),
+    offsetof(ingest_pg_config, password_file), offsetof(ingest_pg_config, password_env),
+    offsetof(ingest_pg_config, sslmode),       offsetof(ingest_pg_config, sslrootcert),
+    offsetof(ingest_pg_config, via),           offsetof(ingest_pg_config, target_session_attrs)};
+
+static void own_strings(ingest_source *s, void *cfg, const size_t *offsets, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char **field = (const char **)((char *)cfg + offsets[i]);
+        *field = own(s, *field);
+    }
 }
 
 static char **own_list(ingest_source *s, char *const *list)
@@ -85,10 +105,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
         return NULL;
     }
     s->cfg = *src;
-    s->cfg.name = own(s, src->name);
-    s->cfg.connection = own(s, src->connection);
-    s->cfg.publication = own(s, src->publication);
-    s->cfg.slot = own(s, src->slot);
+    own_strings(s, &s->cfg, g_source_strings, sizeof(g_source_strings) / sizeof(size_t));
     s->cfg.tables = own_list(s, src->tables);
     s->cfg.text_columns = own_list(s, src->text_columns);
     s->cfg.exclude_columns = own_list(s, src->exclude_columns);
@@ -98,16 +115,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
         s->cfg.max_txn_memory = 64u << 20;
     s->status_ms = s->cfg.status_interval_ms;
     s->pg = *pg;
-    s->pg.name = own(s, pg->name);
-    s->pg.host = own(s, pg->host);
-    s->pg.user = own(s, pg->user);
-    s->pg.dbname = own(s, pg->dbname);
-    s->pg.password_file = own(s, pg->password_file);
-    s->pg.password_env = own(s, pg->password_env);
-    s->pg.sslmode = own(s, pg->sslmode);
-    s->pg.sslrootcert = own(s, pg->sslrootcert);
-    s->pg.via = own(s, pg->via);
-    s->pg.target_session_attrs = own(s, pg->target_session_attrs);
+    own_strings(s, &s->pg, g_pg_strings, sizeof(g_pg_strings) / sizeof(size_t));
     s->dial_addr = wg_dup_or_null(dial_addr, NULL);
     s->dial_port = dial_port;
     s->state_dir = strdup(state_dir);
