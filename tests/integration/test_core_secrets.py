@@ -1,16 +1,21 @@
 """test_core_secrets.py — no secret in a core of a running walgate (issue 11, item 10).
 
 A SIGSEGV core once held the PostgreSQL password, the HMAC secrets and a bearer token. walgate
-runs as the unprivileged `postgres` user with a PostgreSQL password (password_file), a webhook
-sink signing with hmac_secret_file and sending `Authorization: Bearer ...` from header_file, and
-replicates and delivers a snapshot and two transactions (so libpq has authenticated, curl has sent requests
-carrying the header, and the signatures were made). Then:
+runs as the unprivileged `postgres` user with a PostgreSQL password (password_file, SCRAM
+authentication), a webhook sink signing with hmac_secret_file and sending `Authorization: Bearer
+...` from header_file, and three NATS sinks: user + password_file, token_file and creds_file
+(an NKey seed). It delivers a snapshot and two transactions everywhere (so libpq has
+authenticated, curl has sent requests carrying the header, the signatures were made and libnats
+has sent its CONNECT lines). Then:
 
-- [walgate] allow_core_dumps = true: a core taken of the running process holds none of the
-  three secrets (0 copies each). The core is taken with `gcore` (gdb leaves out the
+- [walgate] allow_core_dumps = true: a core taken of the running process holds no copy of the
+  HMAC secret, the bearer token, the NATS token or the NKey seed, and of the PostgreSQL and
+  NATS passwords at most the one copy per open connection that libpq and libnats keep (see
+  docs/configuration.md, allow_core_dumps). The core is taken with `gcore` (gdb leaves out the
   MADV_DONTDUMP pages, as the kernel does); with an AddressSanitizer build, whose terabytes of
   reserved shadow gcore would write out, the test reads what a core would hold itself: every
   readable mapping of /proc/PID/mem that /proc/PID/smaps does not flag `dd` (MADV_DONTDUMP).
+  WALGATE_KEEP_CORE=PATH keeps that core for a look with gdb.
 - by default the process is not dumpable: /proc/PID/status belongs to root, not to the user.
 
 Skipped (with the reason) when a core is needed from gcore and gdb is not installed.
@@ -23,13 +28,17 @@ import signal
 import subprocess
 
 import fixture
+from test_nats_secure import Nats, make_operator
 from webhook_server import WebhookServer
 
 USER = "postgres"
 PW = "pgpw-Q7x9ZzK2mN4v"
 HMAC = "whsec-HMAC-8d7c6b5a4f3e"
 TOKEN = "tok-BEARER-1a2b3c4d5e"
-SECRETS = {"pg password": PW, "hmac secret": HMAC, "bearer token": TOKEN}
+NATS_PW = "natspw-Lm4Rt8Yu2Io6"
+NATS_TOKEN = "natstok-Vb3Nm7Kl1Qw5"
+SECRETS = {"pg password": PW, "hmac secret": HMAC, "bearer token": TOKEN,
+           "nats password": NATS_PW, "nats token": NATS_TOKEN}  # + "nkey seed", once made
 
 
 def is_asan(binary):
@@ -79,9 +88,10 @@ def core_of(pid, work):
 class Run:
     """`walgate run` as USER (setpriv execs it: the PID is walgate's)."""
 
-    def __init__(self, work, pg, hook, files, extra):
+    def __init__(self, work, pg, hook, nats, files, extra):
         pw = pwd.getpwnam(USER)
         self.uid = pw.pw_uid
+        self.nats = nats
         self.state = os.path.join(work, "state")  # both runs: the same slot
         if not os.path.isdir(self.state):
             os.mkdir(self.state)
@@ -91,9 +101,13 @@ class Run:
             ("walgate", dict({"state_dir": self.state}, **extra)),
             fixture.pg_section(pg, user="app", password_file=files["pw"]),
             ("source app", {"connection": "main", "publication": "core_pub",
-                            "forward": "hook"}),
+                            "forward": "hook, " + ", ".join(f"n{k}" for k in nats)}),
             ("sink hook", {"type": "webhook", "url": hook.url + "/cdc",
-                           "hmac_secret_file": files["hmac"], "header_file": files["hdr"]})]))
+                           "hmac_secret_file": files["hmac"], "header_file": files["hdr"]})] + [
+            (f"sink n{k}", dict({"type": "nats", "servers": f"nats://127.0.0.1:{srv.port}",
+                                 "stream": f"S{k}", "create_stream": "true",
+                                 "subject_prefix": f"cdc{k}", "batch_max_delay": "20ms"}, **o))
+            for k, (srv, o) in nats.items()]))
         self.log = os.path.join(work, f"run{n}.log")
         cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
                fixture.WALGATE_BIN, "-c", self.cfg, "run"]
@@ -117,6 +131,10 @@ class Run:
             return set(ids) | {1} <= seen
         fixture.wait_until(got, f"rows {ids} at the webhook", 60, proc=self.proc,
                            log=self.logtext)
+        for k, (srv, _) in self.nats.items():
+            fixture.wait_until(lambda: (srv.stream_msgs(f"S{k}") or 0) >= len(ids) + 1,
+                               f"{len(ids) + 1} messages in NATS stream S{k}", 60,
+                               proc=self.proc, log=self.logtext)
         assert all(r["headers"].get("authorization") == f"Bearer {TOKEN}"
                    for r in hook.requests() if r.get("status") == 200)
 
@@ -134,20 +152,35 @@ def test_core_secrets():
     work = fixture.tempdir("walgate-core-")
     pw = pwd.getpwnam(USER)
     files = {}
-    for name, text in (("pw", PW), ("hmac", HMAC), ("hdr", f"Authorization: Bearer {TOKEN}\n")):
+    for name, text in (("pw", PW), ("hmac", HMAC), ("hdr", f"Authorization: Bearer {TOKEN}\n"),
+                       ("nats_pw", NATS_PW), ("nats_tok", NATS_TOKEN)):
         files[name] = fixture.write_file(os.path.join(work, name), text, 0o600)
-        os.chown(files[name], pw.pw_uid, pw.pw_gid)
+    op_conf, files["creds"], _, seeds = make_operator(work)
+    SECRETS["nkey seed"] = seeds[0]
+    for path in files.values():
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    servers = {"user": Nats("user", ["authorization {", "  user: walgate",
+                                     f'  password: "{NATS_PW}"', "}"]),
+               "token": Nats("token", ["authorization {", f'  token: "{NATS_TOKEN}"', "}"]),
+               "op": Nats("op", op_conf)}
+    nats = {"user": (servers["user"], {"user": "walgate", "password_file": files["nats_pw"]}),
+            "token": (servers["token"], {"token_file": files["nats_tok"]}),
+            "op": (servers["op"], {"creds_file": files["creds"]})}
     # `app` must authenticate with its password (SCRAM), on both the replication and the
     # catalog connection; the superuser stays trusted for the test's own psql.
     hba = ["local all all trust", "host all postgres 127.0.0.1/32 trust",
            "host all app 127.0.0.1/32 scram-sha-256",
            "host replication app 127.0.0.1/32 scram-sha-256"]
     with fixture.Postgres(hba=hba) as pg, WebhookServer(secret=HMAC.encode(), signature="walgate") as hook:
+        for srv in servers.values():
+            srv.start()
+        for srv in servers.values():
+            srv.wait_ready()
         pg.sql(f"CREATE ROLE app LOGIN REPLICATION PASSWORD '{PW}';"
                "CREATE TABLE core_t (id int PRIMARY KEY); GRANT SELECT ON core_t TO app;"
                "CREATE PUBLICATION core_pub FOR TABLE core_t; INSERT INTO core_t VALUES (1)")
 
-        r = Run(work, pg, hook, files, {"allow_core_dumps": "true"})
+        r = Run(work, pg, hook, nats, files, {"allow_core_dumps": "true"})
         r.delivered(pg, hook, [2, 3])
         assert r.proc.poll() is None
         assert os.stat(f"/proc/{r.proc.pid}/status").st_uid == r.uid, "not dumpable"
@@ -158,15 +191,17 @@ def test_core_secrets():
                 f.write(core)
         print(f"allow_core_dumps = true: {how} of {len(core)} bytes; copies: {counts}")
         assert "allow_core_dumps = true" in open(r.log).read(), r.logtext()
-        # libpq (15 here) keeps the SASLprep'd password in a connection's SCRAM state until
-        # PQfinish, with no API to drop it: at most one copy per open connection remains
-        # (docs/configuration.md, allow_core_dumps). walgate's own copies are all gone.
+        # What the libraries keep for the life of a connection, with no API to drop it
+        # (docs/configuration.md, allow_core_dumps): libpq the SASLprep'd password in the
+        # connection's SCRAM state, libnats the password in the connection's options (for
+        # reconnecting). At most one copy per open connection; walgate's own copies are gone.
         conns = int(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'"))
         r.stop()
-        assert counts["pg password"] <= conns, (counts, f"{conns} connections")
-        assert counts["hmac secret"] == 0 and counts["bearer token"] == 0, counts
+        allowed = dict({name: 0 for name in SECRETS}, **{"pg password": conns,
+                                                          "nats password": 1})
+        assert all(counts[k] <= allowed[k] for k in SECRETS), (counts, "allowed", allowed)
 
-        r = Run(work, pg, hook, files, {})
+        r = Run(work, pg, hook, nats, files, {})
         r.delivered(pg, hook, [4])
         owner = os.stat(f"/proc/{r.proc.pid}/status").st_uid
         assert owner == 0, f"/proc/{r.proc.pid}/status owned by {owner}: the process is dumpable"
