@@ -20,6 +20,7 @@ has sent its CONNECT lines). Then:
 
 Skipped (with the reason) when a core is needed from gcore and gdb is not installed.
 """
+import base64
 import os
 import pwd
 import re
@@ -70,6 +71,24 @@ def memory_as_dumped(pid):
     return b"\n".join(out)
 
 
+def ssh_seeds(state):
+    """The ed25519 seeds of the private keys `walgate keys generate b` wrote (OpenSSH format:
+    the private section holds the string seed || public key, 64 bytes)."""
+    d = os.path.join(state, "keys", "b")
+    return [ssh_seed(os.path.join(d, f)) for f in sorted(os.listdir(d))
+            if f.startswith("key-") and not f.endswith(".pub")]
+
+
+def ssh_seed(path):
+    text = open(path).read()
+    body = text.split("-----BEGIN OPENSSH PRIVATE KEY-----")[1].split("-----END")[0]
+    blob = base64.b64decode("".join(body.split()))
+    i = blob.rfind(b"\x00\x00\x00\x40")
+    seed, pub = blob[i + 4:i + 36], blob[i + 36:i + 68]
+    assert len(seed) == 32 and blob.count(b"\x00\x00\x00\x20" + pub) >= 1, path
+    return seed
+
+
 def core_of(pid, work):
     """(description, bytes) of a core of the running process pid."""
     if is_asan(fixture.WALGATE_BIN):
@@ -88,18 +107,17 @@ def core_of(pid, work):
 class Run:
     """`walgate run` as USER (setpriv execs it: the PID is walgate's)."""
 
-    def __init__(self, work, pg, hook, nats, files, extra):
+    def __init__(self, work, pg, sshd, hook, nats, files, extra):
         pw = pwd.getpwnam(USER)
         self.uid = pw.pw_uid
         self.nats = nats
-        self.state = os.path.join(work, "state")  # both runs: the same slot
-        if not os.path.isdir(self.state):
-            os.mkdir(self.state)
-            os.chown(self.state, pw.pw_uid, pw.pw_gid)
+        self.state = os.path.join(work, "state")  # both runs: the same slot and SSH key
         n = len([f for f in os.listdir(work) if f.endswith(".ini")])
         self.cfg = fixture.write_file(os.path.join(work, f"w{n}.ini"), fixture.ini([
             ("walgate", dict({"state_dir": self.state}, **extra)),
-            fixture.pg_section(pg, user="app", password_file=files["pw"]),
+            fixture.pg_section(pg, user="app", password_file=files["pw"], via="tunnel b"),
+            ("tunnel b", {"host": sshd.host, "port": sshd.port, "user": sshd.user,
+                          "known_hosts": files["kh"]}),
             ("source app", {"connection": "main", "publication": "core_pub",
                             "forward": "hook, " + ", ".join(f"n{k}" for k in nats)}),
             ("sink hook", {"type": "webhook", "url": hook.url + "/cdc",
@@ -171,7 +189,22 @@ def test_core_secrets():
     hba = ["local all all trust", "host all postgres 127.0.0.1/32 trust",
            "host all app 127.0.0.1/32 scram-sha-256",
            "host replication app 127.0.0.1/32 scram-sha-256"]
-    with fixture.Postgres(hba=hba) as pg, WebhookServer(secret=HMAC.encode(), signature="walgate") as hook:
+    with fixture.Postgres(hba=hba) as pg, fixture.Sshd() as sshd, WebhookServer(secret=HMAC.encode(), signature="walgate") as hook:
+        # The PostgreSQL connections go through [tunnel b], with a key walgate generates.
+        state = os.path.join(work, "state")
+        os.mkdir(state)
+        files["kh"] = fixture.write_file(os.path.join(work, "kh"), sshd.known_hosts_line() + "\n",
+                                         0o600)
+        tcfg = fixture.write_file(os.path.join(work, "keys.ini"), fixture.ini([
+            ("walgate", {"state_dir": state}),
+            ("tunnel b", {"host": sshd.host, "port": sshd.port, "user": sshd.user})]))
+        p = fixture.walgate("keys", "generate", "b", config=tcfg, check=True)
+        sshd.authorize([l for l in p.stdout.splitlines() if l.startswith("ssh-ed25519")])
+        for i, seed in enumerate(ssh_seeds(state)):
+            SECRETS[f"ssh key seed {i}"] = seed
+        for path in [state, files["kh"]] + [os.path.join(dp, f) for dp, dns, fs in os.walk(state)
+                                            for f in dns + fs]:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
         for srv in servers.values():
             srv.start()
         for srv in servers.values():
@@ -180,12 +213,13 @@ def test_core_secrets():
                "CREATE TABLE core_t (id int PRIMARY KEY); GRANT SELECT ON core_t TO app;"
                "CREATE PUBLICATION core_pub FOR TABLE core_t; INSERT INTO core_t VALUES (1)")
 
-        r = Run(work, pg, hook, nats, files, {"allow_core_dumps": "true"})
+        r = Run(work, pg, sshd, hook, nats, files, {"allow_core_dumps": "true"})
         r.delivered(pg, hook, [2, 3])
         assert r.proc.poll() is None
         assert os.stat(f"/proc/{r.proc.pid}/status").st_uid == r.uid, "not dumpable"
         how, core = core_of(r.proc.pid, work)
-        counts = {name: core.count(s.encode()) for name, s in SECRETS.items()}
+        counts = {name: core.count(s if isinstance(s, bytes) else s.encode())
+                  for name, s in SECRETS.items()}
         if os.environ.get("WALGATE_KEEP_CORE"):  # a path: look at the copies with gdb
             with open(os.environ["WALGATE_KEEP_CORE"], "wb") as f:
                 f.write(core)
@@ -201,7 +235,7 @@ def test_core_secrets():
                                                           "nats password": 1})
         assert all(counts[k] <= allowed[k] for k in SECRETS), (counts, "allowed", allowed)
 
-        r = Run(work, pg, hook, nats, files, {})
+        r = Run(work, pg, sshd, hook, nats, files, {})
         r.delivered(pg, hook, [4])
         owner = os.stat(f"/proc/{r.proc.pid}/status").st_uid
         assert owner == 0, f"/proc/{r.proc.pid}/status owned by {owner}: the process is dumpable"
