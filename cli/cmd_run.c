@@ -172,8 +172,11 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     cli_stop_on_signals();
     cli_hup_catch(true);
     if (cfg->allow_core_dumps)
-        log_info(NULL, "allow_core_dumps = true: a crash may write a core file holding the "
-                       "passwords, HMAC secrets and tokens walgate uses");
+        log_info(NULL, "allow_core_dumps = true: a crash may write a core file; it leaves out "
+                       "the secrets walgate holds and freed memory, but holds the PostgreSQL "
+                       "password libpq keeps per connection (SCRAM), a NATS password_file "
+                       "password libnats keeps for reconnecting, and secrets given in "
+                       "environment variables (docs/configuration.md, allow_core_dumps)");
 
     /* Direct routes never come back by themselves: no need to watch them. */
     bool watched = false;

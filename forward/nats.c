@@ -187,6 +187,12 @@ typedef struct fwd_nats_shared {
 typedef struct fwd_nats_sink {
     fwd_sink base;
     natsOptions *opts;
+    /* token_file and user/password_file, kept out of core dumps: the token reaches libnats only
+     * through a token handler, the password only while natsConnection_Connect runs (libnats'
+     * connection keeps its own copy of the options for reconnecting, so one copy per
+     * connection remains there). */
+    wg_secret *token, *password;
+    char *user;
     natsConnection *nc;
     jsCtx *js;
     fwd_nats_shared *sh;
@@ -328,6 +334,9 @@ static void fwd_nats_sink_free(fwd_sink *base)
     if (s->sh)
         shared_unref(s->sh);
     natsOptions_Destroy(s->opts);
+    wg_secret_free(s->token);
+    wg_secret_free(s->password);
+    free(s->user);
     free_subjects(s);
     free(s->stream);
     free(s->prefix);
@@ -387,7 +396,13 @@ static fwd_result ensure_connected(fwd_nats_sink *s, wg_error *err)
     if (s->nc)
         return FWD_OK;
     natsConnection *nc = NULL;
-    natsStatus st = natsConnection_Connect(&nc, s->opts);
+    natsStatus st = NATS_OK;
+    if (s->password)
+        st = natsOptions_SetUserInfo(s->opts, s->user, wg_secret_reveal(s->password));
+    if (st == NATS_OK)
+        st = natsConnection_Connect(&nc, s->opts);
+    if (s->password) /* the connection has its own copy; drop the one in s->opts */
+        natsOptions_SetUserInfo(s->opts, s->user, NULL);
     if (st != NATS_OK) {
         /* Wrong credentials do not fix themselves; say so instead of retrying forever. */
         bool auth = st == NATS_NOT_PERMITTED || st == NATS_CONNECTION_AUTH_FAILED;
@@ -1360,36 +1375,38 @@ static natsStatus nats_set_tls_options(fwd_nats_sink *s, const fwd_nats_config *
     return st;
 }
 
+/* libnats' token handler: the token, from the wg_secret `closure` (no copy in the options). */
+static const char *nats_token(void *closure)
+{
+    return wg_secret_reveal(closure);
+}
+
 /* Credentials on s->opts: creds_file, user (with password_file) or token_file. The password and
- * token are read here and wiped before returning (libnats keeps its own copy). Returns -1 with
- * err when a secret file cannot be read; otherwise 0 with *st the libnats status and *what
- * naming the option that failed. */
+ * token stay in s->password and s->token (see fwd_nats_sink). Returns -1 with err when a secret
+ * file cannot be read; otherwise 0 with *st the libnats status and *what naming the option that
+ * failed. */
 static int nats_set_credentials(fwd_nats_sink *s, const fwd_nats_config *cfg, const char *ctx,
                                 natsStatus *st, const char **what, wg_error *err)
 {
-    wg_secret *password = NULL, *token = NULL;
-    int rc = -1;
     if (cfg->creds_file && (*what = "creds_file"))
         *st = natsOptions_SetUserCredentialsFromFiles(s->opts, cfg->creds_file, NULL);
     if (*st == NATS_OK && cfg->user) {
         if (cfg->password_file &&
-            !(password = read_secret(ctx, "password_file", cfg->password_file, err)))
-            goto out;
+            !(s->password = read_secret(ctx, "password_file", cfg->password_file, err)))
+            return -1;
         *what = "user";
-        *st = natsOptions_SetUserInfo(s->opts, cfg->user,
-                                      password ? wg_secret_reveal(password) : NULL);
+        if (!(s->user = strdup(cfg->user)))
+            *st = NATS_NO_MEMORY;
+        else if (!s->password) /* a user alone: no secret */
+            *st = natsOptions_SetUserInfo(s->opts, cfg->user, NULL);
     }
     if (*st == NATS_OK && cfg->token_file) {
-        if (!(token = read_secret(ctx, "token_file", cfg->token_file, err)))
-            goto out;
+        if (!(s->token = read_secret(ctx, "token_file", cfg->token_file, err)))
+            return -1;
         *what = "token_file";
-        *st = natsOptions_SetToken(s->opts, wg_secret_reveal(token));
+        *st = natsOptions_SetTokenHandler(s->opts, nats_token, s->token);
     }
-    rc = 0;
-out:
-    wg_secret_free(password);
-    wg_secret_free(token);
-    return rc;
+    return 0;
 }
 
 fwd_sink *fwd_nats_new(const fwd_nats_config *cfg, wg_error *err)

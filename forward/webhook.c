@@ -51,8 +51,14 @@ typedef struct wh_sink {
     struct stat key_st; /* what it was when last read */
     bool key_warned;    /* a changed file that could not be read was reported */
     size_t n_redact;
-    struct curl_slist *fixed_hdrs; /* Content-Type, Expect:, extra headers */
-    char **redact;                 /* NULL-terminated strings never to show */
+    /* Content-Type, Expect: and the extra headers. The nodes are walgate's own and each line
+     * points into hdr_lines[i] (a header may carry a credential): curl reads the list while a
+     * request runs and never copies or frees it. */
+    struct curl_slist *fixed_hdrs;
+    wg_secret **hdr_lines;
+    size_t n_hdr_lines;
+    char **redact;          /* NULL-terminated strings never to show, in redact_sec[i] */
+    wg_secret **redact_sec; /* n_redact entries */
     CURL *curl;
     wg_buf body;           /* the request being sent, reused */
     wg_buf resp;           /* the first WH_RESP_KEEP bytes of the answer */
@@ -424,16 +430,17 @@ static void wh_free(fwd_sink *base)
         return;
     if (s->curl)
         curl_easy_cleanup(s->curl);
-    for (struct curl_slist *l = s->fixed_hdrs; l; l = l->next)
-        explicit_bzero(l->data, strlen(l->data));
-    curl_slist_free_all(s->fixed_hdrs);
-    if (s->redact) {
-        for (size_t i = 0; s->redact[i]; i++) {
-            explicit_bzero(s->redact[i], strlen(s->redact[i]));
-            free(s->redact[i]);
-        }
-        free(s->redact);
+    for (struct curl_slist *l = s->fixed_hdrs, *next; l; l = next) {
+        next = l->next;
+        free(l);
     }
+    for (size_t i = 0; i < s->n_hdr_lines; i++)
+        wg_secret_free(s->hdr_lines[i]);
+    free(s->hdr_lines);
+    for (size_t i = 0; i < s->n_redact; i++)
+        wg_secret_free(s->redact_sec[i]);
+    free(s->redact_sec);
+    free(s->redact);
     for (int i = 0; i < s->n_keys; i++)
         wg_secret_free(s->keys[i]);
     free(s->key_path);
@@ -828,10 +835,37 @@ static int add_redact(wh_sink *s, size_t *n, const char *v, size_t len, size_t m
     if (!r)
         return -1;
     s->redact = r;
-    r[*n] = strndup(v, len);
-    if (!r[*n])
+    wg_secret **rs = realloc(s->redact_sec, (*n + 1) * sizeof(*rs));
+    if (!rs)
         return -1;
+    s->redact_sec = rs;
+    /* The strings to redact are the secrets themselves: kept out of core dumps like them. */
+    if (!(rs[*n] = wg_secret_new(v, len)))
+        return -1;
+    r[*n] = (char *)wg_secret_reveal(rs[*n]);
     r[++*n] = NULL;
+    return 0;
+}
+
+/* Append a line to the fixed headers, kept in a wg_secret (see wh_sink.fixed_hdrs). */
+static int add_fixed_header(wh_sink *s, const char *line, size_t len)
+{
+    wg_secret **v = realloc(s->hdr_lines, (s->n_hdr_lines + 1) * sizeof(*v));
+    if (!v)
+        return -1;
+    s->hdr_lines = v;
+    struct curl_slist *node = calloc(1, sizeof(*node));
+    wg_secret *sec = node ? wg_secret_new(line, len) : NULL;
+    if (!sec) {
+        free(node);
+        return -1;
+    }
+    v[s->n_hdr_lines++] = sec;
+    node->data = (char *)wg_secret_reveal(sec);
+    struct curl_slist **tail = &s->fixed_hdrs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = node;
     return 0;
 }
 
@@ -874,13 +908,13 @@ static int add_extra_header(wh_sink *s, size_t *nred, const char *line, wg_error
                             s->base.name, (int)nn, line);
     wg_buf h = {0};
     int rc = wg_buf_printf(&h, "%.*s: %.*s", (int)nn, line, (int)vn, v);
-    struct curl_slist *l = rc == 0 ? curl_slist_append(s->fixed_hdrs, h.data) : NULL;
+    if (rc == 0)
+        rc = add_fixed_header(s, h.data, h.len);
     if (h.data)
         explicit_bzero(h.data, h.len);
     wg_buf_free(&h);
-    if (!l)
+    if (rc != 0)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-    s->fixed_hdrs = l;
     /* The whole value, and its last word ("Bearer TOKEN", "Basic B64"): any value of a header
      * whose name says it carries a credential, and long values of the others (a token can
      * hide behind any name, but redacting "json" everywhere would make messages useless). */
@@ -1173,12 +1207,9 @@ fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err)
         goto fail;
     }
 
-    struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
-    if (l)
-        s->fixed_hdrs = l;
     /* No "Expect: 100-continue" round trip before large bodies. */
-    l = l ? curl_slist_append(s->fixed_hdrs, "Expect:") : NULL;
-    if (!l) {
+    if (add_fixed_header(s, "Content-Type: application/json", 30) != 0 ||
+        add_fixed_header(s, "Expect:", 7) != 0) {
         wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         goto fail;
     }

@@ -208,6 +208,13 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
         PQfinish(conn);
         return NULL;
     }
+    /* libpq keeps its own copy of the password for the life of the connection; PQpass returns
+     * that buffer. Once connected it is not needed again: walgate never calls PQreset, and a
+     * cancel request authenticates with the cancel key, not the password. Wipe it, so that a
+     * core (allow_core_dumps) or a read of the process memory does not find it. */
+    char *kept = PQpass(conn);
+    if (kept && *kept)
+        explicit_bzero(kept, strlen(kept));
     pg_set_notices(conn, cfg->name ? cfg->name : "?");
     return conn;
 }

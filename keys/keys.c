@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,14 +50,18 @@ struct keys_key {
 
 /* ---- One key ----------------------------------------------------------------------------- */
 
+/* A key lives in its own anonymous mapping, marked MADV_DONTDUMP like a wg_secret: the seed
+ * stays out of a core file (allow_core_dumps) and is wiped before the mapping goes. */
 static keys_key *key_alloc(const char *comment, size_t comment_len)
 {
-    keys_key *k = calloc(1, sizeof(*k));
-    if (!k)
+    keys_key *k =
+        mmap(NULL, sizeof(*k), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (k == MAP_FAILED)
         return NULL;
+    (void)madvise(k, sizeof(*k), MADV_DONTDUMP); /* best effort: old kernels lack it */
     k->comment = malloc(comment_len + 1);
     if (!k->comment) {
-        free(k);
+        munmap(k, sizeof(*k));
         return NULL;
     }
     memcpy(k->comment, comment, comment_len);
@@ -70,7 +75,7 @@ void keys_key_free(keys_key *key)
         return;
     OPENSSL_cleanse(key->seed, sizeof(key->seed));
     free(key->comment);
-    free(key);
+    munmap(key, sizeof(*key));
 }
 
 const char *keys_key_comment(const keys_key *key)

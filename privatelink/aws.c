@@ -112,7 +112,7 @@ static int creds_from_file(const char *profile, pl_aws_creds *out, wg_error *err
         }
     }
     if (text.data)
-        memset(text.data, 0, text.len);
+        explicit_bzero(text.data, text.len);
     wg_buf_free(&text);
     if (!ak[0] || !sk) {
         wg_secret_free(sk);
@@ -160,6 +160,14 @@ static int json_str(const char *json, const char *key, char *buf, size_t len)
     return *p == '"' ? 0 : -1;
 }
 
+/* Wipe and free a header list: its lines carry the IMDS token or the session token. */
+static void free_headers(struct curl_slist *h)
+{
+    for (struct curl_slist *l = h; l; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(h);
+}
+
 static int imds_get(CURL *c, const char *url, const char *token, bool put, wg_buf *out)
 {
     struct curl_slist *h = NULL;
@@ -185,7 +193,8 @@ static int imds_get(CURL *c, const char *url, const char *token, bool put, wg_bu
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(h);
+    free_headers(h);
+    explicit_bzero(hdr, sizeof(hdr));
     return rc == CURLE_OK && status == 200 && out->len > 0 ? 0 : -1;
 }
 
@@ -239,17 +248,17 @@ static int creds_from_imds(pl_aws_creds *out, wg_error *err)
                           role);
     }
     if (sk)
-        memset(sk, 0, 4096);
+        explicit_bzero(sk, 4096);
     if (tok)
-        memset(tok, 0, 8192);
+        explicit_bzero(tok, 8192);
     free(sk);
     free(tok);
 out:
     if (b.data)
-        memset(b.data, 0, b.len);
+        explicit_bzero(b.data, b.len);
     wg_buf_free(&b);
     curl_easy_cleanup(c);
-    memset(token, 0, sizeof(token));
+    explicit_bzero(token, sizeof(token));
     return rc;
 }
 
@@ -371,10 +380,10 @@ int pl_aws_call(const char *service, const char *region, const pl_aws_creds *cre
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, http_status);
 out:
     if (line.data)
-        memset(line.data, 0, line.len);
+        explicit_bzero(line.data, line.len);
     wg_buf_free(&line);
     wg_buf_free(&authz);
-    curl_slist_free_all(list);
+    free_headers(list);
     curl_easy_cleanup(c);
     curl_free(host);
     curl_free(port);

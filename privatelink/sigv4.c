@@ -230,6 +230,8 @@ out:
     free(h);
     if (key.data)
         OPENSSL_cleanse(key.data, key.len);
+    if (creq.data) /* holds the header values, X-Amz-Security-Token among them */
+        OPENSSL_cleanse(creq.data, creq.len);
     wg_buf_free(&key);
     wg_buf_free(&creq);
     wg_buf_free(&sts);

@@ -21,6 +21,8 @@ PACKAGES=(
   # servers and tools the tests, demo and benchmarks run for real
   postgresql-15 postgresql-client-15 openssh-server openssh-client dnsmasq-base nats-server
   python3 iperf3 procps util-linux openssl
+  # gcore, for test_core_secrets (a core of a running walgate)
+  gdb
   # a non-English locale: test_ingest_sqlstate runs PostgreSQL with lc_messages = de_DE.UTF-8
   locales
 )
