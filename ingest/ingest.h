@@ -44,14 +44,15 @@ typedef struct ingest_source_config {
     const char *name;
     const char *connection; /* a [postgres] section name */
     const char *publication;
-    const char *slot;           /* default walgate_NAME */
-    char **tables;              /* NULL-terminated "schema.table"; NULL = all published */
-    char **text_columns;        /* NULL-terminated "schema.table.column" */
-    char **exclude_columns;     /* NULL-terminated "schema.table.column" */
-    int snapshot_workers;       /* default 2 */
-    uint64_t max_txn_memory;    /* default 64MiB */
-    int64_t status_interval_ms; /* default 1s */
-    uint64_t log_segment_bytes; /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
+    const char *slot;            /* default walgate_NAME */
+    char **tables;               /* NULL-terminated "schema.table"; NULL = all published */
+    char **text_columns;         /* NULL-terminated "schema.table.column" */
+    char **exclude_columns;      /* NULL-terminated "schema.table.column" */
+    int snapshot_workers;        /* default 2 */
+    uint64_t max_txn_memory;     /* default 64MiB */
+    int64_t status_interval_ms;  /* default 1s */
+    int64_t catalog_interval_ms; /* how often the catalog is checked; default 10s */
+    uint64_t log_segment_bytes;  /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
     /* The slot is a failover slot (PostgreSQL 17+: synchronized to standbys, so that it
      * survives a promotion); [source] failover, default true; ignored before 17. */
     int failover;

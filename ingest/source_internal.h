@@ -47,11 +47,9 @@
 #define SNAPSHOT_RANGE_PAGES 128
 #define SNAPSHOT_RANGES_PER_WORKER 4
 #define SYNC_MAX_DELAY_MS 200
-#define CATALOG_CHECK_MS 10000
 /* A standby status that confirms nothing new goes this often at most (or a third of
  * wal_sender_timeout when that is less), whatever status_interval says: see stream_feedback. */
 #define IDLE_STATUS_MS 10000
-#define CATALOG_SLACK_MS 5000 /* done this much early when the loop is awake anyway */
 /* Resync request files are seen at once through inotify; the directory is scanned anyway
  * this often (every REQUEST_CHECK_MS when inotify is not available). */
 #define REQUEST_CHECK_MS 1000
@@ -255,6 +253,8 @@ struct ingest_source {
         char remedy[1024];
         uint64_t rows, bytes, txns, reconnects;
         uint64_t server_lsn;
+        uint64_t catalog_lsn;        /* the WAL position read before the last catalog check */
+        int64_t catalog_ms;          /* catalog_interval: how often the catalog is checked */
         int64_t status_ms;           /* status_interval, kept under half of wal_sender_timeout */
         int64_t idle_status_ms;      /* a status confirming nothing new: IDLE_STATUS_MS at most */
         int64_t last_status_file_ms; /* when status.json was last written */
@@ -477,7 +477,8 @@ bool stream_guard_ok(ingest_source *s, uint64_t bytes, uint64_t reclaim, char *w
  * new confirmed) until the guard lets it go. 0, or -1 with err on a stop or a failure. */
 int stream_guard(ingest_source *s, uint64_t bytes, uint64_t reclaim, wg_error *err);
 void stream_poll_server_lsn(ingest_source *s);
-void stream_check_membership(ingest_source *s);
+int stream_check_membership(ingest_source *s);
+void stream_catalog_check(ingest_source *s);
 void stream_check_sender_timeout(ingest_source *s);
 
 /* ---- catalog.c: every catalog query ------------------------------------------------------ */

@@ -279,6 +279,13 @@ void state_status_write(ingest_source *s, bool force)
         wg_json_uint(&j, s->server_lsn - s->confirmed);
     else
         wg_json_null(&j);
+    wg_json_key(&j, "catalog_checked_lsn");
+    if (s->catalog_lsn) {
+        wg_lsn_format(s->catalog_lsn, t, sizeof(t));
+        wg_json_string(&j, t);
+    } else {
+        wg_json_null(&j);
+    }
     wg_json_key(&j, "rows");
     wg_json_uint(&j, s->rows);
     wg_json_key(&j, "bytes");

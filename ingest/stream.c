@@ -76,6 +76,22 @@ void stream_poll_server_lsn(ingest_source *s)
     cat_current_wal_lsn(s->cat, &s->server_lsn);
 }
 
+/* The catalog check: the server's WAL position, then the tables' membership and identity.
+ * When both worked, status shows that position as `catalog_checked_lsn`: every DDL committed
+ * before it has been compared with the tables' state (a reader waits for it to pass an LSN
+ * of its own before trusting that no table failed by then). */
+void stream_catalog_check(ingest_source *s)
+{
+    uint64_t lsn;
+    if (cat_current_wal_lsn(s->cat, &lsn) != 0)
+        return;
+    s->server_lsn = lsn;
+    if (stream_check_membership(s) == 0 && lsn > s->catalog_lsn) {
+        s->catalog_lsn = lsn;
+        state_status_write(s, false);
+    }
+}
+
 /* A table published through its partitioned root fails when its partitions changed since
  * its snapshot: an attached partition's rows are not in the log, a detached one's still are. */
 static void stream_check_partitions(ingest_source *s, table_status *t)
@@ -101,12 +117,12 @@ static void stream_check_partitions(ingest_source *s, table_status *t)
 /* Tables that left the publication fail (their changes no longer arrive); so do tables that
  * are no longer the relation their snapshot copied, and published tables never snapshotted
  * (rel_identity_check). */
-void stream_check_membership(ingest_source *s)
+int stream_check_membership(ingest_source *s)
 {
     cat_tables r;
     wg_error err = {0};
     if (cat_publication_tables(s->cat, s->cfg.publication, &r, &err) != 0)
-        return;
+        return -1;
     /* The publication itself gone: PostgreSQL 18 goes on streaming without it (a WARNING)
      * where earlier servers end the stream (source.c). Re-creating it, not ALTER PUBLICATION
      * ... ADD TABLE, is the remedy, and the changes made meanwhile are lost: resync. */
@@ -170,6 +186,7 @@ void stream_check_membership(ingest_source *s)
         }
     }
     cat_tables_free(&r);
+    return 0;
 }
 
 /*
@@ -351,11 +368,10 @@ static int stream_tick(ingest_source *s, stream_loop *lp, int64_t *due, wg_error
     /* Awake anyway (a keepalive, the server): a catalog check due within half its period is
      * done now rather than on a wake-up of its own, so that with the default status_interval
      * both fall on the same wake-up. */
-    if (now >= lp->next_catalog - CATALOG_SLACK_MS) {
-        stream_poll_server_lsn(s);
-        stream_check_membership(s);
+    if (now >= lp->next_catalog - s->catalog_ms / 2) {
+        stream_catalog_check(s);
         cuts_prune(s);
-        lp->next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+        lp->next_catalog = wg_now_ms() + s->catalog_ms;
     }
     if (now >= s->next_request_ms && !s->in_txn) {
         s->next_request_ms =
@@ -402,7 +418,7 @@ static void stream_wait(ingest_source *s, int64_t due)
 /* The stream until stop (CYCLE_STOP) or an error (-1, err set). */
 int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
 {
-    stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS,
+    stream_loop lp = {.next_catalog = wg_now_ms() + s->catalog_ms,
                       .next_status = wg_now_ms() + s->status_ms};
     s->state = SRC_RUNNING;
     s->error[0] = s->remedy[0] = '\0';
