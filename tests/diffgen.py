@@ -211,11 +211,10 @@ def value(rng, t, null_p=0.15):
 class Opts:
     """What a workload may contain. `known`: flags that turn on the known divergences of issue
     12 (partitions, rename_table, drop_recreate) and the ones this test found
-    (replident_index). DEFAULT_KNOWN: on by default; the other three stay opt-in (see
-    test_differential's header)."""
+    (replident_index). DEFAULT_KNOWN: those fixed since, on by default (all four now)."""
 
     # the flags whose divergence is fixed: on unless WALGATE_DIFF_KNOWN says otherwise
-    DEFAULT_KNOWN = ("replident_index",)
+    DEFAULT_KNOWN = ("replident_index", "partitions", "rename_table", "drop_recreate")
 
     def __init__(self, ddl=True, faults=False, known=DEFAULT_KNOWN, txns=60, tables=6, conns=3,
                  big=True):
@@ -593,7 +592,8 @@ class Runner:
             ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
                                "dbname": db, "sslmode": "disable"}),
             (f"source {src}", {"connection": "main", "publication": "diffpub",
-                               "status_interval": "200ms", "max_txn_memory": "1MiB"})]))
+                               "status_interval": "200ms", "max_txn_memory": "1MiB",
+                               "catalog_interval": "200ms"})]))
         errlog = open(os.path.join(state, "psql.err"), "ab")
         wlog = os.path.join(state, "walgate.log")
         proc = None
@@ -746,17 +746,22 @@ class Runner:
             time.sleep(0.2)
 
     def _wait_status(self, cfg, lsn, proc, walgate_log, timeout):
-        """status.json is rewritten every second: wait for one written after the marker was
-        durable, so that every table error of the transactions before it is in it."""
+        """Wait for a status written after the marker was durable (every table error of the
+        transactions before it is in it) and after a catalog check that began after the
+        marker's commit (`catalog_checked_lsn`): a table dropped and created again, or renamed,
+        and not changed since sends nothing in the stream; only that check fails it."""
         deadline = time.time() + timeout
         while True:
             p = fixture.walgate("status", "--json", config=cfg)
-            with_lsn = json.loads(p.stdout)[0] if p.stdout.strip().startswith("[") else {}
-            if with_lsn.get("durable_lsn") and logreplay.parse_lsn(with_lsn["durable_lsn"]) >= lsn:
-                return with_lsn
+            st = json.loads(p.stdout)[0] if p.stdout.strip().startswith("[") else {}
+            if (st.get("durable_lsn") and logreplay.parse_lsn(st["durable_lsn"]) >= lsn and
+                    st.get("catalog_checked_lsn") and
+                    logreplay.parse_lsn(st["catalog_checked_lsn"]) >= lsn):
+                return st
             if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"status.json did not reach durable_lsn >= the marker's "
-                                     f"commit within {timeout}s\n{walgate_log()}")
+                raise AssertionError(f"status.json did not reach durable_lsn and "
+                                     f"catalog_checked_lsn >= the marker's commit within "
+                                     f"{timeout}s: {st}\n{walgate_log()}")
             time.sleep(0.2)
 
     # ---- the oracle ----
