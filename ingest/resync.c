@@ -187,6 +187,7 @@ static void resync_not_published(ingest_source *s, table_status *ts, const char 
              s->cfg.publication, s->cfg.publication, qname, s->cfg.name, qname);
     free(ts->error);
     ts->error = strdup(why);
+    ts->error_code = TE_NOT_IN_PUBLICATION;
     log_error(s->cfg.name, "table %s: %s", qname, why);
 }
 

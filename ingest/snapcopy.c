@@ -254,8 +254,10 @@ static void snap_unsupported(ingest_source *s, const char *qname, const char *co
     bool first = !*skip;
     *skip = true;
     table_status *ts = state_table_get(s, qname);
-    if (first && ts && !ts->error)
+    if (first && ts && !ts->error) {
         ts->error = strdup(m.data);
+        ts->error_code = TE_UNSUPPORTED_TYPE;
+    }
     pthread_mutex_unlock(&s->snap_mu);
     if (first)
         log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);

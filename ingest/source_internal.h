@@ -101,11 +101,33 @@ typedef struct stream_txn {
     size_t n_truncated;
 } stream_txn;
 
+/* Why a table failed, for machines (status `error_code`, persisted as `errcode` lines; the
+ * list is in docs/ingest.md): decide on these, never on the error's text. */
+#define TE_RENAMED "renamed"
+#define TE_RECREATED "recreated"
+#define TE_DROPPED "dropped"
+#define TE_NOT_SNAPSHOTTED "not_snapshotted"
+#define TE_COLUMN_GONE "column_dropped_or_renamed"
+#define TE_COLUMN_TYPE "column_type_changed"
+#define TE_COLUMN_REPLACED "column_replaced"
+#define TE_KEY_CHANGED "key_changed"
+#define TE_TRUNCATED "truncated"
+#define TE_UNSUPPORTED_TYPE "unsupported_type"
+#define TE_UNRENDERABLE "unrenderable_value"
+#define TE_TOAST_MISSING "toast_missing"
+#define TE_LEFT_PUBLICATION "left_publication"
+#define TE_PUBLICATION_DROPPED "publication_dropped"
+#define TE_PARTITIONS_CHANGED "partitions_changed"
+#define TE_NOT_IN_PUBLICATION "not_in_publication"
+/* The constant for a code read back from the state file; NULL when unknown. */
+const char *table_error_code(const char *name);
+
 typedef struct table_status {
     char *name;
     bool snapshot_committed;
     uint64_t rows;
     char *error;
+    const char *error_code; /* a TE_ constant (static) while `error` is set */
     /* Re-snapshot (walgate source resync): changes committed before `cut` are in the new
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
@@ -407,8 +429,8 @@ void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts);
 void rel_forget(ingest_source *s, const char *qname);
 void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
 bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool streamed);
-bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
-                             size_t len);
+const char *rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r,
+                                    char *why, size_t len);
 
 /* ---- apply.c: decoded messages into the open transaction --------------------------------- */
 
@@ -420,7 +442,7 @@ typedef struct apply_cut_filter {
 
 int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err);
 void apply_txn_reset(ingest_source *s);
-void apply_table_fail_name(ingest_source *s, const char *qname, const char *why);
+void apply_table_fail_name(ingest_source *s, const char *qname, const char *code, const char *why);
 bool apply_cut_keep(const char *line, size_t len, void *ctx);
 void apply_committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows);
 void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn);

@@ -141,16 +141,19 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
             table_status *t = state_table_get(s, line + 6);
             if (t)
                 t->snapshot_committed = true;
-        } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
-                   strncmp(line, "columns ", 8) == 0 || strncmp(line, "oid ", 4) == 0 ||
-                   strncmp(line, "parts ", 6) == 0 || strncmp(line, "key ", 4) == 0) {
+        } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "errcode ", 8) == 0 ||
+                   strncmp(line, "cut ", 4) == 0 || strncmp(line, "columns ", 8) == 0 ||
+                   strncmp(line, "oid ", 4) == 0 || strncmp(line, "parts ", 6) == 0 ||
+                   strncmp(line, "key ", 4) == 0) {
             /* "KIND NAME\tVALUE" */
             char *sp = strchr(line, ' ');
             char *tab = strchr(sp + 1, '\t');
             if (tab) {
                 *tab = '\0';
                 table_status *t = state_table_get(s, sp + 1);
-                if (t && line[0] == 'e') {
+                if (t && line[0] == 'e' && line[3] == 'c') {
+                    t->error_code = table_error_code(tab + 1);
+                } else if (t && line[0] == 'e') {
                     free(t->error);
                     t->error = strdup(tab + 1);
                 } else if (t && line[0] == 'c' && line[1] == 'u') {
@@ -201,6 +204,8 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
             for (const char *c = t->error; *c; c++)
                 wg_buf_putc(&b, *c == '\n' ? ' ' : *c);
             wg_buf_putc(&b, '\n');
+            if (t->error_code)
+                wg_buf_printf(&b, "errcode %s\t%s\n", t->name, t->error_code);
         }
         if (t->cut && t->cut != CUT_PENDING) {
             wg_lsn_format(t->cut, cp, sizeof(cp));
@@ -310,6 +315,11 @@ void state_status_write(ingest_source *s, bool force)
         wg_json_key(&j, "error");
         if (ts->error)
             wg_json_string(&j, ts->error);
+        else
+            wg_json_null(&j);
+        wg_json_key(&j, "error_code"); /* "unknown": failed before codes were kept */
+        if (ts->error)
+            wg_json_string(&j, ts->error_code ? ts->error_code : "unknown");
         else
             wg_json_null(&j);
         wg_json_object_end(&j);

@@ -111,7 +111,7 @@ static void stream_check_partitions(ingest_source *s, table_status *t)
              t->name, t->parts[0] ? t->parts : "none", now[0] ? now : "none", t->name, s->cfg.name,
              t->name);
     free(now);
-    apply_table_fail_name(s, t->name, why);
+    apply_table_fail_name(s, t->name, TE_PARTITIONS_CHANGED, why);
 }
 
 /* Tables that left the publication fail (their changes no longer arrive); so do tables that
@@ -154,14 +154,14 @@ int stream_check_membership(ingest_source *s)
                      "FOR TABLE %s (and the other tables it had); then, since the changes made "
                      "meanwhile are not in the log: walgate source resync %s %s",
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
-            apply_table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, TE_PUBLICATION_DROPPED, why);
         } else if (at < 0) {
             char why[700];
             snprintf(why, sizeof(why),
                      "the table was removed from publication %s; its changes no longer arrive. "
                      "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
-            apply_table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, TE_LEFT_PUBLICATION, why);
         }
     }
     /* A published table that was never snapshotted (added to the publication, or a partition
@@ -182,7 +182,7 @@ int stream_check_membership(ingest_source *s)
                      "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
                      s->cfg.name, s->cfg.tables[k]);
-            apply_table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, TE_NOT_IN_PUBLICATION, why);
         }
     }
     cat_tables_free(&r);
