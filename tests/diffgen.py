@@ -24,8 +24,12 @@ the log (read as bytes, split on b"\\n" only) is replayed with tests/logreplay.p
 then changes by key; snapshot_start/abort honored; begin..commit whole, no commit twice), each
 replayed table is loaded into a scratch table of the same column types (PostgreSQL itself
 parses walgate's rendering back) and the scratch table's `COPY … TO STDOUT WITH CSV` must equal
-the source table's byte for byte, for every table walgate did not put in an error state. The
-tables in an error state are listed with their reasons.
+the source table's byte for byte, for every table walgate did not put in an error state. Each
+table in an error state must have been made incompatible by the workload, for the reason
+walgate gives: its status `error_code` must be one that the transactions that may have
+committed can cause (error_reasons); the tables in an error state are listed with their
+reasons. The oracle waits for status's `catalog_checked_lsn` to pass the marker first: a table
+dropped and created again (or renamed) with no change after is only failed by that check.
 
 Only the standard library is used.
 """
@@ -670,6 +674,7 @@ class Runner:
             queues[t["conn"]].append(i)
         step = {i: 0 for i in queues}
         begun = 0
+        self.failed_txns = set()  # transactions known not to have committed
         while any(queues.values()):
             c = rng.choice([i for i in queues if queues[i]])
             t = wl["txns"][queues[c][0]]
@@ -688,6 +693,9 @@ class Runner:
             r = conn.run(sql)
             if r is False:
                 res.stats["failed_stmts"] += 1
+                self.failed_txns.add(queues[c][0])
+            if k > len(t["stmts"]) and t["end"] != "COMMIT":
+                self.failed_txns.add(queues[c][0])
             if r is None:  # the server went away: the transaction is lost with the session
                 conn.close()
                 conn.open()
@@ -780,6 +788,18 @@ class Runner:
             res.problems.append("a transaction id appears in two commits")
         self.notes = res.notes
         res.errors = {t["table"]: t["error"] for t in status.get("tables", []) if t.get("error")}
+        # Every table in an error state must have been made incompatible by the workload, and
+        # for a reason it gave: walgate's error_code (never its text) among the ones the
+        # transactions that may have committed can cause.
+        allowed = error_reasons(wl, getattr(self, "failed_txns", set()))
+        for t in status.get("tables", []):
+            if t.get("error"):
+                code = t.get("error_code")
+                if code not in allowed.get(t["table"], set()):
+                    res.problems.append(
+                        f"{t['table']}: error state {code!r} but the workload gave it no such "
+                        f"reason (possible: {sorted(allowed.get(t['table'], set())) or 'none'}): "
+                        f"{t['error'][:300]}")
         if status.get("state") == "failed":
             res.problems.append(f"the source failed: {status.get('error')}")
         tables = pg.sql("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
@@ -875,6 +895,64 @@ class Runner:
         if p.returncode != 0:
             raise RuntimeError(p.stderr.decode("utf-8", "replace"))
         return p.stdout
+
+
+def error_reasons(wl, failed):
+    """{table: {error_code}}: why walgate may fail each table after this workload, from the
+    setup and the transactions not known to have failed (`failed`: their indexes). A rename
+    fails both names (the new one may also be `not_snapshotted`, when the old name had already
+    failed for another reason); a DROP + CREATE under a name is `recreated` (or `dropped`, when
+    WAL of the dropped relation with a domain column is decoded after the drop); a column dropped or
+    renamed is `column_dropped_or_renamed` (or `column_replaced` if another column took its
+    name); a retype `column_type_changed`; TRUNCATE `truncated`; an unchanged TOASTed value that
+    the server does not send is `toast_missing` on a table with an out-of-line column whose
+    REPLICA IDENTITY is not FULL."""
+    import re
+    q = lambda n: n if "." in n else f"public.{n}"
+    allowed = {}
+    toast = {}
+
+    def add(name, *codes):
+        allowed.setdefault(q(name), set()).update(codes)
+
+    def created(stmt):
+        for m in re.finditer(r"CREATE TABLE (\w+) \(", stmt):
+            n = m.group(1)
+            toast[q(n)] = toast.get(q(n), False) or (
+                " big text" in stmt and f"ALTER TABLE {n} REPLICA IDENTITY FULL" not in stmt)
+
+    for stmt in wl["setup"]:
+        created(stmt)
+    for i, t in enumerate(wl["txns"]):
+        if i in failed:
+            continue
+        for stmt in t["stmts"]:
+            created(stmt)
+            m = re.match(r"ALTER TABLE (\w+) RENAME TO (\w+)$", stmt)
+            if m:
+                add(m.group(1), "renamed")
+                add(m.group(2), "renamed", "not_snapshotted")
+                toast[q(m.group(2))] = toast.get(q(m.group(1)), False)
+                continue
+            m = re.match(r"DROP TABLE (\w+)$", stmt)
+            if m:
+                add(m.group(1), "recreated", "dropped")
+                continue
+            m = re.match(r"ALTER TABLE (\w+) (DROP|RENAME) COLUMN ", stmt)
+            if m:
+                add(m.group(1), "column_dropped_or_renamed", "column_replaced")
+                continue
+            m = re.match(r"ALTER TABLE (\w+) ALTER COLUMN \w+ TYPE ", stmt)
+            if m:
+                add(m.group(1), "column_type_changed")
+                continue
+            m = re.match(r"TRUNCATE (\w+)$", stmt)
+            if m:
+                add(m.group(1), "truncated")
+    for name, yes in toast.items():
+        if yes:
+            add(name, "toast_missing")
+    return allowed
 
 
 def csv_field(s):
