@@ -72,8 +72,7 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
      * keys the row by every column: the old row is whole with FULL, and a column added later
      * joins the key). The snapshot and the stream both key rows by this. */
     wg_buf_printf(&sql,
-                  "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
-                  "a.atttypid END, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
+                  "SELECT a.attname, %s, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
                   "pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) THEN a.attnum = "
                   "ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND "
                   "i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i WHERE i.indrelid = "
@@ -82,7 +81,7 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
                   "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
                   "a.atttypid JOIN pg_class c ON c.oid = a.attrelid WHERE a.attrelid = %s AND "
                   "a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                  rel.data);
+                  INGEST_PG_BASE_TYPE_SQL("a.atttypid"), rel.data);
     wg_buf_free(&rel);
     PGresult *res = PQexec(c, sql.data);
     wg_buf_free(&sql);

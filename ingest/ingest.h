@@ -74,6 +74,13 @@ bool ingest_pg_has_wal_status(int server_version);
  * PostgreSQL 16; before, a standby cannot be a source. */
 #define INGEST_PG_STANDBY_DECODING 160000
 
+/* An SQL expression for the base type of type `oid` (an SQL expression too): a domain's, also
+ * through a domain over a domain, else the type itself. */
+#define INGEST_PG_BASE_TYPE_SQL(oid)                                                               \
+    "(WITH RECURSIVE b(o, d) AS (SELECT " oid ", 0 UNION ALL SELECT bt.typbasetype, b.d + 1 "      \
+    "FROM pg_type bt JOIN b ON bt.oid = b.o WHERE bt.typtype = 'd') SELECT o FROM b ORDER BY d "   \
+    "DESC LIMIT 1)"
+
 /*
  * Open a connection described by `cfg`, dialing dial_addr:dial_port instead of host:port
  * when dial_addr is not NULL (host stays in the conninfo for TLS). The password, when
