@@ -20,13 +20,23 @@ void apply_txn_reset(ingest_source *s)
 
 const char *table_error_code(const char *name)
 {
-    static const char *const codes[] = {
-        TE_RENAMED,           TE_RECREATED,           TE_DROPPED,
-        TE_NOT_SNAPSHOTTED,   TE_COLUMN_GONE,         TE_COLUMN_TYPE,
-        TE_COLUMN_REPLACED,   TE_KEY_CHANGED,         TE_TRUNCATED,
-        TE_UNSUPPORTED_TYPE,  TE_UNRENDERABLE,        TE_TOAST_MISSING,
-        TE_LEFT_PUBLICATION,  TE_PUBLICATION_DROPPED, TE_PARTITIONS_CHANGED,
-        TE_NOT_IN_PUBLICATION};
+    static const char *const codes[] = {TE_RENAMED,
+                                        TE_RECREATED,
+                                        TE_DROPPED,
+                                        TE_NOT_SNAPSHOTTED,
+                                        TE_COLUMN_GONE,
+                                        TE_COLUMN_TYPE,
+                                        TE_COLUMN_REPLACED,
+                                        TE_KEY_CHANGED,
+                                        TE_TRUNCATED,
+                                        TE_UNSUPPORTED_TYPE,
+                                        TE_UNRENDERABLE,
+                                        TE_TOAST_MISSING,
+                                        TE_LEFT_PUBLICATION,
+                                        TE_PUBLICATION_DROPPED,
+                                        TE_PARTITIONS_CHANGED,
+                                        TE_NOT_IN_PUBLICATION,
+                                        TE_ENUM_RENAMED};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
         if (strcmp(codes[i], name) == 0)
             return codes[i];

@@ -215,6 +215,30 @@ char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err)
     return out;
 }
 
+char *cat_enum_labels(PGconn *c, uint32_t oid, wg_error *err)
+{
+    /* A label's OID stays when it is renamed (ALTER TYPE ... RENAME VALUE) and a value added
+     * gets a new one; hashed, a label of any bytes fits a state file line. */
+    char q[900];
+    snprintf(q, sizeof(q),
+             "WITH RECURSIVE ty(o) AS (SELECT atttypid FROM pg_attribute WHERE attrelid = "
+             "'%u'::oid AND attnum > 0 AND NOT attisdropped UNION SELECT CASE WHEN t.typtype = "
+             "'d' THEN t.typbasetype ELSE t.typelem END FROM pg_type t JOIN ty ON t.oid = ty.o "
+             "WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)) SELECT "
+             "coalesce(string_agg(e.oid::text || '=' || md5(e.enumlabel::text), ',' ORDER BY "
+             "e.oid), '') FROM pg_enum e WHERE e.enumtypid IN (SELECT o FROM ty)",
+             oid);
+    PGresult *r = PQexec(c, q);
+    char *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        wg_error_set(err, WG_ERR_PG, "listing the enum labels of relation %u: %s", oid,
+                     PQerrorMessage(c));
+    else if (!(out = strdup(PQgetvalue(r, 0, 0))))
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    PQclear(r);
+    return out;
+}
+
 bool cat_publication_exists(PGconn *c, const char *pub)
 {
     const char *pp[1] = {pub};

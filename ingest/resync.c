@@ -127,7 +127,8 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     free(ts->key);
     ts->key = NULL;
     free(ts->parts);
-    ts->error = ts->columns = ts->parts = NULL;
+    free(ts->enums);
+    ts->error = ts->columns = ts->parts = ts->enums = NULL;
     ts->oid = 0;
     ts->snapshot_committed = false;
     ts->rows = 0;

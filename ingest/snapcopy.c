@@ -221,6 +221,7 @@ typedef struct snap_plan {
     uint32_t oid;     /* the relation copied */
     bool partitioned; /* a partitioned root: every partition's rows, under its name */
     char *parts;      /* ... its leaf partitions ("oid,oid,...") */
+    char *enums;      /* the labels of its columns' enum types (cat_enum_labels) */
 } snap_plan;
 
 static void snap_plan_free(snap_plan *pl)
@@ -242,6 +243,7 @@ static void snap_plan_free(snap_plan *pl)
     free(pl->lens);
     free(pl->qname);
     free(pl->parts);
+    free(pl->enums);
 }
 
 /* A table with columns of types walgate cannot render is not copied: it fails, the others go
@@ -278,7 +280,8 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
         return wg_error_prefix(err, "snapshot of %s", pl->qname);
     pl->oid = desc.oid;
     pl->partitioned = desc.relkind == 'p';
-    if (pl->partitioned && !(pl->parts = cat_partition_leaves(c, desc.oid, err))) {
+    if ((pl->partitioned && !(pl->parts = cat_partition_leaves(c, desc.oid, err))) ||
+        !(pl->enums = cat_enum_labels(c, desc.oid, err))) {
         cat_relation_free(&desc);
         return wg_error_prefix(err, "snapshot of %s", pl->qname);
     }
@@ -496,6 +499,9 @@ int snap_part(ingest_source *s, PGconn *c, const char *schema, const char *table
         free(ts->parts);
         ts->parts = pl.parts;
         pl.parts = NULL;
+        free(ts->enums);
+        ts->enums = pl.enums;
+        pl.enums = NULL;
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
         free(ts->key); /* the key its change records must keep */

@@ -132,6 +132,8 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
             free(ts->error);
             free(ts->columns);
             free(ts->parts);
+            free(ts->enums);
+            ts->enums = NULL;
             free(ts->key);
             ts->error = ts->columns = ts->parts = ts->key = NULL;
             ts->cut = 0;

@@ -189,6 +189,7 @@ void ingest_source_free(ingest_source *s)
         free(s->tables[i].error);
         free(s->tables[i].columns);
         free(s->tables[i].parts);
+        free(s->tables[i].enums);
         free(s->tables[i].key);
     }
     free(s->tables);

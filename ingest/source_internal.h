@@ -119,6 +119,7 @@ typedef struct stream_txn {
 #define TE_PUBLICATION_DROPPED "publication_dropped"
 #define TE_PARTITIONS_CHANGED "partitions_changed"
 #define TE_NOT_IN_PUBLICATION "not_in_publication"
+#define TE_ENUM_RENAMED "enum_value_renamed"
 /* The constant for a code read back from the state file; NULL when unknown. */
 const char *table_error_code(const char *name);
 
@@ -140,6 +141,8 @@ typedef struct table_status {
     uint32_t oid;
     char *parts; /* a partitioned table published through its root: its leaf partitions'
                     OIDs at the snapshot ("oid,oid,..."), persisted; NULL otherwise */
+    char *enums; /* the labels of the enum types its columns use, at the snapshot
+                    (cat_enum_labels), persisted: a label renamed since fails the table */
 } table_status;
 
 #define CUT_PENDING UINT64_MAX
@@ -521,6 +524,9 @@ int cat_tables_find_oid(const cat_tables *t, uint32_t oid);
 /* The leaf partitions of partitioned table `oid` as "oid,oid,..." in OID order (malloc'd;
  * "" when none), or NULL with err. */
 char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
+/* The labels of the enum types that relation `oid`'s columns use (through domains and
+ * arrays): "labeloid=md5(label),..." in label OID order, "" when none; NULL with err. */
+char *cat_enum_labels(PGconn *c, uint32_t oid, wg_error *err);
 bool cat_publication_exists(PGconn *c, const char *pub);
 /* True only when the catalog says so (not on a failed query): no publication `pub`. */
 bool cat_publication_missing(PGconn *c, const char *pub);

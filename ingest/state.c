@@ -144,14 +144,17 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "errcode ", 8) == 0 ||
                    strncmp(line, "cut ", 4) == 0 || strncmp(line, "columns ", 8) == 0 ||
                    strncmp(line, "oid ", 4) == 0 || strncmp(line, "parts ", 6) == 0 ||
-                   strncmp(line, "key ", 4) == 0) {
+                   strncmp(line, "enums ", 6) == 0 || strncmp(line, "key ", 4) == 0) {
             /* "KIND NAME\tVALUE" */
             char *sp = strchr(line, ' ');
             char *tab = strchr(sp + 1, '\t');
             if (tab) {
                 *tab = '\0';
                 table_status *t = state_table_get(s, sp + 1);
-                if (t && line[0] == 'e' && line[3] == 'c') {
+                if (t && line[0] == 'e' && line[1] == 'n') {
+                    free(t->enums);
+                    t->enums = strdup(tab + 1);
+                } else if (t && line[0] == 'e' && line[3] == 'c') {
                     t->error_code = table_error_code(tab + 1);
                 } else if (t && line[0] == 'e') {
                     free(t->error);
@@ -217,6 +220,8 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
             wg_buf_printf(&b, "oid %s\t%u\n", t->name, t->oid);
         if (t->parts)
             wg_buf_printf(&b, "parts %s\t%s\n", t->name, t->parts);
+        if (t->enums && t->enums[0])
+            wg_buf_printf(&b, "enums %s\t%s\n", t->name, t->enums);
         if (t->key)
             wg_buf_printf(&b, "key %s\t%s\n", t->name, t->key);
     }

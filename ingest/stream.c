@@ -114,6 +114,42 @@ static void stream_check_partitions(ingest_source *s, table_status *t)
     apply_table_fail_name(s, t->name, TE_PARTITIONS_CHANGED, why);
 }
 
+/* A label of an enum type the table's columns use renamed since its snapshot (ALTER TYPE ...
+ * RENAME VALUE): every stored row of that value reads the new label now, with nothing in the
+ * WAL, so the rows in the log would keep the old one. Values added are fine (no row changes). */
+static void stream_check_enums(ingest_source *s, table_status *t)
+{
+    wg_error err = {0};
+    char *now = cat_enum_labels(s->cat, t->oid, &err);
+    if (!now)
+        return;
+    wg_buf have = {0};
+    wg_buf_printf(&have, ",%s,", now);
+    free(now);
+    bool renamed = false;
+    const char *p = t->enums;
+    while (!renamed && p && *p) {
+        size_t n = strcspn(p, ",");
+        char want[64];
+        if (n + 3 <= sizeof(want)) {
+            snprintf(want, sizeof(want), ",%.*s,", (int)n, p);
+            renamed = have.data && !strstr(have.data, want);
+        }
+        p += n + (p[n] == ',');
+    }
+    wg_buf_free(&have);
+    if (!renamed)
+        return;
+    char why[900];
+    snprintf(why, sizeof(why),
+             "a value of an enum type that a column of %s uses was renamed upstream (ALTER TYPE "
+             "... RENAME VALUE): the table's stored rows of that value now read the new label, "
+             "with no change in the WAL, so the rows in the change log still carry the old "
+             "one. walgate source resync %s %s",
+             t->name, s->cfg.name, t->name);
+    apply_table_fail_name(s, t->name, TE_ENUM_RENAMED, why);
+}
+
 /* Tables that left the publication fail (their changes no longer arrive); so do tables that
  * are no longer the relation their snapshot copied, and published tables never snapshotted
  * (rel_identity_check). */
@@ -146,6 +182,9 @@ int stream_check_membership(ingest_source *s)
         }
         if (at >= 0 && t->parts && t->oid)
             stream_check_partitions(s, t);
+        t = &s->tables[i];
+        if (at >= 0 && t->enums && t->enums[0] && t->oid && !t->error)
+            stream_check_enums(s, t);
         if (at < 0 && pub_gone) {
             char why[900];
             snprintf(why, sizeof(why),
