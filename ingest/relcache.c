@@ -93,15 +93,20 @@ void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, 
 /* Types, exclusions and key of ri from the Relation message and the catalog's description;
  * columns of unsupported types are listed in `errs`, and columns the catalog no longer has
  * as they were (dropped, renamed or retyped since the WAL being decoded, or the whole relation
- * dropped) whose type cannot be told without it (a domain) in `gone`, with why in *gone_code
- * (the first such column's: TE_DROPPED, TE_COLUMN_TYPE or TE_COLUMN_GONE). NULL-free key_json
- * on success. */
+ * dropped) whose type cannot be told without it (a domain) in `gone`. *gone_code says why
+ * the table fails: TE_DROPPED when the catalog no longer has the relation (its key cannot be
+ * told either, whatever its types), else the first such column's TE_COLUMN_TYPE or
+ * TE_COLUMN_GONE. NULL-free key_json on success. */
 static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
                       const cat_relation *desc, wg_buf *errs, wg_buf *gone, const char **gone_code)
 {
     const char **names = calloc((size_t)r->ncols + 1, sizeof(*names));
     bool *pk = calloc((size_t)r->ncols + 1, sizeof(*pk));
     int n = 0;
+    /* The relation is gone from the catalog (dropped since this WAL): neither its key nor its
+     * domains can be told, and the name is no longer this relation. */
+    if (desc->relkind == 0 && desc->ncols == 0 && r->ncols > 0)
+        *gone_code = TE_DROPPED;
     for (int i = 0; names && pk && i < r->ncols; i++) {
         const pgout_column *c = &r->cols[i];
         uint32_t oid = c->type_oid;
@@ -122,7 +127,7 @@ static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
         if (src_col_listed(s->cfg.text_columns, ri->qname, c->name))
             render_type_text(&ri->types[i]);
         else if (render_type_for_oid(oid, &ri->types[i]) != 0 && !found) {
-            if (!gone->len)
+            if (!*gone_code)
                 *gone_code = desc->ncols == 0 ? TE_DROPPED
                              : named          ? TE_COLUMN_TYPE
                                               : TE_COLUMN_GONE;
@@ -217,18 +222,17 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
 static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs,
                        const wg_buf *gone, const char *gone_code)
 {
-    if ((errs->len || gone->len) && !ri->error && !ri->skip) {
+    if ((errs->len || gone_code) && !ri->error && !ri->skip) {
         wg_buf m = {0};
         /* Not a type question: the table's shape changed since this WAL. */
-        if (gone->len && strcmp(gone_code, TE_DROPPED) == 0)
+        if (gone_code && strcmp(gone_code, TE_DROPPED) == 0)
             wg_buf_printf(&m,
                           "the table (relation OID %u) was dropped upstream: the catalog no "
-                          "longer has it, so the domain type of its column %s cannot be "
-                          "resolved for the changes still being decoded; a table created again "
-                          "under the name is another relation. To ingest it: walgate source "
-                          "resync %s %s",
-                          ri->oid, gone->data, s->cfg.name, ri->qname);
-        else if (gone->len && strcmp(gone_code, TE_COLUMN_TYPE) == 0)
+                          "longer has it, so the key and types of the changes still being "
+                          "decoded cannot be told; a table created again under the name is "
+                          "another relation. To ingest it: walgate source resync %s %s",
+                          ri->oid, s->cfg.name, ri->qname);
+        else if (gone_code && strcmp(gone_code, TE_COLUMN_TYPE) == 0)
             wg_buf_printf(&m,
                           "incompatible schema change: ingested column %s changed type upstream "
                           "(the catalog has it as another type now, so its domain type cannot "
@@ -249,7 +253,7 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
         table_status *ts = state_table_get(s, ri->qname);
         if (ts && !ts->error) {
             ts->error = strdup(ri->error);
-            ts->error_code = gone->len ? gone_code : TE_UNSUPPORTED_TYPE;
+            ts->error_code = gone_code ? gone_code : TE_UNSUPPORTED_TYPE;
         }
         log_error(s->cfg.name, "table %s failed: %s", ri->qname, ri->error);
         state_save(s);
