@@ -325,11 +325,18 @@ int resync_poll(ingest_source *s, wg_error *err)
 int resync_rewritten(ingest_source *s, const char *qname, const char *why, wg_error *err)
 {
     char reason[900];
-    snprintf(reason, sizeof(reason),
-             "%s was rewritten (ALTER TABLE ... TYPE, TRUNCATE, VACUUM FULL or CLUSTER) after "
-             "the snapshot was taken, which then shows none or part of its rows; the table is "
-             "copied again (resync)",
-             why);
+    if (why[0])
+        snprintf(reason, sizeof(reason),
+                 "%s was rewritten (ALTER TABLE ... TYPE, TRUNCATE, VACUUM FULL or CLUSTER) "
+                 "after the snapshot was taken, which then shows none or part of its rows; the "
+                 "table is copied again (resync)",
+                 why);
+    else /* snap_copy: the name is a relation the snapshot does not see */
+        snprintf(reason, sizeof(reason),
+                 "%s was dropped and created again (or another table renamed to its name) after "
+                 "the snapshot was taken, which then shows none of the new relation's rows; the "
+                 "table is copied again (resync)",
+                 qname);
     wg_buf b = {0};
     rec_snapshot_abort_reason(&b, qname, s->snap_lsn, reason);
     int rc = wg_buf_failed(&b) ? wg_error_set(err, WG_ERR_NOMEM, "out of memory") : 0;

@@ -439,8 +439,15 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
         }
         PQclear(res);
     }
-    /* Rewritten after the snapshot (MVCC-unsafe DDL): never recorded as the table's copy. */
+    /* Rewritten after the snapshot (MVCC-unsafe DDL): never recorded as the table's copy. So
+     * is a name that is now a relation created after the snapshot (a table dropped and
+     * created again): the catalog resolves the name as committed now, and the snapshot sees
+     * neither the relation nor its columns (snap_plan_make: OID 0). */
     char why[600] = "";
+    if (rc == 0 && pl->oid == 0) {
+        wg_buf_free(&b);
+        return resync_rewritten(s, pl->qname, "", err);
+    }
     if (rc == 0 && (rc = cat_rewritten(c, pl->oid, why, sizeof(why), err)) == 0 && why[0]) {
         wg_buf_free(&b);
         return resync_rewritten(s, pl->qname, why, err);
