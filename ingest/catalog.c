@@ -239,6 +239,16 @@ char *cat_enum_labels(PGconn *c, uint32_t oid, wg_error *err)
     return out;
 }
 
+int cat_relation_exists(PGconn *c, uint32_t oid)
+{
+    char q[96];
+    snprintf(q, sizeof(q), "SELECT 1 FROM pg_class WHERE oid = '%u'::oid", oid);
+    PGresult *r = PQexec(c, q);
+    int rc = PQresultStatus(r) != PGRES_TUPLES_OK ? -1 : PQntuples(r) > 0;
+    PQclear(r);
+    return rc;
+}
+
 bool cat_publication_exists(PGconn *c, const char *pub)
 {
     const char *pp[1] = {pub};

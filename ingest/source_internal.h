@@ -527,6 +527,8 @@ char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
 /* The labels of the enum types that relation `oid`'s columns use (through domains and
  * arrays): "labeloid=md5(label),..." in label OID order, "" when none; NULL with err. */
 char *cat_enum_labels(PGconn *c, uint32_t oid, wg_error *err);
+/* Whether relation `oid` exists (1), not (0), or the query failed (-1). */
+int cat_relation_exists(PGconn *c, uint32_t oid);
 bool cat_publication_exists(PGconn *c, const char *pub);
 /* True only when the catalog says so (not on a failed query): no publication `pub`. */
 bool cat_publication_missing(PGconn *c, const char *pub);

@@ -194,6 +194,15 @@ int stream_check_membership(ingest_source *s)
                      "meanwhile are not in the log: walgate source resync %s %s",
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
             apply_table_fail_name(s, t->name, TE_PUBLICATION_DROPPED, why);
+        } else if (at < 0 && t->oid && cat_relation_exists(s->cat, t->oid) == 0) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table (relation OID %u) was dropped upstream; its changes no longer "
+                     "arrive (a table created again under its name, or under a name it was "
+                     "renamed to, is another relation). To ingest the table created again: "
+                     "walgate source resync %s %s",
+                     t->oid, s->cfg.name, t->name);
+            apply_table_fail_name(s, t->name, TE_DROPPED, why);
         } else if (at < 0) {
             char why[700];
             snprintf(why, sizeof(why),

@@ -901,8 +901,9 @@ def error_reasons(wl, failed):
     """{table: {error_code}}: why walgate may fail each table after this workload, from the
     setup and the transactions not known to have failed (`failed`: their indexes). A rename
     fails both names (the new one may also be `not_snapshotted`, when the old name had already
-    failed for another reason); a DROP + CREATE under a name is `recreated` (or `dropped`, when
-    WAL of the dropped relation with a domain column is decoded after the drop); a column dropped or
+    failed for another reason); a DROP + CREATE under a name is `recreated` (or `dropped`: found
+    by the catalog check, or WAL of the dropped relation decoded after the drop), and every
+    earlier name of the dropped relation may be `dropped`; a column dropped or
     renamed is `column_dropped_or_renamed` (or `column_replaced` if another column took its
     name); a retype `column_type_changed`; TRUNCATE `truncated`; an unchanged TOASTed value that
     the server does not send is `toast_missing` on a table with an out-of-line column whose
@@ -911,6 +912,7 @@ def error_reasons(wl, failed):
     q = lambda n: n if "." in n else f"public.{n}"
     allowed = {}
     toast = {}
+    aliases = {}  # name -> every name its relation had (renames)
 
     def add(name, *codes):
         allowed.setdefault(q(name), set()).update(codes)
@@ -933,10 +935,13 @@ def error_reasons(wl, failed):
                 add(m.group(1), "renamed")
                 add(m.group(2), "renamed", "not_snapshotted")
                 toast[q(m.group(2))] = toast.get(q(m.group(1)), False)
+                aliases[m.group(2)] = aliases.get(m.group(1), {m.group(1)}) | {m.group(2)}
                 continue
             m = re.match(r"DROP TABLE (\w+)$", stmt)
-            if m:
-                add(m.group(1), "recreated", "dropped")
+            if m:  # the relation is gone under every name it had; the name is a new one
+                for n in aliases.pop(m.group(1), {m.group(1)}):
+                    add(n, "dropped")
+                add(m.group(1), "recreated")
                 continue
             m = re.match(r"ALTER TABLE (\w+) (DROP|RENAME) COLUMN ", stmt)
             if m:
