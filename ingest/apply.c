@@ -280,7 +280,11 @@ static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error 
     bool covered = !s->streaming && apply_cut_drops(s, qn, s->final_lsn);
     if (covered || rel_identity_check(s, r->oid, qn, false))
         return rel_prepare(s, r, err) ? 0 : -1; /* renamed, re-created or not snapshotted */
-    const char *code = ts && !ts->error && ts->columns && !(old && old->skip)
+    /* Older than the shape last seen (WAL decoded again after a restart, from before a
+     * column was added): its shape is the table's as it was then, not a change. */
+    s->rel_lsn = s->streaming ? 0 : s->final_lsn;
+    bool older = ts && s->rel_lsn && ts->columns_lsn && s->rel_lsn < ts->columns_lsn;
+    const char *code = ts && !older && !ts->error && ts->columns && !(old && old->skip)
                            ? rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))
                            : NULL;
     if (code && old)
@@ -288,6 +292,7 @@ static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error 
     else if (code)
         apply_table_fail_name(s, qn, code, why);
     rel_info *ri = rel_prepare(s, r, err);
+    s->rel_lsn = 0;
     if (!ri)
         return -1;
     rel_key_check(s, ri, ts);

@@ -267,6 +267,8 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
         ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
     if (!ts || ri->error || (ts->oid && ts->oid != ri->oid))
         return; /* failed, or another relation under the name (its changes are not ingested) */
+    if (s->rel_lsn && ts->columns_lsn && s->rel_lsn < ts->columns_lsn)
+        return; /* older WAL than the shape kept (decoded again after a restart) */
     wg_buf c = {0};
     for (int i = 0; i < r->ncols; i++)
         if (!ri->excluded[i])
@@ -274,7 +276,10 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
     if (c.data && (!ts->columns || strcmp(ts->columns, c.data) != 0)) {
         free(ts->columns);
         ts->columns = strdup(c.data);
+        ts->columns_lsn = s->rel_lsn;
         state_save(s);
+    } else if (c.data && s->rel_lsn > ts->columns_lsn) {
+        ts->columns_lsn = s->rel_lsn; /* the same shape, seen later: kept in memory only */
     }
     wg_buf_free(&c);
 }

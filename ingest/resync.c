@@ -129,6 +129,7 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     free(ts->parts);
     free(ts->enums);
     ts->error = ts->columns = ts->parts = ts->enums = NULL;
+    ts->columns_lsn = 0;
     ts->oid = 0;
     ts->snapshot_committed = false;
     ts->rows = 0;

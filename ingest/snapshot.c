@@ -136,6 +136,7 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
             ts->enums = NULL;
             free(ts->key);
             ts->error = ts->columns = ts->parts = ts->key = NULL;
+            ts->columns_lsn = 0;
             ts->cut = 0;
             ts->oid = 0;
         }

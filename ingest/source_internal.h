@@ -132,10 +132,13 @@ typedef struct table_status {
     /* Re-snapshot (walgate source resync): changes committed before `cut` are in the new
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
-    char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
-    char *key;     /* the records' "key" member as the snapshot wrote it (["id"]; "*": every
-                      column, no key index), persisted: a replica identity or primary key change
-                      that changes it fails the table */
+    char *columns;        /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
+    uint64_t columns_lsn; /* the commit LSN of the transaction they were seen in (0: unknown),
+                             persisted: older WAL decoded again after a restart has an older
+                             shape, which is not a schema change */
+    char *key;            /* the records' "key" member as the snapshot wrote it (["id"]; "*": every
+                             column, no key index), persisted: a replica identity or primary key change
+                             that changes it fails the table */
     /* The relation its snapshot copied (persisted): changes are ingested under this name only
      * while the name still is this relation (a rename or a drop + re-create fails it). */
     uint32_t oid;
@@ -238,6 +241,8 @@ struct ingest_source {
         bool in_txn;
         uint32_t xid;
         uint64_t final_lsn;
+        uint64_t rel_lsn; /* while a Relation message is prepared: its transaction's commit
+                             LSN (0 in a streamed transaction: not known yet) */
         int64_t commit_time;
         txn_buf txn;
         uint64_t txn_rows;

@@ -144,7 +144,8 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "errcode ", 8) == 0 ||
                    strncmp(line, "cut ", 4) == 0 || strncmp(line, "columns ", 8) == 0 ||
                    strncmp(line, "oid ", 4) == 0 || strncmp(line, "parts ", 6) == 0 ||
-                   strncmp(line, "enums ", 6) == 0 || strncmp(line, "key ", 4) == 0) {
+                   strncmp(line, "enums ", 6) == 0 || strncmp(line, "seen ", 5) == 0 ||
+                   strncmp(line, "key ", 4) == 0) {
             /* "KIND NAME\tVALUE" */
             char *sp = strchr(line, ' ');
             char *tab = strchr(sp + 1, '\t');
@@ -170,6 +171,10 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
                 } else if (t && line[0] == 'k') {
                     free(t->key);
                     t->key = strdup(tab + 1);
+                } else if (t && line[0] == 's') {
+                    uint64_t at = 0;
+                    if (pgout_parse_lsn(tab + 1, &at) == 0)
+                        t->columns_lsn = at;
                 } else if (t && line[0] == 'p') {
                     free(t->parts);
                     t->parts = strdup(tab + 1);
@@ -216,6 +221,10 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
         }
         if (t->columns)
             wg_buf_printf(&b, "columns %s\t%s\n", t->name, t->columns);
+        if (t->columns && t->columns_lsn) {
+            wg_lsn_format(t->columns_lsn, cp, sizeof(cp));
+            wg_buf_printf(&b, "seen %s\t%s\n", t->name, cp);
+        }
         if (t->oid)
             wg_buf_printf(&b, "oid %s\t%u\n", t->name, t->oid);
         if (t->parts)
