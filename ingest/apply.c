@@ -43,16 +43,21 @@ const char *table_error_code(const char *name)
     return NULL;
 }
 
+/* The relation's later changes are not ingested (ri->error), and the table under its current
+ * name is failed. The relation may have failed already under another name (a table failed,
+ * then renamed): the new name still gets its own failure, else it would look healthy while
+ * none of its rows reach the log. */
 static void apply_table_fail(ingest_source *s, rel_info *ri, const char *code, const char *why)
 {
-    if (ri->error)
-        return;
-    ri->error = strdup(why);
+    if (!ri->error)
+        ri->error = strdup(why);
+    if (ri->skip)
+        return; /* not ingested: no status entry */
     table_status *ts = state_table_get(s, ri->qname);
-    if (ts && !ts->error) {
-        ts->error = strdup(why);
-        ts->error_code = code;
-    }
+    if (!ts || ts->error)
+        return;
+    ts->error = strdup(why);
+    ts->error_code = code;
     log_error(s->cfg.name, "table %s failed (other tables continue): %s", ri->qname, why);
     state_save(s);
 }
