@@ -172,13 +172,16 @@ int cmd_status(int argc, char **argv, const cli_opts *opts)
             if (rec_member(b.data, b.len, "tables", &arr, &alen) != 0)
                 alen = 0;
             for (size_t k = 0; alen && rec_array_elem(arr, alen, k, &e, &elen) == 0; k++) {
-                char tn[300], te[1024], sc[8];
+                char tn[300], te[1024], sc[8], tc[64] = "";
                 rec_member_text(e, elen, "table", tn, sizeof(tn));
                 rec_member_text(e, elen, "error", te, sizeof(te));
                 rec_member_text(e, elen, "snapshot_committed", sc, sizeof(sc));
-                printf("  table %s: snapshot_committed %s%s%s\n", tn, sc,
-                       strcmp(te, "null") && te[0] ? ", error: " : "",
-                       strcmp(te, "null") && te[0] ? te : "");
+                bool failed = strcmp(te, "null") && te[0];
+                if (failed)
+                    rec_member_text(e, elen, "error_code", tc, sizeof(tc));
+                printf("  table %s: snapshot_committed %s%s%s%s%s\n", tn, sc,
+                       failed ? ", error (" : "", failed ? tc : "", failed ? "): " : "",
+                       failed ? te : "");
             }
         }
         if (later.len)

@@ -140,6 +140,8 @@ static const key_spec g_keys[] = {
     {SECT_SOURCE, "max_txn_memory", KT_SIZE, "64MiB", S(cfg.max_txn_memory), 1 << 20, 0, 0, 0},
     {SECT_SOURCE, "status_interval", KT_DURATION, "10s", S(cfg.status_interval_ms), 100,
      10 * 60 * 1000, 0, 0},
+    {SECT_SOURCE, "catalog_interval", KT_DURATION, "10s", S(cfg.catalog_interval_ms), 100,
+     10 * 60 * 1000, 0, 0},
     {SECT_SOURCE, "forward", KT_LIST, NULL, S(forward), 0, 0, 0, 0},
     {SECT_SOURCE, "failover", KT_ENUM, "true", S(cfg.failover), 0, 0, g_bool_choices,
      g_bool_values},

@@ -18,30 +18,63 @@ void apply_txn_reset(ingest_source *s)
     s->txn_head_len = 0;
 }
 
-static void apply_table_fail(ingest_source *s, rel_info *ri, const char *why)
+const char *table_error_code(const char *name)
 {
-    if (ri->error)
-        return;
-    ri->error = strdup(why);
+    static const char *const codes[] = {TE_RENAMED,
+                                        TE_RECREATED,
+                                        TE_DROPPED,
+                                        TE_NOT_SNAPSHOTTED,
+                                        TE_COLUMN_GONE,
+                                        TE_COLUMN_TYPE,
+                                        TE_COLUMN_REPLACED,
+                                        TE_KEY_CHANGED,
+                                        TE_TRUNCATED,
+                                        TE_UNSUPPORTED_TYPE,
+                                        TE_UNRENDERABLE,
+                                        TE_TOAST_MISSING,
+                                        TE_LEFT_PUBLICATION,
+                                        TE_PUBLICATION_DROPPED,
+                                        TE_PARTITIONS_CHANGED,
+                                        TE_NOT_IN_PUBLICATION,
+                                        TE_ENUM_RENAMED};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(codes[i], name) == 0)
+            return codes[i];
+    return NULL;
+}
+
+/* The relation's later changes are not ingested (ri->error), and the table under its current
+ * name is failed. The relation may have failed already under another name (a table failed,
+ * then renamed): the new name still gets its own failure, else it would look healthy while
+ * none of its rows reach the log. */
+static void apply_table_fail(ingest_source *s, rel_info *ri, const char *code, const char *why)
+{
+    if (!ri->error)
+        ri->error = strdup(why);
+    if (ri->skip)
+        return; /* not ingested: no status entry */
     table_status *ts = state_table_get(s, ri->qname);
-    if (ts && !ts->error)
-        ts->error = strdup(why);
+    if (!ts || ts->error)
+        return;
+    ts->error = strdup(why);
+    ts->error_code = code;
     log_error(s->cfg.name, "table %s failed (other tables continue): %s", ri->qname, why);
     state_save(s);
 }
 
 /* Fail a table by name (whether or not its relation was seen on this connection). */
-void apply_table_fail_name(ingest_source *s, const char *qname, const char *why)
+void apply_table_fail_name(ingest_source *s, const char *qname, const char *code, const char *why)
 {
     for (size_t i = 0; i < s->n_rels; i++)
         if (s->rels[i].qname && strcmp(s->rels[i].qname, qname) == 0) {
-            apply_table_fail(s, &s->rels[i], why);
+            apply_table_fail(s, &s->rels[i], code, why);
             return;
         }
     table_status *ts = state_table_get(s, qname);
     if (!ts || ts->error)
         return;
     ts->error = strdup(why);
+    ts->error_code = code;
     log_error(s->cfg.name, "table %s failed (other tables continue): %s", qname, why);
     state_save(s);
 }
@@ -132,7 +165,8 @@ static int apply_handle_change(ingest_source *s, const pgout_msg *m, wg_error *e
         if (wg_buf_failed(&tb->mem)) /* out of memory is not the table's fault */
             return apply_txn_check(tb, s->streaming ? s->streaming->xid : s->xid, err);
         /* Nothing is emitted with a silently missing or unrenderable value: the table fails. */
-        apply_table_fail(s, ri, rerr.msg);
+        apply_table_fail(s, ri, rerr.code == WG_ERR_NOTFOUND ? TE_TOAST_MISSING : TE_UNRENDERABLE,
+                         rerr.msg);
         return 0;
     }
     (*nrows)++;
@@ -189,7 +223,7 @@ void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_ls
                      "ingested until you run: walgate source resync %s %s (use DELETE FROM "
                      "instead of TRUNCATE on replicated tables)",
                      at, s->cfg.name, qname);
-            apply_table_fail(s, ri, why);
+            apply_table_fail(s, ri, TE_TRUNCATED, why);
             return;
         }
     }
@@ -251,14 +285,19 @@ static int apply_handle_relation(ingest_source *s, const pgout_msg *m, wg_error 
     bool covered = !s->streaming && apply_cut_drops(s, qn, s->final_lsn);
     if (covered || rel_identity_check(s, r->oid, qn, false))
         return rel_prepare(s, r, err) ? 0 : -1; /* renamed, re-created or not snapshotted */
-    if (ts && !ts->error && ts->columns && !(old && old->skip) &&
-        rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))) {
-        if (old)
-            apply_table_fail(s, old, why);
-        else
-            apply_table_fail_name(s, qn, why);
-    }
+    /* Older than the shape last seen (WAL decoded again after a restart, from before a
+     * column was added): its shape is the table's as it was then, not a change. */
+    s->rel_lsn = s->streaming ? 0 : s->final_lsn;
+    bool older = ts && s->rel_lsn && ts->columns_lsn && s->rel_lsn < ts->columns_lsn;
+    const char *code = ts && !older && !ts->error && ts->columns && !(old && old->skip)
+                           ? rel_schema_incompatible(s, ts->columns, r, why, sizeof(why))
+                           : NULL;
+    if (code && old)
+        apply_table_fail(s, old, code, why);
+    else if (code)
+        apply_table_fail_name(s, qn, code, why);
     rel_info *ri = rel_prepare(s, r, err);
+    s->rel_lsn = 0;
     if (!ri)
         return -1;
     rel_key_check(s, ri, ts);

@@ -72,8 +72,7 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
      * keys the row by every column: the old row is whole with FULL, and a column added later
      * joins the key). The snapshot and the stream both key rows by this. */
     wg_buf_printf(&sql,
-                  "SELECT a.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE "
-                  "a.atttypid END, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
+                  "SELECT a.attname, %s, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
                   "pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) THEN a.attnum = "
                   "ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND "
                   "i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i WHERE i.indrelid = "
@@ -82,7 +81,7 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
                   "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
                   "a.atttypid JOIN pg_class c ON c.oid = a.attrelid WHERE a.attrelid = %s AND "
                   "a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                  rel.data);
+                  INGEST_PG_BASE_TYPE_SQL("a.atttypid"), rel.data);
     wg_buf_free(&rel);
     PGresult *res = PQexec(c, sql.data);
     wg_buf_free(&sql);
@@ -214,6 +213,40 @@ char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err)
         wg_error_set(err, WG_ERR_NOMEM, "out of memory");
     PQclear(r);
     return out;
+}
+
+char *cat_enum_labels(PGconn *c, uint32_t oid, wg_error *err)
+{
+    /* A label's OID stays when it is renamed (ALTER TYPE ... RENAME VALUE) and a value added
+     * gets a new one; hashed, a label of any bytes fits a state file line. */
+    char q[900];
+    snprintf(q, sizeof(q),
+             "WITH RECURSIVE ty(o) AS (SELECT atttypid FROM pg_attribute WHERE attrelid = "
+             "'%u'::oid AND attnum > 0 AND NOT attisdropped UNION SELECT CASE WHEN t.typtype = "
+             "'d' THEN t.typbasetype ELSE t.typelem END FROM pg_type t JOIN ty ON t.oid = ty.o "
+             "WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)) SELECT "
+             "coalesce(string_agg(e.oid::text || '=' || md5(e.enumlabel::text), ',' ORDER BY "
+             "e.oid), '') FROM pg_enum e WHERE e.enumtypid IN (SELECT o FROM ty)",
+             oid);
+    PGresult *r = PQexec(c, q);
+    char *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        wg_error_set(err, WG_ERR_PG, "listing the enum labels of relation %u: %s", oid,
+                     PQerrorMessage(c));
+    else if (!(out = strdup(PQgetvalue(r, 0, 0))))
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    PQclear(r);
+    return out;
+}
+
+int cat_relation_exists(PGconn *c, uint32_t oid)
+{
+    char q[96];
+    snprintf(q, sizeof(q), "SELECT 1 FROM pg_class WHERE oid = '%u'::oid", oid);
+    PGresult *r = PQexec(c, q);
+    int rc = PQresultStatus(r) != PGRES_TUPLES_OK ? -1 : PQntuples(r) > 0;
+    PQclear(r);
+    return rc;
 }
 
 bool cat_publication_exists(PGconn *c, const char *pub)

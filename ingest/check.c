@@ -511,13 +511,11 @@ static void check_table(PGconn *c, const ingest_source_config *s, PGresult *r, i
     }
     /* Column types (domains resolved to their base type). */
     const char *p2[1] = {PQgetvalue(r, i, 5)};
-    PGresult *cr = queryp(c,
-                          "SELECT a.attname, format_type(CASE WHEN t.typtype = 'd' THEN "
-                          "t.typbasetype ELSE a.atttypid END, a.atttypmod) "
-                          "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                          "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
-                          "a.attisdropped ORDER BY a.attnum",
-                          1, p2);
+    static const char cols_sql[] = "SELECT a.attname, format_type(" INGEST_PG_BASE_TYPE_SQL(
+        "a.atttypid") ", a.atttypmod) "
+                      "FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
+                      "a.attisdropped ORDER BY a.attnum";
+    PGresult *cr = queryp(c, cols_sql, 1, p2);
     int bad = 0;
     for (int j = 0; PQresultStatus(cr) == PGRES_TUPLES_OK && j < PQntuples(cr); j++) {
         const char *col = PQgetvalue(cr, j, 0), *typ = PQgetvalue(cr, j, 1);

@@ -44,14 +44,15 @@ typedef struct ingest_source_config {
     const char *name;
     const char *connection; /* a [postgres] section name */
     const char *publication;
-    const char *slot;           /* default walgate_NAME */
-    char **tables;              /* NULL-terminated "schema.table"; NULL = all published */
-    char **text_columns;        /* NULL-terminated "schema.table.column" */
-    char **exclude_columns;     /* NULL-terminated "schema.table.column" */
-    int snapshot_workers;       /* default 2 */
-    uint64_t max_txn_memory;    /* default 64MiB */
-    int64_t status_interval_ms; /* default 1s */
-    uint64_t log_segment_bytes; /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
+    const char *slot;            /* default walgate_NAME */
+    char **tables;               /* NULL-terminated "schema.table"; NULL = all published */
+    char **text_columns;         /* NULL-terminated "schema.table.column" */
+    char **exclude_columns;      /* NULL-terminated "schema.table.column" */
+    int snapshot_workers;        /* default 2 */
+    uint64_t max_txn_memory;     /* default 64MiB */
+    int64_t status_interval_ms;  /* default 1s */
+    int64_t catalog_interval_ms; /* how often the catalog is checked; default 10s */
+    uint64_t log_segment_bytes;  /* [walgate] log_segment_bytes; 0: the log's default, 64 MiB */
     /* The slot is a failover slot (PostgreSQL 17+: synchronized to standbys, so that it
      * survives a promotion); [source] failover, default true; ignored before 17. */
     int failover;
@@ -72,6 +73,13 @@ bool ingest_pg_has_wal_status(int server_version);
 /* Logical decoding on a standby (CREATE_REPLICATION_SLOT on a server in recovery) exists from
  * PostgreSQL 16; before, a standby cannot be a source. */
 #define INGEST_PG_STANDBY_DECODING 160000
+
+/* An SQL expression for the base type of type `oid` (an SQL expression too): a domain's, also
+ * through a domain over a domain, else the type itself. */
+#define INGEST_PG_BASE_TYPE_SQL(oid)                                                               \
+    "(WITH RECURSIVE b(o, d) AS (SELECT " oid ", 0 UNION ALL SELECT bt.typbasetype, b.d + 1 "      \
+    "FROM pg_type bt JOIN b ON bt.oid = b.o WHERE bt.typtype = 'd') SELECT o FROM b ORDER BY d "   \
+    "DESC LIMIT 1)"
 
 /*
  * Open a connection described by `cfg`, dialing dial_addr:dial_port instead of host:port

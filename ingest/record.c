@@ -138,7 +138,7 @@ static int rec_put_row(wg_buf *b, const pgout_relation *r, const rel_info *ri, c
             if (old && i < old->ncols && old->values[i].kind != PGOUT_VALUE_UNCHANGED)
                 v = &old->values[i];
             else
-                return wg_error_set(err, WG_ERR_PROTO,
+                return wg_error_set(err, WG_ERR_NOTFOUND, /* TE_TOAST_MISSING (apply.c) */
                                     "%s.%s: an unchanged TOASTed value was not sent and the old "
                                     "row does not have it; run ALTER TABLE %s REPLICA IDENTITY "
                                     "FULL, then: walgate source resync SOURCE %s",

@@ -92,33 +92,47 @@ void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, 
 
 /* Types, exclusions and key of ri from the Relation message and the catalog's description;
  * columns of unsupported types are listed in `errs`, and columns the catalog no longer has
- * (dropped or renamed since the WAL being decoded) whose type cannot be told without it (a
- * domain) in `gone`. NULL-free key_json on success. */
+ * as they were (dropped, renamed or retyped since the WAL being decoded, or the whole relation
+ * dropped) whose type cannot be told without it (a domain) in `gone`. *gone_code says why
+ * the table fails: TE_DROPPED when the catalog no longer has the relation (its key cannot be
+ * told either, whatever its types), else the first such column's TE_COLUMN_TYPE or
+ * TE_COLUMN_GONE. NULL-free key_json on success. */
 static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
-                      const cat_relation *desc, wg_buf *errs, wg_buf *gone)
+                      const cat_relation *desc, wg_buf *errs, wg_buf *gone, const char **gone_code)
 {
     const char **names = calloc((size_t)r->ncols + 1, sizeof(*names));
     bool *pk = calloc((size_t)r->ncols + 1, sizeof(*pk));
     int n = 0;
+    /* The relation is gone from the catalog (dropped since this WAL): neither its key nor its
+     * domains can be told, and the name is no longer this relation. */
+    if (desc->relkind == 0 && desc->ncols == 0 && r->ncols > 0)
+        *gone_code = TE_DROPPED;
     for (int i = 0; names && pk && i < r->ncols; i++) {
         const pgout_column *c = &r->cols[i];
         uint32_t oid = c->type_oid;
-        bool key = false, found = false;
-        for (int k = 0; k < desc->ncols; k++) /* the same column: same name, same type */
-            if (strcmp(desc->cols[k].name, c->name) == 0 &&
-                (!desc->cols[k].type_oid || desc->cols[k].type_oid == c->type_oid)) {
+        bool key = false, found = false, named = false;
+        for (int k = 0; k < desc->ncols; k++) { /* the same column: same name, same type */
+            if (strcmp(desc->cols[k].name, c->name) != 0)
+                continue;
+            named = true;
+            if (!desc->cols[k].type_oid || desc->cols[k].type_oid == c->type_oid) {
                 oid = desc->cols[k].base_oid;
                 key = desc->cols[k].pk;
                 found = true;
             }
+        }
         ri->excluded[i] = src_col_listed(s->cfg.exclude_columns, ri->qname, c->name);
         if (ri->excluded[i])
             continue;
         if (src_col_listed(s->cfg.text_columns, ri->qname, c->name))
             render_type_text(&ri->types[i]);
-        else if (render_type_for_oid(oid, &ri->types[i]) != 0 && !found)
+        else if (render_type_for_oid(oid, &ri->types[i]) != 0 && !found) {
+            if (!*gone_code)
+                *gone_code = desc->ncols == 0 ? TE_DROPPED
+                             : named          ? TE_COLUMN_TYPE
+                                              : TE_COLUMN_GONE;
             wg_buf_printf(gone, "%s%s", gone->len ? ", " : "", c->name);
-        else if (render_type_for_oid(oid, &ri->types[i]) != 0)
+        } else if (render_type_for_oid(oid, &ri->types[i]) != 0)
             wg_buf_printf(errs, "%s%s.%s (type oid %u)", errs->len ? ", " : "", ri->qname, c->name,
                           c->type_oid);
         names[n] = c->name;
@@ -169,8 +183,8 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
                  "To ingest it under its new name: walgate source resync %s %s (if `tables` "
                  "of [source %s] lists %s, list %s instead and restart walgate run first)",
                  old, oid, qname, s->cfg.name, qname, s->cfg.name, old, qname);
-        apply_table_fail_name(s, old, why);
-        apply_table_fail_name(s, qname, why);
+        apply_table_fail_name(s, old, TE_RENAMED, why);
+        apply_table_fail_name(s, qname, TE_RENAMED, why);
         return true;
     }
     table_status *ts = rel_status_find(s, qname);
@@ -183,7 +197,7 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
                  "the new relation's changes are not ingested onto the old one's rows. To "
                  "ingest the new table: walgate source resync %s %s",
                  qname, oid, ts->oid, s->cfg.name, qname);
-        apply_table_fail_name(s, qname, why);
+        apply_table_fail_name(s, qname, TE_RECREATED, why);
         return true;
     }
     if (ts && ts->snapshot_committed && !ts->oid) { /* a state file written before OIDs */
@@ -197,7 +211,7 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
                  "its existing rows are not in the change log, so its changes are not "
                  "ingested until: walgate source resync %s %s",
                  oid, s->cfg.publication, s->cfg.name, qname);
-        apply_table_fail_name(s, qname, why);
+        apply_table_fail_name(s, qname, TE_NOT_SNAPSHOTTED, why);
         return true;
     }
     return false;
@@ -206,11 +220,26 @@ bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool 
 /* After preparing: a failure (unsupported type now, or one kept in the state file) sticks to
  * the table; otherwise its ingested columns are remembered to tell schema changes later. */
 static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, const wg_buf *errs,
-                       const wg_buf *gone)
+                       const wg_buf *gone, const char *gone_code)
 {
-    if ((errs->len || gone->len) && !ri->error && !ri->skip) {
+    if ((errs->len || gone_code) && !ri->error && !ri->skip) {
         wg_buf m = {0};
-        if (gone->len) /* not a type question: the table's shape changed since this WAL */
+        /* Not a type question: the table's shape changed since this WAL. */
+        if (gone_code && strcmp(gone_code, TE_DROPPED) == 0)
+            wg_buf_printf(&m,
+                          "the table (relation OID %u) was dropped upstream: the catalog no "
+                          "longer has it, so the key and types of the changes still being "
+                          "decoded cannot be told; a table created again under the name is "
+                          "another relation. To ingest it: walgate source resync %s %s",
+                          ri->oid, s->cfg.name, ri->qname);
+        else if (gone_code && strcmp(gone_code, TE_COLUMN_TYPE) == 0)
+            wg_buf_printf(&m,
+                          "incompatible schema change: ingested column %s changed type upstream "
+                          "(the catalog has it as another type now, so its domain type cannot "
+                          "be resolved); to ingest the table's new shape: walgate source resync "
+                          "%s %s",
+                          gone->data, s->cfg.name, ri->qname);
+        else if (gone->len)
             wg_buf_printf(&m,
                           "incompatible schema change: ingested column %s was dropped or "
                           "renamed upstream (the catalog no longer has it, so its domain type "
@@ -222,8 +251,10 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
         ri->error = strdup(m.data);
         wg_buf_free(&m);
         table_status *ts = state_table_get(s, ri->qname);
-        if (ts && !ts->error)
+        if (ts && !ts->error) {
             ts->error = strdup(ri->error);
+            ts->error_code = gone_code ? gone_code : TE_UNSUPPORTED_TYPE;
+        }
         log_error(s->cfg.name, "table %s failed: %s", ri->qname, ri->error);
         state_save(s);
     }
@@ -236,6 +267,8 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
         ri->error = strdup(ts->error); /* failed earlier (state file): stays failed */
     if (!ts || ri->error || (ts->oid && ts->oid != ri->oid))
         return; /* failed, or another relation under the name (its changes are not ingested) */
+    if (s->rel_lsn && ts->columns_lsn && s->rel_lsn < ts->columns_lsn)
+        return; /* older WAL than the shape kept (decoded again after a restart) */
     wg_buf c = {0};
     for (int i = 0; i < r->ncols; i++)
         if (!ri->excluded[i])
@@ -243,7 +276,10 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
     if (c.data && (!ts->columns || strcmp(ts->columns, c.data) != 0)) {
         free(ts->columns);
         ts->columns = strdup(c.data);
+        ts->columns_lsn = s->rel_lsn;
         state_save(s);
+    } else if (c.data && s->rel_lsn > ts->columns_lsn) {
+        ts->columns_lsn = s->rel_lsn; /* the same shape, seen later: kept in memory only */
     }
     wg_buf_free(&c);
 }
@@ -294,7 +330,8 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
         return NULL;
     }
     wg_buf errs = {0}, gone = {0};
-    int rc = rel_render(s, ri, r, &desc, &errs, &gone);
+    const char *gone_code = NULL;
+    int rc = rel_render(s, ri, r, &desc, &errs, &gone, &gone_code);
     cat_relation_free(&desc);
     if (rc != 0) {
         wg_buf_free(&errs);
@@ -303,7 +340,7 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
         wg_error_set(err, WG_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    rel_settle(s, ri, r, &errs, &gone);
+    rel_settle(s, ri, r, &errs, &gone, gone_code);
     wg_buf_free(&errs);
     wg_buf_free(&gone);
     return ri;
@@ -338,7 +375,7 @@ void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts)
              "keyed anew: walgate source resync %s %s",
              strcmp(ts->key, "*") == 0 ? "every column" : ts->key, ri->key_json, s->cfg.name,
              ri->qname);
-    apply_table_fail_name(s, ri->qname, why);
+    apply_table_fail_name(s, ri->qname, TE_KEY_CHANGED, why);
 }
 
 rel_info *rel_find(ingest_source *s, uint32_t oid)
@@ -365,13 +402,14 @@ void rel_forget(ingest_source *s, const char *qname)
 /*
  * The incompatible change, if any, between the ingested columns last seen (`old`, as kept in
  * table_status.columns) and a relation's new shape: an ingested column dropped, renamed or
- * retyped. Added columns are compatible. Returns true with `why` filled.
+ * retyped. Added columns are compatible. Returns its TE_ code with `why` filled, NULL when
+ * compatible.
  */
-bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
-                             size_t len)
+const char *rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r,
+                                    char *why, size_t len)
 {
     char *copy = strdup(old), *save = NULL;
-    bool bad = false;
+    const char *bad = NULL;
     char qn[600];
     snprintf(qn, sizeof(qn), "%s.%s", r->schema, r->name);
     int pos = 0; /* the ingested columns keep their order: new ones come after them */
@@ -390,14 +428,14 @@ bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_rela
                      "incompatible schema change: ingested column %s was dropped or renamed "
                      "upstream; to ingest the table's new shape: walgate source resync %s %s.%s",
                      name, s->cfg.name, r->schema, r->name);
-            bad = true;
+            bad = TE_COLUMN_GONE;
         } else if (r->cols[k].type_oid != toid) {
             snprintf(why, len,
                      "incompatible schema change: ingested column %s changed type (oid %u to "
                      "%u) upstream; to ingest the table's new shape: walgate source resync %s "
                      "%s.%s",
                      name, toid, r->cols[k].type_oid, s->cfg.name, r->schema, r->name);
-            bad = true;
+            bad = TE_COLUMN_TYPE;
         } else if (at != pos) {
             snprintf(why, len,
                      "incompatible schema change: ingested column %s is no longer where it was "
@@ -405,7 +443,7 @@ bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_rela
                      "added under its name; to ingest the table's new shape: walgate source "
                      "resync %s %s.%s",
                      name, pos + 1, at + 1, s->cfg.name, r->schema, r->name);
-            bad = true;
+            bad = TE_COLUMN_REPLACED;
         }
     }
     free(copy);

@@ -127,7 +127,9 @@ static int resync_cut(ingest_source *s, table_status *ts, const char *qname, uin
     free(ts->key);
     ts->key = NULL;
     free(ts->parts);
-    ts->error = ts->columns = ts->parts = NULL;
+    free(ts->enums);
+    ts->error = ts->columns = ts->parts = ts->enums = NULL;
+    ts->columns_lsn = 0;
     ts->oid = 0;
     ts->snapshot_committed = false;
     ts->rows = 0;
@@ -187,6 +189,7 @@ static void resync_not_published(ingest_source *s, table_status *ts, const char 
              s->cfg.publication, s->cfg.publication, qname, s->cfg.name, qname);
     free(ts->error);
     ts->error = strdup(why);
+    ts->error_code = TE_NOT_IN_PUBLICATION;
     log_error(s->cfg.name, "table %s: %s", qname, why);
 }
 
@@ -323,11 +326,18 @@ int resync_poll(ingest_source *s, wg_error *err)
 int resync_rewritten(ingest_source *s, const char *qname, const char *why, wg_error *err)
 {
     char reason[900];
-    snprintf(reason, sizeof(reason),
-             "%s was rewritten (ALTER TABLE ... TYPE, TRUNCATE, VACUUM FULL or CLUSTER) after "
-             "the snapshot was taken, which then shows none or part of its rows; the table is "
-             "copied again (resync)",
-             why);
+    if (why[0])
+        snprintf(reason, sizeof(reason),
+                 "%s was rewritten (ALTER TABLE ... TYPE, TRUNCATE, VACUUM FULL or CLUSTER) "
+                 "after the snapshot was taken, which then shows none or part of its rows; the "
+                 "table is copied again (resync)",
+                 why);
+    else /* snap_copy: the name is a relation the snapshot does not see */
+        snprintf(reason, sizeof(reason),
+                 "%s was dropped and created again (or another table renamed to its name) after "
+                 "the snapshot was taken, which then shows none of the new relation's rows; the "
+                 "table is copied again (resync)",
+                 qname);
     wg_buf b = {0};
     rec_snapshot_abort_reason(&b, qname, s->snap_lsn, reason);
     int rc = wg_buf_failed(&b) ? wg_error_set(err, WG_ERR_NOMEM, "out of memory") : 0;

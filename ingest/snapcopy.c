@@ -221,6 +221,7 @@ typedef struct snap_plan {
     uint32_t oid;     /* the relation copied */
     bool partitioned; /* a partitioned root: every partition's rows, under its name */
     char *parts;      /* ... its leaf partitions ("oid,oid,...") */
+    char *enums;      /* the labels of its columns' enum types (cat_enum_labels) */
 } snap_plan;
 
 static void snap_plan_free(snap_plan *pl)
@@ -242,6 +243,7 @@ static void snap_plan_free(snap_plan *pl)
     free(pl->lens);
     free(pl->qname);
     free(pl->parts);
+    free(pl->enums);
 }
 
 /* A table with columns of types walgate cannot render is not copied: it fails, the others go
@@ -254,8 +256,10 @@ static void snap_unsupported(ingest_source *s, const char *qname, const char *co
     bool first = !*skip;
     *skip = true;
     table_status *ts = state_table_get(s, qname);
-    if (first && ts && !ts->error)
+    if (first && ts && !ts->error) {
         ts->error = strdup(m.data);
+        ts->error_code = TE_UNSUPPORTED_TYPE;
+    }
     pthread_mutex_unlock(&s->snap_mu);
     if (first)
         log_error(s->cfg.name, "table %s not ingested: %s", qname, m.data);
@@ -276,7 +280,8 @@ static int snap_plan_make(ingest_source *s, PGconn *c, const char *schema, const
         return wg_error_prefix(err, "snapshot of %s", pl->qname);
     pl->oid = desc.oid;
     pl->partitioned = desc.relkind == 'p';
-    if (pl->partitioned && !(pl->parts = cat_partition_leaves(c, desc.oid, err))) {
+    if ((pl->partitioned && !(pl->parts = cat_partition_leaves(c, desc.oid, err))) ||
+        !(pl->enums = cat_enum_labels(c, desc.oid, err))) {
         cat_relation_free(&desc);
         return wg_error_prefix(err, "snapshot of %s", pl->qname);
     }
@@ -436,8 +441,15 @@ static int snap_copy(ingest_source *s, PGconn *c, snap_plan *pl, const char *tab
         }
         PQclear(res);
     }
-    /* Rewritten after the snapshot (MVCC-unsafe DDL): never recorded as the table's copy. */
+    /* Rewritten after the snapshot (MVCC-unsafe DDL): never recorded as the table's copy. So
+     * is a name that is now a relation created after the snapshot (a table dropped and
+     * created again): the catalog resolves the name as committed now, and the snapshot sees
+     * neither the relation nor its columns (snap_plan_make: OID 0). */
     char why[600] = "";
+    if (rc == 0 && pl->oid == 0) {
+        wg_buf_free(&b);
+        return resync_rewritten(s, pl->qname, "", err);
+    }
     if (rc == 0 && (rc = cat_rewritten(c, pl->oid, why, sizeof(why), err)) == 0 && why[0]) {
         wg_buf_free(&b);
         return resync_rewritten(s, pl->qname, why, err);
@@ -496,6 +508,9 @@ int snap_part(ingest_source *s, PGconn *c, const char *schema, const char *table
         free(ts->parts);
         ts->parts = pl.parts;
         pl.parts = NULL;
+        free(ts->enums);
+        ts->enums = pl.enums;
+        pl.enums = NULL;
         if (pl.seen.data && !ts->columns) /* the shape the first Relation message is held to */
             ts->columns = strdup(pl.seen.data);
         free(ts->key); /* the key its change records must keep */

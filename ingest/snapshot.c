@@ -132,8 +132,11 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
             free(ts->error);
             free(ts->columns);
             free(ts->parts);
+            free(ts->enums);
+            ts->enums = NULL;
             free(ts->key);
             ts->error = ts->columns = ts->parts = ts->key = NULL;
+            ts->columns_lsn = 0;
             ts->cut = 0;
             ts->oid = 0;
         }

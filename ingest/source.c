@@ -114,6 +114,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     if (s->cfg.max_txn_memory == 0)
         s->cfg.max_txn_memory = 64u << 20;
     s->status_ms = s->cfg.status_interval_ms;
+    s->catalog_ms = s->cfg.catalog_interval_ms > 0 ? s->cfg.catalog_interval_ms : 10000;
     s->pg = *pg;
     own_strings(s, &s->pg, g_pg_strings, sizeof(g_pg_strings) / sizeof(size_t));
     s->dial_addr = wg_dup_or_null(dial_addr, NULL);
@@ -196,6 +197,7 @@ void ingest_source_free(ingest_source *s)
         free(s->tables[i].error);
         free(s->tables[i].columns);
         free(s->tables[i].parts);
+        free(s->tables[i].enums);
         free(s->tables[i].key);
     }
     free(s->tables);
@@ -467,7 +469,7 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
     /* Never stream across a gap, nor from a slot this log was not built from. */
     if ((rc = slot_check_resume(s, &err)) != 0)
         return rc == CYCLE_FATAL ? rc : src_classify(s, &err, SRC_AT_START);
-    stream_check_membership(s);
+    stream_catalog_check(s);
     char req[4600], req_table[600];
     resync_requests_scan(s, req, sizeof(req), req_table, sizeof(req_table));
     uint64_t from = s->durable > s->consistent_point ? s->durable : s->consistent_point;

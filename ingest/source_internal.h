@@ -47,11 +47,9 @@
 #define SNAPSHOT_RANGE_PAGES 128
 #define SNAPSHOT_RANGES_PER_WORKER 4
 #define SYNC_MAX_DELAY_MS 200
-#define CATALOG_CHECK_MS 10000
 /* A standby status that confirms nothing new goes this often at most (or a third of
  * wal_sender_timeout when that is less), whatever status_interval says: see stream_feedback. */
 #define IDLE_STATUS_MS 10000
-#define CATALOG_SLACK_MS 5000 /* done this much early when the loop is awake anyway */
 /* Resync request files are seen at once through inotify; the directory is scanned anyway
  * this often (every REQUEST_CHECK_MS when inotify is not available). */
 #define REQUEST_CHECK_MS 1000
@@ -103,23 +101,51 @@ typedef struct stream_txn {
     size_t n_truncated;
 } stream_txn;
 
+/* Why a table failed, for machines (status `error_code`, persisted as `errcode` lines; the
+ * list is in docs/ingest.md): decide on these, never on the error's text. */
+#define TE_RENAMED "renamed"
+#define TE_RECREATED "recreated"
+#define TE_DROPPED "dropped"
+#define TE_NOT_SNAPSHOTTED "not_snapshotted"
+#define TE_COLUMN_GONE "column_dropped_or_renamed"
+#define TE_COLUMN_TYPE "column_type_changed"
+#define TE_COLUMN_REPLACED "column_replaced"
+#define TE_KEY_CHANGED "key_changed"
+#define TE_TRUNCATED "truncated"
+#define TE_UNSUPPORTED_TYPE "unsupported_type"
+#define TE_UNRENDERABLE "unrenderable_value"
+#define TE_TOAST_MISSING "toast_missing"
+#define TE_LEFT_PUBLICATION "left_publication"
+#define TE_PUBLICATION_DROPPED "publication_dropped"
+#define TE_PARTITIONS_CHANGED "partitions_changed"
+#define TE_NOT_IN_PUBLICATION "not_in_publication"
+#define TE_ENUM_RENAMED "enum_value_renamed"
+/* The constant for a code read back from the state file; NULL when unknown. */
+const char *table_error_code(const char *name);
+
 typedef struct table_status {
     char *name;
     bool snapshot_committed;
     uint64_t rows;
     char *error;
+    const char *error_code; /* a TE_ constant (static) while `error` is set */
     /* Re-snapshot (walgate source resync): changes committed before `cut` are in the new
      * snapshot and are dropped; CUT_PENDING drops all until the snapshot's LSN is known. */
     uint64_t cut;
-    char *columns; /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
-    char *key;     /* the records' "key" member as the snapshot wrote it (["id"]; "*": every
-                      column, no key index), persisted: a replica identity or primary key change
-                      that changes it fails the table */
+    char *columns;        /* ingested columns as last seen: "name\toid\tname\toid...", persisted */
+    uint64_t columns_lsn; /* the commit LSN of the transaction they were seen in (0: unknown),
+                             persisted: older WAL decoded again after a restart has an older
+                             shape, which is not a schema change */
+    char *key;            /* the records' "key" member as the snapshot wrote it (["id"]; "*": every
+                             column, no key index), persisted: a replica identity or primary key change
+                             that changes it fails the table */
     /* The relation its snapshot copied (persisted): changes are ingested under this name only
      * while the name still is this relation (a rename or a drop + re-create fails it). */
     uint32_t oid;
     char *parts; /* a partitioned table published through its root: its leaf partitions'
                     OIDs at the snapshot ("oid,oid,..."), persisted; NULL otherwise */
+    char *enums; /* the labels of the enum types its columns use, at the snapshot
+                    (cat_enum_labels), persisted: a label renamed since fails the table */
 } table_status;
 
 #define CUT_PENDING UINT64_MAX
@@ -215,6 +241,8 @@ struct ingest_source {
         bool in_txn;
         uint32_t xid;
         uint64_t final_lsn;
+        uint64_t rel_lsn; /* while a Relation message is prepared: its transaction's commit
+                             LSN (0 in a streamed transaction: not known yet) */
         int64_t commit_time;
         txn_buf txn;
         uint64_t txn_rows;
@@ -255,6 +283,8 @@ struct ingest_source {
         char remedy[1024];
         uint64_t rows, bytes, txns, reconnects;
         uint64_t server_lsn;
+        uint64_t catalog_lsn;        /* the WAL position read before the last catalog check */
+        int64_t catalog_ms;          /* catalog_interval: how often the catalog is checked */
         int64_t status_ms;           /* status_interval, kept under half of wal_sender_timeout */
         int64_t idle_status_ms;      /* a status confirming nothing new: IDLE_STATUS_MS at most */
         int64_t last_status_file_ms; /* when status.json was last written */
@@ -419,8 +449,8 @@ void rel_key_check(ingest_source *s, rel_info *ri, table_status *ts);
 void rel_forget(ingest_source *s, const char *qname);
 void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, const char *cols);
 bool rel_identity_check(ingest_source *s, uint32_t oid, const char *qname, bool streamed);
-bool rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r, char *why,
-                             size_t len);
+const char *rel_schema_incompatible(ingest_source *s, const char *old, const pgout_relation *r,
+                                    char *why, size_t len);
 
 /* ---- apply.c: decoded messages into the open transaction --------------------------------- */
 
@@ -432,7 +462,7 @@ typedef struct apply_cut_filter {
 
 int apply_dispatch(ingest_source *s, const pgout_msg *m, wg_error *err);
 void apply_txn_reset(ingest_source *s);
-void apply_table_fail_name(ingest_source *s, const char *qname, const char *why);
+void apply_table_fail_name(ingest_source *s, const char *qname, const char *code, const char *why);
 bool apply_cut_keep(const char *line, size_t len, void *ctx);
 void apply_committed(ingest_source *s, uint64_t end, uint64_t bytes, uint64_t rows);
 void apply_truncate_fail(ingest_source *s, const char *qname, uint64_t commit_lsn);
@@ -489,7 +519,8 @@ bool stream_guard_ok(ingest_source *s, uint64_t bytes, uint64_t reclaim, char *w
  * new confirmed) until the guard lets it go. 0, or -1 with err on a stop or a failure. */
 int stream_guard(ingest_source *s, uint64_t bytes, uint64_t reclaim, wg_error *err);
 void stream_poll_server_lsn(ingest_source *s);
-void stream_check_membership(ingest_source *s);
+int stream_check_membership(ingest_source *s);
+void stream_catalog_check(ingest_source *s);
 void stream_check_sender_timeout(ingest_source *s);
 
 /* ---- catalog.c: every catalog query ------------------------------------------------------ */
@@ -510,6 +541,11 @@ int cat_tables_find_oid(const cat_tables *t, uint32_t oid);
 /* The leaf partitions of partitioned table `oid` as "oid,oid,..." in OID order (malloc'd;
  * "" when none), or NULL with err. */
 char *cat_partition_leaves(PGconn *c, uint32_t oid, wg_error *err);
+/* The labels of the enum types that relation `oid`'s columns use (through domains and
+ * arrays): "labeloid=md5(label),..." in label OID order, "" when none; NULL with err. */
+char *cat_enum_labels(PGconn *c, uint32_t oid, wg_error *err);
+/* Whether relation `oid` exists (1), not (0), or the query failed (-1). */
+int cat_relation_exists(PGconn *c, uint32_t oid);
 bool cat_publication_exists(PGconn *c, const char *pub);
 /* True only when the catalog says so (not on a failed query): no publication `pub`. */
 bool cat_publication_missing(PGconn *c, const char *pub);

@@ -160,7 +160,8 @@ static void st_unescape(char *v)
     *o = '\0';
 }
 
-/* One "KIND NAME\tVALUE" line (error, cut, columns, oid, parts, key) into the table's entry. */
+/* One "KIND NAME\tVALUE" line (error, errcode, cut, columns, seen, oid, parts, enums, key)
+ * into the table's entry. */
 static void st_parse_table_line(ingest_source *s, char *line, bool v2)
 {
     char *sp = strchr(line, ' ');
@@ -176,9 +177,18 @@ static void st_parse_table_line(ingest_source *s, char *line, bool v2)
     table_status *t = state_table_get(s, name);
     if (!t)
         return;
-    if (line[0] == 'e') {
+    if (line[0] == 'e' && line[1] == 'n') {
+        free(t->enums);
+        t->enums = strdup(val);
+    } else if (line[0] == 'e' && line[3] == 'c') {
+        t->error_code = table_error_code(val);
+    } else if (line[0] == 'e') {
         free(t->error);
         t->error = strdup(val);
+    } else if (line[0] == 's') {
+        uint64_t at = 0;
+        if (pgout_parse_lsn(val, &at) == 0)
+            t->columns_lsn = at;
     } else if (line[0] == 'c' && line[1] == 'u') {
         uint64_t cut = 0;
         if (pgout_parse_lsn(val, &cut) == 0 && cut && !t->cut) {
@@ -225,9 +235,11 @@ void state_parse(ingest_source *s, char *text, bool *snapshot_done, uint64_t *cp
             table_status *t = state_table_get(s, line + 6);
             if (t)
                 t->snapshot_committed = true;
-        } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "cut ", 4) == 0 ||
-                   strncmp(line, "columns ", 8) == 0 || strncmp(line, "oid ", 4) == 0 ||
-                   strncmp(line, "parts ", 6) == 0 || strncmp(line, "key ", 4) == 0)
+        } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "errcode ", 8) == 0 ||
+                   strncmp(line, "cut ", 4) == 0 || strncmp(line, "columns ", 8) == 0 ||
+                   strncmp(line, "oid ", 4) == 0 || strncmp(line, "parts ", 6) == 0 ||
+                   strncmp(line, "enums ", 6) == 0 || strncmp(line, "seen ", 5) == 0 ||
+                   strncmp(line, "key ", 4) == 0)
             st_parse_table_line(s, line, v2);
         line = nl ? nl + 1 : NULL;
     }
@@ -263,14 +275,21 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
             st_put_escaped(&b, t->name, false);
             wg_buf_putc(&b, '\n');
         }
-        if (t->error)
+        if (t->error) {
             st_put_table_line(&b, "error", t->name, t->error);
+            if (t->error_code)
+                st_put_table_line(&b, "errcode", t->name, t->error_code);
+        }
         if (t->cut && t->cut != CUT_PENDING) {
             wg_lsn_format(t->cut, cp, sizeof(cp));
             st_put_table_line(&b, "cut", t->name, cp);
         }
         if (t->columns)
             st_put_table_line(&b, "columns", t->name, t->columns);
+        if (t->columns && t->columns_lsn) {
+            wg_lsn_format(t->columns_lsn, cp, sizeof(cp));
+            st_put_table_line(&b, "seen", t->name, cp);
+        }
         if (t->oid) {
             char oid[16];
             snprintf(oid, sizeof(oid), "%u", t->oid);
@@ -278,6 +297,8 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
         }
         if (t->parts)
             st_put_table_line(&b, "parts", t->name, t->parts);
+        if (t->enums && t->enums[0])
+            st_put_table_line(&b, "enums", t->name, t->enums);
         if (t->key)
             st_put_table_line(&b, "key", t->name, t->key);
     }
@@ -345,6 +366,13 @@ void state_status_write(ingest_source *s, bool force)
         wg_json_uint(&j, s->server_lsn - s->confirmed);
     else
         wg_json_null(&j);
+    wg_json_key(&j, "catalog_checked_lsn");
+    if (s->catalog_lsn) {
+        wg_lsn_format(s->catalog_lsn, t, sizeof(t));
+        wg_json_string(&j, t);
+    } else {
+        wg_json_null(&j);
+    }
     wg_json_key(&j, "rows");
     wg_json_uint(&j, s->rows);
     wg_json_key(&j, "bytes");
@@ -369,6 +397,11 @@ void state_status_write(ingest_source *s, bool force)
         wg_json_key(&j, "error");
         if (ts->error)
             wg_json_string(&j, ts->error);
+        else
+            wg_json_null(&j);
+        wg_json_key(&j, "error_code"); /* "unknown": failed before codes were kept */
+        if (ts->error)
+            wg_json_string(&j, ts->error_code ? ts->error_code : "unknown");
         else
             wg_json_null(&j);
         wg_json_object_end(&j);

@@ -76,6 +76,22 @@ void stream_poll_server_lsn(ingest_source *s)
     cat_current_wal_lsn(s->cat, &s->server_lsn);
 }
 
+/* The catalog check: the server's WAL position, then the tables' membership and identity.
+ * When both worked, status shows that position as `catalog_checked_lsn`: every DDL committed
+ * before it has been compared with the tables' state (a reader waits for it to pass an LSN
+ * of its own before trusting that no table failed by then). */
+void stream_catalog_check(ingest_source *s)
+{
+    uint64_t lsn;
+    if (cat_current_wal_lsn(s->cat, &lsn) != 0)
+        return;
+    s->server_lsn = lsn;
+    if (stream_check_membership(s) == 0 && lsn > s->catalog_lsn) {
+        s->catalog_lsn = lsn;
+        state_status_write(s, false);
+    }
+}
+
 /* A table published through its partitioned root fails when its partitions changed since
  * its snapshot: an attached partition's rows are not in the log, a detached one's still are. */
 static void stream_check_partitions(ingest_source *s, table_status *t)
@@ -95,18 +111,54 @@ static void stream_check_partitions(ingest_source *s, table_status *t)
              t->name, t->parts[0] ? t->parts : "none", now[0] ? now : "none", t->name, s->cfg.name,
              t->name);
     free(now);
-    apply_table_fail_name(s, t->name, why);
+    apply_table_fail_name(s, t->name, TE_PARTITIONS_CHANGED, why);
+}
+
+/* A label of an enum type the table's columns use renamed since its snapshot (ALTER TYPE ...
+ * RENAME VALUE): every stored row of that value reads the new label now, with nothing in the
+ * WAL, so the rows in the log would keep the old one. Values added are fine (no row changes). */
+static void stream_check_enums(ingest_source *s, table_status *t)
+{
+    wg_error err = {0};
+    char *now = cat_enum_labels(s->cat, t->oid, &err);
+    if (!now)
+        return;
+    wg_buf have = {0};
+    wg_buf_printf(&have, ",%s,", now);
+    free(now);
+    bool renamed = false;
+    const char *p = t->enums;
+    while (!renamed && p && *p) {
+        size_t n = strcspn(p, ",");
+        char want[64];
+        if (n + 3 <= sizeof(want)) {
+            snprintf(want, sizeof(want), ",%.*s,", (int)n, p);
+            renamed = have.data && !strstr(have.data, want);
+        }
+        p += n + (p[n] == ',');
+    }
+    wg_buf_free(&have);
+    if (!renamed)
+        return;
+    char why[900];
+    snprintf(why, sizeof(why),
+             "a value of an enum type that a column of %s uses was renamed upstream (ALTER TYPE "
+             "... RENAME VALUE): the table's stored rows of that value now read the new label, "
+             "with no change in the WAL, so the rows in the change log still carry the old "
+             "one. walgate source resync %s %s",
+             t->name, s->cfg.name, t->name);
+    apply_table_fail_name(s, t->name, TE_ENUM_RENAMED, why);
 }
 
 /* Tables that left the publication fail (their changes no longer arrive); so do tables that
  * are no longer the relation their snapshot copied, and published tables never snapshotted
  * (rel_identity_check). */
-void stream_check_membership(ingest_source *s)
+int stream_check_membership(ingest_source *s)
 {
     cat_tables r;
     wg_error err = {0};
     if (cat_publication_tables(s->cat, s->cfg.publication, &r, &err) != 0)
-        return;
+        return -1;
     /* The publication itself gone: PostgreSQL 18 goes on streaming without it (a WARNING)
      * where earlier servers end the stream (source.c). Re-creating it, not ALTER PUBLICATION
      * ... ADD TABLE, is the remedy, and the changes made meanwhile are lost: resync. */
@@ -130,6 +182,9 @@ void stream_check_membership(ingest_source *s)
         }
         if (at >= 0 && t->parts && t->oid)
             stream_check_partitions(s, t);
+        t = &s->tables[i];
+        if (at >= 0 && t->enums && t->enums[0] && t->oid && !t->error)
+            stream_check_enums(s, t);
         if (at < 0 && pub_gone) {
             char why[900];
             snprintf(why, sizeof(why),
@@ -138,14 +193,23 @@ void stream_check_membership(ingest_source *s)
                      "FOR TABLE %s (and the other tables it had); then, since the changes made "
                      "meanwhile are not in the log: walgate source resync %s %s",
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
-            apply_table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, TE_PUBLICATION_DROPPED, why);
+        } else if (at < 0 && t->oid && cat_relation_exists(s->cat, t->oid) == 0) {
+            char why[700];
+            snprintf(why, sizeof(why),
+                     "the table (relation OID %u) was dropped upstream; its changes no longer "
+                     "arrive (a table created again under its name, or under a name it was "
+                     "renamed to, is another relation). To ingest the table created again: "
+                     "walgate source resync %s %s",
+                     t->oid, s->cfg.name, t->name);
+            apply_table_fail_name(s, t->name, TE_DROPPED, why);
         } else if (at < 0) {
             char why[700];
             snprintf(why, sizeof(why),
                      "the table was removed from publication %s; its changes no longer arrive. "
                      "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.publication, s->cfg.publication, t->name, s->cfg.name, t->name);
-            apply_table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, TE_LEFT_PUBLICATION, why);
         }
     }
     /* A published table that was never snapshotted (added to the publication, or a partition
@@ -166,10 +230,11 @@ void stream_check_membership(ingest_source *s)
                      "ALTER PUBLICATION %s ADD TABLE %s; then: walgate source resync %s %s",
                      s->cfg.name, s->cfg.publication, s->cfg.publication, s->cfg.tables[k],
                      s->cfg.name, s->cfg.tables[k]);
-            apply_table_fail_name(s, t->name, why);
+            apply_table_fail_name(s, t->name, TE_NOT_IN_PUBLICATION, why);
         }
     }
     cat_tables_free(&r);
+    return 0;
 }
 
 /*
@@ -351,11 +416,10 @@ static int stream_tick(ingest_source *s, stream_loop *lp, int64_t *due, wg_error
     /* Awake anyway (a keepalive, the server): a catalog check due within half its period is
      * done now rather than on a wake-up of its own, so that with the default status_interval
      * both fall on the same wake-up. */
-    if (now >= lp->next_catalog - CATALOG_SLACK_MS) {
-        stream_poll_server_lsn(s);
-        stream_check_membership(s);
+    if (now >= lp->next_catalog - s->catalog_ms / 2) {
+        stream_catalog_check(s);
         cuts_prune(s);
-        lp->next_catalog = wg_now_ms() + CATALOG_CHECK_MS;
+        lp->next_catalog = wg_now_ms() + s->catalog_ms;
     }
     if (now >= s->next_request_ms && !s->in_txn) {
         s->next_request_ms =
@@ -402,7 +466,7 @@ static void stream_wait(ingest_source *s, int64_t due)
 /* The stream until stop (CYCLE_STOP) or an error (-1, err set). */
 int stream_run(ingest_source *s, wg_stop_flag *stop, wg_error *err)
 {
-    stream_loop lp = {.next_catalog = wg_now_ms() + CATALOG_CHECK_MS,
+    stream_loop lp = {.next_catalog = wg_now_ms() + s->catalog_ms,
                       .next_status = wg_now_ms() + s->status_ms};
     s->state = SRC_RUNNING;
     s->error[0] = s->remedy[0] = '\0';

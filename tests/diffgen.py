@@ -24,8 +24,12 @@ the log (read as bytes, split on b"\\n" only) is replayed with tests/logreplay.p
 then changes by key; snapshot_start/abort honored; begin..commit whole, no commit twice), each
 replayed table is loaded into a scratch table of the same column types (PostgreSQL itself
 parses walgate's rendering back) and the scratch table's `COPY … TO STDOUT WITH CSV` must equal
-the source table's byte for byte, for every table walgate did not put in an error state. The
-tables in an error state are listed with their reasons.
+the source table's byte for byte, for every table walgate did not put in an error state. Each
+table in an error state must have been made incompatible by the workload, for the reason
+walgate gives: its status `error_code` must be one that the transactions that may have
+committed can cause (error_reasons); the tables in an error state are listed with their
+reasons. The oracle waits for status's `catalog_checked_lsn` to pass the marker first: a table
+dropped and created again (or renamed) with no change after is only failed by that check.
 
 Only the standard library is used.
 """
@@ -211,11 +215,10 @@ def value(rng, t, null_p=0.15):
 class Opts:
     """What a workload may contain. `known`: flags that turn on the known divergences of issue
     12 (partitions, rename_table, drop_recreate) and the ones this test found
-    (replident_index). DEFAULT_KNOWN: on by default; the other three stay opt-in (see
-    test_differential's header)."""
+    (replident_index). DEFAULT_KNOWN: those fixed since, on by default (all four now)."""
 
     # the flags whose divergence is fixed: on unless WALGATE_DIFF_KNOWN says otherwise
-    DEFAULT_KNOWN = ("replident_index",)
+    DEFAULT_KNOWN = ("replident_index", "partitions", "rename_table", "drop_recreate")
 
     def __init__(self, ddl=True, faults=False, known=DEFAULT_KNOWN, txns=60, tables=6, conns=3,
                  big=True):
@@ -593,7 +596,8 @@ class Runner:
             ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
                                "dbname": db, "sslmode": "disable"}),
             (f"source {src}", {"connection": "main", "publication": "diffpub",
-                               "status_interval": "200ms", "max_txn_memory": "1MiB"})]))
+                               "status_interval": "200ms", "max_txn_memory": "1MiB",
+                               "catalog_interval": "200ms"})]))
         errlog = open(os.path.join(state, "psql.err"), "ab")
         wlog = os.path.join(state, "walgate.log")
         proc = None
@@ -670,6 +674,7 @@ class Runner:
             queues[t["conn"]].append(i)
         step = {i: 0 for i in queues}
         begun = 0
+        self.failed_txns = set()  # transactions known not to have committed
         while any(queues.values()):
             c = rng.choice([i for i in queues if queues[i]])
             t = wl["txns"][queues[c][0]]
@@ -688,6 +693,9 @@ class Runner:
             r = conn.run(sql)
             if r is False:
                 res.stats["failed_stmts"] += 1
+                self.failed_txns.add(queues[c][0])
+            if k > len(t["stmts"]) and t["end"] != "COMMIT":
+                self.failed_txns.add(queues[c][0])
             if r is None:  # the server went away: the transaction is lost with the session
                 conn.close()
                 conn.open()
@@ -746,17 +754,22 @@ class Runner:
             time.sleep(0.2)
 
     def _wait_status(self, cfg, lsn, proc, walgate_log, timeout):
-        """status.json is rewritten every second: wait for one written after the marker was
-        durable, so that every table error of the transactions before it is in it."""
+        """Wait for a status written after the marker was durable (every table error of the
+        transactions before it is in it) and after a catalog check that began after the
+        marker's commit (`catalog_checked_lsn`): a table dropped and created again, or renamed,
+        and not changed since sends nothing in the stream; only that check fails it."""
         deadline = time.time() + timeout
         while True:
             p = fixture.walgate("status", "--json", config=cfg)
-            with_lsn = json.loads(p.stdout)[0] if p.stdout.strip().startswith("[") else {}
-            if with_lsn.get("durable_lsn") and logreplay.parse_lsn(with_lsn["durable_lsn"]) >= lsn:
-                return with_lsn
+            st = json.loads(p.stdout)[0] if p.stdout.strip().startswith("[") else {}
+            if (st.get("durable_lsn") and logreplay.parse_lsn(st["durable_lsn"]) >= lsn and
+                    st.get("catalog_checked_lsn") and
+                    logreplay.parse_lsn(st["catalog_checked_lsn"]) >= lsn):
+                return st
             if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"status.json did not reach durable_lsn >= the marker's "
-                                     f"commit within {timeout}s\n{walgate_log()}")
+                raise AssertionError(f"status.json did not reach durable_lsn and "
+                                     f"catalog_checked_lsn >= the marker's commit within "
+                                     f"{timeout}s: {st}\n{walgate_log()}")
             time.sleep(0.2)
 
     # ---- the oracle ----
@@ -775,6 +788,18 @@ class Runner:
             res.problems.append("a transaction id appears in two commits")
         self.notes = res.notes
         res.errors = {t["table"]: t["error"] for t in status.get("tables", []) if t.get("error")}
+        # Every table in an error state must have been made incompatible by the workload, and
+        # for a reason it gave: walgate's error_code (never its text) among the ones the
+        # transactions that may have committed can cause.
+        allowed = error_reasons(wl, getattr(self, "failed_txns", set()))
+        for t in status.get("tables", []):
+            if t.get("error"):
+                code = t.get("error_code")
+                if code not in allowed.get(t["table"], set()):
+                    res.problems.append(
+                        f"{t['table']}: error state {code!r} but the workload gave it no such "
+                        f"reason (possible: {sorted(allowed.get(t['table'], set())) or 'none'}): "
+                        f"{t['error'][:300]}")
         if status.get("state") == "failed":
             res.problems.append(f"the source failed: {status.get('error')}")
         tables = pg.sql("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
@@ -870,6 +895,69 @@ class Runner:
         if p.returncode != 0:
             raise RuntimeError(p.stderr.decode("utf-8", "replace"))
         return p.stdout
+
+
+def error_reasons(wl, failed):
+    """{table: {error_code}}: why walgate may fail each table after this workload, from the
+    setup and the transactions not known to have failed (`failed`: their indexes). A rename
+    fails both names (the new one may also be `not_snapshotted`, when the old name had already
+    failed for another reason); a DROP + CREATE under a name is `recreated` (or `dropped`: found
+    by the catalog check, or WAL of the dropped relation decoded after the drop), and every
+    earlier name of the dropped relation may be `dropped`; a column dropped or
+    renamed is `column_dropped_or_renamed` (or `column_replaced` if another column took its
+    name); a retype `column_type_changed`; TRUNCATE `truncated`; an unchanged TOASTed value that
+    the server does not send is `toast_missing` on a table with an out-of-line column whose
+    REPLICA IDENTITY is not FULL."""
+    import re
+    q = lambda n: n if "." in n else f"public.{n}"
+    allowed = {}
+    toast = {}
+    aliases = {}  # name -> every name its relation had (renames)
+
+    def add(name, *codes):
+        allowed.setdefault(q(name), set()).update(codes)
+
+    def created(stmt):
+        for m in re.finditer(r"CREATE TABLE (\w+) \(", stmt):
+            n = m.group(1)
+            toast[q(n)] = toast.get(q(n), False) or (
+                " big text" in stmt and f"ALTER TABLE {n} REPLICA IDENTITY FULL" not in stmt)
+
+    for stmt in wl["setup"]:
+        created(stmt)
+    for i, t in enumerate(wl["txns"]):
+        if i in failed:
+            continue
+        for stmt in t["stmts"]:
+            created(stmt)
+            m = re.match(r"ALTER TABLE (\w+) RENAME TO (\w+)$", stmt)
+            if m:
+                add(m.group(1), "renamed")
+                add(m.group(2), "renamed", "not_snapshotted")
+                toast[q(m.group(2))] = toast.get(q(m.group(1)), False)
+                aliases[m.group(2)] = aliases.get(m.group(1), {m.group(1)}) | {m.group(2)}
+                continue
+            m = re.match(r"DROP TABLE (\w+)$", stmt)
+            if m:  # the relation is gone under every name it had; the name is a new one
+                for n in aliases.pop(m.group(1), {m.group(1)}):
+                    add(n, "dropped")
+                add(m.group(1), "recreated")
+                continue
+            m = re.match(r"ALTER TABLE (\w+) (DROP|RENAME) COLUMN ", stmt)
+            if m:
+                add(m.group(1), "column_dropped_or_renamed", "column_replaced")
+                continue
+            m = re.match(r"ALTER TABLE (\w+) ALTER COLUMN \w+ TYPE ", stmt)
+            if m:
+                add(m.group(1), "column_type_changed")
+                continue
+            m = re.match(r"TRUNCATE (\w+)$", stmt)
+            if m:
+                add(m.group(1), "truncated")
+    for name, yes in toast.items():
+        if yes:
+            add(name, "toast_missing")
+    return allowed
 
 
 def csv_field(s):
