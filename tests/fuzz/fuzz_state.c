@@ -72,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < a->n_tables; i++) {
         const table_status *t = &a->tables[i];
         bool written = t->snapshot_committed || t->error || (t->cut && t->cut != CUT_PENDING) ||
-                       t->columns || t->oid || t->parts || t->key;
+                       t->columns || t->oid || t->parts || t->key || (t->enums && t->enums[0]);
         const table_status *u = NULL;
         for (size_t k = 0; k < b->n_tables && !u; k++)
             if (strcmp(b->tables[k].name, t->name) == 0)
@@ -81,7 +81,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         if (!u || u->snapshot_committed != t->snapshot_committed || !same(u->error, t->error) ||
             !same(u->columns, t->columns) || u->oid != t->oid || !same(u->parts, t->parts) ||
-            !same(u->key, t->key) || u->cut != (t->cut == CUT_PENDING ? 0 : t->cut))
+            !same(u->key, t->key) || u->cut != (t->cut == CUT_PENDING ? 0 : t->cut) ||
+            !same(u->enums && u->enums[0] ? u->enums : NULL,
+                  t->enums && t->enums[0] ? t->enums : NULL) ||
+            (t->error && !same(u->error_code, t->error_code)) ||
+            (t->columns && u->columns_lsn != t->columns_lsn))
             abort();
     }
     ingest_source_free(a);

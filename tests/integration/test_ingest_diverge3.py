@@ -61,7 +61,7 @@ def test_domain_altered(pg):
            "CREATE TABLE mk (id int PRIMARY KEY);"
            "CREATE PUBLICATION dom_pub FOR TABLE da, dr, dd, dx, mk")
     run = Run(pg, "dom", "dom_pub", extra={"catalog_interval": "200ms"}).start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     assert not table_errors(run), table_errors(run)  # small (a domain over a domain) renders
 
     # Domains altered: no stored value changes, the table keeps streaming.
@@ -136,7 +136,7 @@ def test_enum_altered(pg):
     run = Run(pg, "en", "en_pub", extra={
         "catalog_interval": "200ms",
         "text_columns": "public.en.m, public.en.ms, public.ed.m"}).start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     mark(pg, run, 1)
     assert codes(run) == {"public.eu": "unsupported_type"}, table_errors(run)
 
@@ -189,7 +189,7 @@ def test_failed_then_renamed(pg):
     # the next catalog check, which then found the relation failed already (under its old
     # name) and gave the new name no failure of its own.
     run = Run(pg, "fr", "fr_pub").start()
-    run.wait(lambda: run.status().get("state") == "running", "running")
+    run.wait_running()
     pg.sql("TRUNCATE fr; INSERT INTO fr VALUES (2, 'b')")
     wait_error(run, "public.fr")
     pg.sql("ALTER TABLE fr RENAME TO fr2; INSERT INTO fr2 VALUES (3, 'c'); UPDATE fr2 SET v = 'x'")
