@@ -22,6 +22,8 @@ int slot_identify(ingest_source *s, wg_error *err)
     else {
         snprintf(s->server_sysid, sizeof(s->server_sysid), "%s", PQgetvalue(r, 0, 0));
         s->server_timeline = (unsigned)strtoul(PQgetvalue(r, 0, 1), NULL, 10);
+        if (PQnfields(r) < 3 || pgout_parse_lsn(PQgetvalue(r, 0, 2), &s->server_xlogpos) != 0)
+            s->server_xlogpos = 0;
     }
     PQclear(r);
     return rc;
@@ -239,9 +241,21 @@ int slot_drop_own(ingest_source *s, wg_error *err)
     /* Ours: this state file was written right after CREATE_REPLICATION_SLOT of this very slot
      * (a snapshot never confirms anything, so the slot still stands at the consistent point
      * the file recorded) on this server. */
-    bool ours = s->state_found && !s->snap_done && strcmp(s->state_slot, s->cfg.slot) == 0 &&
-                s->consistent_point != 0 && sl.confirmed_flush == s->consistent_point &&
+    bool mine = s->state_found && !s->snap_done && strcmp(s->state_slot, s->cfg.slot) == 0 &&
                 (!s->sysid[0] || strcmp(s->sysid, s->server_sysid) == 0);
+    bool ours = mine && s->consistent_point != 0 && sl.confirmed_flush == s->consistent_point;
+    /* Or walgate was stopped hard while CREATE_REPLICATION_SLOT ran (it waits for running
+     * transactions, and the server finishes the slot without anyone to tell): the state file
+     * said so before the command, with the server's WAL position then, and a slot made by
+     * that command starts at or after it. */
+    if (!ours && mine && s->consistent_point == 0 && s->creating_lsn != 0 &&
+        sl.confirmed_flush >= s->creating_lsn) {
+        ours = true;
+        log_info(s->cfg.name,
+                 "slot %s was made by the CREATE_REPLICATION_SLOT an earlier run was stopped in "
+                 "(the state file recorded it before the command)",
+                 s->cfg.slot);
+    }
     if (!ours) {
         char remedy[1024];
         snprintf(remedy, sizeof(remedy),

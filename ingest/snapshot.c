@@ -157,6 +157,11 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
 /* The slot, with an exported snapshot (its name in snapname) and the consistent point. */
 static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_error *err)
 {
+    /* Said first: a kill while the command runs leaves a slot this file can prove is ours. */
+    s->consistent_point = 0;
+    s->creating_lsn = s->server_xlogpos; /* IDENTIFY_SYSTEM's, this cycle (slot_identify) */
+    if (state_write(s, false, err) != 0)
+        return -1;
     char *sl = PQescapeIdentifier(s->repl, s->cfg.slot, strlen(s->cfg.slot));
     wg_buf q = {0};
     wg_buf_printf(&q, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", sl, slot_create_options(s));
@@ -168,8 +173,18 @@ static int snap_create_slot(ingest_source *s, char *snapname, size_t len, wg_err
                      PQerrorMessage(s->repl));
         cat_sqlstate(err, r);
         PQclear(r);
+        /* The server said the command failed: no slot of it (one there is another's). With
+         * no word from the server (the connection lost) it may have made the slot: the
+         * record stays. */
+        if (err->sqlstate[0]) {
+            s->creating_lsn = 0;
+            wg_error werr = {0};
+            if (state_write(s, false, &werr) != 0)
+                log_warn(s->cfg.name, "%s", werr.msg);
+        }
         return -1;
     }
+    s->creating_lsn = 0;
     pgout_parse_lsn(PQgetvalue(r, 0, 1), &s->consistent_point);
     s->snap_lsn = s->snap_pos = s->consistent_point;
     snprintf(snapname, len, "%s", PQgetvalue(r, 0, 2));

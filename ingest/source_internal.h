@@ -329,6 +329,11 @@ struct ingest_source {
         /* The server's timeline the state file records (0: an old file), and IDENTIFY_SYSTEM's
          * on this cycle: a promotion (failover) or a point-in-time restore changes it. */
         unsigned timeline, server_timeline;
+        /* IDENTIFY_SYSTEM's WAL position on this cycle; and, while CREATE_REPLICATION_SLOT of
+         * state_slot runs, the one recorded in the state file before it (`creating LSN`): a
+         * slot of that name whose confirmed position is at or past it was made by that
+         * interrupted command (a kill during creation), so it is ours to drop. 0: none. */
+        uint64_t server_xlogpos, creating_lsn;
         /* The server PID of the replication connection this source last streamed on, and that
          * server's system identifier: a walsender still holding the slot after a silent drop
          * is ended when it is this one (source.c, slot_take_back). 0: none. */

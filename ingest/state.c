@@ -115,6 +115,7 @@ int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp)
     *cp = 0;
     s->state_found = false;
     s->state_slot[0] = s->sysid[0] = '\0';
+    s->creating_lsn = 0;
     s->timeline = 0;
     idle_read(s);
     if (access(path, F_OK) != 0)
@@ -227,6 +228,8 @@ void state_parse(ingest_source *s, char *text, bool *snapshot_done, uint64_t *cp
             snprintf(s->state_slot, sizeof(s->state_slot), "%s", line + 5);
         else if (strncmp(line, "system_identifier ", 18) == 0)
             snprintf(s->sysid, sizeof(s->sysid), "%s", line + 18);
+        else if (strncmp(line, "creating ", 9) == 0)
+            pgout_parse_lsn(line + 9, &s->creating_lsn);
         else if (strncmp(line, "timeline ", 9) == 0)
             s->timeline = (unsigned)strtoul(line + 9, NULL, 10);
         else if (strncmp(line, "table ", 6) == 0) {
@@ -268,6 +271,10 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     unsigned tli = s->server_timeline ? s->server_timeline : s->timeline;
     if (tli)
         wg_buf_printf(&b, "timeline %u\n", tli);
+    if (s->creating_lsn) {
+        wg_lsn_format(s->creating_lsn, cp, sizeof(cp));
+        wg_buf_printf(&b, "creating %s\n", cp);
+    }
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
         if (t->snapshot_committed) {

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t cp2 = 0;
     state_parse(b, file.data, &done2, &cp2);
     wg_buf_free(&file);
-    if (done2 != done || cp2 != cp)
+    if (done2 != done || cp2 != cp || b->creating_lsn != a->creating_lsn)
         abort();
     for (size_t i = 0; i < a->n_tables; i++) {
         const table_status *t = &a->tables[i];

@@ -14,6 +14,9 @@ never die silently on a full disk (issue 11, items 1, 5 and 6), against a real P
   and with --force moves the forwarders' cursors aside with the log;
 - the newest segment truncated inside confirmed data: `run` exits 1 and `walgate status` shows
   the source failed with the error (it used to show the last run's `running`);
+- walgate killed while CREATE_REPLICATION_SLOT waits for a running transaction (the server
+  finishes the slot): the next run proves from its state file that the slot is its own,
+  drops it and snapshots again;
 - a transaction larger than the free space of the tmpfs the log is on: the source is failed at
   once (error, remedy, an ERROR log line, `walgate status` exit 1) and confirms nothing that
   is not durable; once the space is freed it retries by itself and the replayed log equals
@@ -22,6 +25,8 @@ never die silently on a full disk (issue 11, items 1, 5 and 6), against a real P
 import glob
 import os
 import shutil
+import signal
+import subprocess
 
 import fixture
 import logreplay
@@ -221,6 +226,57 @@ def test_disk_full(pg):
         fixture.run(["umount", "-l", mnt], check=False)
 
 
+def test_killed_while_creating_slot(pg):
+    """kill -9 after the server made the slot and before walgate read its answer (walgate
+    frozen while CREATE_REPLICATION_SLOT waits for a running transaction): the slot stays with
+    nobody to tell. The state file said before the command which slot
+    was being made from which WAL position, so the next run proves the slot is its own, drops
+    it and starts over (it used to stay failed: "exists and was not created by this
+    walgate")."""
+    t = "gap_k"
+    make_table(pg, t)
+    insert(pg, t, 1, 50)
+    # A transaction that stays open holds the slot's creation (its consistent point waits).
+    blocker = subprocess.Popen(
+        ["psql", "-X", "-q", "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-d",
+         "postgres"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    blocker.stdin.write(f"BEGIN; INSERT INTO {t} VALUES (1000, 'open');\n")
+    blocker.stdin.flush()
+    fixture.wait_until(lambda: pg.sql(f"SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a "
+                                      f"USING (pid) WHERE a.query LIKE 'INSERT INTO {t}%' AND "
+                                      f"l.locktype = 'transactionid'") != "0",
+                       "the open transaction", 30)
+    run = Run(pg, t, f"{t}_pub").start()
+    fixture.wait_until(lambda: pg.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type "
+                                      "= 'walsender' AND wait_event_type = 'Lock'") != "0",
+                       "CREATE_REPLICATION_SLOT waiting", 30, proc=run.proc, log=run.log)
+    # Frozen while the command waits, the transaction ends, the server finishes the slot and
+    # sends its answer into the socket; then walgate dies without having read it.
+    run.proc.send_signal(signal.SIGSTOP)
+    blocker.stdin.write("COMMIT;\n")
+    blocker.stdin.close()
+    blocker.wait(timeout=30)
+    fixture.wait_until(lambda: pg.sql(f"CHECKPOINT; SELECT count(*) FROM pg_replication_slots "
+                                      f"WHERE slot_name = 'walgate_{t}' AND confirmed_flush_lsn "
+                                      f"IS NOT NULL") == "1",
+                       "the slot made while walgate was frozen", 60, interval=0.5)
+    run.proc.kill()
+    run.proc.wait(timeout=30)
+    fixture.wait_until(lambda: pg.sql(f"SELECT count(*) FROM pg_replication_slots WHERE "
+                                      f"slot_name = 'walgate_{t}' AND NOT active") == "1",
+                       "the slot left behind", 60)
+    run.start()
+    run.wait_running("running again after the kill during slot creation")
+    assert "was made by the CREATE_REPLICATION_SLOT an earlier run was stopped in" in run.log(), \
+        run.log()[-3000:]
+    insert(pg, t, 51, 80)
+    run.wait(has_ids(run, t, 81), "81 rows (50 + the open one + 30)")
+    n = equal(run, pg, t)
+    run.stop()
+    print(f"killed while creating the slot: the next run dropped it as its own and started "
+          f"over; replayed log equals the table ({n} rows)")
+
+
 def main():
     with fixture.Postgres() as pg:
         test_second_instance_refuses(pg)
@@ -229,6 +285,7 @@ def main():
         test_slots_drop_with_forwarders(pg)
         test_truncated_segment_shows_failed(pg)
         test_disk_full(pg)
+        test_killed_while_creating_slot(pg)
     print("ok")
 
 
