@@ -44,9 +44,10 @@ static bool same(const char *a, const char *b)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *text = strndup((const char *)data, size); /* the parser stops at a NUL too */
+    char *text = calloc(size + 1, 1); /* NUL-terminated; the parser stops at a NUL too */
     if (!text)
         return 0;
+    memcpy(text, data, size);
     ingest_source *a = open_source(0);
     bool done = false;
     uint64_t cp = 0;
