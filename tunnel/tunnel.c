@@ -50,8 +50,10 @@
 #define WATCHDOG_MISSES 3         /* keepalive intervals without traffic = dead */
 #define BACKOFF_BASE_MS 250
 #define BACKOFF_CAP_MS 15000
-#define STABLE_MS 30000 /* a session this old resets the backoff */
-#define PROBE_MS 1000   /* the bastion's path is probed at most this often in a backoff */
+#define STABLE_MS 30000     /* a session this old resets the backoff */
+#define PROBE_MS 1000       /* the bastion's path is probed at most this often in a backoff */
+#define RATE_WINDOW_MS 1000 /* a session's recent traffic: this window and the one before */
+#define COMING_MS 1000      /* clients wait this long at most for a session's first connect */
 
 typedef struct forward {
     int listen_fd;
@@ -89,7 +91,10 @@ struct tunnel_sess {
 
     /* Guarded by t->mu. */
     tunnel_state state;
-    int load; /* channels accepted by this session and not yet closed */
+    int load;                   /* channels accepted by this session and not yet closed */
+    uint64_t win_prev, win_cur; /* payload bytes moved in the last window and this one */
+    int64_t win_start_ms;       /* when this window began */
+    int64_t dial_ms;            /* when the current connect attempt began */
     uint64_t connects, channels_total;
     int64_t up_since_wall_ms;
 
@@ -267,7 +272,9 @@ static void set_state(tunnel_sess *s, tunnel_state state, const wg_error *err)
 {
     tunnel_t *t = s->t;
     pthread_mutex_lock(&t->mu);
-    bool was_up = s->state == TUNNEL_STATE_UP;
+    bool changed = s->state != state;
+    if (state == TUNNEL_STATE_CONNECTING && s->state != TUNNEL_STATE_CONNECTING)
+        s->dial_ms = wg_now_ms();
     s->state = state;
     t->st.state = overall_state(t);
     if (err && err->msg[0]) {
@@ -276,7 +283,7 @@ static void set_state(tunnel_sess *s, tunnel_state state, const wg_error *err)
     }
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
-    if (was_up != (state == TUNNEL_STATE_UP))
+    if (changed) /* which session takes the next client may change (least_loaded) */
         wake_others(s);
 }
 
@@ -315,25 +322,79 @@ static void close_all_channels(tunnel_sess *s)
     s->n_chans = 0;
 }
 
-/* Whether `s` is the one to accept new clients: no other up session carries fewer channels
- * (ties: any of them, whichever accept() wins). */
+/* Payload bytes `s` moved in the last one to two windows (t->mu held). */
+static uint64_t recent_bytes(const tunnel_sess *s, int64_t now)
+{
+    int64_t age = now - s->win_start_ms;
+    if (age >= 2 * RATE_WINDOW_MS)
+        return 0;
+    return age >= RATE_WINDOW_MS ? s->win_cur : s->win_prev + s->win_cur;
+}
+
+/* Count `n` payload bytes moved by `s` (t->mu held). */
+static void count_bytes(tunnel_sess *s, uint64_t n, int64_t now)
+{
+    int64_t age = now - s->win_start_ms;
+    if (age >= 2 * RATE_WINDOW_MS) {
+        s->win_prev = s->win_cur = 0;
+        s->win_start_ms = now;
+    } else if (age >= RATE_WINDOW_MS) {
+        s->win_prev = s->win_cur;
+        s->win_cur = 0;
+        s->win_start_ms += RATE_WINDOW_MS;
+    }
+    s->win_cur += n;
+}
+
+/*
+ * Whether another session `o` is about to come up for the first time (t->mu held): the tunnel
+ * has connected once and `o` is dialing since less than COMING_MS (or about to dial). New
+ * clients then wait for it in the accept queue rather than pile onto the first session: the
+ * sources start the moment the tunnel is up, and a snapshot's workers connect right after.
+ */
+static bool coming(const tunnel_sess *o, int64_t now)
+{
+    const tunnel_t *t = o->t;
+    if (o->connects > 0 || t->st.connects == 0 || t->stop)
+        return false;
+    return o->state == TUNNEL_STATE_STARTING ||
+           (o->state == TUNNEL_STATE_CONNECTING && now - o->dial_ms < COMING_MS);
+}
+
+/*
+ * Whether `s` is the one to accept new clients: no other up (or coming) session carries fewer
+ * channels, nor as many channels with less recent traffic (so a snapshot worker joins the
+ * session whose only channel is an idle replication connection, not the one busy with the
+ * other worker). Ties: any of them, whichever accept() wins.
+ */
 static bool least_loaded(tunnel_sess *s)
 {
     tunnel_t *t = s->t;
     bool yes = true;
+    int64_t now = wg_now_ms();
     pthread_mutex_lock(&t->mu);
-    for (int i = 0; i < t->n_sess && yes; i++)
-        if (i != s->idx && t->sess[i].state == TUNNEL_STATE_UP && t->sess[i].load < s->load)
+    uint64_t mine = recent_bytes(s, now);
+    for (int i = 0; i < t->n_sess && yes; i++) {
+        const tunnel_sess *o = &t->sess[i];
+        if (i == s->idx || (o->state != TUNNEL_STATE_UP && !coming(o, now)))
+            continue;
+        if (o->load < s->load || (o->load == s->load && recent_bytes(o, now) < mine))
             yes = false;
+    }
     pthread_mutex_unlock(&t->mu);
     return yes;
 }
 
-/* Accept waiting clients one at a time while `s` is the least loaded session. */
+/* Accept waiting clients one at a time while `s` is the least loaded session; when another is,
+ * wake it (it may not be polling the listeners). */
 static int accept_clients(tunnel_sess *s, const forward *f)
 {
     tunnel_t *t = s->t;
-    while (least_loaded(s)) {
+    for (;;) {
+        if (!least_loaded(s)) {
+            wake_others(s);
+            return 0;
+        }
         int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
@@ -361,8 +422,12 @@ static int accept_clients(tunnel_sess *s, const forward *f)
         t->st.channels_total++;
         s->load++;
         s->channels_total++;
+        int load = s->load;
         pthread_mutex_unlock(&t->mu);
         wake_others(s);
+        if (t->n_sess > 1)
+            log_debug(t->cfg.name, "a client for %s:%d on session %d of %d (%d channels)",
+                      f->target_host, f->target_port, s->idx + 1, t->n_sess, load);
     }
     return 0;
 }
@@ -695,6 +760,7 @@ static void serve(tunnel_sess *ts, wg_error *err)
             pthread_mutex_lock(&t->mu);
             t->st.bytes_to_target += up;
             t->st.bytes_from_target += down;
+            count_bytes(ts, up + down, ts->last_rx_ms);
             pthread_mutex_unlock(&t->mu);
             up = down = 0;
         }
