@@ -17,12 +17,17 @@ bench/tunnel.py): walgate (2 workers) through its own tunnel (`via = tunnel`), a
 through `ssh -N -L`. Speed ratios are per round, against psql COPY direct; the tunnel cost of
 each tool is its time through the tunnel over its own direct time in the same round.
 
-Usage: bench/snapshot.sh [--rounds N] [--rows N] [--no-tunnel] [--no-dump] [--bin LABEL=PATH]...
+Usage: bench/snapshot.sh [--rounds N] [--rows N] [--no-tunnel] [--no-dump] [--bin LABEL=PATH[@N]]...
+                         [--no-1worker] [--sessions N]
 Environment: WALGATE_BIN (default build-release/walgate).
 
 --bin LABEL=PATH (repeatable) adds the 1- and 2-worker runs of another walgate binary to every
-round, labelled LABEL, so that two builds are compared in the same interleaved rounds (the
-tunnel run uses WALGATE_BIN only). --no-dump leaves pg_dump out.
+round, labelled LABEL, so that two builds are compared in the same interleaved rounds (and,
+unless --no-tunnel, its 2-worker run through its own tunnel, with its own tunnel cost).
+--no-1worker leaves the 1-worker runs out (shorter rounds for a tunnel comparison).
+LABEL=PATH@N also sets `sessions = N` in that binary's [tunnel]. --no-dump leaves pg_dump out.
+--sessions N sets `sessions` in the [tunnel] of WALGATE_BIN's runs. Without either the section
+has no `sessions` key (which a binary older than the key would refuse).
 """
 import argparse
 import os
@@ -52,15 +57,21 @@ def main():
     ap.add_argument("--rows", type=int, default=3_000_000)
     ap.add_argument("--no-tunnel", action="store_true")
     ap.add_argument("--no-dump", action="store_true")
+    ap.add_argument("--no-1worker", action="store_true")
     ap.add_argument("--bin", action="append", default=[], metavar="LABEL=PATH",
                     help="another walgate binary, run in the same rounds")
+    ap.add_argument("--sessions", type=int, default=0,
+                    help="`sessions` of WALGATE_BIN's [tunnel] (default: the key is left out)")
     args = ap.parse_args()
     others = []
+    bin_sessions = {}
     for spec in args.bin:
         label, sep, path = spec.partition("=")
-        if not sep or not label or not os.access(path, os.X_OK):
-            ap.error(f"--bin {spec}: expected LABEL=PATH of an executable")
+        path, at, n = path.partition("@")
+        if not sep or not label or not os.access(path, os.X_OK) or (at and not n.isdigit()):
+            ap.error(f"--bin {spec}: expected LABEL=PATH[@SESSIONS] of an executable")
         others.append((label, os.path.abspath(path)))
+        bin_sessions[os.path.abspath(path), label] = int(n) if at else 0
     common.banner(__file__)
     work = fixture.tempdir("walgate-bench-snap-")
     out = os.path.join(work, "out")
@@ -94,19 +105,28 @@ def main():
             key = open(os.path.join(state, "keys", "b", "pair")).read().split()[3]
             keyfile = os.path.join(state, "keys", "b", f"key-{key}")
             sport = fixture.free_port()
-            ssh = subprocess.Popen(
-                ["ssh", "-F", "/dev/null", "-N", "-i", keyfile, "-p", str(sshd.port), "-c",
-                 CIPHER, "-m", MAC, "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
-                 "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
-                 "-L", f"127.0.0.1:{sport}:127.0.0.1:{pg.port}", f"{sshd.user}@{sshd.host}"])
-            fixture.wait_port("127.0.0.1", sport, proc=ssh)
 
-        def walgate(workers, tunnel=False, binary=None):
+            def start_ssh():
+                p = subprocess.Popen(
+                    ["ssh", "-F", "/dev/null", "-N", "-i", keyfile, "-p", str(sshd.port), "-c",
+                     CIPHER, "-m", MAC, "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={kh}",
+                     "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
+                     "-L", f"127.0.0.1:{sport}:127.0.0.1:{pg.port}", f"{sshd.user}@{sshd.host}"])
+                fixture.wait_port("127.0.0.1", sport, proc=p)
+                return p
+            ssh = start_ssh()
+
+        def walgate(workers, tunnel=False, binary=None, label=None):
+            tcfg = tunnel_cfg
+            n = bin_sessions.get((binary, label), 0) if binary else args.sessions
+            if tunnel and n:
+                tcfg = (tunnel_cfg[0], dict(tunnel_cfg[1], sessions=n))
             cfg = common.walgate_config(
                 os.path.join(work, "walgate.ini"), state, pg,
                 {"app": {"publication": "bench_pub", "snapshot_workers": workers}},
-                extra=[tunnel_cfg] if tunnel else [],
+                extra=[tcfg] if tunnel else [],
                 postgres={"via": "tunnel b"} if tunnel else None)
+            mark = os.path.getsize(logpath) if os.path.exists(logpath) else 0
             with open(logpath, "ab") as log:
                 t0 = time.monotonic()
                 if binary:
@@ -130,6 +150,13 @@ def main():
             q.query("SELECT pg_drop_replication_slot('walgate_app')")
             for d in ("sources", "log", "forward", "tunnels"):
                 shutil.rmtree(os.path.join(state, d), ignore_errors=True)
+            with open(logpath, "rb") as f:
+                f.seek(mark)
+                lost = [ln for ln in f.read().decode(errors="replace").splitlines()
+                        if "retrying in" in ln]
+            if lost:  # a session or connection was lost during the run: say so next to its time
+                print(f"# {binary or 'walgate'} ({workers} workers, tunnel {tunnel}): "
+                      f"{lost[0][:300]}", flush=True)
             return dt
 
         def copy(port):
@@ -151,17 +178,31 @@ def main():
             shutil.rmtree(out)
             return dt
 
-        runs = [("walgate, 1 worker", lambda: walgate(1)),
-                ("walgate, 2 workers", lambda: walgate(2))]
+        one = not args.no_1worker
+        runs = [("walgate, 1 worker", lambda: walgate(1))] if one else []
+        runs += [("walgate, 2 workers", lambda: walgate(2))]
         for label, path in others:
-            runs += [(f"walgate {label}, 1 worker", lambda path=path: walgate(1, binary=path)),
-                     (f"walgate {label}, 2 workers", lambda path=path: walgate(2, binary=path))]
+            if one:
+                runs += [(f"walgate {label}, 1 worker", lambda path=path: walgate(1, binary=path))]
+            runs += [(f"walgate {label}, 2 workers", lambda path=path: walgate(2, binary=path))]
         runs += [("psql COPY + dd conv=fsync", lambda: copy(pg.port))]
         if not args.no_dump:
             runs += [("pg_dump -Fd -j2 --data-only", dump)]
         if ssh:
-            runs += [("walgate, 2 workers, own tunnel", lambda: walgate(2, tunnel=True)),
-                     ("psql COPY via ssh -N -L", lambda: copy(sport))]
+            runs += [("walgate, 2 workers, own tunnel", lambda: walgate(2, tunnel=True))]
+            for label, path in others:
+                runs += [(f"walgate {label}, 2 workers, own tunnel",
+                          lambda path=path, label=label: walgate(2, tunnel=True, binary=path,
+                                                                 label=label))]
+
+            def ssh_copy():
+                nonlocal ssh
+                if ssh.poll() is not None:  # its session was lost (seen on the shared machine)
+                    print(f"# ssh -N -L had exited ({ssh.returncode}); started again, untimed",
+                          flush=True)
+                    ssh = start_ssh()
+                return copy(sport)
+            runs += [("psql COPY via ssh -N -L", ssh_copy)]
         res = {name: [] for name, _ in runs}
         try:
             for r in range(args.rounds):
@@ -185,11 +226,15 @@ def main():
                      common.fmt_spread([b / t for b, t in zip(base, ts)])])
     common.table(["contender", "time s, median (min–max)", "rows/s", "speed vs psql COPY"], rows)
     if ssh:
-        w = [a / b for a, b in zip(res["walgate, 2 workers, own tunnel"],
-                                   res["walgate, 2 workers"])]
         s = [a / b for a, b in zip(res["psql COPY via ssh -N -L"], base)]
-        print(f"tunnel cost (time through tunnel / direct, per round): walgate's own tunnel "
-              f"{common.fmt_spread(w)}x, ssh -N -L {common.fmt_spread(s)}x")
+        costs = []
+        for label in [None] + [lb for lb, _ in others]:
+            name = f"walgate {label}" if label else "walgate"
+            w = [a / b for a, b in zip(res[f"{name}, 2 workers, own tunnel"],
+                                       res[f"{name}, 2 workers"])]
+            costs.append(f"{name}'s own tunnel {common.fmt_spread(w)}x")
+        print(f"tunnel cost (time through tunnel / direct, per round): {', '.join(costs)}, "
+              f"ssh -N -L {common.fmt_spread(s)}x")
     fixture.run(["rm", "-rf", work], check=False)
 
 

@@ -41,6 +41,24 @@ static void tunnel_status_write(const sup_t *d, sup_tunnel *st)
     wg_json_string(&j, ts.host_key_fingerprint);
     wg_json_key(&j, "pid");
     wg_json_int(&j, getpid());
+    wg_json_key(&j, "sessions_up");
+    wg_json_int(&j, ts.sessions_up);
+    /* Last: `walgate status` reads the top-level fields by their first occurrence. */
+    wg_json_key(&j, "sessions");
+    wg_json_array_begin(&j);
+    for (int i = 0; i < ts.sessions; i++) {
+        wg_json_object_begin(&j);
+        wg_json_key(&j, "state");
+        wg_json_string(&j, tunnel_state_name(ts.session[i].state));
+        wg_json_key(&j, "open_channels");
+        wg_json_int(&j, ts.session[i].open_channels);
+        wg_json_key(&j, "channels_total");
+        wg_json_uint(&j, ts.session[i].channels_total);
+        wg_json_key(&j, "connects");
+        wg_json_uint(&j, ts.session[i].connects);
+        wg_json_object_end(&j);
+    }
+    wg_json_array_end(&j);
     char dir[4096], path[4400];
     snprintf(dir, sizeof(dir), "%s/tunnels", d->o.state_dir);
     snprintf(path, sizeof(path), "%s/%s.json", dir, name);

@@ -1,8 +1,22 @@
 /*
- * tunnel.c — a running SSH tunnel: one thread, one session, local listeners whose accepted
- * sockets become direct-tcpip channels, pumped both ways in a poll() loop.
+ * tunnel.c — a running SSH tunnel: one or more sessions, each with its own thread, and local
+ * listeners whose accepted sockets become direct-tcpip channels, pumped both ways in each
+ * session's poll() loop.
  *
- * Life of the thread:
+ * Why several sessions: libssh2 1.10 encrypts and decrypts one 16-byte block per call, so one
+ * session's cipher stream is bound to one core well below what the network carries. Each
+ * session is a separate TCP connection and key exchange, run by its own thread; a new client is
+ * accepted by the up session carrying the fewest channels (only that session polls the
+ * listeners; one that takes a client wakes the others so they look again), so the replication
+ * connection and each snapshot worker land on different sessions and different cores.
+ *
+ * Sessions are independent: each connects, verifies the host key, authenticates, keeps alive
+ * and reconnects on its own exactly as a single session did. A session lost closes only its own
+ * channels (their clients reconnect, and land on a session that is up). Sessions after the
+ * first wait for the tunnel's first successful connect before they dial, so a host key that
+ * accept-new records is recorded once, and a hostile or refusing bastion sees one session.
+ *
+ * Life of a session's thread:
  *
  *   connect (session.c, non-blocking, every phase bounded by connect_timeout and tunnel_stop)
  *     -> serve: non-blocking session; poll over the SSH socket, the listeners, every client
@@ -13,10 +27,11 @@
  *     -> on any session failure: close every channel and client, back off (capped
  *        exponential, jittered), reconnect — forever, until tunnel_stop().
  *
- * While the session is down the listeners stay open and are not accepted from: clients wait
- * in the kernel's accept queue (their connect() succeeds) and are served once the session is
+ * While every session is down the listeners stay open and are not accepted from: clients wait
+ * in the kernel's accept queue (their connect() succeeds) and are served once a session is
  * back; a waiting client also cuts the backoff short, so a bastion that returns is used within
- * a poll tick. A client waiting longer than connect_timeout is closed.
+ * a poll tick. A client waiting longer than connect_timeout is closed. While another session is
+ * up, a session in backoff leaves the listeners to it.
  */
 #include "tunnel/tunnel_internal.h"
 
@@ -35,8 +50,10 @@
 #define WATCHDOG_MISSES 3         /* keepalive intervals without traffic = dead */
 #define BACKOFF_BASE_MS 250
 #define BACKOFF_CAP_MS 15000
-#define STABLE_MS 30000 /* a session this old resets the backoff */
-#define PROBE_MS 1000   /* the bastion's path is probed at most this often in a backoff */
+#define STABLE_MS 30000     /* a session this old resets the backoff */
+#define PROBE_MS 1000       /* the bastion's path is probed at most this often in a backoff */
+#define RATE_WINDOW_MS 1000 /* a session's recent traffic: this window and the one before */
+#define COMING_MS 1000      /* clients wait this long at most for a session's first connect */
 
 typedef struct forward {
     int listen_fd;
@@ -45,6 +62,8 @@ typedef struct forward {
     char *target_host;
     int target_port;
 } forward;
+
+typedef struct tunnel_sess tunnel_sess;
 
 typedef struct chan {
     int fd; /* the client socket */
@@ -62,22 +81,22 @@ typedef struct chan {
     bool dead;
 } chan;
 
-struct tunnel {
-    tunnel_config cfg;
-    char *s_name, *s_host, *s_user, *s_known_hosts, *s_state_dir;
-    keys_pair keys;
-
-    pthread_mutex_t mu; /* guards status, forwards, running */
-    tunnel_status st;
-    pthread_cond_t cond;
-    forward *fwds;
-    size_t n_fwds;
-    bool fwds_changed;
-
+/* One SSH session of a tunnel and its thread. */
+struct tunnel_sess {
+    tunnel_t *t;
+    int idx; /* 0-based; logged 1-based */
     pthread_t thread;
-    bool running;
-    wg_stop_flag stop;
+    bool started;
     int wake[2];
+
+    /* Guarded by t->mu. */
+    tunnel_state state;
+    int load;                   /* channels accepted by this session and not yet closed */
+    uint64_t win_prev, win_cur; /* payload bytes moved in the last window and this one */
+    int64_t win_start_ms;       /* when this window began */
+    int64_t dial_ms;            /* when the current connect attempt began */
+    uint64_t connects, channels_total;
+    int64_t up_since_wall_ms;
 
     /* Thread-only state. */
     ssh_conn conn;
@@ -85,6 +104,24 @@ struct tunnel {
     chan **chans;
     size_t n_chans, cap_chans;
     int64_t last_rx_ms;
+};
+
+struct tunnel {
+    tunnel_config cfg;
+    char *s_name, *s_host, *s_user, *s_known_hosts, *s_state_dir;
+    keys_pair keys;
+
+    pthread_mutex_t mu; /* guards status, forwards, running, the sessions' shared fields */
+    tunnel_status st;   /* the counters; state and per-session fields come from sess[] */
+    pthread_cond_t cond;
+    forward *fwds;
+    size_t n_fwds;
+    bool fwds_changed;
+
+    bool running;
+    wg_stop_flag stop;
+    int n_sess;
+    tunnel_sess sess[TUNNEL_SESSIONS_MAX];
 };
 
 const char *tunnel_state_name(tunnel_state s)
@@ -123,8 +160,19 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
         t->cfg.connect_timeout_ms = 10000;
     if (t->cfg.keepalive_interval_ms <= 0)
         t->cfg.keepalive_interval_ms = 2000;
-    t->wake[0] = t->wake[1] = -1;
-    t->conn.fd = -1;
+    if (t->cfg.sessions <= 0)
+        t->cfg.sessions = TUNNEL_SESSIONS_DEFAULT;
+    if (t->cfg.sessions > TUNNEL_SESSIONS_MAX)
+        t->cfg.sessions = TUNNEL_SESSIONS_MAX;
+    t->n_sess = t->cfg.sessions;
+    for (int i = 0; i < TUNNEL_SESSIONS_MAX; i++) {
+        tunnel_sess *s = &t->sess[i];
+        s->t = t;
+        s->idx = i;
+        s->wake[0] = s->wake[1] = -1;
+        s->conn.fd = -1;
+        s->state = TUNNEL_STATE_STARTING;
+    }
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cond, NULL);
     if (!t->s_name || !t->s_host) {
@@ -136,21 +184,36 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
         tunnel_free(t);
         return NULL;
     }
-    if (pipe2(t->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-        wg_error_set(err, WG_ERR_IO, "pipe: %s", strerror(errno));
-        tunnel_free(t);
-        return NULL;
-    }
+    for (int i = 0; i < t->n_sess; i++)
+        if (pipe2(t->sess[i].wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+            wg_error_set(err, WG_ERR_IO, "pipe: %s", strerror(errno));
+            tunnel_free(t);
+            return NULL;
+        }
     t->st.state = TUNNEL_STATE_STARTING;
     return t;
 }
 
-static void wake(tunnel_t *t)
+static void wake(tunnel_sess *s)
 {
-    if (t->wake[1] >= 0) {
-        ssize_t r = write(t->wake[1], "x", 1);
+    if (s->wake[1] >= 0) {
+        ssize_t r = write(s->wake[1], "x", 1);
         (void)r;
     }
+}
+
+static void wake_all(tunnel_t *t)
+{
+    for (int i = 0; i < t->n_sess; i++)
+        wake(&t->sess[i]);
+}
+
+/* Wake every session but `s`: its load or state changed, so which one accepts may change. */
+static void wake_others(tunnel_sess *s)
+{
+    for (int i = 0; i < s->t->n_sess; i++)
+        if (i != s->idx)
+            wake(&s->t->sess[i]);
 }
 
 int tunnel_add_forward(tunnel_t *t, const char *listen_addr, int listen_port,
@@ -179,20 +242,49 @@ int tunnel_add_forward(tunnel_t *t, const char *listen_addr, int listen_port,
     pthread_mutex_unlock(&t->mu);
     if (bound_port)
         *bound_port = bound;
-    wake(t);
+    wake_all(t);
     return 0;
 }
 
-static void set_state(tunnel_t *t, tunnel_state s, const wg_error *err)
+/* The tunnel's state from its sessions' (t->mu held): up when any is up, else the most hopeful
+ * of the others. */
+static tunnel_state overall_state(const tunnel_t *t)
 {
+    static const tunnel_state order[] = {TUNNEL_STATE_UP, TUNNEL_STATE_CONNECTING,
+                                         TUNNEL_STATE_BACKOFF, TUNNEL_STATE_STARTING};
+    for (size_t k = 0; k < WG_ARRAY_LEN(order); k++)
+        for (int i = 0; i < t->n_sess; i++)
+            if (t->sess[i].state == order[k])
+                return order[k];
+    return TUNNEL_STATE_STOPPED;
+}
+
+/* Whether a session other than `s` is up (t->mu held). */
+static bool other_up(const tunnel_sess *s)
+{
+    for (int i = 0; i < s->t->n_sess; i++)
+        if (i != s->idx && s->t->sess[i].state == TUNNEL_STATE_UP)
+            return true;
+    return false;
+}
+
+static void set_state(tunnel_sess *s, tunnel_state state, const wg_error *err)
+{
+    tunnel_t *t = s->t;
     pthread_mutex_lock(&t->mu);
-    t->st.state = s;
+    bool changed = s->state != state;
+    if (state == TUNNEL_STATE_CONNECTING && s->state != TUNNEL_STATE_CONNECTING)
+        s->dial_ms = wg_now_ms();
+    s->state = state;
+    t->st.state = overall_state(t);
     if (err && err->msg[0]) {
         snprintf(t->st.last_error, sizeof(t->st.last_error), "%s", err->msg);
         t->st.last_error_wall_ms = wg_wall_ms();
     }
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
+    if (changed) /* which session takes the next client may change (least_loaded) */
+        wake_others(s);
 }
 
 static const char *ssh_errmsg_of(LIBSSH2_SESSION *s)
@@ -204,8 +296,9 @@ static const char *ssh_errmsg_of(LIBSSH2_SESSION *s)
 
 /* ---- Channels ------------------------------------------------------------------------------ */
 
-static void chan_close(tunnel_t *t, chan *c)
+static void chan_close(tunnel_sess *s, chan *c)
 {
+    tunnel_t *t = s->t;
     if (c->ch) {
         libssh2_channel_free(c->ch); /* may return EAGAIN; libssh2 frees on session close */
         c->ch = NULL;
@@ -215,33 +308,104 @@ static void chan_close(tunnel_t *t, chan *c)
     c->fd = -1;
     pthread_mutex_lock(&t->mu);
     t->st.open_channels--;
+    s->load--;
     pthread_mutex_unlock(&t->mu);
     free(c);
 }
 
-static void close_all_channels(tunnel_t *t)
+static void close_all_channels(tunnel_sess *s)
 {
-    for (size_t i = 0; i < t->n_chans; i++) {
-        t->chans[i]->ch = NULL; /* the session is going away; it frees its channels */
-        chan_close(t, t->chans[i]);
+    for (size_t i = 0; i < s->n_chans; i++) {
+        s->chans[i]->ch = NULL; /* the session is going away; it frees its channels */
+        chan_close(s, s->chans[i]);
     }
-    t->n_chans = 0;
+    s->n_chans = 0;
 }
 
-static int accept_clients(tunnel_t *t, const forward *f)
+/* Payload bytes `s` moved in the last one to two windows (t->mu held). */
+static uint64_t recent_bytes(const tunnel_sess *s, int64_t now)
 {
+    int64_t age = now - s->win_start_ms;
+    if (age >= 2 * RATE_WINDOW_MS)
+        return 0;
+    return age >= RATE_WINDOW_MS ? s->win_cur : s->win_prev + s->win_cur;
+}
+
+/* Count `n` payload bytes moved by `s` (t->mu held). */
+static void count_bytes(tunnel_sess *s, uint64_t n, int64_t now)
+{
+    int64_t age = now - s->win_start_ms;
+    if (age >= 2 * RATE_WINDOW_MS) {
+        s->win_prev = s->win_cur = 0;
+        s->win_start_ms = now;
+    } else if (age >= RATE_WINDOW_MS) {
+        s->win_prev = s->win_cur;
+        s->win_cur = 0;
+        s->win_start_ms += RATE_WINDOW_MS;
+    }
+    s->win_cur += n;
+}
+
+/*
+ * Whether another session `o` is about to come up for the first time (t->mu held): the tunnel
+ * has connected once and `o` is dialing since less than COMING_MS (or about to dial). New
+ * clients then wait for it in the accept queue rather than pile onto the first session: the
+ * sources start the moment the tunnel is up, and a snapshot's workers connect right after.
+ */
+static bool coming(const tunnel_sess *o, int64_t now)
+{
+    const tunnel_t *t = o->t;
+    if (o->connects > 0 || t->st.connects == 0 || t->stop)
+        return false;
+    return o->state == TUNNEL_STATE_STARTING ||
+           (o->state == TUNNEL_STATE_CONNECTING && now - o->dial_ms < COMING_MS);
+}
+
+/*
+ * Whether `s` is the one to accept new clients: no other up (or coming) session carries fewer
+ * channels, nor as many channels with less recent traffic (so a snapshot worker joins the
+ * session whose only channel is an idle replication connection, not the one busy with the
+ * other worker). Ties: any of them, whichever accept() wins.
+ */
+static bool least_loaded(tunnel_sess *s)
+{
+    tunnel_t *t = s->t;
+    bool yes = true;
+    int64_t now = wg_now_ms();
+    pthread_mutex_lock(&t->mu);
+    uint64_t mine = recent_bytes(s, now);
+    for (int i = 0; i < t->n_sess && yes; i++) {
+        const tunnel_sess *o = &t->sess[i];
+        if (i == s->idx || (o->state != TUNNEL_STATE_UP && !coming(o, now)))
+            continue;
+        if (o->load < s->load || (o->load == s->load && recent_bytes(o, now) < mine))
+            yes = false;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return yes;
+}
+
+/* Accept waiting clients one at a time while `s` is the least loaded session; when another is,
+ * wake it (it may not be polling the listeners). */
+static int accept_clients(tunnel_sess *s, const forward *f)
+{
+    tunnel_t *t = s->t;
     for (;;) {
+        if (!least_loaded(s)) {
+            wake_others(s);
+            return 0;
+        }
         int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
         wg_sock_set_nodelay(fd);
         chan *c = calloc(1, sizeof(*c));
-        if (!c || (t->n_chans == t->cap_chans && ({
-                       size_t nc = t->cap_chans ? t->cap_chans * 2 : 16;
-                       chan **n = realloc(t->chans, nc * sizeof(*n));
+        if (!c || (s->n_chans == s->cap_chans && ({
+                       size_t nc = s->cap_chans ? s->cap_chans * 2 : 16;
+                       chan **n = realloc(s->chans, nc * sizeof(*n));
                        if (n) {
-                           t->chans = n;
-                           t->cap_chans = nc;
+                           s->chans = n;
+                           s->cap_chans = nc;
                        }
                        !n;
                    }))) {
@@ -252,38 +416,47 @@ static int accept_clients(tunnel_t *t, const forward *f)
         c->fd = fd;
         c->fwd = f;
         c->accepted_ms = wg_now_ms();
-        t->chans[t->n_chans++] = c;
+        s->chans[s->n_chans++] = c;
         pthread_mutex_lock(&t->mu);
         t->st.open_channels++;
         t->st.channels_total++;
+        s->load++;
+        s->channels_total++;
+        int load = s->load;
         pthread_mutex_unlock(&t->mu);
+        wake_others(s);
+        if (t->n_sess > 1)
+            log_debug(t->cfg.name, "a client for %s:%d on session %d of %d (%d channels)",
+                      f->target_host, f->target_port, s->idx + 1, t->n_sess, load);
     }
+    return 0;
 }
 
 /* Try to open the oldest pending channel. Returns 0 (opened or still pending), or -1 when the
  * session failed. */
-static int open_pending(tunnel_t *t, bool *pending)
+static int open_pending(tunnel_sess *s, bool *pending)
 {
+    tunnel_t *t = s->t;
     *pending = false;
-    for (size_t i = 0; i < t->n_chans; i++) {
-        chan *c = t->chans[i];
+    for (size_t i = 0; i < s->n_chans; i++) {
+        chan *c = s->chans[i];
         if (c->ch || c->dead)
             continue;
-        LIBSSH2_CHANNEL *ch = libssh2_channel_direct_tcpip_ex(t->conn.session, c->fwd->target_host,
+        LIBSSH2_CHANNEL *ch = libssh2_channel_direct_tcpip_ex(s->conn.session, c->fwd->target_host,
                                                               c->fwd->target_port, "127.0.0.1", 0);
         if (ch) {
             c->ch = ch;
             libssh2_channel_receive_window_adjust2(ch, WINDOW, 1, NULL);
             continue;
         }
-        int e = libssh2_session_last_errno(t->conn.session);
+        int e = libssh2_session_last_errno(s->conn.session);
         if (e == LIBSSH2_ERROR_EAGAIN) {
             *pending = true;
             return 0; /* one open in flight at a time */
         }
         if (e == LIBSSH2_ERROR_CHANNEL_FAILURE) {
             char *msg = NULL;
-            libssh2_session_last_error(t->conn.session, &msg, NULL, 0);
+            libssh2_session_last_error(s->conn.session, &msg, NULL, 0);
             log_warn(t->cfg.name,
                      "the bastion refused to forward to %s:%d (%s); check AllowTcpForwarding / "
                      "PermitOpen in its sshd_config and that the target is reachable from it",
@@ -389,12 +562,12 @@ static int pump(tunnel_t *t, chan *c, short revents, bool *busy, uint64_t *up_by
     return 0;
 }
 
-/* ---- The thread ---------------------------------------------------------------------------- */
+/* ---- The threads --------------------------------------------------------------------------- */
 
-static void drain_wake(tunnel_t *t)
+static void drain_wake(tunnel_sess *s)
 {
     char buf[64];
-    while (read(t->wake[0], buf, sizeof(buf)) > 0)
+    while (read(s->wake[0], buf, sizeof(buf)) > 0)
         ;
 }
 
@@ -418,10 +591,13 @@ static int probe_bastion(tunnel_t *t)
  * that was not the bastion refusing us (host key, authentication), its address is probed at
  * most once a second: when it did not answer and then does (the path came back: a silent drop
  * ended, a route returned), the wait ends at once. When it answers from the first probe, the
- * failure was elsewhere and the backoff is waited out without probing again.
+ * failure was elsewhere and the backoff is waited out without probing again. While another
+ * session of the tunnel is up, the listeners are left to it: clients are neither turned away
+ * nor a reason to end the wait.
  */
-static void backoff_sleep(tunnel_t *t, int64_t ms, int64_t down_since, int last_code)
+static void backoff_sleep(tunnel_sess *s, int64_t ms, int64_t down_since, int last_code)
 {
+    tunnel_t *t = s->t;
     /* Waiting clients are turned away when waiting cannot help: a refused host key or key, or
      * a bastion down for longer than connect_timeout. */
     bool turn_away = last_code == WG_ERR_HOSTKEY || last_code == WG_ERR_AUTH ||
@@ -450,15 +626,16 @@ static void backoff_sleep(tunnel_t *t, int64_t ms, int64_t down_since, int last_
         }
         struct pollfd pfds[64];
         int n = 0;
-        pfds[n++] = (struct pollfd){.fd = t->wake[0], .events = POLLIN};
+        pfds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
         pthread_mutex_lock(&t->mu);
-        for (size_t i = 0; i < t->n_fwds && n < 64; i++)
-            pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
+        if (!other_up(s))
+            for (size_t i = 0; i < t->n_fwds && n < 64; i++)
+                pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
         pthread_mutex_unlock(&t->mu);
         int r = poll(pfds, (nfds_t)n, (int)(left < 100 ? left : 100));
         if (r > 0) {
             if (pfds[0].revents)
-                drain_wake(t);
+                drain_wake(s);
             for (int i = 1; i < n; i++)
                 if ((pfds[i].revents & POLLIN) && turn_away) {
                     int fd;
@@ -477,16 +654,17 @@ static void backoff_sleep(tunnel_t *t, int64_t ms, int64_t down_since, int last_
 }
 
 /* Serve until the session fails or stop. Returns with an error message in err. */
-static void serve(tunnel_t *t, wg_error *err)
+static void serve(tunnel_sess *ts, wg_error *err)
 {
-    LIBSSH2_SESSION *s = t->conn.session;
+    tunnel_t *t = ts->t;
+    LIBSSH2_SESSION *s = ts->conn.session;
     libssh2_session_set_blocking(s, 0);
     int ka_s = (int)((t->cfg.keepalive_interval_ms + 999) / 1000);
     if (ka_s < 1)
         ka_s = 1;
     libssh2_keepalive_config(s, 1, (unsigned)ka_s);
     int64_t watchdog_ms = (int64_t)ka_s * 1000 * WATCHDOG_MISSES;
-    t->last_rx_ms = wg_now_ms();
+    ts->last_rx_ms = wg_now_ms();
     uint64_t up = 0, down = 0;
     struct pollfd *pfds = NULL;
     size_t pcap = 0;
@@ -503,33 +681,33 @@ static void serve(tunnel_t *t, wg_error *err)
             break;
         }
         int64_t now = wg_now_ms();
-        if ((t->hb || t->n_chans > 0) && now - t->last_rx_ms > watchdog_ms) {
+        if ((ts->hb || ts->n_chans > 0) && now - ts->last_rx_ms > watchdog_ms) {
             wg_error_set(err, WG_ERR_NET,
                          "tunnel %s: nothing received from %s for %lld ms (%d keepalive "
                          "intervals): the session is dead",
-                         t->cfg.name, t->cfg.host, (long long)(now - t->last_rx_ms),
+                         t->cfg.name, t->cfg.host, (long long)(now - ts->last_rx_ms),
                          WATCHDOG_MISSES);
             break;
         }
 
         /* Reading the heartbeat channel makes libssh2 process every packet that arrived
          * (keepalive replies, window adjustments, data for other channels). */
-        if (t->hb) {
+        if (ts->hb) {
             char hbuf[256];
-            ssize_t hr = libssh2_channel_read(t->hb, hbuf, sizeof(hbuf));
+            ssize_t hr = libssh2_channel_read(ts->hb, hbuf, sizeof(hbuf));
             if (hr < 0 && hr != LIBSSH2_ERROR_EAGAIN) {
                 wg_error_set(err, WG_ERR_NET, "tunnel %s: the SSH connection to %s failed (%s)",
                              t->cfg.name, t->cfg.host, ssh_errmsg_of(s));
                 break;
             }
-            if (hr == 0 && libssh2_channel_eof(t->hb)) {
-                libssh2_channel_free(t->hb);
-                t->hb = NULL;
+            if (hr == 0 && libssh2_channel_eof(ts->hb)) {
+                libssh2_channel_free(ts->hb);
+                ts->hb = NULL;
             }
         }
 
         bool pending = false;
-        if (open_pending(t, &pending) != 0) {
+        if (open_pending(ts, &pending) != 0) {
             wg_error_set(err, WG_ERR_SSH, "tunnel %s: opening a channel failed: %s", t->cfg.name,
                          ssh_errmsg_of(s));
             break;
@@ -541,7 +719,7 @@ static void serve(tunnel_t *t, wg_error *err)
         pthread_mutex_lock(&t->mu);
         nfw = t->n_fwds;
         pthread_mutex_unlock(&t->mu);
-        size_t need = 2 + nfw + t->n_chans;
+        size_t need = 2 + nfw + ts->n_chans;
         if (need > pcap) {
             struct pollfd *np = realloc(pfds, need * 2 * sizeof(*np));
             if (!np) {
@@ -551,8 +729,8 @@ static void serve(tunnel_t *t, wg_error *err)
             pfds = np;
             pcap = need * 2;
         }
-        for (size_t i = 0; i < t->n_chans;) {
-            chan *c = t->chans[i];
+        for (size_t i = 0; i < ts->n_chans;) {
+            chan *c = ts->chans[i];
             if (c->ch && !c->dead) {
                 if (pump(t, c, POLLIN, &busy, &up, &down) != 0) {
                     session_failed = true;
@@ -563,8 +741,8 @@ static void serve(tunnel_t *t, wg_error *err)
                 c->dead = true;
             }
             if (c->dead) {
-                chan_close(t, c);
-                t->chans[i] = t->chans[--t->n_chans];
+                chan_close(ts, c);
+                ts->chans[i] = ts->chans[--ts->n_chans];
                 continue;
             }
             i++;
@@ -578,33 +756,37 @@ static void serve(tunnel_t *t, wg_error *err)
             /* Data moved on a channel: the bastion is alive (libssh2 consumes its packets,
              * window adjustments included, inside read and write calls, so the socket alone
              * does not show them). */
-            t->last_rx_ms = wg_now_ms();
+            ts->last_rx_ms = wg_now_ms();
             pthread_mutex_lock(&t->mu);
             t->st.bytes_to_target += up;
             t->st.bytes_from_target += down;
+            count_bytes(ts, up + down, ts->last_rx_ms);
             pthread_mutex_unlock(&t->mu);
             up = down = 0;
         }
 
-        /* Poll. */
+        /* Poll. The listeners only when this session is the one to take new clients. */
         size_t n = 0;
         int dirs = libssh2_session_block_directions(s);
-        bool reader = t->hb != NULL;
-        for (size_t i = 0; i < t->n_chans && !reader; i++)
-            reader = t->chans[i]->ch && t->chans[i]->down_len == 0;
+        bool reader = ts->hb != NULL;
+        for (size_t i = 0; i < ts->n_chans && !reader; i++)
+            reader = ts->chans[i]->ch && ts->chans[i]->down_len == 0;
         pfds[n++] = (struct pollfd){
-            .fd = t->conn.fd,
+            .fd = ts->conn.fd,
             .events = (short)((reader ? POLLIN : 0) |
                               ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? POLLOUT : 0))};
-        pfds[n++] = (struct pollfd){.fd = t->wake[0], .events = POLLIN};
+        pfds[n++] = (struct pollfd){.fd = ts->wake[0], .events = POLLIN};
         size_t first_listener = n;
-        pthread_mutex_lock(&t->mu);
-        for (size_t i = 0; i < t->n_fwds && i < nfw; i++)
-            pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
-        pthread_mutex_unlock(&t->mu);
-        size_t first_chan = n;
-        for (size_t i = 0; i < t->n_chans; i++) {
-            chan *c = t->chans[i];
+        size_t n_listen = 0;
+        if (least_loaded(ts)) {
+            pthread_mutex_lock(&t->mu);
+            for (size_t i = 0; i < t->n_fwds && i < nfw; i++)
+                pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
+            pthread_mutex_unlock(&t->mu);
+            n_listen = n - first_listener;
+        }
+        for (size_t i = 0; i < ts->n_chans; i++) {
+            chan *c = ts->chans[i];
             short ev = 0;
             if (c->ch && !c->client_eof && c->up_len == 0)
                 ev |= POLLIN;
@@ -621,16 +803,15 @@ static void serve(tunnel_t *t, wg_error *err)
             break;
         }
         if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR))
-            t->last_rx_ms = wg_now_ms();
+            ts->last_rx_ms = wg_now_ms();
         if (pfds[1].revents)
-            drain_wake(t);
+            drain_wake(ts);
         pthread_mutex_lock(&t->mu);
-        size_t nf = t->n_fwds < nfw ? t->n_fwds : nfw;
+        size_t nf = t->n_fwds < n_listen ? t->n_fwds : n_listen;
         pthread_mutex_unlock(&t->mu);
         for (size_t i = 0; i < nf; i++)
             if (pfds[first_listener + i].revents & POLLIN)
-                accept_clients(t, &t->fwds[i]);
-        (void)first_chan;
+                accept_clients(ts, &t->fwds[i]);
         if ((pfds[0].revents & (POLLHUP | POLLERR)) && !(pfds[0].revents & POLLIN)) {
             wg_error_set(err, WG_ERR_NET, "tunnel %s: the connection to %s was closed", t->cfg.name,
                          t->cfg.host);
@@ -640,54 +821,86 @@ static void serve(tunnel_t *t, wg_error *err)
     free(pfds);
 }
 
-static void *tunnel_thread(void *arg)
+/* Sessions after the first wait for the tunnel's first successful connect. Returns false on
+ * stop. */
+static bool wait_first_connect(tunnel_sess *s)
 {
-    tunnel_t *t = arg;
+    tunnel_t *t = s->t;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stop && t->st.connects == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&t->cond, &t->mu, &ts);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return !t->stop;
+}
+
+static void *sess_thread(void *arg)
+{
+    tunnel_sess *ts = arg;
+    tunnel_t *t = ts->t;
     wg_backoff bo;
     wg_backoff_init(&bo, BACKOFF_BASE_MS, BACKOFF_CAP_MS);
     bool first = true;
     int64_t down_since = wg_now_ms();
+    /* "; session 2 of 3" in this session's log lines when there are several. */
+    char which[48] = "";
+    if (t->n_sess > 1)
+        snprintf(which, sizeof(which), "; session %d of %d", ts->idx + 1, t->n_sess);
+    if (ts->idx > 0 && !wait_first_connect(ts)) {
+        set_state(ts, TUNNEL_STATE_STOPPED, NULL);
+        return NULL;
+    }
     while (!t->stop) {
-        set_state(t, TUNNEL_STATE_CONNECTING, NULL);
+        set_state(ts, TUNNEL_STATE_CONNECTING, NULL);
         wg_error err = {0};
-        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->stop, &t->conn, &err) == 0) {
+        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->stop, &ts->conn, &err) == 0) {
             int64_t up_at = wg_now_ms();
             pthread_mutex_lock(&t->mu);
             t->st.connects++;
+            ts->connects++;
             if (!first)
                 t->st.reconnects++;
-            snprintf(t->st.auth_key, sizeof(t->st.auth_key), "%s", t->conn.auth_key);
+            snprintf(t->st.auth_key, sizeof(t->st.auth_key), "%s", ts->conn.auth_key);
             snprintf(t->st.host_key_fingerprint, sizeof(t->st.host_key_fingerprint), "%s",
-                     t->conn.host_fp);
-            t->st.up_since_wall_ms = wg_wall_ms();
+                     ts->conn.host_fp);
+            ts->up_since_wall_ms = wg_wall_ms();
+            ts->state = TUNNEL_STATE_UP;
             t->st.state = TUNNEL_STATE_UP;
             t->st.last_error[0] = '\0';
             pthread_cond_broadcast(&t->cond);
             pthread_mutex_unlock(&t->mu);
-            log_info(t->cfg.name, "%s to %s@%s:%d (host key %s, %s key)",
+            wake_others(ts);
+            log_info(t->cfg.name, "%s to %s@%s:%d (host key %s, %s key%s)",
                      first ? "connected" : "reconnected", t->cfg.user ? t->cfg.user : "",
-                     t->cfg.host, t->cfg.port, t->conn.host_fp, t->conn.auth_key);
+                     t->cfg.host, t->cfg.port, ts->conn.host_fp, ts->conn.auth_key, which);
             first = false;
-            ssh_conn_deadline(&t->conn, t->cfg.connect_timeout_ms, &t->stop);
-            while (!(t->hb = libssh2_channel_open_session(t->conn.session)) &&
-                   libssh2_session_last_errno(t->conn.session) == LIBSSH2_ERROR_EAGAIN)
-                if (ssh_conn_wait(&t->conn) != 0)
+            ssh_conn_deadline(&ts->conn, t->cfg.connect_timeout_ms, &t->stop);
+            while (!(ts->hb = libssh2_channel_open_session(ts->conn.session)) &&
+                   libssh2_session_last_errno(ts->conn.session) == LIBSSH2_ERROR_EAGAIN)
+                if (ssh_conn_wait(&ts->conn) != 0)
                     break;
-            if (!t->hb && !t->stop)
+            if (!ts->hb && !t->stop)
                 log_debug(t->cfg.name,
                           "no heartbeat channel (%s); dead sessions are found by "
                           "TCP keepalive when no client is connected",
-                          t->conn.io.timed_out ? "no answer within connect_timeout"
-                                               : ssh_errmsg_of(t->conn.session));
-            ssh_conn_deadline(&t->conn, 0, NULL);
-            serve(t, &err);
-            t->hb = NULL; /* freed with the session */
-            close_all_channels(t);
-            if (t->conn.fd >= 0)
-                shutdown(t->conn.fd, SHUT_RDWR);
-            ssh_conn_close(&t->conn);
+                          ts->conn.io.timed_out ? "no answer within connect_timeout"
+                                                : ssh_errmsg_of(ts->conn.session));
+            ssh_conn_deadline(&ts->conn, 0, NULL);
+            serve(ts, &err);
+            ts->hb = NULL; /* freed with the session */
+            /* Not up any more before its channels go, so no client is placed on it. */
+            set_state(ts, t->stop ? TUNNEL_STATE_STOPPED : TUNNEL_STATE_BACKOFF, NULL);
+            close_all_channels(ts);
+            if (ts->conn.fd >= 0)
+                shutdown(ts->conn.fd, SHUT_RDWR);
+            ssh_conn_close(&ts->conn);
             pthread_mutex_lock(&t->mu);
-            t->st.up_since_wall_ms = 0;
+            ts->up_since_wall_ms = 0;
             pthread_mutex_unlock(&t->mu);
             if (t->stop)
                 break;
@@ -698,11 +911,11 @@ static void *tunnel_thread(void *arg)
         if (t->stop)
             break;
         int64_t wait = wg_backoff_next(&bo);
-        log_warn(t->cfg.name, "%s; retrying in %lld ms", err.msg, (long long)wait);
-        set_state(t, TUNNEL_STATE_BACKOFF, &err);
-        backoff_sleep(t, wait, down_since, err.code);
+        log_warn(t->cfg.name, "%s%s; retrying in %lld ms", err.msg, which, (long long)wait);
+        set_state(ts, TUNNEL_STATE_BACKOFF, &err);
+        backoff_sleep(ts, wait, down_since, err.code);
     }
-    set_state(t, TUNNEL_STATE_STOPPED, NULL);
+    set_state(ts, TUNNEL_STATE_STOPPED, NULL);
     return NULL;
 }
 
@@ -711,8 +924,22 @@ int tunnel_start(tunnel_t *t, wg_error *err)
     if (t->running)
         return 0;
     t->stop = 0;
-    if (pthread_create(&t->thread, NULL, tunnel_thread, t) != 0)
-        return wg_error_set(err, WG_ERR_INTERNAL, "tunnel %s: cannot start a thread", t->cfg.name);
+    for (int i = 0; i < t->n_sess; i++) {
+        if (pthread_create(&t->sess[i].thread, NULL, sess_thread, &t->sess[i]) != 0) {
+            t->stop = 1;
+            pthread_mutex_lock(&t->mu);
+            pthread_cond_broadcast(&t->cond);
+            pthread_mutex_unlock(&t->mu);
+            wake_all(t);
+            for (int j = 0; j < i; j++) {
+                pthread_join(t->sess[j].thread, NULL);
+                t->sess[j].started = false;
+            }
+            return wg_error_set(err, WG_ERR_INTERNAL, "tunnel %s: cannot start a thread",
+                                t->cfg.name);
+        }
+        t->sess[i].started = true;
+    }
     t->running = true;
     return 0;
 }
@@ -753,8 +980,15 @@ void tunnel_stop(tunnel_t *t)
     if (!t || !t->running)
         return;
     t->stop = 1;
-    wake(t);
-    pthread_join(t->thread, NULL);
+    pthread_mutex_lock(&t->mu);
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+    wake_all(t);
+    for (int i = 0; i < t->n_sess; i++)
+        if (t->sess[i].started) {
+            pthread_join(t->sess[i].thread, NULL);
+            t->sess[i].started = false;
+        }
     t->running = false;
 }
 
@@ -762,6 +996,21 @@ void tunnel_get_status(tunnel_t *t, tunnel_status *out)
 {
     pthread_mutex_lock(&t->mu);
     *out = t->st;
+    out->sessions = t->n_sess;
+    out->sessions_up = 0;
+    out->up_since_wall_ms = 0;
+    for (int i = 0; i < t->n_sess; i++) {
+        const tunnel_sess *s = &t->sess[i];
+        out->session[i] = (tunnel_session_status){.state = s->state,
+                                                  .open_channels = s->load,
+                                                  .channels_total = s->channels_total,
+                                                  .connects = s->connects};
+        if (s->state == TUNNEL_STATE_UP) {
+            out->sessions_up++;
+            if (out->up_since_wall_ms == 0 || s->up_since_wall_ms < out->up_since_wall_ms)
+                out->up_since_wall_ms = s->up_since_wall_ms;
+        }
+    }
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -776,12 +1025,14 @@ void tunnel_free(tunnel_t *t)
         free(t->fwds[i].target_host);
     }
     free(t->fwds);
-    free(t->chans);
+    for (int i = 0; i < TUNNEL_SESSIONS_MAX; i++) {
+        free(t->sess[i].chans);
+        if (t->sess[i].wake[0] >= 0)
+            close(t->sess[i].wake[0]);
+        if (t->sess[i].wake[1] >= 0)
+            close(t->sess[i].wake[1]);
+    }
     keys_pair_free(&t->keys);
-    if (t->wake[0] >= 0)
-        close(t->wake[0]);
-    if (t->wake[1] >= 0)
-        close(t->wake[1]);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cond);
     free(t->s_name);

@@ -1,17 +1,19 @@
 /*
  * tunnel.h — SSH tunnels through a bastion, with libssh2.
  *
- * A tunnel is one SSH session to a bastion (host keys verified against an OpenSSH
- * known_hosts file, public-key auth with the tunnel's primary then secondary key) and any
- * number of forwards. A forward listens on a local address (127.0.0.1 by default); every
- * accepted socket becomes a `direct-tcpip` channel to the forward's target host:port, pumped
- * both ways without blocking the other channels. The session is watched (SSH keepalives,
- * TCP keepalive and TCP_USER_TIMEOUT on its socket, a health check on received traffic) and
- * re-established with capped exponential backoff and jitter, forever; listeners keep their
- * ports across reconnects so clients simply connect again.
+ * A tunnel is one or more SSH sessions to a bastion (`sessions`, default 2; each verifies the
+ * host key against an OpenSSH known_hosts file and authenticates with the tunnel's primary then
+ * secondary key) and any number of forwards. A forward listens on a local address (127.0.0.1 by
+ * default); every accepted socket becomes a `direct-tcpip` channel to the forward's target
+ * host:port, pumped both ways without blocking the other channels, on the session that carries the
+ * fewest channels at that moment. Each session is watched (SSH keepalives, TCP keepalive and
+ * TCP_USER_TIMEOUT on its socket, a health check on received traffic) and re-established with
+ * capped exponential backoff and jitter, forever; listeners keep their ports across reconnects so
+ * clients simply connect again.
  *
- * Threads: a started tunnel runs its own thread; tunnel_get_status() may be called from any
- * thread.
+ * Threads: a started tunnel runs one thread per session (each its own cipher stream, so
+ * channels on different sessions are encrypted on different cores); tunnel_get_status() may be
+ * called from any thread.
  */
 #ifndef WALGATE_TUNNEL_H
 #define WALGATE_TUNNEL_H
@@ -35,7 +37,11 @@ typedef struct tunnel_config {
     int64_t connect_timeout_ms;    /* TCP connect + SSH handshake + auth; default 10s */
     int64_t keepalive_interval_ms; /* SSH keepalive; default 10s; dead after 3 missed */
     wg_keepalive tcp;              /* TCP keepalive / TCP_USER_TIMEOUT on the SSH socket */
+    int sessions; /* SSH sessions channels are spread over; default 2, 1..TUNNEL_SESSIONS_MAX */
 } tunnel_config;
+
+#define TUNNEL_SESSIONS_DEFAULT 2
+#define TUNNEL_SESSIONS_MAX 8
 
 typedef enum tunnel_state {
     TUNNEL_STATE_STARTING = 0,
@@ -47,6 +53,15 @@ typedef enum tunnel_state {
 
 const char *tunnel_state_name(tunnel_state s); /* "starting", "connecting", "up", ... */
 
+/* One session of a tunnel. */
+typedef struct tunnel_session_status {
+    tunnel_state state;
+    int open_channels;
+    uint64_t channels_total;
+    uint64_t connects;
+} tunnel_session_status;
+
+/* The tunnel as a whole: up while any session is up; counters summed over sessions. */
 typedef struct tunnel_status {
     tunnel_state state;
     char last_error[WG_ERROR_MSG_MAX]; /* empty when none */
@@ -59,7 +74,10 @@ typedef struct tunnel_status {
     uint64_t channels_total;
     char auth_key[16]; /* "primary" or "secondary": the key that worked last */
     char host_key_fingerprint[64];
-    int64_t up_since_wall_ms; /* when the current session came up; 0 when down */
+    int64_t up_since_wall_ms; /* when the longest-up session came up; 0 when none is up */
+    int sessions;             /* configured */
+    int sessions_up;
+    tunnel_session_status session[TUNNEL_SESSIONS_MAX];
 } tunnel_status;
 
 typedef struct tunnel tunnel_t;
@@ -86,7 +104,7 @@ int tunnel_add_forward(tunnel_t *t, const char *listen_addr, int listen_port,
 int tunnel_start(tunnel_t *t, wg_error *err);
 
 /*
- * Wait until the session is up or `timeout_ms` passes. Returns 0 when up, otherwise the last
+ * Wait until a session is up or `timeout_ms` passes. Returns 0 when up, otherwise the last
  * error (e.g. a refused host key) in `err`.
  */
 int tunnel_wait_up(tunnel_t *t, int64_t timeout_ms, wg_error *err);

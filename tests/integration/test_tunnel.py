@@ -9,11 +9,17 @@
   the same local port works within 2 s of sshd listening again;
 - sshd frozen with SIGSTOP (a silent network): the watchdog notices, and once sshd is back the
   tunnel serves again;
-- `walgate run` with two sources through the same [tunnel]: one SSH connection carries both,
-  and both change logs get their publication's rows.
+- `walgate run` with two sources through the same [tunnel]: the tunnel's 2 SSH sessions (the
+  default `sessions`) carry both, whatever the number of sources, both change logs get their
+  publication's rows, and STATE_DIR/tunnels/b.json shows both sessions up;
+- sessions (issue 15): with `sessions = 2`, two clients connected one after the other land on
+  different SSH sessions (killing the sshd process of one session breaks exactly one of them,
+  the other keeps echoing); the lost session reconnects and takes the next client, and a third
+  session's worth of clients (`sessions = 3`) spreads the same way.
 """
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -239,19 +245,161 @@ def test_two_sources_share_one_tunnel(pg, sshd):
         assert rows.get("one", 0) >= 100 and rows.get("two", 0) >= 200, \
             (docs, open(os.path.join(work, "run.log")).read()[-3000:])
         conns = ssh_connections(sshd.port)
-        assert conns == 1, f"{conns} SSH connections for one [tunnel]"
+        assert conns == 2, f"{conns} SSH connections for one [tunnel] of 2 sessions"
         txt = fixture.walgate("status", config=cfg).stdout
         assert txt.count("via tunnel b: up") == 2, txt
+        path = os.path.join(state, "tunnels", "b.json")
+
+        def both_up():
+            try:
+                d = json.load(open(path))
+            except (OSError, ValueError):
+                return None
+            return d if d.get("sessions_up") == 2 else None
+        doc = fixture.wait_until(both_up, "both sessions of tunnel b up in b.json", timeout=10)
+        assert [x["state"] for x in doc["sessions"]] == ["up", "up"], doc
+        assert sum(x["open_channels"] for x in doc["sessions"]) == doc["open_channels"], doc
     finally:
         wg.send_signal(signal.SIGTERM)
         assert wg.wait(timeout=30) == 0
-    print(f"two sources through [tunnel b]: {conns} SSH connection, both logs filled "
-          f"(100 and 200 rows)")
+    print(f"two sources through [tunnel b]: {conns} SSH connections (2 sessions), both logs "
+          f"filled (100 and 200 rows)")
+
+
+class Echo:
+    """A loopback echo server."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        with c:
+            try:
+                while (b := c.recv(4096)):
+                    c.sendall(b)
+            except OSError:
+                pass
+
+
+def echo_ok(c, msg=b"ping"):
+    """Whether the connection echoes `msg` back (False once it was closed or reset)."""
+    try:
+        c.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            b = c.recv(len(msg) - len(got))
+            if not b:
+                return False
+            got += b
+        return got == msg
+    except OSError:
+        return False
+
+
+def session_pids(sshd):
+    """The sshd processes serving each SSH connection: {child pid: [it and its descendants]}."""
+    def tree(pid):
+        kids = [int(p) for p in fixture.run(["pgrep", "-P", str(pid)], check=False).stdout.split()]
+        return [pid] + [q for k in kids for q in tree(k)]
+    kids = [int(p) for p in fixture.run(["pgrep", "-P", str(sshd.proc.pid)],
+                                        check=False).stdout.split()]
+    return {k: tree(k) for k in kids}
+
+
+def test_sessions_spread_and_loss(sshd):
+    echo = Echo()
+    s = Setup(sshd, fixture.tempdir("walgate-tunsess-"), extra={"sessions": 2})
+    sshd.authorize(s.keys())
+    port = s.start(echo.port)
+    # Both sessions up (the second dials after the first connected).
+    fixture.wait_until(lambda: "session 2 of 2" in s.log() and "session 1 of 2" in s.log(),
+                       "both sessions connected", timeout=15, log=s.log)
+    assert ssh_connections(sshd.port) == 2, s.log()
+    clients = []
+    for _ in range(2):  # one after the other: the second goes to the session without a channel
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert echo_ok(c), s.log()
+        clients.append(c)
+
+    # Lose one session: kill the sshd processes of one SSH connection.
+    sess = fixture.wait_until(lambda: (lambda d: d if len(d) == 2 else None)(session_pids(sshd)),
+                              "two sshd session processes", timeout=10, log=s.log)
+    victim = sorted(sess)[0]
+    for p in sess[victim]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    alive = [echo_ok(c) for c in clients]
+    assert sorted(alive) == [False, True], (alive, s.log())  # spread: exactly one was on it
+    survivor = clients[alive.index(True)]
+    for c in clients:
+        if c is not survivor:
+            c.close()
+
+    # The lost session comes back (the survivor meanwhile keeps working) and takes the next client.
+    fixture.wait_until(lambda: "reconnected" in s.log() and ssh_connections(sshd.port) == 2,
+                       "the lost session reconnected", timeout=20, log=s.log)
+    assert echo_ok(survivor, b"still here"), s.log()
+    c3 = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert echo_ok(c3), s.log()
+    # c3 is on the reconnected session: losing the survivor's session leaves c3 working.
+    sess2 = fixture.wait_until(
+        lambda: (lambda d: d if len(d) == 2 and len([k for k in d if k not in sess]) == 1
+                 else None)(session_pids(sshd)), "the reconnected session's sshd", timeout=10,
+        log=s.log)
+    old = [k for k in sess2 if k in sess][0]
+    for p in sess2[old]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert echo_ok(c3, b"c3 ok") and not echo_ok(survivor), s.log()
+    survivor.close()
+    c3.close()
+    s.stop()
+
+    # Three sessions, three clients: each session gets one (the log names all three).
+    t = Setup(sshd, fixture.tempdir("walgate-tunsess3-"), extra={"sessions": 3})
+    sshd.authorize(t.keys())
+    port = t.start(echo.port)
+    fixture.wait_until(lambda: all(f"session {i} of 3" in t.log() for i in (1, 2, 3)),
+                       "three sessions connected", timeout=15, log=t.log)
+    cs = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    assert all(echo_ok(c) for c in cs), t.log()
+    before = fixture.wait_until(lambda: (lambda d: d if len(d) == 3 else None)(session_pids(sshd)),
+                                "three sshd session processes", timeout=10, log=t.log)
+    for k in sorted(before)[:2]:
+        for p in before[k]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    alive = [echo_ok(c) for c in cs]
+    assert sorted(alive) == [False, False, True], (alive, t.log())
+    for c in cs:
+        c.close()
+    t.stop()
+    print("sessions: 2 clients on 2 sessions, 3 on 3 (killing sessions broke exactly their "
+          "clients); the lost session reconnected and took the next client")
 
 
 def main():
     with fixture.Postgres() as pg, fixture.Sshd() as sshd:
         test_two_sources_share_one_tunnel(pg, sshd)
+        test_sessions_spread_and_loss(sshd)
         test_psql_concurrency_and_1gib(pg, sshd)
         test_host_keys(pg, sshd)
         test_secondary_only(pg, sshd)

@@ -35,6 +35,7 @@ TEST(defaults_are_applied)
     /* defaults that find a silent drop within 10 s (issue 11 item 11) */
     CHECK_EQ_INT(t->cfg.tcp.user_timeout_ms, 8000);
     CHECK_EQ_INT(t->cfg.keepalive_interval_ms, 2000);
+    CHECK_EQ_INT(t->cfg.sessions, TUNNEL_SESSIONS_DEFAULT);
     CHECK(t->cfg.tcp.idle_ms + t->cfg.tcp.interval_ms * t->cfg.tcp.count <= 10000);
     CHECK_EQ_STR(t->cfg.known_hosts, "/tmp/wg/known_hosts");
     CHECK_EQ_STR(t->cfg.state_dir, "/tmp/wg");
@@ -88,7 +89,7 @@ TEST(explicit_values_win_even_zero)
 {
     wg_error err;
     cli_config *c = parse("[tunnel b1]\nhost = h\ntcp_user_timeout = 0\nport = 2222\n"
-                          "keepalive_interval = 500ms\nhost_key_policy = accept-new\n"
+                          "keepalive_interval = 500ms\nhost_key_policy = accept-new\nsessions = 1\n"
                           "[postgres p]\nhost=h\nuser=u\ndbname=d\nkeepalives_idle = 5m\n"
                           "[source s]\nconnection = p\npublication = pub\n"
                           "tables = public.a, public.b ,x.c\nmax_txn_memory = 1GiB\n",
@@ -101,6 +102,7 @@ TEST(explicit_values_win_even_zero)
     CHECK_EQ_INT(t->cfg.port, 2222);
     CHECK_EQ_INT(t->cfg.keepalive_interval_ms, 500);
     CHECK_EQ_INT(t->cfg.host_key_policy, TUNNEL_HOSTKEY_ACCEPT_NEW);
+    CHECK_EQ_INT(t->cfg.sessions, 1);
     CHECK_EQ_INT(cli_config_postgres(c, "p")->cfg.tcp.idle_ms, 300000);
     const cli_source *s = cli_config_source(c, "s");
     CHECK_EQ_STR(s->cfg.tables[0], "public.a");
