@@ -102,7 +102,7 @@ static const key_spec g_keys[] = {
      0},
     {SECT_TUNNEL, "keepalive_interval", KT_DURATION, "2s", T(cfg.keepalive_interval_ms), 100,
      MS_DAY, 0, 0},
-    {SECT_TUNNEL, "sessions", KT_COUNT, "2", T(cfg.sessions), 1, TUNNEL_SESSIONS_MAX, 0, 0},
+    {SECT_TUNNEL, "sessions", KT_COUNT, "1", T(cfg.sessions), 1, TUNNEL_SESSIONS_MAX, 0, 0},
     {SECT_TUNNEL, "keepalives_idle", KT_DURATION, "5s", T(cfg.tcp.idle_ms), 1000, MS_DAY, 0, 0},
     {SECT_TUNNEL, "keepalives_interval", KT_DURATION, "1s", T(cfg.tcp.interval_ms), 1000, MS_DAY, 0,
      0},

@@ -37,10 +37,10 @@ typedef struct tunnel_config {
     int64_t connect_timeout_ms;    /* TCP connect + SSH handshake + auth; default 10s */
     int64_t keepalive_interval_ms; /* SSH keepalive; default 10s; dead after 3 missed */
     wg_keepalive tcp;              /* TCP keepalive / TCP_USER_TIMEOUT on the SSH socket */
-    int sessions; /* SSH sessions channels are spread over; default 2, 1..TUNNEL_SESSIONS_MAX */
+    int sessions; /* SSH sessions channels are spread over; default 1, 1..TUNNEL_SESSIONS_MAX */
 } tunnel_config;
 
-#define TUNNEL_SESSIONS_DEFAULT 2
+#define TUNNEL_SESSIONS_DEFAULT 1
 #define TUNNEL_SESSIONS_MAX 8
 
 typedef enum tunnel_state {

@@ -9,8 +9,8 @@
   the same local port works within 2 s of sshd listening again;
 - sshd frozen with SIGSTOP (a silent network): the watchdog notices, and once sshd is back the
   tunnel serves again;
-- `walgate run` with two sources through the same [tunnel]: the tunnel's 2 SSH sessions (the
-  default `sessions`) carry both, whatever the number of sources, both change logs get their
+- `walgate run` with two sources through the same [tunnel] of `sessions = 2`: its 2 SSH
+  sessions carry both, whatever the number of sources, both change logs get their
   publication's rows, and STATE_DIR/tunnels/b.json shows both sessions up;
 - sessions (issue 15): with `sessions = 2`, two clients connected one after the other land on
   different SSH sessions (killing the sshd process of one session breaks exactly one of them,
@@ -222,7 +222,8 @@ def test_two_sources_share_one_tunnel(pg, sshd):
     cfg = fixture.write_file(os.path.join(work, "run.ini"), fixture.ini([
         ("walgate", {"state_dir": state}),
         ("tunnel b", {"host": sshd.host, "port": sshd.port, "user": sshd.user,
-                      "known_hosts": s.kh, "keepalive_interval": "1s", "connect_timeout": "5s"}),
+                      "known_hosts": s.kh, "keepalive_interval": "1s", "connect_timeout": "5s",
+                      "sessions": "2"}),
         ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
                            "dbname": "postgres", "sslmode": "disable", "via": "tunnel b"}),
         ("source one", {"connection": "main", "publication": "p_one"}),
