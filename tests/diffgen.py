@@ -682,7 +682,10 @@ class Runner:
             k = step[c]
             if k == 0:
                 while faults and faults[0][0] <= begun:
-                    proc = self._fault(faults.pop(0)[1], begun, proc, start, conns, res)
+                    kind = faults.pop(0)[1]
+                    proc = self._fault(kind, begun, proc, start, conns, res)
+                    if kind == "pg_restart":
+                        self._drop_open(queues, step, res)
                 begun += 1
                 sql = "BEGIN"
             elif k <= len(t["stmts"]):
@@ -707,6 +710,16 @@ class Runner:
             else:
                 step[c] = k + 1
         return proc
+
+    def _drop_open(self, queues, step, res):
+        """After a server restart: the transactions open on any connection died with their
+        sessions (never committed); their remaining statements must not run on the new
+        session, where each would commit on its own."""
+        for c in queues:
+            if step[c] > 0:
+                self.failed_txns.add(queues[c].pop(0))
+                res.stats["txns"] += 1
+                step[c] = 0
 
     def _fault(self, kind, at, proc, start, conns, res):
         res.stats["faults"] += 1
