@@ -202,7 +202,11 @@ def test_run_retries_without_spinning():
         srv.stop()
         logtext = open(log, "rb").read()
         assert rc == 0, (rc, logtext[-2000:])
-        assert took < 2, took
+        # Usually 0.01-0.2 s. About one run in six under load took 1.97-2.03 s with the silent
+        # bastion: a source then sits in libpq's blocking connect through the tunnel's local
+        # port, which does not see the stop, for up to connect_timeout (2 s here); making that
+        # connect interruptible is open (issue 11, item 3). The bound still fails a spin.
+        assert took < 3.5, took
         assert cpu < 0.25, (behaviour.__name__, cpu)
         assert want in status["last_error"], status
         assert "via tunnel b" in txt and want in txt, txt
