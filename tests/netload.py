@@ -10,9 +10,9 @@ import threading
 
 
 
-class Target:
-    """A loopback server: 'U' then N bytes -> replies the sha256 hex; 'D' + 8-byte N -> sends
-    N bytes of a deterministic stream."""
+class LoopbackServer:
+    """A server on 127.0.0.1 (a free port) that hands each accepted connection to self._one
+    in a thread of its own."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -28,6 +28,11 @@ class Target:
             except OSError:
                 return
             threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+
+class Target(LoopbackServer):
+    """A loopback server: 'U' then N bytes -> replies the sha256 hex; 'D' + 8-byte N -> sends
+    N bytes of a deterministic stream."""
 
     def _one(self, c):
         try:

@@ -38,6 +38,17 @@ def slot(pg, name):
                   f"'{name}'")
 
 
+def rows_then_equal(run, pg, t, lo, hi):
+    """Start `run`, insert rows lo..hi, wait until the log has ids up to hi, compare the
+    replayed log with the table, stop; the row count."""
+    run.start()
+    insert(pg, t, lo, hi)
+    run.wait(has_ids(run, t, hi), f"{hi} rows")
+    n = equal(run, pg, t)
+    run.stop()
+    return n
+
+
 def test_second_instance_refuses(pg):
     t = "gap_a"
     make_table(pg, t)
@@ -57,11 +68,7 @@ def test_second_instance_refuses(pg):
     other.stop()
     assert slot(pg, f"walgate_{t}") == before, "the owner's slot was touched"
 
-    owner.start()
-    insert(pg, t, 201, 230)
-    owner.wait(has_ids(owner, t, 230), "230 rows")
-    n = equal(owner, pg, t)
-    owner.stop()
+    n = rows_then_equal(owner, pg, t, 201, 230)
     print(f"owner goes on after the refusal: {n} rows equal")
 
 
@@ -127,11 +134,7 @@ def test_restored_log_and_slots_drop(pg):
     p = fixture.walgate("slots", "drop", t, config=run.cfg)
     assert p.returncode == 0, p.stderr
     assert glob.glob(logdir + ".dropped-*"), os.listdir(os.path.dirname(logdir))
-    run.start()
-    insert(pg, t, 151, 160)
-    run.wait(has_ids(run, t, 160), "160 rows after the resnapshot")
-    n = equal(run, pg, t)
-    run.stop()
+    n = rows_then_equal(run, pg, t, 151, 160)
     print(f"after slots drop and resnapshot: {n} rows equal")
 
 

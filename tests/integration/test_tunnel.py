@@ -25,7 +25,7 @@ import threading
 import time
 
 import fixture
-from netload import Target, download, upload
+from netload import LoopbackServer, Target, download, upload
 
 GIB = 1 << 30
 
@@ -267,23 +267,8 @@ def test_two_sources_share_one_tunnel(pg, sshd):
           f"filled (100 and 200 rows)")
 
 
-class Echo:
+class Echo(LoopbackServer):
     """A loopback echo server."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
 
     def _one(self, c):
         with c:
@@ -292,6 +277,15 @@ class Echo:
                     c.sendall(b)
             except OSError:
                 pass
+
+
+def kill_all(pids):
+    """SIGKILL each process (one that is gone already is fine)."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def echo_ok(c, msg=b"ping"):
@@ -337,12 +331,7 @@ def test_sessions_spread_and_loss(sshd):
     # Lose one session: kill the sshd processes of one SSH connection.
     sess = fixture.wait_until(lambda: (lambda d: d if len(d) == 2 else None)(session_pids(sshd)),
                               "two sshd session processes", timeout=10, log=s.log)
-    victim = sorted(sess)[0]
-    for p in sess[victim]:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_all(sess[sorted(sess)[0]])
     alive = [echo_ok(c) for c in clients]
     assert sorted(alive) == [False, True], (alive, s.log())  # spread: exactly one was on it
     survivor = clients[alive.index(True)]
@@ -383,11 +372,7 @@ def test_sessions_spread_and_loss(sshd):
     before = fixture.wait_until(lambda: (lambda d: d if len(d) == 3 else None)(session_pids(sshd)),
                                 "three sshd session processes", timeout=10, log=t.log)
     for k in sorted(before)[:2]:
-        for p in before[k]:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(before[k])
     alive = [echo_ok(c) for c in cs]
     assert sorted(alive) == [False, False, True], (alive, t.log())
     for c in cs:
