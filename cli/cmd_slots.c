@@ -23,7 +23,7 @@ static PGconn *connect_for(const cli_config *cfg, const cli_postgres *p, cli_rou
         cli_report(&err);
         return NULL;
     }
-    PGconn *c = ingest_pg_connect(&p->cfg, route->addr, route->port, false, &err);
+    PGconn *c = ingest_pg_connect(&p->cfg, route->addr, route->port, false, NULL, &err);
     if (!c)
         cli_report(&err);
     return c;

@@ -297,7 +297,7 @@ static void check_replication_conn(const ingest_pg_config *cfg, const char *dial
                                    int dial_port, const char *target, wg_checks *out)
 {
     wg_error err = {0};
-    PGconn *r = ingest_pg_connect(cfg, dial_addr, dial_port, true, &err);
+    PGconn *r = ingest_pg_connect(cfg, dial_addr, dial_port, true, NULL, &err);
     if (!r) {
         char remedy[512];
         snprintf(remedy, sizeof(remedy),
@@ -743,7 +743,7 @@ int ingest_check_postgres(const ingest_pg_config *cfg, const char *dial_addr, in
     ADD(WG_CHECK_OK, "tcp", NULL, "connected to %s port %d", addr, port);
 
 connect:;
-    PGconn *c = ingest_pg_connect(cfg, dial_addr, dial_port, false, &err);
+    PGconn *c = ingest_pg_connect(cfg, dial_addr, dial_port, false, NULL, &err);
     if (!c) {
         char remedy[600];
         wg_check_status st;
@@ -857,7 +857,7 @@ int ingest_check_standby(const ingest_pg_config *cfg, const char *dial_addr, int
              derived ? cfg->host : cfg->name);
     size_t fails_before = wg_checks_count(out, WG_CHECK_FAIL);
     wg_error err = {0};
-    PGconn *c = ingest_pg_connect(cfg, dial_addr, dial_port, false, &err);
+    PGconn *c = ingest_pg_connect(cfg, dial_addr, dial_port, false, NULL, &err);
     if (!c) {
         ADD(derived ? WG_CHECK_WARN : WG_CHECK_FAIL, "standby",
             "make the standby reachable from this host to check it (or remove it from the list)",

@@ -86,11 +86,13 @@ bool ingest_pg_has_wal_status(int server_version);
  * when dial_addr is not NULL (host stays in the conninfo for TLS). The password, when
  * configured, is read here and handed to libpq directly; it never appears in a conninfo
  * string, a log line or an error. `replication` opens a logical replication connection.
+ * The connect is non-blocking: it gives up within ~100 ms once *stop (when not NULL) becomes
+ * non-zero (WG_ERR_CANCELLED), and after the connect timeout (per host) otherwise.
  * Returns a connected PGconn owned by the caller (PQfinish), or NULL with `err` filled with
  * libpq's message and the host/port/route it concerns.
  */
 PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
-                          bool replication, wg_error *err);
+                          bool replication, const wg_stop_flag *stop, wg_error *err);
 
 /*
  * The PostgreSQL checks of `walgate validate` for one connection: TCP reachability of the

@@ -7,7 +7,9 @@
 #include "ingest/ingest.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libpq-events.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,8 +119,43 @@ static void pg_set_notices(PGconn *conn, const char *name)
     PQsetNoticeReceiver(conn, pg_notice, ctx);
 }
 
+/* How a non-blocking connect ended (see pg_connect_wait). */
+typedef enum { PG_WAIT_OK, PG_WAIT_FAILED, PG_WAIT_TIMEOUT, PG_WAIT_STOPPED } pg_wait;
+
+/*
+ * Drive libpq's non-blocking connect (PQconnectPoll) to its end, looking at *stop at least
+ * every 100 ms: a source blocked here — a server or tunnel that accepts and then says
+ * nothing — must not hold up a SIGTERM for connect_timeout. The asynchronous API does not
+ * apply connect_timeout itself, so `timeout_ms` is enforced here, for the whole attempt.
+ */
+static pg_wait pg_connect_wait(PGconn *conn, int64_t timeout_ms, const wg_stop_flag *stop)
+{
+    int64_t deadline = wg_now_ms() + timeout_ms;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    for (;;) {
+        if (st == PGRES_POLLING_OK)
+            return PG_WAIT_OK;
+        if (st == PGRES_POLLING_FAILED)
+            return PG_WAIT_FAILED;
+        if (stop && *stop)
+            return PG_WAIT_STOPPED;
+        int64_t left = deadline - wg_now_ms();
+        if (left <= 0)
+            return PG_WAIT_TIMEOUT;
+        struct pollfd pfd = {.fd = PQsocket(conn),
+                             .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        if (pfd.fd < 0)
+            return PG_WAIT_FAILED;
+        int n = poll(&pfd, 1, (int)(left < 100 ? left : 100));
+        if (n < 0 && errno != EINTR)
+            return PG_WAIT_FAILED;
+        if (n > 0)
+            st = PQconnectPoll(conn);
+    }
+}
+
 PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, int dial_port,
-                          bool replication, wg_error *err)
+                          bool replication, const wg_stop_flag *stop, wg_error *err)
 {
     const char *kw[24];
     const char *val[24];
@@ -181,15 +218,33 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
         kw[n] = "replication", val[n++] = "database";
     kw[n] = NULL, val[n] = NULL;
 
-    PGconn *conn = PQconnectdbParams(kw, val, 0);
+    PGconn *conn = PQconnectStartParams(kw, val, 0);
     wg_secret_free(pw);
     if (!conn) {
         wg_error_set(err, WG_ERR_NOMEM, "postgres %s: out of memory", cfg->name);
         return NULL;
     }
-    if (PQstatus(conn) != CONNECTION_OK) {
+    /* libpq gives each host of a list the whole connect_timeout; so does this deadline. */
+    int64_t timeout_ms = atoll(ctimeout) * 1000;
+    for (const char *c = host; c && *c; c++)
+        if (*c == ',')
+            timeout_ms += atoll(ctimeout) * 1000;
+    pg_wait w =
+        PQstatus(conn) == CONNECTION_BAD ? PG_WAIT_FAILED : pg_connect_wait(conn, timeout_ms, stop);
+    if (w == PG_WAIT_STOPPED) {
+        wg_error_set(err, WG_ERR_CANCELLED, "postgres %s: connect abandoned: stopping", cfg->name);
+        PQfinish(conn);
+        return NULL;
+    }
+    if (w != PG_WAIT_OK) {
         char msg[700];
-        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+        if (w == PG_WAIT_TIMEOUT)
+            snprintf(msg, sizeof(msg),
+                     "timeout expired: no answer within connect_timeout (%s s); is the server "
+                     "(or the tunnel's far end) up and reachable?",
+                     ctimeout);
+        else
+            snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
         size_t l = strlen(msg);
         while (l > 0 && (msg[l - 1] == '\n' || msg[l - 1] == ' '))
             msg[--l] = '\0';

@@ -84,7 +84,7 @@ void resync_requests_clear(ingest_source *s)
 static PGconn *resync_snapshot(ingest_source *s, const char *qname, uint64_t *x)
 {
     wg_error e = {0};
-    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &e);
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, s->stop, &e);
     if (!c) {
         log_warn(s->cfg.name, "resync of %s: %s", qname, e.msg);
         return NULL;

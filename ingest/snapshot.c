@@ -72,7 +72,7 @@ static void *snap_worker(void *arg)
     snap_job *job = arg;
     ingest_source *s = job->s;
     wg_error err = {0};
-    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, s->stop, &err);
     int rc = c ? 0 : -1;
     if (c) {
         wg_buf q = {0};

@@ -425,9 +425,9 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
         return src_classify(s, &err, SRC_AT_CONNECT);
     }
     s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
-    s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, &err);
+    s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, s->stop, &err);
     if (!s->cat)
-        return src_classify(s, &err, SRC_AT_CONNECT);
+        return err.code == WG_ERR_CANCELLED ? CYCLE_STOP : src_classify(s, &err, SRC_AT_CONNECT);
     s->catalog = cat_pg(s->cat);
     if (pgver_check_supported(PQserverVersion(s->cat), s->pg.name, &err) != 0) {
         state_set_error(s, SRC_FAILED, "upgrade the server to PostgreSQL 11 or later", "%s",
@@ -436,9 +436,9 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
     }
     if (slot_check_standby(s) != 0)
         return CYCLE_FATAL;
-    s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, &err);
+    s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, s->stop, &err);
     if (!s->repl)
-        return src_classify(s, &err, SRC_AT_CONNECT);
+        return err.code == WG_ERR_CANCELLED ? CYCLE_STOP : src_classify(s, &err, SRC_AT_CONNECT);
     if (slot_identify(s, &err) != 0)
         return src_classify(s, &err, SRC_AT_CONNECT);
     stream_poll_server_lsn(s);
