@@ -159,6 +159,16 @@ void ingest_source_set_wake(ingest_source *s, wg_wake *w);
  * before ingest_source_run; without one (-1) the source looks at *stop about once a second.
  */
 void ingest_source_set_stop_fd(ingest_source *s, int fd);
+
+/*
+ * For a stop that ingest_source_run has not honoured within a grace period (it is blocked on
+ * a server that stopped answering mid-query, whose kernel still answers keepalives): shut
+ * down the sockets of every PostgreSQL connection the source holds, and of any it opens
+ * from now on, so that the blocked call returns and the thread sees *stop. Call after
+ * setting *stop, from another thread. Nothing is lost: the change log is left as after a
+ * dropped connection, and nothing past what is durable was confirmed.
+ */
+void ingest_source_abort_io(ingest_source *s);
 /*
  * The route to the source's server came back (a tunnel reconnected, a PrivateLink endpoint's
  * addresses changed): a source waiting out its reconnect backoff (or its change log's retry)

@@ -84,7 +84,7 @@ void resync_requests_clear(ingest_source *s)
 static PGconn *resync_snapshot(ingest_source *s, const char *qname, uint64_t *x)
 {
     wg_error e = {0};
-    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, s->stop, &e);
+    PGconn *c = src_pg_connect(s, true, &e);
     if (!c) {
         log_warn(s->cfg.name, "resync of %s: %s", qname, e.msg);
         return NULL;
@@ -107,7 +107,7 @@ static PGconn *resync_snapshot(ingest_source *s, const char *qname, uint64_t *x)
         log_warn(s->cfg.name, "resync of %s: creating a temporary slot: %s", qname,
                  PQerrorMessage(c));
         PQclear(r);
-        PQfinish(c);
+        src_pg_finish(s, c);
         return NULL;
     }
     PQclear(r);
@@ -226,7 +226,7 @@ static int resync_table(ingest_source *s, const char *qname, bool *retry, wg_err
         rc = resync_copy(s, c, ts, tl.v[at].schema, tl.v[at].table, retry, err);
     }
     PQclear(PQexec(c, "COMMIT"));
-    PQfinish(c); /* drops the temporary slot */
+    src_pg_finish(s, c); /* drops the temporary slot */
     cat_tables_free(&tl);
     if (rc == 0 && !*retry) {
         state_save(s);

@@ -72,7 +72,7 @@ static void *snap_worker(void *arg)
     snap_job *job = arg;
     ingest_source *s = job->s;
     wg_error err = {0};
-    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, s->stop, &err);
+    PGconn *c = src_pg_connect(s, false, &err);
     int rc = c ? 0 : -1;
     if (c) {
         wg_buf q = {0};
@@ -96,7 +96,7 @@ static void *snap_worker(void *arg)
     }
     if (c) {
         PQclear(PQexec(c, "COMMIT"));
-        PQfinish(c);
+        src_pg_finish(s, c);
     }
     if (rc != 0) {
         pthread_mutex_lock(&s->snap_mu);

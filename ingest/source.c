@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int ingest_lsn_parse(const char *text, uint64_t *lsn)
@@ -122,6 +123,7 @@ ingest_source *ingest_source_new(const ingest_source_config *src, const ingest_p
     s->state_dir = strdup(state_dir);
     pthread_mutex_init(&s->snap_mu, NULL);
     pthread_mutex_init(&s->hold_mu, NULL);
+    pthread_mutex_init(&s->conns_mu, NULL);
     s->kick = wg_wake_new();
     s->stop_fd = s->req_fd = -1;
     s->backoff_base_ms = 250;
@@ -173,10 +175,8 @@ static void src_disconnect(ingest_source *s)
 {
     if (s->catalog.ctx && s->catalog.ctx == s->cat)
         s->catalog = (cat_handle){0};
-    if (s->repl)
-        PQfinish(s->repl);
-    if (s->cat)
-        PQfinish(s->cat);
+    src_pg_finish(s, s->repl);
+    src_pg_finish(s, s->cat);
     s->repl = s->cat = NULL;
     pgout_decoder_free(s->dec);
     s->dec = NULL;
@@ -210,6 +210,7 @@ void ingest_source_free(ingest_source *s)
     free(s->logdir);
     pthread_mutex_destroy(&s->snap_mu);
     pthread_mutex_destroy(&s->hold_mu);
+    pthread_mutex_destroy(&s->conns_mu);
     wg_wake_free(s->kick);
     if (s->req_fd >= 0)
         close(s->req_fd);
@@ -425,7 +426,7 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
         return src_classify(s, &err, SRC_AT_CONNECT);
     }
     s->state = s->state == SRC_FAILED ? SRC_FAILED : SRC_STARTING;
-    s->cat = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, false, s->stop, &err);
+    s->cat = src_pg_connect(s, false, &err);
     if (!s->cat)
         return err.code == WG_ERR_CANCELLED ? CYCLE_STOP : src_classify(s, &err, SRC_AT_CONNECT);
     s->catalog = cat_pg(s->cat);
@@ -436,7 +437,7 @@ static int cycle(ingest_source *s, wg_stop_flag *stop, wg_error *logerr)
     }
     if (slot_check_standby(s) != 0)
         return CYCLE_FATAL;
-    s->repl = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, true, s->stop, &err);
+    s->repl = src_pg_connect(s, true, &err);
     if (!s->repl)
         return err.code == WG_ERR_CANCELLED ? CYCLE_STOP : src_classify(s, &err, SRC_AT_CONNECT);
     if (slot_identify(s, &err) != 0)
@@ -497,6 +498,59 @@ void ingest_source_kick(ingest_source *s)
 {
     if (s && s->kick)
         wg_wake_signal(s->kick);
+}
+
+PGconn *src_pg_connect(ingest_source *s, bool replication, wg_error *err)
+{
+    PGconn *c = ingest_pg_connect(&s->pg, s->dial_addr, s->dial_port, replication, s->stop, err);
+    if (!c)
+        return NULL;
+    pthread_mutex_lock(&s->conns_mu);
+    bool tracked = false;
+    for (int i = 0; i < SRC_MAX_CONNS && !tracked; i++)
+        if (!s->conns[i])
+            s->conns[i] = c, tracked = true;
+    /* A stop that came while this connect ran finds the connection cut, not waited on. */
+    if (s->io_aborted)
+        shutdown(PQsocket(c), SHUT_RDWR);
+    pthread_mutex_unlock(&s->conns_mu);
+    if (!tracked) /* cannot happen with SRC_MAX_CONNS above the configurable maximum */
+        log_warn(s->cfg.name, "more than %d connections open; a stop may wait for one",
+                 SRC_MAX_CONNS);
+    return c;
+}
+
+void src_pg_finish(ingest_source *s, PGconn *c)
+{
+    if (!c)
+        return;
+    /* Untracked and closed under the lock: ingest_source_abort_io never shuts down a socket
+     * number that PQfinish has closed and something else may have been given since. */
+    pthread_mutex_lock(&s->conns_mu);
+    for (int i = 0; i < SRC_MAX_CONNS; i++)
+        if (s->conns[i] == c)
+            s->conns[i] = NULL;
+    PQfinish(c);
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
+void ingest_source_abort_io(ingest_source *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->conns_mu);
+    s->io_aborted = true;
+    int n = 0;
+    for (int i = 0; i < SRC_MAX_CONNS; i++)
+        if (s->conns[i] && PQsocket(s->conns[i]) >= 0) {
+            shutdown(PQsocket(s->conns[i]), SHUT_RDWR);
+            n++;
+        }
+    pthread_mutex_unlock(&s->conns_mu);
+    log_warn(s->cfg.name,
+             "stopping: the source did not stop within half a second (a server that stopped "
+             "answering?); cut its %d PostgreSQL connection(s)",
+             n);
 }
 
 /* Wait up to `ms`, ended at once by ingest_source_kick (and, within a second, by *stop). */

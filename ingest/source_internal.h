@@ -61,6 +61,17 @@
 /* CYCLE_LOG: the change log failed (source.c reopens it). */
 enum { CYCLE_RETRY = 1, CYCLE_FATAL = 2, CYCLE_STOP = 3, CYCLE_LOG = 4 };
 
+/* Connections one source holds at most: catalog, replication, 16 snapshot workers, resync. */
+#define SRC_MAX_CONNS 20
+
+/*
+ * Open a PostgreSQL connection for source `s` (ingest_pg_connect, with the source's route and
+ * stop) and track it for ingest_source_abort_io; src_pg_finish untracks and closes it. Any
+ * thread of the source may call them.
+ */
+PGconn *src_pg_connect(ingest_source *s, bool replication, wg_error *err);
+void src_pg_finish(ingest_source *s, PGconn *c);
+
 typedef enum src_state {
     SRC_STARTING,
     SRC_SNAPSHOTTING,
@@ -316,6 +327,12 @@ struct ingest_source {
         int stop_fd;        /* readable once a stop is asked (ingest_source_set_stop_fd), or -1 */
         /* Ends a backoff wait at once (ingest_source_kick: the route came back, or stop). */
         wg_wake *kick;
+        /* Every open PostgreSQL connection of this source (catalog, replication, snapshot
+         * workers, resync), so that ingest_source_abort_io can cut them when a stop finds the
+         * source blocked on a server that stopped answering. Guarded by conns_mu. */
+        pthread_mutex_t conns_mu;
+        PGconn *conns[SRC_MAX_CONNS];
+        bool io_aborted; /* ingest_source_abort_io ran: new connections are cut at once */
         int64_t backoff_base_ms, backoff_cap_ms; /* reconnect backoff: 250 ms to 30 s */
     };
 

@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Retention and a fresh look at the free space; the budget itself is kept at every append
  * (sup_guard), so nothing waits for this round. */
 #define SUP_HOUSEKEEPING_MS 10000
 #define SUP_TUNNEL_STATUS_MS 1000 /* tunnel status documents: looked at, written when changed */
+#define SUP_STOP_GRACE_MS 500     /* after a stop, before a blocked source's connections are cut */
 
 sup_t *sup_new(const sup_options *o, wg_error *err)
 {
@@ -204,9 +206,21 @@ int sup_run(sup_t *d, wg_stop_flag *stop, int stop_fd, wg_error *err)
     for (size_t i = 0; i < d->n_fwds; i++)
         if (d->fwds[i].started)
             pthread_join(d->fwds[i].thread, NULL);
-    for (size_t i = 0; i < d->n_sources; i++)
-        if (d->sources[i].started)
+    /* A source blocked on a server that stopped answering mid-query does not see the stop;
+     * after half a second its connections are cut (ingest_source_abort_io) so that it does. */
+    struct timespec grace;
+    clock_gettime(CLOCK_REALTIME, &grace);
+    grace.tv_nsec += SUP_STOP_GRACE_MS * 1000000L;
+    if (grace.tv_nsec >= 1000000000L)
+        grace.tv_sec++, grace.tv_nsec -= 1000000000L;
+    for (size_t i = 0; i < d->n_sources; i++) {
+        if (!d->sources[i].started)
+            continue;
+        if (pthread_timedjoin_np(d->sources[i].thread, NULL, &grace) != 0) {
+            ingest_source_abort_io(d->sources[i].src);
             pthread_join(d->sources[i].thread, NULL);
+        }
+    }
     return rc;
 }
 

@@ -305,6 +305,73 @@ def test_run_stops_mid_postgres_connect():
         srv.stop()
 
 
+def pg_message(kind, payload):
+    return kind + struct.pack("!I", len(payload) + 4) + payload
+
+
+class PgThenSilent:
+    """Plays a PostgreSQL server through the start-up (trust authentication, parameters,
+    ReadyForQuery) and then never answers: a server hung in the middle of a session."""
+
+    def __init__(self):
+        self.queries = 0
+
+    def __call__(self, c):
+        head = c.recv(4)
+        if len(head) < 4:
+            return
+        need = struct.unpack("!I", head)[0] - 4
+        while need > 0:
+            need -= len(c.recv(need))
+        out = pg_message(b"R", struct.pack("!I", 0))
+        for k, v in (("server_version", "15.4"), ("server_encoding", "UTF8"),
+                     ("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY"),
+                     ("integer_datetimes", "on"), ("standard_conforming_strings", "on"),
+                     ("TimeZone", "UTC")):
+            out += pg_message(b"S", k.encode() + b"\0" + v.encode() + b"\0")
+        out += pg_message(b"K", struct.pack("!II", 4242, 77)) + pg_message(b"Z", b"I")
+        c.sendall(out)
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return
+            self.queries += 1
+
+
+def test_run_stops_mid_query():
+    """A PostgreSQL session that stops answering in the middle of a query (a hung server; TCP
+    keepalives are answered by its kernel, so nothing times out): SIGTERM must still end walgate
+    at once."""
+    behaviour = PgThenSilent()
+    srv = FakeServer(behaviour)
+    work = fixture.tempdir("walgate-hostile-pgquery-")
+    try:
+        cfg = fixture.write_file(os.path.join(work, "w.ini"), fixture.ini([
+            ("walgate", {"state_dir": work}),
+            ("postgres main", {"host": "127.0.0.1", "port": srv.port, "user": "postgres",
+                               "dbname": "postgres", "sslmode": "disable"}),
+            ("source one", {"connection": "main", "publication": "p"})]))
+        log = os.path.join(work, "run.log")
+        p = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
+                                  stderr=open(log, "w"))
+        fixture.wait_until(lambda: behaviour.queries > 0, "a query to the hung server", proc=p,
+                           log=lambda: open(log, "rb").read()[-2000:].decode(errors="replace"))
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise AssertionError("walgate still running 20 s after SIGTERM")
+        took = time.monotonic() - t0
+        assert rc == 0, (rc, open(log, "rb").read()[-2000:])
+        assert took < 2, took
+        print(f"PostgreSQL hung mid-query: exit {took:.2f}s after SIGTERM")
+    finally:
+        srv.stop()
+
+
 def test_rsa_only_bastion():
     with fixture.Sshd(host_key_type="rsa") as sshd:
         work = fixture.tempdir("walgate-hostile-rsa-")
@@ -324,6 +391,7 @@ def main():
     test_rsa_only_bastion()
     test_postgres_error_text_escaped()
     test_run_stops_mid_postgres_connect()
+    test_run_stops_mid_query()
     test_run_retries_without_spinning()
     print("ok")
 
