@@ -575,6 +575,7 @@ int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
     fwd_item *items = NULL;
     size_t items_cap = 0;
     f->state = FS_RUNNING;
+    f->sink->stop = stop;
     status_write(f, true);
     saver_start(f);
     while (!*stop) {
@@ -647,6 +648,8 @@ int fwd_forwarder_run(fwd_forwarder *f, wg_stop_flag *stop)
                 wg_backoff_reset(&bo);
                 break;
             }
+            if (*stop)
+                break; /* the send gave up because of the stop: not a downstream failure */
             snprintf(f->error, sizeof(f->error), "%s", serr.msg[0] ? serr.msg : "send failed");
             /* The file says where this batch starts before it waits: a restart meanwhile sends
              * it again with the same boundaries (and request key). */

@@ -72,6 +72,9 @@ typedef struct fwd_sink_ops {
 struct fwd_sink {
     const fwd_sink_ops *ops;
     char *name; /* the [sink NAME] */
+    /* Set by fwd_forwarder_run: a send in progress gives up within ~a second once it becomes
+     * non-zero (the batch is sent again, with the same keys, at the next start). NULL: none. */
+    const wg_stop_flag *stop;
 };
 
 /* `[sink NAME] type = webhook`. Strings are owned by whoever fills it. */

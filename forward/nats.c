@@ -306,6 +306,15 @@ static void free_subjects(fwd_nats_sink *s)
 
 static void disconnect(fwd_nats_sink *s)
 {
+    /* Closed first: the JetStream context's teardown then has no live connection to flush
+     * and wait on (half a second for a PONG from a server that may be the reason for this
+     * disconnect, or that a stop found frozen). */
+    if (s->nc) {
+        pthread_mutex_lock(&s->sh->mu);
+        s->sh->closing = true;
+        pthread_mutex_unlock(&s->sh->mu);
+        natsConnection_Close(s->nc);
+    }
     if (s->js) {
         natsMsgList pending = {0};
         if (s->published && js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
@@ -315,10 +324,6 @@ static void disconnect(fwd_nats_sink *s)
         s->published = false;
     }
     if (s->nc) {
-        pthread_mutex_lock(&s->sh->mu);
-        s->sh->closing = true;
-        pthread_mutex_unlock(&s->sh->mu);
-        natsConnection_Close(s->nc);
         natsConnection_Destroy(s->nc); /* on_closed drops the connection's reference */
         s->nc = NULL;
     }
@@ -756,6 +761,30 @@ static fwd_result classify_failure(fwd_nats_sink *s, const fwd_nats_shared *snap
     return fatal ? FWD_FATAL : FWD_RETRY;
 }
 
+/* The stop of the forwarder running this sink was asked. */
+static bool stopping(const fwd_nats_sink *s)
+{
+    return s->base.stop && *s->base.stop;
+}
+
+/*
+ * js_PublishAsyncComplete for up to `ms`, in slices of a quarter second so that a stop ends
+ * the wait for a server that stopped answering (the batch is sent again at the next start).
+ */
+static natsStatus publish_complete(fwd_nats_sink *s, int64_t ms)
+{
+    int64_t deadline = wg_now_ms() + ms;
+    for (;;) {
+        int64_t left = deadline - wg_now_ms();
+        jsPubOptions o;
+        jsPubOptions_Init(&o);
+        o.MaxWait = left < 250 ? (left > 0 ? left : 1) : 250;
+        natsStatus st = js_PublishAsyncComplete(s->js, &o);
+        if (st != NATS_TIMEOUT || wg_now_ms() >= deadline || stopping(s))
+            return st;
+    }
+}
+
 /* Publish one message, waiting (up to the timeout without progress) while the window is full. */
 static natsStatus publish_one(fwd_nats_sink *s, natsMsg **msg, jsPubOptions *po)
 {
@@ -768,7 +797,7 @@ static natsStatus publish_one(fwd_nats_sink *s, natsMsg **msg, jsPubOptions *po)
         pthread_mutex_lock(&s->sh->mu);
         bool stop = s->sh->stop;
         pthread_mutex_unlock(&s->sh->mu);
-        if (stop)
+        if (stop || stopping(s))
             return st;
     }
 }
@@ -851,10 +880,7 @@ static int publish_planned(void *arg, const fwd_nats_out *m)
     c->published++;
     snprintf(c->prev_id, sizeof(c->prev_id), "%s", m->msg_id);
     if (c->careful) {
-        jsPubOptions one;
-        jsPubOptions_Init(&one);
-        one.MaxWait = s->timeout_ms + 1000;
-        if (js_PublishAsyncComplete(s->js, &one) != NATS_OK)
+        if (publish_complete(s, s->timeout_ms + 1000) != NATS_OK)
             return 1;
     }
     return 0;
@@ -1021,10 +1047,7 @@ static fwd_result fwd_nats_send(fwd_sink *base, const fwd_batch *b, int64_t *ret
     if (published > 0 && pub_st == NATS_OK)
         (void)natsConnection_FlushTimeout(s->nc, FWD_NATS_FLUSH_WAIT_MS);
     /* Everything published must be acknowledged (or failed) before we answer. */
-    jsPubOptions co;
-    jsPubOptions_Init(&co);
-    co.MaxWait = s->timeout_ms + 1000;
-    natsStatus cst = js_PublishAsyncComplete(s->js, &co);
+    natsStatus cst = publish_complete(s, s->timeout_ms + 1000);
     uint64_t lost = 0;
     if (cst != NATS_OK && s->published) {
         natsMsgList pending = {0};

@@ -375,6 +375,17 @@ static void curl_init_once(void)
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* libcurl calls this about once a second during a transfer (and more often while bytes
+ * move): a stop ends a request to a receiver that accepted it and went quiet, instead of
+ * waiting out the sink's timeout. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    const fwd_sink *base = ud;
+    return base->stop && *base->stop ? 1 : 0;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     wh_sink *s = ud;
@@ -1241,6 +1252,9 @@ fwd_sink *fwd_webhook_new(const fwd_webhook_config *cfg, wg_error *err)
     cc |= curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     cc |= curl_easy_setopt(c, CURLOPT_HEADERDATA, s);
     cc |= curl_easy_setopt(c, CURLOPT_POST, 1L);
+    cc |= curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    cc |= curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    cc |= curl_easy_setopt(c, CURLOPT_XFERINFODATA, &s->base);
     if (cfg->ca_file)
         cc |= curl_easy_setopt(c, CURLOPT_CAINFO, cfg->ca_file);
     if (cfg->client_cert)

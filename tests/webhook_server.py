@@ -167,6 +167,7 @@ class WebhookServer:
         self._faults = []   # [fault dict, remaining count]
         self._requests = []
         self._connections = 0
+        self._arrived = 0   # requests read whole, answered or not (a "sleep" fault holds one)
         self._stopping = threading.Event()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.hook = self
@@ -227,6 +228,12 @@ class WebhookServer:
         """How many TCP connections were accepted (keep-alive keeps this low)."""
         with self._lock:
             return self._connections
+
+    @property
+    def arrived(self):
+        """How many requests were read whole, including any still held by a "sleep" fault."""
+        with self._lock:
+            return self._arrived
 
     def requests(self):
         with self._lock:
@@ -326,6 +333,8 @@ class WebhookServer:
                "body": body.decode("utf-8", "replace"), "json": parsed,
                "verified": verified, "why": why, "status": None, "fault": None,
                "conn": h.conn_no}
+        with self._lock:
+            self._arrived += 1
         fault = self._next_fault()
         rec["fault"] = fault
         if fault and fault.get("drop"):
