@@ -242,16 +242,16 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
         else if (gone_code && strcmp(gone_code, TE_COLUMN_TYPE) == 0)
             wg_buf_printf(&m,
                           "incompatible schema change: ingested column %s changed type upstream "
-                          "(the catalog has it as another type now, so its domain type cannot "
-                          "be resolved); to ingest the table's new shape: walgate source resync "
-                          "%s %s",
+                          "(the catalog has it as another type now, and its domain type was "
+                          "dropped, so it cannot be resolved); to ingest the table's new shape: "
+                          "walgate source resync %s %s",
                           gone->data, s->cfg.name, ri->qname);
         else if (gone->len)
             wg_buf_printf(&m,
                           "incompatible schema change: ingested column %s was dropped or "
-                          "renamed upstream (the catalog no longer has it, so its domain type "
-                          "cannot be resolved); to ingest the table's new shape: walgate "
-                          "source resync %s %s",
+                          "renamed upstream (the catalog no longer has it, nor its domain type, "
+                          "so the type cannot be resolved); to ingest the table's new shape: "
+                          "walgate source resync %s %s",
                           gone->data, s->cfg.name, ri->qname);
         else
             rel_unsupported_text(&m, s, ri->qname, errs->data);
