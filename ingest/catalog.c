@@ -24,7 +24,9 @@ void cat_relation_free(cat_relation *r)
     for (int i = 0; r->cols && i < r->ncols; i++)
         free(r->cols[i].name);
     free(r->cols);
+    free(r->type_bases);
     r->cols = NULL;
+    r->type_bases = NULL;
     r->ncols = 0;
 }
 
@@ -43,75 +45,103 @@ static int pg_describe(void *ctx, const cat_relref *ref, cat_relation *out, wg_e
         PQfreemem(ti);
     }
     memset(out, 0, sizeof(*out));
-    /* Which relation the name is now, and whether it is a partitioned table. */
-    wg_buf_printf(&sql, "SELECT c.oid, c.relkind FROM pg_class c WHERE c.oid = %s", rel.data);
-    PGresult *kr = PQexec(c, sql.data);
-    wg_buf_reset(&sql);
-    if (PQresultStatus(kr) != PGRES_TUPLES_OK) {
-        wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
-        cat_sqlstate(err, kr);
-        PQclear(kr);
-        wg_buf_free(&rel);
-        wg_buf_free(&sql);
-        return -1;
-    }
-    /* No row: dropped since (a Relation message of a table dropped later in the WAL); it is
-     * described with no columns, as the attribute query below finds none either. */
-    uint32_t oid = ref->oid;
-    char relkind = 0;
-    if (PQntuples(kr) == 1) {
-        oid = (uint32_t)strtoul(PQgetvalue(kr, 0, 0), NULL, 10);
-        relkind = PQgetvalue(kr, 0, 1)[0];
-    }
-    PQclear(kr);
-    /* In attnum order, with the type's base type when it is a domain, and whether the column
-     * is part of the record's key, which names columns every change's old row carries and
-     * that identify the row: with REPLICA IDENTITY USING INDEX the identity index's columns
-     * (what the server sends as the old key); otherwise (DEFAULT, FULL, NOTHING, or an
-     * identity index dropped since) the primary key; none without one (rec_key_json then
-     * keys the row by every column: the old row is whole with FULL, and a column added later
-     * joins the key). The snapshot and the stream both key rows by this. */
+    /* One statement, so one snapshot: which relation the name is now and whether it is a
+     * partitioned table, and its columns. Two queries could see a table dropped between them
+     * as a relation with no columns (no key: a "key change" instead of the drop). No row: the
+     * relation was dropped since (a Relation message of a table dropped later in the WAL); it
+     * is described with no columns. Columns in attnum order, with the type's base type when it
+     * is a domain, and whether the column is part of the record's key, which names columns
+     * every change's old row carries and that identify the row: with REPLICA IDENTITY USING
+     * INDEX the identity index's columns (what the server sends as the old key); otherwise
+     * (DEFAULT, FULL, NOTHING, or an identity index dropped since) the primary key; none
+     * without one (rec_key_json then keys the row by every column: the old row is whole with
+     * FULL, and a column added later joins the key). The snapshot and the stream both key rows
+     * by this. */
     wg_buf_printf(&sql,
-                  "SELECT a.attname, %s, CASE WHEN c.relreplident = 'i' AND EXISTS (SELECT FROM "
-                  "pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) THEN a.attnum = "
-                  "ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND "
-                  "i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i WHERE i.indrelid = "
-                  "c.oid AND i.indisprimary) THEN a.attnum = ANY (SELECT unnest(i.indkey) FROM "
-                  "pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) ELSE false END, "
-                  "a.atttypid FROM pg_attribute a JOIN pg_type t ON t.oid = "
-                  "a.atttypid JOIN pg_class c ON c.oid = a.attrelid WHERE a.attrelid = %s AND "
-                  "a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                  "SELECT c.oid, c.relkind, a.attname, %s, CASE WHEN c.relreplident = 'i' AND "
+                  "EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) "
+                  "THEN a.attnum = ANY (SELECT unnest(i.indkey) FROM pg_index i WHERE "
+                  "i.indrelid = c.oid AND i.indisreplident) WHEN EXISTS (SELECT FROM pg_index i "
+                  "WHERE i.indrelid = c.oid AND i.indisprimary) THEN a.attnum = ANY (SELECT "
+                  "unnest(i.indkey) FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) "
+                  "ELSE false END, a.atttypid FROM pg_class c LEFT JOIN pg_attribute a ON "
+                  "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped WHERE c.oid = %s "
+                  "ORDER BY a.attnum",
                   INGEST_PG_BASE_TYPE_SQL("a.atttypid"), rel.data);
     wg_buf_free(&rel);
     PGresult *res = PQexec(c, sql.data);
+    wg_buf_reset(&sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
+        cat_sqlstate(err, res);
+        PQclear(res);
+        wg_buf_free(&sql);
+        return -1;
+    }
+    int n = PQntuples(res);
+    out->oid = ref->oid;
+    out->cols = calloc((size_t)n + 1, sizeof(*out->cols));
+    if (!out->cols) {
+        PQclear(res);
+        wg_buf_free(&sql);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        out->oid = (uint32_t)strtoul(PQgetvalue(res, i, 0), NULL, 10);
+        out->relkind = PQgetvalue(res, i, 1)[0];
+        if (PQgetisnull(res, i, 2))
+            continue; /* a relation without columns */
+        cat_column *col = &out->cols[out->ncols];
+        if (!(col->name = strdup(PQgetvalue(res, i, 2)))) {
+            PQclear(res);
+            wg_buf_free(&sql);
+            cat_relation_free(out);
+            return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        }
+        col->base_oid = (uint32_t)strtoul(PQgetvalue(res, i, 3), NULL, 10);
+        col->pk = PQgetvalue(res, i, 4)[0] == 't';
+        col->type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 5), NULL, 10);
+        out->ncols++;
+    }
+    PQclear(res);
+    if (ref->ntypes <= 0) {
+        wg_buf_free(&sql);
+        return 0;
+    }
+    /* The base types of the asked type OIDs, by OID: a domain's base type never changes, and
+     * the domain outlives a column of it dropped or retyped since the WAL being decoded. */
+    if (!(out->type_bases = calloc((size_t)ref->ntypes, sizeof(*out->type_bases)))) {
+        wg_buf_free(&sql);
+        cat_relation_free(out);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    wg_buf_printf(&sql, "SELECT t.oid, %s FROM pg_type t WHERE t.oid IN (",
+                  INGEST_PG_BASE_TYPE_SQL("t.oid"));
+    for (int i = 0; i < ref->ntypes; i++)
+        wg_buf_printf(&sql, "%s'%u'::oid", i ? ", " : "", ref->types[i]);
+    wg_buf_printf(&sql, ")");
+    if (wg_buf_failed(&sql)) {
+        wg_buf_free(&sql);
+        cat_relation_free(out);
+        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    }
+    res = PQexec(c, sql.data);
     wg_buf_free(&sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         wg_error_set(err, WG_ERR_PG, "%s", PQerrorMessage(c));
         cat_sqlstate(err, res);
         PQclear(res);
+        cat_relation_free(out);
         return -1;
     }
-    int n = PQntuples(res);
-    out->cols = calloc((size_t)n + 1, sizeof(*out->cols));
-    if (!out->cols) {
-        PQclear(res);
-        return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-    }
-    for (int i = 0; i < n; i++) {
-        cat_column *col = &out->cols[out->ncols];
-        if (!(col->name = strdup(PQgetvalue(res, i, 0)))) {
-            PQclear(res);
-            cat_relation_free(out);
-            return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-        }
-        col->base_oid = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-        col->pk = PQgetvalue(res, i, 2)[0] == 't';
-        col->type_oid = (uint32_t)strtoul(PQgetvalue(res, i, 3), NULL, 10);
-        out->ncols++;
+    for (int r = 0; r < PQntuples(res); r++) {
+        uint32_t t = (uint32_t)strtoul(PQgetvalue(res, r, 0), NULL, 10);
+        uint32_t base = (uint32_t)strtoul(PQgetvalue(res, r, 1), NULL, 10);
+        for (int i = 0; i < ref->ntypes; i++)
+            if (ref->types[i] == t)
+                out->type_bases[i] = base;
     }
     PQclear(res);
-    out->oid = oid;
-    out->relkind = relkind;
     return 0;
 }
 

@@ -91,14 +91,16 @@ void rel_unsupported_text(wg_buf *m, const ingest_source *s, const char *qname, 
 }
 
 /* Types, exclusions and key of ri from the Relation message and the catalog's description;
- * columns of unsupported types are listed in `errs`, and columns the catalog no longer has
- * as they were (dropped, renamed or retyped since the WAL being decoded, or the whole relation
- * dropped) whose type cannot be told without it (a domain) in `gone`. *gone_code says why
- * the table fails: TE_DROPPED when the catalog no longer has the relation (its key cannot be
- * told either, whatever its types), else the first such column's TE_COLUMN_TYPE or
- * TE_COLUMN_GONE. NULL-free key_json on success. */
+ * columns of unsupported types are listed in `errs`. A column the catalog no longer has as it
+ * was (dropped, renamed or retyped since the WAL being decoded) is rendered by its type OID
+ * (a domain by the base type the catalog still has for it: desc->type_bases, `asked` being
+ * the type OIDs asked for); one whose type cannot be told even so (its domain dropped too) is
+ * listed in `gone`. *gone_code says why the table fails: TE_DROPPED when the catalog no longer
+ * has the relation (its key cannot be told either, whatever its types), else the first such
+ * column's TE_COLUMN_TYPE or TE_COLUMN_GONE. NULL-free key_json on success. */
 static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
-                      const cat_relation *desc, wg_buf *errs, wg_buf *gone, const char **gone_code)
+                      const cat_relation *desc, const uint32_t *asked, int nasked, wg_buf *errs,
+                      wg_buf *gone, const char **gone_code)
 {
     const char **names = calloc((size_t)r->ncols + 1, sizeof(*names));
     bool *pk = calloc((size_t)r->ncols + 1, sizeof(*pk));
@@ -115,12 +117,17 @@ static int rel_render(ingest_source *s, rel_info *ri, const pgout_relation *r,
             if (strcmp(desc->cols[k].name, c->name) != 0)
                 continue;
             named = true;
+            key = desc->cols[k].pk; /* retyped since: still the column under that name */
             if (!desc->cols[k].type_oid || desc->cols[k].type_oid == c->type_oid) {
                 oid = desc->cols[k].base_oid;
-                key = desc->cols[k].pk;
                 found = true;
             }
         }
+        for (int k = 0; !found && desc->type_bases && k < nasked; k++)
+            if (asked[k] == c->type_oid && desc->type_bases[k]) {
+                oid = desc->type_bases[k]; /* by type OID: the domain is still there */
+                found = true;
+            }
         ri->excluded[i] = src_col_listed(s->cfg.exclude_columns, ri->qname, c->name);
         if (ri->excluded[i])
             continue;
@@ -235,16 +242,16 @@ static void rel_settle(ingest_source *s, rel_info *ri, const pgout_relation *r, 
         else if (gone_code && strcmp(gone_code, TE_COLUMN_TYPE) == 0)
             wg_buf_printf(&m,
                           "incompatible schema change: ingested column %s changed type upstream "
-                          "(the catalog has it as another type now, so its domain type cannot "
-                          "be resolved); to ingest the table's new shape: walgate source resync "
-                          "%s %s",
+                          "(the catalog has it as another type now, and its domain type was "
+                          "dropped, so it cannot be resolved); to ingest the table's new shape: "
+                          "walgate source resync %s %s",
                           gone->data, s->cfg.name, ri->qname);
         else if (gone->len)
             wg_buf_printf(&m,
                           "incompatible schema change: ingested column %s was dropped or "
-                          "renamed upstream (the catalog no longer has it, so its domain type "
-                          "cannot be resolved); to ingest the table's new shape: walgate "
-                          "source resync %s %s",
+                          "renamed upstream (the catalog no longer has it, nor its domain type, "
+                          "so the type cannot be resolved); to ingest the table's new shape: "
+                          "walgate source resync %s %s",
                           gone->data, s->cfg.name, ri->qname);
         else
             rel_unsupported_text(&m, s, ri->qname, errs->data);
@@ -321,17 +328,32 @@ rel_info *rel_prepare(ingest_source *s, const pgout_relation *r, wg_error *err)
             return NULL;
         }
     }
-    /* Primary key columns and domain base types from the catalog. */
+    /* Primary key columns and domain base types from the catalog; the types the renderer
+     * does not know (domains, unsupported types) are also resolved by type OID. */
+    uint32_t *asked = calloc(n, sizeof(*asked));
+    int nasked = 0;
+    for (int i = 0; asked && i < r->ncols; i++) {
+        render_type t;
+        if (render_type_for_oid(r->cols[i].type_oid, &t) != 0)
+            asked[nasked++] = r->cols[i].type_oid;
+    }
     cat_relation desc;
-    cat_relref ref = {.oid = r->oid};
+    cat_relref ref = {.oid = r->oid, .types = asked, .ntypes = nasked};
+    if (!asked) {
+        rel_drop(s, (size_t)(ri - s->rels));
+        wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
     if (cat_describe(&s->catalog, &ref, &desc, err) != 0) {
         wg_error_prefix(err, "reading the catalog for %s", ri->qname);
+        free(asked);
         rel_drop(s, (size_t)(ri - s->rels));
         return NULL;
     }
     wg_buf errs = {0}, gone = {0};
     const char *gone_code = NULL;
-    int rc = rel_render(s, ri, r, &desc, &errs, &gone, &gone_code);
+    int rc = rel_render(s, ri, r, &desc, asked, nasked, &errs, &gone, &gone_code);
+    free(asked);
     cat_relation_free(&desc);
     if (rc != 0) {
         wg_buf_free(&errs);

@@ -177,12 +177,20 @@ typedef struct cat_relation {
     int ncols;
     uint32_t oid; /* the relation (0 from a stub that does not say) */
     char relkind; /* pg_class.relkind: 'r', 'p' (partitioned) ... (0 when not said) */
+    /* The base types of cat_relref.types, by type OID whatever column has them now (a domain
+     * outlives a column dropped, renamed or retyped since the WAL): 0 where the type is gone
+     * too, NULL when none were asked for or the stub does not say. */
+    uint32_t *type_bases;
 } cat_relation;
 
-/* Which relation: by OID when oid is set, else by schema and table name. */
+/* Which relation: by OID when oid is set, else by schema and table name; and `ntypes` type
+ * OIDs (those of a Relation message the renderer does not know, e.g. domains) whose base
+ * types are wanted by OID. */
 typedef struct cat_relref {
     uint32_t oid;
     const char *schema, *table;
+    const uint32_t *types;
+    int ntypes;
 } cat_relref;
 
 /* Where relation descriptions come from: cat_pg(conn), or a stub. describe fills `out`

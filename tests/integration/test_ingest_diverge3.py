@@ -15,6 +15,13 @@ or is in an error state whose status `error_code` names the reason:
   row of that value reads without a change in the WAL, so the table fails
   (`enum_value_renamed`, found by the catalog check) instead of keeping the old label silently;
   the resync recovers; an enum column not in text_columns fails as `unsupported_type`;
+- WAL that still has a domain column decoded after the column was dropped (also from a
+  partitioned root published through it), retyped, or its table renamed and the column
+  retyped: the domain is resolved by its type OID, the row is ingested, and the table fails
+  only for what was done (`column_dropped_or_renamed` at the root, not its leaf;
+  `column_type_changed`; `renamed`): the leaf and the renamed table failed as a dropped or
+  retyped column (differential seeds 898236430, 829557202); a domain dropped with CASCADE
+  (its columns with it): `column_dropped_or_renamed`;
 - a table failed (TRUNCATE) and then renamed, with changes under its new name: the new name is
   failed too (`not_snapshotted`; it had no status entry and looked healthy while none of its
   rows reached the log: differential seeds 1716834022, 46590454).
@@ -26,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
 from walgate_run import Run  # noqa: E402
-from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
+from test_ingest_diverge import assert_equal, log_rows, resync, table_errors, wait_error  # noqa: E402
 
 
 def codes(run):
@@ -205,7 +212,65 @@ def test_failed_then_renamed(pg):
     print("a failed table renamed: the new name fails too (not_snapshotted); resync recovers")
 
 
+def test_domain_column_gone(pg):
+    """WAL that still has a domain column, decoded after the column was dropped or retyped:
+    the domain is resolved by its type OID, so the row is ingested and the table fails only for
+    what the workload did (differential seeds 898236430, 829557202)."""
+    pg.sql("CREATE DOMAIN dnum AS numeric(20,5); CREATE DOMAIN dgone AS int;"
+           "CREATE TABLE gc (id int PRIMARY KEY, d dgone); INSERT INTO gc VALUES (1, 1);"
+           "CREATE TABLE gp (id int8 PRIMARY KEY, v text) PARTITION BY RANGE (id);"
+           "CREATE TABLE gp_lo PARTITION OF gp FOR VALUES FROM (MINVALUE) TO (500);"
+           "CREATE TABLE gp_hi PARTITION OF gp FOR VALUES FROM (500) TO (MAXVALUE);"
+           "INSERT INTO gp SELECT g, 'v' || g FROM generate_series(1, 10) g;"
+           "CREATE TABLE gr (id int PRIMARY KEY, n dnum, v text);"
+           "INSERT INTO gr SELECT g, g / 4.0, 'v' || g FROM generate_series(1, 5) g;"
+           "CREATE TABLE gn (id int PRIMARY KEY, n dnum); INSERT INTO gn VALUES (1, 1);"
+           "CREATE TABLE mk (id int PRIMARY KEY);"
+           "CREATE PUBLICATION g_pub FOR TABLE gp, gr, gn, gc, mk WITH (publish_via_partition_root = true)")
+    run = Run(pg, "g", "g_pub").start()
+    run.wait_running()
+    mark(pg, run, 1)
+    run.stop()
+    # While walgate is down: a domain column added to the partitioned root, a row with it, the
+    # column dropped; a row of a table with a domain column, the column retyped; another such
+    # table renamed and its column retyped. On restart the Relation messages carry the domain,
+    # which the catalog no longer has under the column's name.
+    pg.sql("ALTER TABLE gp ADD COLUMN n dnum")
+    pg.sql("INSERT INTO gp VALUES (11, 'v11', 1.5)")
+    pg.sql("ALTER TABLE gp DROP COLUMN n")
+    pg.sql("INSERT INTO gp VALUES (12, 'v12')")
+    pg.sql("INSERT INTO gr VALUES (6, 2.25, 'v6')")
+    pg.sql("ALTER TABLE gr ALTER COLUMN n TYPE text")
+    pg.sql("INSERT INTO gr VALUES (7, 'x', 'v7')")
+    pg.sql("INSERT INTO gn VALUES (2, 2); ALTER TABLE gn RENAME TO gn2;"
+           "ALTER TABLE gn2 ALTER COLUMN n TYPE text; INSERT INTO gn2 VALUES (3, 'x')")
+    # And a domain dropped with its column (CASCADE): its type cannot be told any more.
+    pg.sql("INSERT INTO gc VALUES (2, 2); DROP DOMAIN dgone CASCADE; INSERT INTO gc VALUES (3)")
+    run.start()
+    mark(pg, run, 2)
+    # The leaf gp_lo has no failure of its own (it failed as column_dropped_or_renamed), gp
+    # fails for the dropped column at the row without it, gr for the retype at the row of the
+    # new type (both failed at the row that still had the domain), gn for the rename.
+    want = {"public.gp": "column_dropped_or_renamed", "public.gr": "column_type_changed",
+            "public.gn": "renamed", "public.gn2": "renamed", "public.gc": "column_dropped_or_renamed"}
+    run.wait(lambda: codes(run) == want, f"error codes {want}")
+    assert ("11", "v11", "1.50000") in log_rows(run, "public.gp", ["id", "v", "n"])
+    assert ("6", "v6", "2.25000") in log_rows(run, "public.gr", ["id", "v", "n"])
+    resync(run, "public.gp")
+    pg.sql("INSERT INTO gp VALUES (13, 'v13'), (600, 'v600')")
+    mark(pg, run, 3)
+    assert_equal(pg, run, "public.gp", "SELECT id, v FROM gp", ["id", "v"])
+    assert set(codes(run)) == {"public.gr", "public.gn", "public.gn2", "public.gc"}, \
+        table_errors(run)
+    run.stop()
+    print("a domain column dropped or retyped before its WAL is decoded: the domain resolved by "
+          "its type OID, the row ingested; the root fails for the dropped column (not its leaf), "
+          "the retyped table as column_type_changed, the renamed one as renamed, one whose domain was "
+          "dropped as column_dropped_or_renamed; resync recovers")
+
 def main():
+    with fixture.Postgres() as pg:
+        test_domain_column_gone(pg)
     with fixture.Postgres() as pg:
         test_failed_then_renamed(pg)
     with fixture.Postgres() as pg:
