@@ -153,7 +153,15 @@ def main():
             except TimeoutError:
                 if attempt == 2:
                     raise
-        assert any(r.get("new", {}).get("id") == 9999999 for r in recs), "marker not in the stream"
+        if not any(r.get("new", {}).get("id") == 9999999 for r in recs):
+            # Seen once in CI (2026-12-01) after a stalled reader; say everything needed to
+            # tell a lost message from a short read.
+            st = json.load(open(os.path.join(state, "forward", "app", "js.json")))
+            raise AssertionError(
+                f"marker not in the stream: read {len(msgs)} messages of {info['state']}; "
+                f"last ids {[m.headers.get('Nats-Msg-Id') for m in msgs[-3:]]}; forwarder "
+                f"{st}; stream info now {NatsClient('127.0.0.1', port).stream_info('CDC')['state']}"
+                f"\n" + "".join(open(p).read()[-2000:] for p in logs))
         assert info["config"]["num_replicas"] == 3, info["config"]
         assert info["config"]["max_age"] == 3600 * 10**9, info["config"]
         assert info["config"]["max_bytes"] == 1 << 30, info["config"]
