@@ -49,6 +49,7 @@ static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_ro
     if (!ep) {
         pl_config pc = l->cfg;
         pc.port = port;
+        pc.stop = &cli_stop_requested; /* a stop ends its AWS calls and DNS waits at once */
         if (slot == WG_ARRAY_LEN(g_endpoints)) {
             rc = wg_error_set(err, WG_ERR_CONFIG, "too many privatelink endpoints");
         } else if (!(ep = pl_endpoint_new(&pc, err))) {
