@@ -6,8 +6,9 @@ waits on the AWS API or on a DNS server (issue 11, item 3).
   and never answers (walgate's own request timeout is 15 s). Once the request has arrived,
   SIGTERM must end walgate, exit status 0, within STOP_BOUND_S.
 - DNS: the endpoint's DNS server reads every query and never answers (dns_timeout 5 s,
-  3 tries: 15 s a round). Once a query of a round after start-up has arrived, SIGTERM must end
-  walgate within STOP_BOUND_S.
+  3 tries: 15 s a round). SIGTERM once start-up's first query has arrived, then (another run)
+  once a query of a round after start-up has arrived: each must end walgate within
+  STOP_BOUND_S, exit status 0.
 No PostgreSQL is needed: the source dials an address where nothing listens and keeps trying.
 """
 import json
@@ -99,6 +100,13 @@ def test_dns_silent():
         cfg = run_config(work, sec)
         run_env()
         runs = fixture.RunLogs(work)
+        # a stop during start-up's resolution (the main thread): ends it, quietly
+        wg = runs.start(cfg)
+        fixture.wait_until(lambda: srv.queries >= 1, "a first DNS query", timeout=30, proc=wg,
+                           log=runs.text)
+        out = sigterm(wg, runs, "DNS server never answering, during start-up")
+        assert "keeps resolving" not in out and "cancel" not in out, out
+        srv.queries = 0
         wg = runs.start(cfg)
         # start-up resolves once (patient: a failure is only noted); then the watcher and the
         # source's dialer resolve again: wait for a query sent after start-up
