@@ -159,7 +159,8 @@ int cmd_endpoints(int argc, char **argv, const cli_opts *opts)
     if (!watch)
         log_set_level(LOG_LEVEL_ERROR); /* the output says it all */
     pl_config pc = l->cfg;
-    pc.state_dir = NULL; /* only the daemon writes the endpoint's status file */
+    pc.state_dir = NULL;           /* only the daemon writes the endpoint's status file */
+    pc.stop = &cli_stop_requested; /* --watch: Ctrl-C ends an AWS call or DNS wait at once */
     for (size_t k = 0; k < cfg->n_postgres && pc.port <= 0; k++)
         if (cfg->postgres[k].cfg.route == INGEST_ROUTE_PRIVATELINK &&
             strcmp(cfg->postgres[k].via, name) == 0)

@@ -104,7 +104,8 @@ static int add_forwarders(const cli_config *cfg, sup_t *d, size_t i, int idx)
     return 0;
 }
 
-/* Source i: its route (kept in routes[i]), the source itself, its forwarders. */
+/* Source i: its route (kept in routes[i]), the source itself, its forwarders. 0; -1 when
+ * it failed (reported); 1 when a stop came while its route was being set up. */
 static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *routes,
                       ingest_source **srcs)
 {
@@ -115,6 +116,8 @@ static int add_source(const cli_config *cfg, sup_t *d, size_t i, cli_route *rout
     if (cli_route_open_patient(cfg, p, &routes[i], &err) != 0 ||
         !(src = ingest_source_new(&s->cfg, &p->cfg, routes[i].addr, routes[i].port, cfg->state_dir,
                                   &err))) {
+        if (err.code == WG_ERR_CANCELLED && cli_stop_requested)
+            return 1; /* stopped while the route was being set up (an AWS call): not an error */
         cli_report(&err);
         return -1;
     }
@@ -201,8 +204,12 @@ int cmd_run(int argc, char **argv, const cli_opts *opts)
     int rc = d && routes && ctx.srcs && ctx.route_gen ? 0 : 1;
     if (rc != 0)
         fprintf(stderr, "walgate: out of memory\n");
-    for (size_t i = 0; rc == 0 && i < cfg->n_sources; i++)
-        rc = add_source(cfg, d, i, routes, ctx.srcs) == 0 ? 0 : 1;
+    bool stopped = false;
+    for (size_t i = 0; rc == 0 && !stopped && i < cfg->n_sources; i++) {
+        int a = add_source(cfg, d, i, routes, ctx.srcs);
+        rc = a < 0 ? 1 : 0;
+        stopped = a > 0;
+    }
     if (rc == 0 && sup_run(d, &cli_stop_requested, cli_stop_fd(), &err) != 0) {
         cli_report(&err);
         rc = 1;

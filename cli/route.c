@@ -49,6 +49,7 @@ static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_ro
     if (!ep) {
         pl_config pc = l->cfg;
         pc.port = port;
+        pc.stop = &cli_stop_requested; /* a stop ends its AWS calls and DNS waits at once */
         if (slot == WG_ARRAY_LEN(g_endpoints)) {
             rc = wg_error_set(err, WG_ERR_CONFIG, "too many privatelink endpoints");
         } else if (!(ep = pl_endpoint_new(&pc, err))) {
@@ -59,10 +60,11 @@ static int open_privatelink(const cli_config *cfg, const cli_postgres *p, cli_ro
             pl_endpoint_free(ep);
             ep = NULL;
         } else {
-            if (err->code) { /* patient: the watcher keeps resolving; sources wait for it */
+            /* patient: the watcher keeps resolving; sources wait for it (a cancelled
+             * resolution is a stop: run ends at once, nothing to say) */
+            if (err->code && err->code != WG_ERR_CANCELLED)
                 log_warn(l->name, "%s; walgate keeps resolving and connects once it can", err->msg);
-                wg_error_clear(err);
-            }
+            wg_error_clear(err);
             g_endpoints[slot].ep = ep;
             g_endpoints[slot].refs = 1;
             snprintf(g_endpoints[slot].name, sizeof(g_endpoints[slot].name), "%s", l->name);

@@ -35,6 +35,25 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     return wg_buf_append(b, ptr, n) == 0 ? n : 0;
 }
 
+/* libcurl calls this about once a second during a transfer (more often while bytes move): a
+ * stop ends a request to an API that accepted it and went quiet, instead of waiting out the
+ * request timeout. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return pl_cancelled(ud) ? 1 : 0;
+}
+
+static void watch_cancel(CURL *c, const pl_cancel *cancel)
+{
+    if (!cancel)
+        return;
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)cancel);
+}
+
 /* ---- Credentials ---------------------------------------------------------------------- */
 
 static int creds_from_env(pl_aws_creds *out)
@@ -168,6 +187,7 @@ static void free_headers(struct curl_slist *h)
     curl_slist_free_all(h);
 }
 
+/* 0, -1 (no answer: not on EC2, or no role), or WG_ERR_CANCELLED. */
 static int imds_get(CURL *c, const char *url, const char *token, bool put, wg_buf *out)
 {
     struct curl_slist *h = NULL;
@@ -189,16 +209,19 @@ static int imds_get(CURL *c, const char *url, const char *token, bool put, wg_bu
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     free_headers(h);
     explicit_bzero(hdr, sizeof(hdr));
+    if (rc == CURLE_ABORTED_BY_CALLBACK)
+        return WG_ERR_CANCELLED;
     return rc == CURLE_OK && status == 200 && out->len > 0 ? 0 : -1;
 }
 
-static int creds_from_imds(pl_aws_creds *out, wg_error *err)
+static int creds_from_imds(const pl_cancel *cancel, pl_aws_creds *out, wg_error *err)
 {
     const char *dis = getenv("AWS_EC2_METADATA_DISABLED");
     if (dis && strcmp(dis, "true") == 0)
@@ -212,15 +235,16 @@ static int creds_from_imds(pl_aws_creds *out, wg_error *err)
     CURL *c = curl_easy_init();
     if (!c)
         return wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+    watch_cancel(c, cancel);
     wg_buf b = {0};
-    char url[1024], token[1024], role[256], ak[128];
-    int rc = 1;
+    char url[1024], token[1024] = "", role[256], ak[128];
+    int rc = 1, g = 0;
     snprintf(url, sizeof(url), "%.*s/latest/api/token", (int)bl, base);
-    if (imds_get(c, url, NULL, true, &b) != 0 || b.len >= sizeof(token))
+    if ((g = imds_get(c, url, NULL, true, &b)) != 0 || b.len >= sizeof(token))
         goto out;
     snprintf(token, sizeof(token), "%s", trim(b.data));
     snprintf(url, sizeof(url), "%.*s/latest/meta-data/iam/security-credentials/", (int)bl, base);
-    if (imds_get(c, url, token, false, &b) != 0)
+    if ((g = imds_get(c, url, token, false, &b)) != 0)
         goto out;
     char *nl = strchr(b.data, '\n');
     if (nl)
@@ -230,7 +254,7 @@ static int creds_from_imds(pl_aws_creds *out, wg_error *err)
         goto out;
     snprintf(url, sizeof(url), "%.*s/latest/meta-data/iam/security-credentials/%s", (int)bl, base,
              role);
-    if (imds_get(c, url, token, false, &b) != 0)
+    if ((g = imds_get(c, url, token, false, &b)) != 0)
         goto out;
     char *sk = calloc(1, 4096), *tok = calloc(1, 8192);
     if (sk && tok && json_str(b.data, "AccessKeyId", ak, sizeof(ak)) == 0 &&
@@ -254,6 +278,8 @@ static int creds_from_imds(pl_aws_creds *out, wg_error *err)
     free(sk);
     free(tok);
 out:
+    if (rc == 1 && g == WG_ERR_CANCELLED)
+        rc = wg_error_set(err, WG_ERR_CANCELLED, "instance metadata: cancelled (stopping)");
     if (b.data)
         explicit_bzero(b.data, b.len);
     wg_buf_free(&b);
@@ -262,7 +288,8 @@ out:
     return rc;
 }
 
-int pl_aws_load_creds(const char *profile, pl_aws_creds *out, wg_error *err)
+int pl_aws_load_creds(const char *profile, const pl_cancel *cancel, pl_aws_creds *out,
+                      wg_error *err)
 {
     pthread_once(&g_curl_once, curl_init_once);
     memset(out, 0, sizeof(*out));
@@ -276,7 +303,7 @@ int pl_aws_load_creds(const char *profile, pl_aws_creds *out, wg_error *err)
     rc = creds_from_file(profile, out, err);
     if (rc <= 0)
         return rc;
-    rc = creds_from_imds(out, err);
+    rc = creds_from_imds(cancel, out, err);
     if (rc <= 0)
         return rc;
     return wg_error_set(err, WG_ERR_AUTH,
@@ -301,7 +328,8 @@ static void endpoint_url(const char *service, const char *region, char *buf, siz
 }
 
 int pl_aws_call(const char *service, const char *region, const pl_aws_creds *creds,
-                const char *params, wg_buf *resp, long *http_status, wg_error *err)
+                const char *params, const pl_cancel *cancel, wg_buf *resp, long *http_status,
+                wg_error *err)
 {
     pthread_once(&g_curl_once, curl_init_once);
     char url[1024];
@@ -371,7 +399,12 @@ int pl_aws_call(const char *service, const char *region, const pl_aws_creds *cre
     curl_easy_setopt(c, CURLOPT_USERAGENT, "walgate/" WALGATE_VERSION);
     char ebuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+    watch_cancel(c, cancel);
     CURLcode cr = curl_easy_perform(c);
+    if (cr == CURLE_ABORTED_BY_CALLBACK) {
+        rc = wg_error_set(err, WG_ERR_CANCELLED, "AWS %s call cancelled (stopping)", service);
+        goto out;
+    }
     if (cr != CURLE_OK) {
         rc = wg_error_set(err, WG_ERR_NET, "could not reach AWS %s at %s: %s", service, url,
                           ebuf[0] ? ebuf : curl_easy_strerror(cr));
@@ -394,13 +427,14 @@ out:
 
 /* Call, then turn a non-200 answer into the AWS error it carries. */
 static int call_checked(const char *service, const char *region, const char *profile,
-                        const char *params, const char *what, wg_buf *resp, wg_error *err)
+                        const char *params, const char *what, const pl_cancel *cancel, wg_buf *resp,
+                        wg_error *err)
 {
     pl_aws_creds creds;
-    if (pl_aws_load_creds(profile, &creds, err) != 0)
+    if (pl_aws_load_creds(profile, cancel, &creds, err) != 0)
         return wg_error_prefix(err, "%s", what), err->code;
     long status = 0;
-    int rc = pl_aws_call(service, region, &creds, params, resp, &status, err);
+    int rc = pl_aws_call(service, region, &creds, params, cancel, resp, &status, err);
     pl_aws_creds_clear(&creds);
     if (rc != 0)
         return wg_error_prefix(err, "%s", what), err->code;
@@ -411,18 +445,25 @@ static int call_checked(const char *service, const char *region, const char *pro
     return 0;
 }
 
-int pl_aws_describe_endpoint(const char *region, const char *profile, const char *endpoint_id,
-                             pl_vpce_info *out, wg_error *err)
+int pl_aws_describe(const char *region, const char *profile, const char *endpoint_id,
+                    const pl_cancel *cancel, pl_vpce_info *out, wg_error *err)
 {
     char params[256];
     snprintf(params, sizeof(params),
              "Action=DescribeVpcEndpoints&Version=2016-11-15&VpcEndpointId.1=%s", endpoint_id);
     wg_buf resp = {0};
-    int rc = call_checked("ec2", region, profile, params, "DescribeVpcEndpoints", &resp, err);
+    int rc =
+        call_checked("ec2", region, profile, params, "DescribeVpcEndpoints", cancel, &resp, err);
     if (rc == 0)
         rc = pl_xml_describe_endpoints(resp.data, resp.len, out, err);
     wg_buf_free(&resp);
     return rc;
+}
+
+int pl_aws_describe_endpoint(const char *region, const char *profile, const char *endpoint_id,
+                             pl_vpce_info *out, wg_error *err)
+{
+    return pl_aws_describe(region, profile, endpoint_id, NULL, out, err);
 }
 
 int pl_aws_caller_identity(const char *region, const char *profile, char *arn, size_t len,
@@ -430,20 +471,20 @@ int pl_aws_caller_identity(const char *region, const char *profile, char *arn, s
 {
     wg_buf resp = {0};
     int rc = call_checked("sts", region, profile, "Action=GetCallerIdentity&Version=2011-06-15",
-                          "GetCallerIdentity", &resp, err);
+                          "GetCallerIdentity", NULL, &resp, err);
     if (rc == 0)
         rc = pl_xml_caller_identity(resp.data, resp.len, arn, len, err);
     wg_buf_free(&resp);
     return rc;
 }
 
-int pl_aws_availability_zones(const char *region, const char *profile, pl_az_pair *out, size_t max,
-                              wg_error *err)
+int pl_aws_availability_zones(const char *region, const char *profile, const pl_cancel *cancel,
+                              pl_az_pair *out, size_t max, wg_error *err)
 {
     wg_buf resp = {0};
     int rc =
         call_checked("ec2", region, profile, "Action=DescribeAvailabilityZones&Version=2016-11-15",
-                     "DescribeAvailabilityZones", &resp, err);
+                     "DescribeAvailabilityZones", cancel, &resp, err);
     if (rc == 0)
         rc = pl_xml_availability_zones(resp.data, resp.len, out, max, err);
     wg_buf_free(&resp);

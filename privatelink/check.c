@@ -67,7 +67,7 @@ int pl_check(const pl_config *cfg, wg_checks *out)
         pl_region_from_endpoint(cfg->endpoint, region, sizeof(region));
     pl_aws_creds creds;
     wg_error cerr = {0};
-    bool have_creds = pl_aws_load_creds(cfg->aws_profile, &creds, &cerr) == 0;
+    bool have_creds = pl_aws_load_creds(cfg->aws_profile, NULL, &creds, &cerr) == 0;
     if (have_creds)
         pl_aws_creds_clear(&creds);
     if (!have_creds) {

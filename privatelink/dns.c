@@ -166,8 +166,8 @@ static const char *describe(int st)
     }
 }
 
-int pl_dns_resolve(const char *servers, int64_t timeout_ms, int tries, pl_name_result *results,
-                   size_t n, int *min_ttl, wg_error *err)
+int pl_dns_resolve(const char *servers, int64_t timeout_ms, int tries, const pl_cancel *cancel,
+                   pl_name_result *results, size_t n, int *min_ttl, wg_error *err)
 {
     pthread_once(&g_ares_once, ares_init_once);
     if (g_ares_init_rc != ARES_SUCCESS)
@@ -223,7 +223,12 @@ int pl_dns_resolve(const char *servers, int64_t timeout_ms, int tries, pl_name_r
     }
     /* Bounded by c-ares' own timeouts; the deadline is a safety net. */
     int64_t deadline = wg_now_ms() + (int64_t)opts.timeout * opts.tries * 2 + 2000;
+    bool cancelled = false;
     while (pending > 0 && wg_now_ms() < deadline) {
+        if (pl_cancelled(cancel)) { /* seen within one poll (at most 100 ms) */
+            cancelled = true;
+            break;
+        }
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         /* c-ares' own READABLE/WRITABLE macros shift a signed 1 into the sign bit. */
         unsigned bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
@@ -256,6 +261,10 @@ int pl_dns_resolve(const char *servers, int64_t timeout_ms, int tries, pl_name_r
         }
     }
     ares_destroy(ch); /* calls back anything still pending with ARES_EDESTRUCTION */
+    if (cancelled) {
+        free(q);
+        return wg_error_set(err, WG_ERR_CANCELLED, "DNS resolution cancelled (stopping)");
+    }
 
     int answered = 0, unreachable = 0;
     for (size_t i = 0; i < n; i++) {

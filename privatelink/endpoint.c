@@ -37,6 +37,7 @@ struct pl_endpoint {
     size_t n_zones;
     char setup_note[512]; /* why a configured zone has no zonal name, if so */
 
+    pl_cancel cancel;   /* ends AWS calls and DNS waits early: pl_endpoint_free, or cfg.stop */
     pthread_mutex_t mu; /* guards st, stop, kick, cb */
     pthread_cond_t cv;
     pthread_mutex_t resolve_mu; /* one resolution round at a time */
@@ -75,7 +76,8 @@ static int setup_names(pl_endpoint_t *ep, wg_error *err)
     pl_vpce_info info;
     bool api = ep->cfg.endpoint_id != NULL;
     if (api) {
-        if (pl_aws_describe_endpoint(ep->region, ep->aws_profile, ep->endpoint_id, &info, err) != 0)
+        if (pl_aws_describe(ep->region, ep->aws_profile, ep->endpoint_id, &ep->cancel, &info,
+                            err) != 0)
             return wg_error_prefix(err, "privatelink %s", ep->name), err->code;
         snprintf(ep->st.aws_state, sizeof(ep->st.aws_state), "%s", info.state);
         /* The regional name: the shortest first label among *.vpce.amazonaws.com names. */
@@ -125,7 +127,10 @@ static int setup_names(pl_endpoint_t *ep, wg_error *err)
         const char *reg = ep->region;
         if (!reg && pl_region_from_endpoint(ep->regional, region, sizeof(region)) == 0)
             reg = region;
-        int n = reg ? pl_aws_availability_zones(reg, ep->aws_profile, pairs, 64, &e) : -1;
+        int n =
+            reg ? pl_aws_availability_zones(reg, ep->aws_profile, &ep->cancel, pairs, 64, &e) : -1;
+        if (n == WG_ERR_CANCELLED)
+            return wg_error_set(err, WG_ERR_CANCELLED, "privatelink %s: %s", ep->name, e.msg);
         for (size_t k = 0; k < ep->n_zones && n > 0; k++) {
             for (int i = 0; i < n; i++) {
                 if (!ep->zones[k].name[0] && strcmp(ep->zones[k].id, pairs[i].id) == 0)
@@ -212,6 +217,8 @@ pl_endpoint_t *pl_endpoint_new(const pl_config *cfg, wg_error *err)
         ep->cfg.dns_tries = 3;
     if (ep->cfg.port <= 0)
         ep->cfg.port = 5432;
+    atomic_init(&ep->cancel.own, false);
+    ep->cancel.outer = cfg->stop;
     pthread_mutex_init(&ep->mu, NULL);
     pthread_mutex_init(&ep->resolve_mu, NULL);
     pthread_cond_init(&ep->cv, NULL);
@@ -441,8 +448,13 @@ int pl_endpoint_resolve(pl_endpoint_t *ep, wg_error *err)
     nres = k;
     int ttl = -1;
     wg_error e = {0};
-    int rc = pl_dns_resolve(ep->dns_servers, ep->cfg.dns_timeout_ms, ep->cfg.dns_tries, res, nres,
-                            &ttl, &e);
+    int rc = pl_dns_resolve(ep->dns_servers, ep->cfg.dns_timeout_ms, ep->cfg.dns_tries, &ep->cancel,
+                            res, nres, &ttl, &e);
+    if (rc == WG_ERR_CANCELLED) { /* a stop: nothing learnt, nothing to report in status */
+        free(res);
+        pthread_mutex_unlock(&ep->resolve_mu);
+        return wg_error_set(err, WG_ERR_CANCELLED, "privatelink %s: %s", ep->name, e.msg);
+    }
     pl_addr merged[PL_MAX_ADDRS];
     size_t nm = rc == 0 ? pl_merge_addrs(res, nres, ep->azs, merged, PL_MAX_ADDRS) : 0;
     if (rc == 0 && nm == 0) {
@@ -596,7 +608,10 @@ static void refresh_aws_state(pl_endpoint_t *ep)
     ep->next_api_ms = wg_now_ms() + ep->cfg.api_interval_ms;
     pl_vpce_info info;
     wg_error e = {0};
-    if (pl_aws_describe_endpoint(ep->region, ep->aws_profile, ep->endpoint_id, &info, &e) != 0) {
+    if (pl_aws_describe(ep->region, ep->aws_profile, ep->endpoint_id, &ep->cancel, &info, &e) !=
+        0) {
+        if (e.code == WG_ERR_CANCELLED)
+            return; /* a stop, not an AWS failure */
         if (strcmp(ep->api_error, e.msg) != 0)
             log_warn(ep->name,
                      "looking endpoint %s up in the AWS API: %s (state last known: "
@@ -779,7 +794,7 @@ int pl_endpoint_dialer(void *arg, bool after_failure, char *addr, size_t len, in
         return -1;
     size_t pick = 0;
     if (after_failure) {
-        for (size_t i = 0; i < st.n_addrs; i++) {
+        for (size_t i = 0; i < st.n_addrs && !pl_cancelled(&ep->cancel); i++) {
             if (pl_tcp_probe(st.addrs[i].ip, p, 1000)) {
                 pick = i;
                 break;
@@ -798,6 +813,7 @@ void pl_endpoint_free(pl_endpoint_t *ep)
 {
     if (!ep)
         return;
+    atomic_store(&ep->cancel.own, true); /* an AWS call or DNS wait in progress gives up */
     pthread_mutex_lock(&ep->mu);
     bool running = ep->running;
     ep->stop = true;

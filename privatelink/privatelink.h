@@ -49,6 +49,13 @@ typedef struct pl_config {
     const char *aws_profile;     /* shared credentials profile; default $AWS_PROFILE or default */
     const char *state_dir;       /* status goes to STATE_DIR/endpoints/NAME/status.json */
     int port;                    /* the PostgreSQL port dialled through it (TCP checks); 5432 */
+    /*
+     * Optional (NULL: none): the process's stop request. Once it is non-zero, an AWS call or
+     * DNS resolution of this endpoint in progress, in any thread, gives up within about a
+     * second; pl_endpoint_free does the same for its own watcher. Not copied: must outlive
+     * the endpoint.
+     */
+    const wg_stop_flag *stop;
 } pl_config;
 
 /*

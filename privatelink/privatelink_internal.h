@@ -8,6 +8,23 @@
 
 #include "privatelink/privatelink.h"
 
+/* ---- Cancelling waits ---------------------------------------------------------------- */
+
+/*
+ * What ends an endpoint's network waits early: its own flag (raised by pl_endpoint_free) or
+ * the process's stop request (pl_config.stop). A NULL pl_cancel (the one-shot CLI commands)
+ * never cancels. A cancelled call returns WG_ERR_CANCELLED: a stop, not an AWS or DNS failure.
+ */
+typedef struct pl_cancel {
+    atomic_bool own;
+    const wg_stop_flag *outer; /* or NULL */
+} pl_cancel;
+
+static inline bool pl_cancelled(const pl_cancel *c)
+{
+    return c && (atomic_load(&c->own) || (c->outer && atomic_load(c->outer)));
+}
+
 /* ---- SigV4 (sigv4.c) ------------------------------------------------------------------ */
 
 typedef struct pl_aws_creds {
@@ -68,13 +85,23 @@ int pl_xml_error(const char *body, size_t len, long http_status, wg_error *err);
 
 /* ---- AWS calls (aws.c) ---------------------------------------------------------------- */
 
+/*
+ * Every AWS call below gives up within about a second once `cancel` (may be NULL) is
+ * cancelled, with WG_ERR_CANCELLED.
+ */
+
 /* Credentials from the environment, then the shared credentials file, then IMDSv2. */
-int pl_aws_load_creds(const char *profile, pl_aws_creds *out, wg_error *err);
+int pl_aws_load_creds(const char *profile, const pl_cancel *cancel, pl_aws_creds *out,
+                      wg_error *err);
 /* POST a query-API request (Action=…&Version=…) to service ec2|sts in region; body → resp. */
 int pl_aws_call(const char *service, const char *region, const pl_aws_creds *creds,
-                const char *params, wg_buf *resp, long *http_status, wg_error *err);
-int pl_aws_availability_zones(const char *region, const char *profile, pl_az_pair *out, size_t max,
-                              wg_error *err);
+                const char *params, const pl_cancel *cancel, wg_buf *resp, long *http_status,
+                wg_error *err);
+/* pl_aws_describe_endpoint with a cancel. */
+int pl_aws_describe(const char *region, const char *profile, const char *endpoint_id,
+                    const pl_cancel *cancel, pl_vpce_info *out, wg_error *err);
+int pl_aws_availability_zones(const char *region, const char *profile, const pl_cancel *cancel,
+                              pl_az_pair *out, size_t max, wg_error *err);
 
 /* ---- DNS (dns.c) ---------------------------------------------------------------------- */
 
@@ -100,11 +127,13 @@ typedef struct pl_name_result {
 
 /*
  * Resolve every name (A and AAAA) with one c-ares channel, in parallel, waiting at most
- * tries * timeout. `servers` is "host:port,…" or NULL. Fills results[i]. Returns 0 when the
- * channel worked (individual names may still have failed), or an error.
+ * tries * timeout, or until `cancel` (may be NULL) is cancelled (checked every 100 ms; then
+ * WG_ERR_CANCELLED and results[] mean nothing). `servers` is "host:port,…" or NULL. Fills
+ * results[i]. Returns 0 when the channel worked (individual names may still have failed), or
+ * an error.
  */
-int pl_dns_resolve(const char *servers, int64_t timeout_ms, int tries, pl_name_result *results,
-                   size_t n, int *min_ttl, wg_error *err);
+int pl_dns_resolve(const char *servers, int64_t timeout_ms, int tries, const pl_cancel *cancel,
+                   pl_name_result *results, size_t n, int *min_ttl, wg_error *err);
 
 /* ---- Names and zones (config.c) ------------------------------------------------------- */
 

@@ -158,6 +158,7 @@ class BadDns:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.stop = False
+        self.queries = 0  # how many queries arrived
         self.t = threading.Thread(target=self.serve, daemon=True)
         self.t.start()
 
@@ -168,6 +169,7 @@ class BadDns:
                 q, addr = self.sock.recvfrom(2048)
             except socket.timeout:
                 continue
+            self.queries += 1
             qid, qd = q[:2], q[12:]
             if self.mode == "empty":  # NOERROR, the question, no answers
                 r = qid + struct.pack(">HHHHH", 0x8580, 1, 0, 0, 0) + qd
@@ -506,6 +508,10 @@ class FakeAws:
         self.describe = (200, describe_body("available", [REGIONAL, Z1, Z2]))
         self.requests = []  # (action, service, verdict)
         self.imds_token = "imds-token-xyz"
+        # hold: every API request is read, counted in `held` and never answered (until close)
+        self.hold = False
+        self.held = 0
+        self.release = threading.Event()
         fake = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -540,6 +546,10 @@ class FakeAws:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
+                if fake.hold:
+                    fake.held += 1
+                    fake.release.wait(300)
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 u = urllib.parse.urlsplit(self.path)
                 verdict = sigv4_verify("POST", u.path, u.query, headers, body, SECRET)
@@ -572,6 +582,7 @@ class FakeAws:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
