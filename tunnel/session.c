@@ -177,30 +177,6 @@ static LIBSSH2_RECV_FUNC(io_recv)
     if (io->setup && (io->ident.state == SSH_IDENT_TOO_LONG ||
                       io->ident.state == SSH_IDENT_NOT_SSH || io->flooded))
         return -EPROTO;
-    if (io->ra) {
-        /* Serving: libssh2 reads at most 16 KiB per call and, in channel reads, again until
-         * EAGAIN; one recv() of SSH_READAHEAD serves many of its calls, and a socket known
-         * empty is not asked again before poll() says it is readable. */
-        if (io->ra_off == io->ra_len) {
-            if (io->drained)
-                return -EAGAIN;
-            ssize_t r = recv(socket, io->ra, SSH_READAHEAD, flags);
-            if (r <= 0) {
-                int e = errno;
-                if (r < 0 && (e == EAGAIN || e == EWOULDBLOCK))
-                    io->drained = true;
-                return r < 0 ? -e : 0;
-            }
-            io->ra_off = 0;
-            io->ra_len = (size_t)r;
-        }
-        size_t n = io->ra_len - io->ra_off;
-        if (n > length)
-            n = length;
-        memcpy(buffer, io->ra + io->ra_off, n);
-        io->ra_off += n;
-        return (ssize_t)n;
-    }
     ssize_t r = recv(socket, buffer, length, flags);
     if (r < 0)
         return -errno;
@@ -480,23 +456,8 @@ int ssh_conn_open(const tunnel_config *cfg, const keys_pair *keys, bool record,
     return WG_ERR_AUTH;
 }
 
-int ssh_conn_readahead(ssh_conn *c, bool on)
-{
-    c->io.ra_off = c->io.ra_len = 0; /* only switched while libssh2 holds no partial read */
-    c->io.drained = false;
-    if (!on) {
-        free(c->io.ra);
-        c->io.ra = NULL;
-        return 0;
-    }
-    if (!c->io.ra)
-        c->io.ra = malloc(SSH_READAHEAD);
-    return c->io.ra ? 0 : -1;
-}
-
 void ssh_conn_close(ssh_conn *c)
 {
-    ssh_conn_readahead(c, false);
     if (c->session) {
         /* Blocking with a short timeout: in non-blocking mode libssh2_session_free() may need
          * to be called again. A dead connection is shut down by the caller first, so these

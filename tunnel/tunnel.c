@@ -74,7 +74,6 @@ typedef struct chan {
     size_t up_len, up_off;
     char down[CHUNK]; /* target -> client */
     size_t down_len, down_off;
-    bool readable;    /* the client socket may have bytes: not read since poll() said so */
     bool client_eof;  /* read() returned 0 */
     bool eof_sent;    /* channel_send_eof done */
     bool target_eof;  /* the channel reported EOF */
@@ -415,7 +414,6 @@ static int accept_clients(tunnel_sess *s, const forward *f)
             continue;
         }
         c->fd = fd;
-        c->readable = true;
         c->fwd = f;
         c->accepted_ms = wg_now_ms();
         s->chans[s->n_chans++] = c;
@@ -475,19 +473,18 @@ static int open_pending(tunnel_sess *s, bool *pending)
  * Move bytes for one open channel. Returns 0, or -1 when the session itself failed. Sets
  * *busy when data was left in libssh2 or a buffer (so the loop must not sleep long).
  */
-static int pump(tunnel_t *t, chan *c, bool *busy, uint64_t *up_bytes, uint64_t *down_bytes)
+static int pump(tunnel_t *t, chan *c, short revents, bool *busy, uint64_t *up_bytes,
+                uint64_t *down_bytes)
 {
-    /* client -> buffer (not read again after EAGAIN until poll() says it is readable) */
-    if (!c->client_eof && c->up_len == 0 && c->readable) {
+    /* client -> buffer */
+    if (!c->client_eof && c->up_len == 0 && (revents & (POLLIN | POLLHUP | POLLERR))) {
         ssize_t n = read(c->fd, c->up, sizeof(c->up));
         if (n > 0) {
             c->up_len = (size_t)n;
             c->up_off = 0;
         } else if (n == 0) {
             c->client_eof = true;
-        } else if (errno == EAGAIN) {
-            c->readable = false;
-        } else if (errno != EINTR) {
+        } else if (errno != EAGAIN && errno != EINTR) {
             c->dead = true;
             return 0;
         }
@@ -668,8 +665,6 @@ static void serve(tunnel_sess *ts, wg_error *err)
     libssh2_keepalive_config(s, 1, (unsigned)ka_s);
     int64_t watchdog_ms = (int64_t)ka_s * 1000 * WATCHDOG_MISSES;
     ts->last_rx_ms = wg_now_ms();
-    if (ssh_conn_readahead(&ts->conn, true) != 0)
-        log_debug(t->cfg.name, "no memory for read-ahead; reading the SSH socket as libssh2 asks");
     uint64_t up = 0, down = 0;
     struct pollfd *pfds = NULL;
     size_t pcap = 0;
@@ -737,7 +732,7 @@ static void serve(tunnel_sess *ts, wg_error *err)
         for (size_t i = 0; i < ts->n_chans;) {
             chan *c = ts->chans[i];
             if (c->ch && !c->dead) {
-                if (pump(t, c, &busy, &up, &down) != 0) {
+                if (pump(t, c, POLLIN, &busy, &up, &down) != 0) {
                     session_failed = true;
                     break;
                 }
@@ -778,7 +773,7 @@ static void serve(tunnel_sess *ts, wg_error *err)
             reader = ts->chans[i]->ch && ts->chans[i]->down_len == 0;
         pfds[n++] = (struct pollfd){
             .fd = ts->conn.fd,
-            .events = (short)((reader || (dirs & LIBSSH2_SESSION_BLOCK_INBOUND) ? POLLIN : 0) |
+            .events = (short)((reader ? POLLIN : 0) |
                               ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? POLLOUT : 0))};
         pfds[n++] = (struct pollfd){.fd = ts->wake[0], .events = POLLIN};
         size_t first_listener = n;
@@ -790,7 +785,6 @@ static void serve(tunnel_sess *ts, wg_error *err)
             pthread_mutex_unlock(&t->mu);
             n_listen = n - first_listener;
         }
-        size_t first_chan = n;
         for (size_t i = 0; i < ts->n_chans; i++) {
             chan *c = ts->chans[i];
             short ev = 0;
@@ -800,8 +794,6 @@ static void serve(tunnel_sess *ts, wg_error *err)
                 ev |= POLLOUT;
             pfds[n++] = (struct pollfd){.fd = c->fd, .events = ev};
         }
-        if (ssh_conn_buffered(&ts->conn))
-            busy = true; /* read ahead, not yet taken by libssh2: poll() cannot show it */
         int timeout = busy ? 0 : pending ? 5 : 200;
         if (next_ka > 0 && next_ka * 1000 < timeout)
             timeout = next_ka * 1000;
@@ -810,15 +802,10 @@ static void serve(tunnel_sess *ts, wg_error *err)
             wg_error_set(err, WG_ERR_IO, "poll: %s", strerror(errno));
             break;
         }
-        if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (pfds[0].revents & (POLLIN | POLLHUP | POLLERR))
             ts->last_rx_ms = wg_now_ms();
-            ssh_conn_readable(&ts->conn);
-        }
         if (pfds[1].revents)
             drain_wake(ts);
-        for (size_t i = 0; i < ts->n_chans && r > 0; i++)
-            if (pfds[first_chan + i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
-                ts->chans[i]->readable = true;
         pthread_mutex_lock(&t->mu);
         size_t nf = t->n_fwds < n_listen ? t->n_fwds : n_listen;
         pthread_mutex_unlock(&t->mu);

@@ -43,14 +43,7 @@ typedef struct ssh_io {
     uint8_t kexinit[8192]; /* the first bytes after the identification line */
     size_t kexinit_len;
     char disconnect[300]; /* the server's SSH_MSG_DISCONNECT text, sanitized; "" if none */
-    /* Read-ahead while a session serves (ssh_conn_readahead): see io_recv. */
-    uint8_t *ra; /* SSH_READAHEAD bytes, NULL when off */
-    size_t ra_off, ra_len;
-    bool drained; /* a recv() found the socket empty and no poll() said readable since */
 } ssh_io;
-
-/* Bytes read from the SSH socket per recv() while a session serves (libssh2 asks for 16 KiB). */
-#define SSH_READAHEAD (256 * 1024)
 
 typedef struct ssh_conn {
     int fd;
@@ -86,22 +79,6 @@ int ssh_conn_open(const tunnel_config *cfg, const keys_pair *keys, bool record,
 void ssh_conn_deadline(ssh_conn *c, int64_t ms, const wg_stop_flag *stop);
 int ssh_conn_wait(ssh_conn *c);
 void ssh_conn_close(ssh_conn *c);
-/* Switch read-ahead on (after setup, for serving) or off. On: libssh2's reads are served from
- * a buffer filled SSH_READAHEAD bytes at a time, and once a recv() found the socket empty the
- * socket is not read again until ssh_conn_readable() says poll() saw it readable (the caller
- * must then poll the socket for POLLIN whenever it waits for SSH data, and must not sleep
- * while ssh_conn_buffered() is true). Returns 0, or -1 out of memory (read-ahead stays off). */
-int ssh_conn_readahead(ssh_conn *c, bool on);
-/* poll() reported the SSH socket readable (or hung up). */
-static inline void ssh_conn_readable(ssh_conn *c)
-{
-    c->io.drained = false;
-}
-/* Bytes read from the socket that libssh2 has not taken yet. */
-static inline bool ssh_conn_buffered(const ssh_conn *c)
-{
-    return c->io.ra_off < c->io.ra_len;
-}
 
 /* The known_hosts path to use: cfg->known_hosts or STATE_DIR/known_hosts. */
 void tunnel_known_hosts_path(const tunnel_config *cfg, char *buf, size_t len);
