@@ -45,7 +45,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CHUNK (64 * 1024)         /* per-direction buffer of a channel */
+#define CHUNK (256 * 1024)        /* per-direction buffer of a channel */
 #define WINDOW (8u * 1024 * 1024) /* SSH receive window per channel */
 #define WATCHDOG_MISSES 3         /* keepalive intervals without traffic = dead */
 #define BACKOFF_BASE_MS 250
