@@ -214,6 +214,24 @@ class RunLogs:
     def text(self, tail=3000):
         return "".join(open(p).read()[-tail:] for p in self.paths)
 
+    def sigterm(self, proc, what, bound_s):
+        """SIGTERM `proc` (the last run); assert it exits 0 within bound_s seconds, with no
+        sanitizer report in its log. Prints and returns (seconds taken, the log's tail)."""
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=90)
+        except Exception:
+            proc.kill()
+            raise
+        took = time.monotonic() - t0
+        print(f"{what}: exit {rc} {took:.2f}s after SIGTERM")
+        out = self.text(20000)
+        assert rc == 0, (rc, out[-3000:])
+        assert took < bound_s, f"{what}: exit {took:.2f}s after SIGTERM\n{out[-3000:]}"
+        assert "AddressSanitizer" not in out and "runtime error" not in out, out
+        return took, out
+
 
 def wait_until(pred, what, timeout=30, proc=None, log=lambda: "", interval=0.1):
     """Call pred until it returns something true (returned) or `timeout` seconds pass. With

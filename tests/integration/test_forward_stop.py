@@ -8,13 +8,11 @@ downstream that stopped answering (issue 11, item 3), and nothing is lost by it.
   server is thawed and walgate restarted, the stream holds every change exactly once.
 Both end by comparing what the downstream got, replayed, with COPY of the table.
 """
+import csv
+import io
 import json
 import os
 import signal
-import time
-
-import csv
-import io
 
 import fixture
 import logreplay
@@ -52,17 +50,7 @@ def replayed(records):
 
 
 def sigterm(wg, runs, what):
-    t0 = time.monotonic()
-    wg.send_signal(signal.SIGTERM)
-    try:
-        rc = wg.wait(timeout=90)
-    except Exception:
-        wg.kill()
-        raise
-    took = time.monotonic() - t0
-    assert rc == 0, (rc, runs.text())
-    assert took < STOP_BOUND_S, f"{what}: exit {took:.2f}s after SIGTERM\n{runs.text()}"
-    print(f"{what}: exit {took:.2f}s after SIGTERM")
+    runs.sigterm(wg, what, STOP_BOUND_S)
 
 
 def test_webhook_receiver_holds_request(pg):

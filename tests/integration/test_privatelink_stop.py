@@ -13,9 +13,7 @@ No PostgreSQL is needed: the source dials an address where nothing listens and k
 """
 import json
 import os
-import signal
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,20 +32,7 @@ def run_config(work, pl):
 
 
 def sigterm(wg, runs, what):
-    t0 = time.monotonic()
-    wg.send_signal(signal.SIGTERM)
-    try:
-        rc = wg.wait(timeout=90)
-    except Exception:
-        wg.kill()
-        raise
-    took = time.monotonic() - t0
-    print(f"{what}: exit {rc} {took:.2f}s after SIGTERM")
-    assert rc == 0, (rc, runs.text())
-    assert took < STOP_BOUND_S, f"{what}: exit {took:.2f}s after SIGTERM\n{runs.text()}"
-    out = runs.text(20000)
-    assert "AddressSanitizer" not in out and "runtime error" not in out, out
-    return out
+    return runs.sigterm(wg, what, STOP_BOUND_S)[1]
 
 
 def run_env(**kw):
@@ -127,14 +112,7 @@ def test_dns_silent():
 
 
 def main():
-    tests = [test_aws_request_held, test_dns_silent]
-    only = sys.argv[1:]
-    for t in tests:
-        if only and t.__name__ not in only:
-            continue
-        t0 = time.time()
-        t()
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
+    fixture.run_tests(globals(), timed=True)
 
 
 if __name__ == "__main__":
