@@ -153,6 +153,29 @@ def wait_snapshot_durable(state, sources, proc, timeout=600):
         time.sleep(0.02)
 
 
+# Peak resident memory (VmHWM) of each walgate run, by label, noted just before it is stopped.
+PEAK_RSS = {}
+
+
+def note_peak_rss(p, label):
+    """Record process p's VmHWM (bytes) under `label`; quietly nothing once it has exited."""
+    try:
+        with open(f"/proc/{p.pid}/status") as f:
+            for ln in f:
+                if ln.startswith("VmHWM:"):
+                    PEAK_RSS.setdefault(label, []).append(int(ln.split()[1]) * 1024)
+    except OSError:
+        pass
+
+
+def print_peak_rss():
+    """One line per label: the median (min-max) of its runs' peak RSS, in MB."""
+    for label, xs in PEAK_RSS.items():
+        xs = sorted(xs)
+        print(f"peak RSS {label}: {xs[len(xs) // 2] / 1e6:.1f} MB "
+              f"({xs[0] / 1e6:.1f}-{xs[-1] / 1e6:.1f}) over {len(xs)} runs", flush=True)
+
+
 def stop(p, timeout=60):
     fixture.terminate(p, timeout)
 

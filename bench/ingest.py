@@ -138,7 +138,7 @@ class Workload:
         return s
 
 
-def run_walgate(config, q, target, logpath, timeout):
+def run_walgate(config, q, target, logpath, timeout, label="walgate"):
     with open(logpath, "ab") as log:
         t0 = time.monotonic()
         p = fixture.walgate_popen("run", config=config, stdout=log, stderr=subprocess.STDOUT)
@@ -153,7 +153,9 @@ def run_walgate(config, q, target, logpath, timeout):
                         f"walgate did not confirm {common.fmt_lsn(target)} within {timeout} s "
                         f"(at {common.fmt_lsn(q.confirmed('walgate_app'))}); status: {st}")
                 time.sleep(0.005)
-            return time.monotonic() - t0
+            dt = time.monotonic() - t0
+            common.note_peak_rss(p, label)
+            return dt
         finally:
             common.stop(p)
 
@@ -219,7 +221,8 @@ def bench(wl, args):
             t = {}
             for name in order:
                 if name == "walgate":
-                    t[name] = run_walgate(config, q, target, logpath, args.timeout)
+                    t[name] = run_walgate(config, q, target, logpath, args.timeout,
+                                          f"walgate, workload {wl.name}")
                 else:
                     t[name] = run_recvlogical(pg, q, target, os.path.join(work, "recv.out"),
                                               args.recv_protocol, logpath, args.timeout)
@@ -244,6 +247,8 @@ def bench(wl, args):
           f"{n / rr[0]:,.0f}", " / ".join(stats.get("bench_recv", ["?", "?", "?"])[0:3:2])]])
     print(f"ratio walgate / pg_recvlogical (speed, per round): {common.fmt_spread(ratios)} "
           f"over {args.rounds} rounds")
+    common.print_peak_rss()
+    common.PEAK_RSS.clear()
     fixture.run(["rm", "-rf", work], check=False)
     return wl.name, common.spread(ratios)
 

@@ -141,6 +141,8 @@ def main():
                             raise RuntimeError(f"walgate exited {p.returncode}; see {logpath}")
                         time.sleep(0.01)
                     dt = time.monotonic() - t0
+                    common.note_peak_rss(p, f"{binary or 'walgate'}, {workers} worker(s)"
+                                         f"{', tunnel' if tunnel else ''}")
                 finally:
                     common.stop(p)
             for _ in range(500):
@@ -235,6 +237,7 @@ def main():
             costs.append(f"{name}'s own tunnel {common.fmt_spread(w)}x")
         print(f"tunnel cost (time through tunnel / direct, per round): {', '.join(costs)}, "
               f"ssh -N -L {common.fmt_spread(s)}x")
+    common.print_peak_rss()
     fixture.run(["rm", "-rf", work], check=False)
 
 
