@@ -243,6 +243,16 @@ int wg_tcp_connect_until(const char *host, int port, int64_t timeout_ms, const w
 int wg_tcp_connect_redial(const char *host, int port, int64_t timeout_ms, int64_t redial_ms,
                           const wg_stop_flag *stop, wg_error *err);
 
+/*
+ * getaddrinfo(host, port) for TCP, given up within 100 ms once a non-NULL *stop becomes
+ * non-zero (WG_ERR_CANCELLED) and after timeout_ms (> 0; WG_ERR_DNS): a resolver that does not
+ * answer cannot hold a stop. A numeric address is converted without a lookup. On success *out
+ * is the caller's (freeaddrinfo).
+ */
+struct addrinfo;
+int wg_resolve_until(const char *host, int port, int64_t timeout_ms, const wg_stop_flag *stop,
+                     struct addrinfo **out, wg_error *err);
+
 /* Listen on addr:port (port 0 picks a free one); returns the fd, *bound_port set. */
 int wg_tcp_listen(const char *addr, int port, int *bound_port, wg_error *err);
 

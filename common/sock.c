@@ -151,20 +151,10 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline_ms, const wg_
     return fd;
 }
 
-/* Both connects: every address in turn, each by its own deadline (per_address) or all by one. */
-static int tcp_connect(const char *host, int port, int64_t timeout_ms, bool per_address,
-                       const wg_stop_flag *stop, wg_error *err)
+/* Every address of `res` in turn, each by its own deadline (per_address) or all by one. */
+static int tcp_connect_addrs(struct addrinfo *res, const char *host, int port, int64_t timeout_ms,
+                             bool per_address, const wg_stop_flag *stop, wg_error *err)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    char portstr[16];
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    int gai = getaddrinfo(host, portstr, &hints, &res);
-    if (gai != 0) {
-        wg_error_set(err, WG_ERR_DNS, "could not resolve host name \"%s\": %s", host,
-                     gai_strerror(gai));
-        return -1;
-    }
     char tried[700] = "";
     size_t off = 0;
     int fd = -1, last = 0;
@@ -187,12 +177,23 @@ static int tcp_connect(const char *host, int port, int64_t timeout_ms, bool per_
         if (e == ECANCELED || (!per_address && wg_now_ms() >= deadline))
             break;
     }
-    freeaddrinfo(res);
     if (fd < 0 && last == ECANCELED)
         wg_error_set(err, WG_ERR_CANCELLED, "stopped while connecting to %s port %d", host, port);
     else if (fd < 0)
         wg_error_set(err, WG_ERR_NET, "could not connect to %s port %d: tried %s", host, port,
                      tried);
+    return fd;
+}
+
+/* Both connects: resolve `host` (a stop ends the lookup too), then tcp_connect_addrs. */
+static int tcp_connect(const char *host, int port, int64_t timeout_ms, bool per_address,
+                       const wg_stop_flag *stop, wg_error *err)
+{
+    struct addrinfo *res = NULL;
+    if (wg_resolve_until(host, port, timeout_ms, stop, &res, err) != 0)
+        return -1;
+    int fd = tcp_connect_addrs(res, host, port, timeout_ms, per_address, stop, err);
+    freeaddrinfo(res);
     return fd;
 }
 
@@ -211,16 +212,24 @@ int wg_tcp_connect_redial(const char *host, int port, int64_t timeout_ms, int64_
                           const wg_stop_flag *stop, wg_error *err)
 {
     int64_t deadline = wg_now_ms() + timeout_ms;
+    /* Looked up once, with the whole timeout: a slow resolver is not a silent path. */
+    struct addrinfo *res = NULL;
+    if (wg_resolve_until(host, port, timeout_ms, stop, &res, err) != 0)
+        return -1;
     for (;;) {
         int64_t t0 = wg_now_ms(), left = deadline - t0;
         int64_t attempt = redial_ms > 0 && redial_ms < left ? redial_ms : left;
-        int fd = tcp_connect(host, port, attempt > 0 ? attempt : 1, false, stop, err);
-        if (fd >= 0 || err->code != WG_ERR_NET)
+        int fd = tcp_connect_addrs(res, host, port, attempt > 0 ? attempt : 1, false, stop, err);
+        if (fd >= 0 || err->code != WG_ERR_NET) {
+            freeaddrinfo(res);
             return fd;
+        }
         int64_t now = wg_now_ms();
         /* Refused or unreachable: said at once, not a silent path. */
-        if (now >= deadline || now - t0 < attempt - 20)
+        if (now >= deadline || now - t0 < attempt - 20) {
+            freeaddrinfo(res);
             return -1;
+        }
         *err = (wg_error){0};
     }
 }

@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <libpq-events.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,13 +181,48 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
 
     const char *host = cfg->host;
     int p = cfg->port > 0 ? cfg->port : 5432;
+    fmt_secs(ctimeout, sizeof(ctimeout),
+             cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000, 2);
+    const char *name = host; /* the name libpq would look up itself, if any */
     kw[n] = "host", val[n++] = host;
     if (dial_addr) {
         p = dial_port;
+        name = NULL;
         if (is_ip(dial_addr))
             kw[n] = "hostaddr", val[n++] = dial_addr;
         else
-            val[0] = dial_addr; /* a name to dial: no separate TLS name is possible */
+            val[0] = name = dial_addr; /* a name to dial: no separate TLS name is possible */
+    }
+    /* A name is looked up here, where a stop can interrupt the lookup (libpq's own, inside
+     * PQconnectPoll, cannot be): each address it has goes to libpq as a hostaddr paired with
+     * the name (for TLS and messages), tried in turn as libpq would try them. A socket
+     * directory, an address or a list of hosts is left to libpq. */
+    wg_buf hosts = {0}, addrs = {0};
+    if (name && name[0] != '/' && !strchr(name, ',') && !is_ip(name)) {
+        struct addrinfo *res = NULL;
+        if (wg_resolve_until(name, p, atoll(ctimeout) * 1000, stop, &res, err) != 0) {
+            wg_secret_free(pw);
+            wg_error_prefix(err, "postgres %s", cfg->name);
+            return NULL;
+        }
+        int k = 0;
+        for (struct addrinfo *ai = res; ai && k < 8; ai = ai->ai_next) {
+            char a[INET6_ADDRSTRLEN];
+            const void *ap = ai->ai_family == AF_INET6
+                                 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                                 : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+            if (!inet_ntop(ai->ai_family, ap, a, sizeof(a)) ||
+                (addrs.data && strstr(addrs.data, a))) /* getaddrinfo repeats an address */
+                continue;
+            wg_buf_printf(&addrs, "%s%s", k ? "," : "", a);
+            wg_buf_printf(&hosts, "%s%s", k ? "," : "", name);
+            k++;
+        }
+        freeaddrinfo(res);
+        if (k > 0) {
+            val[0] = hosts.data;
+            kw[n] = "hostaddr", val[n++] = addrs.data;
+        }
     }
     snprintf(port, sizeof(port), "%d", p);
     kw[n] = "port", val[n++] = port;
@@ -198,8 +235,6 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
     kw[n] = "sslmode", val[n++] = cfg->sslmode ? cfg->sslmode : "prefer";
     if (cfg->sslrootcert)
         kw[n] = "sslrootcert", val[n++] = cfg->sslrootcert;
-    fmt_secs(ctimeout, sizeof(ctimeout),
-             cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000, 2);
     kw[n] = "connect_timeout", val[n++] = ctimeout;
     kw[n] = "keepalives", val[n++] = "1";
     fmt_secs(idle, sizeof(idle), cfg->tcp.idle_ms, 1);
@@ -218,17 +253,19 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
         kw[n] = "replication", val[n++] = "database";
     kw[n] = NULL, val[n] = NULL;
 
+    /* libpq gives each host of a list the whole connect_timeout; so does this deadline. */
+    int64_t timeout_ms = atoll(ctimeout) * 1000;
+    for (const char *c = val[0]; c && *c; c++)
+        if (*c == ',')
+            timeout_ms += atoll(ctimeout) * 1000;
     PGconn *conn = PQconnectStartParams(kw, val, 0);
     wg_secret_free(pw);
+    wg_buf_free(&hosts);
+    wg_buf_free(&addrs);
     if (!conn) {
         wg_error_set(err, WG_ERR_NOMEM, "postgres %s: out of memory", cfg->name);
         return NULL;
     }
-    /* libpq gives each host of a list the whole connect_timeout; so does this deadline. */
-    int64_t timeout_ms = atoll(ctimeout) * 1000;
-    for (const char *c = host; c && *c; c++)
-        if (*c == ',')
-            timeout_ms += atoll(ctimeout) * 1000;
     pg_wait w =
         PQstatus(conn) == CONNECTION_BAD ? PG_WAIT_FAILED : pg_connect_wait(conn, timeout_ms, stop);
     if (w == PG_WAIT_STOPPED) {
