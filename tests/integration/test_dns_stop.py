@@ -19,10 +19,7 @@ STOP_BOUND_S = 2  # measured 0.0-0.2 s; before: the resolver's timeouts (10 s an
 
 
 def sh(*cmd, check=True):
-    p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.strip()}")
-    return p
+    return fixture.run(list(cmd), check=check, timeout=30)
 
 
 class SilentResolverNet:
