@@ -583,14 +583,34 @@ class Sshd(Server):
         wait_port(self.host, self.port, proc=self.proc)
         return self
 
+    def session_pids(self):
+        """The processes serving each SSH connection of this sshd: {child pid: [it and its
+        descendants]} (the listener's children, found through /proc's parent links)."""
+        def children(pid):
+            return [int(p) for p in run(["pgrep", "-P", str(pid)], check=False).stdout.split()]
+
+        def tree(pid):
+            return [pid] + [q for k in children(pid) for q in tree(k)]
+        return {k: tree(k) for k in children(self.proc.pid)}
+
     def kill(self):
-        """SIGKILL the listening sshd (established sessions are separate processes: kill them
-        too, so that the server really is gone as after a crash or a reboot)."""
+        """SIGKILL the listening sshd and the processes of its established sessions (they are
+        separate processes that outlive the listener), so that the server really is gone as
+        after a crash or a reboot. Only this sshd's own: a pattern (`pkill -f "sshd: root"`)
+        also killed the sessions of every other sshd on the machine — other tests' and
+        benchmarks' (a 1 GiB upload through the tunnel reset by a test running beside it)."""
+        sessions = {}
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)  # accepts nothing new while listed
+            sessions = self.session_pids()
             self.proc.kill()
             self.proc.wait()
-        # Session processes ("sshd: root@notty") are children that outlive the listener.
-        run(["pkill", "-KILL", "-f", f"sshd: .*{self.user}.*"], check=False)
+        for pids in sessions.values():
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.proc = None
         if getattr(self, "logf", None):
             self.logf.close()
