@@ -108,7 +108,11 @@ def main():
             i += 1
             sopts = diffgen.Opts.from_env(**over) if over else opts
             runner.opts = sopts
-            wl = diffgen.generate(seed, sopts)
+            try:
+                wl = diffgen.generate(seed, sopts)
+            except Exception:
+                print(f"seed {seed}: the workload generator failed", flush=True)
+                raise
             if os.environ.get("WALGATE_DIFF_REPLAY"):
                 with open(os.environ["WALGATE_DIFF_REPLAY"]) as f:
                     wl = json.load(f)
