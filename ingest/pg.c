@@ -28,6 +28,20 @@ static bool is_ip(const char *s)
     return inet_pton(AF_INET, s, &a4) == 1 || inet_pton(AF_INET6, s, &a6) == 1;
 }
 
+/* Whether `item` is one of the comma-separated entries of `list` (NULL: empty). */
+static bool in_list(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && memcmp(p, item, n) == 0)
+            return true;
+        p = e ? e + 1 : NULL;
+    }
+    return false;
+}
+
 static void fmt_secs(char *buf, size_t len, int64_t ms, int64_t min_s)
 {
     int64_t s = (ms + 999) / 1000;
@@ -211,9 +225,8 @@ PGconn *ingest_pg_connect(const ingest_pg_config *cfg, const char *dial_addr, in
             const void *ap = ai->ai_family == AF_INET6
                                  ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
                                  : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
-            if (!inet_ntop(ai->ai_family, ap, a, sizeof(a)) ||
-                (addrs.data && strstr(addrs.data, a))) /* getaddrinfo repeats an address */
-                continue;
+            if (!inet_ntop(ai->ai_family, ap, a, sizeof(a)) || in_list(addrs.data, a))
+                continue; /* getaddrinfo can repeat an address */
             wg_buf_printf(&addrs, "%s%s", k ? "," : "", a);
             wg_buf_printf(&hosts, "%s%s", k ? "," : "", name);
             k++;
