@@ -19,11 +19,10 @@ static int snap_abandon(ingest_source *s, wg_error *err)
     if (at == 0)
         return 0;
     wg_buf b = {0};
-    for (size_t i = 0; i < s->n_tables; i++) {
+    /* s->tables: the tables the state file named (an unfinished attempt's "copying" ones
+     * among them, whatever they are called now) and the publication's tables now. */
+    for (size_t i = 0; i < s->n_tables; i++)
         rec_snapshot_abort(&b, s->tables[i].name, at);
-    }
-    /* Also tables that were partly copied but not recorded: abort every table named in the
-     * publication is done by the caller passing them in s->tables. */
     int rc = 0;
     if (wg_buf_failed(&b))
         rc = wg_error_set(err, WG_ERR_NOMEM, "out of memory while marking an abandoned snapshot");
@@ -108,6 +107,17 @@ static void *snap_worker(void *arg)
     return NULL;
 }
 
+static bool snap_in_list(const cat_tables *tl, const char *qname)
+{
+    for (int i = 0; i < tl->n; i++) {
+        size_t n = strlen(tl->v[i].schema);
+        if (strncmp(qname, tl->v[i].schema, n) == 0 && qname[n] == '.' &&
+            strcmp(qname + n + 1, tl->v[i].table) == 0)
+            return true;
+    }
+    return false;
+}
+
 /*
  * The publication's tables, and a clean slate for a new slot: the configured ones forget
  * what an earlier slot left (snapshot, error, columns, cut), resync requests are dropped, and
@@ -151,6 +161,11 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
         cat_tables_free(tl);
         return -1;
     }
+    /* Names an earlier attempt copied that this one does not (renamed, dropped, out of the
+     * publication since): their rows are marked abandoned above; nothing else is left of them. */
+    for (size_t i = s->n_tables; i-- > 0;)
+        if (!snap_in_list(tl, s->tables[i].name) || !src_table_configured(s, s->tables[i].name))
+            state_table_remove(s, i);
     return 0;
 }
 

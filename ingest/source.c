@@ -192,14 +192,8 @@ void ingest_source_free(ingest_source *s)
     src_disconnect(s);
     changelog_close(s->log);
     txn_buf_free(&s->txn);
-    for (size_t i = 0; i < s->n_tables; i++) {
-        free(s->tables[i].name);
-        free(s->tables[i].error);
-        free(s->tables[i].columns);
-        free(s->tables[i].parts);
-        free(s->tables[i].enums);
-        free(s->tables[i].key);
-    }
+    while (s->n_tables)
+        state_table_remove(s, s->n_tables - 1);
     free(s->tables);
     for (size_t i = 0; i < s->n_owned; i++)
         free(s->owned[i]);

@@ -397,6 +397,8 @@ void state_set_error(ingest_source *s, src_state st, const char *remedy, const c
     __attribute__((format(printf, 4, 5)));
 /* The table's status entry, created when missing; NULL when out of memory. */
 table_status *state_table_get(ingest_source *s, const char *name);
+/* Forget s->tables[i] (its allocations freed; later entries move up). */
+void state_table_remove(ingest_source *s, size_t i);
 int state_read(ingest_source *s, bool *snapshot_done, uint64_t *cp);
 /* The state file's text (NUL-terminated, changed in place) into s: what state_read does with
  * the file's bytes. Unknown or malformed lines are ignored. */

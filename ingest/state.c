@@ -45,6 +45,25 @@ table_status *state_table_get(ingest_source *s, const char *name)
     return t;
 }
 
+static void st_table_free(table_status *t)
+{
+    free(t->name);
+    free(t->error);
+    free(t->columns);
+    free(t->parts);
+    free(t->enums);
+    free(t->key);
+}
+
+void state_table_remove(ingest_source *s, size_t i)
+{
+    if (i >= s->n_tables)
+        return;
+    st_table_free(&s->tables[i]);
+    memmove(&s->tables[i], &s->tables[i + 1], (s->n_tables - i - 1) * sizeof(s->tables[0]));
+    s->n_tables--;
+}
+
 /*
  * STATE_DIR/sources/NAME/idle: "walgate-idle 1\nlsn X\nover D\n" — the server's WAL reached X
  * with no change of the publication after D, the log's durable position when it was written.
@@ -238,6 +257,11 @@ void state_parse(ingest_source *s, char *text, bool *snapshot_done, uint64_t *cp
             table_status *t = state_table_get(s, line + 6);
             if (t)
                 t->snapshot_committed = true;
+        } else if (strncmp(line, "copying ", 8) == 0) {
+            /* a table the unfinished snapshot attempt copies: its rows may be in the log */
+            if (v2)
+                st_unescape(line + 8);
+            (void)state_table_get(s, line + 8);
         } else if (strncmp(line, "error ", 6) == 0 || strncmp(line, "errcode ", 8) == 0 ||
                    strncmp(line, "cut ", 4) == 0 || strncmp(line, "columns ", 8) == 0 ||
                    strncmp(line, "oid ", 4) == 0 || strncmp(line, "parts ", 6) == 0 ||
@@ -277,8 +301,11 @@ int state_write(ingest_source *s, bool snapshot_done, wg_error *err)
     }
     for (size_t i = 0; i < s->n_tables; i++) {
         table_status *t = &s->tables[i];
-        if (t->snapshot_committed) {
-            wg_buf_puts(&b, "table ");
+        if (t->snapshot_committed || !snapshot_done) {
+            /* While a snapshot runs, every table it copies is named: a next attempt marks
+             * what this one wrote abandoned even if the table is gone from the publication
+             * by then (renamed, dropped). */
+            wg_buf_puts(&b, t->snapshot_committed ? "table " : "copying ");
             st_put_escaped(&b, t->name, false);
             wg_buf_putc(&b, '\n');
         }

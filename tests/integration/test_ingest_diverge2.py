@@ -15,7 +15,12 @@ Against a real PostgreSQL 15 (each rows check replays the log and compares it wi
   resynced, and the log replayed equals the source (it recorded 0 rows silently, then failed
   the table for the type change; a re-created one with OID 0, failed as key_changed);
 - `walgate source resync --wait` of a table that has no status entry says the table is unknown
-  and exits non-zero (it printed "done").
+  and exits non-zero (it printed "done");
+- a snapshot attempt killed (-9) after it wrote rows of a table, and the table renamed (or
+  dropped, or taken out of the publication) before the next attempt: the next attempt marks
+  those rows abandoned although the table is no longer in the publication under that name
+  (they stayed in the log as rows of a table the server does not have, with no error:
+  differential seed 1244216780), and copies the table under its new name.
 """
 import os
 import subprocess
@@ -25,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fixture  # noqa: E402
+import logreplay  # noqa: E402
 from walgate_run import Run  # noqa: E402
 from test_ingest_diverge import assert_equal, resync, table_errors, wait_error  # noqa: E402
 
@@ -210,7 +216,62 @@ def check_rewritten(pg, run):
           "abandoned, the table resynced, equal to the source")
 
 
+def test_renamed_between_snapshot_attempts(pg):
+    pg.sql("CREATE TABLE ab (id int PRIMARY KEY, v text);"
+           "INSERT INTO ab SELECT g, repeat('x', 100) || g FROM generate_series(1, 40000) g;"
+           "CREATE TABLE gone (id int PRIMARY KEY, v text);"
+           "INSERT INTO gone SELECT g, repeat('y', 100) || g FROM generate_series(1, 20000) g;"
+           "CREATE TABLE mk (id int PRIMARY KEY);"
+           "CREATE PUBLICATION ab_pub FOR TABLE ab, gone, mk")
+    # The copy is held part-way (state_dir on a small tmpfs whose free space falls under
+    # min_free_space while the big tables are copied), and walgate is killed there: rows of
+    # the first attempt are in the log, the snapshot is not done.
+    mnt = fixture.tempdir("walgate-ab-")
+    fixture.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", mnt])
+    try:
+        state = os.path.join(mnt, "state")
+        os.makedirs(state)
+        ballast = os.path.join(mnt, "ballast")
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (20 << 20))
+        run = Run(pg, "ab", "ab_pub", extra={"snapshot_workers": "1"}, state=state)
+        cfg = open(run.cfg).read().replace("[walgate]\n", "[walgate]\nmin_free_space = 8MiB\n"
+                                           "log_segment_bytes = 64KiB\n", 1)
+        fixture.write_file(run.cfg, cfg)
+        run.start()
+        run.wait(lambda: "snapshot paused" in (run.status().get("error") or ""),
+                 "the snapshot held part-way", 60)
+        written = {r["table"] for r in run.lines() if r["op"] == "read"}
+        assert written, "no rows of the first attempt in the log"
+        run.proc.kill()
+        run.proc.wait()
+        # Before the next attempt: both tables' names leave the publication.
+        pg.sql("ALTER TABLE ab RENAME TO ab2; ALTER PUBLICATION ab_pub DROP TABLE gone")
+        os.unlink(ballast)
+        run.start()
+        run.wait_running(timeout=120)
+        aborted = {r["table"] for r in run.lines() if r["op"] == "snapshot_abort"}
+        assert written <= aborted, (written, aborted)
+        pg.sql("UPDATE ab2 SET v = 'after' WHERE id = 7; INSERT INTO mk VALUES (1)")
+        run.wait_committed(lambda r: r.get("table") == "public.mk", "a change after the snapshot")
+        assert not table_errors(run), table_errors(run)
+        assert {t["table"] for t in run.status()["tables"]} == {"public.ab2", "public.mk"}, \
+            run.status()["tables"]
+        st = logreplay.replay(run.lines())
+        assert not st.tables.get("public.ab") and not st.tables.get("public.gone"), \
+            {k: len(v) for k, v in st.tables.items()}
+        n = assert_equal(pg, run, "public.ab2", "SELECT id, v FROM ab2", ["id", "v"])
+        assert n == 40000, n
+        run.stop()
+    finally:
+        fixture.run(["umount", "-l", mnt], check=False)
+    print("snapshot attempt killed, a table it had copied renamed or dropped from the "
+          "publication before the next: its rows are marked abandoned, the new name copied")
+
+
 def main():
+    with fixture.Postgres() as pg:
+        test_renamed_between_snapshot_attempts(pg)
     with fixture.Postgres() as pg:
         test_rewrite_during_snapshot(pg)
         test_dropped_domain_column(pg)
