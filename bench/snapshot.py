@@ -25,7 +25,9 @@ Environment: WALGATE_BIN (default build-release/walgate).
 round, labelled LABEL, so that two builds are compared in the same interleaved rounds (and,
 unless --no-tunnel, its 2-worker run through its own tunnel, with its own tunnel cost).
 --no-1worker leaves the 1-worker runs out (shorter rounds for a tunnel comparison).
-LABEL=PATH@N also sets `sessions = N` in that binary's [tunnel]. --no-dump leaves pg_dump out.
+LABEL=PATH@N also sets `sessions = N` in that binary's [tunnel], LABEL=PATH@openssh its
+`transport = openssh` (both: LABEL=PATH@2,openssh). --no-dump leaves pg_dump out.
+--tunnel-transport libssh2|openssh sets `transport` in the [tunnel] of WALGATE_BIN's runs.
 --sessions N sets `sessions` in the [tunnel] of WALGATE_BIN's runs. Without either the section
 has no `sessions` key (which a binary older than the key would refuse).
 """
@@ -62,16 +64,28 @@ def main():
                     help="another walgate binary, run in the same rounds")
     ap.add_argument("--sessions", type=int, default=0,
                     help="`sessions` of WALGATE_BIN's [tunnel] (default: the key is left out)")
+    ap.add_argument("--tunnel-transport", choices=("libssh2", "openssh"), default=None,
+                    help="`transport` of WALGATE_BIN's [tunnel] (default: the key is left out)")
     args = ap.parse_args()
     others = []
     bin_sessions = {}
+    bin_transport = {}
     for spec in args.bin:
         label, sep, path = spec.partition("=")
-        path, at, n = path.partition("@")
-        if not sep or not label or not os.access(path, os.X_OK) or (at and not n.isdigit()):
-            ap.error(f"--bin {spec}: expected LABEL=PATH[@SESSIONS] of an executable")
+        path, at, opts = path.partition("@")
+        n, transport, ok = 0, None, True
+        for o in opts.split(",") if at else []:
+            if o.isdigit():
+                n = int(o)
+            elif o in ("libssh2", "openssh"):
+                transport = o
+            else:
+                ok = False
+        if not sep or not label or not os.access(path, os.X_OK) or not ok:
+            ap.error(f"--bin {spec}: expected LABEL=PATH[@SESSIONS][,TRANSPORT] of an executable")
         others.append((label, os.path.abspath(path)))
-        bin_sessions[os.path.abspath(path), label] = int(n) if at else 0
+        bin_sessions[os.path.abspath(path), label] = n
+        bin_transport[os.path.abspath(path), label] = transport
     common.banner(__file__)
     work = fixture.tempdir("walgate-bench-snap-")
     out = os.path.join(work, "out")
@@ -119,8 +133,11 @@ def main():
         def walgate(workers, tunnel=False, binary=None, label=None):
             tcfg = tunnel_cfg
             n = bin_sessions.get((binary, label), 0) if binary else args.sessions
+            tr = bin_transport.get((binary, label)) if binary else args.tunnel_transport
             if tunnel and n:
-                tcfg = (tunnel_cfg[0], dict(tunnel_cfg[1], sessions=n))
+                tcfg = (tcfg[0], dict(tcfg[1], sessions=n))
+            if tunnel and tr:
+                tcfg = (tcfg[0], dict(tcfg[1], transport=tr))
             cfg = common.walgate_config(
                 os.path.join(work, "walgate.ini"), state, pg,
                 {"app": {"publication": "bench_pub", "snapshot_workers": workers}},

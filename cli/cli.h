@@ -21,7 +21,7 @@
 
 typedef struct cli_tunnel {
     tunnel_config cfg; /* strings point into the owned copies below */
-    char *name, *host, *user, *known_hosts;
+    char *name, *host, *user, *known_hosts, *ssh_command;
     int line; /* where the section starts, for messages */
 } cli_tunnel;
 

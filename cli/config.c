@@ -64,6 +64,8 @@ typedef struct key_spec {
 
 static const char *const g_hostkey_choices[] = {"strict", "accept-new", NULL};
 static const int g_hostkey_values[] = {TUNNEL_HOSTKEY_STRICT, TUNNEL_HOSTKEY_ACCEPT_NEW};
+static const char *const g_transport_choices[] = {"libssh2", "openssh", NULL};
+static const int g_transport_values[] = {TUNNEL_TRANSPORT_LIBSSH2, TUNNEL_TRANSPORT_OPENSSH};
 static const char *const g_sslmode_choices[] = {"disable",   "allow",       "prefer", "require",
                                                 "verify-ca", "verify-full", NULL};
 
@@ -103,6 +105,9 @@ static const key_spec g_keys[] = {
     {SECT_TUNNEL, "keepalive_interval", KT_DURATION, "2s", T(cfg.keepalive_interval_ms), 100,
      MS_DAY, 0, 0},
     {SECT_TUNNEL, "sessions", KT_COUNT, "1", T(cfg.sessions), 1, TUNNEL_SESSIONS_MAX, 0, 0},
+    {SECT_TUNNEL, "transport", KT_ENUM, "libssh2", T(cfg.transport), 0, 0, g_transport_choices,
+     g_transport_values},
+    {SECT_TUNNEL, "ssh_command", KT_PATH, NULL, T(ssh_command), 0, 0, 0, 0},
     {SECT_TUNNEL, "keepalives_idle", KT_DURATION, "5s", T(cfg.tcp.idle_ms), 1000, MS_DAY, 0, 0},
     {SECT_TUNNEL, "keepalives_interval", KT_DURATION, "1s", T(cfg.tcp.interval_ms), 1000, MS_DAY, 0,
      0},
@@ -978,6 +983,16 @@ static void finish(parse_state *ps)
         t->cfg.user = t->user;
         t->cfg.known_hosts = t->known_hosts;
         t->cfg.state_dir = cfg->state_dir;
+        t->cfg.ssh_command = t->ssh_command;
+        if (t->ssh_command && t->cfg.transport != TUNNEL_TRANSPORT_OPENSSH)
+            fail(ps, t->line,
+                 "[tunnel %s] ssh_command is used only with transport = openssh; add transport = "
+                 "openssh or remove ssh_command",
+                 t->name);
+        if (t->ssh_command && t->ssh_command[0] != '/')
+            fail(ps, t->line,
+                 "[tunnel %s] ssh_command = %s: give an absolute path (e.g. /usr/bin/ssh)", t->name,
+                 t->ssh_command);
     }
 
     for (size_t i = 0; i < cfg->n_postgres; i++) {
@@ -1177,6 +1192,7 @@ void cli_config_free(cli_config *cfg)
         free(t->host);
         free(t->user);
         free(t->known_hosts);
+        free(t->ssh_command);
     }
     for (size_t i = 0; i < cfg->n_postgres; i++) {
         cli_postgres *p = &cfg->postgres[i];

@@ -737,6 +737,26 @@ int keys_load(const char *state_dir, const char *name, keys_pair *out, wg_error 
     return 0;
 }
 
+int keys_paths(const char *state_dir, const char *name, char *primary, char *secondary, size_t len,
+               wg_error *err)
+{
+    char dir[4096];
+    unsigned p, s;
+    int rc;
+    if ((rc = pair_dir(state_dir, name, dir, sizeof(dir), err)) != 0)
+        return rc;
+    rc = read_pair(dir, &p, &s, err);
+    if (rc == WG_ERR_NOTFOUND)
+        return wg_error_set(err, WG_ERR_NOTFOUND,
+                            "tunnel %s has no keys in %s; run: walgate keys generate %s", name, dir,
+                            name);
+    if (rc != 0)
+        return rc;
+    if (gen_path(dir, p, primary, len) != 0 || gen_path(dir, s, secondary, len) != 0)
+        return wg_error_set(err, WG_ERR_CONFIG, "%s: path too long", dir);
+    return 0;
+}
+
 int keys_rotate(const char *state_dir, const char *name, keys_pair *out, wg_error *err)
 {
     char dir[4096], path[4096];

@@ -78,6 +78,13 @@ int keys_load(const char *state_dir, const char *name, keys_pair *out, wg_error 
  */
 int keys_rotate(const char *state_dir, const char *name, keys_pair *out, wg_error *err);
 
+/*
+ * The paths of tunnel `name`'s current primary and secondary private key files (OpenSSH format,
+ * mode 0600), for `ssh -o IdentityFile=...` (transport = openssh). The files are not read.
+ */
+int keys_paths(const char *state_dir, const char *name, char *primary, char *secondary, size_t len,
+               wg_error *err);
+
 /* The directory holding tunnel `name`'s keys, written into buf. */
 int keys_dir(const char *state_dir, const char *name, char *buf, size_t len);
 

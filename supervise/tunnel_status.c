@@ -31,6 +31,12 @@ static void tunnel_status_write(const sup_t *d, sup_tunnel *st)
     wg_json_uint(&j, ts.reconnects);
     wg_json_key(&j, "open_channels");
     wg_json_int(&j, ts.open_channels);
+    wg_json_key(&j, "transport");
+    wg_json_string(&j, ts.transport == TUNNEL_TRANSPORT_OPENSSH ? "openssh" : "libssh2");
+    /* transport = openssh: the bytes go from the client socket to ssh, not through walgate;
+     * the two counts stay 0 and say so rather than guess. */
+    wg_json_key(&j, "bytes_counted");
+    wg_json_bool(&j, !ts.bytes_unknown);
     wg_json_key(&j, "bytes_to_target");
     wg_json_uint(&j, ts.bytes_to_target);
     wg_json_key(&j, "bytes_from_target");

@@ -31,6 +31,26 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
     snprintf(target, sizeof(target), "tunnel %s", cfg.name);
     char remedy[1024];
 
+    /* transport = openssh: the ssh client must exist and run. The checks below are made with
+     * walgate's own SSH code: they test the bastion, the host key and the keys, which are the
+     * same whichever client carries the bytes. */
+    int ssh_failed = 0;
+    if (cfg.transport == TUNNEL_TRANSPORT_OPENSSH) {
+        char version[200];
+        wg_error verr = {0};
+        if (ossh_version(&cfg, version, sizeof(version), &verr) == 0) {
+            wg_checks_add(out, target, "ssh client", WG_CHECK_OK, NULL, "%s runs (%s)",
+                          ossh_command(&cfg), version);
+        } else {
+            snprintf(remedy, sizeof(remedy),
+                     "install the OpenSSH client (apt-get install openssh-client) or set "
+                     "ssh_command = PATH in [tunnel %s], or use transport = libssh2",
+                     cfg.name);
+            wg_checks_add(out, target, "ssh client", WG_CHECK_FAIL, remedy, "%s", verr.msg);
+            ssh_failed = 1;
+        }
+    }
+
     /* DNS. */
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
     int gai = getaddrinfo(cfg.host, NULL, &hints, &res);
@@ -165,5 +185,5 @@ int tunnel_check(const tunnel_config *cfg_in, const char *target_host, int targe
     }
     ssh_conn_close(&c);
     keys_pair_free(&kp);
-    return failed ? -1 : 0;
+    return failed || ssh_failed ? -1 : 0;
 }

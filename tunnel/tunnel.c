@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define CHUNK (256 * 1024)        /* per-direction buffer of a channel */
@@ -64,6 +65,14 @@ typedef struct forward {
 } forward;
 
 typedef struct tunnel_sess tunnel_sess;
+
+/* A channel of transport = openssh: the mux client process that handed the socket over. */
+typedef struct mux_chan {
+    pid_t pid;
+    int pidfd; /* -1: waitpid is polled */
+    const forward *fwd;
+    int64_t started_ms;
+} mux_chan;
 
 typedef struct chan {
     int fd; /* the client socket */
@@ -104,11 +113,16 @@ struct tunnel_sess {
     chan **chans;
     size_t n_chans, cap_chans;
     int64_t last_rx_ms;
+
+    /* transport = openssh: the session's ssh master and one mux client per channel. */
+    ossh_master om;
+    mux_chan *mux;
+    size_t n_mux, cap_mux;
 };
 
 struct tunnel {
     tunnel_config cfg;
-    char *s_name, *s_host, *s_user, *s_known_hosts, *s_state_dir;
+    char *s_name, *s_host, *s_user, *s_known_hosts, *s_state_dir, *s_ssh_command;
     keys_pair keys;
 
     pthread_mutex_t mu; /* guards status, forwards, running, the sessions' shared fields */
@@ -154,6 +168,7 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
     t->cfg.user = t->s_user = wg_dup_or_null(cfg->user, NULL);
     t->cfg.known_hosts = t->s_known_hosts = wg_dup_or_null(cfg->known_hosts, NULL);
     t->cfg.state_dir = t->s_state_dir = wg_dup_or_null(cfg->state_dir, NULL);
+    t->cfg.ssh_command = t->s_ssh_command = wg_dup_or_null(cfg->ssh_command, NULL);
     if (t->cfg.port <= 0)
         t->cfg.port = 22;
     if (t->cfg.connect_timeout_ms <= 0)
@@ -171,6 +186,7 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
         s->idx = i;
         s->wake[0] = s->wake[1] = -1;
         s->conn.fd = -1;
+        s->om.pidfd = s->om.err_fd = -1;
         s->state = TUNNEL_STATE_STARTING;
     }
     pthread_mutex_init(&t->mu, NULL);
@@ -184,6 +200,12 @@ tunnel_t *tunnel_new(const tunnel_config *cfg, wg_error *err)
         tunnel_free(t);
         return NULL;
     }
+    if (t->cfg.transport == TUNNEL_TRANSPORT_OPENSSH && ossh_check_command(&t->cfg, err) != 0) {
+        tunnel_free(t);
+        return NULL;
+    }
+    t->st.transport = t->cfg.transport;
+    t->st.bytes_unknown = t->cfg.transport == TUNNEL_TRANSPORT_OPENSSH;
     for (int i = 0; i < t->n_sess; i++)
         if (pipe2(t->sess[i].wake, O_CLOEXEC | O_NONBLOCK) != 0) {
             wg_error_set(err, WG_ERR_IO, "pipe: %s", strerror(errno));
@@ -821,6 +843,158 @@ static void serve(tunnel_sess *ts, wg_error *err)
     free(pfds);
 }
 
+/* ---- transport = openssh -------------------------------------------------------------------- */
+
+static void mux_done(tunnel_sess *s, size_t i)
+{
+    tunnel_t *t = s->t;
+    if (s->mux[i].pidfd >= 0)
+        close(s->mux[i].pidfd);
+    s->mux[i] = s->mux[--s->n_mux];
+    pthread_mutex_lock(&t->mu);
+    t->st.open_channels--;
+    s->load--;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Every mux client of the session is ended (after the master, so their channels are gone). */
+static void close_all_mux(tunnel_sess *s)
+{
+    while (s->n_mux > 0) {
+        ossh_kill(s->mux[0].pid, s->mux[0].pidfd, 500);
+        s->mux[0].pidfd = -1;
+        mux_done(s, 0);
+    }
+}
+
+/* Accept waiting clients while `s` is the least loaded session; each socket is handed to a
+ * new mux client (stdin and stdout) and closed here. */
+static void accept_mux(tunnel_sess *s, const forward *f)
+{
+    tunnel_t *t = s->t;
+    for (;;) {
+        if (!least_loaded(s)) {
+            wake_others(s);
+            return;
+        }
+        if (s->n_mux == s->cap_mux) {
+            size_t nc = s->cap_mux ? s->cap_mux * 2 : 16;
+            mux_chan *n = realloc(s->mux, nc * sizeof(*n));
+            if (!n)
+                return;
+            s->mux = n;
+            s->cap_mux = nc;
+        }
+        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        wg_sock_set_nodelay(fd);
+        mux_chan *c = &s->mux[s->n_mux];
+        wg_error err = {0};
+        int rc = ossh_mux_spawn(&t->cfg, &s->om, f->target_host, f->target_port, fd, &c->pid,
+                                &c->pidfd, &err);
+        close(fd);
+        if (rc != 0) {
+            log_warn(t->cfg.name, "a client for %s:%d turned away: %s", f->target_host,
+                     f->target_port, err.msg);
+            continue;
+        }
+        c->fwd = f;
+        c->started_ms = wg_now_ms();
+        s->n_mux++;
+        pthread_mutex_lock(&t->mu);
+        t->st.open_channels++;
+        t->st.channels_total++;
+        s->load++;
+        s->channels_total++;
+        int load = s->load;
+        pthread_mutex_unlock(&t->mu);
+        wake_others(s);
+        if (t->n_sess > 1)
+            log_debug(t->cfg.name, "a client for %s:%d on session %d of %d (%d channels)",
+                      f->target_host, f->target_port, s->idx + 1, t->n_sess, load);
+    }
+}
+
+/*
+ * Serve a session of transport = openssh until its master exits or stop: accept clients (when
+ * this session is the least loaded), start a mux client for each, reap the mux clients whose
+ * channel ended, drain the master's stderr. ssh itself keeps the session alive
+ * (ServerAliveInterval) and exits when it is dead.
+ */
+static void serve_openssh(tunnel_sess *ts, wg_error *err)
+{
+    tunnel_t *t = ts->t;
+    struct pollfd *pfds = NULL;
+    size_t pcap = 0;
+    while (!t->stop) {
+        if (ossh_master_poll(&ts->om)) {
+            ossh_master_lost(&t->cfg, &ts->om, err);
+            break;
+        }
+        for (size_t i = 0; i < ts->n_mux;) {
+            int st;
+            if (ossh_reap(ts->mux[i].pid, &st)) {
+                if (WIFEXITED(st) && WEXITSTATUS(st) == 255 &&
+                    wg_now_ms() - ts->mux[i].started_ms < t->cfg.connect_timeout_ms &&
+                    !ossh_master_poll(&ts->om))
+                    log_warn(t->cfg.name,
+                             "a channel to %s:%d failed at once (ssh -W exit status 255): the "
+                             "bastion may refuse to forward there; check AllowTcpForwarding / "
+                             "PermitOpen in its sshd_config and that the target is reachable "
+                             "from it",
+                             ts->mux[i].fwd->target_host, ts->mux[i].fwd->target_port);
+                mux_done(ts, i);
+                continue;
+            }
+            i++;
+        }
+        size_t nfw;
+        pthread_mutex_lock(&t->mu);
+        nfw = t->n_fwds;
+        pthread_mutex_unlock(&t->mu);
+        size_t need = 3 + nfw + ts->n_mux;
+        if (need > pcap) {
+            struct pollfd *np = realloc(pfds, need * 2 * sizeof(*np));
+            if (!np) {
+                wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+                break;
+            }
+            pfds = np;
+            pcap = need * 2;
+        }
+        size_t n = 0;
+        bool polled_all = ts->om.pidfd >= 0;
+        pfds[n++] = (struct pollfd){.fd = ts->wake[0], .events = POLLIN};
+        pfds[n++] = (struct pollfd){.fd = ts->om.err_fd, .events = POLLIN};
+        pfds[n++] = (struct pollfd){.fd = ts->om.pidfd, .events = POLLIN};
+        size_t first_listener = n, n_listen = 0;
+        if (least_loaded(ts)) {
+            pthread_mutex_lock(&t->mu);
+            for (size_t i = 0; i < t->n_fwds && i < nfw; i++)
+                pfds[n++] = (struct pollfd){.fd = t->fwds[i].listen_fd, .events = POLLIN};
+            pthread_mutex_unlock(&t->mu);
+            n_listen = n - first_listener;
+        }
+        for (size_t i = 0; i < ts->n_mux; i++) {
+            pfds[n++] = (struct pollfd){.fd = ts->mux[i].pidfd, .events = POLLIN};
+            polled_all = polled_all && ts->mux[i].pidfd >= 0;
+        }
+        /* Without pidfds, exits are found by waitpid at this pace. */
+        int r = poll(pfds, (nfds_t)n, polled_all ? 1000 : 100);
+        if (r < 0 && errno != EINTR) {
+            wg_error_set(err, WG_ERR_IO, "poll: %s", strerror(errno));
+            break;
+        }
+        if (pfds[0].revents)
+            drain_wake(ts);
+        for (size_t i = 0; i < n_listen; i++)
+            if (pfds[first_listener + i].revents & POLLIN)
+                accept_mux(ts, &t->fwds[i]);
+    }
+    free(pfds);
+}
+
 /* Sessions after the first wait for the tunnel's first successful connect. Returns false on
  * stop. */
 static bool wait_first_connect(tunnel_sess *s)
@@ -858,16 +1032,20 @@ static void *sess_thread(void *arg)
     while (!t->stop) {
         set_state(ts, TUNNEL_STATE_CONNECTING, NULL);
         wg_error err = {0};
-        if (ssh_conn_open(&t->cfg, &t->keys, true, &t->stop, &ts->conn, &err) == 0) {
+        bool openssh = t->cfg.transport == TUNNEL_TRANSPORT_OPENSSH;
+        int orc = openssh ? ossh_master_open(&t->cfg, &t->keys, ts->idx, &t->stop, &ts->om, &err)
+                          : ssh_conn_open(&t->cfg, &t->keys, true, &t->stop, &ts->conn, &err);
+        if (orc == 0) {
+            const char *auth_key = openssh ? ts->om.auth_key : ts->conn.auth_key;
+            const char *host_fp = openssh ? ts->om.host_fp : ts->conn.host_fp;
             int64_t up_at = wg_now_ms();
             pthread_mutex_lock(&t->mu);
             t->st.connects++;
             ts->connects++;
             if (!first)
                 t->st.reconnects++;
-            snprintf(t->st.auth_key, sizeof(t->st.auth_key), "%s", ts->conn.auth_key);
-            snprintf(t->st.host_key_fingerprint, sizeof(t->st.host_key_fingerprint), "%s",
-                     ts->conn.host_fp);
+            snprintf(t->st.auth_key, sizeof(t->st.auth_key), "%s", auth_key);
+            snprintf(t->st.host_key_fingerprint, sizeof(t->st.host_key_fingerprint), "%s", host_fp);
             ts->up_since_wall_ms = wg_wall_ms();
             ts->state = TUNNEL_STATE_UP;
             t->st.state = TUNNEL_STATE_UP;
@@ -875,10 +1053,27 @@ static void *sess_thread(void *arg)
             pthread_cond_broadcast(&t->cond);
             pthread_mutex_unlock(&t->mu);
             wake_others(ts);
-            log_info(t->cfg.name, "%s to %s@%s:%d (host key %s, %s key%s)",
+            log_info(t->cfg.name, "%s to %s@%s:%d (host key %s, %s key%s%s)",
                      first ? "connected" : "reconnected", t->cfg.user ? t->cfg.user : "",
-                     t->cfg.host, t->cfg.port, ts->conn.host_fp, ts->conn.auth_key, which);
+                     t->cfg.host, t->cfg.port, host_fp[0] ? host_fp : "?",
+                     auth_key[0] ? auth_key : "?", openssh ? "; ssh master" : "", which);
             first = false;
+            if (openssh) {
+                serve_openssh(ts, &err);
+                set_state(ts, t->stop ? TUNNEL_STATE_STOPPED : TUNNEL_STATE_BACKOFF, NULL);
+                /* The master first: it holds the client sockets, so they close with it. */
+                ossh_master_close(&ts->om);
+                close_all_mux(ts);
+                pthread_mutex_lock(&t->mu);
+                ts->up_since_wall_ms = 0;
+                pthread_mutex_unlock(&t->mu);
+                if (t->stop)
+                    break;
+                if (wg_now_ms() - up_at > STABLE_MS)
+                    wg_backoff_reset(&bo);
+                down_since = wg_now_ms();
+                goto backoff;
+            }
             ssh_conn_deadline(&ts->conn, t->cfg.connect_timeout_ms, &t->stop);
             while (!(ts->hb = libssh2_channel_open_session(ts->conn.session)) &&
                    libssh2_session_last_errno(ts->conn.session) == LIBSSH2_ERROR_EAGAIN)
@@ -908,6 +1103,7 @@ static void *sess_thread(void *arg)
                 wg_backoff_reset(&bo);
             down_since = wg_now_ms();
         }
+    backoff:
         if (t->stop)
             break;
         int64_t wait = wg_backoff_next(&bo);
@@ -1027,6 +1223,7 @@ void tunnel_free(tunnel_t *t)
     free(t->fwds);
     for (int i = 0; i < TUNNEL_SESSIONS_MAX; i++) {
         free(t->sess[i].chans);
+        free(t->sess[i].mux);
         if (t->sess[i].wake[0] >= 0)
             close(t->sess[i].wake[0]);
         if (t->sess[i].wake[1] >= 0)
@@ -1040,5 +1237,6 @@ void tunnel_free(tunnel_t *t)
     free(t->s_user);
     free(t->s_known_hosts);
     free(t->s_state_dir);
+    free(t->s_ssh_command);
     free(t);
 }

@@ -25,6 +25,20 @@ typedef enum tunnel_hostkey_policy {
     TUNNEL_HOSTKEY_ACCEPT_NEW = 1, /* an unknown host key is recorded the first time */
 } tunnel_hostkey_policy;
 
+/*
+ * Which SSH implementation carries the bytes. libssh2 runs inside walgate (each session a
+ * thread); openssh runs one `ssh` master process per session (the system's OpenSSH client, whose
+ * cipher code is about twice as cheap per byte as libssh2 1.10's) and hands every accepted
+ * client socket to it through a short-lived `ssh -W` mux client, so the bytes never pass through
+ * walgate. See tunnel/openssh.c.
+ */
+typedef enum tunnel_transport {
+    TUNNEL_TRANSPORT_LIBSSH2 = 0,
+    TUNNEL_TRANSPORT_OPENSSH = 1,
+} tunnel_transport;
+
+#define TUNNEL_SSH_COMMAND_DEFAULT "/usr/bin/ssh"
+
 /* The configuration of one `[tunnel NAME]` section. Strings are owned by whoever fills it. */
 typedef struct tunnel_config {
     const char *name;
@@ -38,6 +52,8 @@ typedef struct tunnel_config {
     int64_t keepalive_interval_ms; /* SSH keepalive; default 10s; dead after 3 missed */
     wg_keepalive tcp;              /* TCP keepalive / TCP_USER_TIMEOUT on the SSH socket */
     int sessions; /* SSH sessions channels are spread over; default 1, 1..TUNNEL_SESSIONS_MAX */
+    tunnel_transport transport; /* default libssh2 */
+    const char *ssh_command;    /* transport openssh: the ssh client; NULL = /usr/bin/ssh */
 } tunnel_config;
 
 #define TUNNEL_SESSIONS_DEFAULT 1
@@ -70,6 +86,8 @@ typedef struct tunnel_status {
     uint64_t reconnects;        /* establishments after the first */
     uint64_t bytes_to_target;   /* payload bytes clients sent through the tunnel */
     uint64_t bytes_from_target; /* payload bytes sent back to clients */
+    bool bytes_unknown;         /* transport openssh: the bytes bypass walgate, not counted */
+    tunnel_transport transport;
     int open_channels;
     uint64_t channels_total;
     char auth_key[16]; /* "primary" or "secondary": the key that worked last */

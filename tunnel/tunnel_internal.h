@@ -83,4 +83,58 @@ void ssh_conn_close(ssh_conn *c);
 /* The known_hosts path to use: cfg->known_hosts or STATE_DIR/known_hosts. */
 void tunnel_known_hosts_path(const tunnel_config *cfg, char *buf, size_t len);
 
+/* ---- transport = openssh (openssh.c) ------------------------------------------------------ */
+
+#include <sys/types.h>
+
+/* One ssh master process: a session of a tunnel with transport = openssh. */
+typedef struct ossh_master {
+    pid_t pid;
+    int pidfd;  /* -1 where the kernel has no pidfd_open: waitpid is polled */
+    int err_fd; /* ssh's stderr */
+    char ctl[512];
+    char primary[4096]; /* the primary key's path, to tell which key the server accepted */
+    bool exited;
+    int status; /* waitpid status once exited */
+    char line[1024];
+    size_t line_len;
+    char last[300];   /* the last non-debug stderr line, sanitized; "" if none */
+    char host_fp[64]; /* from ssh's debug output; "" if not seen */
+    char auth_key[16];
+} ossh_master;
+
+/* The configured ssh client (ssh_command or /usr/bin/ssh). */
+const char *ossh_command(const tunnel_config *cfg);
+/* 0 when the ssh client is an absolute path walgate may execute; else a message + remedy. */
+int ossh_check_command(const tunnel_config *cfg, wg_error *err);
+/* Run `ssh -V`: its version line in `out` ("OpenSSH_9.2p1 ..."), or a message + remedy. */
+int ossh_version(const tunnel_config *cfg, char *out, size_t len, wg_error *err);
+
+/*
+ * Start an ssh master for session idx (0-based) and wait, within connect_timeout and stop,
+ * until its control socket exists (ssh creates it after authentication). On failure the master
+ * is reaped and `err` says why, with the same words and code as transport = libssh2 when
+ * session.c can tell (a second connection, nothing recorded).
+ */
+int ossh_master_open(const tunnel_config *cfg, const keys_pair *keys, int idx,
+                     const wg_stop_flag *stop, ossh_master *m, wg_error *err);
+/* Drain ssh's stderr; true (with m->status) once the master exited (reaped). */
+bool ossh_master_poll(ossh_master *m);
+/* The message for a master that exited after it was up. */
+void ossh_master_lost(const tunnel_config *cfg, const ossh_master *m, wg_error *err);
+/* Kill (SIGTERM, then SIGKILL after 1 s) and reap the master; remove its control socket. */
+void ossh_master_close(ossh_master *m);
+
+/* Start `ssh -S CTL -W host:port` with stdin and stdout = fd (the caller then closes fd). */
+int ossh_mux_spawn(const tunnel_config *cfg, const ossh_master *m, const char *host, int port,
+                   int fd, pid_t *pid, int *pidfd, wg_error *err);
+
+/* fork + exec argv (argv[0] an absolute path) with the given stdio, dying with its thread. */
+int ossh_spawn(char *const argv[], int in, int out, int errfd, pid_t *pid, int *pidfd,
+               wg_error *err);
+/* 1 with *status when pid has exited (reaped), 0 while it runs. Never blocks. */
+int ossh_reap(pid_t pid, int *status);
+/* SIGTERM, grace_ms to exit, then SIGKILL; reaped on return; pidfd (if >= 0) closed. */
+void ossh_kill(pid_t pid, int pidfd, int grace_ms);
+
 #endif /* WALGATE_TUNNEL_INTERNAL_H */
