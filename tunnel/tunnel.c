@@ -302,6 +302,7 @@ static void set_state(tunnel_sess *s, tunnel_state state, const wg_error *err)
     if (err && err->msg[0]) {
         snprintf(t->st.last_error, sizeof(t->st.last_error), "%s", err->msg);
         t->st.last_error_wall_ms = wg_wall_ms();
+        t->st.last_error_code = err->code;
     }
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mu);
@@ -1150,9 +1151,8 @@ int tunnel_wait_up(tunnel_t *t, int64_t timeout_ms, wg_error *err)
             return 0;
         }
         /* A refused host key or key is not going to fix itself: report it at once. */
-        if (t->st.state == TUNNEL_STATE_BACKOFF && t->st.last_error[0] && t->st.connects == 0 &&
-            (strstr(t->st.last_error, "host key") || strstr(t->st.last_error, "HOST KEY") ||
-             strstr(t->st.last_error, "refused both keys")))
+        if (t->st.state == TUNNEL_STATE_BACKOFF && t->st.connects == 0 &&
+            (t->st.last_error_code == WG_ERR_HOSTKEY || t->st.last_error_code == WG_ERR_AUTH))
             break;
         int64_t left = deadline - wg_now_ms();
         if (left <= 0 || t->st.state == TUNNEL_STATE_STOPPED)
@@ -1165,7 +1165,10 @@ int tunnel_wait_up(tunnel_t *t, int64_t timeout_ms, wg_error *err)
         ts.tv_nsec %= 1000000000;
         pthread_cond_timedwait(&t->cond, &t->mu, &ts);
     }
-    wg_error_set(err, WG_ERR_NET, "%s",
+    int code = t->st.last_error_code == WG_ERR_HOSTKEY || t->st.last_error_code == WG_ERR_AUTH
+                   ? t->st.last_error_code
+                   : WG_ERR_NET;
+    wg_error_set(err, code, "%s",
                  t->st.last_error[0] ? t->st.last_error : "the tunnel did not come up in time");
     pthread_mutex_unlock(&t->mu);
     return err->code;

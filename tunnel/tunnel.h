@@ -82,8 +82,9 @@ typedef struct tunnel_status {
     tunnel_state state;
     char last_error[WG_ERROR_MSG_MAX]; /* empty when none */
     int64_t last_error_wall_ms;
-    uint64_t connects;          /* successful session establishments */
-    uint64_t reconnects;        /* establishments after the first */
+    int last_error_code; /* its wg_error code (WG_ERR_HOSTKEY, WG_ERR_AUTH, ...); 0 when none */
+    uint64_t connects;   /* successful session establishments */
+    uint64_t reconnects; /* establishments after the first */
     uint64_t bytes_to_target;   /* payload bytes clients sent through the tunnel */
     uint64_t bytes_from_target; /* payload bytes sent back to clients */
     bool bytes_unknown;         /* transport openssh: the bytes bypass walgate, not counted */
