@@ -24,10 +24,13 @@ Environment: WALGATE_BIN (default build-release/walgate).
 --bin LABEL=PATH (repeatable) adds the 1- and 2-worker runs of another walgate binary to every
 round, labelled LABEL, so that two builds are compared in the same interleaved rounds (and,
 unless --no-tunnel, its 2-worker run through its own tunnel, with its own tunnel cost).
---no-1worker leaves the 1-worker runs out (shorter rounds for a tunnel comparison).
+--no-1worker leaves the 1-worker runs out (shorter rounds for a tunnel comparison); without it
+WALGATE_BIN also runs with 1 worker through its tunnel.
 LABEL=PATH@N also sets `sessions = N` in that binary's [tunnel], LABEL=PATH@openssh its
 `transport = openssh` (both: LABEL=PATH@2,openssh). --no-dump leaves pg_dump out.
 --tunnel-transport libssh2|openssh sets `transport` in the [tunnel] of WALGATE_BIN's runs.
+--psql-via-walgate adds psql COPY through `walgate tunnel` (WALGATE_BIN, once with each
+transport) beside psql COPY through `ssh -N -L`: the tunnels compared with the same client.
 --sessions N sets `sessions` in the [tunnel] of WALGATE_BIN's runs. Without either the section
 has no `sessions` key (which a binary older than the key would refuse).
 """
@@ -66,6 +69,9 @@ def main():
                     help="`sessions` of WALGATE_BIN's [tunnel] (default: the key is left out)")
     ap.add_argument("--tunnel-transport", choices=("libssh2", "openssh"), default=None,
                     help="`transport` of WALGATE_BIN's [tunnel] (default: the key is left out)")
+    ap.add_argument("--psql-via-walgate", action="store_true",
+                    help="also psql COPY through `walgate tunnel` (WALGATE_BIN, each transport): "
+                    "the tunnels compared with the same client")
     args = ap.parse_args()
     others = []
     bin_sessions = {}
@@ -129,6 +135,23 @@ def main():
                 fixture.wait_port("127.0.0.1", sport, proc=p)
                 return p
             ssh = start_ssh()
+
+        wtunnels = {}  # transport -> [process, local port]: `walgate tunnel` for psql
+
+        def start_wtunnel(transport):
+            wport = fixture.free_port()
+            cfg = fixture.write_file(os.path.join(work, f"wt-{transport}.ini"), fixture.ini([
+                ("walgate", {"state_dir": state, "log_level": "warn"}),
+                (tunnel_cfg[0], dict(tunnel_cfg[1], transport=transport))]))
+            p = fixture.walgate_popen("tunnel", "b", "--to", f"127.0.0.1:{pg.port}", "--listen",
+                                      f"127.0.0.1:{wport}", config=cfg,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            fixture.wait_port("127.0.0.1", wport, proc=p)
+            return [p, wport]
+
+        if ssh and args.psql_via_walgate:
+            for tr in ("libssh2", "openssh"):
+                wtunnels[tr] = start_wtunnel(tr)
 
         def walgate(workers, tunnel=False, binary=None, label=None):
             tcfg = tunnel_cfg
@@ -208,6 +231,8 @@ def main():
         if not args.no_dump:
             runs += [("pg_dump -Fd -j2 --data-only", dump)]
         if ssh:
+            if one:
+                runs += [("walgate, 1 worker, own tunnel", lambda: walgate(1, tunnel=True))]
             runs += [("walgate, 2 workers, own tunnel", lambda: walgate(2, tunnel=True))]
             for label, path in others:
                 runs += [(f"walgate {label}, 2 workers, own tunnel",
@@ -222,6 +247,14 @@ def main():
                     ssh = start_ssh()
                 return copy(sport)
             runs += [("psql COPY via ssh -N -L", ssh_copy)]
+            for tr in wtunnels:
+                def wt_copy(tr=tr):
+                    if wtunnels[tr][0].poll() is not None:
+                        print(f"# walgate tunnel ({tr}) had exited; started again, untimed",
+                              flush=True)
+                        wtunnels[tr] = start_wtunnel(tr)
+                    return copy(wtunnels[tr][1])
+                runs += [(f"psql COPY via walgate tunnel ({tr})", wt_copy)]
         res = {name: [] for name, _ in runs}
         try:
             for r in range(args.rounds):
@@ -233,6 +266,8 @@ def main():
                                                      for n, _ in order) + f"; {common.load()}",
                       flush=True)
         finally:
+            for p, _ in wtunnels.values():
+                common.stop(p)
             if ssh:
                 common.stop(ssh)
                 sshd.stop()
@@ -247,11 +282,18 @@ def main():
     if ssh:
         s = [a / b for a, b in zip(res["psql COPY via ssh -N -L"], base)]
         costs = []
+        if one:
+            w = [a / b for a, b in zip(res["walgate, 1 worker, own tunnel"],
+                                       res["walgate, 1 worker"])]
+            costs.append(f"walgate 1 worker's own tunnel {common.fmt_spread(w)}x")
         for label in [None] + [lb for lb, _ in others]:
             name = f"walgate {label}" if label else "walgate"
             w = [a / b for a, b in zip(res[f"{name}, 2 workers, own tunnel"],
                                        res[f"{name}, 2 workers"])]
             costs.append(f"{name}'s own tunnel {common.fmt_spread(w)}x")
+        for tr in wtunnels:
+            w = [a / b for a, b in zip(res[f"psql COPY via walgate tunnel ({tr})"], base)]
+            costs.append(f"psql via walgate tunnel ({tr}) {common.fmt_spread(w)}x")
         print(f"tunnel cost (time through tunnel / direct, per round): {', '.join(costs)}, "
               f"ssh -N -L {common.fmt_spread(s)}x")
     common.print_peak_rss()
