@@ -12,7 +12,9 @@
 - `walgate run` with a source through [tunnel b] of transport = openssh: the change log,
   replayed, equals `COPY ... TO STDOUT WITH CSV`, and STATE_DIR/tunnels/b.json says the
   transport and that bytes are not counted;
-- an ssh_command that does not exist: a clear error naming it, with the remedy.
+- an ssh_command that does not exist: a clear error naming it, with the remedy;
+- a target the bastion cannot reach: each client's connection is closed at once, walgate logs
+  the AllowTcpForwarding / PermitOpen remedy, the session stays up.
 """
 import csv
 import io
@@ -93,6 +95,26 @@ def test_data_both_ways(sshd):
     c.close()
     wait_log(t, "secondary key")
     t.stop()
+
+
+def test_refused_forward(sshd):
+    """A target the bastion cannot reach (nothing listens there): the mux client exits 255 at
+    once, walgate says so with the remedy, the client sees its connection closed, the master
+    stays up and serves the next connection."""
+    s = Setup(sshd, fixture.tempdir("walgate-osshrf-"), extra=OSSH)
+    sshd.authorize(s.keys())
+    port = s.start(fixture.free_port())  # nothing listens there
+    for _ in range(2):
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.settimeout(10)
+        assert c.recv(1) == b"", s.log()  # closed, not left hanging
+        c.close()
+    wait_log(s, "failed at once (ssh -W exit status 255)")
+    assert "AllowTcpForwarding" in s.log(), s.log()
+    fixture.wait_until(lambda: len(ssh_children(s.proc.pid)) == 1,
+                       "the master alone (the mux clients reaped)", timeout=10, log=s.log)
+    assert s.log().count("connected to") == 1, s.log()  # no reconnect: the session is fine
+    s.stop()
 
 
 def test_host_keys(sshd):
@@ -257,6 +279,7 @@ def main():
     with fixture.Postgres() as pg, fixture.Sshd() as sshd:
         test_missing_ssh_command(sshd)
         test_data_both_ways(sshd)
+        test_refused_forward(sshd)
         test_host_keys(sshd)
         test_no_ssh_left(sshd)
         test_ingest_through_openssh(pg, sshd)
