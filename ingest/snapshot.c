@@ -107,17 +107,6 @@ static void *snap_worker(void *arg)
     return NULL;
 }
 
-static bool snap_in_list(const cat_tables *tl, const char *qname)
-{
-    for (int i = 0; i < tl->n; i++) {
-        size_t n = strlen(tl->v[i].schema);
-        if (strncmp(qname, tl->v[i].schema, n) == 0 && qname[n] == '.' &&
-            strcmp(qname + n + 1, tl->v[i].table) == 0)
-            return true;
-    }
-    return false;
-}
-
 /*
  * The publication's tables, and a clean slate for a new slot: the configured ones forget
  * what an earlier slot left (snapshot, error, columns, cut), resync requests are dropped, and
@@ -164,7 +153,8 @@ static int snap_reset(ingest_source *s, cat_tables *tl, wg_error *err)
     /* Names an earlier attempt copied that this one does not (renamed, dropped, out of the
      * publication since): their rows are marked abandoned above; nothing else is left of them. */
     for (size_t i = s->n_tables; i-- > 0;)
-        if (!snap_in_list(tl, s->tables[i].name) || !src_table_configured(s, s->tables[i].name))
+        if (cat_tables_find(tl, s->tables[i].name) < 0 ||
+            !src_table_configured(s, s->tables[i].name))
             state_table_remove(s, i);
     return 0;
 }
