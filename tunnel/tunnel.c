@@ -319,9 +319,48 @@ static const char *ssh_errmsg_of(LIBSSH2_SESSION *s)
 
 /* ---- Channels ------------------------------------------------------------------------------ */
 
-static void chan_close(tunnel_sess *s, chan *c)
+/* A client accepted on `s` (either transport): counted in the status and the session's load. */
+static void chan_counted(tunnel_sess *s, const forward *f)
 {
     tunnel_t *t = s->t;
+    pthread_mutex_lock(&t->mu);
+    t->st.open_channels++;
+    t->st.channels_total++;
+    s->load++;
+    s->channels_total++;
+    int load = s->load;
+    pthread_mutex_unlock(&t->mu);
+    wake_others(s);
+    if (t->n_sess > 1)
+        log_debug(t->cfg.name, "a client for %s:%d on session %d of %d (%d channels)",
+                  f->target_host, f->target_port, s->idx + 1, t->n_sess, load);
+}
+
+/* A client's channel of `s` ended. */
+static void chan_uncounted(tunnel_sess *s)
+{
+    tunnel_t *t = s->t;
+    pthread_mutex_lock(&t->mu);
+    t->st.open_channels--;
+    s->load--;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Room for `need` entries in *pfds (grown to twice that); -1 when out of memory. */
+static int pfds_reserve(struct pollfd **pfds, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    struct pollfd *np = realloc(*pfds, need * 2 * sizeof(*np));
+    if (!np)
+        return -1;
+    *pfds = np;
+    *cap = need * 2;
+    return 0;
+}
+
+static void chan_close(tunnel_sess *s, chan *c)
+{
     if (c->ch) {
         libssh2_channel_free(c->ch); /* may return EAGAIN; libssh2 frees on session close */
         c->ch = NULL;
@@ -329,10 +368,7 @@ static void chan_close(tunnel_sess *s, chan *c)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
-    pthread_mutex_lock(&t->mu);
-    t->st.open_channels--;
-    s->load--;
-    pthread_mutex_unlock(&t->mu);
+    chan_uncounted(s);
     free(c);
 }
 
@@ -412,7 +448,6 @@ static bool least_loaded(tunnel_sess *s)
  * wake it (it may not be polling the listeners). */
 static int accept_clients(tunnel_sess *s, const forward *f)
 {
-    tunnel_t *t = s->t;
     for (;;) {
         if (!least_loaded(s)) {
             wake_others(s);
@@ -440,17 +475,7 @@ static int accept_clients(tunnel_sess *s, const forward *f)
         c->fwd = f;
         c->accepted_ms = wg_now_ms();
         s->chans[s->n_chans++] = c;
-        pthread_mutex_lock(&t->mu);
-        t->st.open_channels++;
-        t->st.channels_total++;
-        s->load++;
-        s->channels_total++;
-        int load = s->load;
-        pthread_mutex_unlock(&t->mu);
-        wake_others(s);
-        if (t->n_sess > 1)
-            log_debug(t->cfg.name, "a client for %s:%d on session %d of %d (%d channels)",
-                      f->target_host, f->target_port, s->idx + 1, t->n_sess, load);
+        chan_counted(s, f);
     }
     return 0;
 }
@@ -742,15 +767,9 @@ static void serve(tunnel_sess *ts, wg_error *err)
         pthread_mutex_lock(&t->mu);
         nfw = t->n_fwds;
         pthread_mutex_unlock(&t->mu);
-        size_t need = 2 + nfw + ts->n_chans;
-        if (need > pcap) {
-            struct pollfd *np = realloc(pfds, need * 2 * sizeof(*np));
-            if (!np) {
-                wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-                break;
-            }
-            pfds = np;
-            pcap = need * 2;
+        if (pfds_reserve(&pfds, &pcap, 2 + nfw + ts->n_chans) != 0) {
+            wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            break;
         }
         for (size_t i = 0; i < ts->n_chans;) {
             chan *c = ts->chans[i];
@@ -848,14 +867,10 @@ static void serve(tunnel_sess *ts, wg_error *err)
 
 static void mux_done(tunnel_sess *s, size_t i)
 {
-    tunnel_t *t = s->t;
     if (s->mux[i].pidfd >= 0)
         close(s->mux[i].pidfd);
     s->mux[i] = s->mux[--s->n_mux];
-    pthread_mutex_lock(&t->mu);
-    t->st.open_channels--;
-    s->load--;
-    pthread_mutex_unlock(&t->mu);
+    chan_uncounted(s);
 }
 
 /* Every mux client of the session is ended (after the master, so their channels are gone). */
@@ -903,17 +918,7 @@ static void accept_mux(tunnel_sess *s, const forward *f)
         c->fwd = f;
         c->started_ms = wg_now_ms();
         s->n_mux++;
-        pthread_mutex_lock(&t->mu);
-        t->st.open_channels++;
-        t->st.channels_total++;
-        s->load++;
-        s->channels_total++;
-        int load = s->load;
-        pthread_mutex_unlock(&t->mu);
-        wake_others(s);
-        if (t->n_sess > 1)
-            log_debug(t->cfg.name, "a client for %s:%d on session %d of %d (%d channels)",
-                      f->target_host, f->target_port, s->idx + 1, t->n_sess, load);
+        chan_counted(s, f);
     }
 }
 
@@ -954,15 +959,9 @@ static void serve_openssh(tunnel_sess *ts, wg_error *err)
         pthread_mutex_lock(&t->mu);
         nfw = t->n_fwds;
         pthread_mutex_unlock(&t->mu);
-        size_t need = 3 + nfw + ts->n_mux;
-        if (need > pcap) {
-            struct pollfd *np = realloc(pfds, need * 2 * sizeof(*np));
-            if (!np) {
-                wg_error_set(err, WG_ERR_NOMEM, "out of memory");
-                break;
-            }
-            pfds = np;
-            pcap = need * 2;
+        if (pfds_reserve(&pfds, &pcap, 3 + nfw + ts->n_mux) != 0) {
+            wg_error_set(err, WG_ERR_NOMEM, "out of memory");
+            break;
         }
         size_t n = 0;
         bool polled_all = ts->om.pidfd >= 0;
