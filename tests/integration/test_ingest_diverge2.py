@@ -22,6 +22,7 @@ Against a real PostgreSQL 15 (each rows check replays the log and compares it wi
   (they stayed in the log as rows of a table the server does not have, with no error:
   differential seed 1244216780), and copies the table under its new name.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -150,6 +151,30 @@ def test_dropped_domain_column(pg):
     print("dropped domain column: fails as a dropped column with the resync remedy; resync recovers")
 
 
+@contextlib.contextmanager
+def held_snapshot(pg, name, pub, tmpfs_mib, ballast_mib, what):
+    """A `Run` (1 snapshot worker) whose state_dir is on a small tmpfs with a ballast file, so
+    the free space falls under min_free_space and the snapshot pauses (deterministically) once
+    the disk is down to it; yields (run, ballast path) with the snapshot paused."""
+    mnt = fixture.tempdir(f"walgate-{name}-")
+    fixture.run(["mount", "-t", "tmpfs", "-o", f"size={tmpfs_mib}m,mode=0755", "tmpfs", mnt])
+    try:
+        state = os.path.join(mnt, "state")
+        os.makedirs(state)
+        ballast = os.path.join(mnt, "ballast")
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (ballast_mib << 20))
+        run = Run(pg, name, pub, extra={"snapshot_workers": "1"}, state=state)
+        cfg = open(run.cfg).read().replace("[walgate]\n", "[walgate]\nmin_free_space = 8MiB\n"
+                                           "log_segment_bytes = 64KiB\n", 1)
+        fixture.write_file(run.cfg, cfg)
+        run.start()
+        run.wait(lambda: "snapshot paused" in (run.status().get("error") or ""), what, 60)
+        yield run, ballast
+    finally:
+        fixture.run(["umount", "-l", mnt], check=False)
+
+
 def test_rewrite_during_snapshot(pg):
     pg.sql("CREATE TABLE a_first (id int PRIMARY KEY, v text);"
            "INSERT INTO a_first SELECT g, 'a' || g FROM generate_series(1, 1000) g;"
@@ -163,21 +188,8 @@ def test_rewrite_during_snapshot(pg):
     # The copy of the first table is held (deterministically: state_dir on a small tmpfs, a
     # ballast file under min_free_space) while b and c are rewritten after the slot's snapshot
     # was exported; then the space is freed and the copy goes on to b and c.
-    mnt = fixture.tempdir("walgate-rw-")
-    fixture.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", mnt])
-    try:
-        state = os.path.join(mnt, "state")
-        os.makedirs(state)
-        ballast = os.path.join(mnt, "ballast")
-        with open(ballast, "wb") as f:
-            f.write(b"\0" * (10 << 20))
-        run = Run(pg, "rw", "rw_pub", extra={"snapshot_workers": "1"}, state=state)
-        cfg = open(run.cfg).read().replace("[walgate]\n", "[walgate]\nmin_free_space = 8MiB\n"
-                                           "log_segment_bytes = 64KiB\n", 1)
-        fixture.write_file(run.cfg, cfg)
-        run.start()
-        run.wait(lambda: "snapshot paused" in (run.status().get("error") or ""),
-                 "the snapshot held in the copy of a_first", 60)
+    with held_snapshot(pg, "rw", "rw_pub", 16, 10,
+                       "the snapshot held in the copy of a_first") as (run, ballast):
         assert not any(t["snapshot_committed"] for t in run.status()["tables"]), run.status()
         pg.sql("ALTER TABLE b ALTER COLUMN t TYPE text; UPDATE b SET t = 'x' || t WHERE id <= 10")
         pg.sql("BEGIN; TRUNCATE c; INSERT INTO c SELECT g, 'new' || g FROM generate_series(1, 70) g;"
@@ -189,8 +201,6 @@ def test_rewrite_during_snapshot(pg):
                "INSERT INTO d SELECT g, 'new d' || g FROM generate_series(1, 40) g")
         os.unlink(ballast)
         check_rewritten(pg, run)
-    finally:
-        fixture.run(["umount", "-l", mnt], check=False)
 
 
 def check_rewritten(pg, run):
@@ -226,21 +236,7 @@ def test_renamed_between_snapshot_attempts(pg):
     # The copy is held part-way (state_dir on a small tmpfs whose free space falls under
     # min_free_space while the big tables are copied), and walgate is killed there: rows of
     # the first attempt are in the log, the snapshot is not done.
-    mnt = fixture.tempdir("walgate-ab-")
-    fixture.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", mnt])
-    try:
-        state = os.path.join(mnt, "state")
-        os.makedirs(state)
-        ballast = os.path.join(mnt, "ballast")
-        with open(ballast, "wb") as f:
-            f.write(b"\0" * (20 << 20))
-        run = Run(pg, "ab", "ab_pub", extra={"snapshot_workers": "1"}, state=state)
-        cfg = open(run.cfg).read().replace("[walgate]\n", "[walgate]\nmin_free_space = 8MiB\n"
-                                           "log_segment_bytes = 64KiB\n", 1)
-        fixture.write_file(run.cfg, cfg)
-        run.start()
-        run.wait(lambda: "snapshot paused" in (run.status().get("error") or ""),
-                 "the snapshot held part-way", 60)
+    with held_snapshot(pg, "ab", "ab_pub", 32, 20, "the snapshot held part-way") as (run, ballast):
         written = {r["table"] for r in run.lines() if r["op"] == "read"}
         assert written, "no rows of the first attempt in the log"
         run.proc.kill()
@@ -263,8 +259,6 @@ def test_renamed_between_snapshot_attempts(pg):
         n = assert_equal(pg, run, "public.ab2", "SELECT id, v FROM ab2", ["id", "v"])
         assert n == 40000, n
         run.stop()
-    finally:
-        fixture.run(["umount", "-l", mnt], check=False)
     print("snapshot attempt killed, a table it had copied renamed or dropped from the "
           "publication before the next: its rows are marked abandoned, the new name copied")
 
