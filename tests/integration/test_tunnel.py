@@ -39,8 +39,19 @@ class Setup:
         sec = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "known_hosts": self.kh,
                "host_key_policy": policy, "keepalive_interval": "1s", "connect_timeout": "5s"}
         sec.update(extra or {})
+        self.sec = sec
         self.cfg = fixture.write_file(os.path.join(work, "w.ini"), fixture.ini([
             ("walgate", {"state_dir": work}), ("tunnel b", sec)]))
+
+    def run_config(self, pg, sources, **tunnel):
+        """A config for `walgate run`: [postgres main] of `pg` via this [tunnel b] (with the
+        `tunnel` keys added) and one [source NAME] per `sources` item (NAME: section keys)."""
+        return fixture.write_file(os.path.join(self.work, "run.ini"), fixture.ini([
+            ("walgate", {"state_dir": self.work}),
+            ("tunnel b", dict(self.sec, **tunnel)),
+            ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
+                               "dbname": "postgres", "sslmode": "disable", "via": "tunnel b"}),
+        ] + [(f"source {n}", dict(sec, connection="main")) for n, sec in sources.items()]))
 
     def keys(self):
         p = fixture.walgate("keys", "show", "b", config=self.cfg)
@@ -223,16 +234,8 @@ def test_two_sources_share_one_tunnel(pg, sshd):
     s = Setup(sshd, work)
     sshd.authorize(s.keys())
     state = work  # where Setup generated the keys of [tunnel b]
-    cfg = fixture.write_file(os.path.join(work, "run.ini"), fixture.ini([
-        ("walgate", {"state_dir": state}),
-        ("tunnel b", {"host": sshd.host, "port": sshd.port, "user": sshd.user,
-                      "known_hosts": s.kh, "keepalive_interval": "1s", "connect_timeout": "5s",
-                      "sessions": "2"}),
-        ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                           "dbname": "postgres", "sslmode": "disable", "via": "tunnel b"}),
-        ("source one", {"connection": "main", "publication": "p_one"}),
-        ("source two", {"connection": "main", "publication": "p_two"}),
-    ]))
+    cfg = s.run_config(pg, {"one": {"publication": "p_one"}, "two": {"publication": "p_two"}},
+                       sessions="2")
     wg = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
                                stderr=open(os.path.join(work, "run.log"), "w"))
     try:

@@ -223,15 +223,7 @@ def test_ingest_through_openssh(pg, sshd):
            "CREATE PUBLICATION p_ossh FOR TABLE ossh_t")
     s = Setup(sshd, work, extra=OSSH)
     sshd.authorize(s.keys())
-    cfg = fixture.write_file(os.path.join(work, "run.ini"), fixture.ini([
-        ("walgate", {"state_dir": work}),
-        ("tunnel b", {"host": sshd.host, "port": sshd.port, "user": sshd.user,
-                      "known_hosts": s.kh, "keepalive_interval": "1s", "connect_timeout": "5s",
-                      "transport": "openssh"}),
-        ("postgres main", {"host": pg.host, "port": pg.port, "user": "postgres",
-                           "dbname": "postgres", "sslmode": "disable", "via": "tunnel b"}),
-        ("source o", {"connection": "main", "publication": "p_ossh"}),
-    ]))
+    cfg = s.run_config(pg, {"o": {"publication": "p_ossh"}})  # Setup's transport = openssh
     logpath = os.path.join(work, "run.log")
     wg = fixture.walgate_popen("run", config=cfg, stdout=subprocess.DEVNULL,
                                stderr=open(logpath, "w"))
