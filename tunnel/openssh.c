@@ -511,7 +511,8 @@ int ossh_version(const tunnel_config *cfg, char *out, size_t len, wg_error *err)
     char *argv[] = {(char *)ossh_command(cfg), "-V", NULL};
     pid_t pid = 0;
     int pidfd = -1;
-    rc = devnull >= 0 ? ossh_spawn(argv, devnull, pe[1], pe[1], &pid, &pidfd, err) : WG_ERR_IO;
+    rc = devnull >= 0 ? ossh_spawn(argv, devnull, pe[1], pe[1], &pid, &pidfd, err)
+                      : wg_error_set(err, WG_ERR_IO, "/dev/null: %s", strerror(errno));
     if (devnull >= 0)
         close(devnull);
     close(pe[1]);
